@@ -1,0 +1,22 @@
+//! The shop from the Encore microservices guide, written with Ovation.
+//!
+//! Each top-level module is a service: `users`, `products` and `orders` own a database each;
+//! `gateway` owns none and orchestrates the others behind one public endpoint.
+
+pub mod gateway;
+pub mod orders;
+pub mod products;
+pub mod users;
+
+/// Length limits for text fields: a client's mistake, not the database's, when exceeded.
+pub(crate) fn check_text(field: &str, value: &str, max: usize) -> Result<(), ovation::Error> {
+    if value.trim().is_empty() {
+        return Err(ovation::Error::invalid_argument(format!("`{field}` must not be empty")));
+    }
+    if value.chars().count() > max {
+        return Err(ovation::Error::invalid_argument(format!(
+            "`{field}` must be at most {max} characters"
+        )));
+    }
+    Ok(())
+}

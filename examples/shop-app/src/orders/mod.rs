@@ -1,0 +1,168 @@
+//! The `orders` service: checks the user and the product with their services, reserves the
+//! stock, records the order.
+
+use ovation::prelude::*;
+
+use crate::{products, users};
+
+static DB: Database = ovation::database!("orders", migrations = "./migrations");
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema, sqlx::FromRow)]
+#[serde(rename_all = "camelCase")]
+pub struct Order {
+    pub id: Uuid,
+    pub user_id: Uuid,
+    pub product_id: Uuid,
+    pub quantity: i32,
+    pub total_cents: i64,
+    pub status: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CreateOrderParams {
+    pub user_id: Uuid,
+    pub product_id: Uuid,
+    pub quantity: i32,
+}
+
+/// Places an order: the user and the product must exist, and the stock must suffice.
+#[api(public, method = "POST", path = "/orders")]
+pub async fn create(p: CreateOrderParams) -> Result<Order, Error> {
+    if p.quantity <= 0 {
+        return Err(Error::invalid_argument("`quantity` must be at least 1"));
+    }
+    users::get(p.user_id).await.map_err(|e| match e.code() {
+        ErrCode::NotFound => Error::invalid_argument("user does not exist"),
+        _ => e,
+    })?;
+    let product = products::get(p.product_id).await.map_err(|e| match e.code() {
+        ErrCode::NotFound => Error::invalid_argument("product does not exist"),
+        _ => e,
+    })?;
+    let total_cents = product
+        .price_cents
+        .checked_mul(i64::from(p.quantity))
+        .ok_or_else(|| Error::invalid_argument("the order's total is too large"))?;
+
+    products::reserve_inventory(p.product_id, products::ReserveParams { quantity: p.quantity })
+        .await?;
+    let inserted = sqlx::query_as::<_, Order>(
+        "INSERT INTO orders (user_id, product_id, quantity, total_cents, status)
+         VALUES ($1, $2, $3, $4, 'confirmed')
+         RETURNING id, user_id, product_id, quantity, total_cents, status",
+    )
+    .bind(p.user_id)
+    .bind(p.product_id)
+    .bind(p.quantity)
+    .bind(total_cents)
+    .fetch_one(DB.pool())
+    .await;
+    match inserted {
+        Ok(order) => Ok(order),
+        Err(e) => {
+            // The stock is reserved but no order records it: give it back.
+            let release = products::ReleaseParams { quantity: p.quantity };
+            if let Err(re) = products::release_inventory(p.product_id, release).await {
+                ovation::tracing::warn!("could not release stock after a failed insert: {re}");
+            }
+            Err(e.into())
+        }
+    }
+}
+
+/// Gets an order by id.
+#[api(public, method = "GET", path = "/orders/:id")]
+pub async fn get(id: Uuid) -> Result<Order, Error> {
+    sqlx::query_as::<_, Order>(
+        "SELECT id, user_id, product_id, quantity, total_cents, status FROM orders WHERE id = $1",
+    )
+    .bind(id)
+    .fetch_optional(DB.pool())
+    .await?
+    .ok_or_else(|| Error::not_found("order not found"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn buyer_and_widget(inventory: i32) -> (users::User, products::Product) {
+        let user = users::create(users::CreateUserParams {
+            email: "buyer@example.com".into(),
+            name: "Buyer".into(),
+        })
+        .await
+        .unwrap();
+        let product = products::create(products::CreateProductParams {
+            name: "Widget".into(),
+            price_cents: 1000,
+            inventory,
+        })
+        .await
+        .unwrap();
+        (user, product)
+    }
+
+    // The guide's TestCreateOrderFlow.
+    #[ovation::test]
+    async fn create_order_flow() {
+        let (user, product) = buyer_and_widget(10).await;
+        let order = create(CreateOrderParams { user_id: user.id, product_id: product.id, quantity: 2 })
+            .await
+            .unwrap();
+        assert_eq!(order.total_cents, 2000);
+        assert_eq!(order.status, "confirmed");
+        assert_eq!(products::get(product.id).await.unwrap().inventory, 8);
+        assert_eq!(get(order.id).await.unwrap(), order);
+    }
+
+    #[ovation::test]
+    async fn unknown_user_or_product_is_invalid_argument() {
+        let (user, product) = buyer_and_widget(10).await;
+        let err = create(CreateOrderParams { user_id: Uuid::new_v4(), product_id: product.id, quantity: 1 })
+            .await
+            .unwrap_err();
+        assert_eq!((err.code(), err.message()), (ErrCode::InvalidArgument, "user does not exist"));
+        let err = create(CreateOrderParams { user_id: user.id, product_id: Uuid::new_v4(), quantity: 1 })
+            .await
+            .unwrap_err();
+        assert_eq!((err.code(), err.message()), (ErrCode::InvalidArgument, "product does not exist"));
+        assert_eq!(products::get(product.id).await.unwrap().inventory, 10);
+    }
+
+    #[ovation::test]
+    async fn short_stock_fails_without_an_order() {
+        let (user, product) = buyer_and_widget(1).await;
+        let err = create(CreateOrderParams { user_id: user.id, product_id: product.id, quantity: 2 })
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), ErrCode::FailedPrecondition);
+        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM orders").fetch_one(DB.pool()).await.unwrap();
+        assert_eq!(n, 0);
+    }
+
+    #[ovation::test]
+    async fn overflowing_totals_are_invalid_argument() {
+        let user = users::create(users::CreateUserParams { email: "r@example.com".into(), name: "R".into() })
+            .await
+            .unwrap();
+        let product = products::create(products::CreateProductParams {
+            name: "Yacht".into(),
+            price_cents: i64::MAX / 2,
+            inventory: 10,
+        })
+        .await
+        .unwrap();
+        let err = create(CreateOrderParams { user_id: user.id, product_id: product.id, quantity: 3 })
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), ErrCode::InvalidArgument);
+        assert_eq!(products::get(product.id).await.unwrap().inventory, 10);
+    }
+
+    #[ovation::test]
+    async fn unknown_order_is_not_found() {
+        assert_eq!(get(Uuid::new_v4()).await.unwrap_err().code(), ErrCode::NotFound);
+    }
+}

@@ -1,0 +1,114 @@
+//! The `users` service: accounts, each with a unique email.
+
+use ovation::prelude::*;
+
+use crate::check_text;
+
+static DB: Database = ovation::database!("users", migrations = "./migrations");
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema, sqlx::FromRow)]
+#[serde(rename_all = "camelCase")]
+pub struct User {
+    pub id: Uuid,
+    pub email: String,
+    pub name: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CreateUserParams {
+    pub email: String,
+    pub name: String,
+}
+
+/// Creates a user. A second user with the same email is `already_exists`.
+#[api(public, method = "POST", path = "/users")]
+pub async fn create(p: CreateUserParams) -> Result<User, Error> {
+    check_text("email", &p.email, 254)?;
+    check_text("name", &p.name, 200)?;
+    if !p.email.contains('@') {
+        return Err(Error::invalid_argument("`email` must be an email address"));
+    }
+    sqlx::query_as::<_, User>(
+        "INSERT INTO users (email, name) VALUES ($1, $2) RETURNING id, email, name",
+    )
+    .bind(p.email.trim())
+    .bind(p.name.trim())
+    .fetch_one(DB.pool())
+    .await
+    .map_err(|e| match Error::from(e) {
+        e if e.code() == ErrCode::AlreadyExists => {
+            Error::already_exists(format!("a user with email {} exists already", p.email.trim()))
+        }
+        e => e,
+    })
+}
+
+/// Gets a user by id.
+#[api(public, method = "GET", path = "/users/:id")]
+pub async fn get(id: Uuid) -> Result<User, Error> {
+    sqlx::query_as::<_, User>("SELECT id, email, name FROM users WHERE id = $1")
+        .bind(id)
+        .fetch_optional(DB.pool())
+        .await?
+        .ok_or_else(|| Error::not_found("user not found"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // The guide's TestCreateAndGetUser.
+    #[ovation::test]
+    async fn create_and_get_user() {
+        let user = create(CreateUserParams {
+            email: "test@example.com".into(),
+            name: "Test User".into(),
+        })
+        .await
+        .unwrap();
+        assert_eq!(user.email, "test@example.com");
+        let fetched = get(user.id).await.unwrap();
+        assert_eq!(fetched, user);
+    }
+
+    #[ovation::test]
+    async fn duplicate_email_is_already_exists() {
+        let p = CreateUserParams { email: "dup@example.com".into(), name: "A".into() };
+        create(p.clone()).await.unwrap();
+        let err = create(p).await.unwrap_err();
+        assert_eq!(err.code(), ErrCode::AlreadyExists);
+        assert!(err.message().contains("dup@example.com"), "{err}");
+    }
+
+    #[ovation::test]
+    async fn unknown_user_is_not_found() {
+        let err = get(Uuid::new_v4()).await.unwrap_err();
+        assert_eq!(err.code(), ErrCode::NotFound);
+        assert_eq!(err.message(), "user not found");
+    }
+
+    #[ovation::test]
+    async fn invalid_fields_are_invalid_argument() {
+        for (email, name) in [("", "A"), ("no-at-sign", "A"), ("a@b.c", "  ")] {
+            let err = create(CreateUserParams { email: email.into(), name: name.into() })
+                .await
+                .unwrap_err();
+            assert_eq!(err.code(), ErrCode::InvalidArgument, "{email:?} {name:?}: {err}");
+        }
+    }
+
+    // Each test has its own databases: this user is invisible to every other test, and
+    // the same email can be created in parallel tests without conflict.
+    #[ovation::test]
+    async fn tests_are_isolated() {
+        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM users")
+            .fetch_one(DB.pool())
+            .await
+            .unwrap();
+        assert_eq!(n, 0);
+        create(CreateUserParams { email: "test@example.com".into(), name: "Other".into() })
+            .await
+            .unwrap();
+    }
+}

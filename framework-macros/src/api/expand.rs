@@ -1,0 +1,136 @@
+//! Code generation for `#[api]`: the stub under the user's name, the body under a hidden
+//! one, the `Endpoint` impl and the registry entry. Generated code names only
+//! `::ovation::__private::...`.
+
+use proc_macro2::TokenStream;
+use quote::{format_ident, quote};
+use syn::LitStr;
+
+use super::ast::{ArgKind, Endpoint};
+use crate::attr::Access;
+
+pub(crate) fn endpoint(e: &Endpoint<'_>) -> TokenStream {
+    let p = quote!(::ovation::__private);
+    let func = e.func;
+    let vis = &func.vis;
+    let name = &func.sig.ident;
+    let attrs = &func.attrs;
+    let cfgs: Vec<_> = attrs.iter().filter(|a| a.path().is_ident("cfg")).collect();
+    let output = &func.sig.output;
+    let marker = format_ident!("__ovation_endpoint_{}", name);
+    let inner = format_ident!("__ovation_inner_{}", name);
+
+    // The stub: the user's signature, without `mut` on its parameters.
+    let stub_params = e.args.iter().map(|a| {
+        let (ident, ty) = (&a.ident, &a.ty);
+        quote!(#ident: #ty)
+    });
+    let path_idents: Vec<_> = e
+        .path_params
+        .iter()
+        .map(|pp| {
+            let arg = e.args.iter().find(|a| a.ident.to_string().trim_start_matches("r#") == pp.name);
+            arg.map(|a| a.ident.clone()).expect("every path parameter is bound")
+        })
+        .collect();
+    let request_value = match e.args.iter().find(|a| matches!(a.kind, ArgKind::Request)) {
+        Some(a) => {
+            let ident = &a.ident;
+            quote!(#ident)
+        }
+        None => quote!(()),
+    };
+
+    // The body, under a hidden name: the user's function as written, minus docs.
+    let inner_attrs = attrs.iter().filter(|a| !a.path().is_ident("doc"));
+    let inner_sig = {
+        let mut sig = func.sig.clone();
+        sig.ident = inner.clone();
+        sig
+    };
+    let block = &func.block;
+
+    let method_variant = format_ident!("{}", {
+        let m = e.method.to_ascii_lowercase();
+        let mut c = m.chars();
+        c.next().map(|f| f.to_ascii_uppercase().to_string() + c.as_str()).unwrap_or_default()
+    });
+    let access = match e.access {
+        Access::Public => quote!(Public),
+        Access::Private => quote!(Private),
+        Access::Auth => quote!(Auth),
+    };
+    let path = &e.path;
+    let param_names: Vec<LitStr> =
+        e.path_params.iter().map(|pp| LitStr::new(&pp.name, path.span())).collect();
+    let param_types: Vec<_> = e.path_params.iter().map(|pp| &pp.ty).collect();
+    let indices: Vec<syn::Index> = (0..e.path_params.len()).map(syn::Index::from).collect();
+    let has_request = e.request.is_some();
+    let request_ty = e.request.as_ref().map(|t| quote!(#t)).unwrap_or(quote!(()));
+    let response_ty = &e.response;
+    let call_args = e.args.iter().map(|a| match a.kind {
+        ArgKind::Path(i) => {
+            let i = syn::Index::from(i);
+            quote!(params.#i)
+        }
+        ArgKind::Request => quote!(request),
+    });
+    let name_str = LitStr::new(&name.to_string(), name.span());
+
+    quote! {
+        #(#attrs)*
+        #vis async fn #name(#(#stub_params),*) #output {
+            #p::call::<#marker>((#(#path_idents,)*), #request_value).await
+        }
+
+        #(#cfgs)*
+        #[doc(hidden)]
+        #[allow(non_camel_case_types)]
+        #vis struct #marker;
+
+        #(#cfgs)*
+        #[doc(hidden)]
+        #(#inner_attrs)*
+        #[allow(clippy::needless_pass_by_value)]
+        #inner_sig #block
+
+        #(#cfgs)*
+        const _: () = {
+            impl #p::Endpoint for #marker {
+                const MODULE: &'static str = ::core::module_path!();
+                const NAME: &'static str = #name_str;
+                const METHOD: #p::Method = #p::Method::#method_variant;
+                const PATH: &'static str = #path;
+                const ACCESS: #p::Access = #p::Access::#access;
+                const PATH_PARAMS: &'static [&'static str] = &[#(#param_names),*];
+                const HAS_REQUEST: bool = #has_request;
+                const LOCATION: &'static str = ::core::concat!(::core::file!(), ":", ::core::line!());
+
+                type Params = (#(#param_types,)*);
+                type Request = #request_ty;
+                type Response = #response_ty;
+
+                fn parse_params(segments: &[&str]) -> #p::Result<Self::Params, #p::Error> {
+                    #p::Result::Ok((#(#p::parse_param::<#param_types>(#param_names, segments.get(#indices))?,)*))
+                }
+
+                fn render_params(params: &Self::Params) -> #p::Vec<#p::String> {
+                    let _ = params;
+                    #p::Vec::from([#(#p::PathParam::render_param(&params.#indices)),*])
+                }
+
+                fn handle(
+                    params: Self::Params,
+                    request: Self::Request,
+                ) -> impl #p::Future<Output = #p::Result<Self::Response, #p::Error>> + ::core::marker::Send {
+                    let _ = &request;
+                    #inner(#(#call_args),*)
+                }
+            }
+
+            #p::inventory::submit! {
+                #p::EndpointEntry(&#p::EndpointDecl::<#marker>::NEW)
+            }
+        };
+    }
+}

@@ -1,0 +1,148 @@
+//! Parsing of `#[api(...)]`'s keys.
+
+use proc_macro2::TokenStream;
+use syn::parse::{Parse, ParseStream};
+use syn::punctuated::Punctuated;
+use syn::{Ident, LitStr, Token};
+
+use crate::errors::Errors;
+
+/// One item of the attribute: a flag (`public`) or a key with a string (`method = "GET"`).
+pub(crate) struct Item {
+    pub key: Ident,
+    pub value: Option<syn::Expr>,
+}
+
+impl Parse for Item {
+    fn parse(input: ParseStream<'_>) -> syn::Result<Self> {
+        let key = input.call(Ident::parse_any_ident)?;
+        let value = if input.peek(Token![=]) {
+            input.parse::<Token![=]>()?;
+            Some(input.parse()?)
+        } else {
+            None
+        };
+        Ok(Item { key, value })
+    }
+}
+
+trait ParseAnyIdent {
+    fn parse_any_ident(input: ParseStream<'_>) -> syn::Result<Ident>;
+}
+
+impl ParseAnyIdent for Ident {
+    fn parse_any_ident(input: ParseStream<'_>) -> syn::Result<Ident> {
+        use syn::ext::IdentExt;
+        Ident::parse_any(input)
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Access {
+    Public,
+    Private,
+    Auth,
+}
+
+/// The attribute's keys, each with the token it came from.
+pub(crate) struct ApiAttr {
+    pub access: (Access, Option<Ident>),
+    pub method: Option<LitStr>,
+    pub path: Option<LitStr>,
+}
+
+pub(crate) const KEYS: &str = "`public`, `auth`, `method = \"...\"`, `path = \"...\"`";
+
+pub(crate) fn parse(tokens: TokenStream, errors: &mut Errors) -> ApiAttr {
+    let mut attr = ApiAttr { access: (Access::Private, None), method: None, path: None };
+    let items = match syn::parse::Parser::parse2(Punctuated::<Item, Token![,]>::parse_terminated, tokens) {
+        Ok(items) => items,
+        Err(e) => {
+            errors.push(e);
+            return attr;
+        }
+    };
+    let mut seen: Vec<Ident> = Vec::new();
+    for item in items {
+        let name = item.key.to_string();
+        let access_key = matches!(name.as_str(), "public" | "auth" | "private");
+        if let Some(first) = seen.iter().find(|k| {
+            *k == &item.key || (access_key && matches!(k.to_string().as_str(), "public" | "auth" | "private"))
+        }) {
+            if *first == item.key {
+                errors.at(&item.key, format_args!("`{name}` specified more than once"));
+            } else {
+                errors.at(&item.key, format_args!("`{name}` conflicts with `{first}`: an endpoint has one access level"));
+            }
+            continue;
+        }
+        seen.push(item.key.clone());
+        match (name.as_str(), &item.value) {
+            ("public" | "auth" | "private", None) => {
+                let access = match name.as_str() {
+                    "public" => Access::Public,
+                    "auth" => Access::Auth,
+                    _ => Access::Private,
+                };
+                attr.access = (access, Some(item.key.clone()));
+            }
+            ("public" | "auth" | "private", Some(v)) => {
+                errors.at(v, format_args!("`{name}` is a flag and takes no value: write `{name}`"));
+            }
+            ("method" | "path", Some(value)) => match string_literal(value) {
+                Some(lit) if name == "method" => attr.method = Some(lit),
+                Some(lit) => attr.path = Some(lit),
+                None => errors.at(value, format_args!("`{name}` takes a string, e.g. {name} = \"{}\"", example(&name))),
+            },
+            ("method" | "path", None) => {
+                errors.at(&item.key, format_args!("`{name}` needs a value: {name} = \"{}\"", example(&name)));
+            }
+            _ => errors.at(&item.key, format_args!("unknown key `{name}`; `#[api]` takes {KEYS}")),
+        }
+    }
+    attr
+}
+
+fn example(key: &str) -> &'static str {
+    if key == "method" { "GET" } else { "/users/:id" }
+}
+
+fn string_literal(expr: &syn::Expr) -> Option<LitStr> {
+    match expr {
+        syn::Expr::Lit(syn::ExprLit { lit: syn::Lit::Str(s), .. }) => Some(s.clone()),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use quote::quote;
+
+    fn parse_ok(tokens: TokenStream) -> ApiAttr {
+        let mut errors = Errors::default();
+        let attr = parse(tokens, &mut errors);
+        assert!(errors.is_empty());
+        attr
+    }
+
+    #[test]
+    fn reads_flags_and_keys() {
+        let a = parse_ok(quote!(public, method = "GET", path = "/users/:id"));
+        assert!(a.access.0 == Access::Public);
+        assert_eq!(a.method.unwrap().value(), "GET");
+        assert_eq!(a.path.unwrap().value(), "/users/:id");
+        assert!(parse_ok(quote!(method = "POST", path = "/x")).access.0 == Access::Private);
+    }
+
+    #[test]
+    fn reports_every_mistake() {
+        let mut errors = Errors::default();
+        parse(quote!(public, public, colour = "red", method = 3, auth), &mut errors);
+        let text = errors.into_output(TokenStream::new()).to_string();
+        assert!(text.contains("specified more than once"), "{text}");
+        assert!(text.contains("unknown key `colour`"), "{text}");
+        assert!(text.contains("takes a string"), "{text}");
+        assert!(text.contains("conflicts with `public`"), "{text}");
+    }
+}

@@ -1,0 +1,59 @@
+//! Procedural macros of [Ovation](https://docs.rs/ovation). Use them through the `ovation`
+//! crate (`ovation::api`, `ovation::database!`, `ovation::test`), which holds the logic: these
+//! macros parse, validate and expand into calls of `::ovation::__private`.
+
+mod api;
+mod attr;
+mod database;
+mod errors;
+mod test_attr;
+
+use proc_macro::TokenStream;
+
+/// Turns an async function into an endpoint and a typed call.
+///
+/// ```ignore
+/// #[api(public, method = "GET", path = "/users/:id")]
+/// pub async fn get(id: Uuid) -> Result<User, Error> { ... }
+/// ```
+///
+/// Keys: `method` (GET, POST, PUT, PATCH, DELETE, HEAD) and `path` are required; `public`
+/// (external clients may call) or `auth` (public, needs the auth handler) set the access, which
+/// is private (only the app's services may call) by default. Every `:name` or `*name` segment
+/// of the path binds the function parameter of that name; the one remaining parameter, if any,
+/// is the request: the JSON body for POST, PUT and PATCH, the query string otherwise.
+///
+/// ```compile_fail
+/// use ovation::prelude::*;
+/// #[api(public, method = "GET", path = "/users/:id")]
+/// pub async fn get(user_id: Uuid) -> Result<(), Error> { Ok(()) }
+/// // error: path parameter `:id` has no function parameter named `id`
+/// ```
+#[proc_macro_attribute]
+pub fn api(attr: TokenStream, item: TokenStream) -> TokenStream {
+    api::expand(attr.into(), item.into()).into()
+}
+
+/// Declares a service database: `static DB: Database = ovation::database!("users", migrations = "./migrations");`
+///
+/// The migrations folder is relative to the file that declares the database; its files
+/// `<n>_<name>.up.sql` are embedded in the binary and applied in order of `n`.
+#[proc_macro]
+pub fn database(input: TokenStream) -> TokenStream {
+    let file = proc_macro::Span::call_site().local_file();
+    database::expand(input.into(), file).into()
+}
+
+/// Runs an async test with fresh, migrated databases of its own and every service local.
+///
+/// ```ignore
+/// #[ovation::test]
+/// async fn create_and_get() {
+///     let user = users::create(CreateUserParams { .. }).await.unwrap();
+///     assert_eq!(users::get(user.id).await.unwrap().email, user.email);
+/// }
+/// ```
+#[proc_macro_attribute]
+pub fn test(attr: TokenStream, item: TokenStream) -> TokenStream {
+    test_attr::expand(attr.into(), item.into()).into()
+}

@@ -1,0 +1,272 @@
+//! Starting an app: config, databases, runtime, server, graceful shutdown.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::process::ExitCode;
+
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+
+use crate::config::{Config, ConfigError};
+use crate::infra::{InfraError, ManagedPostgres};
+use crate::registry;
+use crate::runtime::{self, Runtime};
+use crate::server::{self, RouteError};
+use crate::service_auth::ServiceAuthKey;
+use crate::sqldb::{self, SetupError};
+
+/// Why an app could not start. Each message says what to do about it.
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Infra(#[from] InfraError),
+    #[error(transparent)]
+    Database(#[from] SetupError),
+    #[error(transparent)]
+    Routes(#[from] RouteError),
+    #[error("unknown service `{name}` in the hosted services; the app's services are: {known}")]
+    UnknownService { name: String, known: String },
+    #[error("the URL {url:?} of service `{service}` is not valid: {reason}")]
+    BadServiceUrl { service: String, url: String, reason: String },
+    #[error("cannot listen on {addr}: {source}{hint}")]
+    Bind { addr: SocketAddr, source: std::io::Error, hint: &'static str },
+}
+
+/// Runs the app from the process's config (`OVATION_CONFIG` and the environment) until
+/// Ctrl-C or SIGTERM. This is the whole `main` of an Ovation app:
+///
+/// ```no_run
+/// fn main() -> std::process::ExitCode {
+///     ovation::run()
+/// }
+/// ```
+pub fn run() -> ExitCode {
+    init_logging();
+    let tokio = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = tokio.block_on(async {
+        let config = Config::from_env()?;
+        let server = start(config).await?;
+        server.run_until_signal().await;
+        Ok::<(), StartupError>(())
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Installs a `tracing` subscriber printing to stderr (filter with `RUST_LOG`), unless one is
+/// installed already.
+pub fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn"));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_target(false).try_init();
+}
+
+/// The services this process hosts, checked against the app's services.
+pub(crate) fn hosted_services(names: Option<&[String]>) -> Result<Option<BTreeSet<String>>, StartupError> {
+    let Some(names) = names else { return Ok(None) };
+    let known = registry::services();
+    for name in names {
+        if !known.contains(&name.as_str()) {
+            return Err(StartupError::UnknownService { name: name.clone(), known: known.join(", ") });
+        }
+    }
+    Ok(Some(names.iter().cloned().collect()))
+}
+
+pub(crate) fn service_urls(
+    services: &BTreeMap<String, String>,
+) -> Result<BTreeMap<String, reqwest::Url>, StartupError> {
+    services
+        .iter()
+        .map(|(service, url)| {
+            let bad = |reason: String| StartupError::BadServiceUrl {
+                service: service.clone(),
+                url: url.clone(),
+                reason,
+            };
+            let parsed = reqwest::Url::parse(url).map_err(|e| bad(e.to_string()))?;
+            if !matches!(parsed.scheme(), "http" | "https") {
+                return Err(bad("expected an http:// or https:// URL".into()));
+            }
+            Ok((service.clone(), parsed))
+        })
+        .collect()
+}
+
+pub(crate) fn http_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .pool_idle_timeout(std::time::Duration::from_secs(60))
+        .tcp_nodelay(true)
+        .build()
+        .expect("an HTTP client without TLS always builds")
+}
+
+/// The Postgres server the app's databases live on: `DATABASE_URL`, or the managed one.
+pub async fn database_server(config: &Config) -> Result<sqldb::Server, StartupError> {
+    let url = match &config.database_url {
+        Some(url) => url.clone(),
+        None => {
+            let dir = config.data_dir();
+            let pg = tokio::task::spawn_blocking(move || ManagedPostgres::ensure(&dir))
+                .await
+                .expect("managed Postgres set-up does not panic")?;
+            tracing::info!(port = pg.port(), dir = %pg.dir().display(), "managed Postgres is ready");
+            pg.url("postgres")
+        }
+    };
+    Ok(sqldb::Server::from_url(&url)?)
+}
+
+/// Builds this process's runtime from `config`: creates and migrates the databases of the
+/// hosted services.
+pub async fn build_runtime(config: &Config) -> Result<&'static Runtime, StartupError> {
+    let hosted = hosted_services(config.hosted_services.as_deref())?;
+    let discovery = service_urls(&config.services)?;
+    let is_hosted = |s: &str| hosted.as_ref().is_none_or(|h| h.contains(s));
+    let needed: Vec<_> = sqldb::declared().into_iter().filter(|d| is_hosted(d.service())).collect();
+    let mut pools = BTreeMap::new();
+    if !needed.is_empty() {
+        let server = database_server(config).await?;
+        for def in needed {
+            pools.insert(def.name, server.open(def, config.max_db_connections()).await?);
+        }
+    }
+    let rt = Runtime {
+        hosted,
+        discovery,
+        pools,
+        auth_key: config
+            .service_auth_key
+            .as_deref()
+            .map(ServiceAuthKey::new)
+            .unwrap_or_else(ServiceAuthKey::random),
+        http: http_client(),
+        call_timeout: config.call_timeout(),
+        request_timeout: config.request_timeout(),
+        body_limit: config.body_limit(),
+    };
+    let rt = rt.leak();
+    runtime::set_global(rt);
+    Ok(rt)
+}
+
+/// Starts the app described by `config`: runtime, then the server on its listen address.
+pub async fn start(config: Config) -> Result<Server, StartupError> {
+    let rt = build_runtime(&config).await?;
+    let addr = config.listen_addr();
+    let listener = TcpListener::bind(addr).await.map_err(|source| StartupError::Bind {
+        addr,
+        hint: if source.kind() == std::io::ErrorKind::AddrInUse {
+            "\n  Another program uses this port: stop it, or pick another with OVATION_LISTEN=127.0.0.1:PORT."
+        } else {
+            ""
+        },
+        source,
+    })?;
+    let server = Server::start(rt, listener)?;
+    let services: Vec<&str> = registry::services().into_iter().filter(|s| rt.hosts(s)).collect();
+    tracing::info!("serving {} on http://{}", services.join(", "), server.addr());
+    Ok(server)
+}
+
+/// A running server. Dropping it stops the server.
+#[derive(Debug)]
+pub struct Server {
+    addr: SocketAddr,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Server {
+    /// Serves `rt`'s endpoints on `listener`.
+    pub fn start(rt: &'static Runtime, listener: TcpListener) -> Result<Server, StartupError> {
+        let router = server::router(rt)?;
+        let addr = listener.local_addr().map_err(|source| StartupError::Bind {
+            addr: SocketAddr::from(([0, 0, 0, 0], 0)),
+            source,
+            hint: "",
+        })?;
+        let (tx, rx) = oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            let service = router.into_make_service_with_connect_info::<SocketAddr>();
+            let result = axum::serve(listener, service)
+                .with_graceful_shutdown(async {
+                    let _ = rx.await;
+                })
+                .await;
+            if let Err(e) = result {
+                tracing::error!("server error: {e}");
+            }
+        });
+        Ok(Server { addr, shutdown: Some(tx), task: Some(task) })
+    }
+
+    /// The address the server listens on.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The server's base URL, e.g. `http://127.0.0.1:4000`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Stops accepting connections and waits for in-flight requests to finish.
+    pub async fn shutdown(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+    }
+
+    /// Serves until Ctrl-C or SIGTERM, then shuts down gracefully.
+    pub async fn run_until_signal(self) {
+        shutdown_signal().await;
+        tracing::info!("shutting down: finishing in-flight requests");
+        self.shutdown().await;
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+}

@@ -1,0 +1,177 @@
+//! The runtime config: which services this process hosts, where it listens, where the other
+//! services and the database server are.
+//!
+//! Read from the JSON file `OVATION_CONFIG` names (the CLI writes one per process), then
+//! overridden by the environment, so a bare `cargo run` works with defaults:
+//!
+//! | variable | meaning | default |
+//! |---|---|---|
+//! | `OVATION_CONFIG` | path of a JSON config file | none |
+//! | `OVATION_LISTEN` | listen address | `127.0.0.1:4000` |
+//! | `OVATION_HOSTED_SERVICES` | comma-separated services this process hosts | all |
+//! | `OVATION_SERVICE_URLS` | `name=url,...`: where the services not hosted here run | none |
+//! | `DATABASE_URL` | Postgres server on which the service databases are created | managed local Postgres |
+//! | `OVATION_DATA_DIR` | folder of the managed Postgres cluster | `.ovation/` |
+//! | `OVATION_SERVICE_AUTH_KEY` | key signing service-to-service calls | random per process |
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// The runtime config of one process. Every field has a default.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Address to listen on (default `127.0.0.1:4000`).
+    pub listen: Option<SocketAddr>,
+    /// The services this process hosts; `None` hosts every service of the app.
+    pub hosted_services: Option<Vec<String>>,
+    /// Service discovery: base URL of each service hosted by another process.
+    pub services: BTreeMap<String, String>,
+    /// The Postgres server on which service databases are created. `None`: managed Postgres.
+    pub database_url: Option<String>,
+    /// Folder of the managed Postgres cluster (default `.ovation/` under the current folder).
+    pub data_dir: Option<PathBuf>,
+    /// Key for signing service-to-service calls. Processes of one app must share it; without
+    /// it each process picks a random key, so its private endpoints answer no other process.
+    pub service_auth_key: Option<String>,
+    /// Largest request body accepted, in bytes (default 1 MiB).
+    pub body_limit_bytes: Option<usize>,
+    /// Longest a request may run before it fails with `deadline_exceeded` (default 60 s).
+    pub request_timeout_secs: Option<u64>,
+    /// Longest a call to another process may take (default 30 s).
+    pub call_timeout_secs: Option<u64>,
+    /// Connections per service database pool (default 10).
+    pub max_db_connections: Option<u32>,
+}
+
+/// Why the config could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read the config file {path} (from OVATION_CONFIG): {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("the config file {path} (from OVATION_CONFIG) is not valid: {source}")]
+    Parse { path: PathBuf, source: serde_json::Error },
+    #[error("{var}={value:?} is not valid: {reason}")]
+    Env { var: &'static str, value: String, reason: String },
+}
+
+pub(crate) const DEFAULT_LISTEN: &str = "127.0.0.1:4000";
+
+impl Config {
+    /// The config of this process: the `OVATION_CONFIG` file, then the environment.
+    pub fn from_env() -> Result<Config, ConfigError> {
+        let mut config = match std::env::var_os("OVATION_CONFIG") {
+            Some(path) => Config::from_file(PathBuf::from(path))?,
+            None => Config::default(),
+        };
+        config.apply_env(|name| std::env::var(name).ok())?;
+        Ok(config)
+    }
+
+    /// Reads a JSON config file.
+    pub fn from_file(path: PathBuf) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(&path)
+            .map_err(|source| ConfigError::Read { path: path.clone(), source })?;
+        serde_json::from_str(&text).map_err(|source| ConfigError::Parse { path, source })
+    }
+
+    fn apply_env(&mut self, var: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
+        let env_err = |var: &'static str, value: &str, reason: String| ConfigError::Env {
+            var,
+            value: value.to_owned(),
+            reason,
+        };
+        if let Some(v) = var("OVATION_LISTEN").filter(|v| !v.is_empty()) {
+            self.listen = Some(v.parse().map_err(|e| {
+                env_err("OVATION_LISTEN", &v, format!("{e} (expected e.g. 127.0.0.1:4000)"))
+            })?);
+        }
+        if let Some(v) = var("OVATION_HOSTED_SERVICES").filter(|v| !v.is_empty()) {
+            self.hosted_services =
+                Some(v.split(',').map(|s| s.trim().to_owned()).filter(|s| !s.is_empty()).collect());
+        }
+        if let Some(v) = var("OVATION_SERVICE_URLS").filter(|v| !v.is_empty()) {
+            for pair in v.split(',').filter(|p| !p.trim().is_empty()) {
+                let (name, url) = pair.split_once('=').ok_or_else(|| {
+                    env_err("OVATION_SERVICE_URLS", &v, format!("`{pair}` is not name=url"))
+                })?;
+                self.services.insert(name.trim().to_owned(), url.trim().to_owned());
+            }
+        }
+        if let Some(v) = var("DATABASE_URL").filter(|v| !v.is_empty()) {
+            self.database_url = Some(v);
+        }
+        if let Some(v) = var("OVATION_DATA_DIR").filter(|v| !v.is_empty()) {
+            self.data_dir = Some(PathBuf::from(v));
+        }
+        if let Some(v) = var("OVATION_SERVICE_AUTH_KEY").filter(|v| !v.is_empty()) {
+            self.service_auth_key = Some(v);
+        }
+        Ok(())
+    }
+
+    pub(crate) fn listen_addr(&self) -> SocketAddr {
+        self.listen.unwrap_or_else(|| DEFAULT_LISTEN.parse().expect("valid default address"))
+    }
+
+    pub(crate) fn data_dir(&self) -> PathBuf {
+        self.data_dir.clone().unwrap_or_else(|| PathBuf::from(".ovation"))
+    }
+
+    pub(crate) fn body_limit(&self) -> usize {
+        self.body_limit_bytes.unwrap_or(1024 * 1024)
+    }
+
+    pub(crate) fn request_timeout(&self) -> Duration {
+        Duration::from_secs(self.request_timeout_secs.unwrap_or(60))
+    }
+
+    pub(crate) fn call_timeout(&self) -> Duration {
+        Duration::from_secs(self.call_timeout_secs.unwrap_or(30))
+    }
+
+    pub(crate) fn max_db_connections(&self) -> u32 {
+        self.max_db_connections.unwrap_or(10)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let map: BTreeMap<String, String> =
+            pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        move |name| map.get(name).cloned()
+    }
+
+    #[test]
+    fn environment_overrides_defaults() {
+        let mut c = Config::default();
+        c.apply_env(env(&[
+            ("OVATION_LISTEN", "127.0.0.1:5000"),
+            ("OVATION_HOSTED_SERVICES", "users, products"),
+            ("OVATION_SERVICE_URLS", "orders=http://127.0.0.1:1,gateway=http://127.0.0.1:2"),
+        ]))
+        .unwrap();
+        assert_eq!(c.listen_addr().port(), 5000);
+        assert_eq!(c.hosted_services.as_deref(), Some(&["users".into(), "products".into()][..]));
+        assert_eq!(c.services["gateway"], "http://127.0.0.1:2");
+    }
+
+    #[test]
+    fn bad_listen_address_names_the_variable() {
+        let err = Config::default().apply_env(env(&[("OVATION_LISTEN", "nope")])).unwrap_err();
+        assert!(err.to_string().starts_with("OVATION_LISTEN=\"nope\" is not valid"), "{err}");
+    }
+
+    #[test]
+    fn unknown_config_keys_are_rejected() {
+        let err = serde_json::from_str::<Config>(r#"{"lisen": "127.0.0.1:1"}"#).unwrap_err();
+        assert!(err.to_string().contains("unknown field `lisen`"), "{err}");
+    }
+}

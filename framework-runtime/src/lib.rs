@@ -1,0 +1,100 @@
+//! Ovation: backends as services, in Rust.
+//!
+//! A service is a top-level module of your app crate. Annotate plain async functions and they
+//! become HTTP endpoints and typed calls other services make like function calls; declare a
+//! database and it is created and migrated for you.
+//!
+//! ```ignore
+//! // src/users/mod.rs
+//! use ovation::prelude::*;
+//!
+//! static DB: Database = ovation::database!("users", migrations = "./migrations");
+//!
+//! #[derive(Serialize, Deserialize, JsonSchema)]
+//! pub struct User { pub id: Uuid, pub email: String }
+//!
+//! #[api(public, method = "GET", path = "/users/:id")]
+//! pub async fn get(id: Uuid) -> Result<User, Error> {
+//!     let (id, email) = sqlx::query_as("SELECT id, email FROM users WHERE id = $1")
+//!         .bind(id)
+//!         .fetch_one(DB.pool())
+//!         .await?;
+//!     Ok(User { id, email })
+//! }
+//! ```
+//!
+//! ```ignore
+//! // src/main.rs
+//! fn main() -> std::process::ExitCode {
+//!     ovation::run()
+//! }
+//! ```
+//!
+//! Another service calls `crate::users::get(id).await`: in the same process that is a direct
+//! call; when `users` runs in another process it is a signed HTTP request, and the error comes
+//! back with its code.
+//!
+//! | module | what it holds |
+//! |---|---|
+//! | [`error`] | [`Error`] and [`ErrCode`], Encore's codes and statuses |
+//! | [`sqldb`] | [`Database`], migrations, template databases for tests |
+//! | [`registry`] | the app model: every endpoint and database |
+//! | [`call`] | the stubs' local-or-remote dispatch |
+//! | [`server`] | routes, request decoding, access control |
+//! | [`config`] | the runtime config |
+//! | [`infra`] | the managed local Postgres |
+//! | [`testing`] | `#[ovation::test]` and end-to-end test support |
+
+pub mod app;
+pub mod call;
+pub mod config;
+pub mod error;
+pub mod infra;
+pub mod registry;
+pub mod runtime;
+pub mod server;
+pub mod service_auth;
+pub mod sqldb;
+pub mod testing;
+
+pub use app::{Server, StartupError, run, start};
+pub use config::Config;
+pub use error::{ErrCode, Error, Result};
+pub use ovation_macros::{api, database, test};
+pub use registry::{Access, Method};
+pub use runtime::spawn;
+pub use sqldb::Database;
+
+/// Re-exports for everyday service code: `use ovation::prelude::*;`.
+pub mod prelude {
+    pub use crate::error::{ErrCode, Error};
+    pub use crate::sqldb::Database;
+    pub use ovation_macros::api;
+    pub use schemars::JsonSchema;
+    pub use serde::{Deserialize, Serialize};
+    pub use uuid::Uuid;
+}
+
+pub use schemars;
+pub use serde;
+pub use sqlx;
+pub use tracing;
+pub use uuid;
+
+/// What generated code names. Not public API: may change in any release.
+#[doc(hidden)]
+pub mod __private {
+    pub use crate::call::call;
+    pub use crate::error::Error;
+    pub use crate::registry::{
+        Access, Endpoint, EndpointDecl, EndpointEntry, Method, PathParam, Payload, parse_param,
+    };
+    pub use crate::sqldb::{Database, DatabaseDef, DatabaseEntry, Migration};
+    pub use crate::testing::run_test;
+    pub use inventory;
+    pub use std::future::Future;
+    pub use std::option::Option;
+    pub use std::result::Result;
+    pub use std::string::String;
+    pub use std::vec::Vec;
+}

@@ -1,0 +1,275 @@
+//! The app model: every endpoint `#[api]` declared, registered through `inventory`.
+//!
+//! `#[api]` implements [`Endpoint`] for a hidden unit struct and submits an
+//! [`EndpointEntry`]. The server builds its routes from these entries, `/__ovation/meta` serves
+//! them, and the call stubs read the endpoint's service, method and path from the trait.
+
+use std::fmt;
+use std::future::Future;
+use std::marker::PhantomData;
+
+use schemars::JsonSchema;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::error::Error;
+
+/// Who may call an endpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Access {
+    /// Anyone, from outside the app.
+    Public,
+    /// Only the app's own services (and subscriptions); outside requests get 404.
+    Private,
+    /// Public, but needs the app's auth handler. Reserved: served as `unauthenticated` until
+    /// auth handlers exist.
+    Auth,
+}
+
+/// The HTTP methods an endpoint can use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum Method {
+    Get,
+    Post,
+    Put,
+    Patch,
+    Delete,
+    Head,
+}
+
+impl Method {
+    /// The method's name, e.g. `"GET"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Method::Get => "GET",
+            Method::Post => "POST",
+            Method::Put => "PUT",
+            Method::Patch => "PATCH",
+            Method::Delete => "DELETE",
+            Method::Head => "HEAD",
+        }
+    }
+
+    /// Whether the request travels in the body (JSON) rather than in the query string.
+    pub fn has_body(self) -> bool {
+        matches!(self, Method::Post | Method::Put | Method::Patch)
+    }
+
+    pub(crate) fn http(self) -> http::Method {
+        match self {
+            Method::Get => http::Method::GET,
+            Method::Post => http::Method::POST,
+            Method::Put => http::Method::PUT,
+            Method::Patch => http::Method::PATCH,
+            Method::Delete => http::Method::DELETE,
+            Method::Head => http::Method::HEAD,
+        }
+    }
+}
+
+impl fmt::Display for Method {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The service a module belongs to: the first module under the crate root
+/// (`shop_app::users::handlers` → `users`).
+pub fn service_of(module_path: &'static str) -> &'static str {
+    let mut parts = module_path.split("::");
+    let krate = parts.next().unwrap_or(module_path);
+    parts.next().unwrap_or(krate)
+}
+
+/// A type an endpoint may take as a path parameter: parsed from and rendered to one segment.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be a path parameter",
+    label = "path parameters must implement `FromStr` and `Display`",
+    note = "use a type such as `String`, `Uuid`, `i64` or `u32`, or implement `FromStr` and `Display`"
+)]
+pub trait PathParam: Sized {
+    /// Parses the (percent-decoded) segment.
+    fn parse_param(segment: &str) -> Result<Self, String>;
+    /// Renders the value as a segment (before percent-encoding).
+    fn render_param(&self) -> String;
+}
+
+impl<T> PathParam for T
+where
+    T: std::str::FromStr + fmt::Display,
+    T::Err: fmt::Display,
+{
+    fn parse_param(segment: &str) -> Result<Self, String> {
+        segment.parse().map_err(|e: T::Err| e.to_string())
+    }
+
+    fn render_param(&self) -> String {
+        self.to_string()
+    }
+}
+
+/// A type an endpoint may take as its request or return as its response.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot travel as an endpoint's request or response",
+    label = "derive `Serialize`, `Deserialize` and `JsonSchema` for this type",
+    note = "add `#[derive(serde::Serialize, serde::Deserialize, schemars::JsonSchema)]` to `{Self}`"
+)]
+pub trait Payload: Serialize + DeserializeOwned + JsonSchema + Send + 'static {}
+
+impl<T> Payload for T where T: Serialize + DeserializeOwned + JsonSchema + Send + 'static {}
+
+/// One endpoint, as `#[api]` describes it. Implemented by generated code.
+pub trait Endpoint: Send + Sync + 'static {
+    /// `module_path!()` of the declaring module; the service is its first module.
+    const MODULE: &'static str;
+    /// The function's name.
+    const NAME: &'static str;
+    const METHOD: Method;
+    /// The path as written (`/users/:id`).
+    const PATH: &'static str;
+    const ACCESS: Access;
+    /// Names of the path parameters, in path order.
+    const PATH_PARAMS: &'static [&'static str];
+    /// Whether the function takes a request parameter.
+    const HAS_REQUEST: bool;
+    /// Source location, for diagnostics.
+    const LOCATION: &'static str;
+
+    /// The path parameters, as a tuple.
+    type Params: Send + 'static;
+    type Request: Payload;
+    type Response: Payload;
+
+    /// Parses path parameters from their segments (in `PATH_PARAMS` order).
+    fn parse_params(segments: &[&str]) -> Result<Self::Params, Error>;
+    /// Renders path parameters to segments (in `PATH_PARAMS` order).
+    fn render_params(params: &Self::Params) -> Vec<String>;
+    /// Runs the user's function.
+    fn handle(
+        params: Self::Params,
+        request: Self::Request,
+    ) -> impl Future<Output = Result<Self::Response, Error>> + Send;
+
+    /// The endpoint's service.
+    fn service() -> &'static str {
+        service_of(Self::MODULE)
+    }
+}
+
+/// Parses one path parameter, naming it in the error.
+#[doc(hidden)]
+pub fn parse_param<T: PathParam>(name: &str, segment: Option<&&str>) -> Result<T, Error> {
+    let segment = segment.ok_or_else(|| Error::invalid_argument(format!("missing path parameter `{name}`")))?;
+    T::parse_param(segment).map_err(|e| {
+        Error::invalid_argument(format!("invalid path parameter `{name}` ({segment:?}): {e}"))
+    })
+}
+
+/// What the registry knows of an endpoint, for routing and for the app model.
+#[derive(Debug, Clone, Serialize)]
+pub struct EndpointInfo {
+    pub service: &'static str,
+    pub name: &'static str,
+    pub method: Method,
+    pub path: &'static str,
+    pub access: Access,
+    pub path_params: &'static [&'static str],
+    pub location: &'static str,
+}
+
+/// The object-safe face of an [`Endpoint`], stored in the registry.
+pub trait DynEndpoint: Sync {
+    fn info(&self) -> EndpointInfo;
+    fn request_schema(&self) -> Option<schemars::Schema>;
+    fn response_schema(&self) -> schemars::Schema;
+    #[doc(hidden)]
+    fn route(&self, rt: &'static crate::runtime::Runtime) -> axum::routing::MethodRouter;
+}
+
+/// Connects an [`Endpoint`] type to the registry.
+#[doc(hidden)]
+#[derive(Debug)]
+pub struct EndpointDecl<E>(PhantomData<fn() -> E>);
+
+impl<E> EndpointDecl<E> {
+    pub const NEW: Self = EndpointDecl(PhantomData);
+}
+
+impl<E: Endpoint> DynEndpoint for EndpointDecl<E> {
+    fn info(&self) -> EndpointInfo {
+        EndpointInfo {
+            service: E::service(),
+            name: E::NAME,
+            method: E::METHOD,
+            path: E::PATH,
+            access: E::ACCESS,
+            path_params: E::PATH_PARAMS,
+            location: E::LOCATION,
+        }
+    }
+
+    fn request_schema(&self) -> Option<schemars::Schema> {
+        E::HAS_REQUEST.then(|| schemars::schema_for!(E::Request))
+    }
+
+    fn response_schema(&self) -> schemars::Schema {
+        schemars::schema_for!(E::Response)
+    }
+
+    fn route(&self, rt: &'static crate::runtime::Runtime) -> axum::routing::MethodRouter {
+        crate::server::route::<E>(rt)
+    }
+}
+
+/// A registered endpoint.
+pub struct EndpointEntry(pub &'static dyn DynEndpoint);
+inventory::collect!(EndpointEntry);
+
+impl fmt::Debug for EndpointEntry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.info().fmt(f)
+    }
+}
+
+/// Every endpoint of the app, sorted by service, path and method.
+pub fn endpoints() -> Vec<&'static dyn DynEndpoint> {
+    let mut all: Vec<&'static dyn DynEndpoint> =
+        inventory::iter::<EndpointEntry>.into_iter().map(|e| e.0).collect();
+    all.sort_by_key(|e| {
+        let i = e.info();
+        (i.service, i.path, i.method)
+    });
+    all
+}
+
+/// Every service of the app: those with endpoints or databases.
+pub fn services() -> Vec<&'static str> {
+    let mut all: Vec<&'static str> = endpoints().iter().map(|e| e.info().service).collect();
+    all.extend(crate::sqldb::declared().iter().map(|d| d.service()));
+    all.sort_unstable();
+    all.dedup();
+    all
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn service_is_the_first_module_under_the_crate() {
+        assert_eq!(service_of("shop_app::users"), "users");
+        assert_eq!(service_of("shop_app::users::handlers"), "users");
+        assert_eq!(service_of("shop_app"), "shop_app");
+    }
+
+    #[test]
+    fn path_params_parse_with_named_errors() {
+        let e = parse_param::<uuid::Uuid>("id", Some(&"not-a-uuid")).unwrap_err();
+        assert_eq!(e.code(), crate::ErrCode::InvalidArgument);
+        assert!(e.message().contains("`id`"), "{}", e.message());
+        let n: i64 = parse_param("n", Some(&"42")).unwrap();
+        assert_eq!(n, 42);
+    }
+}

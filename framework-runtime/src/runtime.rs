@@ -1,0 +1,107 @@
+//! The running app as one process sees it: which services it hosts, where the others are,
+//! its database pools, and the context a request or call runs in.
+//!
+//! Code runs "inside" a runtime through a task-local [`Context`]. The server enters it for
+//! each request, `#[ovation::test]` for each test, so two runtimes can live in one process
+//! (two test "processes" in one test binary, or parallel tests with their own databases).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::future::Future;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use sqlx::PgPool;
+
+use crate::error::Error;
+use crate::service_auth::ServiceAuthKey;
+
+/// One process's view of the app.
+#[derive(Debug)]
+pub struct Runtime {
+    /// `None`: every service is hosted here.
+    pub(crate) hosted: Option<BTreeSet<String>>,
+    pub(crate) discovery: BTreeMap<String, reqwest::Url>,
+    pub(crate) pools: BTreeMap<&'static str, PgPool>,
+    pub(crate) auth_key: ServiceAuthKey,
+    pub(crate) http: reqwest::Client,
+    pub(crate) call_timeout: Duration,
+    pub(crate) request_timeout: Duration,
+    pub(crate) body_limit: usize,
+}
+
+impl Runtime {
+    /// Whether `service` runs in this process.
+    pub fn hosts(&self, service: &str) -> bool {
+        self.hosted.as_ref().is_none_or(|h| h.contains(service))
+    }
+
+    pub(crate) fn pool(&self, database: &str) -> Option<&PgPool> {
+        self.pools.get(database)
+    }
+
+    pub(crate) fn leak(self) -> &'static Runtime {
+        Box::leak(Box::new(self))
+    }
+
+    pub(crate) async fn close_pools(&self) {
+        for pool in self.pools.values() {
+            pool.close().await;
+        }
+    }
+}
+
+/// Where code runs: the runtime, and the service whose code it is (`None` outside any
+/// endpoint, e.g. in a test body).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Context {
+    pub(crate) rt: &'static Runtime,
+    pub(crate) service: Option<&'static str>,
+}
+
+tokio::task_local! {
+    static CONTEXT: Context;
+}
+
+/// The runtime of `ovation::run`, for code outside any request (background tasks).
+static GLOBAL: OnceLock<&'static Runtime> = OnceLock::new();
+
+pub(crate) fn set_global(rt: &'static Runtime) {
+    let _ = GLOBAL.set(rt);
+}
+
+const NO_RUNTIME: &str = "no Ovation runtime here: endpoints, calls and databases work inside \
+    an app started with `ovation::run()` or a test marked `#[ovation::test]` (a task spawned \
+    with `tokio::spawn` leaves that context; use `ovation::spawn`)";
+
+pub(crate) fn context() -> Result<Context, Error> {
+    CONTEXT
+        .try_with(|c| *c)
+        .ok()
+        .or_else(|| GLOBAL.get().map(|rt| Context { rt, service: None }))
+        .ok_or_else(|| Error::internal(NO_RUNTIME))
+}
+
+pub(crate) fn current() -> Result<&'static Runtime, Error> {
+    context().map(|c| c.rt)
+}
+
+/// Runs `fut` inside `rt`, as code of `service`.
+pub(crate) fn scope<F: Future>(
+    rt: &'static Runtime,
+    service: Option<&'static str>,
+    fut: F,
+) -> impl Future<Output = F::Output> {
+    CONTEXT.scope(Context { rt, service }, fut)
+}
+
+/// `tokio::spawn`, keeping the current Ovation context (runtime and service) in the new task.
+pub fn spawn<F>(fut: F) -> tokio::task::JoinHandle<F::Output>
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    match CONTEXT.try_with(|c| *c) {
+        Ok(ctx) => tokio::spawn(CONTEXT.scope(ctx, fut)),
+        Err(_) => tokio::spawn(fut),
+    }
+}

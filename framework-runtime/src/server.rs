@@ -1,0 +1,357 @@
+//! The HTTP server: routes built from the registry, request decoding, access control.
+//!
+//! Every failure a client can cause is answered with an [`Error`] body and a 4xx status:
+//! an unknown route or a private endpoint without a valid service signature is 404
+//! `not_found` (the same answer, so private endpoints cannot be discovered); bad JSON, a
+//! missing or mistyped field, a path parameter that does not parse, a wrong content type are
+//! 400 `invalid_argument` naming the field; an oversized body is 413 `resource_exhausted`.
+//! A panicking handler is answered with 500 `internal`, and the server keeps serving.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::{ConnectInfo, FromRequestParts, RawPathParams, Request};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{MethodFilter, MethodRouter};
+use serde::de::DeserializeOwned;
+use serde_json::json;
+use tracing::Instrument;
+
+use crate::error::Error;
+use crate::registry::{self, Access, DynEndpoint, Endpoint};
+use crate::runtime::{self, Runtime};
+use crate::service_auth;
+
+/// Why the app's routes cannot be built.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct RouteError(pub String);
+
+/// The axum route pattern of an Ovation path: `:id` → `{id}`, `*rest` → `{*rest}`.
+pub(crate) fn axum_path(path: &str) -> String {
+    path.split('/')
+        .map(|s| {
+            if let Some(name) = s.strip_prefix(':') {
+                format!("{{{name}}}")
+            } else if let Some(name) = s.strip_prefix('*') {
+                format!("{{*{name}}}")
+            } else {
+                s.to_owned()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
+/// Builds the router of the endpoints `rt` hosts, checking the routes first: axum panics on
+/// a duplicate or conflicting route, we report it.
+pub fn router(rt: &'static Runtime) -> Result<Router, RouteError> {
+    let endpoints: Vec<&'static dyn DynEndpoint> =
+        registry::endpoints().into_iter().filter(|e| rt.hosts(e.info().service)).collect();
+    check_routes(&endpoints)?;
+    let mut by_path: BTreeMap<String, MethodRouter> = BTreeMap::new();
+    for e in &endpoints {
+        let path = axum_path(e.info().path);
+        let route = e.route(rt);
+        let merged = match by_path.remove(&path) {
+            Some(existing) => existing.merge(route),
+            None => route,
+        };
+        by_path.insert(path, merged);
+    }
+    let mut router = Router::new();
+    for (path, route) in by_path {
+        router = router.route(&path, route.fallback(not_found_handler));
+    }
+    let router = router
+        .route("/__ovation/health", axum::routing::get(health))
+        .route("/__ovation/meta", axum::routing::get(move |req: Request| meta(rt, req)))
+        .fallback(not_found_handler)
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(|_| {
+            Error::internal("internal error").into_response()
+        }));
+    Ok(router)
+}
+
+/// Checks that no two endpoints share a method and path, and that no two paths conflict.
+pub fn check_routes(endpoints: &[&'static dyn DynEndpoint]) -> Result<(), RouteError> {
+    let mut seen: BTreeMap<(String, &str), String> = BTreeMap::new();
+    let mut matcher = matchit::Router::new();
+    let mut paths: BTreeMap<String, String> = BTreeMap::new();
+    for e in endpoints {
+        let i = e.info();
+        let who = format!("{}.{} ({})", i.service, i.name, i.location);
+        let path = axum_path(i.path);
+        if let Some(other) = seen.insert((path.clone(), i.method.as_str()), who.clone()) {
+            return Err(RouteError(format!(
+                "two endpoints serve {} {}: {other} and {who}",
+                i.method, i.path
+            )));
+        }
+        if !paths.contains_key(&path) {
+            matcher.insert(path.clone(), ()).map_err(|err| {
+                RouteError(format!("the path {} of {who} conflicts with another endpoint's: {err}", i.path))
+            })?;
+            paths.insert(path, who);
+        }
+    }
+    Ok(())
+}
+
+async fn health() -> axum::Json<serde_json::Value> {
+    axum::Json(json!({ "status": "ok" }))
+}
+
+/// The app model, for the CLI and the dashboard. It names private endpoints, so it answers
+/// only loopback clients and signed service calls.
+async fn meta(rt: &'static Runtime, req: Request) -> Response {
+    let loopback = req
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .is_some_and(|ConnectInfo(addr)| addr.ip().is_loopback());
+    if !loopback && verified_caller(rt, req.headers(), "GET", req.uri().path()).is_none() {
+        return not_found_response("GET", req.uri().path());
+    }
+    let endpoints: Vec<serde_json::Value> = registry::endpoints()
+        .iter()
+        .map(|e| {
+            let i = e.info();
+            json!({
+                "service": i.service,
+                "name": i.name,
+                "method": i.method,
+                "path": i.path,
+                "access": i.access,
+                "pathParams": i.path_params,
+                "hosted": rt.hosts(i.service),
+                "requestSchema": e.request_schema(),
+                "responseSchema": e.response_schema(),
+            })
+        })
+        .collect();
+    let databases: Vec<serde_json::Value> = crate::sqldb::declared()
+        .iter()
+        .map(|d| {
+            json!({
+                "name": d.name,
+                "service": d.service(),
+                "migrations": d.migrations.iter().map(|m| m.file).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    axum::Json(json!({
+        "services": registry::services(),
+        "endpoints": endpoints,
+        "databases": databases,
+    }))
+    .into_response()
+}
+
+fn not_found_response(method: &str, path: &str) -> Response {
+    Error::not_found(format!("no endpoint serves {method} {path}")).into_response()
+}
+
+async fn not_found_handler(req: Request) -> Response {
+    not_found_response(req.method().as_str(), req.uri().path())
+}
+
+fn verified_caller(rt: &Runtime, headers: &HeaderMap, method: &str, path: &str) -> Option<String> {
+    let header = headers.get(service_auth::HEADER)?.to_str().ok()?;
+    rt.auth_key.verify(header, method, path)
+}
+
+/// The axum route of endpoint `E`.
+pub(crate) fn route<E: Endpoint>(rt: &'static Runtime) -> MethodRouter {
+    let filter = MethodFilter::try_from(E::METHOD.http()).expect("endpoint methods are standard");
+    axum::routing::on(filter, move |req: Request| async move {
+        let span = tracing::info_span!(
+            "request",
+            service = E::service(),
+            endpoint = E::NAME,
+            method = %req.method(),
+            path = %req.uri().path(),
+        );
+        match serve::<E>(rt, req).instrument(span).await {
+            Ok(response) => response,
+            Err(e) => e.into_response(),
+        }
+    })
+}
+
+async fn serve<E: Endpoint>(rt: &'static Runtime, req: Request) -> Result<Response, Error> {
+    let (mut parts, body) = req.into_parts();
+    let method = parts.method.as_str().to_owned();
+    let path = parts.uri.path().to_owned();
+    match E::ACCESS {
+        Access::Public => {}
+        Access::Private => {
+            if verified_caller(rt, &parts.headers, &method, &path).is_none() {
+                return Ok(not_found_response(&method, &path));
+            }
+        }
+        Access::Auth => {
+            if verified_caller(rt, &parts.headers, &method, &path).is_none() {
+                return Err(Error::unauthenticated(
+                    "this endpoint needs authentication, and the app defines no auth handler",
+                ));
+            }
+        }
+    }
+
+    let raw = RawPathParams::from_request_parts(&mut parts, &())
+        .await
+        .map_err(|e| Error::invalid_argument(format!("invalid path: {}", e.body_text())))?;
+    let segments: Vec<&str> = E::PATH_PARAMS
+        .iter()
+        .map(|name| raw.iter().find(|(n, _)| n == name).map(|(_, v)| v).unwrap_or_default())
+        .collect();
+    let params = E::parse_params(&segments)?;
+
+    let request: E::Request = if !E::HAS_REQUEST {
+        decode_json(b"null")?
+    } else if E::METHOD.has_body() {
+        check_json_content_type(&parts.headers)?;
+        decode_json(&read_body(body, rt.body_limit).await?)?
+    } else {
+        decode_query(parts.uri.query().unwrap_or(""))?
+    };
+
+    let work = runtime::scope(rt, Some(E::service()), E::handle(params, request));
+    match tokio::time::timeout(rt.request_timeout, work).await {
+        Ok(Ok(response)) => Ok(json_response(&response)),
+        Ok(Err(e)) => Err(e),
+        Err(_) => Err(Error::deadline_exceeded("the request took too long")),
+    }
+}
+
+fn json_response<T: serde::Serialize>(value: &T) -> Response {
+    match serde_json::to_vec(value) {
+        Ok(body) => (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], body).into_response(),
+        Err(e) => Error::internal("the response could not be encoded").with_source(e).into_response(),
+    }
+}
+
+fn check_json_content_type(headers: &HeaderMap) -> Result<(), Error> {
+    let Some(value) = headers.get(header::CONTENT_TYPE) else {
+        return Ok(());
+    };
+    let mime = value.to_str().unwrap_or("").split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    if mime == "application/json" || (mime.starts_with("application/") && mime.ends_with("+json")) {
+        Ok(())
+    } else {
+        Err(Error::invalid_argument(format!(
+            "the request body must be JSON (Content-Type: application/json), not {mime:?}"
+        )))
+    }
+}
+
+async fn read_body(body: Body, limit: usize) -> Result<Bytes, Error> {
+    axum::body::to_bytes(body, limit).await.map_err(|e| {
+        let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(&e);
+        let mut too_large = false;
+        while let Some(c) = cause {
+            too_large |= c.is::<http_body_util::LengthLimitError>();
+            cause = c.source();
+        }
+        if too_large {
+            Error::resource_exhausted(format!("the request body is larger than {limit} bytes"))
+                .with_status(StatusCode::PAYLOAD_TOO_LARGE)
+        } else {
+            Error::invalid_argument(format!("the request body could not be read: {e}"))
+        }
+    })
+}
+
+/// Decodes a JSON request, naming the offending field on failure.
+pub(crate) fn decode_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Error> {
+    let bytes: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) { b"null" } else { bytes };
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        if inner.is_syntax() || inner.is_eof() {
+            Error::invalid_argument(format!("the request body is not valid JSON: {inner}"))
+        } else if bytes == b"null" {
+            Error::invalid_argument("the request body is missing: this endpoint takes a JSON body")
+        } else if path == "." {
+            Error::invalid_argument(format!("invalid request body: {}", strip_position(&inner)))
+        } else {
+            Error::invalid_argument(format!("invalid field `{path}`: {}", strip_position(&inner)))
+        }
+    })?;
+    de.end().map_err(|e| Error::invalid_argument(format!("the request body is not valid JSON: {e}")))?;
+    Ok(value)
+}
+
+/// serde_json appends " at line L column C", useless to a client that sent one line.
+fn strip_position(e: &serde_json::Error) -> String {
+    let text = e.to_string();
+    match text.rfind(" at line ") {
+        Some(i) => text[..i].to_owned(),
+        None => text,
+    }
+}
+
+/// Decodes a query-string request, naming the offending parameter on failure.
+pub(crate) fn decode_query<T: DeserializeOwned>(query: &str) -> Result<T, Error> {
+    let de = serde_urlencoded::Deserializer::new(url::form_urlencoded::parse(query.as_bytes()));
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        if path == "." {
+            Error::invalid_argument(format!("invalid query: {inner}"))
+        } else {
+            Error::invalid_argument(format!("invalid query parameter `{path}`: {inner}"))
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, serde::Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    #[allow(dead_code)]
+    struct Params {
+        user_id: uuid::Uuid,
+        quantity: i32,
+    }
+
+    #[test]
+    fn paths_translate_to_axum_syntax() {
+        assert_eq!(axum_path("/users/:id"), "/users/{id}");
+        assert_eq!(axum_path("/files/*key"), "/files/{*key}");
+        assert_eq!(axum_path("/"), "/");
+    }
+
+    #[test]
+    fn json_errors_name_the_field() {
+        let e = decode_json::<Params>(br#"{"userId": "x", "quantity": 1}"#).unwrap_err();
+        assert!(e.message().contains("`userId`"), "{}", e.message());
+        let e = decode_json::<Params>(br#"{"userId": "6a2f41a3-c54c-fce8-32d2-0324e1c32e22"}"#)
+            .unwrap_err();
+        assert!(e.message().contains("missing field `quantity`"), "{}", e.message());
+        let e = decode_json::<Params>(br#"{"quantity": "#).unwrap_err();
+        assert!(e.message().contains("not valid JSON"), "{}", e.message());
+        let e = decode_json::<Params>(b"").unwrap_err();
+        assert!(e.message().contains("missing"), "{}", e.message());
+        let e = decode_json::<Params>(br#"{"quantity": 1} x"#).unwrap_err();
+        assert!(e.message().contains("not valid JSON"), "{}", e.message());
+    }
+
+    #[test]
+    fn query_errors_name_the_parameter() {
+        #[derive(Debug, serde::Deserialize)]
+        #[allow(dead_code)]
+        struct Q {
+            limit: u32,
+        }
+        let e = decode_query::<Q>("limit=lots").unwrap_err();
+        assert!(e.message().contains("`limit`"), "{}", e.message());
+        assert_eq!(decode_query::<Q>("limit=5").unwrap().limit, 5);
+    }
+}

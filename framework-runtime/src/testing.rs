@@ -1,0 +1,263 @@
+//! Test support: every test gets its own databases, cloned from migrated templates.
+//!
+//! `#[ovation::test]` runs its body in a [`TestEnv`] hosting every service locally. End-to-end
+//! tests use `TestEnv` directly to serve the app over real HTTP, possibly as several "processes"
+//! (runtimes hosting different services) that call each other over loopback.
+//!
+//! The databases live on `DATABASE_URL` when set, otherwise on a managed Postgres cluster in
+//! `<cargo target dir>/ovation` (or `OVATION_DATA_DIR`), started on first use and stopped by its
+//! watchdog shortly after the last test process exits. Templates are named by a hash of their
+//! migrations, so they are built once and cloned (`CREATE DATABASE .. TEMPLATE`) per test.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::future::Future;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
+
+use tokio::net::TcpListener;
+use tokio::sync::OnceCell;
+
+use crate::app::{self, Server};
+use crate::config::Config;
+use crate::error::Error;
+use crate::runtime::{self, Runtime};
+use crate::service_auth::ServiceAuthKey;
+use crate::sqldb;
+
+/// Which services a test runtime hosts, and where the others are.
+#[derive(Debug, Clone, Default)]
+pub struct Hosting {
+    services: Option<BTreeSet<String>>,
+    remotes: BTreeMap<String, String>,
+}
+
+impl Hosting {
+    /// Every service, in this runtime.
+    pub fn all() -> Hosting {
+        Hosting::default()
+    }
+
+    /// Only these services; calls to the others go over HTTP to their [`Hosting::remote`] URL.
+    pub fn only<I, S>(services: I) -> Hosting
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        Hosting { services: Some(services.into_iter().map(Into::into).collect()), ..Default::default() }
+    }
+
+    /// Where `service` (not hosted here) is served.
+    pub fn remote(mut self, service: impl Into<String>, base_url: impl Into<String>) -> Hosting {
+        self.remotes.insert(service.into(), base_url.into());
+        self
+    }
+}
+
+/// A set of fresh databases (one per declared database) and the runtimes using them.
+#[derive(Debug)]
+pub struct TestEnv {
+    server: sqldb::Server,
+    /// Declared database name → this environment's database.
+    databases: BTreeMap<&'static str, String>,
+    auth_key: ServiceAuthKey,
+    runtimes: Mutex<Vec<&'static Runtime>>,
+}
+
+static SERVER: OnceCell<sqldb::Server> = OnceCell::const_new();
+static NEXT_ID: AtomicU64 = AtomicU64::new(0);
+const TEST_DB_PREFIX: &str = "ovt_";
+
+fn test_data_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("OVATION_DATA_DIR") {
+        return PathBuf::from(dir);
+    }
+    // Test binaries live in <target>/<profile>/deps/.
+    std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.ancestors().nth(3).map(|t| t.join("ovation")))
+        .unwrap_or_else(|| std::env::temp_dir().join("ovation-test"))
+}
+
+async fn test_server() -> Result<&'static sqldb::Server, Error> {
+    SERVER
+        .get_or_try_init(|| async {
+            let config = Config {
+                database_url: std::env::var("DATABASE_URL").ok().filter(|u| !u.is_empty()),
+                data_dir: Some(test_data_dir()),
+                ..Config::default()
+            };
+            let server = app::database_server(&config)
+                .await
+                .map_err(|e| Error::unavailable(format!("test database server: {e}")))?;
+            drop_orphans(&server).await;
+            Ok(server)
+        })
+        .await
+}
+
+/// Drops the test databases of test processes that died before cleaning up.
+async fn drop_orphans(server: &sqldb::Server) {
+    let Ok(names) = server.databases_with_prefix(TEST_DB_PREFIX).await else { return };
+    for name in names {
+        let pid = name.strip_prefix(TEST_DB_PREFIX).and_then(|r| r.split('_').next());
+        if let Some(pid) = pid
+            && !std::path::Path::new("/proc").join(pid).exists()
+        {
+            let _ = server.drop_database(&name).await;
+        }
+    }
+}
+
+impl TestEnv {
+    /// Fresh, migrated copies of every database the app declares.
+    pub async fn new() -> Result<TestEnv, Error> {
+        let server = test_server().await?.clone();
+        let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
+        let pid = std::process::id();
+        let mut databases = BTreeMap::new();
+        for def in sqldb::declared() {
+            let name = format!("{TEST_DB_PREFIX}{pid}_{id}_{}", def.name);
+            server.clone_from_template(def, &name).await?;
+            databases.insert(def.name, name);
+        }
+        Ok(TestEnv {
+            server,
+            databases,
+            auth_key: ServiceAuthKey::random(),
+            runtimes: Mutex::new(Vec::new()),
+        })
+    }
+
+    /// A runtime over this environment's databases, hosting what `hosting` says.
+    pub fn runtime(&self, hosting: Hosting) -> Result<&'static Runtime, Error> {
+        let hosted = app::hosted_services(
+            hosting.services.map(|s| s.into_iter().collect::<Vec<_>>()).as_deref(),
+        )
+        .map_err(|e| Error::invalid_argument(e.to_string()))?;
+        let discovery = app::service_urls(&hosting.remotes)
+            .map_err(|e| Error::invalid_argument(e.to_string()))?;
+        let pools = self
+            .databases
+            .iter()
+            .map(|(name, db)| {
+                (*name, sqldb::pool_options(5).connect_lazy_with(self.server.options(db)))
+            })
+            .collect();
+        let config = Config::default();
+        let rt = Runtime {
+            hosted,
+            discovery,
+            pools,
+            auth_key: self.auth_key.clone(),
+            http: app::http_client(),
+            call_timeout: config.call_timeout(),
+            request_timeout: config.request_timeout(),
+            body_limit: config.body_limit(),
+        }
+        .leak();
+        self.runtimes.lock().unwrap_or_else(|p| p.into_inner()).push(rt);
+        Ok(rt)
+    }
+
+    /// Serves `hosting`'s services over HTTP on a free port of 127.0.0.1.
+    pub async fn serve(&self, hosting: Hosting) -> Result<Server, Error> {
+        let rt = self.runtime(hosting)?;
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .map_err(|e| Error::unavailable(format!("cannot listen on 127.0.0.1: {e}")))?;
+        Server::start(rt, listener).map_err(|e| Error::internal(e.to_string()))
+    }
+
+    /// Runs `fut` inside a runtime hosting every service, as a test body does.
+    pub async fn run<F: Future>(&self, fut: F) -> Result<F::Output, Error> {
+        let rt = self.runtime(Hosting::all())?;
+        Ok(runtime::scope(rt, None, fut).await)
+    }
+
+    /// The name of this environment's copy of the declared database `name`.
+    pub fn database_name(&self, name: &str) -> Option<&str> {
+        self.databases.get(name).map(String::as_str)
+    }
+
+    /// Closes the pools and drops the databases.
+    pub async fn close(self) {
+        let runtimes = std::mem::take(&mut *self.runtimes.lock().unwrap_or_else(|p| p.into_inner()));
+        for rt in runtimes {
+            rt.close_pools().await;
+        }
+        for db in self.databases.values() {
+            if let Err(e) = self.server.drop_database(db).await {
+                tracing::warn!("could not drop test database {db}: {e}");
+            }
+        }
+    }
+}
+
+/// What a test body may return: `()` or `Result<(), E: Debug>`.
+pub trait TestOutput {
+    fn check(self);
+}
+
+impl TestOutput for () {
+    fn check(self) {}
+}
+
+impl<E: std::fmt::Debug> TestOutput for Result<(), E> {
+    fn check(self) {
+        if let Err(e) = self {
+            panic!("test returned an error: {e:?}");
+        }
+    }
+}
+
+/// Catches a panic of the wrapped future, so the test's databases are dropped before the
+/// panic continues.
+struct CatchUnwind<F>(Pin<Box<F>>);
+
+impl<F: Future> Future for CatchUnwind<F> {
+    type Output = std::thread::Result<F::Output>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let inner = self.0.as_mut();
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| inner.poll(cx))) {
+            Ok(Poll::Pending) => Poll::Pending,
+            Ok(Poll::Ready(v)) => Poll::Ready(Ok(v)),
+            Err(panic) => Poll::Ready(Err(panic)),
+        }
+    }
+}
+
+/// The body of a `#[ovation::test]`: own databases, every service local.
+#[doc(hidden)]
+pub fn run_test<F, Fut>(test: F)
+where
+    F: FnOnce() -> Fut,
+    Fut: Future,
+    Fut::Output: TestOutput,
+{
+    let tokio = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("the test's async runtime starts");
+    let outcome = tokio.block_on(async {
+        let env = match TestEnv::new().await {
+            Ok(env) => env,
+            Err(e) => panic!("ovation test set-up failed: {e}"),
+        };
+        let rt = match env.runtime(Hosting::all()) {
+            Ok(rt) => rt,
+            Err(e) => panic!("ovation test set-up failed: {e}"),
+        };
+        let outcome = CatchUnwind(Box::pin(runtime::scope(rt, None, test()))).await;
+        env.close().await;
+        outcome
+    });
+    match outcome {
+        Ok(output) => output.check(),
+        Err(panic) => std::panic::resume_unwind(panic),
+    }
+}
