@@ -54,25 +54,36 @@ pub(crate) struct ApiAttr {
 pub(crate) const KEYS: &str = "`public`, `auth`, `method = \"...\"`, `path = \"...\"`";
 
 pub(crate) fn parse(tokens: TokenStream, errors: &mut Errors) -> ApiAttr {
-    let mut attr = ApiAttr { access: (Access::Private, None), method: None, path: None };
-    let items = match syn::parse::Parser::parse2(Punctuated::<Item, Token![,]>::parse_terminated, tokens) {
-        Ok(items) => items,
-        Err(e) => {
-            errors.push(e);
-            return attr;
-        }
+    let mut attr = ApiAttr {
+        access: (Access::Private, None),
+        method: None,
+        path: None,
     };
+    let items =
+        match syn::parse::Parser::parse2(Punctuated::<Item, Token![,]>::parse_terminated, tokens) {
+            Ok(items) => items,
+            Err(e) => {
+                errors.push(e);
+                return attr;
+            }
+        };
     let mut seen: Vec<Ident> = Vec::new();
     for item in items {
         let name = item.key.to_string();
         let access_key = matches!(name.as_str(), "public" | "auth" | "private");
         if let Some(first) = seen.iter().find(|k| {
-            *k == &item.key || (access_key && matches!(k.to_string().as_str(), "public" | "auth" | "private"))
+            *k == &item.key
+                || (access_key && matches!(k.to_string().as_str(), "public" | "auth" | "private"))
         }) {
             if *first == item.key {
                 errors.at(&item.key, format_args!("`{name}` specified more than once"));
             } else {
-                errors.at(&item.key, format_args!("`{name}` conflicts with `{first}`: an endpoint has one access level"));
+                errors.at(
+                    &item.key,
+                    format_args!(
+                        "`{name}` conflicts with `{first}`: an endpoint has one access level"
+                    ),
+                );
             }
             continue;
         }
@@ -87,17 +98,32 @@ pub(crate) fn parse(tokens: TokenStream, errors: &mut Errors) -> ApiAttr {
                 attr.access = (access, Some(item.key.clone()));
             }
             ("public" | "auth" | "private", Some(v)) => {
-                errors.at(v, format_args!("`{name}` is a flag and takes no value: write `{name}`"));
+                errors.at(
+                    v,
+                    format_args!("`{name}` is a flag and takes no value: write `{name}`"),
+                );
             }
             ("method" | "path", Some(value)) => match string_literal(value) {
                 Some(lit) if name == "method" => attr.method = Some(lit),
                 Some(lit) => attr.path = Some(lit),
-                None => errors.at(value, format_args!("`{name}` takes a string, e.g. {name} = \"{}\"", example(&name))),
+                None => errors.at(
+                    value,
+                    format_args!(
+                        "`{name}` takes a string, e.g. {name} = \"{}\"",
+                        example(&name)
+                    ),
+                ),
             },
             ("method" | "path", None) => {
-                errors.at(&item.key, format_args!("`{name}` needs a value: {name} = \"{}\"", example(&name)));
+                errors.at(
+                    &item.key,
+                    format_args!("`{name}` needs a value: {name} = \"{}\"", example(&name)),
+                );
             }
-            _ => errors.at(&item.key, format_args!("unknown key `{name}`; `#[api]` takes {KEYS}")),
+            _ => errors.at(
+                &item.key,
+                format_args!("unknown key `{name}`; `#[api]` takes {KEYS}"),
+            ),
         }
     }
     attr
@@ -109,7 +135,10 @@ fn example(key: &str) -> &'static str {
 
 fn string_literal(expr: &syn::Expr) -> Option<LitStr> {
     match expr {
-        syn::Expr::Lit(syn::ExprLit { lit: syn::Lit::Str(s), .. }) => Some(s.clone()),
+        syn::Expr::Lit(syn::ExprLit {
+            lit: syn::Lit::Str(s),
+            ..
+        }) => Some(s.clone()),
         _ => None,
     }
 }
@@ -138,7 +167,10 @@ mod tests {
     #[test]
     fn reports_every_mistake() {
         let mut errors = Errors::default();
-        parse(quote!(public, public, colour = "red", method = 3, auth), &mut errors);
+        parse(
+            quote!(public, public, colour = "red", method = 3, auth),
+            &mut errors,
+        );
         let text = errors.into_output(TokenStream::new()).to_string();
         assert!(text.contains("specified more than once"), "{text}");
         assert!(text.contains("unknown key `colour`"), "{text}");

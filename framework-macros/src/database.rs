@@ -26,10 +26,18 @@ impl Parse for Input {
             }
             let key: Ident = input.parse()?;
             if key != "migrations" {
-                return Err(syn::Error::new(key.span(), format!("unknown key `{key}`; `database!` takes `migrations = \"./migrations\"`")));
+                return Err(syn::Error::new(
+                    key.span(),
+                    format!(
+                        "unknown key `{key}`; `database!` takes `migrations = \"./migrations\"`"
+                    ),
+                ));
             }
             if migrations.is_some() {
-                return Err(syn::Error::new(key.span(), "`migrations` specified more than once"));
+                return Err(syn::Error::new(
+                    key.span(),
+                    "`migrations` specified more than once",
+                ));
             }
             input.parse::<Token![=]>()?;
             migrations = Some(input.parse()?);
@@ -47,9 +55,14 @@ pub(crate) fn expand(input: TokenStream, declaring_file: Option<PathBuf>) -> Tok
     let name = input.name.value();
     let valid = name.len() <= 32
         && name.starts_with(|c: char| c.is_ascii_lowercase())
-        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
     if !valid {
-        errors.at(&input.name, "database names are 1 to 32 characters of a-z, 0-9 and _, starting with a letter");
+        errors.at(
+            &input.name,
+            "database names are 1 to 32 characters of a-z, 0-9 and _, starting with a letter",
+        );
     }
     let mut migrations = Vec::new();
     if let Some(dir_lit) = &input.migrations {
@@ -61,7 +74,9 @@ pub(crate) fn expand(input: TokenStream, declaring_file: Option<PathBuf>) -> Tok
     if !errors.is_empty() {
         return errors.into_output(quote!(::ovation::__private::Database::__new({
             static DEF: ::ovation::__private::DatabaseDef = ::ovation::__private::DatabaseDef {
-                name: "invalid", module: "", migrations: &[],
+                name: "invalid",
+                module: "",
+                migrations: &[],
             };
             &DEF
         })));
@@ -89,7 +104,10 @@ pub(crate) fn expand(input: TokenStream, declaring_file: Option<PathBuf>) -> Tok
 fn resolve(lit: &LitStr, declaring_file: Option<PathBuf>) -> syn::Result<PathBuf> {
     let rel = lit.value();
     let file = declaring_file.ok_or_else(|| {
-        syn::Error::new(lit.span(), "cannot tell which file declares this database, so cannot find its migrations")
+        syn::Error::new(
+            lit.span(),
+            "cannot tell which file declares this database, so cannot find its migrations",
+        )
     })?;
     let file = if file.is_absolute() {
         file
@@ -100,12 +118,19 @@ fn resolve(lit: &LitStr, declaring_file: Option<PathBuf>) -> syn::Result<PathBuf
         if in_package.exists() {
             in_package
         } else {
-            manifest.ancestors().map(|a| a.join(&file)).find(|p| p.exists()).unwrap_or(in_package)
+            manifest
+                .ancestors()
+                .map(|a| a.join(&file))
+                .find(|p| p.exists())
+                .unwrap_or(in_package)
         }
     };
     let dir = file.parent().unwrap_or(Path::new(".")).join(&rel);
     dir.canonicalize().map_err(|e| {
-        syn::Error::new(lit.span(), format!("cannot read the migrations folder {}: {e}", dir.display()))
+        syn::Error::new(
+            lit.span(),
+            format!("cannot read the migrations folder {}: {e}", dir.display()),
+        )
     })
 }
 
@@ -115,7 +140,10 @@ fn read_migrations(dir: &Path, lit: &LitStr, errors: &mut Errors) -> Vec<(i64, S
     let entries = match std::fs::read_dir(dir) {
         Ok(e) => e,
         Err(e) => {
-            errors.at_span(span, format_args!("cannot read the migrations folder {}: {e}", dir.display()));
+            errors.at_span(
+                span,
+                format_args!("cannot read the migrations folder {}: {e}", dir.display()),
+            );
             return Vec::new();
         }
     };
@@ -133,13 +161,20 @@ fn read_migrations(dir: &Path, lit: &LitStr, errors: &mut Errors) -> Vec<(i64, S
         match version {
             Some(v) => {
                 if let Some((_, other, _)) = found.iter().find(|(fv, _, _)| *fv == v) {
-                    errors.at_span(span, format_args!("migrations {other} and {file} have the same number {v}"));
+                    errors.at_span(
+                        span,
+                        format_args!("migrations {other} and {file} have the same number {v}"),
+                    );
                 }
                 found.push((v, file, entry.path()));
             }
-            None => errors.at_span(span, format_args!(
-                "migration file {file} in {} is not named `<number>_<name>.up.sql`", dir.display()
-            )),
+            None => errors.at_span(
+                span,
+                format_args!(
+                    "migration file {file} in {} is not named `<number>_<name>.up.sql`",
+                    dir.display()
+                ),
+            ),
         }
     }
     found.sort_by_key(|(v, _, _)| *v);

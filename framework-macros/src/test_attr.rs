@@ -15,10 +15,16 @@ pub(crate) fn expand(attr: TokenStream, item: TokenStream) -> TokenStream {
         Err(e) => return e.to_compile_error(),
     };
     if func.sig.asyncness.is_none() {
-        errors.at(func.sig.fn_token, "`#[ovation::test]` functions must be `async`");
+        errors.at(
+            func.sig.fn_token,
+            "`#[ovation::test]` functions must be `async`",
+        );
     }
     if !func.sig.inputs.is_empty() {
-        errors.at(&func.sig.inputs, "`#[ovation::test]` functions take no parameters");
+        errors.at(
+            &func.sig.inputs,
+            "`#[ovation::test]` functions take no parameters",
+        );
     }
     if !errors.is_empty() {
         return errors.into_output(TokenStream::new());

@@ -29,9 +29,17 @@ pub enum StartupError {
     #[error("unknown service `{name}` in the hosted services; the app's services are: {known}")]
     UnknownService { name: String, known: String },
     #[error("the URL {url:?} of service `{service}` is not valid: {reason}")]
-    BadServiceUrl { service: String, url: String, reason: String },
+    BadServiceUrl {
+        service: String,
+        url: String,
+        reason: String,
+    },
     #[error("cannot listen on {addr}: {source}{hint}")]
-    Bind { addr: SocketAddr, source: std::io::Error, hint: &'static str },
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+        hint: &'static str,
+    },
 }
 
 /// Runs the app from the process's config (`OVATION_CONFIG` and the environment) until
@@ -44,7 +52,10 @@ pub enum StartupError {
 /// ```
 pub fn run() -> ExitCode {
     init_logging();
-    let tokio = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let tokio = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -71,16 +82,27 @@ pub fn run() -> ExitCode {
 pub fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn"));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_target(false).try_init();
+    use std::io::IsTerminal;
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .try_init();
 }
 
 /// The services this process hosts, checked against the app's services.
-pub(crate) fn hosted_services(names: Option<&[String]>) -> Result<Option<BTreeSet<String>>, StartupError> {
+pub(crate) fn hosted_services(
+    names: Option<&[String]>,
+) -> Result<Option<BTreeSet<String>>, StartupError> {
     let Some(names) = names else { return Ok(None) };
     let known = registry::services();
     for name in names {
         if !known.contains(&name.as_str()) {
-            return Err(StartupError::UnknownService { name: name.clone(), known: known.join(", ") });
+            return Err(StartupError::UnknownService {
+                name: name.clone(),
+                known: known.join(", "),
+            });
         }
     }
     Ok(Some(names.iter().cloned().collect()))
@@ -136,12 +158,18 @@ pub async fn build_runtime(config: &Config) -> Result<&'static Runtime, StartupE
     let hosted = hosted_services(config.hosted_services.as_deref())?;
     let discovery = service_urls(&config.services)?;
     let is_hosted = |s: &str| hosted.as_ref().is_none_or(|h| h.contains(s));
-    let needed: Vec<_> = sqldb::declared().into_iter().filter(|d| is_hosted(d.service())).collect();
+    let needed: Vec<_> = sqldb::declared()
+        .into_iter()
+        .filter(|d| is_hosted(d.service()))
+        .collect();
     let mut pools = BTreeMap::new();
     if !needed.is_empty() {
         let server = database_server(config).await?;
         for def in needed {
-            pools.insert(def.name, server.open(def, config.max_db_connections()).await?);
+            pools.insert(
+                def.name,
+                server.open(def, config.max_db_connections()).await?,
+            );
         }
     }
     let rt = Runtime {
@@ -177,8 +205,15 @@ pub async fn start(config: Config) -> Result<Server, StartupError> {
         source,
     })?;
     let server = Server::start(rt, listener)?;
-    let services: Vec<&str> = registry::services().into_iter().filter(|s| rt.hosts(s)).collect();
-    tracing::info!("serving {} on http://{}", services.join(", "), server.addr());
+    let services: Vec<&str> = registry::services()
+        .into_iter()
+        .filter(|s| rt.hosts(s))
+        .collect();
+    tracing::info!(
+        "serving {} on http://{}",
+        services.join(", "),
+        server.addr()
+    );
     Ok(server)
 }
 
@@ -211,7 +246,11 @@ impl Server {
                 tracing::error!("server error: {e}");
             }
         });
-        Ok(Server { addr, shutdown: Some(tx), task: Some(task) })
+        Ok(Server {
+            addr,
+            shutdown: Some(tx),
+            task: Some(task),
+        })
     }
 
     /// The address the server listens on.

@@ -18,12 +18,17 @@ use crate::service_auth;
 
 /// Calls endpoint `E`, in this process or over HTTP.
 #[doc(hidden)]
-pub async fn call<E: Endpoint>(params: E::Params, request: E::Request) -> Result<E::Response, Error> {
+pub async fn call<E: Endpoint>(
+    params: E::Params,
+    request: E::Request,
+) -> Result<E::Response, Error> {
     let ctx = runtime::context()?;
     let service = E::service();
     if ctx.rt.hosts(service) {
         let span = tracing::debug_span!("call", service, endpoint = E::NAME, remote = false);
-        runtime::scope(ctx.rt, Some(service), E::handle(params, request)).instrument(span).await
+        runtime::scope(ctx.rt, Some(service), E::handle(params, request))
+            .instrument(span)
+            .await
     } else {
         let span = tracing::debug_span!("call", service, endpoint = E::NAME, remote = true);
         remote::<E>(ctx, params, request).instrument(span).await
@@ -31,22 +36,35 @@ pub async fn call<E: Endpoint>(params: E::Params, request: E::Request) -> Result
 }
 
 /// Characters escaped in a path segment: everything but RFC 3986's unreserved set.
-const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
+const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
 
 /// Fills `pattern`'s `:name` and `*name` segments with `values` (in `names` order).
 pub(crate) fn render_path(pattern: &str, names: &[&str], values: &[String]) -> String {
     let value_of = |name: &str| {
-        names.iter().position(|n| *n == name).and_then(|i| values.get(i)).map(String::as_str)
+        names
+            .iter()
+            .position(|n| *n == name)
+            .and_then(|i| values.get(i))
+            .map(String::as_str)
     };
     let mut out = String::with_capacity(pattern.len() + 16);
     for segment in pattern.split('/').skip(1) {
         out.push('/');
         if let Some(name) = segment.strip_prefix(':') {
-            out.extend(utf8_percent_encode(value_of(name).unwrap_or_default(), SEGMENT));
+            out.extend(utf8_percent_encode(
+                value_of(name).unwrap_or_default(),
+                SEGMENT,
+            ));
         } else if let Some(name) = segment.strip_prefix('*') {
             let rest = value_of(name).unwrap_or_default();
-            let parts: Vec<String> =
-                rest.split('/').map(|p| utf8_percent_encode(p, SEGMENT).to_string()).collect();
+            let parts: Vec<String> = rest
+                .split('/')
+                .map(|p| utf8_percent_encode(p, SEGMENT).to_string())
+                .collect();
             out.push_str(&parts.join("/"));
         } else {
             out.push_str(segment);
@@ -77,7 +95,10 @@ async fn remote<E: Endpoint>(
     let mut builder;
     if E::HAS_REQUEST && !method.has_body() {
         let query = serde_urlencoded::to_string(&request).map_err(|e| {
-            Error::internal(format!("cannot encode the request of {service}.{} as a query: {e}", E::NAME))
+            Error::internal(format!(
+                "cannot encode the request of {service}.{} as a query: {e}",
+                E::NAME
+            ))
         })?;
         url.set_query(Some(&query).filter(|q| !q.is_empty()).map(|q| q.as_str()));
         builder = ctx.rt.http.request(method.http(), url.clone());
@@ -86,20 +107,32 @@ async fn remote<E: Endpoint>(
         if E::HAS_REQUEST {
             let body = serde_json::to_vec(&request)
                 .map_err(|e| Error::internal(format!("cannot encode the request: {e}")))?;
-            builder = builder.header(http::header::CONTENT_TYPE, "application/json").body(body);
+            builder = builder
+                .header(http::header::CONTENT_TYPE, "application/json")
+                .body(body);
         }
     }
     let caller = ctx.service.unwrap_or("-");
     let signature = ctx.rt.auth_key.sign(method.as_str(), url.path(), caller);
-    builder = builder.header(service_auth::HEADER, signature).timeout(ctx.rt.call_timeout);
+    builder = builder
+        .header(service_auth::HEADER, signature)
+        .timeout(ctx.rt.call_timeout);
 
-    let response = builder.send().await.map_err(|e| transport_error(service, &url, e))?;
+    let response = builder
+        .send()
+        .await
+        .map_err(|e| transport_error(service, &url, e))?;
     let status = response.status();
-    let body = response.bytes().await.map_err(|e| transport_error(service, &url, e))?;
+    let body = response
+        .bytes()
+        .await
+        .map_err(|e| transport_error(service, &url, e))?;
     if status.is_success() {
         let body: &[u8] = if body.is_empty() { b"null" } else { &body };
         return serde_json::from_slice(body).map_err(|e| {
-            Error::internal(format!("service `{service}` sent a response that does not decode: {e}"))
+            Error::internal(format!(
+                "service `{service}` sent a response that does not decode: {e}"
+            ))
         });
     }
     match serde_json::from_slice::<Error>(&body) {
@@ -114,7 +147,9 @@ async fn remote<E: Endpoint>(
 fn transport_error(service: &str, url: &reqwest::Url, e: reqwest::Error) -> Error {
     let base = format!("{}://{}", url.scheme(), url.authority());
     if e.is_timeout() {
-        Error::deadline_exceeded(format!("service `{service}` at {base} did not answer in time"))
+        Error::deadline_exceeded(format!(
+            "service `{service}` at {base} did not answer in time"
+        ))
     } else {
         Error::unavailable(format!("service `{service}` at {base} is unreachable")).with_source(e)
     }
@@ -126,9 +161,16 @@ mod tests {
 
     #[test]
     fn path_params_are_filled_and_escaped() {
-        assert_eq!(render_path("/users/:id", &["id"], &["a b/c".into()]), "/users/a%20b%2Fc");
         assert_eq!(
-            render_path("/files/:bucket/*key", &["bucket", "key"], &["b".into(), "x y/z.txt".into()]),
+            render_path("/users/:id", &["id"], &["a b/c".into()]),
+            "/users/a%20b%2Fc"
+        );
+        assert_eq!(
+            render_path(
+                "/files/:bucket/*key",
+                &["bucket", "key"],
+                &["b".into(), "x y/z.txt".into()]
+            ),
             "/files/b/x%20y/z.txt"
         );
         assert_eq!(render_path("/", &[], &[]), "/");

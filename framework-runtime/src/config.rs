@@ -52,11 +52,21 @@ pub struct Config {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read the config file {path} (from OVATION_CONFIG): {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("the config file {path} (from OVATION_CONFIG) is not valid: {source}")]
-    Parse { path: PathBuf, source: serde_json::Error },
+    Parse {
+        path: PathBuf,
+        source: serde_json::Error,
+    },
     #[error("{var}={value:?} is not valid: {reason}")]
-    Env { var: &'static str, value: String, reason: String },
+    Env {
+        var: &'static str,
+        value: String,
+        reason: String,
+    },
 }
 
 pub(crate) const DEFAULT_LISTEN: &str = "127.0.0.1:4000";
@@ -74,8 +84,10 @@ impl Config {
 
     /// Reads a JSON config file.
     pub fn from_file(path: PathBuf) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(&path)
-            .map_err(|source| ConfigError::Read { path: path.clone(), source })?;
+        let text = std::fs::read_to_string(&path).map_err(|source| ConfigError::Read {
+            path: path.clone(),
+            source,
+        })?;
         serde_json::from_str(&text).map_err(|source| ConfigError::Parse { path, source })
     }
 
@@ -87,19 +99,32 @@ impl Config {
         };
         if let Some(v) = var("OVATION_LISTEN").filter(|v| !v.is_empty()) {
             self.listen = Some(v.parse().map_err(|e| {
-                env_err("OVATION_LISTEN", &v, format!("{e} (expected e.g. 127.0.0.1:4000)"))
+                env_err(
+                    "OVATION_LISTEN",
+                    &v,
+                    format!("{e} (expected e.g. 127.0.0.1:4000)"),
+                )
             })?);
         }
         if let Some(v) = var("OVATION_HOSTED_SERVICES").filter(|v| !v.is_empty()) {
-            self.hosted_services =
-                Some(v.split(',').map(|s| s.trim().to_owned()).filter(|s| !s.is_empty()).collect());
+            self.hosted_services = Some(
+                v.split(',')
+                    .map(|s| s.trim().to_owned())
+                    .filter(|s| !s.is_empty())
+                    .collect(),
+            );
         }
         if let Some(v) = var("OVATION_SERVICE_URLS").filter(|v| !v.is_empty()) {
             for pair in v.split(',').filter(|p| !p.trim().is_empty()) {
                 let (name, url) = pair.split_once('=').ok_or_else(|| {
-                    env_err("OVATION_SERVICE_URLS", &v, format!("`{pair}` is not name=url"))
+                    env_err(
+                        "OVATION_SERVICE_URLS",
+                        &v,
+                        format!("`{pair}` is not name=url"),
+                    )
                 })?;
-                self.services.insert(name.trim().to_owned(), url.trim().to_owned());
+                self.services
+                    .insert(name.trim().to_owned(), url.trim().to_owned());
             }
         }
         if let Some(v) = var("DATABASE_URL").filter(|v| !v.is_empty()) {
@@ -115,11 +140,14 @@ impl Config {
     }
 
     pub(crate) fn listen_addr(&self) -> SocketAddr {
-        self.listen.unwrap_or_else(|| DEFAULT_LISTEN.parse().expect("valid default address"))
+        self.listen
+            .unwrap_or_else(|| DEFAULT_LISTEN.parse().expect("valid default address"))
     }
 
     pub(crate) fn data_dir(&self) -> PathBuf {
-        self.data_dir.clone().unwrap_or_else(|| PathBuf::from(".ovation"))
+        self.data_dir
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(".ovation"))
     }
 
     pub(crate) fn body_limit(&self) -> usize {
@@ -144,8 +172,10 @@ mod tests {
     use super::*;
 
     fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
-        let map: BTreeMap<String, String> =
-            pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let map: BTreeMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         move |name| map.get(name).cloned()
     }
 
@@ -155,18 +185,30 @@ mod tests {
         c.apply_env(env(&[
             ("OVATION_LISTEN", "127.0.0.1:5000"),
             ("OVATION_HOSTED_SERVICES", "users, products"),
-            ("OVATION_SERVICE_URLS", "orders=http://127.0.0.1:1,gateway=http://127.0.0.1:2"),
+            (
+                "OVATION_SERVICE_URLS",
+                "orders=http://127.0.0.1:1,gateway=http://127.0.0.1:2",
+            ),
         ]))
         .unwrap();
         assert_eq!(c.listen_addr().port(), 5000);
-        assert_eq!(c.hosted_services.as_deref(), Some(&["users".into(), "products".into()][..]));
+        assert_eq!(
+            c.hosted_services.as_deref(),
+            Some(&["users".into(), "products".into()][..])
+        );
         assert_eq!(c.services["gateway"], "http://127.0.0.1:2");
     }
 
     #[test]
     fn bad_listen_address_names_the_variable() {
-        let err = Config::default().apply_env(env(&[("OVATION_LISTEN", "nope")])).unwrap_err();
-        assert!(err.to_string().starts_with("OVATION_LISTEN=\"nope\" is not valid"), "{err}");
+        let err = Config::default()
+            .apply_env(env(&[("OVATION_LISTEN", "nope")]))
+            .unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("OVATION_LISTEN=\"nope\" is not valid"),
+            "{err}"
+        );
     }
 
     #[test]

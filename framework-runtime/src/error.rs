@@ -167,7 +167,13 @@ macro_rules! constructors {
 impl Error {
     /// An error with `code` and a message for the caller.
     pub fn new(code: ErrCode, message: impl Into<String>) -> Self {
-        Error { code, message: message.into(), details: None, status: None, source: None }
+        Error {
+            code,
+            message: message.into(),
+            details: None,
+            status: None,
+            source: None,
+        }
     }
 
     constructors! {
@@ -266,7 +272,9 @@ impl fmt::Display for Error {
 
 impl std::error::Error for Error {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        self.source.as_deref().map(|e| e as &(dyn std::error::Error + 'static))
+        self.source
+            .as_deref()
+            .map(|e| e as &(dyn std::error::Error + 'static))
     }
 }
 
@@ -275,8 +283,12 @@ impl IntoResponse for Error {
         let status = self.http_status();
         if status.is_server_error() {
             match &self.source {
-                Some(source) => tracing::error!(code = %self.code, message = %self.message, cause = %source, "request failed"),
-                None => tracing::error!(code = %self.code, message = %self.message, "request failed"),
+                Some(source) => {
+                    tracing::error!(code = %self.code, message = %self.message, cause = %source, "request failed")
+                }
+                None => {
+                    tracing::error!(code = %self.code, message = %self.message, "request failed")
+                }
             }
         }
         (status, axum::Json(self)).into_response()
@@ -312,23 +324,28 @@ impl From<sqlx::Error> for Error {
                     ErrCode::FailedPrecondition,
                     "a referenced resource does not exist".to_owned(),
                 ),
-                Some(sqlstate::CHECK_VIOLATION | sqlstate::NOT_NULL_VIOLATION) => {
-                    (ErrCode::InvalidArgument, "a value violates a constraint".to_owned())
-                }
-                Some(sqlstate::NUMERIC_VALUE_OUT_OF_RANGE) => {
-                    (ErrCode::OutOfRange, "a numeric value is out of range".to_owned())
-                }
-                Some(sqlstate::INVALID_TEXT_REPRESENTATION) => {
-                    (ErrCode::InvalidArgument, "a value has an invalid format".to_owned())
-                }
-                Some(sqlstate::QUERY_CANCELED) => {
-                    (ErrCode::DeadlineExceeded, "the query took too long".to_owned())
-                }
+                Some(sqlstate::CHECK_VIOLATION | sqlstate::NOT_NULL_VIOLATION) => (
+                    ErrCode::InvalidArgument,
+                    "a value violates a constraint".to_owned(),
+                ),
+                Some(sqlstate::NUMERIC_VALUE_OUT_OF_RANGE) => (
+                    ErrCode::OutOfRange,
+                    "a numeric value is out of range".to_owned(),
+                ),
+                Some(sqlstate::INVALID_TEXT_REPRESENTATION) => (
+                    ErrCode::InvalidArgument,
+                    "a value has an invalid format".to_owned(),
+                ),
+                Some(sqlstate::QUERY_CANCELED) => (
+                    ErrCode::DeadlineExceeded,
+                    "the query took too long".to_owned(),
+                ),
                 _ => (ErrCode::Internal, "internal error".to_owned()),
             },
-            sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => {
-                (ErrCode::Unavailable, "the database is unavailable".to_owned())
-            }
+            sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => (
+                ErrCode::Unavailable,
+                "the database is unavailable".to_owned(),
+            ),
             _ => (ErrCode::Internal, "internal error".to_owned()),
         };
         Error::new(code, message).with_source(err)
@@ -393,7 +410,10 @@ mod tests {
 
     #[test]
     fn row_not_found_is_not_found() {
-        assert_eq!(Error::from(sqlx::Error::RowNotFound).code(), ErrCode::NotFound);
+        assert_eq!(
+            Error::from(sqlx::Error::RowNotFound).code(),
+            ErrCode::NotFound
+        );
     }
 
     #[test]

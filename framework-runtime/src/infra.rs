@@ -57,13 +57,23 @@ pub enum InfraError {
     )]
     DataDirNotTraversable(PathBuf),
     #[error("{action} failed: {source}")]
-    Io { action: String, source: std::io::Error },
+    Io {
+        action: String,
+        source: std::io::Error,
+    },
     #[error("{command} failed ({status}):\n{output}")]
-    Command { command: String, status: String, output: String },
+    Command {
+        command: String,
+        status: String,
+        output: String,
+    },
 }
 
 fn io_err(action: impl Into<String>) -> impl FnOnce(std::io::Error) -> InfraError {
-    move |source| InfraError::Io { action: action.into(), source }
+    move |source| InfraError::Io {
+        action: action.into(),
+        source,
+    }
 }
 
 /// A running managed Postgres cluster, ready for connections.
@@ -86,8 +96,10 @@ impl ManagedPostgres {
     pub fn ensure(data_dir: &Path) -> Result<ManagedPostgres, InfraError> {
         let bins = PgBinaries::find()?;
         let account = Account::for_postgres()?;
-        fs::create_dir_all(data_dir)
-            .map_err(io_err(format!("creating the data folder {}", data_dir.display())))?;
+        fs::create_dir_all(data_dir).map_err(io_err(format!(
+            "creating the data folder {}",
+            data_dir.display()
+        )))?;
         let data_dir = data_dir
             .canonicalize()
             .map_err(io_err(format!("resolving {}", data_dir.display())))?;
@@ -99,7 +111,9 @@ impl ManagedPostgres {
         }
 
         let setup = open_lock_file(&dir.join("setup.lock"))?;
-        setup.lock().map_err(io_err("locking the managed Postgres set-up"))?;
+        setup
+            .lock()
+            .map_err(io_err("locking the managed Postgres set-up"))?;
 
         let data = dir.join("data");
         if !data.join("PG_VERSION").exists() {
@@ -119,7 +133,11 @@ impl ManagedPostgres {
         // `setup` unlocks on drop, after our client lock is held: the watchdog stops the
         // server only while holding the set-up lock and seeing no client.
         drop(setup);
-        Ok(ManagedPostgres { dir, port, password })
+        Ok(ManagedPostgres {
+            dir,
+            port,
+            password,
+        })
     }
 
     /// Stops the managed server in `data_dir`, if it runs. Returns whether it was running.
@@ -131,16 +149,23 @@ impl ManagedPostgres {
         let bins = PgBinaries::find()?;
         let account = Account::for_postgres()?;
         let setup = open_lock_file(&dir.join("setup.lock"))?;
-        setup.lock().map_err(io_err("locking the managed Postgres set-up"))?;
+        setup
+            .lock()
+            .map_err(io_err("locking the managed Postgres set-up"))?;
         let mut cmd = Command::new(&bins.pg_ctl);
-        cmd.arg("-D").arg(dir.join("data")).args(["-m", "fast", "-w", "stop"]);
+        cmd.arg("-D")
+            .arg(dir.join("data"))
+            .args(["-m", "fast", "-w", "stop"]);
         run(cmd, account.as_ref(), &dir, "pg_ctl stop")?;
         Ok(true)
     }
 
     /// The URL of database `database` on this server.
     pub fn url(&self, database: &str) -> String {
-        format!("postgres://{SUPERUSER}:{}@127.0.0.1:{}/{database}", self.password, self.port)
+        format!(
+            "postgres://{SUPERUSER}:{}@127.0.0.1:{}/{database}",
+            self.password, self.port
+        )
     }
 
     /// The server's port on 127.0.0.1.
@@ -167,7 +192,11 @@ impl PgBinaries {
             .map(|p| std::env::split_paths(&p).collect())
             .unwrap_or_default();
         // Debian and Ubuntu keep the server binaries off PATH; prefer the newest major version.
-        for pattern in ["/usr/lib/postgresql", "/usr/local/pgsql", "/opt/homebrew/opt"] {
+        for pattern in [
+            "/usr/lib/postgresql",
+            "/usr/local/pgsql",
+            "/opt/homebrew/opt",
+        ] {
             let mut versions: Vec<PathBuf> = fs::read_dir(pattern)
                 .into_iter()
                 .flatten()
@@ -180,7 +209,10 @@ impl PgBinaries {
         dirs.push(PathBuf::from("/usr/local/pgsql/bin"));
         dirs.into_iter()
             .find(|d| is_executable(&d.join("initdb")) && is_executable(&d.join("pg_ctl")))
-            .map(|d| PgBinaries { initdb: d.join("initdb"), pg_ctl: d.join("pg_ctl") })
+            .map(|d| PgBinaries {
+                initdb: d.join("initdb"),
+                pg_ctl: d.join("pg_ctl"),
+            })
             .ok_or(InfraError::PostgresNotFound)
     }
 }
@@ -195,7 +227,9 @@ fn version_key(p: &Path) -> u32 {
 }
 
 fn is_executable(p: &Path) -> bool {
-    fs::metadata(p).map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0).unwrap_or(false)
+    fs::metadata(p)
+        .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        .unwrap_or(false)
 }
 
 /// The unprivileged account Postgres runs as when this process is root.
@@ -216,19 +250,28 @@ impl Account {
             .lines()
             .map(|l| l.split(':').collect::<Vec<_>>())
             .find(|f| f.len() > 3 && f[0] == "postgres")
-            .and_then(|f| Some(Account { uid: f[2].parse().ok()?, gid: f[3].parse().ok()? }))
+            .and_then(|f| {
+                Some(Account {
+                    uid: f[2].parse().ok()?,
+                    gid: f[3].parse().ok()?,
+                })
+            })
             .map(Some)
             .ok_or(InfraError::NoUnprivilegedUser)
     }
 
     fn chown(&self, path: &Path) -> Result<(), InfraError> {
-        std::os::unix::fs::chown(path, Some(self.uid), Some(self.gid))
-            .map_err(io_err(format!("handing {} to the postgres account", path.display())))
+        std::os::unix::fs::chown(path, Some(self.uid), Some(self.gid)).map_err(io_err(format!(
+            "handing {} to the postgres account",
+            path.display()
+        )))
     }
 
     fn check_traversable(&self, dir: &Path) -> Result<(), InfraError> {
         for ancestor in dir.ancestors().skip(1) {
-            let Ok(meta) = fs::metadata(ancestor) else { continue };
+            let Ok(meta) = fs::metadata(ancestor) else {
+                continue;
+            };
             let mode = meta.permissions().mode();
             use std::os::unix::fs::MetadataExt;
             let ok = mode & 0o001 != 0
@@ -301,7 +344,11 @@ fn run(
     }
 }
 
-fn init_cluster(bins: &PgBinaries, account: Option<&Account>, dir: &Path) -> Result<(), InfraError> {
+fn init_cluster(
+    bins: &PgBinaries,
+    account: Option<&Account>,
+    dir: &Path,
+) -> Result<(), InfraError> {
     let data = dir.join("data");
     // A half-made cluster from an interrupted initdb: start over.
     if data.exists() {
@@ -309,7 +356,11 @@ fn init_cluster(bins: &PgBinaries, account: Option<&Account>, dir: &Path) -> Res
     }
     let password: String = {
         use rand::Rng;
-        rand::rng().sample_iter(rand::distr::Alphanumeric).take(32).map(char::from).collect()
+        rand::rng()
+            .sample_iter(rand::distr::Alphanumeric)
+            .take(32)
+            .map(char::from)
+            .collect()
     };
     let password_file = dir.join("password");
     write_private(&password_file, &password)?;
@@ -322,7 +373,15 @@ fn init_cluster(bins: &PgBinaries, account: Option<&Account>, dir: &Path) -> Res
     let mut cmd = Command::new(&bins.initdb);
     cmd.arg("-D")
         .arg(&data)
-        .args(["-U", SUPERUSER, "--auth=scram-sha-256", "-E", "UTF8", "--no-locale", "--no-sync"])
+        .args([
+            "-U",
+            SUPERUSER,
+            "--auth=scram-sha-256",
+            "-E",
+            "UTF8",
+            "--no-locale",
+            "--no-sync",
+        ])
         .arg(format!("--pwfile={}", pwfile.display()));
     let result = run(cmd, account, dir, "initdb");
     let _ = fs::remove_file(&pwfile);
@@ -337,14 +396,18 @@ fn write_private(path: &Path, contents: &str) -> Result<(), InfraError> {
         .mode(0o600)
         .open(path)
         .map_err(io_err(format!("writing {}", path.display())))?;
-    f.write_all(contents.as_bytes()).map_err(io_err(format!("writing {}", path.display())))
+    f.write_all(contents.as_bytes())
+        .map_err(io_err(format!("writing {}", path.display())))
 }
 
 /// The port of the server running on this cluster, if one runs and accepts connections.
 fn running_port(dir: &Path) -> Option<u16> {
     // postmaster.pid: line 1 the pid, line 4 the port (PostgreSQL's documented layout).
     let mut pidfile = String::new();
-    File::open(dir.join("data/postmaster.pid")).ok()?.read_to_string(&mut pidfile).ok()?;
+    File::open(dir.join("data/postmaster.pid"))
+        .ok()?
+        .read_to_string(&mut pidfile)
+        .ok()?;
     let mut lines = pidfile.lines();
     let pid = lines.next()?.trim();
     let port: u16 = lines.nth(2)?.trim().parse().ok()?;
@@ -358,10 +421,16 @@ fn running_port(dir: &Path) -> Option<u16> {
 
 fn free_port() -> Result<u16, InfraError> {
     let l = TcpListener::bind("127.0.0.1:0").map_err(io_err("finding a free port"))?;
-    Ok(l.local_addr().map_err(io_err("finding a free port"))?.port())
+    Ok(l.local_addr()
+        .map_err(io_err("finding a free port"))?
+        .port())
 }
 
-fn start_server(bins: &PgBinaries, account: Option<&Account>, dir: &Path) -> Result<u16, InfraError> {
+fn start_server(
+    bins: &PgBinaries,
+    account: Option<&Account>,
+    dir: &Path,
+) -> Result<u16, InfraError> {
     let mut last_err = None;
     // Another program may take the port between our probe and the server's bind: retry.
     for _ in 0..3 {
@@ -414,7 +483,10 @@ fn spawn_watchdog(bins: &PgBinaries, account: Option<&Account>, dir: &Path) {
     {
         return;
     }
-    if !["/usr/bin/flock", "/bin/flock"].iter().any(|p| Path::new(p).exists()) {
+    if !["/usr/bin/flock", "/bin/flock"]
+        .iter()
+        .any(|p| Path::new(p).exists())
+    {
         tracing::debug!("flock(1) not found: the managed Postgres will not stop by itself");
         return;
     }
@@ -458,7 +530,8 @@ fn hold_client_lock(dir: &Path) -> Result<(), InfraError> {
         return Ok(());
     }
     let file = open_lock_file(&dir.join("clients.lock"))?;
-    file.lock_shared().map_err(io_err("registering as a user of the managed Postgres"))?;
+    file.lock_shared()
+        .map_err(io_err("registering as a user of the managed Postgres"))?;
     held.push((dir.to_owned(), file));
     Ok(())
 }

@@ -161,9 +161,12 @@ pub trait Endpoint: Send + Sync + 'static {
 /// Parses one path parameter, naming it in the error.
 #[doc(hidden)]
 pub fn parse_param<T: PathParam>(name: &str, segment: Option<&&str>) -> Result<T, Error> {
-    let segment = segment.ok_or_else(|| Error::invalid_argument(format!("missing path parameter `{name}`")))?;
+    let segment = segment
+        .ok_or_else(|| Error::invalid_argument(format!("missing path parameter `{name}`")))?;
     T::parse_param(segment).map_err(|e| {
-        Error::invalid_argument(format!("invalid path parameter `{name}` ({segment:?}): {e}"))
+        Error::invalid_argument(format!(
+            "invalid path parameter `{name}` ({segment:?}): {e}"
+        ))
     })
 }
 
@@ -235,8 +238,10 @@ impl fmt::Debug for EndpointEntry {
 
 /// Every endpoint of the app, sorted by service, path and method.
 pub fn endpoints() -> Vec<&'static dyn DynEndpoint> {
-    let mut all: Vec<&'static dyn DynEndpoint> =
-        inventory::iter::<EndpointEntry>.into_iter().map(|e| e.0).collect();
+    let mut all: Vec<&'static dyn DynEndpoint> = inventory::iter::<EndpointEntry>
+        .into_iter()
+        .map(|e| e.0)
+        .collect();
     all.sort_by_key(|e| {
         let i = e.info();
         (i.service, i.path, i.method)

@@ -49,8 +49,10 @@ pub(crate) fn axum_path(path: &str) -> String {
 /// Builds the router of the endpoints `rt` hosts, checking the routes first: axum panics on
 /// a duplicate or conflicting route, we report it.
 pub fn router(rt: &'static Runtime) -> Result<Router, RouteError> {
-    let endpoints: Vec<&'static dyn DynEndpoint> =
-        registry::endpoints().into_iter().filter(|e| rt.hosts(e.info().service)).collect();
+    let endpoints: Vec<&'static dyn DynEndpoint> = registry::endpoints()
+        .into_iter()
+        .filter(|e| rt.hosts(e.info().service))
+        .collect();
     check_routes(&endpoints)?;
     let mut by_path: BTreeMap<String, MethodRouter> = BTreeMap::new();
     for e in &endpoints {
@@ -68,7 +70,10 @@ pub fn router(rt: &'static Runtime) -> Result<Router, RouteError> {
     }
     let router = router
         .route("/__ovation/health", axum::routing::get(health))
-        .route("/__ovation/meta", axum::routing::get(move |req: Request| meta(rt, req)))
+        .route(
+            "/__ovation/meta",
+            axum::routing::get(move |req: Request| meta(rt, req)),
+        )
         .fallback(not_found_handler)
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(|_| {
             Error::internal("internal error").into_response()
@@ -93,7 +98,10 @@ pub fn check_routes(endpoints: &[&'static dyn DynEndpoint]) -> Result<(), RouteE
         }
         if !paths.contains_key(&path) {
             matcher.insert(path.clone(), ()).map_err(|err| {
-                RouteError(format!("the path {} of {who} conflicts with another endpoint's: {err}", i.path))
+                RouteError(format!(
+                    "the path {} of {who} conflicts with another endpoint's: {err}",
+                    i.path
+                ))
             })?;
             paths.insert(path, who);
         }
@@ -206,7 +214,12 @@ async fn serve<E: Endpoint>(rt: &'static Runtime, req: Request) -> Result<Respon
         .map_err(|e| Error::invalid_argument(format!("invalid path: {}", e.body_text())))?;
     let segments: Vec<&str> = E::PATH_PARAMS
         .iter()
-        .map(|name| raw.iter().find(|(n, _)| n == name).map(|(_, v)| v).unwrap_or_default())
+        .map(|name| {
+            raw.iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, v)| v)
+                .unwrap_or_default()
+        })
         .collect();
     let params = E::parse_params(&segments)?;
 
@@ -229,8 +242,15 @@ async fn serve<E: Endpoint>(rt: &'static Runtime, req: Request) -> Result<Respon
 
 fn json_response<T: serde::Serialize>(value: &T) -> Response {
     match serde_json::to_vec(value) {
-        Ok(body) => (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], body).into_response(),
-        Err(e) => Error::internal("the response could not be encoded").with_source(e).into_response(),
+        Ok(body) => (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, "application/json")],
+            body,
+        )
+            .into_response(),
+        Err(e) => Error::internal("the response could not be encoded")
+            .with_source(e)
+            .into_response(),
     }
 }
 
@@ -238,7 +258,14 @@ fn check_json_content_type(headers: &HeaderMap) -> Result<(), Error> {
     let Some(value) = headers.get(header::CONTENT_TYPE) else {
         return Ok(());
     };
-    let mime = value.to_str().unwrap_or("").split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    let mime = value
+        .to_str()
+        .unwrap_or("")
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
     if mime == "application/json" || (mime.starts_with("application/") && mime.ends_with("+json")) {
         Ok(())
     } else {
@@ -267,7 +294,11 @@ async fn read_body(body: Body, limit: usize) -> Result<Bytes, Error> {
 
 /// Decodes a JSON request, naming the offending field on failure.
 pub(crate) fn decode_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Error> {
-    let bytes: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) { b"null" } else { bytes };
+    let bytes: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) {
+        b"null"
+    } else {
+        bytes
+    };
     let mut de = serde_json::Deserializer::from_slice(bytes);
     let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let path = e.path().to_string();
@@ -279,10 +310,14 @@ pub(crate) fn decode_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Error>
         } else if path == "." {
             Error::invalid_argument(format!("invalid request body: {}", strip_position(&inner)))
         } else {
-            Error::invalid_argument(format!("invalid field `{path}`: {}", strip_position(&inner)))
+            Error::invalid_argument(format!(
+                "invalid field `{path}`: {}",
+                strip_position(&inner)
+            ))
         }
     })?;
-    de.end().map_err(|e| Error::invalid_argument(format!("the request body is not valid JSON: {e}")))?;
+    de.end()
+        .map_err(|e| Error::invalid_argument(format!("the request body is not valid JSON: {e}")))?;
     Ok(value)
 }
 
@@ -334,7 +369,11 @@ mod tests {
         assert!(e.message().contains("`userId`"), "{}", e.message());
         let e = decode_json::<Params>(br#"{"userId": "6a2f41a3-c54c-fce8-32d2-0324e1c32e22"}"#)
             .unwrap_err();
-        assert!(e.message().contains("missing field `quantity`"), "{}", e.message());
+        assert!(
+            e.message().contains("missing field `quantity`"),
+            "{}",
+            e.message()
+        );
         let e = decode_json::<Params>(br#"{"quantity": "#).unwrap_err();
         assert!(e.message().contains("not valid JSON"), "{}", e.message());
         let e = decode_json::<Params>(b"").unwrap_err();

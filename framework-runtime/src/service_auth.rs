@@ -53,7 +53,10 @@ impl ServiceAuthKey {
     }
 
     fn sign_at(&self, method: &str, path: &str, caller: &str, timestamp: u64) -> String {
-        let sig = self.mac(method, path, timestamp, caller).finalize().into_bytes();
+        let sig = self
+            .mac(method, path, timestamp, caller)
+            .finalize()
+            .into_bytes();
         format!("v1 {caller} {timestamp} {}", hex::encode(sig))
     }
 
@@ -64,9 +67,13 @@ impl ServiceAuthKey {
 
     fn verify_at(&self, header: &str, method: &str, path: &str, now: u64) -> Option<String> {
         let mut parts = header.split(' ');
-        let (Some("v1"), Some(caller), Some(ts), Some(sig), None) =
-            (parts.next(), parts.next(), parts.next(), parts.next(), parts.next())
-        else {
+        let (Some("v1"), Some(caller), Some(ts), Some(sig), None) = (
+            parts.next(),
+            parts.next(),
+            parts.next(),
+            parts.next(),
+            parts.next(),
+        ) else {
             return None;
         };
         let ts: u64 = ts.parse().ok()?;
@@ -81,7 +88,10 @@ impl ServiceAuthKey {
 }
 
 fn unix_now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 #[cfg(test)]
@@ -92,7 +102,11 @@ mod tests {
     fn a_signature_verifies_for_its_method_and_path_only() {
         let key = ServiceAuthKey::new("secret");
         let h = key.sign_at("POST", "/products/1/reserve", "orders", 1000);
-        assert_eq!(key.verify_at(&h, "POST", "/products/1/reserve", 1000).as_deref(), Some("orders"));
+        assert_eq!(
+            key.verify_at(&h, "POST", "/products/1/reserve", 1000)
+                .as_deref(),
+            Some("orders")
+        );
         assert_eq!(key.verify_at(&h, "POST", "/products/2/reserve", 1000), None);
         assert_eq!(key.verify_at(&h, "GET", "/products/1/reserve", 1000), None);
     }
@@ -104,8 +118,15 @@ mod tests {
         assert!(key.verify_at(&h, "GET", "/x", 1000 + 121).is_none());
         assert!(key.verify_at(&h, "GET", "/x", 1000 - 121).is_none());
         assert!(key.verify_at(&h, "GET", "/x", 1000 + 119).is_some());
-        assert!(ServiceAuthKey::new("other").verify_at(&h, "GET", "/x", 1000).is_none());
-        assert!(key.verify_at("v1 orders 1000 zz", "GET", "/x", 1000).is_none());
+        assert!(
+            ServiceAuthKey::new("other")
+                .verify_at(&h, "GET", "/x", 1000)
+                .is_none()
+        );
+        assert!(
+            key.verify_at("v1 orders 1000 zz", "GET", "/x", 1000)
+                .is_none()
+        );
         assert!(key.verify_at("", "GET", "/x", 1000).is_none());
     }
 }

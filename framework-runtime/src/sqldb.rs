@@ -85,7 +85,9 @@ pub struct Database {
 
 impl fmt::Debug for Database {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Database").field("name", &self.def.name).finish()
+        f.debug_struct("Database")
+            .field("name", &self.def.name)
+            .finish()
     }
 }
 
@@ -148,16 +150,26 @@ pub enum SetupError {
     #[error("cannot connect to the Postgres server at {server}: {source}")]
     Connect { server: String, source: sqlx::Error },
     #[error("cannot create database `{database}`: {source}")]
-    Create { database: String, source: sqlx::Error },
+    Create {
+        database: String,
+        source: sqlx::Error,
+    },
     #[error("migration {file} of database `{database}` failed: {message}")]
-    Migration { database: String, file: String, message: String },
+    Migration {
+        database: String,
+        file: String,
+        message: String,
+    },
     #[error(
         "migration {file} of database `{database}` was changed after it was applied; \
          add a new migration instead of editing an applied one"
     )]
     MigrationChanged { database: String, file: String },
     #[error("database `{database}`: {source}")]
-    Other { database: String, source: sqlx::Error },
+    Other {
+        database: String,
+        source: sqlx::Error,
+    },
 }
 
 impl Server {
@@ -165,7 +177,9 @@ impl Server {
     /// the URL is replaced by each service database's name.
     pub fn from_url(url: &str) -> Result<Server, SetupError> {
         let options: PgConnectOptions = url.parse().map_err(SetupError::BadUrl)?;
-        Ok(Server { options: options.disable_statement_logging() })
+        Ok(Server {
+            options: options.disable_statement_logging(),
+        })
     }
 
     fn describe(&self) -> String {
@@ -180,30 +194,51 @@ impl Server {
     async fn maintenance(&self) -> Result<PgConnection, SetupError> {
         PgConnection::connect_with(&self.options("postgres"))
             .await
-            .map_err(|source| SetupError::Connect { server: self.describe(), source })
+            .map_err(|source| SetupError::Connect {
+                server: self.describe(),
+                source,
+            })
     }
 
     /// Creates `database` unless it exists.
     pub async fn create_database(&self, database: &str) -> Result<(), SetupError> {
         let mut conn = self.maintenance().await?;
-        let create = |source| SetupError::Create { database: database.to_owned(), source };
+        let create = |source| SetupError::Create {
+            database: database.to_owned(),
+            source,
+        };
+        // Two processes creating the same database at once make Postgres fail one of them
+        // with a unique violation on pg_database; take turns instead.
+        sqlx::query("SELECT pg_advisory_lock(hashtext($1))")
+            .bind(format!("ovation create {database}"))
+            .execute(&mut conn)
+            .await
+            .map_err(create)?;
         let exists: bool =
             sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
                 .bind(database)
                 .fetch_one(&mut conn)
                 .await
                 .map_err(create)?;
-        if !exists {
-            match conn.execute(format!("CREATE DATABASE {}", quote_ident(database)).as_str()).await
+        let result = if exists {
+            Ok(())
+        } else {
+            match conn
+                .execute(format!("CREATE DATABASE {}", quote_ident(database)).as_str())
+                .await
             {
-                Ok(_) => {}
-                // Another process created it between our check and our CREATE.
-                Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("42P04") => {}
-                Err(e) => return Err(create(e)),
+                Ok(_) => Ok(()),
+                // Created by a process that does not take our lock (an older Ovation).
+                Err(sqlx::Error::Database(e))
+                    if matches!(e.code().as_deref(), Some("42P04" | "23505")) =>
+                {
+                    Ok(())
+                }
+                Err(e) => Err(create(e)),
             }
-        }
+        };
         let _ = conn.close().await;
-        Ok(())
+        result
     }
 
     /// Creates the database if needed, applies pending migrations, returns a pool.
@@ -219,12 +254,20 @@ impl Server {
 
     /// Applies the pending migrations of `def` to the database `database` on this server.
     pub async fn migrate(&self, database: &str, def: &DatabaseDef) -> Result<(), SetupError> {
-        let other = |source| SetupError::Other { database: database.to_owned(), source };
+        let other = |source| SetupError::Other {
+            database: database.to_owned(),
+            source,
+        };
         let mut conn = PgConnection::connect_with(&self.options(database))
             .await
-            .map_err(|source| SetupError::Connect { server: self.describe(), source })?;
+            .map_err(|source| SetupError::Connect {
+                server: self.describe(),
+                source,
+            })?;
         // One migrator at a time per database, across processes.
-        conn.execute("SELECT pg_advisory_lock(7249812391)").await.map_err(other)?;
+        conn.execute("SELECT pg_advisory_lock(7249812391)")
+            .await
+            .map_err(other)?;
         let result = apply_migrations(&mut conn, database, def).await;
         let _ = conn.execute("SELECT pg_advisory_unlock(7249812391)").await;
         let _ = conn.close().await;
@@ -235,7 +278,11 @@ impl Server {
     pub async fn drop_database(&self, database: &str) -> Result<(), sqlx::Error> {
         let mut conn = PgConnection::connect_with(&self.options("postgres")).await?;
         conn.execute(
-            format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", quote_ident(database)).as_str(),
+            format!(
+                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                quote_ident(database)
+            )
+            .as_str(),
         )
         .await?;
         conn.close().await
@@ -249,11 +296,18 @@ impl Server {
         database: &str,
     ) -> Result<(), SetupError> {
         let template = format!("ovation_tpl_{}_{}", def.name, def.schema_hash());
-        let other = |source| SetupError::Other { database: template.clone(), source };
+        let other = |source| SetupError::Other {
+            database: template.clone(),
+            source,
+        };
         let mut conn = self.maintenance().await?;
         // Serialise template creation across test processes; cloning needs no lock.
         let key = i64::from_str_radix(&def.schema_hash()[..12], 16).unwrap_or(1);
-        sqlx::query("SELECT pg_advisory_lock($1)").bind(key).execute(&mut conn).await.map_err(other)?;
+        sqlx::query("SELECT pg_advisory_lock($1)")
+            .bind(key)
+            .execute(&mut conn)
+            .await
+            .map_err(other)?;
         let ready: Option<Option<String>> = sqlx::query_scalar(
             "SELECT shobj_description(oid, 'pg_database') FROM pg_database WHERE datname = $1",
         )
@@ -265,8 +319,11 @@ impl Server {
             if ready.as_ref().and_then(|c| c.as_deref()) != Some("ovation template ready") {
                 // Missing, or left half-made by a crashed process.
                 conn.execute(
-                    format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", quote_ident(&template))
-                        .as_str(),
+                    format!(
+                        "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                        quote_ident(&template)
+                    )
+                    .as_str(),
                 )
                 .await
                 .map_err(other)?;
@@ -287,25 +344,39 @@ impl Server {
             Ok::<_, SetupError>(())
         }
         .await;
-        let _ = sqlx::query("SELECT pg_advisory_unlock($1)").bind(key).execute(&mut conn).await;
+        let _ = sqlx::query("SELECT pg_advisory_unlock($1)")
+            .bind(key)
+            .execute(&mut conn)
+            .await;
         result?;
         conn.execute(
-            format!("CREATE DATABASE {} TEMPLATE {}", quote_ident(database), quote_ident(&template))
-                .as_str(),
+            format!(
+                "CREATE DATABASE {} TEMPLATE {}",
+                quote_ident(database),
+                quote_ident(&template)
+            )
+            .as_str(),
         )
         .await
-        .map_err(|source| SetupError::Create { database: database.to_owned(), source })?;
+        .map_err(|source| SetupError::Create {
+            database: database.to_owned(),
+            source,
+        })?;
         let _ = conn.close().await;
         Ok(())
     }
 
     /// Names of the databases on this server that start with `prefix`.
-    pub(crate) async fn databases_with_prefix(&self, prefix: &str) -> Result<Vec<String>, sqlx::Error> {
+    pub(crate) async fn databases_with_prefix(
+        &self,
+        prefix: &str,
+    ) -> Result<Vec<String>, sqlx::Error> {
         let mut conn = PgConnection::connect_with(&self.options("postgres")).await?;
-        let names = sqlx::query_scalar("SELECT datname FROM pg_database WHERE starts_with(datname, $1)")
-            .bind(prefix)
-            .fetch_all(&mut conn)
-            .await?;
+        let names =
+            sqlx::query_scalar("SELECT datname FROM pg_database WHERE starts_with(datname, $1)")
+                .bind(prefix)
+                .fetch_all(&mut conn)
+                .await?;
         let _ = conn.close().await;
         Ok(names)
     }
@@ -323,17 +394,29 @@ async fn apply_migrations(
     database: &str,
     def: &DatabaseDef,
 ) -> Result<(), SetupError> {
-    let other = |source| SetupError::Other { database: database.to_owned(), source };
-    conn.execute(
-        "CREATE TABLE IF NOT EXISTS _ovation_migrations (
+    let other = |source| SetupError::Other {
+        database: database.to_owned(),
+        source,
+    };
+    // Checked first: `CREATE TABLE IF NOT EXISTS` alone makes Postgres send a notice that
+    // would be logged at every start.
+    let has_table: bool =
+        sqlx::query_scalar("SELECT to_regclass('_ovation_migrations') IS NOT NULL")
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(other)?;
+    if !has_table {
+        conn.execute(
+            "CREATE TABLE IF NOT EXISTS _ovation_migrations (
             version BIGINT PRIMARY KEY,
             file TEXT NOT NULL,
             checksum TEXT NOT NULL,
             applied_at TIMESTAMPTZ NOT NULL DEFAULT now()
         )",
-    )
-    .await
-    .map_err(other)?;
+        )
+        .await
+        .map_err(other)?;
+    }
     let applied: BTreeMap<i64, String> =
         sqlx::query_as::<_, (i64, String)>("SELECT version, checksum FROM _ovation_migrations")
             .fetch_all(&mut *conn)
@@ -361,14 +444,19 @@ async fn apply_migrations(
             },
         };
         let mut tx = conn.begin().await.map_err(other)?;
-        sqlx::raw_sql(m.sql).execute(&mut *tx).await.map_err(failed)?;
-        sqlx::query("INSERT INTO _ovation_migrations (version, file, checksum) VALUES ($1, $2, $3)")
-            .bind(m.version)
-            .bind(m.file)
-            .bind(&checksum)
+        sqlx::raw_sql(m.sql)
             .execute(&mut *tx)
             .await
-            .map_err(other)?;
+            .map_err(failed)?;
+        sqlx::query(
+            "INSERT INTO _ovation_migrations (version, file, checksum) VALUES ($1, $2, $3)",
+        )
+        .bind(m.version)
+        .bind(m.file)
+        .bind(&checksum)
+        .execute(&mut *tx)
+        .await
+        .map_err(other)?;
         tx.commit().await.map_err(failed)?;
         tracing::info!(database = def.name, file = m.file, "applied migration");
     }

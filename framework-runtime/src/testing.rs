@@ -46,7 +46,10 @@ impl Hosting {
         I: IntoIterator<Item = S>,
         S: Into<String>,
     {
-        Hosting { services: Some(services.into_iter().map(Into::into).collect()), ..Default::default() }
+        Hosting {
+            services: Some(services.into_iter().map(Into::into).collect()),
+            ..Default::default()
+        }
     }
 
     /// Where `service` (not hosted here) is served.
@@ -100,9 +103,13 @@ async fn test_server() -> Result<&'static sqldb::Server, Error> {
 
 /// Drops the test databases of test processes that died before cleaning up.
 async fn drop_orphans(server: &sqldb::Server) {
-    let Ok(names) = server.databases_with_prefix(TEST_DB_PREFIX).await else { return };
+    let Ok(names) = server.databases_with_prefix(TEST_DB_PREFIX).await else {
+        return;
+    };
     for name in names {
-        let pid = name.strip_prefix(TEST_DB_PREFIX).and_then(|r| r.split('_').next());
+        let pid = name
+            .strip_prefix(TEST_DB_PREFIX)
+            .and_then(|r| r.split('_').next());
         if let Some(pid) = pid
             && !std::path::Path::new("/proc").join(pid).exists()
         {
@@ -134,7 +141,10 @@ impl TestEnv {
     /// A runtime over this environment's databases, hosting what `hosting` says.
     pub fn runtime(&self, hosting: Hosting) -> Result<&'static Runtime, Error> {
         let hosted = app::hosted_services(
-            hosting.services.map(|s| s.into_iter().collect::<Vec<_>>()).as_deref(),
+            hosting
+                .services
+                .map(|s| s.into_iter().collect::<Vec<_>>())
+                .as_deref(),
         )
         .map_err(|e| Error::invalid_argument(e.to_string()))?;
         let discovery = app::service_urls(&hosting.remotes)
@@ -143,7 +153,10 @@ impl TestEnv {
             .databases
             .iter()
             .map(|(name, db)| {
-                (*name, sqldb::pool_options(5).connect_lazy_with(self.server.options(db)))
+                (
+                    *name,
+                    sqldb::pool_options(5).connect_lazy_with(self.server.options(db)),
+                )
             })
             .collect();
         let config = Config::default();
@@ -158,7 +171,10 @@ impl TestEnv {
             body_limit: config.body_limit(),
         }
         .leak();
-        self.runtimes.lock().unwrap_or_else(|p| p.into_inner()).push(rt);
+        self.runtimes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(rt);
         Ok(rt)
     }
 
@@ -184,7 +200,8 @@ impl TestEnv {
 
     /// Closes the pools and drops the databases.
     pub async fn close(self) {
-        let runtimes = std::mem::take(&mut *self.runtimes.lock().unwrap_or_else(|p| p.into_inner()));
+        let runtimes =
+            std::mem::take(&mut *self.runtimes.lock().unwrap_or_else(|p| p.into_inner()));
         for rt in runtimes {
             rt.close_pools().await;
         }

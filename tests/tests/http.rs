@@ -19,7 +19,12 @@ async fn the_guides_order_flow_over_http() {
     let (env, server, c) = serve_all().await;
     let (user, product) = c.user_and_product("flow@example.com", 1000, 10).await;
 
-    let order = c.post("/orders", json!({"userId": user, "productId": product, "quantity": 2})).await;
+    let order = c
+        .post(
+            "/orders",
+            json!({"userId": user, "productId": product, "quantity": 2}),
+        )
+        .await;
     assert_eq!(order.status, 200, "{order:?}");
     assert_eq!(order.body["totalCents"], 2000);
     assert_eq!(order.body["status"], "confirmed");
@@ -29,11 +34,21 @@ async fn the_guides_order_flow_over_http() {
     assert_eq!((p.status, &p.body["inventory"]), (200, &json!(8)));
     assert_eq!(p.body["priceCents"], 1000);
     let u = c.get(&format!("/users/{user}")).await;
-    assert_eq!((u.status, &u.body["email"]), (200, &json!("flow@example.com")));
-    let o = c.get(&format!("/orders/{}", order.body["id"].as_str().unwrap())).await;
+    assert_eq!(
+        (u.status, &u.body["email"]),
+        (200, &json!("flow@example.com"))
+    );
+    let o = c
+        .get(&format!("/orders/{}", order.body["id"].as_str().unwrap()))
+        .await;
     assert_eq!(o.body, order.body);
 
-    let checkout = c.post("/checkout", json!({"userId": user, "productId": product, "quantity": 1})).await;
+    let checkout = c
+        .post(
+            "/checkout",
+            json!({"userId": user, "productId": product, "quantity": 1}),
+        )
+        .await;
     assert_eq!(checkout.status, 200, "{checkout:?}");
     assert_eq!(checkout.body["totalCents"], 1000);
     assert_eq!(checkout.body["productName"], "Widget");
@@ -54,7 +69,9 @@ async fn client_mistakes_get_4xx_with_the_field_named() {
     assert_eq!((r.status, r.code()), (404, "not_found"), "{r:?}");
 
     // Malformed JSON.
-    let r = c.post_raw("/users", "application/json", "{\"email\": ").await;
+    let r = c
+        .post_raw("/users", "application/json", "{\"email\": ")
+        .await;
     assert_eq!((r.status, r.code()), (400, "invalid_argument"), "{r:?}");
     assert!(r.message().contains("not valid JSON"), "{r:?}");
 
@@ -64,15 +81,30 @@ async fn client_mistakes_get_4xx_with_the_field_named() {
     assert!(r.message().contains("`name`"), "{r:?}");
 
     // A wrong type, named by its path.
-    let r = c.post("/orders", json!({"userId": user, "productId": product, "quantity": "two"})).await;
+    let r = c
+        .post(
+            "/orders",
+            json!({"userId": user, "productId": product, "quantity": "two"}),
+        )
+        .await;
     assert_eq!((r.status, r.code()), (400, "invalid_argument"), "{r:?}");
     assert!(r.message().contains("`quantity`"), "{r:?}");
-    let r = c.post("/orders", json!({"userId": "not-a-uuid", "productId": product, "quantity": 1})).await;
+    let r = c
+        .post(
+            "/orders",
+            json!({"userId": "not-a-uuid", "productId": product, "quantity": 1}),
+        )
+        .await;
     assert_eq!((r.status, r.code()), (400, "invalid_argument"), "{r:?}");
     assert!(r.message().contains("`userId`"), "{r:?}");
 
     // Integer overflow in the request: rejected, never wrapped.
-    let r = c.post("/orders", json!({"userId": user, "productId": product, "quantity": 4294967296u64})).await;
+    let r = c
+        .post(
+            "/orders",
+            json!({"userId": user, "productId": product, "quantity": 4294967296u64}),
+        )
+        .await;
     assert_eq!((r.status, r.code()), (400, "invalid_argument"), "{r:?}");
 
     // A path id that is not a UUID, named.
@@ -82,29 +114,69 @@ async fn client_mistakes_get_4xx_with_the_field_named() {
 
     // Not found, with the service's message.
     let r = c.get(&format!("/users/{}", uuid::Uuid::new_v4())).await;
-    assert_eq!((r.status, r.code(), r.message()), (404, "not_found", "user not found"), "{r:?}");
+    assert_eq!(
+        (r.status, r.code(), r.message()),
+        (404, "not_found", "user not found"),
+        "{r:?}"
+    );
 
     // Mapped upstream errors.
-    let r = c.post("/orders", json!({"userId": uuid::Uuid::new_v4(), "productId": product, "quantity": 1})).await;
-    assert_eq!((r.status, r.code(), r.message()), (400, "invalid_argument", "user does not exist"));
-    let r = c.post("/orders", json!({"userId": user, "productId": product, "quantity": 11})).await;
-    assert_eq!((r.status, r.code(), r.message()), (400, "failed_precondition", "insufficient inventory"));
+    let r = c
+        .post(
+            "/orders",
+            json!({"userId": uuid::Uuid::new_v4(), "productId": product, "quantity": 1}),
+        )
+        .await;
+    assert_eq!(
+        (r.status, r.code(), r.message()),
+        (400, "invalid_argument", "user does not exist")
+    );
+    let r = c
+        .post(
+            "/orders",
+            json!({"userId": user, "productId": product, "quantity": 11}),
+        )
+        .await;
+    assert_eq!(
+        (r.status, r.code(), r.message()),
+        (400, "failed_precondition", "insufficient inventory")
+    );
 
     // Duplicate email: 409.
-    let r = c.post("/users", json!({"email": "errors@example.com", "name": "Again"})).await;
+    let r = c
+        .post(
+            "/users",
+            json!({"email": "errors@example.com", "name": "Again"}),
+        )
+        .await;
     assert_eq!((r.status, r.code()), (409, "already_exists"), "{r:?}");
 
     // Wrong content type.
-    let r = c.post_raw("/users", "text/plain", "{\"email\":\"a@b.c\",\"name\":\"n\"}").await;
+    let r = c
+        .post_raw(
+            "/users",
+            "text/plain",
+            "{\"email\":\"a@b.c\",\"name\":\"n\"}",
+        )
+        .await;
     assert_eq!((r.status, r.code()), (400, "invalid_argument"), "{r:?}");
 
     // A body over the limit (1 MiB by default): 413.
-    let big = format!("{{\"email\":\"a@b.c\",\"name\":\"{}\"}}", "x".repeat(2 * 1024 * 1024));
+    let big = format!(
+        "{{\"email\":\"a@b.c\",\"name\":\"{}\"}}",
+        "x".repeat(2 * 1024 * 1024)
+    );
     let r = c.post_raw("/users", "application/json", big).await;
     assert_eq!((r.status, r.code()), (413, "resource_exhausted"), "{r:?}");
 
     // Invalid UTF-8 in a body.
-    let r = c.post_raw("/users", "application/json", b"{\"email\":\"\xff\xfe\",\"name\":\"n\"}".to_vec()).await;
+    let r = c
+        .post_raw(
+            "/users",
+            "application/json",
+            b"{\"email\":\"\xff\xfe\",\"name\":\"n\"}".to_vec(),
+        )
+        .await;
     assert_eq!((r.status, r.code()), (400, "invalid_argument"), "{r:?}");
 
     // Nothing above changed the stock.
@@ -121,7 +193,12 @@ async fn private_endpoints_are_not_reachable_from_outside() {
     let (_, product) = c.user_and_product("private@example.com", 1000, 10).await;
 
     // A plain request to a private endpoint: 404, exactly like a route that does not exist.
-    let r = c.post(&format!("/products/{product}/reserve"), json!({"quantity": 5})).await;
+    let r = c
+        .post(
+            &format!("/products/{product}/reserve"),
+            json!({"quantity": 5}),
+        )
+        .await;
     assert_eq!((r.status, r.code()), (404, "not_found"), "{r:?}");
     // A forged signature: also 404.
     let forged = c
@@ -132,7 +209,11 @@ async fn private_endpoints_are_not_reachable_from_outside() {
                 .json(&json!({"quantity": 5})),
         )
         .await;
-    assert_eq!((forged.status, forged.code()), (404, "not_found"), "{forged:?}");
+    assert_eq!(
+        (forged.status, forged.code()),
+        (404, "not_found"),
+        "{forged:?}"
+    );
     let p = c.get(&format!("/products/{product}")).await;
     assert_eq!(p.body["inventory"], 10, "the stock was not touched");
 
@@ -153,7 +234,11 @@ async fn fifty_concurrent_orders_for_ten_items_confirm_exactly_ten() {
         .map(|_| {
             let (c, user, product) = (c.clone(), user.clone(), product.clone());
             tokio::spawn(async move {
-                c.post("/orders", json!({"userId": user, "productId": product, "quantity": 1})).await
+                c.post(
+                    "/orders",
+                    json!({"userId": user, "productId": product, "quantity": 1}),
+                )
+                .await
             })
         })
         .collect();
@@ -182,15 +267,31 @@ async fn meta_lists_every_endpoint_with_schemas() {
     let meta = c.get("/__ovation/meta").await;
     assert_eq!(meta.status, 200);
     let endpoints = meta.body["endpoints"].as_array().unwrap();
-    let reserve = endpoints.iter().find(|e| e["name"] == "reserve_inventory").unwrap();
+    let reserve = endpoints
+        .iter()
+        .find(|e| e["name"] == "reserve_inventory")
+        .unwrap();
     assert_eq!(reserve["access"], "private");
     assert_eq!(reserve["path"], "/products/:id/reserve");
-    let create = endpoints.iter().find(|e| e["service"] == "orders" && e["name"] == "create").unwrap();
+    let create = endpoints
+        .iter()
+        .find(|e| e["service"] == "orders" && e["name"] == "create")
+        .unwrap();
     let props = &create["requestSchema"]["properties"];
-    assert!(props["userId"].is_object() && props["quantity"].is_object(), "{create}");
-    assert!(create["responseSchema"]["properties"]["totalCents"].is_object(), "{create}");
-    let dbs: Vec<&str> =
-        meta.body["databases"].as_array().unwrap().iter().map(|d| d["name"].as_str().unwrap()).collect();
+    assert!(
+        props["userId"].is_object() && props["quantity"].is_object(),
+        "{create}"
+    );
+    assert!(
+        create["responseSchema"]["properties"]["totalCents"].is_object(),
+        "{create}"
+    );
+    let dbs: Vec<&str> = meta.body["databases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["name"].as_str().unwrap())
+        .collect();
     assert_eq!(dbs, ["orders", "products", "users"]);
     drop(server);
     env.close().await;

@@ -11,7 +11,9 @@ pub mod users;
 /// Length limits for text fields: a client's mistake, not the database's, when exceeded.
 pub(crate) fn check_text(field: &str, value: &str, max: usize) -> Result<(), ovation::Error> {
     if value.trim().is_empty() {
-        return Err(ovation::Error::invalid_argument(format!("`{field}` must not be empty")));
+        return Err(ovation::Error::invalid_argument(format!(
+            "`{field}` must not be empty"
+        )));
     }
     if value.chars().count() > max {
         return Err(ovation::Error::invalid_argument(format!(

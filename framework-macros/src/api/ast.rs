@@ -41,10 +41,17 @@ pub(crate) struct Endpoint<'a> {
 }
 
 impl<'a> Endpoint<'a> {
-    pub(crate) fn build(attr: ApiAttr, func: &'a ItemFn, errors: &mut Errors) -> Option<Endpoint<'a>> {
+    pub(crate) fn build(
+        attr: ApiAttr,
+        func: &'a ItemFn,
+        errors: &mut Errors,
+    ) -> Option<Endpoint<'a>> {
         let sig = &func.sig;
         if sig.asyncness.is_none() {
-            errors.at(sig.fn_token, "`#[api]` functions must be `async`: write `async fn`");
+            errors.at(
+                sig.fn_token,
+                "`#[api]` functions must be `async`: write `async fn`",
+            );
         }
         if !sig.generics.params.is_empty() || sig.generics.where_clause.is_some() {
             errors.at(&sig.generics, "`#[api]` functions cannot be generic: an endpoint has one request and one response type");
@@ -59,14 +66,24 @@ impl<'a> Endpoint<'a> {
                 if METHODS.contains(&m.as_str()) {
                     Some(m)
                 } else {
-                    errors.at(lit, format_args!("unknown method {:?}; use one of {}", lit.value(), METHODS.join(", ")));
+                    errors.at(
+                        lit,
+                        format_args!(
+                            "unknown method {:?}; use one of {}",
+                            lit.value(),
+                            METHODS.join(", ")
+                        ),
+                    );
                     None
                 }
             }
         };
         let path_names = match &attr.path {
             None => {
-                errors.at_span(Span::call_site(), "missing `path`: e.g. path = \"/users/:id\"");
+                errors.at_span(
+                    Span::call_site(),
+                    "missing `path`: e.g. path = \"/users/:id\"",
+                );
                 None
             }
             Some(lit) => parse_path(lit, errors),
@@ -88,7 +105,10 @@ impl<'a> Endpoint<'a> {
             let ident = match &*typed.pat {
                 Pat::Ident(p) if p.by_ref.is_none() && p.subpat.is_none() => p.ident.clone(),
                 other => {
-                    errors.at(other, "`#[api]` parameters must be plain names (`id: Uuid`), not patterns");
+                    errors.at(
+                        other,
+                        "`#[api]` parameters must be plain names (`id: Uuid`), not patterns",
+                    );
                     continue;
                 }
             };
@@ -98,17 +118,35 @@ impl<'a> Endpoint<'a> {
             }
             let name = ident.to_string();
             let name = name.strip_prefix("r#").unwrap_or(&name);
-            let path_index = path_names.as_ref().and_then(|names| names.iter().position(|n| n == name));
+            let path_index = path_names
+                .as_ref()
+                .and_then(|names| names.iter().position(|n| n == name));
             match path_index {
                 Some(i) => {
                     path_types[i] = Some((*typed.ty).clone());
-                    args.push(Arg { ident, ty: (*typed.ty).clone(), kind: ArgKind::Path(i) });
+                    args.push(Arg {
+                        ident,
+                        ty: (*typed.ty).clone(),
+                        kind: ArgKind::Path(i),
+                    });
                 }
                 None => {
                     if let Some((first, _)) = &request {
                         let where_ = path_names
                             .as_ref()
-                            .map(|n| if n.is_empty() { "the path has no parameters".to_owned() } else { format!("the path parameters are {}", n.iter().map(|n| format!("`{n}`")).collect::<Vec<_>>().join(", ")) })
+                            .map(|n| {
+                                if n.is_empty() {
+                                    "the path has no parameters".to_owned()
+                                } else {
+                                    format!(
+                                        "the path parameters are {}",
+                                        n.iter()
+                                            .map(|n| format!("`{n}`"))
+                                            .collect::<Vec<_>>()
+                                            .join(", ")
+                                    )
+                                }
+                            })
                             .unwrap_or_default();
                         errors.at(&typed.pat, format_args!(
                             "parameter `{ident}` is neither a path parameter nor the request: `{first}` is the request already, and an endpoint has one ({where_})"
@@ -116,14 +154,23 @@ impl<'a> Endpoint<'a> {
                         continue;
                     }
                     request = Some((ident.clone(), (*typed.ty).clone()));
-                    args.push(Arg { ident, ty: (*typed.ty).clone(), kind: ArgKind::Request });
+                    args.push(Arg {
+                        ident,
+                        ty: (*typed.ty).clone(),
+                        kind: ArgKind::Request,
+                    });
                 }
             }
         }
         if let (Some(names), Some(lit)) = (&path_names, &attr.path) {
             for (name, ty) in names.iter().zip(&path_types) {
                 if ty.is_none() {
-                    errors.at(lit, format_args!("path parameter `:{name}` has no function parameter named `{name}`"));
+                    errors.at(
+                        lit,
+                        format_args!(
+                            "path parameter `:{name}` has no function parameter named `{name}`"
+                        ),
+                    );
                 }
             }
         }
@@ -150,7 +197,10 @@ impl<'a> Endpoint<'a> {
 fn parse_path(lit: &LitStr, errors: &mut Errors) -> Option<Vec<String>> {
     let path = lit.value();
     if !path.starts_with('/') {
-        errors.at(lit, format_args!("the path must start with `/`: \"/{path}\""));
+        errors.at(
+            lit,
+            format_args!("the path must start with `/`: \"/{path}\""),
+        );
         return None;
     }
     let segments: Vec<&str> = path.split('/').skip(1).collect();
@@ -169,16 +219,27 @@ fn parse_path(lit: &LitStr, errors: &mut Errors) -> Option<Vec<String>> {
             }
         };
         if syn::parse_str::<Ident>(name).is_err() {
-            errors.at(lit, format_args!("path parameter `{segment}` needs a name that is a Rust identifier, e.g. `:id`"));
+            errors.at(
+                lit,
+                format_args!(
+                    "path parameter `{segment}` needs a name that is a Rust identifier, e.g. `:id`"
+                ),
+            );
             ok = false;
         } else if names.iter().any(|n| n == name) {
-            errors.at(lit, format_args!("path parameter `{name}` appears twice in the path"));
+            errors.at(
+                lit,
+                format_args!("path parameter `{name}` appears twice in the path"),
+            );
             ok = false;
         } else {
             names.push(name.to_owned());
         }
         if wildcard && i + 1 != segments.len() {
-            errors.at(lit, format_args!("the wildcard `*{name}` must be the last segment of the path"));
+            errors.at(
+                lit,
+                format_args!("the wildcard `*{name}` must be the last segment of the path"),
+            );
             ok = false;
         }
     }
@@ -200,24 +261,39 @@ fn response_type(output: &ReturnType, name: &Ident, errors: &mut Errors) -> Opti
             if last.ident != "Result" {
                 return None;
             }
-            let PathArguments::AngleBracketed(args) = &last.arguments else { return None };
+            let PathArguments::AngleBracketed(args) = &last.arguments else {
+                return None;
+            };
             let types: Vec<&Type> = args
                 .args
                 .iter()
-                .filter_map(|a| if let GenericArgument::Type(t) = a { Some(t) } else { None })
+                .filter_map(|a| {
+                    if let GenericArgument::Type(t) = a {
+                        Some(t)
+                    } else {
+                        None
+                    }
+                })
                 .collect();
             let ovation_alias = p.path.segments.len() >= 2
                 && p.path.segments[p.path.segments.len() - 2].ident == "ovation";
             match types.as_slice() {
                 [t] if ovation_alias => Some((*t).clone()),
-                [t, Type::Path(e)] if e.path.segments.last().is_some_and(|s| s.ident == "Error") => Some((*t).clone()),
+                [t, Type::Path(e)]
+                    if e.path.segments.last().is_some_and(|s| s.ident == "Error") =>
+                {
+                    Some((*t).clone())
+                }
                 _ => None,
             }
         }),
         _ => None,
     };
     if found.is_none() {
-        errors.push(syn::Error::new(ty.span(), format!("unsupported return type: {HINT}")));
+        errors.push(syn::Error::new(
+            ty.span(),
+            format!("unsupported return type: {HINT}"),
+        ));
     }
     found
 }

@@ -29,8 +29,12 @@ pub(crate) fn endpoint(e: &Endpoint<'_>) -> TokenStream {
         .path_params
         .iter()
         .map(|pp| {
-            let arg = e.args.iter().find(|a| a.ident.to_string().trim_start_matches("r#") == pp.name);
-            arg.map(|a| a.ident.clone()).expect("every path parameter is bound")
+            let arg = e
+                .args
+                .iter()
+                .find(|a| a.ident.to_string().trim_start_matches("r#") == pp.name);
+            arg.map(|a| a.ident.clone())
+                .expect("every path parameter is bound")
         })
         .collect();
     let request_value = match e.args.iter().find(|a| matches!(a.kind, ArgKind::Request)) {
@@ -53,7 +57,9 @@ pub(crate) fn endpoint(e: &Endpoint<'_>) -> TokenStream {
     let method_variant = format_ident!("{}", {
         let m = e.method.to_ascii_lowercase();
         let mut c = m.chars();
-        c.next().map(|f| f.to_ascii_uppercase().to_string() + c.as_str()).unwrap_or_default()
+        c.next()
+            .map(|f| f.to_ascii_uppercase().to_string() + c.as_str())
+            .unwrap_or_default()
     });
     let access = match e.access {
         Access::Public => quote!(Public),
@@ -61,8 +67,11 @@ pub(crate) fn endpoint(e: &Endpoint<'_>) -> TokenStream {
         Access::Auth => quote!(Auth),
     };
     let path = &e.path;
-    let param_names: Vec<LitStr> =
-        e.path_params.iter().map(|pp| LitStr::new(&pp.name, path.span())).collect();
+    let param_names: Vec<LitStr> = e
+        .path_params
+        .iter()
+        .map(|pp| LitStr::new(&pp.name, path.span()))
+        .collect();
     let param_types: Vec<_> = e.path_params.iter().map(|pp| &pp.ty).collect();
     let indices: Vec<syn::Index> = (0..e.path_params.len()).map(syn::Index::from).collect();
     let has_request = e.request.is_some();

@@ -33,25 +33,38 @@ impl Reply {
 
 impl Client {
     pub fn new(base: impl Into<String>) -> Client {
-        Client { base: base.into(), http: reqwest::Client::new() }
+        Client {
+            base: base.into(),
+            http: reqwest::Client::new(),
+        }
     }
 
     pub async fn send(&self, req: reqwest::RequestBuilder) -> Reply {
         let resp = req.send().await.expect("the server answers");
         let status = resp.status().as_u16();
         let bytes = resp.bytes().await.expect("the body is readable");
-        Reply { status, body: serde_json::from_slice(&bytes).unwrap_or(Value::Null) }
+        Reply {
+            status,
+            body: serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        }
     }
 
     pub async fn get(&self, path: &str) -> Reply {
-        self.send(self.http.get(format!("{}{path}", self.base))).await
+        self.send(self.http.get(format!("{}{path}", self.base)))
+            .await
     }
 
     pub async fn post(&self, path: &str, body: Value) -> Reply {
-        self.send(self.http.post(format!("{}{path}", self.base)).json(&body)).await
+        self.send(self.http.post(format!("{}{path}", self.base)).json(&body))
+            .await
     }
 
-    pub async fn post_raw(&self, path: &str, content_type: &str, body: impl Into<reqwest::Body>) -> Reply {
+    pub async fn post_raw(
+        &self,
+        path: &str,
+        content_type: &str,
+        body: impl Into<reqwest::Body>,
+    ) -> Reply {
         self.send(
             self.http
                 .post(format!("{}{path}", self.base))
@@ -66,11 +79,21 @@ impl Client {
     }
 
     /// Creates a user, a product, and returns their ids.
-    pub async fn user_and_product(&self, email: &str, price_cents: i64, inventory: i32) -> (String, String) {
-        let user = self.post("/users", json!({"email": email, "name": "Buyer"})).await;
+    pub async fn user_and_product(
+        &self,
+        email: &str,
+        price_cents: i64,
+        inventory: i32,
+    ) -> (String, String) {
+        let user = self
+            .post("/users", json!({"email": email, "name": "Buyer"}))
+            .await;
         assert_eq!(user.status, 200, "{user:?}");
         let product = self
-            .post("/products", json!({"name": "Widget", "priceCents": price_cents, "inventory": inventory}))
+            .post(
+                "/products",
+                json!({"name": "Widget", "priceCents": price_cents, "inventory": inventory}),
+            )
             .await;
         assert_eq!(product.status, 200, "{product:?}");
         (

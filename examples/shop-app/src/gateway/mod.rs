@@ -46,9 +46,12 @@ mod tests {
 
     #[ovation::test]
     async fn checkout_orchestrates_the_services() {
-        let user = users::create(users::CreateUserParams { email: "c@example.com".into(), name: "Cat".into() })
-            .await
-            .unwrap();
+        let user = users::create(users::CreateUserParams {
+            email: "c@example.com".into(),
+            name: "Cat".into(),
+        })
+        .await
+        .unwrap();
         let product = products::create(products::CreateProductParams {
             name: "Lamp".into(),
             price_cents: 2500,
@@ -56,15 +59,26 @@ mod tests {
         })
         .await
         .unwrap();
-        let r = checkout(CheckoutRequest { user_id: user.id, product_id: product.id, quantity: 2 })
-            .await
-            .unwrap();
-        assert_eq!((r.user_name.as_str(), r.product_name.as_str(), r.total_cents), ("Cat", "Lamp", 5000));
+        let r = checkout(CheckoutRequest {
+            user_id: user.id,
+            product_id: product.id,
+            quantity: 2,
+        })
+        .await
+        .unwrap();
+        assert_eq!(
+            (r.user_name.as_str(), r.product_name.as_str(), r.total_cents),
+            ("Cat", "Lamp", 5000)
+        );
         assert_eq!(orders::get(r.order_id).await.unwrap().quantity, 2);
         assert_eq!(products::get(product.id).await.unwrap().inventory, 1);
-        let err = checkout(CheckoutRequest { user_id: Uuid::new_v4(), product_id: product.id, quantity: 1 })
-            .await
-            .unwrap_err();
+        let err = checkout(CheckoutRequest {
+            user_id: Uuid::new_v4(),
+            product_id: product.id,
+            quantity: 1,
+        })
+        .await
+        .unwrap_err();
         assert_eq!(err.code(), ErrCode::NotFound);
     }
 }

@@ -36,17 +36,24 @@ pub async fn create(p: CreateOrderParams) -> Result<Order, Error> {
         ErrCode::NotFound => Error::invalid_argument("user does not exist"),
         _ => e,
     })?;
-    let product = products::get(p.product_id).await.map_err(|e| match e.code() {
-        ErrCode::NotFound => Error::invalid_argument("product does not exist"),
-        _ => e,
-    })?;
+    let product = products::get(p.product_id)
+        .await
+        .map_err(|e| match e.code() {
+            ErrCode::NotFound => Error::invalid_argument("product does not exist"),
+            _ => e,
+        })?;
     let total_cents = product
         .price_cents
         .checked_mul(i64::from(p.quantity))
         .ok_or_else(|| Error::invalid_argument("the order's total is too large"))?;
 
-    products::reserve_inventory(p.product_id, products::ReserveParams { quantity: p.quantity })
-        .await?;
+    products::reserve_inventory(
+        p.product_id,
+        products::ReserveParams {
+            quantity: p.quantity,
+        },
+    )
+    .await?;
     let inserted = sqlx::query_as::<_, Order>(
         "INSERT INTO orders (user_id, product_id, quantity, total_cents, status)
          VALUES ($1, $2, $3, $4, 'confirmed')
@@ -62,7 +69,9 @@ pub async fn create(p: CreateOrderParams) -> Result<Order, Error> {
         Ok(order) => Ok(order),
         Err(e) => {
             // The stock is reserved but no order records it: give it back.
-            let release = products::ReleaseParams { quantity: p.quantity };
+            let release = products::ReleaseParams {
+                quantity: p.quantity,
+            };
             if let Err(re) = products::release_inventory(p.product_id, release).await {
                 ovation::tracing::warn!("could not release stock after a failed insert: {re}");
             }
@@ -108,9 +117,13 @@ mod tests {
     #[ovation::test]
     async fn create_order_flow() {
         let (user, product) = buyer_and_widget(10).await;
-        let order = create(CreateOrderParams { user_id: user.id, product_id: product.id, quantity: 2 })
-            .await
-            .unwrap();
+        let order = create(CreateOrderParams {
+            user_id: user.id,
+            product_id: product.id,
+            quantity: 2,
+        })
+        .await
+        .unwrap();
         assert_eq!(order.total_cents, 2000);
         assert_eq!(order.status, "confirmed");
         assert_eq!(products::get(product.id).await.unwrap().inventory, 8);
@@ -120,33 +133,57 @@ mod tests {
     #[ovation::test]
     async fn unknown_user_or_product_is_invalid_argument() {
         let (user, product) = buyer_and_widget(10).await;
-        let err = create(CreateOrderParams { user_id: Uuid::new_v4(), product_id: product.id, quantity: 1 })
-            .await
-            .unwrap_err();
-        assert_eq!((err.code(), err.message()), (ErrCode::InvalidArgument, "user does not exist"));
-        let err = create(CreateOrderParams { user_id: user.id, product_id: Uuid::new_v4(), quantity: 1 })
-            .await
-            .unwrap_err();
-        assert_eq!((err.code(), err.message()), (ErrCode::InvalidArgument, "product does not exist"));
+        let err = create(CreateOrderParams {
+            user_id: Uuid::new_v4(),
+            product_id: product.id,
+            quantity: 1,
+        })
+        .await
+        .unwrap_err();
+        assert_eq!(
+            (err.code(), err.message()),
+            (ErrCode::InvalidArgument, "user does not exist")
+        );
+        let err = create(CreateOrderParams {
+            user_id: user.id,
+            product_id: Uuid::new_v4(),
+            quantity: 1,
+        })
+        .await
+        .unwrap_err();
+        assert_eq!(
+            (err.code(), err.message()),
+            (ErrCode::InvalidArgument, "product does not exist")
+        );
         assert_eq!(products::get(product.id).await.unwrap().inventory, 10);
     }
 
     #[ovation::test]
     async fn short_stock_fails_without_an_order() {
         let (user, product) = buyer_and_widget(1).await;
-        let err = create(CreateOrderParams { user_id: user.id, product_id: product.id, quantity: 2 })
-            .await
-            .unwrap_err();
+        let err = create(CreateOrderParams {
+            user_id: user.id,
+            product_id: product.id,
+            quantity: 2,
+        })
+        .await
+        .unwrap_err();
         assert_eq!(err.code(), ErrCode::FailedPrecondition);
-        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM orders").fetch_one(DB.pool()).await.unwrap();
+        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM orders")
+            .fetch_one(DB.pool())
+            .await
+            .unwrap();
         assert_eq!(n, 0);
     }
 
     #[ovation::test]
     async fn overflowing_totals_are_invalid_argument() {
-        let user = users::create(users::CreateUserParams { email: "r@example.com".into(), name: "R".into() })
-            .await
-            .unwrap();
+        let user = users::create(users::CreateUserParams {
+            email: "r@example.com".into(),
+            name: "R".into(),
+        })
+        .await
+        .unwrap();
         let product = products::create(products::CreateProductParams {
             name: "Yacht".into(),
             price_cents: i64::MAX / 2,
@@ -154,15 +191,22 @@ mod tests {
         })
         .await
         .unwrap();
-        let err = create(CreateOrderParams { user_id: user.id, product_id: product.id, quantity: 3 })
-            .await
-            .unwrap_err();
+        let err = create(CreateOrderParams {
+            user_id: user.id,
+            product_id: product.id,
+            quantity: 3,
+        })
+        .await
+        .unwrap_err();
         assert_eq!(err.code(), ErrCode::InvalidArgument);
         assert_eq!(products::get(product.id).await.unwrap().inventory, 10);
     }
 
     #[ovation::test]
     async fn unknown_order_is_not_found() {
-        assert_eq!(get(Uuid::new_v4()).await.unwrap_err().code(), ErrCode::NotFound);
+        assert_eq!(
+            get(Uuid::new_v4()).await.unwrap_err().code(),
+            ErrCode::NotFound
+        );
     }
 }

@@ -88,10 +88,11 @@ pub async fn reserve_inventory(id: Uuid, p: ReserveParams) -> Result<(), Error> 
     .execute(DB.pool())
     .await?;
     if updated.rows_affected() == 0 {
-        let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM products WHERE id = $1)")
-            .bind(id)
-            .fetch_one(DB.pool())
-            .await?;
+        let exists: bool =
+            sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM products WHERE id = $1)")
+                .bind(id)
+                .fetch_one(DB.pool())
+                .await?;
         return Err(if exists {
             Error::failed_precondition("insufficient inventory")
         } else {
@@ -123,24 +124,34 @@ mod tests {
     use super::*;
 
     async fn widget(inventory: i32) -> Product {
-        create(CreateProductParams { name: "Widget".into(), price_cents: 1000, inventory })
-            .await
-            .unwrap()
+        create(CreateProductParams {
+            name: "Widget".into(),
+            price_cents: 1000,
+            inventory,
+        })
+        .await
+        .unwrap()
     }
 
     #[ovation::test]
     async fn reserve_and_release_move_the_stock() {
         let p = widget(10).await;
-        reserve_inventory(p.id, ReserveParams { quantity: 3 }).await.unwrap();
+        reserve_inventory(p.id, ReserveParams { quantity: 3 })
+            .await
+            .unwrap();
         assert_eq!(get(p.id).await.unwrap().inventory, 7);
-        release_inventory(p.id, ReleaseParams { quantity: 2 }).await.unwrap();
+        release_inventory(p.id, ReleaseParams { quantity: 2 })
+            .await
+            .unwrap();
         assert_eq!(get(p.id).await.unwrap().inventory, 9);
     }
 
     #[ovation::test]
     async fn short_stock_is_failed_precondition_and_changes_nothing() {
         let p = widget(2).await;
-        let err = reserve_inventory(p.id, ReserveParams { quantity: 3 }).await.unwrap_err();
+        let err = reserve_inventory(p.id, ReserveParams { quantity: 3 })
+            .await
+            .unwrap_err();
         assert_eq!(err.code(), ErrCode::FailedPrecondition);
         assert_eq!(err.message(), "insufficient inventory");
         assert_eq!(get(p.id).await.unwrap().inventory, 2);
@@ -148,7 +159,9 @@ mod tests {
 
     #[ovation::test]
     async fn reserving_an_unknown_product_is_not_found() {
-        let err = reserve_inventory(Uuid::new_v4(), ReserveParams { quantity: 1 }).await.unwrap_err();
+        let err = reserve_inventory(Uuid::new_v4(), ReserveParams { quantity: 1 })
+            .await
+            .unwrap_err();
         assert_eq!(err.code(), ErrCode::NotFound);
     }
 
@@ -156,12 +169,18 @@ mod tests {
     async fn bad_quantities_and_prices_are_invalid_argument() {
         let p = widget(2).await;
         for q in [0, -1, i32::MIN] {
-            let err = reserve_inventory(p.id, ReserveParams { quantity: q }).await.unwrap_err();
+            let err = reserve_inventory(p.id, ReserveParams { quantity: q })
+                .await
+                .unwrap_err();
             assert_eq!(err.code(), ErrCode::InvalidArgument, "{q}");
         }
-        let err = create(CreateProductParams { name: "X".into(), price_cents: -1, inventory: 1 })
-            .await
-            .unwrap_err();
+        let err = create(CreateProductParams {
+            name: "X".into(),
+            price_cents: -1,
+            inventory: 1,
+        })
+        .await
+        .unwrap_err();
         assert_eq!(err.code(), ErrCode::InvalidArgument);
         assert_eq!(get(p.id).await.unwrap().inventory, 2);
     }

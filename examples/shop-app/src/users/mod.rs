@@ -37,9 +37,10 @@ pub async fn create(p: CreateUserParams) -> Result<User, Error> {
     .fetch_one(DB.pool())
     .await
     .map_err(|e| match Error::from(e) {
-        e if e.code() == ErrCode::AlreadyExists => {
-            Error::already_exists(format!("a user with email {} exists already", p.email.trim()))
-        }
+        e if e.code() == ErrCode::AlreadyExists => Error::already_exists(format!(
+            "a user with email {} exists already",
+            p.email.trim()
+        )),
         e => e,
     })
 }
@@ -74,7 +75,10 @@ mod tests {
 
     #[ovation::test]
     async fn duplicate_email_is_already_exists() {
-        let p = CreateUserParams { email: "dup@example.com".into(), name: "A".into() };
+        let p = CreateUserParams {
+            email: "dup@example.com".into(),
+            name: "A".into(),
+        };
         create(p.clone()).await.unwrap();
         let err = create(p).await.unwrap_err();
         assert_eq!(err.code(), ErrCode::AlreadyExists);
@@ -91,10 +95,17 @@ mod tests {
     #[ovation::test]
     async fn invalid_fields_are_invalid_argument() {
         for (email, name) in [("", "A"), ("no-at-sign", "A"), ("a@b.c", "  ")] {
-            let err = create(CreateUserParams { email: email.into(), name: name.into() })
-                .await
-                .unwrap_err();
-            assert_eq!(err.code(), ErrCode::InvalidArgument, "{email:?} {name:?}: {err}");
+            let err = create(CreateUserParams {
+                email: email.into(),
+                name: name.into(),
+            })
+            .await
+            .unwrap_err();
+            assert_eq!(
+                err.code(),
+                ErrCode::InvalidArgument,
+                "{email:?} {name:?}: {err}"
+            );
         }
     }
 
@@ -107,8 +118,11 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(n, 0);
-        create(CreateUserParams { email: "test@example.com".into(), name: "Other".into() })
-            .await
-            .unwrap();
+        create(CreateUserParams {
+            email: "test@example.com".into(),
+            name: "Other".into(),
+        })
+        .await
+        .unwrap();
     }
 }

@@ -1,0 +1,214 @@
+//! The shop app as a user runs it: the real binary, configured by environment variables,
+//! creating its databases on start, serving on the address it is given, and stopping cleanly
+//! on SIGTERM.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+/// The cluster the tests use: `<target>/ovation`, beside `<target>/debug/shop-app`.
+fn data_dir() -> std::path::PathBuf {
+    let exe = std::path::PathBuf::from(env!("CARGO_BIN_EXE_shop-app"));
+    exe.parent()
+        .and_then(|p| p.parent())
+        .unwrap()
+        .join("ovation")
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+struct App {
+    child: Child,
+    base: String,
+}
+
+impl Drop for App {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn spawn(envs: &[(&str, String)]) -> Child {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_shop-app"));
+    cmd.env_remove("DATABASE_URL")
+        .env("OVATION_DATA_DIR", data_dir())
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    for (k, v) in envs {
+        cmd.env(k, v);
+    }
+    cmd.spawn().expect("the shop-app binary starts")
+}
+
+async fn start() -> App {
+    let port = free_port();
+    let child = spawn(&[("OVATION_LISTEN", format!("127.0.0.1:{port}"))]);
+    let mut app = App {
+        child,
+        base: format!("http://127.0.0.1:{port}"),
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < deadline {
+        if let Some(status) = app.child.try_wait().unwrap() {
+            let mut stderr = String::new();
+            use std::io::Read;
+            let _ = app.child.stderr.take().unwrap().read_to_string(&mut stderr);
+            panic!("shop-app exited during start-up ({status}):\n{stderr}");
+        }
+        if let Ok(r) = reqwest::get(format!("{}/__ovation/health", app.base)).await
+            && r.status() == 200
+        {
+            return app;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!(
+        "shop-app did not become healthy on {} within 60 s",
+        app.base
+    );
+}
+
+async fn post(base: &str, path: &str, body: Value) -> (u16, Value) {
+    let r = reqwest::Client::new()
+        .post(format!("{base}{path}"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test]
+async fn the_binary_serves_every_service_and_stops_on_sigterm() {
+    let mut app = start().await;
+    let email = format!("bin-{}@example.com", std::process::id());
+    let (s, user) = post(&app.base, "/users", json!({"email": email, "name": "Bin"})).await;
+    assert_eq!(s, 200, "{user}");
+    let (s, product) = post(
+        &app.base,
+        "/products",
+        json!({"name": "Widget", "priceCents": 1000, "inventory": 10}),
+    )
+    .await;
+    assert_eq!(s, 200, "{product}");
+    let (s, order) = post(
+        &app.base,
+        "/orders",
+        json!({"userId": user["id"], "productId": product["id"], "quantity": 2}),
+    )
+    .await;
+    assert_eq!(
+        (s, &order["totalCents"], &order["status"]),
+        (200, &json!(2000), &json!("confirmed"))
+    );
+    let (s, checkout) = post(
+        &app.base,
+        "/checkout",
+        json!({"userId": user["id"], "productId": product["id"], "quantity": 1}),
+    )
+    .await;
+    assert_eq!(
+        (s, &checkout["totalCents"]),
+        (200, &json!(1000)),
+        "{checkout}"
+    );
+    let (s, reserve) = post(
+        &app.base,
+        &format!("/products/{}/reserve", product["id"].as_str().unwrap()),
+        json!({"quantity": 1}),
+    )
+    .await;
+    assert_eq!((s, &reserve["code"]), (404, &json!("not_found")));
+
+    let status = Command::new("kill")
+        .arg("-TERM")
+        .arg(app.child.id().to_string())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(exit) = app.child.try_wait().unwrap() {
+            assert!(exit.success(), "exit status after SIGTERM: {exit}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "shop-app did not stop within 20 s of SIGTERM"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[test]
+fn a_taken_port_is_a_clear_error() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let child = spawn(&[("OVATION_LISTEN", format!("127.0.0.1:{port}"))]);
+    let out = child.wait_with_output().unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!("cannot listen on 127.0.0.1:{port}")),
+        "{stderr}"
+    );
+    assert!(stderr.contains("OVATION_LISTEN"), "{stderr}");
+}
+
+#[test]
+fn a_bad_database_url_is_a_clear_error() {
+    let port = free_port();
+    let child = spawn(&[
+        ("OVATION_LISTEN", format!("127.0.0.1:{port}")),
+        (
+            "DATABASE_URL",
+            format!("postgres://nobody@127.0.0.1:{}/x", free_port()),
+        ),
+    ]);
+    let out = child.wait_with_output().unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("cannot connect to the Postgres server"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn logs_say_where_it_serves() {
+    let port = free_port();
+    let mut child = spawn(&[("OVATION_LISTEN", format!("127.0.0.1:{port}"))]);
+    let stderr = child.stderr.take().unwrap();
+    // Never hang: kill the app if it has not said where it serves within 60 s.
+    let pid = child.id().to_string();
+    std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_secs(60));
+        let _ = Command::new("kill").arg("-KILL").arg(pid).status();
+    });
+    let mut seen = String::new();
+    for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+        seen.push_str(&line);
+        seen.push('\n');
+        if line.contains("serving") {
+            break;
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(
+        seen.contains(&format!(
+            "serving gateway, orders, products, users on http://127.0.0.1:{port}"
+        )),
+        "{seen}"
+    );
+}

@@ -1,0 +1,99 @@
+//! Registration is checked, not trusted: every `#[api]` function in the shop's source must be
+//! in the runtime's registry (inventory entries can be dropped by a linker), with the method,
+//! path and access its attribute states.
+
+use std::path::Path;
+
+use shop_app as _;
+
+/// `(service, function, attribute text)` of every `#[api(...)]` in `src/`.
+fn declared_in_source() -> Vec<(String, String, String)> {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(&src).unwrap().flatten() {
+        if !entry.path().is_dir() {
+            continue;
+        }
+        let service = entry.file_name().to_string_lossy().into_owned();
+        for file in std::fs::read_dir(entry.path()).unwrap().flatten() {
+            if file.path().extension().is_none_or(|e| e != "rs") {
+                continue;
+            }
+            let text = std::fs::read_to_string(file.path()).unwrap();
+            let mut lines = text.lines();
+            while let Some(line) = lines.next() {
+                let Some(attr) = line.trim().strip_prefix("#[api(") else {
+                    continue;
+                };
+                let func = lines
+                    .by_ref()
+                    .find_map(|l| {
+                        l.trim()
+                            .strip_prefix("pub async fn ")
+                            .or(l.trim().strip_prefix("async fn "))
+                    })
+                    .and_then(|rest| rest.split('(').next())
+                    .expect("an #[api] attribute is followed by its function");
+                found.push((service.clone(), func.to_owned(), attr.to_owned()));
+            }
+        }
+    }
+    found.sort();
+    found
+}
+
+#[test]
+fn every_api_in_the_source_is_registered() {
+    let declared = declared_in_source();
+    assert!(
+        declared.len() >= 9,
+        "the shop declares at least 9 endpoints: {declared:?}"
+    );
+    let registered: Vec<_> = ovation::registry::endpoints()
+        .iter()
+        .map(|e| e.info())
+        .collect();
+    for (service, func, attr) in &declared {
+        let info = registered
+            .iter()
+            .find(|i| i.service == service && i.name == func)
+            .unwrap_or_else(|| {
+                panic!("{service}::{func} is declared with #[api] but not registered")
+            });
+        assert!(
+            attr.contains(&format!("method = \"{}\"", info.method)),
+            "{service}::{func}: {attr}"
+        );
+        assert!(
+            attr.contains(&format!("path = \"{}\"", info.path)),
+            "{service}::{func}: {attr}"
+        );
+        let public = attr.starts_with("public");
+        assert_eq!(
+            public,
+            info.access == ovation::Access::Public,
+            "{service}::{func}: {attr}"
+        );
+    }
+    assert_eq!(
+        registered.len(),
+        declared.len(),
+        "registered endpoints not found in the source"
+    );
+}
+
+#[test]
+fn every_service_database_is_registered() {
+    let names: Vec<(&str, &str)> = ovation::sqldb::declared()
+        .iter()
+        .map(|d| (d.service(), d.name))
+        .collect();
+    assert_eq!(
+        names,
+        [
+            ("orders", "orders"),
+            ("products", "products"),
+            ("users", "users")
+        ]
+    );
+}
