@@ -1,0 +1,12 @@
+use ovation::prelude::*;
+
+#[derive(Serialize, Deserialize, JsonSchema)]
+pub struct Params {
+    pub quantity: i32,
+}
+
+#[api(public, method = "GET", method = "POST", path = "/users")]
+pub async fn list() -> Result<(), Error> {
+    Ok(())
+}
+fn main() {}
