@@ -207,6 +207,10 @@ impl PgBinaries {
             dirs.extend(versions);
         }
         dirs.push(PathBuf::from("/usr/local/pgsql/bin"));
+        Self::find_in(dirs)
+    }
+
+    fn find_in(dirs: Vec<PathBuf>) -> Result<PgBinaries, InfraError> {
         dirs.into_iter()
             .find(|d| is_executable(&d.join("initdb")) && is_executable(&d.join("pg_ctl")))
             .map(|d| PgBinaries {
@@ -221,8 +225,12 @@ fn version_key(p: &Path) -> u32 {
     p.parent()
         .and_then(|v| v.file_name())
         .and_then(|v| v.to_str())
-        .map(|v| v.chars().filter(char::is_ascii_digit).collect::<String>())
-        .and_then(|v| v.parse().ok())
+        // `16`, `9.6`, `postgresql@16`: the major version is the first run of digits.
+        .and_then(|v| {
+            let start = v.find(|c: char| c.is_ascii_digit())?;
+            let digits: String = v[start..].chars().take_while(char::is_ascii_digit).collect();
+            digits.parse().ok()
+        })
         .unwrap_or(0)
 }
 
@@ -534,4 +542,32 @@ fn hold_client_lock(dir: &Path) -> Result<(), InfraError> {
         .map_err(io_err("registering as a user of the managed Postgres"))?;
     held.push((dir.to_owned(), file));
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn no_binaries_is_an_error_that_says_what_to_do() {
+        let empty = std::env::temp_dir().join(format!("ovation-empty-{}", std::process::id()));
+        fs::create_dir_all(&empty).unwrap();
+        let err = PgBinaries::find_in(vec![empty.clone()]).unwrap_err();
+        let text = err.to_string();
+        assert!(matches!(err, InfraError::PostgresNotFound));
+        assert!(text.contains("apt install postgresql"), "{text}");
+        assert!(text.contains("DATABASE_URL"), "{text}");
+        let _ = fs::remove_dir(empty);
+    }
+
+    #[test]
+    fn newest_postgres_version_sorts_first() {
+        let mut dirs = vec![
+            PathBuf::from("/usr/lib/postgresql/9.6/bin"),
+            PathBuf::from("/usr/lib/postgresql/16/bin"),
+            PathBuf::from("/usr/lib/postgresql/15/bin"),
+        ];
+        dirs.sort_by_key(|p| std::cmp::Reverse(version_key(p)));
+        assert_eq!(dirs[0], PathBuf::from("/usr/lib/postgresql/16/bin"));
+    }
 }

@@ -378,7 +378,10 @@ mod tests {
         assert!(e.message().contains("not valid JSON"), "{}", e.message());
         let e = decode_json::<Params>(b"").unwrap_err();
         assert!(e.message().contains("missing"), "{}", e.message());
-        let e = decode_json::<Params>(br#"{"quantity": 1} x"#).unwrap_err();
+        let e = decode_json::<Params>(
+            br#"{"userId": "6a2f41a3-c54c-fce8-32d2-0324e1c32e22", "quantity": 1} x"#,
+        )
+        .unwrap_err();
         assert!(e.message().contains("not valid JSON"), "{}", e.message());
     }
 

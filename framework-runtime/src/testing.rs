@@ -84,7 +84,8 @@ fn test_data_dir() -> PathBuf {
         .unwrap_or_else(|| std::env::temp_dir().join("ovation-test"))
 }
 
-async fn test_server() -> Result<&'static sqldb::Server, Error> {
+/// The Postgres server tests use (started on first use; see the module docs).
+pub async fn test_server() -> Result<&'static sqldb::Server, Error> {
     SERVER
         .get_or_try_init(|| async {
             let config = Config {
