@@ -96,14 +96,7 @@ impl ManagedPostgres {
     pub fn ensure(data_dir: &Path) -> Result<ManagedPostgres, InfraError> {
         let bins = PgBinaries::find()?;
         let account = Account::for_postgres()?;
-        fs::create_dir_all(data_dir).map_err(io_err(format!(
-            "creating the data folder {}",
-            data_dir.display()
-        )))?;
-        let data_dir = data_dir
-            .canonicalize()
-            .map_err(io_err(format!("resolving {}", data_dir.display())))?;
-        let dir = data_dir.join("postgres");
+        let dir = Self::cluster_dir(data_dir)?;
         fs::create_dir_all(&dir).map_err(io_err(format!("creating {}", dir.display())))?;
         if let Some(account) = &account {
             account.check_traversable(&dir)?;
@@ -140,9 +133,39 @@ impl ManagedPostgres {
         })
     }
 
+    /// The folder of the cluster of `data_dir`: `<data_dir>/postgres`, unless this process is
+    /// root and the `postgres` account cannot enter `data_dir` (a checkout under `/root`, say):
+    /// then a folder of its own under `/var/tmp`, one per data folder.
+    pub fn cluster_dir(data_dir: &Path) -> Result<PathBuf, InfraError> {
+        fs::create_dir_all(data_dir).map_err(io_err(format!(
+            "creating the data folder {}",
+            data_dir.display()
+        )))?;
+        let data_dir = data_dir
+            .canonicalize()
+            .map_err(io_err(format!("resolving {}", data_dir.display())))?;
+        let dir = data_dir.join("postgres");
+        match Account::for_postgres()? {
+            Some(account) if account.check_traversable(&dir).is_err() => {
+                use sha2::Digest;
+                let digest = sha2::Sha256::digest(data_dir.as_os_str().as_encoded_bytes());
+                let fallback = PathBuf::from("/var/tmp")
+                    .join(format!("ovation-{}", hex::encode(&digest[..6])))
+                    .join("postgres");
+                tracing::info!(
+                    "the postgres account cannot enter {}; the managed cluster lives in {}",
+                    data_dir.display(),
+                    fallback.display()
+                );
+                Ok(fallback)
+            }
+            _ => Ok(dir),
+        }
+    }
+
     /// Stops the managed server in `data_dir`, if it runs. Returns whether it was running.
     pub fn stop(data_dir: &Path) -> Result<bool, InfraError> {
-        let dir = data_dir.join("postgres");
+        let dir = Self::cluster_dir(data_dir)?;
         if running_port(&dir).is_none() {
             return Ok(false);
         }
@@ -228,7 +251,10 @@ fn version_key(p: &Path) -> u32 {
         // `16`, `9.6`, `postgresql@16`: the major version is the first run of digits.
         .and_then(|v| {
             let start = v.find(|c: char| c.is_ascii_digit())?;
-            let digits: String = v[start..].chars().take_while(char::is_ascii_digit).collect();
+            let digits: String = v[start..]
+                .chars()
+                .take_while(char::is_ascii_digit)
+                .collect();
             digits.parse().ok()
         })
         .unwrap_or(0)
@@ -562,7 +588,7 @@ mod tests {
 
     #[test]
     fn newest_postgres_version_sorts_first() {
-        let mut dirs = vec![
+        let mut dirs = [
             PathBuf::from("/usr/lib/postgresql/9.6/bin"),
             PathBuf::from("/usr/lib/postgresql/16/bin"),
             PathBuf::from("/usr/lib/postgresql/15/bin"),

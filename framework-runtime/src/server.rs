@@ -85,7 +85,7 @@ pub fn router(rt: &'static Runtime) -> Result<Router, RouteError> {
 pub fn check_routes(endpoints: &[&'static dyn DynEndpoint]) -> Result<(), RouteError> {
     let mut seen: BTreeMap<(String, &str), String> = BTreeMap::new();
     let mut matcher = matchit::Router::new();
-    let mut paths: BTreeMap<String, String> = BTreeMap::new();
+    let mut paths: std::collections::BTreeSet<String> = std::collections::BTreeSet::new();
     for e in endpoints {
         let i = e.info();
         let who = format!("{}.{} ({})", i.service, i.name, i.location);
@@ -96,14 +96,13 @@ pub fn check_routes(endpoints: &[&'static dyn DynEndpoint]) -> Result<(), RouteE
                 i.method, i.path
             )));
         }
-        if !paths.contains_key(&path) {
-            matcher.insert(path.clone(), ()).map_err(|err| {
+        if paths.insert(path.clone()) {
+            matcher.insert(path, ()).map_err(|err| {
                 RouteError(format!(
                     "the path {} of {who} conflicts with another endpoint's: {err}",
                     i.path
                 ))
             })?;
-            paths.insert(path, who);
         }
     }
     Ok(())
@@ -354,6 +353,58 @@ mod tests {
     struct Params {
         user_id: uuid::Uuid,
         quantity: i32,
+    }
+
+    /// An endpoint known only by its route, to check route validation.
+    struct Route(crate::registry::Method, &'static str, &'static str);
+
+    impl DynEndpoint for Route {
+        fn info(&self) -> crate::registry::EndpointInfo {
+            crate::registry::EndpointInfo {
+                service: "svc",
+                name: self.2,
+                method: self.0,
+                path: self.1,
+                access: Access::Public,
+                path_params: &[],
+                location: "test",
+            }
+        }
+        fn request_schema(&self) -> Option<schemars::Schema> {
+            None
+        }
+        fn response_schema(&self) -> schemars::Schema {
+            schemars::schema_for!(())
+        }
+        fn route(&self, _: &'static Runtime) -> MethodRouter {
+            axum::routing::get(|| async {})
+        }
+    }
+
+    #[test]
+    fn duplicate_and_conflicting_routes_are_errors_not_panics() {
+        use crate::registry::Method::{Get, Post};
+        let ok: [&'static dyn DynEndpoint; 3] = [
+            &Route(Get, "/users/:id", "get"),
+            &Route(Post, "/users/:id", "update"),
+            &Route(Get, "/users/:id/orders", "orders"),
+        ];
+        check_routes(&ok).unwrap();
+        let dup: [&'static dyn DynEndpoint; 2] = [
+            &Route(Get, "/users/:id", "get"),
+            &Route(Get, "/users/:id", "fetch"),
+        ];
+        let err = check_routes(&dup).unwrap_err().to_string();
+        assert!(
+            err.contains("two endpoints serve GET /users/:id: svc.get"),
+            "{err}"
+        );
+        let conflict: [&'static dyn DynEndpoint; 2] = [
+            &Route(Get, "/users/:id", "get"),
+            &Route(Post, "/users/:name", "rename"),
+        ];
+        let err = check_routes(&conflict).unwrap_err().to_string();
+        assert!(err.contains("/users/:name of svc.rename"), "{err}");
     }
 
     #[test]

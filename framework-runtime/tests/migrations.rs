@@ -29,7 +29,11 @@ static EDITED: [Migration; 1] = [Migration {
 }];
 
 fn def(migrations: &'static [Migration]) -> DatabaseDef {
-    DatabaseDef { name: "things", module: "app::things", migrations }
+    DatabaseDef {
+        name: "things",
+        module: "app::things",
+        migrations,
+    }
 }
 
 #[tokio::test]
@@ -52,9 +56,15 @@ async fn migrations_apply_once_fail_loudly_and_refuse_edits() {
         }
         other => panic!("expected a migration error, got {other:?}"),
     }
-    assert!(err.to_string().starts_with("migration 2_add_colour.up.sql of database `things` failed"), "{err}");
+    assert!(
+        err.to_string()
+            .starts_with("migration 2_add_colour.up.sql of database `things` failed"),
+        "{err}"
+    );
 
-    let pool = sqlx::PgPool::connect_with(server.options(&db)).await.unwrap();
+    let pool = sqlx::PgPool::connect_with(server.options(&db))
+        .await
+        .unwrap();
     let applied: Vec<(i64, String)> =
         sqlx::query_as("SELECT version, file FROM _ovation_migrations ORDER BY version")
             .fetch_all(&pool)
@@ -72,9 +82,16 @@ async fn migrations_apply_once_fail_loudly_and_refuse_edits() {
     pool.close().await;
 
     let err = server.migrate(&db, &def(&EDITED)).await.unwrap_err();
-    assert!(matches!(err, SetupError::MigrationChanged { .. }), "{err:?}");
+    assert!(
+        matches!(err, SetupError::MigrationChanged { .. }),
+        "{err:?}"
+    );
     let text = err.to_string();
-    assert!(text.contains("1_create_things.up.sql") && text.contains("was changed after it was applied"), "{text}");
+    assert!(
+        text.contains("1_create_things.up.sql")
+            && text.contains("was changed after it was applied"),
+        "{text}"
+    );
 
     server.drop_database(&db).await.unwrap();
 }
@@ -90,10 +107,20 @@ async fn template_clones_are_migrated_and_independent() {
         server.drop_database(db).await.unwrap();
         server.clone_from_template(&def(&GOOD), db).await.unwrap();
     }
-    let pa = sqlx::PgPool::connect_with(server.options(&a)).await.unwrap();
-    let pb = sqlx::PgPool::connect_with(server.options(&b)).await.unwrap();
-    sqlx::query("INSERT INTO things (name) VALUES ('only in a')").execute(&pa).await.unwrap();
-    let in_b: i64 = sqlx::query_scalar("SELECT count(*) FROM things").fetch_one(&pb).await.unwrap();
+    let pa = sqlx::PgPool::connect_with(server.options(&a))
+        .await
+        .unwrap();
+    let pb = sqlx::PgPool::connect_with(server.options(&b))
+        .await
+        .unwrap();
+    sqlx::query("INSERT INTO things (name) VALUES ('only in a')")
+        .execute(&pa)
+        .await
+        .unwrap();
+    let in_b: i64 = sqlx::query_scalar("SELECT count(*) FROM things")
+        .fetch_one(&pb)
+        .await
+        .unwrap();
     assert_eq!(in_b, 0);
     pa.close().await;
     pb.close().await;

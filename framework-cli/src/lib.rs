@@ -1,0 +1,195 @@
+//! The `ovation` command.
+//!
+//! `ovation run` and `ovation test` build and run an app folder with cargo; the app itself
+//! starts the managed Postgres it needs (in `<app>/.ovation/`). `ovation db` manages that
+//! Postgres directly.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+
+use clap::{Parser, Subcommand};
+use ovation::infra::ManagedPostgres;
+
+/// Backends as services, in Rust.
+#[derive(Debug, Parser)]
+#[command(name = "ovation", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Build and run the app, hosting every service in one process.
+    Run {
+        /// The app's folder (holding its Cargo.toml).
+        #[arg(long, default_value = ".")]
+        app: PathBuf,
+        /// Port to serve the app on, on 127.0.0.1.
+        #[arg(long, default_value_t = 4000)]
+        port: u16,
+    },
+    /// Run the app's tests (each `#[ovation::test]` gets its own databases).
+    Test {
+        /// The app's folder (holding its Cargo.toml).
+        #[arg(long, default_value = ".")]
+        app: PathBuf,
+        /// Arguments passed on to `cargo test`.
+        #[arg(last = true)]
+        cargo_args: Vec<String>,
+    },
+    /// Manage the app's local Postgres.
+    Db {
+        #[command(subcommand)]
+        command: DbCmd,
+        /// The app's folder; its cluster lives in `<app>/.ovation/`.
+        #[arg(long, global = true, default_value = ".")]
+        app: PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum DbCmd {
+    /// Start the managed Postgres (initialising it on first use) and print its URL.
+    Start,
+    /// Stop the managed Postgres.
+    Stop,
+    /// Print the URL of a database (default: the `postgres` maintenance database).
+    Url {
+        /// A service database, e.g. `users`.
+        database: Option<String>,
+    },
+    /// Open psql on a database.
+    Shell {
+        /// A service database, e.g. `users`.
+        database: Option<String>,
+    },
+}
+
+/// Parses the command line and runs it.
+pub fn main() -> ExitCode {
+    match run(Cli::parse()) {
+        Ok(code) => code,
+        Err(message) => {
+            eprintln!("error: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<ExitCode, String> {
+    match cli.command {
+        Cmd::Run { app, port } => {
+            let manifest = manifest(&app)?;
+            let mut cmd = Command::new(cargo());
+            cmd.arg("run").arg("--manifest-path").arg(&manifest);
+            cmd.env("OVATION_LISTEN", format!("127.0.0.1:{port}"));
+            cmd.env("OVATION_DATA_DIR", data_dir(&app));
+            status(cmd, "cargo run")
+        }
+        Cmd::Test { app, cargo_args } => {
+            let manifest = manifest(&app)?;
+            let mut cmd = Command::new(cargo());
+            cmd.arg("test")
+                .arg("--manifest-path")
+                .arg(&manifest)
+                .args(cargo_args);
+            status(cmd, "cargo test")
+        }
+        Cmd::Db { command, app } => {
+            let dir = data_dir(&app);
+            match command {
+                DbCmd::Start => {
+                    let pg = ManagedPostgres::ensure(&dir).map_err(|e| e.to_string())?;
+                    println!("{}", pg.url("postgres"));
+                    eprintln!(
+                        "managed Postgres runs on 127.0.0.1:{} (data in {}); it stops by itself \
+                         {} s after the last Ovation process using it exits",
+                        pg.port(),
+                        pg.dir().display(),
+                        ovation::infra::IDLE_STOP.as_secs()
+                    );
+                }
+                DbCmd::Stop => {
+                    let was_running = ManagedPostgres::stop(&dir).map_err(|e| e.to_string())?;
+                    eprintln!(
+                        "{}",
+                        if was_running {
+                            "stopped"
+                        } else {
+                            "not running"
+                        }
+                    );
+                }
+                DbCmd::Url { database } => {
+                    let pg = ManagedPostgres::ensure(&dir).map_err(|e| e.to_string())?;
+                    println!("{}", pg.url(database.as_deref().unwrap_or("postgres")));
+                }
+                DbCmd::Shell { database } => {
+                    let pg = ManagedPostgres::ensure(&dir).map_err(|e| e.to_string())?;
+                    let url = pg.url(database.as_deref().unwrap_or("postgres"));
+                    let mut cmd = Command::new("psql");
+                    cmd.arg(url);
+                    return status(cmd, "psql").map_err(|e| {
+                        format!("{e}\n  psql comes with PostgreSQL's client package (Debian: `apt install postgresql-client`)")
+                    });
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn cargo() -> String {
+    std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned())
+}
+
+fn manifest(app: &Path) -> Result<PathBuf, String> {
+    let manifest = app.join("Cargo.toml");
+    if manifest.is_file() {
+        Ok(manifest)
+    } else {
+        Err(format!(
+            "{} has no Cargo.toml: point --app at the folder of an Ovation app (e.g. --app examples/shop-app)",
+            app.display()
+        ))
+    }
+}
+
+fn data_dir(app: &Path) -> PathBuf {
+    std::env::var_os("OVATION_DATA_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| app.join(".ovation"))
+}
+
+fn status(mut cmd: Command, what: &str) -> Result<ExitCode, String> {
+    let status = cmd
+        .status()
+        .map_err(|e| format!("cannot run {what}: {e}"))?;
+    Ok(match status.code() {
+        Some(0) => ExitCode::SUCCESS,
+        Some(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),
+        None => ExitCode::FAILURE,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_command_line_parses() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+        let cli = Cli::parse_from(["ovation", "test", "--app", "x", "--", "--nocapture"]);
+        assert!(
+            matches!(cli.command, Cmd::Test { ref cargo_args, .. } if cargo_args == &["--nocapture"])
+        );
+    }
+
+    #[test]
+    fn a_folder_without_cargo_toml_is_a_clear_error() {
+        let err = manifest(Path::new("/nonexistent-app")).unwrap_err();
+        assert!(err.contains("--app"), "{err}");
+    }
+}
