@@ -3,8 +3,9 @@
 //! Every failure a client can cause is answered with an [`Error`] body and a 4xx status:
 //! an unknown route or a private endpoint without a valid service signature is 404
 //! `not_found` (the same answer, so private endpoints cannot be discovered); bad JSON, a
-//! missing or mistyped field, a path parameter that does not parse, a wrong content type are
-//! 400 `invalid_argument` naming the field; an oversized body is 413 `resource_exhausted`.
+//! missing or mistyped field, a path parameter that does not parse, a body whose content type
+//! is not JSON (curl's default `application/x-www-form-urlencoded` is accepted for a JSON body,
+//! as Encore does) are 400 `invalid_argument` naming the field; an oversized body is 413 `resource_exhausted`.
 //! A panicking handler is answered with 500 `internal`, and the server keeps serving.
 
 use std::collections::BTreeMap;
@@ -265,7 +266,13 @@ fn check_json_content_type(headers: &HeaderMap) -> Result<(), Error> {
         .unwrap_or("")
         .trim()
         .to_ascii_lowercase();
-    if mime == "application/json" || (mime.starts_with("application/") && mime.ends_with("+json")) {
+    // `curl -d '{...}'` sends application/x-www-form-urlencoded; Encore accepts that for JSON
+    // bodies, and so do we, so the commands in guides work as written. The body must still be
+    // JSON. Any other type (text/plain, multipart, XML) is a client mistake.
+    let json = mime == "application/json"
+        || (mime.starts_with("application/") && mime.ends_with("+json"))
+        || mime == "application/x-www-form-urlencoded";
+    if json {
         Ok(())
     } else {
         Err(Error::invalid_argument(format!(

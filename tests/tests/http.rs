@@ -296,3 +296,34 @@ async fn meta_lists_every_endpoint_with_schemas() {
     drop(server);
     env.close().await;
 }
+
+// Regression: `curl -d '{...}'` sends Content-Type application/x-www-form-urlencoded, and the
+// README's (and Encore's) curl commands failed with 400 until that type was accepted for JSON.
+#[tokio::test]
+async fn curl_style_json_bodies_are_accepted() {
+    let (env, server, c) = serve_all().await;
+    let r = c
+        .post_raw(
+            "/users",
+            "application/x-www-form-urlencoded",
+            r#"{"email":"curl@example.com","name":"Curl"}"#,
+        )
+        .await;
+    assert_eq!(
+        (r.status, &r.body["email"]),
+        (200, &json!("curl@example.com")),
+        "{r:?}"
+    );
+    // Still JSON only: a real form body is a 400 that says so.
+    let r = c
+        .post_raw(
+            "/users",
+            "application/x-www-form-urlencoded",
+            "email=a%40b.c&name=n",
+        )
+        .await;
+    assert_eq!((r.status, r.code()), (400, "invalid_argument"), "{r:?}");
+    assert!(r.message().contains("not valid JSON"), "{r:?}");
+    drop(server);
+    env.close().await;
+}

@@ -1,0 +1,53 @@
+//! A handler that panics or runs too long must not take the server down or hang a client.
+
+mod util;
+
+use ovation::testing::{Hosting, TestEnv};
+use util::Client;
+
+/// Endpoints that misbehave on purpose; part of this test binary's app only.
+mod chaos {
+    use ovation::prelude::*;
+
+    #[api(public, method = "GET", path = "/chaos/panic")]
+    pub async fn panic() -> Result<(), Error> {
+        panic!("a bug in a handler");
+    }
+
+    #[api(public, method = "GET", path = "/chaos/ok/:n")]
+    pub async fn ok(n: u32) -> Result<u32, Error> {
+        Ok(n + 1)
+    }
+}
+
+#[tokio::test]
+async fn a_panicking_handler_is_a_500_and_the_server_keeps_serving() {
+    let env = TestEnv::new().await.unwrap();
+    let server = env.serve(Hosting::all()).await.unwrap();
+    let c = Client::new(server.url());
+
+    let r = c.get("/chaos/panic").await;
+    assert_eq!(
+        (r.status, r.code(), r.message()),
+        (500, "internal", "internal error"),
+        "{r:?}"
+    );
+    let r = c.get("/chaos/ok/41").await;
+    assert_eq!((r.status, r.body.as_u64()), (200, Some(42)), "{r:?}");
+    // A number too large for u32 in the path: named, 400.
+    let r = c.get("/chaos/ok/4294967296").await;
+    assert_eq!((r.status, r.code()), (400, "invalid_argument"), "{r:?}");
+    assert!(r.message().contains("`n`"), "{r:?}");
+
+    drop(server);
+    env.close().await;
+}
+
+#[tokio::test]
+async fn calls_outside_any_runtime_are_an_error_not_a_panic() {
+    let err = shop_app::users::get(uuid::Uuid::new_v4())
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), ovation::ErrCode::Internal);
+    assert!(err.message().contains("no Ovation runtime here"), "{err}");
+}
