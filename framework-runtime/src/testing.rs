@@ -77,10 +77,15 @@ fn test_data_dir() -> PathBuf {
     if let Some(dir) = std::env::var_os("OVATION_DATA_DIR") {
         return PathBuf::from(dir);
     }
-    // Test binaries live in <target>/<profile>/deps/.
+    // Test binaries live in <target>/<profile>/deps/; cargo marks <target> with CACHEDIR.TAG.
+    // Doctests run from a temporary folder: they get a cluster in the temp dir.
     std::env::current_exe()
         .ok()
-        .and_then(|exe| exe.ancestors().nth(3).map(|t| t.join("ovation")))
+        .and_then(|exe| {
+            exe.ancestors()
+                .find(|a| a.join("CACHEDIR.TAG").is_file())
+                .map(|t| t.join("ovation"))
+        })
         .unwrap_or_else(|| std::env::temp_dir().join("ovation-test"))
 }
 
@@ -191,6 +196,17 @@ impl TestEnv {
     /// Runs `fut` inside a runtime hosting every service, as a test body does.
     pub async fn run<F: Future>(&self, fut: F) -> Result<F::Output, Error> {
         let rt = self.runtime(Hosting::all())?;
+        Ok(runtime::scope(rt, None, fut).await)
+    }
+
+    /// Runs `fut` inside a runtime hosting what `hosting` says: calls to the other services go
+    /// over HTTP to their remote URLs.
+    pub async fn run_hosting<F: Future>(
+        &self,
+        hosting: Hosting,
+        fut: F,
+    ) -> Result<F::Output, Error> {
+        let rt = self.runtime(hosting)?;
         Ok(runtime::scope(rt, None, fut).await)
     }
 
