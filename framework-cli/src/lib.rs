@@ -59,6 +59,12 @@ enum DbCmd {
         /// A service database, e.g. `users`.
         database: Option<String>,
     },
+    /// Drop the app's databases (or one of them): the next start creates and migrates them
+    /// anew.
+    Reset {
+        /// A service database, e.g. `users`; all of them when omitted.
+        database: Option<String>,
+    },
     /// Open psql on a database.
     Shell {
         /// A service database, e.g. `users`.
@@ -125,6 +131,16 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
                     let pg = ManagedPostgres::ensure(&dir).map_err(|e| e.to_string())?;
                     println!("{}", pg.url(database.as_deref().unwrap_or("postgres")));
                 }
+                DbCmd::Reset { database } => {
+                    let pg = ManagedPostgres::ensure(&dir).map_err(|e| e.to_string())?;
+                    let dropped = reset(&pg, database.as_deref())?;
+                    if dropped.is_empty() {
+                        eprintln!("no database to drop");
+                    }
+                    for name in dropped {
+                        eprintln!("dropped {name}");
+                    }
+                }
                 DbCmd::Shell { database } => {
                     let pg = ManagedPostgres::ensure(&dir).map_err(|e| e.to_string())?;
                     let url = pg.url(database.as_deref().unwrap_or("postgres"));
@@ -138,6 +154,39 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// Drops `only`, or every database of the cluster but Postgres' own.
+fn reset(pg: &ManagedPostgres, only: Option<&str>) -> Result<Vec<String>, String> {
+    let tokio = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the async runtime: {e}"))?;
+    tokio.block_on(async {
+        let server =
+            ovation::sqldb::Server::from_url(&pg.url("postgres")).map_err(|e| e.to_string())?;
+        let all = server
+            .databases()
+            .await
+            .map_err(|e| format!("cannot list databases: {e}"))?;
+        let targets: Vec<String> = match only {
+            Some(name) if all.iter().any(|d| d == name) => vec![name.to_owned()],
+            Some(name) => {
+                return Err(format!(
+                    "there is no database `{name}` on the managed Postgres; it has: {}",
+                    all.join(", ")
+                ));
+            }
+            None => all,
+        };
+        for name in &targets {
+            server
+                .drop_database(name)
+                .await
+                .map_err(|e| format!("cannot drop {name}: {e}"))?;
+        }
+        Ok(targets)
+    })
 }
 
 fn cargo() -> String {

@@ -37,6 +37,21 @@ fn db_start_url_and_stop() {
     let users = String::from_utf8(out.stdout).unwrap();
     assert!(users.trim_end().ends_with("/users"), "{users}");
 
+    // Reset drops what is there, and says so when nothing is.
+    let out = ovation(&["db", "reset", "users"], &dir);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("there is no database `users`"));
+    let out = ovation(&["db", "reset"], &dir);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr).trim(),
+        "no database to drop"
+    );
+
     let out = ovation(&["db", "stop"], &dir);
     assert!(
         out.status.success(),

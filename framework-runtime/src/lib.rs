@@ -4,31 +4,38 @@
 //! become HTTP endpoints and typed calls other services make like function calls; declare a
 //! database and it is created and migrated for you.
 //!
-//! ```ignore
-//! // src/users/mod.rs
+//! ```no_run
+//! // src/users/mod.rs (a service is a top-level module of the app crate)
+//! # mod users {
 //! use ovation::prelude::*;
 //!
-//! static DB: Database = ovation::database!("users", migrations = "./migrations");
+//! static DB: Database = ovation::database!("users");
 //!
 //! #[derive(Serialize, Deserialize, JsonSchema)]
-//! pub struct User { pub id: Uuid, pub email: String }
+//! pub struct User {
+//!     pub id: Uuid,
+//!     pub email: String,
+//! }
 //!
+//! /// Gets a user by id.
 //! #[api(public, method = "GET", path = "/users/:id")]
 //! pub async fn get(id: Uuid) -> Result<User, Error> {
-//!     let (id, email) = sqlx::query_as("SELECT id, email FROM users WHERE id = $1")
+//!     let (id, email) = ovation::sqlx::query_as("SELECT id, email FROM users WHERE id = $1")
 //!         .bind(id)
 //!         .fetch_one(DB.pool())
 //!         .await?;
 //!     Ok(User { id, email })
 //! }
-//! ```
+//! # }
 //!
-//! ```ignore
 //! // src/main.rs
 //! fn main() -> std::process::ExitCode {
 //!     ovation::run()
 //! }
 //! ```
+//!
+//! With `migrations = "./migrations"`, `database!` embeds the `<n>_<name>.up.sql` files of that
+//! folder (relative to the declaring file) and applies them at start-up.
 //!
 //! Another service calls `crate::users::get(id).await`: in the same process that is a direct
 //! call; when `users` runs in another process it is a signed HTTP request, and the error comes

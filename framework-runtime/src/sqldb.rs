@@ -366,6 +366,20 @@ impl Server {
         Ok(())
     }
 
+    /// Names of the databases on this server other than Postgres' own (`postgres`,
+    /// `template0`, `template1`).
+    pub async fn databases(&self) -> Result<Vec<String>, sqlx::Error> {
+        let mut conn = PgConnection::connect_with(&self.options("postgres")).await?;
+        let names = sqlx::query_scalar(
+            "SELECT datname::text FROM pg_database
+             WHERE datname NOT IN ('postgres', 'template0', 'template1') ORDER BY datname",
+        )
+        .fetch_all(&mut conn)
+        .await?;
+        let _ = conn.close().await;
+        Ok(names)
+    }
+
     /// Names of the databases on this server that start with `prefix`.
     pub(crate) async fn databases_with_prefix(
         &self,
