@@ -51,6 +51,20 @@ fn db_start_url_and_stop() {
         String::from_utf8_lossy(&out.stderr).trim(),
         "no database to drop"
     );
+    let server = ovation::sqldb::Server::from_url(url.trim()).unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(server.create_database("users")).unwrap();
+    let out = ovation(&["db", "reset", "users"], &dir);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stderr).trim(), "dropped users");
+    assert!(rt.block_on(server.databases()).unwrap().is_empty());
 
     let out = ovation(&["db", "stop"], &dir);
     assert!(
