@@ -107,21 +107,115 @@ pub async fn test_server() -> Result<&'static sqldb::Server, Error> {
         .await
 }
 
-/// Drops the test databases of test processes that died before cleaning up.
+/// Drops the test databases of test processes that exited before theirs were all dropped:
+/// in the background, or right away when so many have piled up that the background could fall
+/// behind.
 async fn drop_orphans(server: &sqldb::Server) {
     let Ok(names) = server.databases_with_prefix(TEST_DB_PREFIX).await else {
         return;
     };
-    for name in names {
-        let pid = name
-            .strip_prefix(TEST_DB_PREFIX)
-            .and_then(|r| r.split('_').next());
-        if let Some(pid) = pid
-            && !std::path::Path::new("/proc").join(pid).exists()
-        {
-            let _ = server.drop_database(&name).await;
+    let orphans: Vec<String> = names
+        .into_iter()
+        .filter(|name| {
+            let pid = name
+                .strip_prefix(TEST_DB_PREFIX)
+                .and_then(|r| r.split('_').next());
+            pid.is_some_and(|pid| !std::path::Path::new("/proc").join(pid).exists())
+        })
+        .collect();
+    if orphans.len() > MAX_ORPHANS {
+        for chunk in orphans.chunks(DROP_BATCH) {
+            drop_all(server, chunk).await;
+        }
+    } else {
+        for name in orphans {
+            drop_later(server, name);
         }
     }
+}
+
+/// Orphans tolerated before a test process drops them before running its tests.
+const MAX_ORPHANS: usize = 32;
+/// Databases dropped side by side: Postgres coalesces their checkpoint requests.
+const DROP_BATCH: usize = 16;
+
+async fn drop_all(server: &sqldb::Server, names: &[String]) {
+    for (name, result) in names
+        .iter()
+        .zip(join_all(names.iter().map(|n| server.drop_database(n))).await)
+    {
+        if let Err(e) = result {
+            tracing::debug!("could not drop test database {name}: {e}");
+        }
+    }
+}
+
+/// Drops `database` on a background thread of this process.
+///
+/// On Postgres 15 `DROP DATABASE` waits for a checkpoint, which costs a test more than its body
+/// does (measured: the 16 shop-app tests took 11 s with inline drops, 2.5 s without). The
+/// thread drops what is queued in batches; what is still queued when the process exits is
+/// orphaned, and dropped by the next test process.
+fn drop_later(server: &sqldb::Server, database: String) {
+    type Job = (sqldb::Server, String);
+    static QUEUE: std::sync::OnceLock<Mutex<std::sync::mpsc::Sender<Job>>> =
+        std::sync::OnceLock::new();
+    let queue = QUEUE.get_or_init(|| {
+        let (tx, rx) = std::sync::mpsc::channel::<Job>();
+        let spawned = std::thread::Builder::new()
+            .name("ovation-test-db-dropper".into())
+            .spawn(move || {
+                let Ok(tokio) = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                else {
+                    return;
+                };
+                while let Ok(first) = rx.recv() {
+                    let batch: Vec<Job> = std::iter::once(first)
+                        .chain(rx.try_iter().take(DROP_BATCH - 1))
+                        .collect();
+                    let server = batch[0].0.clone();
+                    let names: Vec<String> = batch.into_iter().map(|(_, n)| n).collect();
+                    tokio.block_on(drop_all(&server, &names));
+                }
+            });
+        if let Err(e) = spawned {
+            tracing::warn!("no background thread to drop test databases: {e}");
+        }
+        Mutex::new(tx)
+    });
+    let _ = queue
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .send((server.clone(), database));
+}
+
+/// Runs futures concurrently on the current task; their outputs in order.
+async fn join_all<F: Future>(futures: impl IntoIterator<Item = F>) -> Vec<F::Output> {
+    let mut pending: Vec<Pin<Box<F>>> = futures.into_iter().map(Box::pin).collect();
+    let mut outputs: Vec<Option<F::Output>> = pending.iter().map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut all_done = true;
+        for (future, output) in pending.iter_mut().zip(outputs.iter_mut()) {
+            if output.is_none() {
+                match future.as_mut().poll(cx) {
+                    Poll::Ready(v) => *output = Some(v),
+                    Poll::Pending => all_done = false,
+                }
+            }
+        }
+        if all_done {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
+    })
+    .await;
+    outputs
+        .into_iter()
+        .map(|o| o.expect("every future completed"))
+        .collect()
 }
 
 impl TestEnv {
@@ -215,17 +309,15 @@ impl TestEnv {
         self.databases.get(name).map(String::as_str)
     }
 
-    /// Closes the pools and drops the databases.
+    /// Closes the pools and drops the databases (in the background: see [`drop_later`]).
     pub async fn close(self) {
         let runtimes =
             std::mem::take(&mut *self.runtimes.lock().unwrap_or_else(|p| p.into_inner()));
         for rt in runtimes {
             rt.close_pools().await;
         }
-        for db in self.databases.values() {
-            if let Err(e) = self.server.drop_database(db).await {
-                tracing::warn!("could not drop test database {db}: {e}");
-            }
+        for db in self.databases.into_values() {
+            drop_later(&self.server, db);
         }
     }
 }
