@@ -6,6 +6,7 @@ mod api;
 mod attr;
 mod database;
 mod errors;
+mod subscription;
 mod test_attr;
 
 use proc_macro::TokenStream;
@@ -42,6 +43,21 @@ pub fn api(attr: TokenStream, item: TokenStream) -> TokenStream {
 pub fn database(input: TokenStream) -> TokenStream {
     let file = proc_macro::Span::call_site().local_file();
     database::expand(input.into(), file).into()
+}
+
+/// Makes an async function the handler of a subscription to a topic.
+///
+/// ```ignore
+/// #[subscription(topic = crate::orders::ORDER_CREATED, name = "send-order-confirmation")]
+/// async fn send_confirmation(event: OrderCreated) -> Result<(), Error> { ... }
+/// ```
+///
+/// Options: `max_retries` (default 100), `min_backoff` (default "10s"), `max_backoff` (default
+/// "10m"), `ack_deadline` (default "30s"), `max_concurrency` (default 100). The handler runs
+/// in the process hosting the service of the module that declares it.
+#[proc_macro_attribute]
+pub fn subscription(attr: TokenStream, item: TokenStream) -> TokenStream {
+    subscription::expand(attr.into(), item.into()).into()
 }
 
 /// Runs an async test with fresh, migrated databases of its own and every service local.

@@ -163,13 +163,25 @@ pub async fn build_runtime(config: &Config) -> Result<&'static Runtime, StartupE
         .filter(|d| is_hosted(d.service()))
         .collect();
     let mut pools = BTreeMap::new();
-    if !needed.is_empty() {
+    let mut pubsub = None;
+    if !needed.is_empty() || crate::pubsub::in_use() {
         let server = database_server(config).await?;
         for def in needed {
             pools.insert(
                 def.name,
                 server.open(def, config.max_db_connections()).await?,
             );
+        }
+        if crate::pubsub::in_use() {
+            let pool = server
+                .open(
+                    &crate::pubsub::postgres::DATABASE,
+                    config.max_db_connections(),
+                )
+                .await?;
+            pubsub = Some(&*Box::leak(Box::new(
+                crate::pubsub::postgres::PgPubSub::new(pool),
+            )));
         }
     }
     let rt = Runtime {
@@ -185,9 +197,13 @@ pub async fn build_runtime(config: &Config) -> Result<&'static Runtime, StartupE
         call_timeout: config.call_timeout(),
         request_timeout: config.request_timeout(),
         body_limit: config.body_limit(),
+        pubsub,
     };
     let rt = rt.leak();
     runtime::set_global(rt);
+    if let Some(pubsub) = pubsub {
+        crate::pubsub::postgres::start(rt, pubsub);
+    }
     Ok(rt)
 }
 
@@ -204,7 +220,8 @@ pub async fn start(config: Config) -> Result<Server, StartupError> {
         },
         source,
     })?;
-    let server = Server::start(rt, listener)?;
+    let mut server = Server::start(rt, listener)?;
+    server.rt = Some(rt);
     let services: Vec<&str> = registry::services()
         .into_iter()
         .filter(|s| rt.hosts(s))
@@ -223,6 +240,8 @@ pub struct Server {
     addr: SocketAddr,
     shutdown: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<()>>,
+    /// Background work to stop with the server, for the app's own server.
+    rt: Option<&'static Runtime>,
 }
 
 impl Server {
@@ -250,6 +269,7 @@ impl Server {
             addr,
             shutdown: Some(tx),
             task: Some(task),
+            rt: None,
         })
     }
 
@@ -276,7 +296,10 @@ impl Server {
     /// Serves until Ctrl-C or SIGTERM, then shuts down gracefully.
     pub async fn run_until_signal(self) {
         shutdown_signal().await;
-        tracing::info!("shutting down: finishing in-flight requests");
+        tracing::info!("shutting down: finishing in-flight requests, claiming no more messages");
+        if let Some(rt) = self.rt {
+            rt.stop_background();
+        }
         self.shutdown().await;
     }
 }

@@ -45,6 +45,7 @@
 //! |---|---|
 //! | [`error`] | [`Error`] and [`ErrCode`], Encore's codes and statuses |
 //! | [`sqldb`] | [`Database`], migrations, template databases for tests |
+//! | [`pubsub`] | [`Topic`], subscriptions, the outbox, dead letters |
 //! | [`registry`] | the app model: every endpoint and database |
 //! | [`call`] | the stubs' local-or-remote dispatch |
 //! | [`server`] | routes, request decoding, access control |
@@ -57,6 +58,7 @@ pub mod call;
 pub mod config;
 pub mod error;
 pub mod infra;
+pub mod pubsub;
 pub mod registry;
 pub mod runtime;
 pub mod server;
@@ -67,7 +69,8 @@ pub mod testing;
 pub use app::{Server, StartupError, run, start};
 pub use config::Config;
 pub use error::{ErrCode, Error, Result};
-pub use ovation_macros::{api, database, test};
+pub use ovation_macros::{api, database, subscription, test};
+pub use pubsub::{MessageId, Topic};
 pub use registry::{Access, Method};
 pub use runtime::spawn;
 pub use sqldb::Database;
@@ -75,8 +78,9 @@ pub use sqldb::Database;
 /// Re-exports for everyday service code: `use ovation::prelude::*;`.
 pub mod prelude {
     pub use crate::error::{ErrCode, Error};
+    pub use crate::pubsub::Topic;
     pub use crate::sqldb::Database;
-    pub use ovation_macros::api;
+    pub use ovation_macros::{api, subscription};
     pub use schemars::JsonSchema;
     pub use serde::{Deserialize, Serialize};
     pub use uuid::Uuid;
@@ -93,15 +97,22 @@ pub use uuid;
 pub mod __private {
     pub use crate::call::call;
     pub use crate::error::Error;
+    pub use crate::pubsub::{
+        SubscriptionConfig, SubscriptionDef, SubscriptionEntry, Topic, decode as decode_message,
+    };
     pub use crate::registry::{
         Access, Endpoint, EndpointDecl, EndpointEntry, Method, PathParam, Payload, parse_param,
     };
     pub use crate::sqldb::{Database, DatabaseDef, DatabaseEntry, Migration};
     pub use crate::testing::run_test;
     pub use inventory;
+    pub use serde_json;
+    pub use std::boxed::Box;
     pub use std::future::Future;
     pub use std::option::Option;
+    pub use std::pin::Pin;
     pub use std::result::Result;
     pub use std::string::String;
+    pub use std::time::Duration;
     pub use std::vec::Vec;
 }

@@ -27,12 +27,27 @@ pub struct Runtime {
     pub(crate) call_timeout: Duration,
     pub(crate) request_timeout: Duration,
     pub(crate) body_limit: usize,
+    /// Pub/Sub, when the app declares topics or subscriptions.
+    pub(crate) pubsub: Option<&'static crate::pubsub::postgres::PgPubSub>,
 }
 
 impl Runtime {
     /// Whether `service` runs in this process.
     pub fn hosts(&self, service: &str) -> bool {
         self.hosted.as_ref().is_none_or(|h| h.contains(service))
+    }
+
+    pub(crate) fn pubsub(&self) -> Result<&'static crate::pubsub::postgres::PgPubSub, Error> {
+        self.pubsub.ok_or_else(|| {
+            Error::internal("Pub/Sub is not set up in this process: the app declares no topic")
+        })
+    }
+
+    /// Stops background work: claiming messages, relaying the outbox.
+    pub(crate) fn stop_background(&self) {
+        if let Some(pubsub) = self.pubsub {
+            pubsub.stop();
+        }
     }
 
     pub(crate) fn pool(&self, database: &str) -> Option<&PgPool> {
@@ -44,6 +59,7 @@ impl Runtime {
     }
 
     pub(crate) async fn close_pools(&self) {
+        self.stop_background();
         for pool in self.pools.values() {
             pool.close().await;
         }

@@ -54,6 +54,7 @@ impl DatabaseDef {
     /// A hash of the migrations: names a test template, so a changed migration makes a new one.
     pub(crate) fn schema_hash(&self) -> String {
         let mut h = Sha256::new();
+        h.update(OUTBOX_SCHEMA.as_bytes());
         for m in self.migrations {
             h.update(m.file.as_bytes());
             h.update([0]);
@@ -431,6 +432,18 @@ async fn apply_migrations(
         .await
         .map_err(other)?;
     }
+    // The outbox of `Topic::publish_in`: messages written in the service's own transactions,
+    // moved to the topic by the relay once committed (see `pubsub`).
+    let has_outbox: bool = sqlx::query_scalar("SELECT to_regclass('_ovation_outbox') IS NOT NULL")
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(other)?;
+    if !has_outbox {
+        sqlx::raw_sql(OUTBOX_SCHEMA)
+            .execute(&mut *conn)
+            .await
+            .map_err(other)?;
+    }
     let applied: BTreeMap<i64, String> =
         sqlx::query_as::<_, (i64, String)>("SELECT version, checksum FROM _ovation_migrations")
             .fetch_all(&mut *conn)
@@ -476,6 +489,18 @@ async fn apply_migrations(
     }
     Ok(())
 }
+
+/// Tables Ovation keeps in every service database, beside the user's migrations. Part of the
+/// template hash, so a change here builds new test templates.
+pub(crate) const OUTBOX_SCHEMA: &str = "
+    CREATE TABLE IF NOT EXISTS _ovation_outbox (
+        seq BIGSERIAL PRIMARY KEY,
+        id UUID NOT NULL,
+        topic TEXT NOT NULL,
+        payload JSONB NOT NULL,
+        published_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+        traceparent TEXT
+    );";
 
 /// Quotes an identifier for Postgres.
 pub(crate) fn quote_ident(name: &str) -> String {

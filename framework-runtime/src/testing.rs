@@ -225,7 +225,11 @@ impl TestEnv {
         let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
         let pid = std::process::id();
         let mut databases = BTreeMap::new();
-        for def in sqldb::declared() {
+        let mut defs = sqldb::declared();
+        if crate::pubsub::in_use() {
+            defs.push(&crate::pubsub::postgres::DATABASE);
+        }
+        for def in defs {
             let name = format!("{TEST_DB_PREFIX}{pid}_{id}_{}", def.name);
             server.clone_from_template(def, &name).await?;
             databases.insert(def.name, name);
@@ -249,9 +253,15 @@ impl TestEnv {
         .map_err(|e| Error::invalid_argument(e.to_string()))?;
         let discovery = app::service_urls(&hosting.remotes)
             .map_err(|e| Error::invalid_argument(e.to_string()))?;
+        let pubsub_db = crate::pubsub::postgres::DATABASE.name;
+        let pubsub = self.databases.get(pubsub_db).map(|db| {
+            let pool = sqldb::pool_options(5).connect_lazy_with(self.server.options(db));
+            &*Box::leak(Box::new(crate::pubsub::postgres::PgPubSub::new(pool)))
+        });
         let pools = self
             .databases
             .iter()
+            .filter(|(name, _)| **name != pubsub_db)
             .map(|(name, db)| {
                 (
                     *name,
@@ -269,8 +279,12 @@ impl TestEnv {
             call_timeout: config.call_timeout(),
             request_timeout: config.request_timeout(),
             body_limit: config.body_limit(),
+            pubsub,
         }
         .leak();
+        if let Some(pubsub) = pubsub {
+            crate::pubsub::postgres::start(rt, pubsub);
+        }
         self.runtimes
             .lock()
             .unwrap_or_else(|p| p.into_inner())

@@ -292,7 +292,7 @@ async fn meta_lists_every_endpoint_with_schemas() {
         .iter()
         .map(|d| d["name"].as_str().unwrap())
         .collect();
-    assert_eq!(dbs, ["orders", "products", "users"]);
+    assert_eq!(dbs, ["notifications", "orders", "products", "users"]);
     drop(server);
     env.close().await;
 }

@@ -1,9 +1,11 @@
 //! The shop from the Encore microservices guide, written with Ovation.
 //!
 //! Each top-level module is a service: `users`, `products` and `orders` own a database each;
-//! `gateway` owns none and orchestrates the others behind one public endpoint.
+//! `gateway` owns none and orchestrates the others behind one public endpoint; `notifications`
+//! subscribes to `orders`' `OrderCreated` topic and sends confirmations.
 
 pub mod gateway;
+pub mod notifications;
 pub mod orders;
 pub mod products;
 pub mod users;

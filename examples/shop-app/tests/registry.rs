@@ -83,6 +83,20 @@ fn every_api_in_the_source_is_registered() {
 }
 
 #[test]
+fn the_topic_and_its_subscription_are_registered() {
+    let topics: Vec<&str> = ovation::pubsub::topics().iter().map(|t| t.name).collect();
+    assert_eq!(topics, ["order-created"]);
+    let subs: Vec<(&str, &str, &str)> = ovation::pubsub::subscriptions()
+        .iter()
+        .map(|s| (s.name, s.service(), (s.topic)()))
+        .collect();
+    assert_eq!(
+        subs,
+        [("send-order-confirmation", "notifications", "order-created")]
+    );
+}
+
+#[test]
 fn every_service_database_is_registered() {
     let names: Vec<(&str, &str)> = ovation::sqldb::declared()
         .iter()
@@ -91,6 +105,7 @@ fn every_service_database_is_registered() {
     assert_eq!(
         names,
         [
+            ("notifications", "notifications"),
             ("orders", "orders"),
             ("products", "products"),
             ("users", "users")

@@ -1,5 +1,5 @@
 //! The `orders` service: checks the user and the product with their services, reserves the
-//! stock, records the order.
+//! stock, records the order and publishes `OrderCreated` with it.
 
 use ovation::prelude::*;
 
@@ -17,6 +17,18 @@ pub struct Order {
     pub total_cents: i64,
     pub status: String,
 }
+
+/// Published when an order is confirmed, in the order's own transaction.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct OrderCreated {
+    pub order_id: Uuid,
+    pub user_id: Uuid,
+    /// The order's total, in cents.
+    pub total: i64,
+}
+
+pub static ORDER_CREATED: Topic<OrderCreated> = ovation::topic!("order-created");
 
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
@@ -54,7 +66,26 @@ pub async fn create(p: CreateOrderParams) -> Result<Order, Error> {
         },
     )
     .await?;
-    let inserted = sqlx::query_as::<_, Order>(
+    match record(&p, total_cents).await {
+        Ok(order) => Ok(order),
+        Err(e) => {
+            // The stock is reserved but no order records it: give it back.
+            let release = products::ReleaseParams {
+                quantity: p.quantity,
+            };
+            if let Err(re) = products::release_inventory(p.product_id, release).await {
+                ovation::tracing::warn!("could not release stock after a failed order: {re}");
+            }
+            Err(e)
+        }
+    }
+}
+
+/// Inserts the order and publishes `OrderCreated` in one transaction: the event exists if and
+/// only if the order does.
+async fn record(p: &CreateOrderParams, total_cents: i64) -> Result<Order, Error> {
+    let mut tx = DB.begin().await?;
+    let order = sqlx::query_as::<_, Order>(
         "INSERT INTO orders (user_id, product_id, quantity, total_cents, status)
          VALUES ($1, $2, $3, $4, 'confirmed')
          RETURNING id, user_id, product_id, quantity, total_cents, status",
@@ -63,21 +94,16 @@ pub async fn create(p: CreateOrderParams) -> Result<Order, Error> {
     .bind(p.product_id)
     .bind(p.quantity)
     .bind(total_cents)
-    .fetch_one(DB.pool())
-    .await;
-    match inserted {
-        Ok(order) => Ok(order),
-        Err(e) => {
-            // The stock is reserved but no order records it: give it back.
-            let release = products::ReleaseParams {
-                quantity: p.quantity,
-            };
-            if let Err(re) = products::release_inventory(p.product_id, release).await {
-                ovation::tracing::warn!("could not release stock after a failed insert: {re}");
-            }
-            Err(e.into())
-        }
-    }
+    .fetch_one(&mut *tx)
+    .await?;
+    let event = OrderCreated {
+        order_id: order.id,
+        user_id: order.user_id,
+        total: total_cents,
+    };
+    ORDER_CREATED.publish_in(&mut tx, &event).await?;
+    tx.commit().await?;
+    Ok(order)
 }
 
 /// Gets an order by id.

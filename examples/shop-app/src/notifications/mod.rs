@@ -1,0 +1,171 @@
+//! The `notifications` service: sends an order confirmation for every `OrderCreated`.
+//!
+//! "Sending" records the email in this service's database (and logs it); the order id is the
+//! key, so a message delivered twice sends one email.
+
+use ovation::prelude::*;
+
+use crate::orders::OrderCreated;
+use crate::users;
+
+static DB: Database = ovation::database!("notifications", migrations = "./migrations");
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema, sqlx::FromRow)]
+#[serde(rename_all = "camelCase")]
+pub struct Notification {
+    pub order_id: Uuid,
+    pub email: String,
+    pub subject: String,
+    pub body: String,
+    pub sent_at: chrono::DateTime<chrono::Utc>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct Notifications {
+    pub notifications: Vec<Notification>,
+}
+
+#[subscription(topic = crate::orders::ORDER_CREATED, name = "send-order-confirmation")]
+async fn send_confirmation(event: OrderCreated) -> Result<(), Error> {
+    let user = users::get(event.user_id).await?;
+    let subject = "Order Confirmed";
+    let body = format!(
+        "Your order #{} for ${}.{:02} has been confirmed.",
+        event.order_id,
+        event.total / 100,
+        event.total % 100
+    );
+    let sent = sqlx::query(
+        "INSERT INTO notifications (order_id, user_id, email, subject, body)
+         VALUES ($1, $2, $3, $4, $5) ON CONFLICT (order_id) DO NOTHING",
+    )
+    .bind(event.order_id)
+    .bind(user.id)
+    .bind(&user.email)
+    .bind(subject)
+    .bind(&body)
+    .execute(DB.pool())
+    .await?;
+    if sent.rows_affected() == 1 {
+        ovation::tracing::info!(to = %user.email, subject, "email sent");
+    }
+    Ok(())
+}
+
+/// The emails sent to a user, oldest first.
+#[api(public, method = "GET", path = "/notifications/:user_id")]
+pub async fn list(user_id: Uuid) -> Result<Notifications, Error> {
+    let notifications = sqlx::query_as::<_, Notification>(
+        "SELECT order_id, email, subject, body, sent_at FROM notifications
+         WHERE user_id = $1 ORDER BY sent_at, order_id",
+    )
+    .bind(user_id)
+    .fetch_all(DB.pool())
+    .await?;
+    Ok(Notifications { notifications })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use super::*;
+    use crate::{orders, products};
+
+    async fn wait_for(user_id: Uuid, count: usize) -> Vec<Notification> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let sent = list(user_id).await.unwrap().notifications;
+            if sent.len() >= count || Instant::now() > deadline {
+                return sent;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    #[ovation::test]
+    async fn an_order_is_confirmed_by_email_once() {
+        let user = users::create(users::CreateUserParams {
+            email: "buyer@example.com".into(),
+            name: "Buyer".into(),
+        })
+        .await
+        .unwrap();
+        let product = products::create(products::CreateProductParams {
+            name: "Widget".into(),
+            price_cents: 1250,
+            inventory: 5,
+        })
+        .await
+        .unwrap();
+        let order = orders::create(orders::CreateOrderParams {
+            user_id: user.id,
+            product_id: product.id,
+            quantity: 2,
+        })
+        .await
+        .unwrap();
+
+        let sent = wait_for(user.id, 1).await;
+        assert_eq!(sent.len(), 1, "no confirmation within 10 s");
+        assert_eq!(sent[0].order_id, order.id);
+        assert_eq!(sent[0].email, "buyer@example.com");
+        assert_eq!(sent[0].subject, "Order Confirmed");
+        assert_eq!(
+            sent[0].body,
+            format!("Your order #{} for $25.00 has been confirmed.", order.id)
+        );
+
+        // The same event again (a redelivery): handled, and nothing is sent twice.
+        let again = orders::OrderCreated {
+            order_id: order.id,
+            user_id: user.id,
+            total: 2500,
+        };
+        orders::ORDER_CREATED.publish(&again).await.unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while ovation::pubsub::stats("send-order-confirmation")
+            .await
+            .unwrap()
+            .delivered
+            < 2
+        {
+            assert!(
+                Instant::now() < deadline,
+                "the second delivery was not handled"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(list(user.id).await.unwrap().notifications.len(), 1);
+    }
+
+    #[ovation::test]
+    async fn a_failed_order_publishes_nothing() {
+        let user = users::create(users::CreateUserParams {
+            email: "short@example.com".into(),
+            name: "Short".into(),
+        })
+        .await
+        .unwrap();
+        let product = products::create(products::CreateProductParams {
+            name: "Rare".into(),
+            price_cents: 100,
+            inventory: 1,
+        })
+        .await
+        .unwrap();
+        let err = orders::create(orders::CreateOrderParams {
+            user_id: user.id,
+            product_id: product.id,
+            quantity: 2,
+        })
+        .await
+        .unwrap_err();
+        assert_eq!(err.code(), ErrCode::FailedPrecondition);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let stats = ovation::pubsub::stats("send-order-confirmation")
+            .await
+            .unwrap();
+        assert_eq!(stats, ovation::pubsub::SubscriptionStats::default());
+    }
+}

@@ -1,0 +1,595 @@
+//! The Postgres backend of Pub/Sub: durable tables in a framework-owned database.
+//!
+//! - `ovation_messages` holds each message once; `ovation_deliveries` one row per
+//!   (subscription, message), made when the message is published (fan-out on write).
+//! - A worker per subscription claims due rows with `FOR UPDATE SKIP LOCKED`, setting `next_at`
+//!   to now + the ack deadline: that is the lease. A worker that dies mid-handler leaves rows
+//!   whose lease expires, and any worker claims them again. Success marks the row `done`;
+//!   failure pushes `next_at` out by the backoff, or marks the row `dead` past `max_retries`.
+//! - Workers sleep until `LISTEN ovation_pubsub` wakes them, the next retry is due, or a
+//!   one-second poll (in case a notification was lost with a dropped connection).
+//! - `publish_in` writes to `_ovation_outbox` in the service's own database and transaction;
+//!   a relay per service database moves committed rows here and deletes them. A crash between
+//!   the two steps relays a row twice, which the message's primary key absorbs.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use sqlx::postgres::{PgListener, PgPool};
+use sqlx::{Postgres, Transaction};
+use tokio::sync::{Notify, Semaphore, watch};
+use uuid::Uuid;
+
+use super::{DeadLetter, Delivery, MessageId, SubscriptionDef, SubscriptionStats};
+use crate::error::Error;
+use crate::runtime::{self, Runtime};
+use crate::sqldb::{DatabaseDef, Migration};
+
+/// The framework's Pub/Sub database.
+pub(crate) static DATABASE: DatabaseDef = DatabaseDef {
+    name: "ovation_pubsub",
+    module: "ovation::pubsub",
+    migrations: &MIGRATIONS,
+};
+
+static MIGRATIONS: [Migration; 1] = [Migration {
+    version: 1,
+    file: "1_pubsub.up.sql",
+    sql: "
+        CREATE TABLE ovation_messages (
+            id UUID PRIMARY KEY,
+            topic TEXT NOT NULL,
+            payload JSONB NOT NULL,
+            published_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+            traceparent TEXT
+        );
+        CREATE TABLE ovation_deliveries (
+            subscription TEXT NOT NULL,
+            message_id UUID NOT NULL REFERENCES ovation_messages (id) ON DELETE CASCADE,
+            state TEXT NOT NULL DEFAULT 'pending' CHECK (state IN ('pending', 'done', 'dead')),
+            attempt INTEGER NOT NULL DEFAULT 0,
+            next_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+            last_error TEXT,
+            done_at TIMESTAMPTZ,
+            PRIMARY KEY (subscription, message_id)
+        );
+        CREATE INDEX ovation_deliveries_due ON ovation_deliveries (subscription, next_at)
+            WHERE state = 'pending';
+    ",
+}];
+
+const CHANNEL: &str = "ovation_pubsub";
+const OUTBOX_CHANNEL: &str = "ovation_outbox";
+/// The longest a worker or relay sleeps without looking.
+const POLL: Duration = Duration::from_secs(1);
+/// Added to the ack deadline for the lease, so a handler cancelled at its deadline is recorded
+/// as failed before another worker may claim its message.
+const LEASE_GRACE: Duration = Duration::from_secs(5);
+const RELAY_BATCH: i64 = 500;
+const CLAIM_BATCH: usize = 100;
+
+/// The Postgres Pub/Sub of one runtime.
+#[derive(Debug)]
+pub(crate) struct PgPubSub {
+    pool: PgPool,
+    /// Wakes this process's workers: after a local publish, or a notification.
+    wake: Arc<Notify>,
+    stop: watch::Sender<bool>,
+}
+
+/// A message as the outbox or `publish` hands it over.
+struct Outgoing {
+    id: Uuid,
+    topic: String,
+    payload: serde_json::Value,
+    published_at: Option<chrono::DateTime<chrono::Utc>>,
+    traceparent: Option<String>,
+}
+
+impl PgPubSub {
+    pub(crate) fn new(pool: PgPool) -> PgPubSub {
+        PgPubSub {
+            pool,
+            wake: Arc::new(Notify::new()),
+            stop: watch::channel(false).0,
+        }
+    }
+
+    pub(crate) async fn publish(
+        &self,
+        topic: &str,
+        payload: serde_json::Value,
+    ) -> Result<MessageId, Error> {
+        let id = Uuid::new_v4();
+        let message = Outgoing {
+            id,
+            topic: topic.to_owned(),
+            payload,
+            published_at: None,
+            traceparent: None,
+        };
+        self.insert(&[message]).await?;
+        Ok(MessageId(id))
+    }
+
+    /// Stores messages and their deliveries, once each, in one transaction.
+    async fn insert(&self, messages: &[Outgoing]) -> Result<(), Error> {
+        let mut tx = self.pool.begin().await?;
+        for m in messages {
+            let subscribers: Vec<&str> = super::subscriptions()
+                .into_iter()
+                .filter(|s| (s.topic)() == m.topic)
+                .map(|s| s.name)
+                .collect();
+            let inserted = sqlx::query(
+                "INSERT INTO ovation_messages (id, topic, payload, published_at, traceparent)
+                 VALUES ($1, $2, $3, coalesce($4, now()), $5) ON CONFLICT (id) DO NOTHING",
+            )
+            .bind(m.id)
+            .bind(&m.topic)
+            .bind(&m.payload)
+            .bind(m.published_at)
+            .bind(&m.traceparent)
+            .execute(&mut *tx)
+            .await?;
+            if inserted.rows_affected() == 1 && !subscribers.is_empty() {
+                sqlx::query(
+                    "INSERT INTO ovation_deliveries (subscription, message_id)
+                     SELECT unnest($1::text[]), $2 ON CONFLICT DO NOTHING",
+                )
+                .bind(&subscribers)
+                .bind(m.id)
+                .execute(&mut *tx)
+                .await?;
+            }
+        }
+        sqlx::query("SELECT pg_notify($1, '')")
+            .bind(CHANNEL)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        self.wake.notify_waiters();
+        Ok(())
+    }
+
+    pub(crate) async fn dead_letters(&self, subscription: &str) -> Result<Vec<DeadLetter>, Error> {
+        let rows: Vec<(
+            Uuid,
+            String,
+            serde_json::Value,
+            chrono::DateTime<chrono::Utc>,
+            i32,
+            Option<String>,
+        )> = sqlx::query_as(
+            "SELECT m.id, m.topic, m.payload, m.published_at, d.attempt, d.last_error
+                 FROM ovation_deliveries d JOIN ovation_messages m ON m.id = d.message_id
+                 WHERE d.subscription = $1 AND d.state = 'dead'
+                 ORDER BY m.published_at, m.id",
+        )
+        .bind(subscription)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(
+                |(id, topic, payload, published_at, attempts, last_error)| DeadLetter {
+                    message_id: MessageId(id),
+                    topic,
+                    payload,
+                    published_at,
+                    attempts: u32::try_from(attempts).unwrap_or(0),
+                    last_error,
+                },
+            )
+            .collect())
+    }
+
+    pub(crate) async fn redrive(
+        &self,
+        subscription: &str,
+        message: Option<MessageId>,
+    ) -> Result<u64, Error> {
+        let done = sqlx::query(
+            "UPDATE ovation_deliveries
+             SET state = 'pending', attempt = 0, next_at = now(), last_error = NULL
+             WHERE subscription = $1 AND state = 'dead' AND ($2::uuid IS NULL OR message_id = $2)",
+        )
+        .bind(subscription)
+        .bind(message.map(|m| m.0))
+        .execute(&self.pool)
+        .await?;
+        sqlx::query("SELECT pg_notify($1, '')")
+            .bind(CHANNEL)
+            .execute(&self.pool)
+            .await?;
+        self.wake.notify_waiters();
+        Ok(done.rows_affected())
+    }
+
+    pub(crate) async fn stats(&self, subscription: &str) -> Result<SubscriptionStats, Error> {
+        let (pending, delivered, dead): (i64, i64, i64) = sqlx::query_as(
+            "SELECT count(*) FILTER (WHERE state = 'pending'),
+                    count(*) FILTER (WHERE state = 'done'),
+                    count(*) FILTER (WHERE state = 'dead')
+             FROM ovation_deliveries WHERE subscription = $1",
+        )
+        .bind(subscription)
+        .fetch_one(&self.pool)
+        .await?;
+        let n = |v: i64| u64::try_from(v).unwrap_or(0);
+        Ok(SubscriptionStats {
+            pending: n(pending),
+            delivered: n(delivered),
+            dead: n(dead),
+        })
+    }
+
+    /// Stops claiming messages and relaying the outbox. Handlers running finish on their own
+    /// (or their leases expire).
+    pub(crate) fn stop(&self) {
+        let _ = self.stop.send(true);
+    }
+}
+
+/// Writes a message into the outbox of the transaction's database.
+pub(crate) async fn write_outbox(
+    tx: &mut Transaction<'_, Postgres>,
+    topic: &str,
+    payload: serde_json::Value,
+) -> Result<MessageId, Error> {
+    let id = Uuid::new_v4();
+    sqlx::query("INSERT INTO _ovation_outbox (id, topic, payload) VALUES ($1, $2, $3)")
+        .bind(id)
+        .bind(topic)
+        .bind(payload)
+        .execute(&mut **tx)
+        .await?;
+    // Delivered to listeners at commit, not before; dropped on rollback.
+    sqlx::query("SELECT pg_notify($1, '')")
+        .bind(OUTBOX_CHANNEL)
+        .execute(&mut **tx)
+        .await?;
+    Ok(MessageId(id))
+}
+
+/// Starts this runtime's Pub/Sub tasks: the notification listener, an outbox relay per hosted
+/// service database, and a worker per subscription whose service is hosted here.
+pub(crate) fn start(rt: &'static Runtime, pubsub: &'static PgPubSub) {
+    tokio::spawn(listen(
+        pubsub.pool.clone(),
+        CHANNEL,
+        pubsub.wake.clone(),
+        pubsub.stop.subscribe(),
+    ));
+    for (database, pool) in &rt.pools {
+        tokio::spawn(relay(
+            database,
+            pool.clone(),
+            pubsub,
+            pubsub.stop.subscribe(),
+        ));
+    }
+    for sub in super::subscriptions() {
+        if rt.hosts(sub.service()) {
+            tokio::spawn(work(rt, sub, pubsub, pubsub.stop.subscribe()));
+        }
+    }
+}
+
+/// Forwards notifications on `channel` to `wake`, reconnecting after errors.
+async fn listen(
+    pool: PgPool,
+    channel: &'static str,
+    wake: Arc<Notify>,
+    mut stop: watch::Receiver<bool>,
+) {
+    while !*stop.borrow() {
+        let mut listener = match PgListener::connect_with(&pool).await {
+            Ok(l) => l,
+            Err(_) => {
+                tokio::select! { _ = tokio::time::sleep(POLL) => continue, _ = stop.changed() => return }
+            }
+        };
+        if listener.listen(channel).await.is_err() {
+            tokio::time::sleep(POLL).await;
+            continue;
+        }
+        loop {
+            tokio::select! {
+                n = listener.recv() => match n {
+                    Ok(_) => wake.notify_waiters(),
+                    Err(_) => break,
+                },
+                _ = stop.changed() => return,
+            }
+        }
+    }
+}
+
+/// Moves committed outbox rows of one service database to the topic.
+async fn relay(
+    database: &'static str,
+    pool: PgPool,
+    pubsub: &'static PgPubSub,
+    mut stop: watch::Receiver<bool>,
+) {
+    let wake = Arc::new(Notify::new());
+    tokio::spawn(listen(
+        pool.clone(),
+        OUTBOX_CHANNEL,
+        wake.clone(),
+        stop.clone(),
+    ));
+    while !*stop.borrow() {
+        let notified = wake.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        let moved = match relay_once(&pool, pubsub).await {
+            Ok(n) => n,
+            Err(e) => {
+                tracing::warn!(database, "outbox relay failed, retrying: {e}");
+                0
+            }
+        };
+        if moved == RELAY_BATCH {
+            continue;
+        }
+        tokio::select! {
+            () = &mut notified => {}
+            () = tokio::time::sleep(POLL) => {}
+            _ = stop.changed() => return,
+        }
+    }
+}
+
+async fn relay_once(pool: &PgPool, pubsub: &PgPubSub) -> Result<i64, Error> {
+    let mut tx = pool.begin().await?;
+    let rows: Vec<(
+        i64,
+        Uuid,
+        String,
+        serde_json::Value,
+        chrono::DateTime<chrono::Utc>,
+        Option<String>,
+    )> = sqlx::query_as(
+        "SELECT seq, id, topic, payload, published_at, traceparent FROM _ovation_outbox
+             ORDER BY seq LIMIT $1 FOR UPDATE SKIP LOCKED",
+    )
+    .bind(RELAY_BATCH)
+    .fetch_all(&mut *tx)
+    .await?;
+    if rows.is_empty() {
+        return Ok(0);
+    }
+    let seqs: Vec<i64> = rows.iter().map(|r| r.0).collect();
+    let messages: Vec<Outgoing> = rows
+        .into_iter()
+        .map(
+            |(_, id, topic, payload, published_at, traceparent)| Outgoing {
+                id,
+                topic,
+                payload,
+                published_at: Some(published_at),
+                traceparent,
+            },
+        )
+        .collect();
+    // Stored on the topic first: a crash before the delete below relays these again, and the
+    // message ids make that harmless.
+    pubsub.insert(&messages).await?;
+    sqlx::query("DELETE FROM _ovation_outbox WHERE seq = ANY($1)")
+        .bind(&seqs)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(i64::try_from(seqs.len()).unwrap_or(0))
+}
+
+/// A claimed delivery.
+type Claimed = (
+    Uuid,
+    i32,
+    serde_json::Value,
+    chrono::DateTime<chrono::Utc>,
+    Option<String>,
+);
+
+/// Claims and handles the messages of one subscription until stopped.
+async fn work(
+    rt: &'static Runtime,
+    sub: &'static SubscriptionDef,
+    pubsub: &'static PgPubSub,
+    mut stop: watch::Receiver<bool>,
+) {
+    let permits = Arc::new(Semaphore::new(sub.config.max_concurrency.max(1)));
+    let lease = sub.config.ack_deadline + LEASE_GRACE;
+    while !*stop.borrow() {
+        let notified = pubsub.wake.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        let room = permits.available_permits().min(CLAIM_BATCH);
+        let mut claimed_all = false;
+        if room > 0 {
+            match claim(&pubsub.pool, sub.name, room, lease).await {
+                Ok(claimed) => {
+                    claimed_all = claimed.len() == room;
+                    for delivery in claimed {
+                        let Ok(permit) = permits.clone().acquire_owned().await else {
+                            return;
+                        };
+                        tokio::spawn(async move {
+                            handle(rt, sub, pubsub, delivery).await;
+                            drop(permit);
+                            pubsub.wake.notify_waiters();
+                        });
+                    }
+                }
+                Err(e) => tracing::warn!(subscription = sub.name, "claiming messages failed: {e}"),
+            }
+        }
+        if claimed_all && permits.available_permits() > 0 {
+            continue;
+        }
+        let wait = next_due(&pubsub.pool, sub.name)
+            .await
+            .unwrap_or(POLL)
+            .min(POLL);
+        tokio::select! {
+            () = &mut notified => {}
+            () = tokio::time::sleep(wait) => {}
+            _ = stop.changed() => return,
+        }
+    }
+}
+
+async fn claim(
+    pool: &PgPool,
+    subscription: &str,
+    limit: usize,
+    lease: Duration,
+) -> Result<Vec<Claimed>, Error> {
+    Ok(sqlx::query_as(
+        "UPDATE ovation_deliveries d
+         SET attempt = d.attempt + 1, next_at = now() + make_interval(secs => $3)
+         FROM (
+             SELECT message_id FROM ovation_deliveries
+             WHERE subscription = $1 AND state = 'pending' AND next_at <= now()
+             ORDER BY next_at
+             LIMIT $2
+             FOR UPDATE SKIP LOCKED
+         ) due, ovation_messages m
+         WHERE d.subscription = $1 AND d.message_id = due.message_id AND m.id = d.message_id
+         RETURNING d.message_id, d.attempt, m.payload, m.published_at, m.traceparent",
+    )
+    .bind(subscription)
+    .bind(i64::try_from(limit).unwrap_or(1))
+    .bind(lease.as_secs_f64())
+    .fetch_all(pool)
+    .await?)
+}
+
+/// How long until the subscription's next pending message is due.
+async fn next_due(pool: &PgPool, subscription: &str) -> Option<Duration> {
+    let secs: Option<f64> = sqlx::query_scalar(
+        "SELECT greatest(extract(epoch FROM min(next_at) - now()), 0)::float8
+         FROM ovation_deliveries WHERE subscription = $1 AND state = 'pending'",
+    )
+    .bind(subscription)
+    .fetch_one(pool)
+    .await
+    .ok()?;
+    secs.map(Duration::from_secs_f64)
+}
+
+enum Outcome {
+    Done,
+    Failed(String),
+    /// The message can never be handled (it does not decode): dead at once.
+    Poison(String),
+}
+
+async fn handle(
+    rt: &'static Runtime,
+    sub: &'static SubscriptionDef,
+    pubsub: &PgPubSub,
+    claimed: Claimed,
+) {
+    let (id, attempt, payload, published_at, traceparent) = claimed;
+    let attempt = u32::try_from(attempt).unwrap_or(1);
+    let outcome = match (sub.handler)(payload) {
+        Err(e) => Outcome::Poison(e),
+        Ok(fut) => {
+            let delivery = Delivery {
+                message_id: MessageId(id),
+                subscription: sub.name,
+                published_at,
+                attempt,
+                traceparent,
+            };
+            let span =
+                tracing::info_span!("delivery", subscription = sub.name, message = %id, attempt);
+            let fut = runtime::scope(
+                rt,
+                Some(sub.service()),
+                super::DELIVERY.scope(delivery, fut),
+            );
+            // A task of its own: a panic is caught as a JoinError, and the deadline can abort it.
+            let task = tokio::spawn(tracing::Instrument::instrument(fut, span));
+            let abort = task.abort_handle();
+            match tokio::time::timeout(sub.config.ack_deadline, task).await {
+                Ok(Ok(Ok(()))) => Outcome::Done,
+                Ok(Ok(Err(e))) => Outcome::Failed(e.to_string()),
+                Ok(Err(join)) if join.is_panic() => Outcome::Failed("the handler panicked".into()),
+                Ok(Err(_)) => Outcome::Failed("the handler was cancelled".into()),
+                Err(_) => {
+                    abort.abort();
+                    Outcome::Failed(format!(
+                        "the handler did not finish within its ack deadline of {:?}",
+                        sub.config.ack_deadline
+                    ))
+                }
+            }
+        }
+    };
+    if let Err(e) = record(&pubsub.pool, sub, id, attempt, outcome).await {
+        // The lease expires and the message is delivered again: at least once.
+        tracing::warn!(subscription = sub.name, message = %id, "could not record the delivery: {e}");
+    }
+}
+
+async fn record(
+    pool: &PgPool,
+    sub: &SubscriptionDef,
+    id: Uuid,
+    attempt: u32,
+    outcome: Outcome,
+) -> Result<(), Error> {
+    match outcome {
+        Outcome::Done => {
+            sqlx::query(
+                "UPDATE ovation_deliveries SET state = 'done', done_at = now(), last_error = NULL
+                 WHERE subscription = $1 AND message_id = $2 AND state = 'pending'",
+            )
+            .bind(sub.name)
+            .bind(id)
+            .execute(pool)
+            .await?;
+        }
+        Outcome::Failed(error) => {
+            let dead = attempt > sub.config.max_retries;
+            let backoff = sub.config.backoff(attempt);
+            if dead {
+                tracing::warn!(subscription = sub.name, message = %id, attempt, "dead letter: {error}");
+            } else {
+                tracing::info!(subscription = sub.name, message = %id, attempt, retry_in = ?backoff, "delivery failed: {error}");
+            }
+            sqlx::query(
+                "UPDATE ovation_deliveries
+                 SET state = CASE WHEN $3 THEN 'dead' ELSE 'pending' END,
+                     next_at = now() + make_interval(secs => $4),
+                     last_error = $5
+                 WHERE subscription = $1 AND message_id = $2 AND state = 'pending'",
+            )
+            .bind(sub.name)
+            .bind(id)
+            .bind(dead)
+            .bind(backoff.as_secs_f64())
+            .bind(error)
+            .execute(pool)
+            .await?;
+        }
+        Outcome::Poison(error) => {
+            tracing::warn!(subscription = sub.name, message = %id, "dead letter: {error}");
+            sqlx::query(
+                "UPDATE ovation_deliveries SET state = 'dead', last_error = $3
+                 WHERE subscription = $1 AND message_id = $2",
+            )
+            .bind(sub.name)
+            .bind(id)
+            .bind(error)
+            .execute(pool)
+            .await?;
+        }
+    }
+    Ok(())
+}
