@@ -77,6 +77,26 @@ pub(crate) struct PgPubSub {
     stop: watch::Sender<bool>,
 }
 
+#[derive(sqlx::FromRow)]
+struct DeadRow {
+    id: Uuid,
+    topic: String,
+    payload: serde_json::Value,
+    published_at: chrono::DateTime<chrono::Utc>,
+    attempt: i32,
+    last_error: Option<String>,
+}
+
+#[derive(sqlx::FromRow)]
+struct OutboxRow {
+    seq: i64,
+    id: Uuid,
+    topic: String,
+    payload: serde_json::Value,
+    published_at: chrono::DateTime<chrono::Utc>,
+    traceparent: Option<String>,
+}
+
 /// A message as the outbox or `publish` hands it over.
 struct Outgoing {
     id: Uuid,
@@ -153,14 +173,7 @@ impl PgPubSub {
     }
 
     pub(crate) async fn dead_letters(&self, subscription: &str) -> Result<Vec<DeadLetter>, Error> {
-        let rows: Vec<(
-            Uuid,
-            String,
-            serde_json::Value,
-            chrono::DateTime<chrono::Utc>,
-            i32,
-            Option<String>,
-        )> = sqlx::query_as(
+        let rows: Vec<DeadRow> = sqlx::query_as(
             "SELECT m.id, m.topic, m.payload, m.published_at, d.attempt, d.last_error
                  FROM ovation_deliveries d JOIN ovation_messages m ON m.id = d.message_id
                  WHERE d.subscription = $1 AND d.state = 'dead'
@@ -171,16 +184,14 @@ impl PgPubSub {
         .await?;
         Ok(rows
             .into_iter()
-            .map(
-                |(id, topic, payload, published_at, attempts, last_error)| DeadLetter {
-                    message_id: MessageId(id),
-                    topic,
-                    payload,
-                    published_at,
-                    attempts: u32::try_from(attempts).unwrap_or(0),
-                    last_error,
-                },
-            )
+            .map(|r| DeadLetter {
+                message_id: MessageId(r.id),
+                topic: r.topic,
+                payload: r.payload,
+                published_at: r.published_at,
+                attempts: u32::try_from(r.attempt).unwrap_or(0),
+                last_error: r.last_error,
+            })
             .collect())
     }
 
@@ -344,14 +355,7 @@ async fn relay(
 
 async fn relay_once(pool: &PgPool, pubsub: &PgPubSub) -> Result<i64, Error> {
     let mut tx = pool.begin().await?;
-    let rows: Vec<(
-        i64,
-        Uuid,
-        String,
-        serde_json::Value,
-        chrono::DateTime<chrono::Utc>,
-        Option<String>,
-    )> = sqlx::query_as(
+    let rows: Vec<OutboxRow> = sqlx::query_as(
         "SELECT seq, id, topic, payload, published_at, traceparent FROM _ovation_outbox
              ORDER BY seq LIMIT $1 FOR UPDATE SKIP LOCKED",
     )
@@ -361,18 +365,16 @@ async fn relay_once(pool: &PgPool, pubsub: &PgPubSub) -> Result<i64, Error> {
     if rows.is_empty() {
         return Ok(0);
     }
-    let seqs: Vec<i64> = rows.iter().map(|r| r.0).collect();
+    let seqs: Vec<i64> = rows.iter().map(|r| r.seq).collect();
     let messages: Vec<Outgoing> = rows
         .into_iter()
-        .map(
-            |(_, id, topic, payload, published_at, traceparent)| Outgoing {
-                id,
-                topic,
-                payload,
-                published_at: Some(published_at),
-                traceparent,
-            },
-        )
+        .map(|r| Outgoing {
+            id: r.id,
+            topic: r.topic,
+            payload: r.payload,
+            published_at: Some(r.published_at),
+            traceparent: r.traceparent,
+        })
         .collect();
     // Stored on the topic first: a crash before the delete below relays these again, and the
     // message ids make that harmless.
