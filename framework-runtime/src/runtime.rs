@@ -59,7 +59,9 @@ impl Runtime {
     }
 
     pub(crate) async fn close_pools(&self) {
-        self.stop_background();
+        if let Some(pubsub) = self.pubsub {
+            pubsub.close().await;
+        }
         for pool in self.pools.values() {
             pool.close().await;
         }

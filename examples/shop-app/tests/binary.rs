@@ -212,3 +212,160 @@ fn logs_say_where_it_serves() {
         "{seen}"
     );
 }
+
+async fn get_json(base: &str, path: &str) -> (u16, Value) {
+    let r = reqwest::get(format!("{base}{path}")).await.unwrap();
+    (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+}
+
+fn sigkill(child: &mut Child) {
+    let _ = child.kill(); // SIGKILL on Unix
+    let _ = child.wait();
+}
+
+/// Starts the binary on `port` (reusing the same port after a restart).
+async fn start_on(port: u16) -> App {
+    let child = spawn(&[("OVATION_LISTEN", format!("127.0.0.1:{port}"))]);
+    let mut app = App {
+        child,
+        base: format!("http://127.0.0.1:{port}"),
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some(status) = app.child.try_wait().unwrap() {
+            panic!("shop-app exited during start-up ({status})");
+        }
+        if let Ok(r) = reqwest::get(format!("{}/__ovation/health", app.base)).await
+            && r.status() == 200
+        {
+            return app;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "shop-app not healthy within 60 s"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn an_order_is_confirmed_within_two_seconds() {
+    let app = start().await;
+    let email = format!("quick-{}@example.com", uuid_like());
+    let (_, user) = post(
+        &app.base,
+        "/users",
+        json!({"email": email, "name": "Quick"}),
+    )
+    .await;
+    let (_, product) = post(
+        &app.base,
+        "/products",
+        json!({"name": "Widget", "priceCents": 700, "inventory": 5}),
+    )
+    .await;
+    let (s, order) = post(
+        &app.base,
+        "/orders",
+        json!({"userId": user["id"], "productId": product["id"], "quantity": 1}),
+    )
+    .await;
+    assert_eq!(s, 200, "{order}");
+    let placed = Instant::now();
+    let path = format!("/notifications/{}", user["id"].as_str().unwrap());
+    loop {
+        let (_, sent) = get_json(&app.base, &path).await;
+        if let Some(first) = sent["notifications"].as_array().and_then(|a| a.first()) {
+            assert_eq!(first["orderId"], order["id"]);
+            assert_eq!(first["subject"], "Order Confirmed");
+            break;
+        }
+        assert!(
+            placed.elapsed() < Duration::from_secs(2),
+            "no confirmation within 2 s"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A unique-enough suffix for emails in the shared binary-test databases.
+fn uuid_like() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!("{}-{nanos}", std::process::id())
+}
+
+#[tokio::test]
+async fn confirmations_survive_a_sigkill() {
+    let port = free_port();
+    let mut app = start_on(port).await;
+    let email = format!("crash-{}@example.com", uuid_like());
+    let (_, user) = post(
+        &app.base,
+        "/users",
+        json!({"email": email, "name": "Crash"}),
+    )
+    .await;
+    let (_, product) = post(
+        &app.base,
+        "/products",
+        json!({"name": "Widget", "priceCents": 100, "inventory": 1000}),
+    )
+    .await;
+    let user_id = user["id"].as_str().unwrap().to_owned();
+
+    // 300 orders, 16 at a time, as fast as the app takes them.
+    let client = reqwest::Client::new();
+    let mut order_ids = std::collections::BTreeSet::new();
+    let body = json!({"userId": user["id"], "productId": product["id"], "quantity": 1});
+    for _ in 0..(300 / 15) {
+        let batch: Vec<_> = (0..15)
+            .map(|_| {
+                tokio::spawn(
+                    client
+                        .post(format!("{}/orders", app.base))
+                        .json(&body)
+                        .send(),
+                )
+            })
+            .collect();
+        for r in batch {
+            let order: Value = r.await.unwrap().unwrap().json().await.unwrap();
+            order_ids.insert(order["id"].as_str().unwrap().to_owned());
+        }
+    }
+    assert_eq!(order_ids.len(), 300);
+
+    // Kill it while the confirmations are going out.
+    let path = format!("/notifications/{user_id}");
+    let (_, sent) = get_json(&app.base, &path).await;
+    let before = sent["notifications"].as_array().map_or(0, Vec::len);
+    sigkill(&mut app.child);
+    eprintln!("SIGKILL with {before} of 300 confirmations sent");
+
+    let app = start_on(port).await;
+    let restarted = Instant::now();
+    loop {
+        let (_, sent) = get_json(&app.base, &path).await;
+        let sent = sent["notifications"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        let confirmed: std::collections::BTreeSet<String> = sent
+            .iter()
+            .map(|n| n["orderId"].as_str().unwrap().to_owned())
+            .collect();
+        if confirmed == order_ids {
+            assert_eq!(sent.len(), 300, "one confirmation per order, no more");
+            break;
+        }
+        assert!(
+            restarted.elapsed() < Duration::from_secs(30),
+            "{} of 300 orders confirmed 30 s after the restart",
+            confirmed.len()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

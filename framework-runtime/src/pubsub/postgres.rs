@@ -3,9 +3,11 @@
 //! - `ovation_messages` holds each message once; `ovation_deliveries` one row per
 //!   (subscription, message), made when the message is published (fan-out on write).
 //! - A worker per subscription claims due rows with `FOR UPDATE SKIP LOCKED`, setting `next_at`
-//!   to now + the ack deadline: that is the lease. A worker that dies mid-handler leaves rows
-//!   whose lease expires, and any worker claims them again. Success marks the row `done`;
-//!   failure pushes `next_at` out by the backoff, or marks the row `dead` past `max_retries`.
+//!   to now + the ack deadline (the lease) and `claimed_by` to its process's liveness key: a
+//!   session advisory lock the process holds on a connection of its own. When a process dies,
+//!   its connection closes, the lock disappears from `pg_locks`, and its claimed rows can be
+//!   claimed again at once, without waiting for the lease (the shop app's
+//!   `confirmations_survive_a_sigkill` test). Success marks the row `done`; failure pushes `next_at` out by the backoff, or marks the row `dead` past `max_retries`.
 //! - Workers sleep until `LISTEN ovation_pubsub` wakes them, the next retry is due, or a
 //!   one-second poll (in case a notification was lost with a dropped connection).
 //! - `publish_in` writes to `_ovation_outbox` in the service's own database and transaction;
@@ -32,10 +34,11 @@ pub(crate) static DATABASE: DatabaseDef = DatabaseDef {
     migrations: &MIGRATIONS,
 };
 
-static MIGRATIONS: [Migration; 1] = [Migration {
-    version: 1,
-    file: "1_pubsub.up.sql",
-    sql: "
+static MIGRATIONS: [Migration; 2] = [
+    Migration {
+        version: 1,
+        file: "1_pubsub.up.sql",
+        sql: "
         CREATE TABLE ovation_messages (
             id UUID PRIMARY KEY,
             topic TEXT NOT NULL,
@@ -56,7 +59,14 @@ static MIGRATIONS: [Migration; 1] = [Migration {
         CREATE INDEX ovation_deliveries_due ON ovation_deliveries (subscription, next_at)
             WHERE state = 'pending';
     ",
-}];
+    },
+    Migration {
+        version: 2,
+        file: "2_claim_owner.up.sql",
+        // The claiming process's liveness key: a session advisory lock it holds while alive.
+        sql: "ALTER TABLE ovation_deliveries ADD COLUMN claimed_by BIGINT;",
+    },
+];
 
 const CHANNEL: &str = "ovation_pubsub";
 const OUTBOX_CHANNEL: &str = "ovation_outbox";
@@ -72,6 +82,8 @@ const CLAIM_BATCH: usize = 100;
 #[derive(Debug)]
 pub(crate) struct PgPubSub {
     pool: PgPool,
+    /// This process's liveness key (see the module docs).
+    owner: i64,
     /// Wakes this process's workers: after a local publish, or a notification.
     wake: Arc<Notify>,
     stop: watch::Sender<bool>,
@@ -110,6 +122,7 @@ impl PgPubSub {
     pub(crate) fn new(pool: PgPool) -> PgPubSub {
         PgPubSub {
             pool,
+            owner: rand::random::<i64>(),
             wake: Arc::new(Notify::new()),
             stop: watch::channel(false).0,
         }
@@ -240,6 +253,12 @@ impl PgPubSub {
     pub(crate) fn stop(&self) {
         let _ = self.stop.send(true);
     }
+
+    /// Stops background work and closes the connections.
+    pub(crate) async fn close(&self) {
+        self.stop();
+        self.pool.close().await;
+    }
 }
 
 /// Writes a message into the outbox of the transaction's database.
@@ -266,6 +285,7 @@ pub(crate) async fn write_outbox(
 /// Starts this runtime's Pub/Sub tasks: the notification listener, an outbox relay per hosted
 /// service database, and a worker per subscription whose service is hosted here.
 pub(crate) fn start(rt: &'static Runtime, pubsub: &'static PgPubSub) {
+    tokio::spawn(hold_liveness_lock(pubsub, pubsub.stop.subscribe()));
     tokio::spawn(listen(
         pubsub.pool.clone(),
         CHANNEL,
@@ -283,6 +303,39 @@ pub(crate) fn start(rt: &'static Runtime, pubsub: &'static PgPubSub) {
     for sub in super::subscriptions() {
         if rt.hosts(sub.service()) {
             tokio::spawn(work(rt, sub, pubsub, pubsub.stop.subscribe()));
+        }
+    }
+}
+
+/// Holds this process's liveness lock on a connection of its own until stopped, taking it
+/// again after a lost connection.
+async fn hold_liveness_lock(pubsub: &'static PgPubSub, mut stop: watch::Receiver<bool>) {
+    use sqlx::Connection;
+    while !*stop.borrow() {
+        let mut conn = match pubsub.pool.acquire().await {
+            Ok(c) => c.detach(),
+            Err(_) => {
+                tokio::select! { _ = tokio::time::sleep(POLL) => continue, _ = stop.changed() => return }
+            }
+        };
+        if sqlx::query("SELECT pg_advisory_lock($1)")
+            .bind(pubsub.owner)
+            .execute(&mut conn)
+            .await
+            .is_err()
+        {
+            continue;
+        }
+        // Ping now and then, so a dead connection is noticed and the lock taken again.
+        loop {
+            tokio::select! {
+                () = tokio::time::sleep(Duration::from_secs(5)) => {
+                    if conn.ping().await.is_err() {
+                        break;
+                    }
+                }
+                _ = stop.changed() => return,
+            }
         }
     }
 }
@@ -412,7 +465,7 @@ async fn work(
         let room = permits.available_permits().min(CLAIM_BATCH);
         let mut claimed_all = false;
         if room > 0 {
-            match claim(&pubsub.pool, sub.name, room, lease).await {
+            match claim(pubsub, sub.name, room, lease).await {
                 Ok(claimed) => {
                     claimed_all = claimed.len() == room;
                     for delivery in claimed {
@@ -445,17 +498,22 @@ async fn work(
 }
 
 async fn claim(
-    pool: &PgPool,
+    pubsub: &PgPubSub,
     subscription: &str,
     limit: usize,
     lease: Duration,
 ) -> Result<Vec<Claimed>, Error> {
+    // Due: pending and past `next_at`, or claimed by a process whose liveness lock is gone.
+    // A bigint advisory lock shows in pg_locks as classid (high half) and objid (low half).
     Ok(sqlx::query_as(
         "UPDATE ovation_deliveries d
-         SET attempt = d.attempt + 1, next_at = now() + make_interval(secs => $3)
+         SET attempt = d.attempt + 1, next_at = now() + make_interval(secs => $3), claimed_by = $4
          FROM (
              SELECT message_id FROM ovation_deliveries
-             WHERE subscription = $1 AND state = 'pending' AND next_at <= now()
+             WHERE subscription = $1 AND state = 'pending'
+               AND (next_at <= now() OR (claimed_by IS NOT NULL AND claimed_by <> ALL (ARRAY(
+                   SELECT (classid::bigint << 32) | objid::bigint FROM pg_locks
+                   WHERE locktype = 'advisory' AND objsubid = 1 AND granted))))
              ORDER BY next_at
              LIMIT $2
              FOR UPDATE SKIP LOCKED
@@ -466,7 +524,8 @@ async fn claim(
     .bind(subscription)
     .bind(i64::try_from(limit).unwrap_or(1))
     .bind(lease.as_secs_f64())
-    .fetch_all(pool)
+    .bind(pubsub.owner)
+    .fetch_all(&pubsub.pool)
     .await?)
 }
 
@@ -549,7 +608,7 @@ async fn record(
     match outcome {
         Outcome::Done => {
             sqlx::query(
-                "UPDATE ovation_deliveries SET state = 'done', done_at = now(), last_error = NULL
+                "UPDATE ovation_deliveries SET state = 'done', done_at = now(), last_error = NULL, claimed_by = NULL
                  WHERE subscription = $1 AND message_id = $2 AND state = 'pending'",
             )
             .bind(sub.name)
@@ -569,7 +628,8 @@ async fn record(
                 "UPDATE ovation_deliveries
                  SET state = CASE WHEN $3 THEN 'dead' ELSE 'pending' END,
                      next_at = now() + make_interval(secs => $4),
-                     last_error = $5
+                     last_error = $5,
+                     claimed_by = NULL
                  WHERE subscription = $1 AND message_id = $2 AND state = 'pending'",
             )
             .bind(sub.name)
