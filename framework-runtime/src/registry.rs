@@ -249,10 +249,12 @@ pub fn endpoints() -> Vec<&'static dyn DynEndpoint> {
     all
 }
 
-/// Every service of the app: those with endpoints or databases.
+/// Every service of the app: the modules with endpoints, databases, topics or subscriptions.
 pub fn services() -> Vec<&'static str> {
     let mut all: Vec<&'static str> = endpoints().iter().map(|e| e.info().service).collect();
     all.extend(crate::sqldb::declared().iter().map(|d| d.service()));
+    all.extend(crate::pubsub::topics().iter().map(|t| service_of(t.module)));
+    all.extend(crate::pubsub::subscriptions().iter().map(|s| s.service()));
     all.sort_unstable();
     all.dedup();
     all

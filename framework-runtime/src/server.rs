@@ -150,10 +150,28 @@ async fn meta(rt: &'static Runtime, req: Request) -> Response {
             })
         })
         .collect();
+    let topics: Vec<serde_json::Value> = crate::pubsub::topics()
+        .iter()
+        .map(|t| json!({ "name": t.name, "service": crate::registry::service_of(t.module) }))
+        .collect();
+    let subscriptions: Vec<serde_json::Value> = crate::pubsub::subscriptions()
+        .iter()
+        .map(|s| {
+            json!({
+                "name": s.name,
+                "service": s.service(),
+                "topic": (s.topic)(),
+                "config": s.config,
+                "hosted": rt.hosts(s.service()),
+            })
+        })
+        .collect();
     axum::Json(json!({
         "services": registry::services(),
         "endpoints": endpoints,
         "databases": databases,
+        "topics": topics,
+        "subscriptions": subscriptions,
     }))
     .into_response()
 }

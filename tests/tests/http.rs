@@ -293,6 +293,14 @@ async fn meta_lists_every_endpoint_with_schemas() {
         .map(|d| d["name"].as_str().unwrap())
         .collect();
     assert_eq!(dbs, ["notifications", "orders", "products", "users"]);
+    assert_eq!(meta.body["topics"][0]["name"], "order-created");
+    assert_eq!(meta.body["topics"][0]["service"], "orders");
+    let sub = &meta.body["subscriptions"][0];
+    assert_eq!(
+        (&sub["name"], &sub["topic"]),
+        (&json!("send-order-confirmation"), &json!("order-created"))
+    );
+    assert_eq!(sub["config"]["max_retries"], 100);
     drop(server);
     env.close().await;
 }

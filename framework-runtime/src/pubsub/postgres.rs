@@ -76,6 +76,9 @@ const POLL: Duration = Duration::from_secs(1);
 /// as failed before another worker may claim its message.
 const LEASE_GRACE: Duration = Duration::from_secs(5);
 const RELAY_BATCH: i64 = 500;
+/// Messages every subscription has handled are deleted this long after publication; dead
+/// letters and pending messages are kept.
+const RETENTION: Duration = Duration::from_secs(24 * 3600);
 const CLAIM_BATCH: usize = 100;
 
 /// The Postgres Pub/Sub of one runtime.
@@ -303,6 +306,34 @@ pub(crate) fn start(rt: &'static Runtime, pubsub: &'static PgPubSub) {
     for sub in super::subscriptions() {
         if rt.hosts(sub.service()) {
             tokio::spawn(work(rt, sub, pubsub, pubsub.stop.subscribe()));
+        }
+    }
+    tokio::spawn(expire(pubsub, pubsub.stop.subscribe()));
+}
+
+/// Deletes old messages that every subscription has handled, once a minute.
+async fn expire(pubsub: &'static PgPubSub, mut stop: watch::Receiver<bool>) {
+    loop {
+        let deleted = sqlx::query(
+            "DELETE FROM ovation_messages m
+             WHERE m.published_at < now() - make_interval(secs => $1)
+               AND NOT EXISTS (SELECT 1 FROM ovation_deliveries d
+                               WHERE d.message_id = m.id AND d.state <> 'done')",
+        )
+        .bind(RETENTION.as_secs_f64())
+        .execute(&pubsub.pool)
+        .await;
+        if let Ok(done) = deleted
+            && done.rows_affected() > 0
+        {
+            tracing::debug!(
+                messages = done.rows_affected(),
+                "expired delivered messages"
+            );
+        }
+        tokio::select! {
+            () = tokio::time::sleep(Duration::from_secs(60)) => {}
+            _ = stop.changed() => return,
         }
     }
 }

@@ -1,0 +1,122 @@
+//! Pub/Sub figures on the Postgres backend: publish→handler latency (p50/p99, one message in
+//! flight at a time) and delivered messages per second (many in flight), through the same code
+//! paths an app uses.
+//!
+//! `cargo bench -p ovation-tests --bench pubsub`. Not a test: it asserts nothing about speed.
+
+use std::sync::Mutex;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use ovation::testing::TestEnv;
+
+mod bench {
+    use ovation::prelude::*;
+
+    #[derive(Debug, Clone, Serialize, Deserialize)]
+    pub struct Stamp {
+        /// Microseconds since the Unix epoch when published.
+        pub sent_us: u128,
+    }
+
+    pub static STAMPS: Topic<Stamp> = ovation::topic!("bench-stamps");
+
+    #[subscription(topic = STAMPS, name = "bench-latency", max_concurrency = 100)]
+    async fn on_stamp(s: Stamp) -> Result<(), Error> {
+        super::LATENCIES
+            .lock()
+            .unwrap()
+            .push(super::now_us().saturating_sub(s.sent_us));
+        Ok(())
+    }
+}
+
+static LATENCIES: Mutex<Vec<u128>> = Mutex::new(Vec::new());
+
+fn now_us() -> u128 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_micros()
+}
+
+fn percentile(sorted: &[u128], p: f64) -> f64 {
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i] as f64 / 1000.0
+}
+
+async fn wait_for(count: usize, within: Duration) {
+    let deadline = Instant::now() + within;
+    while LATENCIES.lock().unwrap().len() < count {
+        assert!(
+            Instant::now() < deadline,
+            "only {} of {count} delivered",
+            LATENCIES.lock().unwrap().len()
+        );
+        tokio::time::sleep(Duration::from_micros(200)).await;
+    }
+}
+
+fn main() {
+    let tokio = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    tokio.block_on(async {
+        let env = TestEnv::new().await.unwrap();
+        env.run(async {
+            // Warm-up: connections, prepared statements.
+            for _ in 0..50 {
+                bench::STAMPS.publish(&bench::Stamp { sent_us: now_us() }).await.unwrap();
+            }
+            wait_for(50, Duration::from_secs(30)).await;
+
+            // Latency: one message in flight at a time.
+            LATENCIES.lock().unwrap().clear();
+            let n = 500;
+            for i in 0..n {
+                bench::STAMPS.publish(&bench::Stamp { sent_us: now_us() }).await.unwrap();
+                wait_for(i + 1, Duration::from_secs(30)).await;
+            }
+            let mut lat = LATENCIES.lock().unwrap().clone();
+            lat.sort_unstable();
+            println!(
+                "postgres  publish->handler latency, 1 in flight, n={n}: p50 {:.2} ms, p99 {:.2} ms",
+                percentile(&lat, 0.50),
+                percentile(&lat, 0.99)
+            );
+
+            // Throughput: 16 publishers, 5,000 messages.
+            LATENCIES.lock().unwrap().clear();
+            let total = 5_000;
+            let started = Instant::now();
+            let publishers: Vec<_> = (0..16)
+                .map(|_| {
+                    ovation::spawn(async move {
+                        for _ in 0..total / 16 {
+                            bench::STAMPS.publish(&bench::Stamp { sent_us: now_us() }).await.unwrap();
+                        }
+                    })
+                })
+                .collect();
+            for p in publishers {
+                p.await.unwrap();
+            }
+            let published = started.elapsed();
+            let sent = (total / 16) * 16;
+            wait_for(sent, Duration::from_secs(120)).await;
+            let delivered = started.elapsed();
+            let mut lat = LATENCIES.lock().unwrap().clone();
+            lat.sort_unstable();
+            println!(
+                "postgres  {sent} messages, 16 publishers: published {:.0} msg/s, delivered {:.0} msg/s, latency p50 {:.1} ms, p99 {:.1} ms",
+                sent as f64 / published.as_secs_f64(),
+                sent as f64 / delivered.as_secs_f64(),
+                percentile(&lat, 0.50),
+                percentile(&lat, 0.99)
+            );
+        })
+        .await
+        .unwrap();
+        env.close().await;
+    });
+}
