@@ -54,15 +54,7 @@ mod bus {
     /// Panics on the first attempt, fails on the second, succeeds on the third.
     #[subscription(topic = FLAKY, name = "flaky-sub", min_backoff = "200ms", max_backoff = "2s", max_retries = 5)]
     async fn flaky(p: Ping) -> Result<(), Error> {
-        let attempt = ovation::pubsub::delivery()
-            .expect("inside a delivery")
-            .attempt;
-        ATTEMPTS
-            .lock()
-            .unwrap()
-            .entry(p.run)
-            .or_default()
-            .push((attempt, Instant::now()));
+        let attempt = note_attempt(&p);
         match attempt {
             1 => panic!("attempt 1 panics"),
             2 => Err(Error::unavailable("attempt 2 fails")),
@@ -84,6 +76,16 @@ mod bus {
     /// Outlives its ack deadline on the first attempt only.
     #[subscription(topic = SLOW, name = "slow-sub", ack_deadline = "300ms", min_backoff = "50ms")]
     async fn slow(p: Ping) -> Result<(), Error> {
+        let attempt = note_attempt(&p);
+        if attempt == 1 {
+            tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+        }
+        record("slow-sub", &p);
+        Ok(())
+    }
+
+    /// Records this delivery's attempt number and time; returns the attempt.
+    fn note_attempt(p: &Ping) -> u32 {
         let attempt = ovation::pubsub::delivery()
             .expect("inside a delivery")
             .attempt;
@@ -93,11 +95,7 @@ mod bus {
             .entry(p.run)
             .or_default()
             .push((attempt, Instant::now()));
-        if attempt == 1 {
-            tokio::time::sleep(std::time::Duration::from_secs(5)).await;
-        }
-        record("slow-sub", &p);
-        Ok(())
+        attempt
     }
 
     #[subscription(topic = NARROW, name = "narrow-sub", max_concurrency = 2)]

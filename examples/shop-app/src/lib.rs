@@ -10,6 +10,9 @@ pub mod orders;
 pub mod products;
 pub mod users;
 
+#[cfg(test)]
+mod fixtures;
+
 /// Length limits for text fields: a client's mistake, not the database's, when exceeded.
 pub(crate) fn check_text(field: &str, value: &str, max: usize) -> Result<(), ovation::Error> {
     if value.trim().is_empty() {

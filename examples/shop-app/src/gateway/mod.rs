@@ -43,22 +43,12 @@ pub async fn checkout(p: CheckoutRequest) -> Result<CheckoutResponse, Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::fixtures;
 
     #[ovation::test]
     async fn checkout_orchestrates_the_services() {
-        let user = users::create(users::CreateUserParams {
-            email: "c@example.com".into(),
-            name: "Cat".into(),
-        })
-        .await
-        .unwrap();
-        let product = products::create(products::CreateProductParams {
-            name: "Lamp".into(),
-            price_cents: 2500,
-            inventory: 3,
-        })
-        .await
-        .unwrap();
+        let user = fixtures::user("c@example.com", "Cat").await;
+        let product = fixtures::product("Lamp", 2500, 3).await;
         let r = checkout(CheckoutRequest {
             user_id: user.id,
             product_id: product.id,

@@ -70,7 +70,8 @@ mod tests {
     use std::time::{Duration, Instant};
 
     use super::*;
-    use crate::{orders, products};
+    use crate::fixtures;
+    use crate::orders;
 
     async fn wait_for(user_id: Uuid, count: usize) -> Vec<Notification> {
         let deadline = Instant::now() + Duration::from_secs(10);
@@ -85,19 +86,8 @@ mod tests {
 
     #[ovation::test]
     async fn an_order_is_confirmed_by_email_once() {
-        let user = users::create(users::CreateUserParams {
-            email: "buyer@example.com".into(),
-            name: "Buyer".into(),
-        })
-        .await
-        .unwrap();
-        let product = products::create(products::CreateProductParams {
-            name: "Widget".into(),
-            price_cents: 1250,
-            inventory: 5,
-        })
-        .await
-        .unwrap();
+        let user = fixtures::user("buyer@example.com", "Buyer").await;
+        let product = fixtures::product("Widget", 1250, 5).await;
         let order = orders::create(orders::CreateOrderParams {
             user_id: user.id,
             product_id: product.id,
@@ -141,19 +131,8 @@ mod tests {
 
     #[ovation::test]
     async fn a_failed_order_publishes_nothing() {
-        let user = users::create(users::CreateUserParams {
-            email: "short@example.com".into(),
-            name: "Short".into(),
-        })
-        .await
-        .unwrap();
-        let product = products::create(products::CreateProductParams {
-            name: "Rare".into(),
-            price_cents: 100,
-            inventory: 1,
-        })
-        .await
-        .unwrap();
+        let user = fixtures::user("short@example.com", "Short").await;
+        let product = fixtures::product("Rare", 100, 1).await;
         let err = orders::create(orders::CreateOrderParams {
             user_id: user.id,
             product_id: product.id,

@@ -121,21 +121,11 @@ pub async fn get(id: Uuid) -> Result<Order, Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::fixtures;
 
     async fn buyer_and_widget(inventory: i32) -> (users::User, products::Product) {
-        let user = users::create(users::CreateUserParams {
-            email: "buyer@example.com".into(),
-            name: "Buyer".into(),
-        })
-        .await
-        .unwrap();
-        let product = products::create(products::CreateProductParams {
-            name: "Widget".into(),
-            price_cents: 1000,
-            inventory,
-        })
-        .await
-        .unwrap();
+        let user = fixtures::user("buyer@example.com", "Buyer").await;
+        let product = fixtures::product("Widget", 1000, inventory).await;
         (user, product)
     }
 
@@ -204,19 +194,8 @@ mod tests {
 
     #[ovation::test]
     async fn overflowing_totals_are_invalid_argument() {
-        let user = users::create(users::CreateUserParams {
-            email: "r@example.com".into(),
-            name: "R".into(),
-        })
-        .await
-        .unwrap();
-        let product = products::create(products::CreateProductParams {
-            name: "Yacht".into(),
-            price_cents: i64::MAX / 2,
-            inventory: 10,
-        })
-        .await
-        .unwrap();
+        let user = fixtures::user("r@example.com", "R").await;
+        let product = fixtures::product("Yacht", i64::MAX / 2, 10).await;
         let err = create(CreateOrderParams {
             user_id: user.id,
             product_id: product.id,
