@@ -136,17 +136,24 @@ pub fn topics() -> Vec<&'static TopicDef> {
     all
 }
 
-/// A subscription's delivery settings.
+/// A subscription's delivery settings. Serialised with durations in milliseconds.
 #[derive(Debug, Clone, Copy, Serialize)]
 pub struct SubscriptionConfig {
     /// Retries after the first attempt before the message becomes a dead letter.
     pub max_retries: u32,
+    #[serde(rename = "min_backoff_ms", serialize_with = "millis")]
     pub min_backoff: Duration,
+    #[serde(rename = "max_backoff_ms", serialize_with = "millis")]
     pub max_backoff: Duration,
     /// How long a handler may run; past it, it is cancelled and the attempt fails.
+    #[serde(rename = "ack_deadline_ms", serialize_with = "millis")]
     pub ack_deadline: Duration,
     /// Handlers of this subscription running at once, per process.
     pub max_concurrency: usize,
+}
+
+fn millis<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_u128(d.as_millis())
 }
 
 impl SubscriptionConfig {

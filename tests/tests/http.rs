@@ -301,6 +301,7 @@ async fn meta_lists_every_endpoint_with_schemas() {
         (&json!("send-order-confirmation"), &json!("order-created"))
     );
     assert_eq!(sub["config"]["max_retries"], 100);
+    assert_eq!(sub["config"]["ack_deadline_ms"], 30_000);
     drop(server);
     env.close().await;
 }
