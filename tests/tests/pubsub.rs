@@ -192,6 +192,33 @@ async fn every_subscription_gets_every_message() {
 }
 
 #[tokio::test]
+async fn a_batch_reaches_every_subscription() {
+    let env = TestEnv::new().await.unwrap();
+    let run = Uuid::new_v4();
+    env.run(async {
+        let batch: Vec<bus::Ping> = (0..50).map(|n| bus::Ping { run, n }).collect();
+        let ids = bus::PINGS.publish_batch(&batch).await.unwrap();
+        assert_eq!(ids.len(), 50);
+        assert_eq!(
+            ids.iter().collect::<std::collections::BTreeSet<_>>().len(),
+            50
+        );
+        let all: Vec<u32> = (0..50).collect();
+        eventually("ping-a got the batch", Duration::from_secs(10), || {
+            handled("ping-a", run) == all
+        })
+        .await;
+        eventually("ping-b got the batch", Duration::from_secs(10), || {
+            handled("ping-b", run) == all
+        })
+        .await;
+    })
+    .await
+    .unwrap();
+    env.close().await;
+}
+
+#[tokio::test]
 async fn failures_and_panics_are_retried_with_exponential_backoff() {
     let env = TestEnv::new().await.unwrap();
     let run = Uuid::new_v4();

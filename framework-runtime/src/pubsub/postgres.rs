@@ -148,33 +148,69 @@ impl PgPubSub {
         Ok(MessageId(id))
     }
 
-    /// Stores messages and their deliveries, once each, in one transaction.
+    pub(crate) async fn publish_batch(
+        &self,
+        topic: &str,
+        payloads: Vec<serde_json::Value>,
+    ) -> Result<Vec<MessageId>, Error> {
+        let messages: Vec<Outgoing> = payloads
+            .into_iter()
+            .map(|payload| Outgoing {
+                id: Uuid::new_v4(),
+                topic: topic.to_owned(),
+                payload,
+                published_at: None,
+                traceparent: None,
+            })
+            .collect();
+        self.insert(&messages).await?;
+        Ok(messages.iter().map(|m| MessageId(m.id)).collect())
+    }
+
+    /// Stores messages and their deliveries, once each, in one transaction: two set-based
+    /// statements per topic, whatever the number of messages.
     async fn insert(&self, messages: &[Outgoing]) -> Result<(), Error> {
-        let mut tx = self.pool.begin().await?;
+        let mut by_topic: std::collections::BTreeMap<&str, Vec<&Outgoing>> = Default::default();
         for m in messages {
+            by_topic.entry(m.topic.as_str()).or_default().push(m);
+        }
+        let mut tx = self.pool.begin().await?;
+        for (topic, group) in by_topic {
             let subscribers: Vec<&str> = super::subscriptions()
                 .into_iter()
-                .filter(|s| (s.topic)() == m.topic)
+                .filter(|s| (s.topic)() == topic)
                 .map(|s| s.name)
                 .collect();
-            let inserted = sqlx::query(
+            let ids: Vec<Uuid> = group.iter().map(|m| m.id).collect();
+            let payloads: Vec<&serde_json::Value> = group.iter().map(|m| &m.payload).collect();
+            let published: Vec<Option<chrono::DateTime<chrono::Utc>>> =
+                group.iter().map(|m| m.published_at).collect();
+            let traces: Vec<Option<&str>> =
+                group.iter().map(|m| m.traceparent.as_deref()).collect();
+            // RETURNING only the new ones: a message relayed twice gets its deliveries once.
+            let inserted: Vec<Uuid> = sqlx::query_scalar(
                 "INSERT INTO ovation_messages (id, topic, payload, published_at, traceparent)
-                 VALUES ($1, $2, $3, coalesce($4, now()), $5) ON CONFLICT (id) DO NOTHING",
+                 SELECT id, $2, payload, coalesce(published_at, now()), traceparent
+                 FROM unnest($1::uuid[], $3::jsonb[], $4::timestamptz[], $5::text[])
+                      AS m (id, payload, published_at, traceparent)
+                 ON CONFLICT (id) DO NOTHING
+                 RETURNING id",
             )
-            .bind(m.id)
-            .bind(&m.topic)
-            .bind(&m.payload)
-            .bind(m.published_at)
-            .bind(&m.traceparent)
-            .execute(&mut *tx)
+            .bind(&ids)
+            .bind(topic)
+            .bind(&payloads)
+            .bind(&published)
+            .bind(&traces)
+            .fetch_all(&mut *tx)
             .await?;
-            if inserted.rows_affected() == 1 && !subscribers.is_empty() {
+            if !inserted.is_empty() && !subscribers.is_empty() {
                 sqlx::query(
                     "INSERT INTO ovation_deliveries (subscription, message_id)
-                     SELECT unnest($1::text[]), $2 ON CONFLICT DO NOTHING",
+                     SELECT s, m FROM unnest($1::text[]) AS s, unnest($2::uuid[]) AS m
+                     ON CONFLICT DO NOTHING",
                 )
                 .bind(&subscribers)
-                .bind(m.id)
+                .bind(&inserted)
                 .execute(&mut *tx)
                 .await?;
             }
