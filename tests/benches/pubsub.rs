@@ -114,6 +114,36 @@ fn main() {
                 percentile(&lat, 0.50),
                 percentile(&lat, 0.99)
             );
+            // Batched: 16 publishers, batches of 100.
+            LATENCIES.lock().unwrap().clear();
+            let started = Instant::now();
+            let publishers: Vec<_> = (0..16)
+                .map(|_| {
+                    ovation::spawn(async move {
+                        for _ in 0..(20_000 / 16 / 100) {
+                            let batch: Vec<bench::Stamp> =
+                                (0..100).map(|_| bench::Stamp { sent_us: now_us() }).collect();
+                            bench::STAMPS.publish_batch(&batch).await.unwrap();
+                        }
+                    })
+                })
+                .collect();
+            for p in publishers {
+                p.await.unwrap();
+            }
+            let published = started.elapsed();
+            let sent = (20_000 / 16 / 100) * 100 * 16;
+            wait_for(sent, Duration::from_secs(300)).await;
+            let delivered = started.elapsed();
+            let mut lat = LATENCIES.lock().unwrap().clone();
+            lat.sort_unstable();
+            println!(
+                "postgres  {sent} messages in batches of 100, 16 publishers: published {:.0} msg/s, delivered {:.0} msg/s, latency p50 {:.1} ms, p99 {:.1} ms",
+                sent as f64 / published.as_secs_f64(),
+                sent as f64 / delivered.as_secs_f64(),
+                percentile(&lat, 0.50),
+                percentile(&lat, 0.99)
+            );
         })
         .await
         .unwrap();

@@ -525,6 +525,10 @@ async fn work(
 ) {
     let permits = Arc::new(Semaphore::new(sub.config.max_concurrency.max(1)));
     let lease = sub.config.ack_deadline + LEASE_GRACE;
+    // Successes are recorded in batches by `ack`; it ends, after recording every success,
+    // once this worker and its handlers are gone (the last sender dropped).
+    let (acks, ack_queue) = tokio::sync::mpsc::unbounded_channel::<Uuid>();
+    tokio::spawn(ack(pubsub.pool.clone(), sub.name, ack_queue));
     while !*stop.borrow() {
         let notified = pubsub.wake.notified();
         tokio::pin!(notified);
@@ -539,8 +543,9 @@ async fn work(
                         let Ok(permit) = permits.clone().acquire_owned().await else {
                             return;
                         };
+                        let acks = acks.clone();
                         tokio::spawn(async move {
-                            handle(rt, sub, pubsub, delivery).await;
+                            handle(rt, sub, pubsub, &acks, delivery).await;
                             drop(permit);
                             pubsub.wake.notify_waiters();
                         });
@@ -620,6 +625,7 @@ async fn handle(
     rt: &'static Runtime,
     sub: &'static SubscriptionDef,
     pubsub: &PgPubSub,
+    acks: &tokio::sync::mpsc::UnboundedSender<Uuid>,
     claimed: Claimed,
 ) {
     let (id, attempt, payload, published_at, traceparent) = claimed;
@@ -659,10 +665,51 @@ async fn handle(
             }
         }
     };
+    if let Outcome::Done = outcome {
+        // Only fails when the acker is gone (shutdown): the lease then expires, and the
+        // message is delivered again.
+        let _ = acks.send(id);
+        return;
+    }
     if let Err(e) = record(&pubsub.pool, sub, id, attempt, outcome).await {
         // The lease expires and the message is delivered again: at least once.
         tracing::warn!(subscription = sub.name, message = %id, "could not record the delivery: {e}");
     }
+}
+
+/// Records successes in batches: whatever has queued up while the previous batch was written.
+/// One statement for many messages is what lets delivery keep up with batched publishing.
+async fn ack(
+    pool: PgPool,
+    subscription: &'static str,
+    mut queue: tokio::sync::mpsc::UnboundedReceiver<Uuid>,
+) {
+    const MAX_BATCH: usize = 1000;
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    while queue.recv_many(&mut batch, MAX_BATCH).await > 0 {
+        if let Err(e) = mark_done(&pool, subscription, &batch).await {
+            // Unrecorded successes are delivered again when their leases expire.
+            tracing::warn!(
+                subscription,
+                "could not record {} deliveries: {e}",
+                batch.len()
+            );
+        }
+        batch.clear();
+    }
+}
+
+async fn mark_done(pool: &PgPool, subscription: &str, ids: &[Uuid]) -> Result<(), Error> {
+    sqlx::query(
+        "UPDATE ovation_deliveries
+         SET state = 'done', done_at = now(), last_error = NULL, claimed_by = NULL
+         WHERE subscription = $1 AND message_id = ANY($2) AND state = 'pending'",
+    )
+    .bind(subscription)
+    .bind(ids)
+    .execute(pool)
+    .await?;
+    Ok(())
 }
 
 async fn record(
@@ -673,16 +720,7 @@ async fn record(
     outcome: Outcome,
 ) -> Result<(), Error> {
     match outcome {
-        Outcome::Done => {
-            sqlx::query(
-                "UPDATE ovation_deliveries SET state = 'done', done_at = now(), last_error = NULL, claimed_by = NULL
-                 WHERE subscription = $1 AND message_id = $2 AND state = 'pending'",
-            )
-            .bind(sub.name)
-            .bind(id)
-            .execute(pool)
-            .await?;
-        }
+        Outcome::Done => mark_done(pool, sub.name, &[id]).await?,
         Outcome::Failed(error) => {
             let dead = attempt > sub.config.max_retries;
             let backoff = sub.config.backoff(attempt);
