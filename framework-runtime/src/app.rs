@@ -297,10 +297,15 @@ impl Server {
     pub async fn run_until_signal(self) {
         shutdown_signal().await;
         tracing::info!("shutting down: finishing in-flight requests, claiming no more messages");
-        if let Some(rt) = self.rt {
+        let rt = self.rt;
+        if let Some(rt) = rt {
             rt.stop_background();
         }
         self.shutdown().await;
+        if let Some(rt) = rt {
+            rt.drain_background(std::time::Duration::from_secs(10))
+                .await;
+        }
     }
 }
 

@@ -43,6 +43,18 @@ impl Runtime {
         })
     }
 
+    /// Waits, at most `grace`, for running subscription handlers to finish and be recorded.
+    pub(crate) async fn drain_background(&self, grace: Duration) {
+        if let Some(pubsub) = self.pubsub
+            && !pubsub.drain(grace).await
+        {
+            tracing::warn!(
+                "subscription handlers still running after {grace:?}: their messages will be \
+                 delivered again"
+            );
+        }
+    }
+
     /// Stops background work: claiming messages, relaying the outbox.
     pub(crate) fn stop_background(&self) {
         if let Some(pubsub) = self.pubsub {
@@ -59,6 +71,8 @@ impl Runtime {
     }
 
     pub(crate) async fn close_pools(&self) {
+        self.stop_background();
+        self.drain_background(Duration::from_secs(5)).await;
         if let Some(pubsub) = self.pubsub {
             pubsub.close().await;
         }

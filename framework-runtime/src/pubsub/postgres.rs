@@ -90,6 +90,9 @@ pub(crate) struct PgPubSub {
     /// Wakes this process's workers: after a local publish, or a notification.
     wake: Arc<Notify>,
     stop: watch::Sender<bool>,
+    /// Held (cloned) by every running handler and acker: the strong count tells when they are
+    /// all done, for a graceful shutdown.
+    busy: Arc<()>,
 }
 
 #[derive(sqlx::FromRow)]
@@ -128,6 +131,7 @@ impl PgPubSub {
             owner: rand::random::<i64>(),
             wake: Arc::new(Notify::new()),
             stop: watch::channel(false).0,
+            busy: Arc::new(()),
         }
     }
 
@@ -291,6 +295,19 @@ impl PgPubSub {
     /// (or their leases expire).
     pub(crate) fn stop(&self) {
         let _ = self.stop.send(true);
+    }
+
+    /// Waits until running handlers have finished and their successes are recorded, for at most
+    /// `grace`. Call after [`PgPubSub::stop`]. Returns whether everything finished.
+    pub(crate) async fn drain(&self, grace: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + grace;
+        while Arc::strong_count(&self.busy) > 1 {
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        true
     }
 
     /// Stops background work and closes the connections.
@@ -528,7 +545,11 @@ async fn work(
     // Successes are recorded in batches by `ack`; it ends, after recording every success,
     // once this worker and its handlers are gone (the last sender dropped).
     let (acks, ack_queue) = tokio::sync::mpsc::unbounded_channel::<Uuid>();
-    tokio::spawn(ack(pubsub.pool.clone(), sub.name, ack_queue));
+    let busy = pubsub.busy.clone();
+    tokio::spawn(async move {
+        ack(pubsub.pool.clone(), sub.name, ack_queue).await;
+        drop(busy);
+    });
     while !*stop.borrow() {
         let notified = pubsub.wake.notified();
         tokio::pin!(notified);
@@ -544,7 +565,9 @@ async fn work(
                             return;
                         };
                         let acks = acks.clone();
+                        let busy = pubsub.busy.clone();
                         tokio::spawn(async move {
+                            let _busy = busy;
                             handle(rt, sub, pubsub, &acks, delivery).await;
                             drop(permit);
                             pubsub.wake.notify_waiters();
