@@ -14,6 +14,11 @@ mod chaos {
         panic!("a bug in a handler");
     }
 
+    #[api(auth, method = "GET", path = "/chaos/me")]
+    pub async fn me() -> Result<String, Error> {
+        Ok("someone".into())
+    }
+
     #[api(public, method = "GET", path = "/chaos/ok/:n")]
     pub async fn ok(n: u32) -> Result<u32, Error> {
         Ok(n + 1)
@@ -39,6 +44,21 @@ async fn a_panicking_handler_is_a_500_and_the_server_keeps_serving() {
     assert_eq!((r.status, r.code()), (400, "invalid_argument"), "{r:?}");
     assert!(r.message().contains("`n`"), "{r:?}");
 
+    drop(server);
+    env.close().await;
+}
+
+// `auth` is reserved until apps can declare an auth handler: such endpoints refuse outside
+// callers with 401, and answer the app's own services.
+#[tokio::test]
+async fn auth_endpoints_refuse_unauthenticated_callers() {
+    let env = TestEnv::new().await.unwrap();
+    let server = env.serve(Hosting::all()).await.unwrap();
+    let r = Client::new(server.url()).get("/chaos/me").await;
+    assert_eq!((r.status, r.code()), (401, "unauthenticated"), "{r:?}");
+    let caller = Hosting::only(["users"]).remote("chaos", server.url());
+    let me = env.run_hosting(caller, chaos::me()).await.unwrap();
+    assert_eq!(me.unwrap(), "someone");
     drop(server);
     env.close().await;
 }
