@@ -34,6 +34,8 @@ pub enum StartupError {
         url: String,
         reason: String,
     },
+    #[error("Pub/Sub: {0}")]
+    PubSub(String),
     #[error("cannot listen on {addr}: {source}{hint}")]
     Bind {
         addr: SocketAddr,
@@ -152,6 +154,22 @@ pub async fn database_server(config: &Config) -> Result<sqldb::Server, StartupEr
     Ok(sqldb::Server::from_url(&url)?)
 }
 
+/// The NATS server of the config's Pub/Sub backend, if it is NATS: a URL as given, or the
+/// managed `nats-server` for `nats`.
+pub(crate) async fn nats_url(config: &Config) -> Result<Option<String>, StartupError> {
+    match config.pubsub.as_deref() {
+        None | Some("postgres") => Ok(None),
+        Some("nats") => {
+            let dir = config.data_dir();
+            let nats = tokio::task::spawn_blocking(move || crate::infra::ManagedNats::ensure(&dir))
+                .await
+                .expect("managed NATS set-up does not panic")?;
+            Ok(Some(nats.url()))
+        }
+        Some(url) => Ok(Some(url.to_owned())),
+    }
+}
+
 /// Builds this process's runtime from `config`: creates and migrates the databases of the
 /// hosted services.
 pub async fn build_runtime(config: &Config) -> Result<&'static Runtime, StartupError> {
@@ -179,9 +197,20 @@ pub async fn build_runtime(config: &Config) -> Result<&'static Runtime, StartupE
                     config.max_db_connections(),
                 )
                 .await?;
-            pubsub = Some(&*Box::leak(Box::new(
-                crate::pubsub::postgres::PgPubSub::new(pool),
-            )));
+            let mut backend = crate::pubsub::postgres::PgPubSub::new(pool);
+            if let Some(url) = nats_url(config).await? {
+                let nats = crate::pubsub::nats::Nats::connect(&url, "ovation".into())
+                    .await
+                    .map_err(|e| StartupError::PubSub(e.message().to_owned()))?;
+                for topic in crate::pubsub::topics() {
+                    nats.ensure_stream(topic.name)
+                        .await
+                        .map_err(|e| StartupError::PubSub(e.message().to_owned()))?;
+                }
+                tracing::info!(%url, "Pub/Sub on NATS JetStream");
+                backend = backend.with_nats(nats);
+            }
+            pubsub = Some(&*Box::leak(Box::new(backend)));
         }
     }
     let rt = Runtime {

@@ -13,6 +13,7 @@
 //! | `DATABASE_URL` | Postgres server on which the service databases are created | managed local Postgres |
 //! | `OVATION_DATA_DIR` | folder of the managed Postgres cluster | `.ovation/` |
 //! | `OVATION_SERVICE_AUTH_KEY` | key signing service-to-service calls | random per process |
+//! | `OVATION_PUBSUB` | `postgres`, `nats` (managed `nats-server`) or `nats://host:port` | `postgres` |
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -46,6 +47,9 @@ pub struct Config {
     pub call_timeout_secs: Option<u64>,
     /// Connections per service database pool (default 10).
     pub max_db_connections: Option<u32>,
+    /// The Pub/Sub backend: `postgres` (default), `nats` (a managed `nats-server`), or a
+    /// `nats://host:port` URL.
+    pub pubsub: Option<String>,
 }
 
 /// Why the config could not be loaded.
@@ -135,6 +139,16 @@ impl Config {
         }
         if let Some(v) = var("OVATION_SERVICE_AUTH_KEY").filter(|v| !v.is_empty()) {
             self.service_auth_key = Some(v);
+        }
+        if let Some(v) = var("OVATION_PUBSUB").filter(|v| !v.is_empty()) {
+            if !(v == "postgres" || v == "nats" || v.starts_with("nats://")) {
+                return Err(env_err(
+                    "OVATION_PUBSUB",
+                    &v,
+                    "expected `postgres`, `nats` or a nats://host:port URL".into(),
+                ));
+            }
+            self.pubsub = Some(v);
         }
         Ok(())
     }

@@ -56,6 +56,12 @@ pub enum InfraError {
          /var/tmp), or set DATABASE_URL."
     )]
     DataDirNotTraversable(PathBuf),
+    #[error(
+        "the NATS backend was chosen (OVATION_PUBSUB=nats) but `nats-server` was not found on \
+         PATH nor in /usr/sbin.\n  Install it (Debian/Ubuntu: `apt install nats-server`), give a \
+         server with OVATION_PUBSUB=nats://HOST:PORT, or use the default Postgres backend."
+    )]
+    NatsNotFound,
     #[error("{action} failed: {source}")]
     Io {
         action: String,
@@ -570,6 +576,155 @@ fn hold_client_lock(dir: &Path) -> Result<(), InfraError> {
         .map_err(io_err("registering as a user of the managed Postgres"))?;
     held.push((dir.to_owned(), file));
     Ok(())
+}
+
+/// A running managed `nats-server` with JetStream, on 127.0.0.1 only.
+#[derive(Debug, Clone)]
+pub struct ManagedNats {
+    port: u16,
+}
+
+impl ManagedNats {
+    /// Makes the managed NATS server of `data_dir` ready: starts it unless it runs, and
+    /// registers this process as one of its users (the watchdog stops it after [`IDLE_STOP`]
+    /// without users, as for Postgres).
+    pub fn ensure(data_dir: &Path) -> Result<ManagedNats, InfraError> {
+        let bin = find_nats()?;
+        fs::create_dir_all(data_dir).map_err(io_err(format!(
+            "creating the data folder {}",
+            data_dir.display()
+        )))?;
+        let dir = data_dir
+            .canonicalize()
+            .map_err(io_err(format!("resolving {}", data_dir.display())))?
+            .join("nats");
+        fs::create_dir_all(&dir).map_err(io_err(format!("creating {}", dir.display())))?;
+        let setup = open_lock_file(&dir.join("setup.lock"))?;
+        setup
+            .lock()
+            .map_err(io_err("locking the managed NATS set-up"))?;
+        let port = match nats_port(&dir) {
+            Some(port) => port,
+            None => start_nats(&bin, &dir)?,
+        };
+        spawn_nats_watchdog(&dir);
+        hold_client_lock(&dir)?;
+        drop(setup);
+        Ok(ManagedNats { port })
+    }
+
+    /// The server's URL.
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+}
+
+fn find_nats() -> Result<PathBuf, InfraError> {
+    let mut dirs: Vec<PathBuf> = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).collect())
+        .unwrap_or_default();
+    dirs.extend(["/usr/sbin", "/usr/local/bin", "/usr/bin"].map(PathBuf::from));
+    dirs.into_iter()
+        .map(|d| d.join("nats-server"))
+        .find(|p| is_executable(p))
+        .ok_or(InfraError::NatsNotFound)
+}
+
+/// The port of the managed NATS server in `dir`, if it runs and accepts connections.
+fn nats_port(dir: &Path) -> Option<u16> {
+    let pid = fs::read_to_string(dir.join("nats.pid")).ok()?;
+    if Path::new("/proc/self").exists() && !Path::new("/proc").join(pid.trim()).exists() {
+        return None;
+    }
+    let port: u16 = fs::read_to_string(dir.join("port"))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
+    TcpStream::connect_timeout(
+        &SocketAddr::from(([127, 0, 0, 1], port)),
+        Duration::from_secs(1),
+    )
+    .ok()?;
+    Some(port)
+}
+
+fn start_nats(bin: &Path, dir: &Path) -> Result<u16, InfraError> {
+    let port = free_port()?;
+    let _ = fs::remove_file(dir.join("nats.pid"));
+    let mut cmd = Command::new(bin);
+    cmd.args(["-js", "-a", "127.0.0.1", "-p", &port.to_string()])
+        .arg("-sd")
+        .arg(dir.join("jetstream"))
+        .arg("-P")
+        .arg(dir.join("nats.pid"))
+        .arg("-l")
+        .arg(dir.join("nats.log"))
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .process_group(0);
+    cmd.spawn().map_err(io_err("starting nats-server"))?;
+    fs::write(dir.join("port"), port.to_string()).map_err(io_err("writing the NATS port"))?;
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while std::time::Instant::now() < deadline {
+        if nats_port(dir).is_some() {
+            return Ok(port);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Err(InfraError::Command {
+        command: "nats-server".into(),
+        status: "not listening".into(),
+        output: format!(
+            "it did not accept connections within 20 s; see {}",
+            dir.join("nats.log").display()
+        ),
+    })
+}
+
+fn spawn_nats_watchdog(dir: &Path) {
+    let pidfile = dir.join("watchdog.pid");
+    if let Ok(pid) = fs::read_to_string(&pidfile)
+        && fs::read_to_string(Path::new("/proc").join(pid.trim()).join("cmdline"))
+            .map(|c| c.contains("ovation-nats-watchdog"))
+            .unwrap_or(false)
+    {
+        return;
+    }
+    if !["/usr/bin/flock", "/bin/flock"]
+        .iter()
+        .any(|p| Path::new(p).exists())
+    {
+        return;
+    }
+    let script = r#"
+idle=0
+while sleep 1; do
+  [ -f "$1/nats.pid" ] || exit 0
+  if flock -n -x "$1/clients.lock" true; then idle=$((idle+1)); else idle=0; fi
+  if [ "$idle" -ge "$2" ]; then
+    flock -x "$1/setup.lock" sh -c 'flock -n -x "$1/clients.lock" sh -c "kill \$(cat "$1/nats.pid") && rm -f "$1/nats.pid""' sh "$1" >/dev/null 2>&1
+    idle=0
+  fi
+done
+"#;
+    let child = Command::new("sh")
+        .arg("-c")
+        .arg(script)
+        .arg("ovation-nats-watchdog")
+        .arg(dir)
+        .arg(IDLE_STOP.as_secs().to_string())
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .process_group(0)
+        .spawn();
+    if let Ok(child) = child {
+        let _ = fs::write(&pidfile, child.id().to_string());
+    }
 }
 
 #[cfg(test)]

@@ -22,6 +22,7 @@
 //! The backend is Postgres (`postgres` module): a framework-owned database on the same server
 //! as the service databases, with no extra process to run.
 
+pub(crate) mod nats;
 pub(crate) mod postgres;
 
 use std::fmt;

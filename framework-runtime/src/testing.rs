@@ -67,6 +67,8 @@ pub struct TestEnv {
     databases: BTreeMap<&'static str, String>,
     auth_key: ServiceAuthKey,
     runtimes: Mutex<Vec<&'static Runtime>>,
+    /// The NATS transport of Pub/Sub, for [`TestEnv::with_nats`].
+    nats: Option<crate::pubsub::nats::Nats>,
 }
 
 static SERVER: OnceCell<sqldb::Server> = OnceCell::const_new();
@@ -219,6 +221,38 @@ async fn join_all<F: Future>(futures: impl IntoIterator<Item = F>) -> Vec<F::Out
 }
 
 impl TestEnv {
+    /// Like [`TestEnv::new`], with Pub/Sub on NATS JetStream: a managed `nats-server` (started
+    /// on first use, stopped when idle), with streams and consumers named for this
+    /// environment alone.
+    pub async fn with_nats() -> Result<TestEnv, Error> {
+        static URL: OnceCell<String> = OnceCell::const_new();
+        let url = URL
+            .get_or_try_init(|| async {
+                let config = Config {
+                    pubsub: Some("nats".into()),
+                    data_dir: Some(test_data_dir()),
+                    ..Config::default()
+                };
+                app::nats_url(&config)
+                    .await
+                    .map_err(|e| Error::unavailable(e.to_string()))?
+                    .ok_or_else(|| Error::internal("no NATS URL"))
+            })
+            .await?;
+        let mut env = TestEnv::new().await?;
+        let prefix = format!(
+            "ovt{}x{}",
+            std::process::id(),
+            NEXT_ID.fetch_add(1, Ordering::Relaxed)
+        );
+        let nats = crate::pubsub::nats::Nats::connect(url, prefix).await?;
+        for topic in crate::pubsub::topics() {
+            nats.ensure_stream(topic.name).await?;
+        }
+        env.nats = Some(nats);
+        Ok(env)
+    }
+
     /// Fresh, migrated copies of every database the app declares.
     pub async fn new() -> Result<TestEnv, Error> {
         let server = test_server().await?.clone();
@@ -239,6 +273,7 @@ impl TestEnv {
             databases,
             auth_key: ServiceAuthKey::random(),
             runtimes: Mutex::new(Vec::new()),
+            nats: None,
         })
     }
 
@@ -256,7 +291,11 @@ impl TestEnv {
         let pubsub_db = crate::pubsub::postgres::DATABASE.name;
         let pubsub = self.databases.get(pubsub_db).map(|db| {
             let pool = sqldb::pool_options(5).connect_lazy_with(self.server.options(db));
-            &*Box::leak(Box::new(crate::pubsub::postgres::PgPubSub::new(pool)))
+            let mut backend = crate::pubsub::postgres::PgPubSub::new(pool);
+            if let Some(nats) = &self.nats {
+                backend = backend.with_nats(nats.clone());
+            }
+            &*Box::leak(Box::new(backend))
         });
         let pools = self
             .databases
@@ -329,6 +368,10 @@ impl TestEnv {
             std::mem::take(&mut *self.runtimes.lock().unwrap_or_else(|p| p.into_inner()));
         for rt in runtimes {
             rt.close_pools().await;
+        }
+        if let Some(nats) = &self.nats {
+            let topics: Vec<&str> = crate::pubsub::topics().iter().map(|t| t.name).collect();
+            nats.delete_streams(&topics).await;
         }
         for db in self.databases.into_values() {
             drop_later(&self.server, db);

@@ -3,12 +3,13 @@
 //! redriven, the ack deadline cancels slow handlers, `max_concurrency` holds, and a message
 //! written with `publish_in` exists only if its transaction commits.
 //!
-//! Each test tags its messages with a run id and reads back only its own records, since every
+//! Every test runs on both backends (Postgres, and NATS JetStream with a managed
+//! `nats-server`). Each test tags its messages with a run id and reads back only its own records, since every
 //! test's environment runs the same subscriptions.
 
 use std::collections::BTreeMap;
+use std::collections::BTreeSet;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use ovation::pubsub::{self, SubscriptionStats};
@@ -22,7 +23,7 @@ mod bus {
 
     use ovation::prelude::*;
 
-    use super::{ATTEMPTS, DOOMED_FAILS, IN_FLIGHT, MAX_IN_FLIGHT, record};
+    use super::{ATTEMPTS, HEALED, IN_FLIGHT, record};
 
     /// A service database, for transactions that publish.
     pub static DB: Database = ovation::database!("bus");
@@ -66,10 +67,10 @@ mod bus {
     #[subscription(topic = DOOMED, name = "doomed-sub", min_backoff = "50ms", max_retries = 2)]
     async fn doomed(p: Ping) -> Result<(), Error> {
         record("doomed-sub", &p);
-        if DOOMED_FAILS.load(std::sync::atomic::Ordering::SeqCst) {
-            Err(Error::internal("the mail server is down"))
-        } else {
+        if HEALED.lock().unwrap().contains(&p.run) {
             Ok(())
+        } else {
+            Err(Error::internal("the mail server is down"))
         }
     }
 
@@ -100,11 +101,14 @@ mod bus {
 
     #[subscription(topic = NARROW, name = "narrow-sub", max_concurrency = 2)]
     async fn narrow(p: Ping) -> Result<(), Error> {
-        use std::sync::atomic::Ordering::SeqCst;
-        let now = IN_FLIGHT.fetch_add(1, SeqCst) + 1;
-        MAX_IN_FLIGHT.fetch_max(now, SeqCst);
+        {
+            let mut all = IN_FLIGHT.lock().unwrap();
+            let (now, max) = all.entry(p.run).or_default();
+            *now += 1;
+            *max = (*max).max(*now);
+        }
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-        IN_FLIGHT.fetch_sub(1, SeqCst);
+        IN_FLIGHT.lock().unwrap().entry(p.run).or_default().0 -= 1;
         record("narrow-sub", &p);
         Ok(())
     }
@@ -114,9 +118,10 @@ mod bus {
 static HANDLED: Mutex<BTreeMap<(&'static str, Uuid), Vec<u32>>> = Mutex::new(BTreeMap::new());
 /// run → (attempt, when) of each delivery, for handlers that look at attempts.
 static ATTEMPTS: Mutex<BTreeMap<Uuid, Vec<(u32, Instant)>>> = Mutex::new(BTreeMap::new());
-static DOOMED_FAILS: AtomicBool = AtomicBool::new(true);
-static IN_FLIGHT: AtomicUsize = AtomicUsize::new(0);
-static MAX_IN_FLIGHT: AtomicUsize = AtomicUsize::new(0);
+/// Runs whose `doomed` messages now succeed.
+static HEALED: Mutex<BTreeSet<Uuid>> = Mutex::new(BTreeSet::new());
+/// run → (handlers running now, most ever running at once), for `narrow`.
+static IN_FLIGHT: Mutex<BTreeMap<Uuid, (usize, usize)>> = Mutex::new(BTreeMap::new());
 
 fn record(subscription: &'static str, p: &bus::Ping) {
     HANDLED
@@ -161,9 +166,7 @@ async fn stats_eventually(sub: &str, want: SubscriptionStats, within: Duration) 
     }
 }
 
-#[tokio::test]
-async fn every_subscription_gets_every_message() {
-    let env = TestEnv::new().await.unwrap();
+async fn every_subscription_gets_every_message(env: TestEnv) {
     let run = Uuid::new_v4();
     env.run(async {
         for n in 0..20 {
@@ -191,9 +194,7 @@ async fn every_subscription_gets_every_message() {
     env.close().await;
 }
 
-#[tokio::test]
-async fn a_batch_reaches_every_subscription() {
-    let env = TestEnv::new().await.unwrap();
+async fn a_batch_reaches_every_subscription(env: TestEnv) {
     let run = Uuid::new_v4();
     env.run(async {
         let batch: Vec<bus::Ping> = (0..50).map(|n| bus::Ping { run, n }).collect();
@@ -218,9 +219,7 @@ async fn a_batch_reaches_every_subscription() {
     env.close().await;
 }
 
-#[tokio::test]
-async fn failures_and_panics_are_retried_with_exponential_backoff() {
-    let env = TestEnv::new().await.unwrap();
+async fn failures_and_panics_are_retried_with_exponential_backoff(env: TestEnv) {
     let run = Uuid::new_v4();
     env.run(async {
         bus::FLAKY.publish(&bus::Ping { run, n: 1 }).await.unwrap();
@@ -266,12 +265,9 @@ async fn failures_and_panics_are_retried_with_exponential_backoff() {
     env.close().await;
 }
 
-#[tokio::test]
-async fn exhausted_messages_become_dead_letters_and_can_be_redriven() {
-    let env = TestEnv::new().await.unwrap();
+async fn exhausted_messages_become_dead_letters_and_can_be_redriven(env: TestEnv) {
     let run = Uuid::new_v4();
     env.run(async {
-        DOOMED_FAILS.store(true, Ordering::SeqCst);
         let id = bus::DOOMED.publish(&bus::Ping { run, n: 7 }).await.unwrap();
         // max_retries = 2: three attempts, then a dead letter.
         stats_eventually(
@@ -299,7 +295,7 @@ async fn exhausted_messages_become_dead_letters_and_can_be_redriven() {
                 .contains("the mail server is down")
         );
 
-        DOOMED_FAILS.store(false, Ordering::SeqCst);
+        HEALED.lock().unwrap().insert(run);
         assert_eq!(pubsub::redrive("doomed-sub", Some(id)).await.unwrap(), 1);
         stats_eventually(
             "doomed-sub",
@@ -319,9 +315,7 @@ async fn exhausted_messages_become_dead_letters_and_can_be_redriven() {
     env.close().await;
 }
 
-#[tokio::test]
-async fn a_handler_past_its_ack_deadline_is_cancelled_and_retried() {
-    let env = TestEnv::new().await.unwrap();
+async fn a_handler_past_its_ack_deadline_is_cancelled_and_retried(env: TestEnv) {
     let run = Uuid::new_v4();
     env.run(async {
         let started = Instant::now();
@@ -352,9 +346,7 @@ async fn a_handler_past_its_ack_deadline_is_cancelled_and_retried() {
     env.close().await;
 }
 
-#[tokio::test]
-async fn max_concurrency_is_respected() {
-    let env = TestEnv::new().await.unwrap();
+async fn max_concurrency_is_respected(env: TestEnv) {
     let run = Uuid::new_v4();
     env.run(async {
         for n in 0..10 {
@@ -364,17 +356,14 @@ async fn max_concurrency_is_respected() {
             handled("narrow-sub", run).len() == 10
         })
         .await;
-        // Only this test publishes to `narrow`, so the maximum is this test's.
-        assert_eq!(MAX_IN_FLIGHT.load(Ordering::SeqCst), 2);
+        assert_eq!(IN_FLIGHT.lock().unwrap()[&run].1, 2);
     })
     .await
     .unwrap();
     env.close().await;
 }
 
-#[tokio::test]
-async fn the_outbox_publishes_only_what_commits() {
-    let env = TestEnv::new().await.unwrap();
+async fn the_outbox_publishes_only_what_commits(env: TestEnv) {
     let run = Uuid::new_v4();
     env.run(async {
         let mut tx = bus::DB.begin().await.unwrap();
@@ -418,3 +407,35 @@ async fn the_outbox_publishes_only_what_commits() {
     .unwrap();
     env.close().await;
 }
+
+/// Each behaviour test, once per backend: `postgres::name` and `nats::name`.
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod postgres {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    super::$name(ovation::testing::TestEnv::new().await.unwrap()).await;
+                }
+            )*
+        }
+        mod nats {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    super::$name(ovation::testing::TestEnv::with_nats().await.unwrap()).await;
+                }
+            )*
+        }
+    };
+}
+
+on_both_backends!(
+    every_subscription_gets_every_message,
+    a_batch_reaches_every_subscription,
+    failures_and_panics_are_retried_with_exponential_backoff,
+    exhausted_messages_become_dead_letters_and_can_be_redriven,
+    a_handler_past_its_ack_deadline_is_cancelled_and_retried,
+    max_concurrency_is_respected,
+    the_outbox_publishes_only_what_commits,
+);

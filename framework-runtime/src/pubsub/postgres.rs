@@ -34,7 +34,7 @@ pub(crate) static DATABASE: DatabaseDef = DatabaseDef {
     migrations: &MIGRATIONS,
 };
 
-static MIGRATIONS: [Migration; 2] = [
+static MIGRATIONS: [Migration; 3] = [
     Migration {
         version: 1,
         file: "1_pubsub.up.sql",
@@ -66,6 +66,15 @@ static MIGRATIONS: [Migration; 2] = [
         // The claiming process's liveness key: a session advisory lock it holds while alive.
         sql: "ALTER TABLE ovation_deliveries ADD COLUMN claimed_by BIGINT;",
     },
+    Migration {
+        version: 3,
+        file: "3_nats_delivered.up.sql",
+        // With the NATS transport, JetStream holds pending messages; Ovation counts successes.
+        sql: "CREATE TABLE ovation_nats_delivered (
+            subscription TEXT PRIMARY KEY,
+            delivered BIGINT NOT NULL DEFAULT 0
+        );",
+    },
 ];
 
 const CHANNEL: &str = "ovation_pubsub";
@@ -93,6 +102,9 @@ pub(crate) struct PgPubSub {
     /// Held (cloned) by every running handler and acker: the strong count tells when they are
     /// all done, for a graceful shutdown.
     busy: Arc<()>,
+    /// The NATS JetStream transport, when chosen: messages travel and wait there; dead
+    /// letters and counts stay in this database.
+    nats: Option<super::nats::Nats>,
 }
 
 #[derive(sqlx::FromRow)]
@@ -132,7 +144,14 @@ impl PgPubSub {
             wake: Arc::new(Notify::new()),
             stop: watch::channel(false).0,
             busy: Arc::new(()),
+            nats: None,
         }
+    }
+
+    /// Moves messages through NATS JetStream instead of these tables.
+    pub(crate) fn with_nats(mut self, nats: super::nats::Nats) -> PgPubSub {
+        self.nats = Some(nats);
+        self
     }
 
     pub(crate) async fn publish(
@@ -174,6 +193,20 @@ impl PgPubSub {
     /// Stores messages and their deliveries, once each, in one transaction: two set-based
     /// statements per topic, whatever the number of messages.
     async fn insert(&self, messages: &[Outgoing]) -> Result<(), Error> {
+        if let Some(nats) = &self.nats {
+            let publishes: Vec<super::nats::Publish<'_>> = messages
+                .iter()
+                .map(|m| super::nats::Publish {
+                    id: m.id,
+                    topic: &m.topic,
+                    payload: &m.payload,
+                    published_at: m.published_at,
+                    traceparent: m.traceparent.as_deref(),
+                    redrive_for: None,
+                })
+                .collect();
+            return nats.publish(&publishes).await;
+        }
         let mut by_topic: std::collections::BTreeMap<&str, Vec<&Outgoing>> = Default::default();
         for m in messages {
             by_topic.entry(m.topic.as_str()).or_default().push(m);
@@ -256,6 +289,9 @@ impl PgPubSub {
         subscription: &str,
         message: Option<MessageId>,
     ) -> Result<u64, Error> {
+        if let Some(nats) = &self.nats {
+            return self.redrive_nats(nats, subscription, message).await;
+        }
         let done = sqlx::query(
             "UPDATE ovation_deliveries
              SET state = 'pending', attempt = 0, next_at = now(), last_error = NULL
@@ -273,7 +309,61 @@ impl PgPubSub {
         Ok(done.rows_affected())
     }
 
+    /// Republishes dead letters for one subscription (a fresh message id, or JetStream's
+    /// duplicate window would drop it), then forgets them.
+    async fn redrive_nats(
+        &self,
+        nats: &super::nats::Nats,
+        subscription: &str,
+        message: Option<MessageId>,
+    ) -> Result<u64, Error> {
+        let dead = self.dead_letters(subscription).await?;
+        let dead: Vec<_> = dead
+            .into_iter()
+            .filter(|d| message.is_none_or(|m| m == d.message_id))
+            .collect();
+        let publishes: Vec<super::nats::Publish<'_>> = dead
+            .iter()
+            .map(|d| super::nats::Publish {
+                id: Uuid::new_v4(),
+                topic: &d.topic,
+                payload: &d.payload,
+                published_at: Some(d.published_at),
+                traceparent: None,
+                redrive_for: Some(subscription),
+            })
+            .collect();
+        nats.publish(&publishes).await?;
+        let ids: Vec<Uuid> = dead.iter().map(|d| d.message_id.0).collect();
+        sqlx::query("DELETE FROM ovation_deliveries WHERE subscription = $1 AND message_id = ANY($2) AND state = 'dead'")
+            .bind(subscription)
+            .bind(&ids)
+            .execute(&self.pool)
+            .await?;
+        Ok(u64::try_from(ids.len()).unwrap_or(0))
+    }
+
     pub(crate) async fn stats(&self, subscription: &str) -> Result<SubscriptionStats, Error> {
+        if let Some(nats) = &self.nats {
+            let sub = super::subscriptions()
+                .into_iter()
+                .find(|s| s.name == subscription)
+                .ok_or_else(|| Error::not_found(format!("no subscription `{subscription}`")))?;
+            let pending = nats.pending(sub).await?;
+            let (delivered, dead): (i64, i64) = sqlx::query_as(
+                "SELECT (SELECT coalesce(max(delivered), 0) FROM ovation_nats_delivered WHERE subscription = $1),
+                        (SELECT count(*) FROM ovation_deliveries WHERE subscription = $1 AND state = 'dead')",
+            )
+            .bind(subscription)
+            .fetch_one(&self.pool)
+            .await?;
+            let n = |v: i64| u64::try_from(v).unwrap_or(0);
+            return Ok(SubscriptionStats {
+                pending,
+                delivered: n(delivered),
+                dead: n(dead),
+            });
+        }
         let (pending, delivered, dead): (i64, i64, i64) = sqlx::query_as(
             "SELECT count(*) FILTER (WHERE state = 'pending'),
                     count(*) FILTER (WHERE state = 'done'),
@@ -358,7 +448,12 @@ pub(crate) fn start(rt: &'static Runtime, pubsub: &'static PgPubSub) {
     }
     for sub in super::subscriptions() {
         if rt.hosts(sub.service()) {
-            tokio::spawn(work(rt, sub, pubsub, pubsub.stop.subscribe()));
+            match &pubsub.nats {
+                Some(nats) => {
+                    tokio::spawn(work_nats(rt, sub, pubsub, nats, pubsub.stop.subscribe()))
+                }
+                None => tokio::spawn(work(rt, sub, pubsub, pubsub.stop.subscribe())),
+            };
         }
     }
     tokio::spawn(expire(pubsub, pubsub.stop.subscribe()));
@@ -637,7 +732,7 @@ async fn next_due(pool: &PgPool, subscription: &str) -> Option<Duration> {
     secs.map(Duration::from_secs_f64)
 }
 
-enum Outcome {
+pub(super) enum Outcome {
     Done,
     Failed(String),
     /// The message can never be handled (it does not decode): dead at once.
@@ -653,16 +748,38 @@ async fn handle(
 ) {
     let (id, attempt, payload, published_at, traceparent) = claimed;
     let attempt = u32::try_from(attempt).unwrap_or(1);
-    let outcome = match (sub.handler)(payload) {
+    let delivery = Delivery {
+        message_id: MessageId(id),
+        subscription: sub.name,
+        published_at,
+        attempt,
+        traceparent,
+    };
+    let outcome = run_handler(rt, sub, payload, delivery).await;
+    if let Outcome::Done = outcome {
+        // Only fails when the acker is gone (shutdown): the lease then expires, and the
+        // message is delivered again.
+        let _ = acks.send(id);
+        return;
+    }
+    if let Err(e) = record(&pubsub.pool, sub, id, attempt, outcome).await {
+        // The lease expires and the message is delivered again: at least once.
+        tracing::warn!(subscription = sub.name, message = %id, "could not record the delivery: {e}");
+    }
+}
+
+/// Runs a subscription's handler on one message, in the subscription's service context,
+/// under its ack deadline, catching panics.
+pub(super) async fn run_handler(
+    rt: &'static Runtime,
+    sub: &'static SubscriptionDef,
+    payload: serde_json::Value,
+    delivery: Delivery,
+) -> Outcome {
+    let (id, attempt) = (delivery.message_id, delivery.attempt);
+    match (sub.handler)(payload) {
         Err(e) => Outcome::Poison(e),
         Ok(fut) => {
-            let delivery = Delivery {
-                message_id: MessageId(id),
-                subscription: sub.name,
-                published_at,
-                attempt,
-                traceparent,
-            };
             let span =
                 tracing::info_span!("delivery", subscription = sub.name, message = %id, attempt);
             let fut = runtime::scope(
@@ -687,16 +804,6 @@ async fn handle(
                 }
             }
         }
-    };
-    if let Outcome::Done = outcome {
-        // Only fails when the acker is gone (shutdown): the lease then expires, and the
-        // message is delivered again.
-        let _ = acks.send(id);
-        return;
-    }
-    if let Err(e) = record(&pubsub.pool, sub, id, attempt, outcome).await {
-        // The lease expires and the message is delivered again: at least once.
-        tracing::warn!(subscription = sub.name, message = %id, "could not record the delivery: {e}");
     }
 }
 
@@ -782,4 +889,176 @@ async fn record(
         }
     }
     Ok(())
+}
+
+/// Handles the messages of one subscription from its JetStream consumer until stopped.
+async fn work_nats(
+    rt: &'static Runtime,
+    sub: &'static SubscriptionDef,
+    pubsub: &'static PgPubSub,
+    nats: &'static super::nats::Nats,
+    mut stop: watch::Receiver<bool>,
+) {
+    use futures_util::StreamExt;
+    let permits = Arc::new(Semaphore::new(sub.config.max_concurrency.max(1)));
+    let (acks, ack_queue) = tokio::sync::mpsc::unbounded_channel::<Uuid>();
+    let busy = pubsub.busy.clone();
+    tokio::spawn(async move {
+        count_delivered(pubsub.pool.clone(), sub.name, ack_queue).await;
+        drop(busy);
+    });
+    while !*stop.borrow() {
+        let consumer = match nats.consumer(sub).await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(subscription = sub.name, "{e}");
+                tokio::select! { () = tokio::time::sleep(POLL) => continue, _ = stop.changed() => return }
+            }
+        };
+        let mut messages = match consumer.messages().await {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::warn!(subscription = sub.name, "NATS subscription failed: {e}");
+                tokio::select! { () = tokio::time::sleep(POLL) => continue, _ = stop.changed() => return }
+            }
+        };
+        loop {
+            let next = tokio::select! {
+                next = messages.next() => next,
+                _ = stop.changed() => return,
+            };
+            match next {
+                Some(Ok(message)) => {
+                    let Ok(permit) = permits.clone().acquire_owned().await else {
+                        return;
+                    };
+                    let (acks, busy) = (acks.clone(), pubsub.busy.clone());
+                    tokio::spawn(async move {
+                        let _busy = busy;
+                        handle_nats(rt, sub, pubsub, &acks, super::nats::receive(message)).await;
+                        drop(permit);
+                    });
+                }
+                Some(Err(e)) => tracing::debug!(subscription = sub.name, "NATS: {e}"),
+                None => break,
+            }
+        }
+    }
+}
+
+async fn handle_nats(
+    rt: &'static Runtime,
+    sub: &'static SubscriptionDef,
+    pubsub: &PgPubSub,
+    acks: &tokio::sync::mpsc::UnboundedSender<Uuid>,
+    received: super::nats::Received,
+) {
+    use async_nats::jetstream::AckKind;
+    // A redrive for another subscription of this topic: not ours.
+    if received
+        .redrive_for
+        .as_deref()
+        .is_some_and(|target| target != sub.name)
+    {
+        let _ = super::nats::settle(&received.message, AckKind::Ack).await;
+        return;
+    }
+    let payload: serde_json::Value = match serde_json::from_slice(&received.message.payload) {
+        Ok(v) => v,
+        Err(e) => serde_json::Value::String(format!("(not JSON: {e})")),
+    };
+    let delivery = Delivery {
+        message_id: MessageId(received.id),
+        subscription: sub.name,
+        published_at: received.published_at,
+        attempt: received.attempt,
+        traceparent: received.traceparent.clone(),
+    };
+    let attempt = received.attempt;
+    let outcome = run_handler(rt, sub, payload.clone(), delivery).await;
+    let settled = match outcome {
+        Outcome::Done => {
+            let settled = super::nats::settle(&received.message, AckKind::Ack).await;
+            if settled.is_ok() {
+                let _ = acks.send(received.id);
+            }
+            settled
+        }
+        Outcome::Failed(error) if attempt <= sub.config.max_retries => {
+            let backoff = sub.config.backoff(attempt);
+            tracing::info!(subscription = sub.name, message = %received.id, attempt, retry_in = ?backoff, "delivery failed: {error}");
+            super::nats::settle(&received.message, AckKind::Nak(Some(backoff))).await
+        }
+        Outcome::Failed(error) | Outcome::Poison(error) => {
+            tracing::warn!(subscription = sub.name, message = %received.id, attempt, "dead letter: {error}");
+            // Kept before JetStream lets go of it: a crash in between redelivers, never loses.
+            match store_dead(pubsub, sub, &received, payload, attempt, &error).await {
+                Ok(()) => super::nats::settle(&received.message, AckKind::Term).await,
+                Err(e) => Err(e),
+            }
+        }
+    };
+    if let Err(e) = settled {
+        tracing::warn!(subscription = sub.name, message = %received.id, "{e}; it will be delivered again");
+    }
+}
+
+async fn store_dead(
+    pubsub: &PgPubSub,
+    sub: &SubscriptionDef,
+    received: &super::nats::Received,
+    payload: serde_json::Value,
+    attempt: u32,
+    error: &str,
+) -> Result<(), Error> {
+    let mut tx = pubsub.pool.begin().await?;
+    sqlx::query(
+        "INSERT INTO ovation_messages (id, topic, payload, published_at, traceparent)
+         VALUES ($1, $2, $3, $4, $5) ON CONFLICT (id) DO NOTHING",
+    )
+    .bind(received.id)
+    .bind((sub.topic)())
+    .bind(payload)
+    .bind(received.published_at)
+    .bind(&received.traceparent)
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query(
+        "INSERT INTO ovation_deliveries (subscription, message_id, state, attempt, last_error)
+         VALUES ($1, $2, 'dead', $3, $4)
+         ON CONFLICT (subscription, message_id)
+         DO UPDATE SET state = 'dead', attempt = excluded.attempt, last_error = excluded.last_error",
+    )
+    .bind(sub.name)
+    .bind(received.id)
+    .bind(i32::try_from(attempt).unwrap_or(i32::MAX))
+    .bind(error)
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Counts successes of a NATS subscription, in batches.
+async fn count_delivered(
+    pool: PgPool,
+    subscription: &'static str,
+    mut queue: tokio::sync::mpsc::UnboundedReceiver<Uuid>,
+) {
+    let mut batch = Vec::with_capacity(1000);
+    while queue.recv_many(&mut batch, 1000).await > 0 {
+        let counted = sqlx::query(
+            "INSERT INTO ovation_nats_delivered (subscription, delivered) VALUES ($1, $2)
+             ON CONFLICT (subscription) DO UPDATE
+             SET delivered = ovation_nats_delivered.delivered + excluded.delivered",
+        )
+        .bind(subscription)
+        .bind(i64::try_from(batch.len()).unwrap_or(0))
+        .execute(&pool)
+        .await;
+        if let Err(e) = counted {
+            tracing::warn!(subscription, "could not count deliveries: {e}");
+        }
+        batch.clear();
+    }
 }
