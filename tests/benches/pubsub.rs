@@ -1,4 +1,4 @@
-//! Pub/Sub figures on the Postgres backend: publish→handler latency (p50/p99, one message in
+//! Pub/Sub figures on both backends (Postgres; NATS JetStream with a managed nats-server): publish→handler latency (p50/p99, one message in
 //! flight at a time) and delivered messages per second (many in flight), through the same code
 //! paths an app uses.
 //!
@@ -61,8 +61,18 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
-    tokio.block_on(async {
-        let env = TestEnv::new().await.unwrap();
+    for backend in ["postgres", "nats"] {
+        tokio.block_on(run(backend));
+    }
+}
+
+async fn run(backend: &'static str) {
+    {
+        LATENCIES.lock().unwrap().clear();
+        let env = match backend {
+            "nats" => TestEnv::with_nats().await.unwrap(),
+            _ => TestEnv::new().await.unwrap(),
+        };
         env.run(async {
             // Warm-up: connections, prepared statements.
             for _ in 0..50 {
@@ -80,7 +90,7 @@ fn main() {
             let mut lat = LATENCIES.lock().unwrap().clone();
             lat.sort_unstable();
             println!(
-                "postgres  publish->handler latency, 1 in flight, n={n}: p50 {:.2} ms, p99 {:.2} ms",
+                "{backend:<9} publish->handler latency, 1 in flight, n={n}: p50 {:.2} ms, p99 {:.2} ms",
                 percentile(&lat, 0.50),
                 percentile(&lat, 0.99)
             );
@@ -108,7 +118,7 @@ fn main() {
             let mut lat = LATENCIES.lock().unwrap().clone();
             lat.sort_unstable();
             println!(
-                "postgres  {sent} messages, 16 publishers: published {:.0} msg/s, delivered {:.0} msg/s, latency p50 {:.1} ms, p99 {:.1} ms",
+                "{backend:<9} {sent} messages, 16 publishers: published {:.0} msg/s, delivered {:.0} msg/s, latency p50 {:.1} ms, p99 {:.1} ms",
                 sent as f64 / published.as_secs_f64(),
                 sent as f64 / delivered.as_secs_f64(),
                 percentile(&lat, 0.50),
@@ -138,7 +148,7 @@ fn main() {
             let mut lat = LATENCIES.lock().unwrap().clone();
             lat.sort_unstable();
             println!(
-                "postgres  {sent} messages in batches of 100, 16 publishers: published {:.0} msg/s, delivered {:.0} msg/s, latency p50 {:.1} ms, p99 {:.1} ms",
+                "{backend:<9} {sent} messages in batches of 100, 16 publishers: published {:.0} msg/s, delivered {:.0} msg/s, latency p50 {:.1} ms, p99 {:.1} ms",
                 sent as f64 / published.as_secs_f64(),
                 sent as f64 / delivered.as_secs_f64(),
                 percentile(&lat, 0.50),
@@ -148,5 +158,5 @@ fn main() {
         .await
         .unwrap();
         env.close().await;
-    });
+    }
 }
