@@ -396,9 +396,12 @@ async fn crash_test(extra: &[(&str, String)], within: Duration) {
             .collect();
         if confirmed == order_ids {
             assert_eq!(sent.len(), 300, "one confirmation per order, no more");
+            let deliveries: i64 = sent.iter().map(|n| n["deliveries"].as_i64().unwrap()).sum();
+            assert!(deliveries >= 300);
             eprintln!(
-                "all 300 confirmed {:?} after the restart",
-                restarted.elapsed()
+                "all 300 confirmed {:?} after the restart; {} duplicate deliveries",
+                restarted.elapsed(),
+                deliveries - 300
             );
             break;
         }

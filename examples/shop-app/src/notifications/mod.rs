@@ -18,6 +18,8 @@ pub struct Notification {
     pub subject: String,
     pub body: String,
     pub sent_at: chrono::DateTime<chrono::Utc>,
+    /// How many times the event was delivered (at-least-once); the email went out once.
+    pub deliveries: i32,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
@@ -35,18 +37,22 @@ async fn send_confirmation(event: OrderCreated) -> Result<(), Error> {
         event.total / 100,
         event.total % 100
     );
-    let sent = sqlx::query(
+    // A redelivery finds the row: it counts, and sends nothing. `xmax = 0` tells a fresh
+    // insert from the update of an existing row.
+    let first: bool = sqlx::query_scalar(
         "INSERT INTO notifications (order_id, user_id, email, subject, body)
-         VALUES ($1, $2, $3, $4, $5) ON CONFLICT (order_id) DO NOTHING",
+         VALUES ($1, $2, $3, $4, $5)
+         ON CONFLICT (order_id) DO UPDATE SET deliveries = notifications.deliveries + 1
+         RETURNING (xmax = 0)",
     )
     .bind(event.order_id)
     .bind(user.id)
     .bind(&user.email)
     .bind(subject)
     .bind(&body)
-    .execute(DB.pool())
+    .fetch_one(DB.pool())
     .await?;
-    if sent.rows_affected() == 1 {
+    if first {
         ovation::tracing::info!(to = %user.email, subject, "email sent");
     }
     Ok(())
@@ -56,7 +62,7 @@ async fn send_confirmation(event: OrderCreated) -> Result<(), Error> {
 #[api(public, method = "GET", path = "/notifications/:user_id")]
 pub async fn list(user_id: Uuid) -> Result<Notifications, Error> {
     let notifications = sqlx::query_as::<_, Notification>(
-        "SELECT order_id, email, subject, body, sent_at FROM notifications
+        "SELECT order_id, email, subject, body, sent_at, deliveries FROM notifications
          WHERE user_id = $1 ORDER BY sent_at, order_id",
     )
     .bind(user_id)
@@ -126,7 +132,9 @@ mod tests {
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        assert_eq!(list(user.id).await.unwrap().notifications.len(), 1);
+        let sent = list(user.id).await.unwrap().notifications;
+        assert_eq!(sent.len(), 1);
+        assert_eq!(sent[0].deliveries, 2);
     }
 
     #[ovation::test]
