@@ -45,7 +45,8 @@ impl Drop for App {
     }
 }
 
-fn spawn(envs: &[(&str, String)]) -> Child {
+/// The binary with the tests' settings and `envs`; stdout discarded, stderr piped.
+fn command(envs: &[(&str, String)]) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_shop-app"));
     cmd.env_remove("DATABASE_URL")
         .env_remove("OVATION_PUBSUB")
@@ -56,38 +57,16 @@ fn spawn(envs: &[(&str, String)]) -> Child {
     for (k, v) in envs {
         cmd.env(k, v);
     }
-    cmd.spawn().expect("the shop-app binary starts")
+    cmd
+}
+
+/// Spawns the binary with stderr piped: for tests that read it to the end.
+fn spawn(envs: &[(&str, String)]) -> Child {
+    command(envs).spawn().expect("the shop-app binary starts")
 }
 
 async fn start() -> App {
-    let port = free_port();
-    let child = spawn(&[("OVATION_LISTEN", format!("127.0.0.1:{port}"))]);
-    let mut app = App {
-        child,
-        base: format!("http://127.0.0.1:{port}"),
-    };
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while Instant::now() < deadline {
-        if let Some(status) = app.child.try_wait().unwrap() {
-            let mut stderr = String::new();
-            use std::io::Read;
-            let _ = app.child.stderr.take().unwrap().read_to_string(&mut stderr);
-            panic!("shop-app exited during start-up ({status}):\n{stderr}");
-        }
-        if let Ok(r) = http()
-            .get(format!("{}/__ovation/health", app.base))
-            .send()
-            .await
-            && r.status() == 200
-        {
-            return app;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!(
-        "shop-app did not become healthy on {} within 60 s",
-        app.base
-    );
+    start_on(free_port(), &[]).await
 }
 
 async fn post(base: &str, path: &str, body: Value) -> (u16, Value) {
@@ -235,11 +214,20 @@ fn sigkill(child: &mut Child) {
     let _ = child.wait();
 }
 
-/// Starts the binary on `port` (reusing the same port after a restart), with `extra` settings.
+/// Starts the binary on `port` (reusing the same port after a restart), with `extra` settings,
+/// and waits until it is healthy.
+///
+/// Its log goes to a file: a pipe nobody reads fills up (64 KiB) and then blocks the app's
+/// every write to stderr, freezing it. That froze the NATS crash test, whose app logs more.
 async fn start_on(port: u16, extra: &[(&str, String)]) -> App {
     let mut envs = vec![("OVATION_LISTEN", format!("127.0.0.1:{port}"))];
     envs.extend(extra.iter().cloned());
-    let child = spawn(&envs);
+    let logs = data_dir().with_file_name("shop-app-test-logs");
+    std::fs::create_dir_all(&logs).unwrap();
+    let log = logs.join(format!("{port}-{}.log", uuid_like()));
+    let mut cmd = command(&envs);
+    cmd.stderr(std::fs::File::create(&log).unwrap());
+    let child = cmd.spawn().expect("the shop-app binary starts");
     let mut app = App {
         child,
         base: format!("http://127.0.0.1:{port}"),
@@ -247,7 +235,8 @@ async fn start_on(port: u16, extra: &[(&str, String)]) -> App {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         if let Some(status) = app.child.try_wait().unwrap() {
-            panic!("shop-app exited during start-up ({status})");
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            panic!("shop-app exited during start-up ({status}):\n{text}");
         }
         if let Ok(r) = http()
             .get(format!("{}/__ovation/health", app.base))
@@ -259,7 +248,8 @@ async fn start_on(port: u16, extra: &[(&str, String)]) -> App {
         }
         assert!(
             Instant::now() < deadline,
-            "shop-app not healthy within 60 s"
+            "shop-app not healthy within 60 s; log: {}",
+            log.display()
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
