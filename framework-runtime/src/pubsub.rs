@@ -135,14 +135,17 @@ fn encode<T: Serialize>(message: &T) -> Result<serde_json::Value, Error> {
 }
 
 /// Every topic declared in the app, by name.
-pub fn topics() -> Vec<&'static TopicDef> {
-    let mut all: Vec<&'static TopicDef> = inventory::iter::<TopicEntry>
-        .into_iter()
-        .map(|e| e.0)
-        .collect();
-    all.sort_by_key(|t| t.name);
-    all.dedup_by_key(|t| t.name);
-    all
+pub fn topics() -> &'static [&'static TopicDef] {
+    static ALL: std::sync::OnceLock<Vec<&'static TopicDef>> = std::sync::OnceLock::new();
+    ALL.get_or_init(|| {
+        let mut all: Vec<&'static TopicDef> = inventory::iter::<TopicEntry>
+            .into_iter()
+            .map(|e| e.0)
+            .collect();
+        all.sort_by_key(|t| t.name);
+        all.dedup_by_key(|t| t.name);
+        all
+    })
 }
 
 /// A subscription's delivery settings. Serialised with durations in milliseconds.
@@ -216,13 +219,18 @@ pub struct SubscriptionEntry(pub &'static SubscriptionDef);
 inventory::collect!(SubscriptionEntry);
 
 /// Every subscription declared in the app, by name.
-pub fn subscriptions() -> Vec<&'static SubscriptionDef> {
-    let mut all: Vec<&'static SubscriptionDef> = inventory::iter::<SubscriptionEntry>
-        .into_iter()
-        .map(|e| e.0)
-        .collect();
-    all.sort_by_key(|s| s.name);
-    all
+///
+/// Computed once: the registry is fixed at link time, and publishing consults it every time.
+pub fn subscriptions() -> &'static [&'static SubscriptionDef] {
+    static ALL: std::sync::OnceLock<Vec<&'static SubscriptionDef>> = std::sync::OnceLock::new();
+    ALL.get_or_init(|| {
+        let mut all: Vec<&'static SubscriptionDef> = inventory::iter::<SubscriptionEntry>
+            .into_iter()
+            .map(|e| e.0)
+            .collect();
+        all.sort_by_key(|s| s.name);
+        all
+    })
 }
 
 /// Decodes a message for a handler of `T`.

@@ -214,7 +214,7 @@ impl PgPubSub {
         let mut tx = self.pool.begin().await?;
         for (topic, group) in by_topic {
             let subscribers: Vec<&str> = super::subscriptions()
-                .into_iter()
+                .iter()
                 .filter(|s| (s.topic)() == topic)
                 .map(|s| s.name)
                 .collect();
@@ -346,7 +346,7 @@ impl PgPubSub {
     pub(crate) async fn stats(&self, subscription: &str) -> Result<SubscriptionStats, Error> {
         if let Some(nats) = &self.nats {
             let sub = super::subscriptions()
-                .into_iter()
+                .iter()
                 .find(|s| s.name == subscription)
                 .ok_or_else(|| Error::not_found(format!("no subscription `{subscription}`")))?;
             let pending = nats.pending(sub).await?;
