@@ -511,16 +511,30 @@ fn start_server(
 }
 
 /// Starts the idle watchdog of this cluster unless one is running.
-///
-/// The watchdog is a tiny shell loop (util-linux `flock` does the locking) rather than a
-/// thread of ours, because the process that started the server may exit long before the
-/// last process using it.
 fn spawn_watchdog(bins: &PgBinaries, account: Option<&Account>, dir: &Path) {
+    let pg_ctl = shell_quote(&bins.pg_ctl.to_string_lossy());
+    let stop = format!("{pg_ctl} -D \"$1/data\" -m fast -w stop");
+    spawn_idle_watchdog(
+        dir,
+        "ovation-pg-watchdog",
+        "data/postmaster.pid",
+        &stop,
+        account,
+    );
+}
+
+/// Starts a watchdog that stops the server in `dir` once no process has held `clients.lock`
+/// for [`IDLE_STOP`]: it runs `stop` (a shell command; `$1` is `dir`) while holding
+/// `setup.lock` and seeing `clients.lock` free, so a process that is starting to use the server
+/// never sees it stop. It exits when `alive` (a file in `dir`) is gone.
+///
+/// A tiny shell loop (util-linux `flock` does the locking) rather than a thread of ours,
+/// because the process that started the server may exit long before the last one using it.
+fn spawn_idle_watchdog(dir: &Path, name: &str, alive: &str, stop: &str, account: Option<&Account>) {
     let pidfile = dir.join("watchdog.pid");
     if let Ok(pid) = fs::read_to_string(&pidfile)
-        && Path::new("/proc").join(pid.trim()).join("cmdline").exists()
         && fs::read_to_string(Path::new("/proc").join(pid.trim()).join("cmdline"))
-            .map(|c| c.contains("ovation-pg-watchdog"))
+            .map(|c| c.contains(name))
             .unwrap_or(false)
     {
         return;
@@ -529,16 +543,19 @@ fn spawn_watchdog(bins: &PgBinaries, account: Option<&Account>, dir: &Path) {
         .iter()
         .any(|p| Path::new(p).exists())
     {
-        tracing::debug!("flock(1) not found: the managed Postgres will not stop by itself");
+        tracing::debug!(
+            "flock(1) not found: {} will not stop by itself",
+            dir.display()
+        );
         return;
     }
     let script = r#"
 idle=0
 while sleep 1; do
-  [ -f "$1/data/postmaster.pid" ] || exit 0
+  [ -e "$1/$2" ] || exit 0
   if flock -n -x "$1/clients.lock" true; then idle=$((idle+1)); else idle=0; fi
   if [ "$idle" -ge "$3" ]; then
-    flock -x "$1/setup.lock" sh -c 'flock -n -x "$1/clients.lock" "$2" -D "$1/data" -m fast -w stop' sh "$1" "$2" >/dev/null 2>&1
+    flock -x "$1/setup.lock" flock -n -x "$1/clients.lock" sh -c "$4" sh "$1" >/dev/null 2>&1
     idle=0
   fi
 done
@@ -546,10 +563,11 @@ done
     let mut cmd = Command::new("sh");
     cmd.arg("-c")
         .arg(script)
-        .arg("ovation-pg-watchdog")
+        .arg(name)
         .arg(dir)
-        .arg(&bins.pg_ctl)
+        .arg(alive)
         .arg(IDLE_STOP.as_secs().to_string())
+        .arg(stop)
         .current_dir(dir)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -562,8 +580,13 @@ done
         Ok(child) => {
             let _ = fs::write(&pidfile, child.id().to_string());
         }
-        Err(e) => tracing::debug!("could not start the managed Postgres watchdog: {e}"),
+        Err(e) => tracing::debug!("could not start the watchdog of {}: {e}", dir.display()),
     }
+}
+
+/// `text` as one single-quoted shell word.
+fn shell_quote(text: &str) -> String {
+    format!("'{}'", text.replace('\'', "'\\''"))
 }
 
 fn hold_client_lock(dir: &Path) -> Result<(), InfraError> {
@@ -607,7 +630,13 @@ impl ManagedNats {
             Some(port) => port,
             None => start_nats(&bin, &dir)?,
         };
-        spawn_nats_watchdog(&dir);
+        spawn_idle_watchdog(
+            &dir,
+            "ovation-nats-watchdog",
+            "nats.pid",
+            r#"kill "$(cat "$1/nats.pid")" && rm -f "$1/nats.pid""#,
+            None,
+        );
         hold_client_lock(&dir)?;
         drop(setup);
         Ok(ManagedNats { port })
@@ -682,49 +711,6 @@ fn start_nats(bin: &Path, dir: &Path) -> Result<u16, InfraError> {
             dir.join("nats.log").display()
         ),
     })
-}
-
-fn spawn_nats_watchdog(dir: &Path) {
-    let pidfile = dir.join("watchdog.pid");
-    if let Ok(pid) = fs::read_to_string(&pidfile)
-        && fs::read_to_string(Path::new("/proc").join(pid.trim()).join("cmdline"))
-            .map(|c| c.contains("ovation-nats-watchdog"))
-            .unwrap_or(false)
-    {
-        return;
-    }
-    if !["/usr/bin/flock", "/bin/flock"]
-        .iter()
-        .any(|p| Path::new(p).exists())
-    {
-        return;
-    }
-    let script = r#"
-idle=0
-while sleep 1; do
-  [ -f "$1/nats.pid" ] || exit 0
-  if flock -n -x "$1/clients.lock" true; then idle=$((idle+1)); else idle=0; fi
-  if [ "$idle" -ge "$2" ]; then
-    flock -x "$1/setup.lock" sh -c 'flock -n -x "$1/clients.lock" sh -c "kill \$(cat "$1/nats.pid") && rm -f "$1/nats.pid""' sh "$1" >/dev/null 2>&1
-    idle=0
-  fi
-done
-"#;
-    let child = Command::new("sh")
-        .arg("-c")
-        .arg(script)
-        .arg("ovation-nats-watchdog")
-        .arg(dir)
-        .arg(IDLE_STOP.as_secs().to_string())
-        .current_dir(dir)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .process_group(0)
-        .spawn();
-    if let Ok(child) = child {
-        let _ = fs::write(&pidfile, child.id().to_string());
-    }
 }
 
 #[cfg(test)]
