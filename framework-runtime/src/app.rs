@@ -182,7 +182,10 @@ pub async fn build_runtime(config: &Config) -> Result<&'static Runtime, StartupE
         .collect();
     let mut pools = BTreeMap::new();
     let mut pubsub = None;
-    if !needed.is_empty() || crate::pubsub::in_use() {
+    // A process hosting no service (a gateway) publishes and receives nothing.
+    let hosts_nothing = hosted.as_ref().is_some_and(BTreeSet::is_empty);
+    let pubsub_needed = crate::pubsub::in_use() && !hosts_nothing;
+    if !needed.is_empty() || pubsub_needed {
         let server = database_server(config).await?;
         for def in needed {
             pools.insert(
@@ -190,7 +193,7 @@ pub async fn build_runtime(config: &Config) -> Result<&'static Runtime, StartupE
                 server.open(def, config.max_db_connections()).await?,
             );
         }
-        if crate::pubsub::in_use() {
+        if pubsub_needed {
             let pool = server
                 .open(
                     &crate::pubsub::postgres::DATABASE,
@@ -227,6 +230,7 @@ pub async fn build_runtime(config: &Config) -> Result<&'static Runtime, StartupE
         request_timeout: config.request_timeout(),
         body_limit: config.body_limit(),
         pubsub,
+        gateway: config.gateway,
     };
     let rt = rt.leak();
     runtime::set_global(rt);

@@ -114,19 +114,27 @@ async fn remote<E: Endpoint>(
     }
     let caller = ctx.service.unwrap_or("-");
     let signature = ctx.rt.auth_key.sign(method.as_str(), url.path(), caller);
-    builder = builder
+    let request = builder
         .header(service_auth::HEADER, signature)
-        .timeout(ctx.rt.call_timeout);
+        .build()
+        .map_err(|e| Error::internal(format!("cannot build the request to `{service}`: {e}")))?;
 
-    let response = builder
-        .send()
-        .await
-        .map_err(|e| transport_error(service, &url, e))?;
-    let status = response.status();
-    let body = response
-        .bytes()
-        .await
-        .map_err(|e| transport_error(service, &url, e))?;
+    let exchange = async {
+        let response = send(&ctx.rt.http, request).await?;
+        let status = response.status();
+        let body = response.bytes().await?;
+        Ok::<_, reqwest::Error>((status, body))
+    };
+    let (status, body) = match tokio::time::timeout(ctx.rt.call_timeout, exchange).await {
+        Ok(result) => result.map_err(|e| transport_error(service, &url, e))?,
+        Err(_) => {
+            tracing::warn!(service, at = %origin(&url), timeout = ?ctx.rt.call_timeout, "call timed out");
+            return Err(Error::deadline_exceeded(format!(
+                "service `{service}` did not answer within {:?}",
+                ctx.rt.call_timeout
+            )));
+        }
+    };
     if status.is_success() {
         let body: &[u8] = if body.is_empty() { b"null" } else { &body };
         return serde_json::from_slice(body).map_err(|e| {
@@ -144,20 +152,142 @@ async fn remote<E: Endpoint>(
     }
 }
 
+/// Sends `request`, retrying once if the callee's port refused the connection: then the request
+/// provably never reached it (a process restarting, a port not yet open), so sending it again
+/// cannot run anything twice. Any other failure is returned as is.
+pub(crate) async fn send(
+    http: &reqwest::Client,
+    request: reqwest::Request,
+) -> Result<reqwest::Response, reqwest::Error> {
+    let retry = request.try_clone();
+    match http.execute(request).await {
+        Err(e) if connection_refused(&e) => match retry {
+            Some(retry) => {
+                tokio::time::sleep(RETRY_DELAY).await;
+                http.execute(retry).await
+            }
+            None => Err(e),
+        },
+        result => result,
+    }
+}
+
+/// How long to wait before the one retry of a refused connection.
+const RETRY_DELAY: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// Whether `e` is a refused TCP connection, as opposed to a failure after the request was sent.
+pub(crate) fn connection_refused(e: &reqwest::Error) -> bool {
+    if !e.is_connect() {
+        return false;
+    }
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
+    while let Some(c) = cause {
+        if let Some(io) = c.downcast_ref::<std::io::Error>()
+            && io.kind() == std::io::ErrorKind::ConnectionRefused
+        {
+            return true;
+        }
+        cause = c.source();
+    }
+    false
+}
+
+/// `scheme://host:port` of `url`, for messages (never the path or query).
+pub(crate) fn origin(url: &reqwest::Url) -> String {
+    format!("{}://{}", url.scheme(), url.authority())
+}
+
+/// The error a caller sees when the call did not complete. It names the service but not its
+/// address (errors may travel on to external clients); the address goes to the log.
 fn transport_error(service: &str, url: &reqwest::Url, e: reqwest::Error) -> Error {
-    let base = format!("{}://{}", url.scheme(), url.authority());
+    tracing::warn!(service, at = %origin(url), "call failed: {e}");
     if e.is_timeout() {
-        Error::deadline_exceeded(format!(
-            "service `{service}` at {base} did not answer in time"
-        ))
+        Error::deadline_exceeded(format!("service `{service}` did not answer in time"))
     } else {
-        Error::unavailable(format!("service `{service}` at {base} is unreachable")).with_source(e)
+        Error::unavailable(format!("service `{service}` is unreachable"))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::{Read, Write};
+    use std::net::TcpListener;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// A port nothing listens on (bound, then released).
+    fn closed_port() -> u16 {
+        TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    }
+
+    fn post(port: u16) -> reqwest::Request {
+        reqwest::Client::new()
+            .post(format!("http://127.0.0.1:{port}/x"))
+            .body("{}")
+            .build()
+            .unwrap()
+    }
+
+    /// Reads one request head (up to the blank line) from `stream`.
+    fn read_head(stream: &mut std::net::TcpStream) {
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") && stream.read(&mut byte).unwrap_or(0) == 1 {
+            head.push(byte[0]);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_refused_connection_is_retried_once() {
+        let port = closed_port();
+        // The callee comes up after the first attempt was refused, before the retry.
+        let callee = std::thread::spawn(move || {
+            std::thread::sleep(RETRY_DELAY / 4);
+            let listener = TcpListener::bind(("127.0.0.1", port)).unwrap();
+            let (mut stream, _) = listener.accept().unwrap();
+            read_head(&mut stream);
+            stream
+                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                .unwrap();
+        });
+        let started = std::time::Instant::now();
+        let response = send(&reqwest::Client::new(), post(port)).await.unwrap();
+        assert_eq!(response.status(), 200);
+        // The answer came from the retry, not from a first attempt that found the port open.
+        assert!(started.elapsed() >= RETRY_DELAY, "{:?}", started.elapsed());
+        callee.join().unwrap();
+
+        // A port that stays closed: one retry, then the refusal is the answer.
+        let err = send(&reqwest::Client::new(), post(closed_port()))
+            .await
+            .unwrap_err();
+        assert!(connection_refused(&err), "{err:?}");
+    }
+
+    #[tokio::test]
+    async fn a_request_that_reached_the_callee_is_not_retried() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let connections = Arc::new(AtomicUsize::new(0));
+        let seen = connections.clone();
+        // The callee reads the request, then drops the connection without answering.
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { return };
+                seen.fetch_add(1, Ordering::SeqCst);
+                read_head(&mut stream);
+            }
+        });
+        let err = send(&reqwest::Client::new(), post(port)).await.unwrap_err();
+        assert!(!connection_refused(&err), "{err:?}");
+        tokio::time::sleep(RETRY_DELAY * 3).await;
+        assert_eq!(connections.load(Ordering::SeqCst), 1, "sent exactly once");
+    }
 
     #[test]
     fn path_params_are_filled_and_escaped() {

@@ -14,6 +14,7 @@
 //! | `OVATION_DATA_DIR` | folder of the managed Postgres cluster | `.ovation/` |
 //! | `OVATION_SERVICE_AUTH_KEY` | key signing service-to-service calls | random per process |
 //! | `OVATION_PUBSUB` | `postgres`, `nats` (managed `nats-server`) or `nats://host:port` | `postgres` |
+//! | `OVATION_GATEWAY` | `true`: also route public endpoints of services hosted elsewhere | `false` |
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -50,6 +51,10 @@ pub struct Config {
     /// The Pub/Sub backend: `postgres` (default), `nats` (a managed `nats-server`), or a
     /// `nats://host:port` URL.
     pub pubsub: Option<String>,
+    /// Gateway mode: besides its own services, this process serves every public (and `auth`)
+    /// endpoint of the services hosted elsewhere by forwarding the request to the process
+    /// service discovery names. Private endpoints are never forwarded.
+    pub gateway: bool,
 }
 
 /// Why the config could not be loaded.
@@ -149,6 +154,19 @@ impl Config {
                 ));
             }
             self.pubsub = Some(v);
+        }
+        if let Some(v) = var("OVATION_GATEWAY").filter(|v| !v.is_empty()) {
+            self.gateway = match v.to_ascii_lowercase().as_str() {
+                "1" | "true" | "yes" => true,
+                "0" | "false" | "no" => false,
+                _ => {
+                    return Err(env_err(
+                        "OVATION_GATEWAY",
+                        &v,
+                        "expected `true` or `false`".into(),
+                    ));
+                }
+            };
         }
         Ok(())
     }

@@ -49,6 +49,7 @@
 //! | [`registry`] | the app model: every endpoint and database |
 //! | [`call`] | the stubs' local-or-remote dispatch |
 //! | [`server`] | routes, request decoding, access control |
+//! | [`gateway`] | gateway mode: one public port forwarding to the processes of a deployment |
 //! | [`config`] | the runtime config |
 //! | [`infra`] | the managed local Postgres |
 //! | [`testing`] | `#[ovation::test]` and end-to-end test support |
@@ -57,6 +58,7 @@ pub mod app;
 pub mod call;
 pub mod config;
 pub mod error;
+pub mod gateway;
 pub mod infra;
 pub mod pubsub;
 pub mod registry;

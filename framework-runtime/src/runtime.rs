@@ -29,6 +29,8 @@ pub struct Runtime {
     pub(crate) body_limit: usize,
     /// Pub/Sub, when the app declares topics or subscriptions.
     pub(crate) pubsub: Option<&'static crate::pubsub::postgres::PgPubSub>,
+    /// Gateway mode: forward public endpoints of services hosted elsewhere.
+    pub(crate) gateway: bool,
 }
 
 impl Runtime {

@@ -50,15 +50,25 @@ pub(crate) fn axum_path(path: &str) -> String {
 /// Builds the router of the endpoints `rt` hosts, checking the routes first: axum panics on
 /// a duplicate or conflicting route, we report it.
 pub fn router(rt: &'static Runtime) -> Result<Router, RouteError> {
+    // Hosted endpoints run here; in gateway mode, public and `auth` endpoints of the other
+    // services are forwarded. Private endpoints of other services get no route at all.
     let endpoints: Vec<&'static dyn DynEndpoint> = registry::endpoints()
         .into_iter()
-        .filter(|e| rt.hosts(e.info().service))
+        .filter(|e| {
+            let info = e.info();
+            rt.hosts(info.service) || (rt.gateway && info.access != Access::Private)
+        })
         .collect();
     check_routes(&endpoints)?;
     let mut by_path: BTreeMap<String, MethodRouter> = BTreeMap::new();
     for e in &endpoints {
-        let path = axum_path(e.info().path);
-        let route = e.route(rt);
+        let info = e.info();
+        let path = axum_path(info.path);
+        let route = if rt.hosts(info.service) {
+            e.route(rt)
+        } else {
+            crate::gateway::route(rt, info)
+        };
         let merged = match by_path.remove(&path) {
             Some(existing) => existing.merge(route),
             None => route,
@@ -299,7 +309,7 @@ fn check_json_content_type(headers: &HeaderMap) -> Result<(), Error> {
     }
 }
 
-async fn read_body(body: Body, limit: usize) -> Result<Bytes, Error> {
+pub(crate) async fn read_body(body: Body, limit: usize) -> Result<Bytes, Error> {
     axum::body::to_bytes(body, limit).await.map_err(|e| {
         let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(&e);
         let mut too_large = false;

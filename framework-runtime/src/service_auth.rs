@@ -11,7 +11,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
-pub(crate) const HEADER: &str = "x-ovation-service-auth";
+pub const HEADER: &str = "x-ovation-service-auth";
 
 /// How far a signature's timestamp may be from the callee's clock.
 pub(crate) const MAX_SKEW: Duration = Duration::from_secs(120);
@@ -47,12 +47,13 @@ impl ServiceAuthKey {
         mac
     }
 
-    /// The header value signing a call of `method path` by `caller`, now.
-    pub(crate) fn sign(&self, method: &str, path: &str, caller: &str) -> String {
+    /// The header value ([`HEADER`]) signing a call of `method path` by `caller`, now.
+    pub fn sign(&self, method: &str, path: &str, caller: &str) -> String {
         self.sign_at(method, path, caller, unix_now())
     }
 
-    fn sign_at(&self, method: &str, path: &str, caller: &str, timestamp: u64) -> String {
+    /// The header value signing a call at `timestamp` (Unix seconds): for tests and tools.
+    pub fn sign_at(&self, method: &str, path: &str, caller: &str, timestamp: u64) -> String {
         let sig = self
             .mac(method, path, timestamp, caller)
             .finalize()

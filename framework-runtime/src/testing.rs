@@ -32,6 +32,8 @@ use crate::sqldb;
 pub struct Hosting {
     services: Option<BTreeSet<String>>,
     remotes: BTreeMap<String, String>,
+    gateway: bool,
+    call_timeout: Option<std::time::Duration>,
 }
 
 impl Hosting {
@@ -56,6 +58,21 @@ impl Hosting {
     pub fn remote(mut self, service: impl Into<String>, base_url: impl Into<String>) -> Hosting {
         self.remotes.insert(service.into(), base_url.into());
         self
+    }
+
+    /// How long a call to another process may take (default 30 s, as in production).
+    pub fn call_timeout(mut self, timeout: std::time::Duration) -> Hosting {
+        self.call_timeout = Some(timeout);
+        self
+    }
+
+    /// No service: a gateway forwarding public endpoints to their [`Hosting::remote`] URLs.
+    pub fn gateway() -> Hosting {
+        Hosting {
+            services: Some(BTreeSet::new()),
+            gateway: true,
+            ..Default::default()
+        }
     }
 }
 
@@ -277,6 +294,11 @@ impl TestEnv {
         })
     }
 
+    /// The service-auth key the runtimes of this environment share.
+    pub fn service_auth_key(&self) -> &ServiceAuthKey {
+        &self.auth_key
+    }
+
     /// A runtime over this environment's databases, hosting what `hosting` says.
     pub fn runtime(&self, hosting: Hosting) -> Result<&'static Runtime, Error> {
         let hosted = app::hosted_services(
@@ -289,14 +311,19 @@ impl TestEnv {
         let discovery = app::service_urls(&hosting.remotes)
             .map_err(|e| Error::invalid_argument(e.to_string()))?;
         let pubsub_db = crate::pubsub::postgres::DATABASE.name;
-        let pubsub = self.databases.get(pubsub_db).map(|db| {
-            let pool = sqldb::pool_options(5).connect_lazy_with(self.server.options(db));
-            let mut backend = crate::pubsub::postgres::PgPubSub::new(pool);
-            if let Some(nats) = &self.nats {
-                backend = backend.with_nats(nats.clone());
-            }
-            &*Box::leak(Box::new(backend))
-        });
+        let hosts_nothing = hosted.as_ref().is_some_and(BTreeSet::is_empty);
+        let pubsub = self
+            .databases
+            .get(pubsub_db)
+            .filter(|_| !hosts_nothing)
+            .map(|db| {
+                let pool = sqldb::pool_options(5).connect_lazy_with(self.server.options(db));
+                let mut backend = crate::pubsub::postgres::PgPubSub::new(pool);
+                if let Some(nats) = &self.nats {
+                    backend = backend.with_nats(nats.clone());
+                }
+                &*Box::leak(Box::new(backend))
+            });
         let pools = self
             .databases
             .iter()
@@ -315,10 +342,11 @@ impl TestEnv {
             pools,
             auth_key: self.auth_key.clone(),
             http: app::http_client(),
-            call_timeout: config.call_timeout(),
+            call_timeout: hosting.call_timeout.unwrap_or(config.call_timeout()),
             request_timeout: config.request_timeout(),
             body_limit: config.body_limit(),
             pubsub,
+            gateway: hosting.gateway,
         }
         .leak();
         if let Some(pubsub) = pubsub {

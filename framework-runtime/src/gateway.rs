@@ -1,0 +1,148 @@
+//! Gateway mode: one public port in front of a multi-process deployment.
+//!
+//! A runtime with `gateway: true` adds, for every public or `auth` endpoint of a service it
+//! does not host, a route with the endpoint's method and path pattern that forwards the
+//! request to the process service discovery names for that service. Routing by pattern means
+//! the gateway answers exactly what the services would answer: an unknown path, a method the
+//! endpoint does not take, or a private endpoint is 404 at the gateway itself and never
+//! reaches a service.
+//!
+//! The gateway does not sign what it forwards: a client's request reaches the service as the
+//! client's, so an `auth` endpoint still demands the client's credentials, and a signature a
+//! client sends along is removed (it could only be a forgery or a replay).
+
+use std::net::SocketAddr;
+
+use axum::body::Body;
+use axum::extract::{ConnectInfo, Request};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{MethodFilter, MethodRouter};
+use tracing::Instrument;
+
+use crate::call;
+use crate::error::Error;
+use crate::registry::EndpointInfo;
+use crate::runtime::Runtime;
+use crate::service_auth;
+
+/// The route forwarding endpoint `info` to the process hosting its service.
+pub(crate) fn route(rt: &'static Runtime, info: EndpointInfo) -> MethodRouter {
+    let filter = MethodFilter::try_from(info.method.http()).expect("endpoint methods are standard");
+    axum::routing::on(filter, move |req: Request| async move {
+        let span = tracing::info_span!(
+            "gateway",
+            service = info.service,
+            endpoint = info.name,
+            method = %req.method(),
+            path = %req.uri().path(),
+        );
+        forward(rt, info.service, req)
+            .instrument(span)
+            .await
+            .unwrap_or_else(IntoResponse::into_response)
+    })
+}
+
+/// Headers that describe one connection, not the request (RFC 9110 §7.6.1), plus the ones
+/// the gateway sets itself.
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    matches!(
+        name.as_str(),
+        "connection"
+            | "keep-alive"
+            | "proxy-connection"
+            | "proxy-authenticate"
+            | "proxy-authorization"
+            | "te"
+            | "trailer"
+            | "transfer-encoding"
+            | "upgrade"
+            | "host"
+            | "content-length"
+    )
+}
+
+async fn forward(rt: &'static Runtime, service: &str, req: Request) -> Result<Response, Error> {
+    let base = rt.discovery.get(service).ok_or_else(|| {
+        tracing::error!(
+            service,
+            "the gateway has no URL for this service: add it to `services` in OVATION_CONFIG"
+        );
+        Error::unavailable(format!("service `{service}` is unavailable"))
+    })?;
+    let peer = req
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|ConnectInfo(addr)| addr.ip());
+    let (parts, body) = req.into_parts();
+    let body = crate::server::read_body(body, rt.body_limit).await?;
+
+    let mut url = base.clone();
+    url.set_path(&format!(
+        "{}{}",
+        base.path().trim_end_matches('/'),
+        parts.uri.path()
+    ));
+    url.set_query(parts.uri.query());
+
+    let mut headers = HeaderMap::with_capacity(parts.headers.len() + 2);
+    for (name, value) in &parts.headers {
+        if !is_hop_by_hop(name) && name.as_str() != service_auth::HEADER {
+            headers.append(name.clone(), value.clone());
+        }
+    }
+    if let Some(ip) = peer {
+        let forwarded_for = match parts.headers.get("x-forwarded-for") {
+            Some(prior) => format!("{}, {ip}", prior.to_str().unwrap_or_default()),
+            None => ip.to_string(),
+        };
+        if let Ok(value) = HeaderValue::from_str(&forwarded_for) {
+            headers.insert("x-forwarded-for", value);
+        }
+    }
+    if let Some(host) = parts.headers.get(header::HOST) {
+        headers.insert("x-forwarded-host", host.clone());
+    }
+
+    let request = rt
+        .http
+        .request(parts.method, url.clone())
+        .headers(headers)
+        .body(body)
+        .build()
+        .map_err(|e| Error::internal("the request could not be forwarded").with_source(e))?;
+    let exchange = async {
+        let response = call::send(&rt.http, request).await?;
+        let status = response.status();
+        let headers = response.headers().clone();
+        let body = response.bytes().await?;
+        Ok::<_, reqwest::Error>((status, headers, body))
+    };
+    let (status, upstream_headers, body) =
+        match tokio::time::timeout(rt.request_timeout, exchange).await {
+            Ok(Ok(answer)) => answer,
+            Ok(Err(e)) => {
+                tracing::warn!(service, at = %call::origin(&url), "forwarding failed: {e}");
+                return Err(if e.is_timeout() {
+                    Error::deadline_exceeded(format!("service `{service}` did not answer in time"))
+                } else {
+                    Error::unavailable(format!("service `{service}` is unavailable"))
+                });
+            }
+            Err(_) => {
+                return Err(Error::deadline_exceeded(format!(
+                    "service `{service}` did not answer in time"
+                )));
+            }
+        };
+
+    let mut response = Response::new(Body::from(body));
+    *response.status_mut() = status;
+    for (name, value) in &upstream_headers {
+        if !is_hop_by_hop(name) {
+            response.headers_mut().append(name.clone(), value.clone());
+        }
+    }
+    Ok(response)
+}

@@ -1,0 +1,266 @@
+//! Gateway mode and calls across processes, in one test process: A hosts users and products,
+//! B hosts orders, gateway and notifications, and G is a gateway hosting nothing, forwarding
+//! public endpoints to A and B. Every hop is real HTTP over loopback.
+
+mod util;
+
+use std::time::{Duration, Instant};
+
+use ovation::Server;
+use ovation::service_auth::{HEADER, ServiceAuthKey};
+use ovation::testing::{Hosting, TestEnv};
+use serde_json::json;
+use util::Client;
+
+struct Split {
+    env: TestEnv,
+    a: Server,
+    b: Server,
+    g: Server,
+}
+
+async fn split() -> Split {
+    let env = TestEnv::new().await.unwrap();
+    let a = env
+        .serve(Hosting::only(["users", "products"]))
+        .await
+        .unwrap();
+    let b = env
+        .serve(
+            Hosting::only(["orders", "gateway", "notifications"])
+                .remote("users", a.url())
+                .remote("products", a.url()),
+        )
+        .await
+        .unwrap();
+    let g = env
+        .serve(
+            Hosting::gateway()
+                .remote("users", a.url())
+                .remote("products", a.url())
+                .remote("orders", b.url())
+                .remote("gateway", b.url())
+                .remote("notifications", b.url()),
+        )
+        .await
+        .unwrap();
+    Split { env, a, b, g }
+}
+
+#[tokio::test]
+async fn the_guides_order_flow_works_through_the_gateway() {
+    let s = split().await;
+    let c = Client::new(s.g.url());
+    let (user, product) = c.user_and_product("gw@example.com", 1500, 5).await;
+
+    let order = c
+        .post(
+            "/orders",
+            json!({"userId": user, "productId": product, "quantity": 2}),
+        )
+        .await;
+    assert_eq!(order.status, 200, "{order:?}");
+    assert_eq!(order.body["status"], "confirmed");
+    let id = order.body["id"].as_str().unwrap();
+    let fetched = c.get(&format!("/orders/{id}")).await;
+    assert_eq!(
+        (fetched.status, &fetched.body["totalCents"]),
+        (200, &json!(3000))
+    );
+
+    let checkout = c
+        .post(
+            "/checkout",
+            json!({"userId": user, "productId": product, "quantity": 1}),
+        )
+        .await;
+    assert_eq!(checkout.status, 200, "{checkout:?}");
+    assert_eq!(checkout.body["userName"], "Buyer");
+    assert_eq!(
+        c.get(&format!("/products/{product}")).await.body["inventory"],
+        2
+    );
+
+    // Errors pass through the gateway with their codes and messages.
+    let r = c
+        .post(
+            "/orders",
+            json!({"userId": user, "productId": product, "quantity": 3}),
+        )
+        .await;
+    assert_eq!(
+        (r.status, r.code(), r.message()),
+        (400, "failed_precondition", "insufficient inventory"),
+        "{r:?}"
+    );
+    let r = c.post("/orders", json!({"userId": "nope"})).await;
+    assert_eq!((r.status, r.code()), (400, "invalid_argument"), "{r:?}");
+    // Routes no service has, and methods an endpoint does not take, end at the gateway.
+    assert_eq!(c.get("/nowhere").await.status, 404);
+    assert_eq!(c.get("/orders").await.status, 404);
+    assert_eq!(
+        c.get("/__ovation/health").await.body["status"],
+        "ok",
+        "the gateway answers health checks"
+    );
+
+    drop((s.a, s.b, s.g));
+    s.env.close().await;
+}
+
+/// Each way to forge a signature for `POST path`, by name.
+fn forgeries(key: &ServiceAuthKey, path: &str) -> Vec<(&'static str, Option<String>)> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    vec![
+        ("no header", None),
+        (
+            "wrong key",
+            Some(ServiceAuthKey::new("not the app's key").sign("POST", path, "orders")),
+        ),
+        (
+            "stale timestamp",
+            Some(key.sign_at("POST", path, "orders", now - 180)),
+        ),
+        (
+            "timestamp from the future",
+            Some(key.sign_at("POST", path, "orders", now + 180)),
+        ),
+        (
+            "replayed for another path",
+            Some(key.sign(
+                "POST",
+                "/products/00000000-0000-0000-0000-000000000000/reserve",
+                "orders",
+            )),
+        ),
+        (
+            "replayed for another method",
+            Some(key.sign("GET", path, "orders")),
+        ),
+        ("garbage", Some("v1 orders 12 zz".into())),
+    ]
+}
+
+#[tokio::test]
+async fn private_endpoints_answer_only_valid_fresh_signatures() {
+    let s = split().await;
+    let (direct, gateway) = (Client::new(s.a.url()), Client::new(s.g.url()));
+    let (_, product) = direct.user_and_product("forge@example.com", 100, 10).await;
+    let path = format!("/products/{product}/reserve");
+    let key = s.env.service_auth_key();
+
+    for (case, header) in forgeries(key, &path) {
+        for (at, client) in [("the service port", &direct), ("the gateway", &gateway)] {
+            let mut req = client
+                .http()
+                .post(format!("{}{path}", client.base))
+                .json(&json!({"quantity": 1}));
+            if let Some(h) = &header {
+                req = req.header(HEADER, h);
+            }
+            let r = client.send(req).await;
+            assert_eq!(
+                (r.status, r.code()),
+                (404, "not_found"),
+                "{case} at {at}: {r:?}"
+            );
+        }
+    }
+    assert_eq!(
+        direct.get(&format!("/products/{product}")).await.body["inventory"],
+        10,
+        "no forgery touched the stock"
+    );
+
+    // A valid signature: the service accepts it; the gateway has no route to forward it on.
+    let valid = key.sign("POST", &path, "orders");
+    let r = gateway
+        .send(
+            gateway
+                .http()
+                .post(format!("{}{path}", gateway.base))
+                .header(HEADER, &valid)
+                .json(&json!({"quantity": 1})),
+        )
+        .await;
+    assert_eq!((r.status, r.code()), (404, "not_found"), "{r:?}");
+    let r = direct
+        .send(
+            direct
+                .http()
+                .post(format!("{}{path}", direct.base))
+                .header(HEADER, &valid)
+                .json(&json!({"quantity": 1})),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(
+        direct.get(&format!("/products/{product}")).await.body["inventory"],
+        9
+    );
+
+    drop((s.a, s.b, s.g));
+    s.env.close().await;
+}
+
+#[tokio::test]
+async fn a_service_that_is_down_gives_unavailable_not_a_500_or_a_hang() {
+    let s = split().await;
+    let c = Client::new(s.g.url());
+    let (user, product) = c.user_and_product("down@example.com", 100, 10).await;
+    s.a.shutdown().await;
+
+    let started = Instant::now();
+    let r = c
+        .post(
+            "/orders",
+            json!({"userId": user, "productId": product, "quantity": 1}),
+        )
+        .await;
+    assert_eq!((r.status, r.code()), (503, "unavailable"), "{r:?}");
+    assert_eq!(r.message(), "service `users` is unreachable");
+    // Through the gateway, straight to the stopped process: also 503.
+    let r = c.get(&format!("/users/{user}")).await;
+    assert_eq!((r.status, r.code()), (503, "unavailable"), "{r:?}");
+    assert!(
+        !r.message().contains("127.0.0.1"),
+        "internal addresses stay internal: {r:?}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(10));
+
+    drop((s.b, s.g));
+    s.env.close().await;
+}
+
+#[tokio::test]
+async fn a_callee_that_never_answers_gives_deadline_exceeded_after_the_call_timeout() {
+    let env = TestEnv::new().await.unwrap();
+    // Accepts connections and reads nothing: a process that hangs.
+    let black_hole = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let hole = format!("http://{}", black_hole.local_addr().unwrap());
+    let b = env
+        .serve(
+            Hosting::only(["orders"])
+                .remote("users", &hole)
+                .remote("products", &hole)
+                .call_timeout(Duration::from_secs(1)),
+        )
+        .await
+        .unwrap();
+    let c = Client::new(b.url());
+    let started = Instant::now();
+    let r = c
+        .post(
+            "/orders",
+            json!({"userId": uuid::Uuid::new_v4(), "productId": uuid::Uuid::new_v4(), "quantity": 1}),
+        )
+        .await;
+    assert_eq!((r.status, r.code()), (504, "deadline_exceeded"), "{r:?}");
+    let took = started.elapsed();
+    assert!(took >= Duration::from_secs(1), "{took:?}");
+    drop((b, black_hole));
+    env.close().await;
+}
