@@ -7,8 +7,10 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 
-use clap::{Parser, Subcommand};
+use clap::{Parser, Subcommand, ValueEnum};
 use ovation::infra::ManagedPostgres;
+
+pub mod deploy;
 
 /// Backends as services, in Rust.
 #[derive(Debug, Parser)]
@@ -38,6 +40,37 @@ enum Cmd {
         #[arg(last = true)]
         cargo_args: Vec<String>,
     },
+    /// Deploy the app as separate processes: locally under a supervisor, or as Kubernetes
+    /// manifests.
+    #[command(args_conflicts_with_subcommands = true)]
+    Deploy {
+        #[command(subcommand)]
+        command: Option<DeployCmd>,
+        /// Where to deploy.
+        #[arg(long, value_enum, default_value_t = Target::Local)]
+        target: Target,
+        /// The app's folder (holding its Cargo.toml).
+        #[arg(long, default_value = ".")]
+        app: PathBuf,
+        /// local: the gateway's port on 127.0.0.1.
+        #[arg(long, default_value_t = 4000)]
+        port: u16,
+        /// local: stop the deployment when this process exits (for scripts and tests).
+        #[arg(long, value_name = "PID")]
+        stop_with_pid: Option<u32>,
+        /// kubernetes: the folder to write the manifests to.
+        #[arg(long, required_if_eq("target", "kubernetes"))]
+        out: Option<PathBuf>,
+        /// kubernetes: the image the Deployments run (default `<app>:latest`).
+        #[arg(long)]
+        image: Option<String>,
+        /// kubernetes: the host name the Ingress answers for (default: any).
+        #[arg(long)]
+        host: Option<String>,
+        /// kubernetes: the OTLP/HTTP collector traces go to.
+        #[arg(long, default_value = "http://otel-collector:4318")]
+        otlp_endpoint: String,
+    },
     /// Manage the app's local Postgres.
     Db {
         #[command(subcommand)]
@@ -45,6 +78,39 @@ enum Cmd {
         /// The app's folder; its cluster lives in `<app>/.ovation/`.
         #[arg(long, global = true, default_value = ".")]
         app: PathBuf,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Target {
+    /// One process per service or group on 127.0.0.1, the gateway on --port.
+    Local,
+    /// Kubernetes manifests and a Dockerfile, written to --out.
+    Kubernetes,
+}
+
+#[derive(Debug, Subcommand)]
+enum DeployCmd {
+    /// Show the processes of the local deployment and whether each answers.
+    Status {
+        /// The app's folder.
+        #[arg(long, default_value = ".")]
+        app: PathBuf,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Stop the local deployment.
+    Stop {
+        /// The app's folder.
+        #[arg(long, default_value = ".")]
+        app: PathBuf,
+    },
+    /// Run the supervisor of a local deployment (started by `ovation deploy`).
+    #[command(hide = true)]
+    Supervise {
+        #[arg(long)]
+        state: PathBuf,
     },
 }
 
@@ -102,6 +168,81 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
                 .args(cargo_args);
             status(cmd, "cargo test")
         }
+        Cmd::Deploy {
+            command: Some(command),
+            ..
+        } => deploy_command(command),
+        Cmd::Deploy {
+            command: None,
+            target,
+            app,
+            port,
+            stop_with_pid,
+            out,
+            image,
+            host,
+            otlp_endpoint,
+        } => {
+            let manifest = manifest(&app)?;
+            let exe = deploy::build_release(&manifest)?;
+            let model = deploy::describe(&exe)?;
+            let units = deploy::plan(&model.services, &deploy::AppManifest::load(&app)?)?;
+            match target {
+                Target::Local => {
+                    let options = deploy::local::Options {
+                        app: std::path::absolute(&app).map_err(|e| e.to_string())?,
+                        data_dir: std::path::absolute(data_dir(&app))
+                            .map_err(|e| e.to_string())?,
+                        port,
+                        stop_with_pid,
+                    };
+                    if std::env::var_os("DATABASE_URL").is_none() {
+                        let pg = ManagedPostgres::ensure(&options.data_dir)
+                            .map_err(|e| e.to_string())?;
+                        eprintln!("managed Postgres on 127.0.0.1:{}", pg.port());
+                    }
+                    let deployment = deploy::local::deploy(&exe, units, &options)?;
+                    print_status(&deployment);
+                    eprintln!(
+                        "\nthe app answers on http://127.0.0.1:{port}; logs in {}\n\
+                         `ovation deploy status --app {a}` shows the processes, \
+                         `ovation deploy stop --app {a}` stops them",
+                        deploy::local::state_dir(&options.data_dir)
+                            .join("logs")
+                            .display(),
+                        a = app.display(),
+                    );
+                }
+                Target::Kubernetes => {
+                    let out = out.expect("clap requires --out for kubernetes");
+                    let package = deploy::kubernetes::package_name(&manifest)?;
+                    let binary = exe
+                        .file_name()
+                        .map(|n| n.to_string_lossy().into_owned())
+                        .unwrap_or_else(|| package.clone());
+                    let options = deploy::kubernetes::Options {
+                        image: image.unwrap_or_else(|| format!("{package}:latest")),
+                        app: package.clone(),
+                        binary,
+                        package,
+                        host,
+                        otlp_endpoint,
+                        out,
+                    };
+                    let files = deploy::kubernetes::write(&model, &units, &options)?;
+                    for file in &files {
+                        println!("{}", file.display());
+                    }
+                    eprintln!(
+                        "wrote {} files for Kubernetes {}; next steps in {}",
+                        files.len(),
+                        deploy::kubernetes::KUBERNETES_VERSION,
+                        options.out.join("NOTES.md").display()
+                    );
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Cmd::Db { command, app } => {
             let dir = data_dir(&app);
             match command {
@@ -153,6 +294,83 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
             }
             Ok(ExitCode::SUCCESS)
         }
+    }
+}
+
+fn deploy_command(command: DeployCmd) -> Result<ExitCode, String> {
+    match command {
+        DeployCmd::Status { app, json } => {
+            let dir = deploy::local::state_dir(&data_dir(&app));
+            let Some(deployment) = deploy::local::load(&dir)? else {
+                if json {
+                    println!("null");
+                } else {
+                    eprintln!(
+                        "no local deployment of {} runs; start one with `ovation deploy --app {}`",
+                        app.display(),
+                        app.display()
+                    );
+                }
+                return Ok(ExitCode::SUCCESS);
+            };
+            if json {
+                let health = deploy::local::health_of(&deployment);
+                let mut value = serde_json::to_value(&deployment).expect("state serializes");
+                for (p, h) in value["processes"]
+                    .as_array_mut()
+                    .expect("processes is a list")
+                    .iter_mut()
+                    .zip(health)
+                {
+                    p["health"] = serde_json::to_value(h).expect("health serializes");
+                }
+                println!("{value:#}");
+            } else {
+                print_status(&deployment);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        DeployCmd::Stop { app } => {
+            let stopped = deploy::local::stop(&data_dir(&app))?;
+            eprintln!(
+                "{}",
+                if stopped {
+                    "stopped"
+                } else {
+                    "no local deployment runs"
+                }
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        DeployCmd::Supervise { state } => {
+            deploy::local::supervise(&state)?;
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn print_status(deployment: &deploy::local::Deployment) {
+    let health = deploy::local::health_of(deployment);
+    println!(
+        "{:<18} {:<28} {:<24} {:>8} {:<9} {:>8}",
+        "PROCESS", "SERVICES", "URL", "PID", "HEALTH", "RESTARTS"
+    );
+    for (p, h) in deployment.processes.iter().zip(health) {
+        let services = if p.unit.gateway {
+            "(public endpoints)".to_owned()
+        } else {
+            p.unit.services.join(",")
+        };
+        let pid = p.pid.map(|p| p.to_string()).unwrap_or_else(|| "-".into());
+        println!(
+            "{:<18} {:<28} {:<24} {:>8} {:<9} {:>8}",
+            p.unit.name,
+            services,
+            p.url,
+            pid,
+            format!("{h:?}").to_lowercase(),
+            p.restarts
+        );
     }
 }
 

@@ -52,7 +52,14 @@ pub enum StartupError {
 ///     ovation::run()
 /// }
 /// ```
+///
+/// With `OVATION_DESCRIBE=1` it prints the app model as JSON instead (services, endpoints,
+/// databases, topics; see [`server::app_model`]) and exits: the CLI plans deployments with it.
 pub fn run() -> ExitCode {
+    if std::env::var_os("OVATION_DESCRIBE").is_some_and(|v| v == "1") {
+        println!("{}", server::app_model(None));
+        return ExitCode::SUCCESS;
+    }
     init_logging();
     let tokio = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

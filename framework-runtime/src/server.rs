@@ -133,6 +133,13 @@ async fn meta(rt: &'static Runtime, req: Request) -> Response {
     if !loopback && verified_caller(rt, req.headers(), "GET", req.uri().path()).is_none() {
         return not_found_response("GET", req.uri().path());
     }
+    axum::Json(app_model(Some(rt))).into_response()
+}
+
+/// The app model: services, endpoints with their schemas, databases, topics, subscriptions.
+/// With a runtime, each endpoint and subscription says whether it is hosted there. The CLI
+/// reads it from `OVATION_DESCRIBE=1 <app binary>` to plan deployments.
+pub fn app_model(rt: Option<&Runtime>) -> serde_json::Value {
     let endpoints: Vec<serde_json::Value> = registry::endpoints()
         .iter()
         .map(|e| {
@@ -144,7 +151,7 @@ async fn meta(rt: &'static Runtime, req: Request) -> Response {
                 "path": i.path,
                 "access": i.access,
                 "pathParams": i.path_params,
-                "hosted": rt.hosts(i.service),
+                "hosted": rt.map(|rt| rt.hosts(i.service)),
                 "requestSchema": e.request_schema(),
                 "responseSchema": e.response_schema(),
             })
@@ -172,18 +179,17 @@ async fn meta(rt: &'static Runtime, req: Request) -> Response {
                 "service": s.service(),
                 "topic": (s.topic)(),
                 "config": s.config,
-                "hosted": rt.hosts(s.service()),
+                "hosted": rt.map(|rt| rt.hosts(s.service())),
             })
         })
         .collect();
-    axum::Json(json!({
+    json!({
         "services": registry::services(),
         "endpoints": endpoints,
         "databases": databases,
         "topics": topics,
         "subscriptions": subscriptions,
-    }))
-    .into_response()
+    })
 }
 
 fn not_found_response(method: &str, path: &str) -> Response {

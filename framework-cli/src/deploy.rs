@@ -1,0 +1,314 @@
+//! `ovation deploy`: the app as separate processes, one per service or group.
+//!
+//! Both targets start from the same plan: the release binary, the app model it prints under
+//! `OVATION_DESCRIBE=1`, and the groups of the app's `ovation.toml`:
+//!
+//! ```toml
+//! # Services that share a process (a Deployment on Kubernetes); every other service gets
+//! # its own. The Ovation gateway is always a process of its own, `ovation-gateway`.
+//! [groups]
+//! catalog = ["users", "products"]
+//! ```
+//!
+//! - [`local`]: every process on 127.0.0.1 under a supervisor that restarts what dies;
+//! - [`kubernetes`]: manifests and a Dockerfile, written to a folder.
+
+pub mod kubernetes;
+pub mod local;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use serde::{Deserialize, Serialize};
+
+/// The name of the gateway process; `ovation-` names are reserved for Ovation's own.
+pub const GATEWAY: &str = "ovation-gateway";
+
+/// What the app's binary says about itself (`OVATION_DESCRIBE=1`); the fields deploy needs.
+#[derive(Debug, Clone, Deserialize)]
+pub struct AppModel {
+    pub services: Vec<String>,
+    #[serde(default)]
+    pub databases: Vec<ModelDatabase>,
+    #[serde(default)]
+    pub topics: Vec<serde_json::Value>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct ModelDatabase {
+    pub name: String,
+    pub service: String,
+}
+
+/// The app's `ovation.toml`. Optional; every field has a default.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AppManifest {
+    /// Group name → the services deployed together in it.
+    #[serde(default)]
+    pub groups: BTreeMap<String, Vec<String>>,
+}
+
+impl AppManifest {
+    /// Reads `<app>/ovation.toml`, or the defaults when there is none.
+    pub fn load(app: &Path) -> Result<AppManifest, String> {
+        let path = app.join("ovation.toml");
+        match std::fs::read_to_string(&path) {
+            Ok(text) => toml::from_str(&text)
+                .map_err(|e| format!("{} is not valid: {e}", path.display())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(AppManifest::default()),
+            Err(e) => Err(format!("cannot read {}: {e}", path.display())),
+        }
+    }
+}
+
+/// One process of a deployment.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Unit {
+    /// The group's name, the service's name, or [`GATEWAY`].
+    pub name: String,
+    /// The services it hosts (none for the gateway).
+    pub services: Vec<String>,
+    /// Whether it is the gateway.
+    pub gateway: bool,
+}
+
+/// The processes of a deployment: the groups of `manifest`, a process for each service in no
+/// group, in the app's service order, then the gateway.
+pub fn plan(services: &[String], manifest: &AppManifest) -> Result<Vec<Unit>, String> {
+    let known: BTreeSet<&str> = services.iter().map(String::as_str).collect();
+    let mut group_of: BTreeMap<&str, &str> = BTreeMap::new();
+    for (group, members) in &manifest.groups {
+        check_name(group)?;
+        if members.is_empty() {
+            return Err(format!(
+                "ovation.toml: group `{group}` lists no service; remove it or name its services"
+            ));
+        }
+        if known.contains(group.as_str()) && !members.iter().any(|m| m == group) {
+            return Err(format!(
+                "ovation.toml: group `{group}` has the name of a service it does not hold; \
+                 rename the group"
+            ));
+        }
+        for member in members {
+            if !known.contains(member.as_str()) {
+                return Err(format!(
+                    "ovation.toml: group `{group}` names `{member}`, which is not a service of \
+                     the app; its services are: {}",
+                    services.join(", ")
+                ));
+            }
+            if let Some(other) = group_of.insert(member, group) {
+                return Err(format!(
+                    "ovation.toml: service `{member}` is in two groups, `{other}` and `{group}`; \
+                     a service runs in one"
+                ));
+            }
+        }
+    }
+    let mut units: Vec<Unit> = Vec::new();
+    for service in services {
+        match group_of.get(service.as_str()) {
+            Some(group) => {
+                if !units.iter().any(|u| u.name == *group) {
+                    units.push(Unit {
+                        name: (*group).to_owned(),
+                        services: manifest.groups[*group].clone(),
+                        gateway: false,
+                    });
+                }
+            }
+            None => units.push(Unit {
+                name: service.clone(),
+                services: vec![service.clone()],
+                gateway: false,
+            }),
+        }
+    }
+    units.push(Unit {
+        name: GATEWAY.to_owned(),
+        services: Vec::new(),
+        gateway: true,
+    });
+    Ok(units)
+}
+
+/// Group names become process, file and Kubernetes object names: DNS labels.
+fn check_name(name: &str) -> Result<(), String> {
+    let valid = !name.is_empty()
+        && name.len() <= 40
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !name.starts_with('-')
+        && !name.ends_with('-');
+    if !valid {
+        return Err(format!(
+            "ovation.toml: group name `{name}` must be lowercase letters, digits and `-` \
+             (at most 40), as it names processes and Kubernetes objects"
+        ));
+    }
+    if name.starts_with("ovation-") {
+        return Err(format!(
+            "ovation.toml: group name `{name}`: names starting with `ovation-` are Ovation's own"
+        ));
+    }
+    Ok(())
+}
+
+/// A service name as a DNS label (`_` is common in Rust module names, not allowed there).
+pub fn dns_label(name: &str) -> String {
+    name.replace('_', "-")
+}
+
+/// Builds the app at `manifest` in release mode, showing cargo's progress, and returns the
+/// path of its binary.
+pub fn build_release(manifest: &Path) -> Result<PathBuf, String> {
+    eprintln!("building {} in release mode", manifest.display());
+    let mut child = Command::new(crate::cargo())
+        .args(["build", "--release", "--message-format=json-render-diagnostics"])
+        .arg("--manifest-path")
+        .arg(manifest)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .map_err(|e| format!("cannot run cargo: {e}"))?;
+    let wanted = std::fs::canonicalize(manifest)
+        .map_err(|e| format!("cannot resolve {}: {e}", manifest.display()))?;
+    let mut executables = Vec::new();
+    let stdout = child.stdout.take().expect("stdout is piped");
+    for line in BufReader::new(stdout).lines() {
+        let Ok(line) = line else { break };
+        let Ok(message) = serde_json::from_str::<serde_json::Value>(&line) else {
+            continue;
+        };
+        let is_bin = message["target"]["kind"]
+            .as_array()
+            .is_some_and(|k| k.iter().any(|k| k == "bin"));
+        let ours = message["manifest_path"]
+            .as_str()
+            .is_some_and(|p| Path::new(p) == wanted);
+        if message["reason"] == "compiler-artifact"
+            && is_bin
+            && ours
+            && let Some(exe) = message["executable"].as_str()
+        {
+            executables.push(PathBuf::from(exe));
+        }
+    }
+    let status = child
+        .wait()
+        .map_err(|e| format!("cargo did not finish: {e}"))?;
+    if !status.success() {
+        return Err(format!(
+            "the release build failed ({status}); the compiler's messages are above"
+        ));
+    }
+    match executables.as_slice() {
+        [exe] => Ok(exe.clone()),
+        [] => Err(format!(
+            "{} builds no binary: an Ovation app has a `src/main.rs` calling `ovation::run()`",
+            manifest.display()
+        )),
+        many => Err(format!(
+            "{} builds several binaries ({}); deploy needs exactly one",
+            manifest.display(),
+            many.iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )),
+    }
+}
+
+/// Asks the app's binary for its model.
+pub fn describe(exe: &Path) -> Result<AppModel, String> {
+    let output = Command::new(exe)
+        .env("OVATION_DESCRIBE", "1")
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| format!("cannot run {}: {e}", exe.display()))?;
+    if !output.status.success() {
+        return Err(format!(
+            "{} did not describe itself ({}): is it an Ovation app whose main calls \
+             `ovation::run()`?\n{}",
+            exe.display(),
+            output.status,
+            String::from_utf8_lossy(&output.stderr)
+        ));
+    }
+    serde_json::from_slice(&output.stdout).map_err(|e| {
+        format!(
+            "{} printed no app model under OVATION_DESCRIBE=1 ({e}): is its main \
+             `ovation::run()`?",
+            exe.display()
+        )
+    })
+}
+
+/// A fresh service-auth key: 32 random bytes, hex-encoded.
+pub fn generate_key() -> String {
+    use rand::RngCore;
+    let mut key = [0u8; 32];
+    rand::rng().fill_bytes(&mut key);
+    hex::encode(key)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn services() -> Vec<String> {
+        ["users", "products", "orders", "gateway"]
+            .map(String::from)
+            .to_vec()
+    }
+
+    fn manifest(toml: &str) -> AppManifest {
+        toml::from_str(toml).unwrap()
+    }
+
+    #[test]
+    fn without_groups_each_service_gets_a_process_and_the_gateway_comes_last() {
+        let units = plan(&services(), &AppManifest::default()).unwrap();
+        let names: Vec<_> = units.iter().map(|u| u.name.as_str()).collect();
+        assert_eq!(
+            names,
+            ["users", "products", "orders", "gateway", "ovation-gateway"]
+        );
+        assert!(units[4].gateway && units[4].services.is_empty());
+        assert_eq!(units[0].services, ["users"]);
+    }
+
+    #[test]
+    fn groups_share_a_process() {
+        let m = manifest("[groups]\ncatalog = [\"products\", \"users\"]\n");
+        let units = plan(&services(), &m).unwrap();
+        assert_eq!(units[0].name, "catalog");
+        assert_eq!(units[0].services, ["products", "users"]);
+        assert_eq!(units.len(), 4);
+    }
+
+    #[test]
+    fn bad_groups_are_explained() {
+        let err = plan(&services(), &manifest("[groups]\na = [\"nope\"]\n")).unwrap_err();
+        assert!(err.contains("`nope`, which is not a service"), "{err}");
+        let err = plan(
+            &services(),
+            &manifest("[groups]\na = [\"users\"]\nb = [\"users\"]\n"),
+        )
+        .unwrap_err();
+        assert!(err.contains("in two groups"), "{err}");
+        let err = plan(&services(), &manifest("[groups]\nBad_Name = [\"users\"]\n")).unwrap_err();
+        assert!(err.contains("lowercase"), "{err}");
+        let err = plan(&services(), &manifest("[groups]\norders = [\"users\"]\n")).unwrap_err();
+        assert!(err.contains("name of a service"), "{err}");
+        let err = plan(&services(), &manifest("[groups]\nx = []\n")).unwrap_err();
+        assert!(err.contains("lists no service"), "{err}");
+        let err = toml::from_str::<AppManifest>("[grups]\n").unwrap_err();
+        assert!(err.to_string().contains("unknown field"), "{err}");
+    }
+}
