@@ -56,8 +56,9 @@ impl AppManifest {
     pub fn load(app: &Path) -> Result<AppManifest, String> {
         let path = app.join("ovation.toml");
         match std::fs::read_to_string(&path) {
-            Ok(text) => toml::from_str(&text)
-                .map_err(|e| format!("{} is not valid: {e}", path.display())),
+            Ok(text) => {
+                toml::from_str(&text).map_err(|e| format!("{} is not valid: {e}", path.display()))
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(AppManifest::default()),
             Err(e) => Err(format!("cannot read {}: {e}", path.display())),
         }
@@ -169,7 +170,11 @@ pub fn dns_label(name: &str) -> String {
 pub fn build_release(manifest: &Path) -> Result<PathBuf, String> {
     eprintln!("building {} in release mode", manifest.display());
     let mut child = Command::new(crate::cargo())
-        .args(["build", "--release", "--message-format=json-render-diagnostics"])
+        .args([
+            "build",
+            "--release",
+            "--message-format=json-render-diagnostics",
+        ])
         .arg("--manifest-path")
         .arg(manifest)
         .stdout(Stdio::piped())

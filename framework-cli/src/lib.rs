@@ -191,8 +191,7 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
                 Target::Local => {
                     let options = deploy::local::Options {
                         app: std::path::absolute(&app).map_err(|e| e.to_string())?,
-                        data_dir: std::path::absolute(data_dir(&app))
-                            .map_err(|e| e.to_string())?,
+                        data_dir: std::path::absolute(data_dir(&app)).map_err(|e| e.to_string())?,
                         port,
                         stop_with_pid,
                     };

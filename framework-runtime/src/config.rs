@@ -28,32 +28,44 @@ use serde::{Deserialize, Serialize};
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     /// Address to listen on (default `127.0.0.1:4000`).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub listen: Option<SocketAddr>,
     /// The services this process hosts; `None` hosts every service of the app.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub hosted_services: Option<Vec<String>>,
     /// Service discovery: base URL of each service hosted by another process.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub services: BTreeMap<String, String>,
     /// The Postgres server on which service databases are created. `None`: managed Postgres.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub database_url: Option<String>,
     /// Folder of the managed Postgres cluster (default `.ovation/` under the current folder).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub data_dir: Option<PathBuf>,
     /// Key for signing service-to-service calls. Processes of one app must share it; without
     /// it each process picks a random key, so its private endpoints answer no other process.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub service_auth_key: Option<String>,
     /// Largest request body accepted, in bytes (default 1 MiB).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub body_limit_bytes: Option<usize>,
     /// Longest a request may run before it fails with `deadline_exceeded` (default 60 s).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub request_timeout_secs: Option<u64>,
     /// Longest a call to another process may take (default 30 s).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub call_timeout_secs: Option<u64>,
     /// Connections per service database pool (default 10).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub max_db_connections: Option<u32>,
     /// The Pub/Sub backend: `postgres` (default), `nats` (a managed `nats-server`), or a
     /// `nats://host:port` URL.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub pubsub: Option<String>,
     /// Gateway mode: besides its own services, this process serves every public (and `auth`)
     /// endpoint of the services hosted elsewhere by forwarding the request to the process
     /// service discovery names. Private endpoints are never forwarded.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub gateway: bool,
 }
 

@@ -149,8 +149,7 @@ pub fn deploy(exe: &Path, units: Vec<Unit>, options: &Options) -> Result<Deploym
         ));
     }
     let logs = dir.join("logs");
-    std::fs::create_dir_all(&logs)
-        .map_err(|e| format!("cannot create {}: {e}", logs.display()))?;
+    std::fs::create_dir_all(&logs).map_err(|e| format!("cannot create {}: {e}", logs.display()))?;
 
     // Every process reaches every service it does not host through service discovery.
     let mut processes = Vec::new();
@@ -176,7 +175,9 @@ pub fn deploy(exe: &Path, units: Vec<Unit>, options: &Options) -> Result<Deploym
         .collect();
     let key = super::generate_key();
     let database_url = std::env::var("DATABASE_URL").ok().filter(|u| !u.is_empty());
-    let pubsub = std::env::var("OVATION_PUBSUB").ok().filter(|u| !u.is_empty());
+    let pubsub = std::env::var("OVATION_PUBSUB")
+        .ok()
+        .filter(|u| !u.is_empty());
     let data_dir = std::path::absolute(&options.data_dir)
         .map_err(|e| format!("cannot resolve {}: {e}", options.data_dir.display()))?;
     for p in &processes {
@@ -303,7 +304,8 @@ pub enum Health {
 fn answers_health(port: u16) -> bool {
     use std::io::Read;
     let timeout = Duration::from_secs(1);
-    let Ok(mut stream) = std::net::TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), timeout)
+    let Ok(mut stream) =
+        std::net::TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), timeout)
     else {
         return false;
     };
@@ -431,7 +433,10 @@ async fn supervise_async(dir: &Path) -> Result<(), String> {
             _ = tick.tick() => {}
         }
         if state.stop_with_pid.is_some_and(|pid| !alive(pid)) {
-            eprintln!("process {:?} exited: stopping the deployment", state.stop_with_pid);
+            eprintln!(
+                "process {:?} exited: stopping the deployment",
+                state.stop_with_pid
+            );
             break;
         }
         let mut changed = false;

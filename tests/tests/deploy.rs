@@ -1,0 +1,419 @@
+//! `ovation deploy`, as a user runs it: the real CLI builds the shop app in release mode and
+//! starts it as separate processes behind the gateway; the Kubernetes target's manifests go
+//! through `kubernetes-validate`.
+
+mod util;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use ovation::service_auth::{HEADER, ServiceAuthKey};
+use serde_json::{Value, json};
+use util::Client;
+
+fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_owned()
+}
+
+/// The target folder this test binary was built in (`<target>/debug/deps/deploy-…`).
+fn target_dir() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    exe.ancestors().nth(3).unwrap().to_owned()
+}
+
+/// The `ovation` binary, built (or found up to date) in this test's target folder.
+fn ovation() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+            .args([
+                "build",
+                "-p",
+                "ovation-cli",
+                "--bin",
+                "ovation",
+                "--manifest-path",
+            ])
+            .arg(workspace().join("Cargo.toml"))
+            .env("CARGO_TARGET_DIR", target_dir())
+            .status()
+            .unwrap();
+        assert!(status.success(), "building the ovation CLI failed");
+        target_dir().join("debug/ovation")
+    })
+}
+
+/// Runs `ovation ARGS` with the deployment's data folder; returns its output.
+fn cli(data_dir: &Path, args: &[&str]) -> Output {
+    Command::new(ovation())
+        .args(args)
+        .env("OVATION_DATA_DIR", data_dir)
+        .env("CARGO_TARGET_DIR", target_dir())
+        .env_remove("DATABASE_URL")
+        .env_remove("OVATION_PUBSUB")
+        .output()
+        .unwrap()
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// Stops the deployment when the test ends, passed or failed.
+struct Deployed {
+    data_dir: PathBuf,
+    app: String,
+}
+
+impl Drop for Deployed {
+    fn drop(&mut self) {
+        cli(&self.data_dir, &["deploy", "stop", "--app", &self.app]);
+    }
+}
+
+fn status(d: &Deployed) -> Value {
+    let out = cli(
+        &d.data_dir,
+        &["deploy", "status", "--json", "--app", &d.app],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+fn process<'a>(status: &'a Value, name: &str) -> &'a Value {
+    status["processes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == name)
+        .unwrap_or_else(|| panic!("no process {name} in {status:#}"))
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[tokio::test]
+async fn the_shop_app_runs_as_separate_processes_behind_the_gateway() {
+    // A cluster of its own, kept under the target folder so later runs reuse it.
+    let data_dir = target_dir().join("ovation-deploy-test");
+    let app = workspace().join("examples/shop-app");
+    let port = free_port().to_string();
+    let me = std::process::id().to_string();
+    let deployed = Deployed {
+        data_dir: data_dir.clone(),
+        app: app.display().to_string(),
+    };
+    let out = cli(
+        &data_dir,
+        &[
+            "deploy",
+            "--target",
+            "local",
+            "--app",
+            &deployed.app,
+            "--port",
+            &port,
+            "--stop-with-pid",
+            &me,
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "deploy failed:\n{}",
+        text(&out.stderr)
+    );
+    assert!(
+        text(&out.stdout).contains("ovation-gateway"),
+        "{}",
+        text(&out.stdout)
+    );
+
+    // One process per service plus the gateway, on distinct ports, all healthy.
+    let s = status(&deployed);
+    let processes = s["processes"].as_array().unwrap();
+    assert!(processes.len() >= 5, "{s:#}");
+    let mut ports: Vec<u64> = processes
+        .iter()
+        .map(|p| p["port"].as_u64().unwrap())
+        .collect();
+    ports.sort_unstable();
+    ports.dedup();
+    assert_eq!(ports.len(), processes.len(), "distinct ports: {s:#}");
+    assert!(processes.iter().all(|p| p["health"] == "healthy"), "{s:#}");
+    let pids: Vec<u64> = processes
+        .iter()
+        .map(|p| p["pid"].as_u64().unwrap())
+        .collect();
+    assert_eq!(
+        process(&s, "ovation-gateway")["port"].as_u64(),
+        Some(port.parse().unwrap())
+    );
+
+    // The guide's order flow, through the gateway port only.
+    let gateway = Client::new(format!("http://127.0.0.1:{port}"));
+    let email = format!("{}@deploy.example.com", uuid::Uuid::new_v4());
+    let (user, product) = gateway.user_and_product(&email, 700, 10).await;
+    let order = gateway
+        .post(
+            "/orders",
+            json!({"userId": user, "productId": product, "quantity": 2}),
+        )
+        .await;
+    assert_eq!(
+        (order.status, &order.body["status"]),
+        (200, &json!("confirmed")),
+        "{order:?}"
+    );
+    let checkout = gateway
+        .post(
+            "/checkout",
+            json!({"userId": user, "productId": product, "quantity": 1}),
+        )
+        .await;
+    assert_eq!(checkout.status, 200, "{checkout:?}");
+    // The confirmation travels over Pub/Sub to the notifications process.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let n = gateway.get(&format!("/notifications/{user}")).await;
+        if n.body["notifications"]
+            .as_array()
+            .is_some_and(|l| l.len() == 2)
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "notifications never arrived: {n:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // Private endpoints: unreachable from outside, at every port, with every forgery.
+    let products = process(&s, "products");
+    let config: Value =
+        serde_json::from_slice(&std::fs::read(products["config"].as_str().unwrap()).unwrap())
+            .unwrap();
+    let key = ServiceAuthKey::new(config["service_auth_key"].as_str().unwrap());
+    let path = format!("/products/{product}/reserve");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let forgeries = [
+        ("no header", None),
+        (
+            "wrong key",
+            Some(ServiceAuthKey::new("guess").sign("POST", &path, "orders")),
+        ),
+        (
+            "stale timestamp",
+            Some(key.sign_at("POST", &path, "orders", now - 300)),
+        ),
+        (
+            "replayed for another path",
+            Some(key.sign(
+                "POST",
+                &format!("/products/{}/reserve", uuid::Uuid::new_v4()),
+                "orders",
+            )),
+        ),
+    ];
+    for p in processes {
+        let client = Client::new(p["url"].as_str().unwrap());
+        for (case, header) in &forgeries {
+            let mut req = client
+                .http()
+                .post(format!("{}{path}", client.base))
+                .json(&json!({"quantity": 1}));
+            if let Some(h) = header {
+                req = req.header(HEADER, h);
+            }
+            let r = client.send(req).await;
+            assert_eq!(
+                (r.status, r.code()),
+                (404, "not_found"),
+                "{case} at {}: {r:?}",
+                p["name"]
+            );
+        }
+    }
+    let direct = Client::new(products["url"].as_str().unwrap());
+    let signed = direct
+        .send(
+            direct
+                .http()
+                .post(format!("{}{path}", direct.base))
+                .header(HEADER, key.sign("POST", &path, "orders"))
+                .json(&json!({"quantity": 1})),
+        )
+        .await;
+    assert_eq!(
+        signed.status, 200,
+        "a valid signature is accepted: {signed:?}"
+    );
+    assert_eq!(
+        gateway.get(&format!("/products/{product}")).await.body["inventory"],
+        6,
+        "10 - 2 ordered - 1 checked out - 1 reserved with a valid signature"
+    );
+
+    // `users` dies: orders answers 503 unavailable (no 500, no hang) until the supervisor
+    // has restarted it, then works again.
+    let users_pid = process(&s, "users")["pid"].as_u64().unwrap();
+    let killed = Command::new("kill")
+        .args(["-KILL", &users_pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    while !gone(users_pid) {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let started = Instant::now();
+    let r = gateway
+        .post(
+            "/orders",
+            json!({"userId": user, "productId": product, "quantity": 1}),
+        )
+        .await;
+    assert_eq!((r.status, r.code()), (503, "unavailable"), "{r:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "within the call timeout"
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let r = gateway
+            .post(
+                "/orders",
+                json!({"userId": user, "productId": product, "quantity": 1}),
+            )
+            .await;
+        if r.status == 200 {
+            break;
+        }
+        assert_eq!((r.status, r.code()), (503, "unavailable"), "{r:?}");
+        assert!(Instant::now() < deadline, "users was not restarted");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let s = status(&deployed);
+    let users = process(&s, "users");
+    assert!(users["restarts"].as_u64().unwrap() >= 1, "{s:#}");
+    assert_ne!(users["pid"].as_u64(), Some(users_pid));
+
+    // Stop: every process is gone and the deployment with them.
+    let out = cli(&data_dir, &["deploy", "stop", "--app", &deployed.app]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(status(&deployed), Value::Null);
+    for pid in pids.iter().chain([&users["pid"].as_u64().unwrap()]) {
+        assert!(gone(*pid), "process {pid} still runs");
+    }
+}
+
+/// Whether `pid` has exited (gone, or a zombie waiting for its parent).
+fn gone(pid: u64) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')),
+        Err(_) => true,
+    }
+}
+
+#[test]
+fn kubernetes_manifests_pass_kubernetes_validate() {
+    let out_dir = target_dir().join(format!("ovation-k8s-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&out_dir);
+    let app = workspace().join("examples/shop-app");
+    let out = cli(
+        &target_dir().join("ovation-deploy-test"),
+        &[
+            "deploy",
+            "--target",
+            "kubernetes",
+            "--app",
+            &app.display().to_string(),
+            "--out",
+            &out_dir.display().to_string(),
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let manifests: Vec<PathBuf> = std::fs::read_dir(&out_dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+        .collect();
+    let all: String = manifests
+        .iter()
+        .map(|p| std::fs::read_to_string(p).unwrap())
+        .collect();
+    for kind in [
+        "Deployment",
+        "Service",
+        "Ingress",
+        "ConfigMap",
+        "Secret",
+        "StatefulSet",
+    ] {
+        assert!(all.contains(&format!("kind: \"{kind}\"")), "no {kind}");
+    }
+    for process in [
+        "users",
+        "products",
+        "orders",
+        "gateway",
+        "notifications",
+        "ovation-gateway",
+    ] {
+        assert!(
+            out_dir.join(format!("{process}.yaml")).is_file(),
+            "{process}"
+        );
+    }
+    assert!(all.contains("/__ovation/health"));
+    assert!(all.contains("nats://shop-app-nats:4222"));
+    assert!(
+        !all.contains("postgres://"),
+        "no database credentials in the manifests"
+    );
+    assert!(
+        !all.contains("service_auth_key"),
+        "the key is not in the ConfigMap"
+    );
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(out_dir.join("secret.yaml"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o077, 0, "secret.yaml is private to its owner");
+    assert!(out_dir.join("Dockerfile").is_file());
+
+    let validate = Command::new("kubernetes-validate")
+        .args(["--strict", "-k", "1.34.0"])
+        .args(&manifests)
+        .output();
+    match validate {
+        Ok(v) => assert!(
+            v.status.success(),
+            "kubernetes-validate rejected the manifests:\n{}{}",
+            text(&v.stdout),
+            text(&v.stderr)
+        ),
+        Err(e) if std::env::var("CI").is_ok_and(|v| v == "true") => {
+            panic!("kubernetes-validate is missing in CI ({e}); .ci/run installs it")
+        }
+        Err(e) => eprintln!(
+            "SKIPPED: kubernetes-validate is not installed ({e}); `pip install kubernetes-validate` runs this check"
+        ),
+    }
+    let _ = std::fs::remove_dir_all(&out_dir);
+}
