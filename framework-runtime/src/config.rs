@@ -8,7 +8,7 @@
 //! |---|---|---|
 //! | `OVATION_CONFIG` | path of a JSON config file | none |
 //! | `OVATION_LISTEN` | listen address | `127.0.0.1:4000` |
-//! | `OVATION_HOSTED_SERVICES` | comma-separated services this process hosts | all |
+//! | `OVATION_HOSTED_SERVICES` | comma-separated services this process hosts (`none`: none) | all |
 //! | `OVATION_SERVICE_URLS` | `name=url,...`: where the services not hosted here run | none |
 //! | `DATABASE_URL` | Postgres server on which the service databases are created | managed local Postgres |
 //! | `OVATION_DATA_DIR` | folder of the managed Postgres cluster | `.ovation/` |
@@ -128,10 +128,11 @@ impl Config {
             })?);
         }
         if let Some(v) = var("OVATION_HOSTED_SERVICES").filter(|v| !v.is_empty()) {
+            // `none`: a process hosting no service, e.g. a gateway only.
             self.hosted_services = Some(
                 v.split(',')
                     .map(|s| s.trim().to_owned())
-                    .filter(|s| !s.is_empty())
+                    .filter(|s| !s.is_empty() && s != "none")
                     .collect(),
             );
         }
@@ -241,6 +242,23 @@ mod tests {
             Some(&["users".into(), "products".into()][..])
         );
         assert_eq!(c.services["gateway"], "http://127.0.0.1:2");
+
+        let mut gateway = Config::default();
+        gateway
+            .apply_env(env(&[
+                ("OVATION_HOSTED_SERVICES", "none"),
+                ("OVATION_GATEWAY", "true"),
+            ]))
+            .unwrap();
+        assert_eq!(gateway.hosted_services, Some(vec![]));
+        assert!(gateway.gateway);
+        let err = Config::default()
+            .apply_env(env(&[("OVATION_GATEWAY", "maybe")]))
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("expected `true` or `false`"),
+            "{err}"
+        );
     }
 
     #[test]
