@@ -168,13 +168,20 @@ pub fn dns_label(name: &str) -> String {
 /// Builds the app at `manifest` in release mode, showing cargo's progress, and returns the
 /// path of its binary.
 pub fn build_release(manifest: &Path) -> Result<PathBuf, String> {
-    eprintln!("building {} in release mode", manifest.display());
-    let mut child = Command::new(crate::cargo())
-        .args([
-            "build",
-            "--release",
-            "--message-format=json-render-diagnostics",
-        ])
+    build(manifest, true)
+}
+
+/// Builds the app at `manifest` (release or dev profile), showing cargo's progress, and
+/// returns the path of its binary.
+pub fn build(manifest: &Path, release: bool) -> Result<PathBuf, String> {
+    let profile = if release { "release" } else { "dev" };
+    eprintln!("building {} ({profile} profile)", manifest.display());
+    let mut command = Command::new(crate::cargo());
+    command.args(["build", "--message-format=json-render-diagnostics"]);
+    if release {
+        command.arg("--release");
+    }
+    let mut child = command
         .arg("--manifest-path")
         .arg(manifest)
         .stdout(Stdio::piped())
@@ -209,7 +216,7 @@ pub fn build_release(manifest: &Path) -> Result<PathBuf, String> {
         .map_err(|e| format!("cargo did not finish: {e}"))?;
     if !status.success() {
         return Err(format!(
-            "the release build failed ({status}); the compiler's messages are above"
+            "the build failed ({status}); the compiler's messages are above"
         ));
     }
     match executables.as_slice() {

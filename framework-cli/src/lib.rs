@@ -11,6 +11,8 @@ use clap::{Parser, Subcommand, ValueEnum};
 use ovation::infra::ManagedPostgres;
 
 pub mod deploy;
+pub mod dev;
+pub mod traces;
 
 /// Backends as services, in Rust.
 #[derive(Debug, Parser)]
@@ -30,12 +32,23 @@ enum Cmd {
         /// Port to serve the app on, on 127.0.0.1.
         #[arg(long, default_value_t = 4000)]
         port: u16,
+        /// Port of the dashboard and the trace receiver, on 127.0.0.1.
+        #[arg(long, default_value_t = 9400)]
+        dashboard_port: u16,
+        /// Rebuild on every change to a .rs, .sql or Cargo.toml file and swap the new build
+        /// in while the port keeps answering.
+        #[arg(long)]
+        watch: bool,
     },
     /// Run the app's tests (each `#[ovation::test]` gets its own databases).
     Test {
         /// The app's folder (holding its Cargo.toml).
         #[arg(long, default_value = ".")]
         app: PathBuf,
+        /// Port of the trace receiver the tests export to (an `ovation run` dashboard already
+        /// there is used).
+        #[arg(long, default_value_t = 9400)]
+        dashboard_port: u16,
         /// Arguments passed on to `cargo test`.
         #[arg(last = true)]
         cargo_args: Vec<String>,
@@ -151,23 +164,22 @@ pub fn main() -> ExitCode {
 
 fn run(cli: Cli) -> Result<ExitCode, String> {
     match cli.command {
-        Cmd::Run { app, port } => {
-            let manifest = manifest(&app)?;
-            let mut cmd = Command::new(cargo());
-            cmd.arg("run").arg("--manifest-path").arg(&manifest);
-            cmd.env("OVATION_LISTEN", format!("127.0.0.1:{port}"));
-            cmd.env("OVATION_DATA_DIR", data_dir(&app));
-            status(cmd, "cargo run")
-        }
-        Cmd::Test { app, cargo_args } => {
-            let manifest = manifest(&app)?;
-            let mut cmd = Command::new(cargo());
-            cmd.arg("test")
-                .arg("--manifest-path")
-                .arg(&manifest)
-                .args(cargo_args);
-            status(cmd, "cargo test")
-        }
+        Cmd::Run {
+            app,
+            port,
+            dashboard_port,
+            watch,
+        } => dev::run(dev::RunOptions {
+            app,
+            port,
+            dashboard_port,
+            watch,
+        }),
+        Cmd::Test {
+            app,
+            dashboard_port,
+            cargo_args,
+        } => dev::test(&app, dashboard_port, &cargo_args),
         Cmd::Deploy {
             command: Some(command),
             ..

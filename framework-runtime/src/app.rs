@@ -60,7 +60,14 @@ pub fn run() -> ExitCode {
         println!("{}", server::app_model(None));
         return ExitCode::SUCCESS;
     }
-    init_logging();
+    let config = match Config::from_env() {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    crate::telemetry::init(&config);
     let tokio = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -72,11 +79,11 @@ pub fn run() -> ExitCode {
         }
     };
     let result = tokio.block_on(async {
-        let config = Config::from_env()?;
         let server = start(config).await?;
         server.run_until_signal().await;
         Ok::<(), StartupError>(())
     });
+    crate::telemetry::flush(std::time::Duration::from_secs(5));
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -84,20 +91,6 @@ pub fn run() -> ExitCode {
             ExitCode::FAILURE
         }
     }
-}
-
-/// Installs a `tracing` subscriber printing to stderr (filter with `RUST_LOG`), unless one is
-/// installed already.
-pub fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn"));
-    use std::io::IsTerminal;
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_target(false)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .try_init();
 }
 
 /// The services this process hosts, checked against the app's services.

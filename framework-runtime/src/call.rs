@@ -25,12 +25,27 @@ pub async fn call<E: Endpoint>(
     let ctx = runtime::context()?;
     let service = E::service();
     if ctx.rt.hosts(service) {
-        let span = tracing::debug_span!("call", service, endpoint = E::NAME, remote = false);
+        let span = tracing::debug_span!(
+            "call",
+            otel.name = %format!("call {service}.{}", E::NAME),
+            otel.kind = "internal",
+            service,
+            endpoint = E::NAME,
+            remote = false
+        );
         runtime::scope(ctx.rt, Some(service), E::handle(params, request))
             .instrument(span)
             .await
     } else {
-        let span = tracing::debug_span!("call", service, endpoint = E::NAME, remote = true);
+        let span = tracing::debug_span!(
+            "call",
+            otel.name = %format!("call {service}.{}", E::NAME),
+            otel.kind = "client",
+            otel.status_code = tracing::field::Empty,
+            service,
+            endpoint = E::NAME,
+            remote = true
+        );
         remote::<E>(ctx, params, request).instrument(span).await
     }
 }
@@ -114,6 +129,9 @@ async fn remote<E: Endpoint>(
     }
     let caller = ctx.service.unwrap_or("-");
     let signature = ctx.rt.auth_key.sign(method.as_str(), url.path(), caller);
+    if let Some(traceparent) = crate::telemetry::current_traceparent() {
+        builder = builder.header(crate::telemetry::TRACEPARENT, traceparent);
+    }
     let request = builder
         .header(service_auth::HEADER, signature)
         .build()

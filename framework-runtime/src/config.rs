@@ -14,6 +14,8 @@
 //! | `OVATION_DATA_DIR` | folder of the managed Postgres cluster | `.ovation/` |
 //! | `OVATION_SERVICE_AUTH_KEY` | key signing service-to-service calls | random per process |
 //! | `OVATION_PUBSUB` | `postgres`, `nats` (managed `nats-server`) or `nats://host:port` | `postgres` |
+//! | `OTEL_EXPORTER_OTLP_ENDPOINT` | OTLP/HTTP collector receiving traces, e.g. `http://127.0.0.1:4318` | none: no export |
+//! | `OVATION_TRACE_SAMPLING` | share of traces exported, 0.0 to 1.0 | 1.0 |
 //! | `OVATION_GATEWAY` | `true`: also route public endpoints of services hosted elsewhere | `false` |
 
 use std::collections::BTreeMap;
@@ -67,6 +69,14 @@ pub struct Config {
     /// service discovery names. Private endpoints are never forwarded.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub gateway: bool,
+    /// The OTLP/HTTP collector traces are exported to (its base URL; `/v1/traces` is added).
+    /// `None`: traces are not exported.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub otlp_endpoint: Option<String>,
+    /// The share of traces exported, from 0.0 to 1.0 (default 1.0). A trace started elsewhere
+    /// follows its caller's decision.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub trace_sampling: Option<f64>,
 }
 
 /// Why the config could not be loaded.
@@ -167,6 +177,30 @@ impl Config {
                 ));
             }
             self.pubsub = Some(v);
+        }
+        if let Some(v) = var("OTEL_EXPORTER_OTLP_ENDPOINT").filter(|v| !v.is_empty()) {
+            if !(v.starts_with("http://") || v.starts_with("https://")) {
+                return Err(env_err(
+                    "OTEL_EXPORTER_OTLP_ENDPOINT",
+                    &v,
+                    "expected an http:// or https:// URL of an OTLP/HTTP collector".into(),
+                ));
+            }
+            self.otlp_endpoint = Some(v);
+        }
+        if let Some(v) = var("OVATION_TRACE_SAMPLING").filter(|v| !v.is_empty()) {
+            let ratio: f64 = v
+                .parse()
+                .ok()
+                .filter(|r: &f64| (0.0..=1.0).contains(r))
+                .ok_or_else(|| {
+                    env_err(
+                        "OVATION_TRACE_SAMPLING",
+                        &v,
+                        "expected a number from 0.0 to 1.0".into(),
+                    )
+                })?;
+            self.trace_sampling = Some(ratio);
         }
         if let Some(v) = var("OVATION_GATEWAY").filter(|v| !v.is_empty()) {
             self.gateway = match v.to_ascii_lowercase().as_str() {

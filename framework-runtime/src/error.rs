@@ -224,7 +224,7 @@ impl Error {
     }
 
     /// Serves this error with `status` instead of its code's usual status.
-    pub(crate) fn with_status(mut self, status: StatusCode) -> Self {
+    pub fn with_status(mut self, status: StatusCode) -> Self {
         self.status = Some(status);
         self
     }
@@ -291,7 +291,11 @@ impl IntoResponse for Error {
                 }
             }
         }
-        (status, axum::Json(self)).into_response()
+        let code = self.code;
+        let mut response = (status, axum::Json(self)).into_response();
+        // For the request span (see `server::record_outcome`).
+        response.extensions_mut().insert(code);
+        response
     }
 }
 

@@ -30,17 +30,17 @@ use crate::service_auth;
 pub(crate) fn route(rt: &'static Runtime, info: EndpointInfo) -> MethodRouter {
     let filter = MethodFilter::try_from(info.method.http()).expect("endpoint methods are standard");
     axum::routing::on(filter, move |req: Request| async move {
-        let span = tracing::info_span!(
-            "gateway",
-            service = info.service,
-            endpoint = info.name,
-            method = %req.method(),
-            path = %req.uri().path(),
+        let span = crate::server::request_span(info.service, info.name, &req);
+        span.record(
+            "otel.name",
+            format!("gateway {}.{}", info.service, info.name),
         );
-        forward(rt, info.service, req)
-            .instrument(span)
+        let response = forward(rt, info.service, req)
+            .instrument(span.clone())
             .await
-            .unwrap_or_else(IntoResponse::into_response)
+            .unwrap_or_else(IntoResponse::into_response);
+        crate::server::record_outcome(&span, &response);
+        response
     })
 }
 
@@ -71,12 +71,37 @@ async fn forward(rt: &'static Runtime, service: &str, req: Request) -> Result<Re
         );
         Error::unavailable(format!("service `{service}` is unavailable"))
     })?;
+    forward_to(
+        &rt.http,
+        service,
+        base,
+        req,
+        rt.body_limit,
+        rt.request_timeout,
+    )
+    .await
+}
+
+/// Forwards `req` to the same path and query under `base`, as a reverse proxy: hop-by-hop
+/// headers and any service signature dropped, `x-forwarded-for`/`-host` and the current
+/// trace context added, a refused connection retried once. `target` names the upstream in
+/// errors (`unavailable` when it cannot be reached, `deadline_exceeded` past `timeout`);
+/// its address goes only to the log. The gateway uses it, and so does `ovation run --watch`.
+pub async fn forward_to(
+    http: &reqwest::Client,
+    target: &str,
+    base: &reqwest::Url,
+    req: Request,
+    body_limit: usize,
+    timeout: std::time::Duration,
+) -> Result<Response, Error> {
+    let service = target;
     let peer = req
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
         .map(|ConnectInfo(addr)| addr.ip());
     let (parts, body) = req.into_parts();
-    let body = crate::server::read_body(body, rt.body_limit).await?;
+    let body = crate::server::read_body(body, body_limit).await?;
 
     let mut url = base.clone();
     url.set_path(&format!(
@@ -101,41 +126,45 @@ async fn forward(rt: &'static Runtime, service: &str, req: Request) -> Result<Re
             headers.insert("x-forwarded-for", value);
         }
     }
+    // The service's span is a child of the gateway's.
+    if let Some(traceparent) = crate::telemetry::current_traceparent()
+        && let Ok(value) = HeaderValue::from_str(&traceparent)
+    {
+        headers.insert(crate::telemetry::TRACEPARENT, value);
+    }
     if let Some(host) = parts.headers.get(header::HOST) {
         headers.insert("x-forwarded-host", host.clone());
     }
 
-    let request = rt
-        .http
+    let request = http
         .request(parts.method, url.clone())
         .headers(headers)
         .body(body)
         .build()
         .map_err(|e| Error::internal("the request could not be forwarded").with_source(e))?;
     let exchange = async {
-        let response = call::send(&rt.http, request).await?;
+        let response = call::send(http, request).await?;
         let status = response.status();
         let headers = response.headers().clone();
         let body = response.bytes().await?;
         Ok::<_, reqwest::Error>((status, headers, body))
     };
-    let (status, upstream_headers, body) =
-        match tokio::time::timeout(rt.request_timeout, exchange).await {
-            Ok(Ok(answer)) => answer,
-            Ok(Err(e)) => {
-                tracing::warn!(service, at = %call::origin(&url), "forwarding failed: {e}");
-                return Err(if e.is_timeout() {
-                    Error::deadline_exceeded(format!("service `{service}` did not answer in time"))
-                } else {
-                    Error::unavailable(format!("service `{service}` is unavailable"))
-                });
-            }
-            Err(_) => {
-                return Err(Error::deadline_exceeded(format!(
-                    "service `{service}` did not answer in time"
-                )));
-            }
-        };
+    let (status, upstream_headers, body) = match tokio::time::timeout(timeout, exchange).await {
+        Ok(Ok(answer)) => answer,
+        Ok(Err(e)) => {
+            tracing::warn!(service, at = %call::origin(&url), "forwarding failed: {e}");
+            return Err(if e.is_timeout() {
+                Error::deadline_exceeded(format!("service `{service}` did not answer in time"))
+            } else {
+                Error::unavailable(format!("service `{service}` is unavailable"))
+            });
+        }
+        Err(_) => {
+            return Err(Error::deadline_exceeded(format!(
+                "service `{service}` did not answer in time"
+            )));
+        }
+    };
 
     let mut response = Response::new(Body::from(body));
     *response.status_mut() = status;

@@ -51,6 +51,7 @@
 //! | [`server`] | routes, request decoding, access control |
 //! | [`gateway`] | gateway mode: one public port forwarding to the processes of a deployment |
 //! | [`config`] | the runtime config |
+//! | [`telemetry`] | logs, spans, trace context, OTLP export |
 //! | [`infra`] | the managed local Postgres |
 //! | [`testing`] | `#[ovation::test]` and end-to-end test support |
 
@@ -66,6 +67,7 @@ pub mod runtime;
 pub mod server;
 pub mod service_auth;
 pub mod sqldb;
+pub mod telemetry;
 pub mod testing;
 
 pub use app::{Server, StartupError, run, start};

@@ -34,6 +34,7 @@ use std::time::Duration;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use sqlx::{Postgres, Transaction};
+use tracing::Instrument;
 
 use crate::error::Error;
 use crate::registry::service_of;
@@ -106,7 +107,22 @@ impl<T: Message> Topic<T> {
         let rt = crate::runtime::current()?;
         let pubsub = rt.pubsub()?;
         let payload = encode(message)?;
-        pubsub.publish(self.def.name, payload).await
+        pubsub
+            .publish(self.def.name, payload)
+            .instrument(self.span())
+            .await
+    }
+
+    /// The producer span of a publish; the message carries its trace context.
+    fn span(&self) -> tracing::Span {
+        let service = crate::runtime::context().ok().and_then(|c| c.service);
+        tracing::info_span!(
+            "publish",
+            otel.name = %format!("publish {}", self.def.name),
+            otel.kind = "producer",
+            topic = self.def.name,
+            service,
+        )
     }
 
     /// Publishes `messages` in one transaction: all or none. Much cheaper per message than
@@ -114,7 +130,10 @@ impl<T: Message> Topic<T> {
     pub async fn publish_batch(&self, messages: &[T]) -> Result<Vec<MessageId>, Error> {
         let rt = crate::runtime::current()?;
         let payloads = messages.iter().map(encode).collect::<Result<Vec<_>, _>>()?;
-        rt.pubsub()?.publish_batch(self.def.name, payloads).await
+        rt.pubsub()?
+            .publish_batch(self.def.name, payloads)
+            .instrument(self.span())
+            .await
     }
 
     /// Writes `message` in the caller's transaction `tx` (on a service database): it is
@@ -125,7 +144,9 @@ impl<T: Message> Topic<T> {
         message: &T,
     ) -> Result<MessageId, Error> {
         let payload = encode(message)?;
-        postgres::write_outbox(tx, self.def.name, payload).await
+        postgres::write_outbox(tx, self.def.name, payload)
+            .instrument(self.span())
+            .await
     }
 }
 

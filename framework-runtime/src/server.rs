@@ -209,18 +209,49 @@ fn verified_caller(rt: &Runtime, headers: &HeaderMap, method: &str, path: &str) 
 pub(crate) fn route<E: Endpoint>(rt: &'static Runtime) -> MethodRouter {
     let filter = MethodFilter::try_from(E::METHOD.http()).expect("endpoint methods are standard");
     axum::routing::on(filter, move |req: Request| async move {
-        let span = tracing::info_span!(
-            "request",
-            service = E::service(),
-            endpoint = E::NAME,
-            method = %req.method(),
-            path = %req.uri().path(),
-        );
-        match serve::<E>(rt, req).instrument(span).await {
+        let span = request_span(E::service(), E::NAME, &req);
+        let response = match serve::<E>(rt, req).instrument(span.clone()).await {
             Ok(response) => response,
             Err(e) => e.into_response(),
-        }
+        };
+        record_outcome(&span, &response);
+        response
     })
+}
+
+/// The server span of one request, continuing the caller's trace if its `traceparent` header
+/// names one. Headers and bodies are not recorded.
+pub(crate) fn request_span(service: &str, endpoint: &str, req: &Request) -> tracing::Span {
+    let span = tracing::info_span!(
+        "request",
+        otel.name = %format!("{service}.{endpoint}"),
+        otel.kind = "server",
+        otel.status_code = tracing::field::Empty,
+        service,
+        endpoint,
+        http.method = %req.method(),
+        http.path = %req.uri().path(),
+        http.status_code = tracing::field::Empty,
+        error.code = tracing::field::Empty,
+    );
+    let traceparent = req
+        .headers()
+        .get(crate::telemetry::TRACEPARENT)
+        .and_then(|v| v.to_str().ok());
+    crate::telemetry::continue_trace(&span, traceparent);
+    span
+}
+
+/// Records the response's status (and error code) on a request span.
+pub(crate) fn record_outcome(span: &tracing::Span, response: &Response) {
+    let status = response.status();
+    span.record("http.status_code", status.as_u16());
+    if status.is_client_error() || status.is_server_error() {
+        span.record("otel.status_code", "ERROR");
+        if let Some(code) = response.extensions().get::<crate::error::ErrCode>() {
+            span.record("error.code", code.as_str());
+        }
+    }
 }
 
 async fn serve<E: Endpoint>(rt: &'static Runtime, req: Request) -> Result<Response, Error> {

@@ -178,8 +178,12 @@ impl Server {
     /// the URL is replaced by each service database's name.
     pub fn from_url(url: &str) -> Result<Server, SetupError> {
         let options: PgConnectOptions = url.parse().map_err(SetupError::BadUrl)?;
+        // Each finished statement is a `sqlx::query` event: DEBUG, or WARN past a second.
+        // The log filter shows only the slow ones; tracing makes a span of every one.
         Ok(Server {
-            options: options.disable_statement_logging(),
+            options: options
+                .log_statements(log::LevelFilter::Debug)
+                .log_slow_statements(log::LevelFilter::Warn, std::time::Duration::from_secs(1)),
         })
     }
 

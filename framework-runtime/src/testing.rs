@@ -272,6 +272,7 @@ impl TestEnv {
 
     /// Fresh, migrated copies of every database the app declares.
     pub async fn new() -> Result<TestEnv, Error> {
+        crate::telemetry::init_for_tests();
         let server = test_server().await?.clone();
         let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
         let pid = std::process::id();
@@ -397,6 +398,11 @@ impl TestEnv {
         for rt in runtimes {
             rt.close_pools().await;
         }
+        // The test's spans reach the collector before the test process ends.
+        let _ = tokio::task::spawn_blocking(|| {
+            crate::telemetry::flush(std::time::Duration::from_secs(5))
+        })
+        .await;
         if let Some(nats) = &self.nats {
             let topics: Vec<&str> = crate::pubsub::topics().iter().map(|t| t.name).collect();
             nats.delete_streams(&topics).await;

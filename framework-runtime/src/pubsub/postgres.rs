@@ -165,7 +165,7 @@ impl PgPubSub {
             topic: topic.to_owned(),
             payload,
             published_at: None,
-            traceparent: None,
+            traceparent: crate::telemetry::current_traceparent(),
         };
         self.insert(&[message]).await?;
         Ok(MessageId(id))
@@ -176,6 +176,7 @@ impl PgPubSub {
         topic: &str,
         payloads: Vec<serde_json::Value>,
     ) -> Result<Vec<MessageId>, Error> {
+        let traceparent = crate::telemetry::current_traceparent();
         let messages: Vec<Outgoing> = payloads
             .into_iter()
             .map(|payload| Outgoing {
@@ -183,7 +184,7 @@ impl PgPubSub {
                 topic: topic.to_owned(),
                 payload,
                 published_at: None,
-                traceparent: None,
+                traceparent: traceparent.clone(),
             })
             .collect();
         self.insert(&messages).await?;
@@ -414,12 +415,15 @@ pub(crate) async fn write_outbox(
     payload: serde_json::Value,
 ) -> Result<MessageId, Error> {
     let id = Uuid::new_v4();
-    sqlx::query("INSERT INTO _ovation_outbox (id, topic, payload) VALUES ($1, $2, $3)")
-        .bind(id)
-        .bind(topic)
-        .bind(payload)
-        .execute(&mut **tx)
-        .await?;
+    sqlx::query(
+        "INSERT INTO _ovation_outbox (id, topic, payload, traceparent) VALUES ($1, $2, $3, $4)",
+    )
+    .bind(id)
+    .bind(topic)
+    .bind(payload)
+    .bind(crate::telemetry::current_traceparent())
+    .execute(&mut **tx)
+    .await?;
     // Delivered to listeners at commit, not before; dropped on rollback.
     sqlx::query("SELECT pg_notify($1, '')")
         .bind(OUTBOX_CHANNEL)
@@ -780,17 +784,28 @@ pub(super) async fn run_handler(
     match (sub.handler)(payload) {
         Err(e) => Outcome::Poison(e),
         Ok(fut) => {
-            let span =
-                tracing::info_span!("delivery", subscription = sub.name, message = %id, attempt);
+            let topic = (sub.topic)();
+            let span = tracing::info_span!(
+                "delivery",
+                otel.name = %format!("deliver {topic} → {}", sub.name),
+                otel.kind = "consumer",
+                otel.status_code = tracing::field::Empty,
+                service = sub.service(),
+                topic,
+                subscription = sub.name,
+                message = %id,
+                attempt
+            );
+            crate::telemetry::continue_trace(&span, delivery.traceparent.as_deref());
             let fut = runtime::scope(
                 rt,
                 Some(sub.service()),
                 super::DELIVERY.scope(delivery, fut),
             );
             // A task of its own: a panic is caught as a JoinError, and the deadline can abort it.
-            let task = tokio::spawn(tracing::Instrument::instrument(fut, span));
+            let task = tokio::spawn(tracing::Instrument::instrument(fut, span.clone()));
             let abort = task.abort_handle();
-            match tokio::time::timeout(sub.config.ack_deadline, task).await {
+            let outcome = match tokio::time::timeout(sub.config.ack_deadline, task).await {
                 Ok(Ok(Ok(()))) => Outcome::Done,
                 Ok(Ok(Err(e))) => Outcome::Failed(e.to_string()),
                 Ok(Err(join)) if join.is_panic() => Outcome::Failed("the handler panicked".into()),
@@ -802,7 +817,12 @@ pub(super) async fn run_handler(
                         sub.config.ack_deadline
                     ))
                 }
+            };
+            if let Outcome::Failed(reason) = &outcome {
+                span.record("otel.status_code", "ERROR");
+                span.in_scope(|| tracing::warn!(%reason, "delivery attempt failed"));
             }
+            outcome
         }
     }
 }

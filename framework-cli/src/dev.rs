@@ -1,0 +1,413 @@
+//! `ovation run` and `ovation test`: the app on this machine with its infrastructure, and the
+//! trace store behind the dashboard port.
+//!
+//! `run` builds the app (cargo's progress on the terminal), makes sure the managed Postgres
+//! runs (unless `DATABASE_URL` names a server), serves the OTLP receiver and the trace API on
+//! the dashboard port, and starts the app with its OTLP exporter pointed there; the app's logs
+//! stream to the terminal. Ctrl-C (or SIGTERM) stops the app gracefully, then the CLI.
+//!
+//! With `--watch` the CLI itself listens on the app port and forwards to the app on an internal
+//! port. A change to a `.rs`, `.sql` or `Cargo.toml` file under the app folder rebuilds it;
+//! once the new build answers its health check, new requests go to it and the old process is
+//! stopped gracefully, finishing what it had in flight. The port never stops answering, and a
+//! build that fails leaves the old process serving.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant, SystemTime};
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use ovation::infra::ManagedPostgres;
+use tokio::net::TcpListener;
+use tokio::process::{Child, Command};
+
+use crate::traces::Store;
+
+/// Options of `ovation run`.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    pub app: PathBuf,
+    pub port: u16,
+    pub dashboard_port: u16,
+    pub watch: bool,
+}
+
+fn tokio() -> Result<tokio::runtime::Runtime, String> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the async runtime: {e}"))
+}
+
+async fn bind(port: u16, what: &str, flag: &str) -> Result<TcpListener, String> {
+    TcpListener::bind(("127.0.0.1", port)).await.map_err(|e| {
+        format!(
+            "cannot listen on 127.0.0.1:{port} for the {what} ({e}): stop what uses it, or \
+             choose another port with {flag}"
+        )
+    })
+}
+
+/// The Postgres server of the app's databases and of the trace store.
+async fn database_server(data_dir: &Path) -> Result<ovation::sqldb::Server, String> {
+    let url = match std::env::var("DATABASE_URL").ok().filter(|u| !u.is_empty()) {
+        Some(url) => url,
+        None => {
+            let dir = data_dir.to_owned();
+            let pg = tokio::task::spawn_blocking(move || ManagedPostgres::ensure(&dir))
+                .await
+                .map_err(|e| e.to_string())?
+                .map_err(|e| e.to_string())?;
+            eprintln!("managed Postgres on 127.0.0.1:{}", pg.port());
+            pg.url("postgres")
+        }
+    };
+    ovation::sqldb::Server::from_url(&url).map_err(|e| e.to_string())
+}
+
+/// Starts the trace store and its server on `listener`.
+async fn start_dashboard(data_dir: &Path, listener: TcpListener) -> Result<(), String> {
+    let server = database_server(data_dir).await?;
+    let store = Store::open(&server).await?;
+    crate::traces::serve(store, listener);
+    Ok(())
+}
+
+/// Builds the app's binary (dev profile) on a blocking thread.
+async fn build(manifest: &Path) -> Result<PathBuf, String> {
+    let manifest = manifest.to_owned();
+    tokio::task::spawn_blocking(move || crate::deploy::build(&manifest, false))
+        .await
+        .map_err(|e| e.to_string())?
+}
+
+/// `ovation run`.
+pub fn run(options: RunOptions) -> Result<ExitCode, String> {
+    let manifest = crate::manifest(&options.app)?;
+    let data_dir = std::path::absolute(crate::data_dir(&options.app)).map_err(|e| e.to_string())?;
+    let package = crate::deploy::kubernetes::package_name(&manifest)?;
+    tokio()?.block_on(async move {
+        // Both ports first: a clear error before a long build.
+        let dashboard = bind(options.dashboard_port, "dashboard", "--dashboard-port").await?;
+        let front = bind(options.port, "app", "--port").await?;
+        let exe = build(&manifest).await?;
+        start_dashboard(&data_dir, dashboard).await?;
+        let env = AppEnv {
+            exe,
+            app: options.app.clone(),
+            data_dir,
+            otlp: format!("http://127.0.0.1:{}", options.dashboard_port),
+            service_name: package,
+        };
+        if options.watch {
+            watch(env, manifest, front, &options).await
+        } else {
+            // The app takes the port itself.
+            drop(front);
+            let mut child = env.start(options.port)?;
+            if let Err(e) = wait_healthy(&mut child, options.port).await {
+                stop(child).await;
+                return Err(e);
+            }
+            announce(&options);
+            let signal = shutdown_signal();
+            tokio::select! {
+                status = child.wait() => {
+                    let status = status.map_err(|e| e.to_string())?;
+                    eprintln!("the app exited ({status})");
+                    Ok(exit_code(status.code()))
+                }
+                () = signal => {
+                    eprintln!("stopping the app");
+                    Ok(exit_code(stop(child).await))
+                }
+            }
+        }
+    })
+}
+
+fn announce(options: &RunOptions) {
+    eprintln!(
+        "\n  app:       http://127.0.0.1:{}\n  dashboard: http://127.0.0.1:{}  (traces: /api/traces)\n",
+        options.port, options.dashboard_port
+    );
+    if options.watch {
+        eprintln!("watching {} for changes", options.app.display());
+    }
+}
+
+fn exit_code(code: Option<i32>) -> ExitCode {
+    match code {
+        Some(0) => ExitCode::SUCCESS,
+        Some(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),
+        None => ExitCode::FAILURE,
+    }
+}
+
+/// How the app is started.
+struct AppEnv {
+    exe: PathBuf,
+    app: PathBuf,
+    data_dir: PathBuf,
+    otlp: String,
+    service_name: String,
+}
+
+impl AppEnv {
+    fn start(&self, port: u16) -> Result<Child, String> {
+        Command::new(&self.exe)
+            .current_dir(&self.app)
+            .env("OVATION_LISTEN", format!("127.0.0.1:{port}"))
+            .env("OVATION_DATA_DIR", &self.data_dir)
+            .env("OTEL_EXPORTER_OTLP_ENDPOINT", &self.otlp)
+            .env("OTEL_SERVICE_NAME", &self.service_name)
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| format!("cannot start {}: {e}", self.exe.display()))
+    }
+}
+
+/// Waits until the app answers its health check on `port`, or exits.
+async fn wait_healthy(child: &mut Child, port: u16) -> Result<(), String> {
+    let http = reqwest::Client::new();
+    let url = format!("http://127.0.0.1:{port}/__ovation/health");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            return Err(format!(
+                "the app exited before it answered ({status}); its messages are above"
+            ));
+        }
+        let answered = http
+            .get(&url)
+            .timeout(Duration::from_secs(1))
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success());
+        if answered {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            return Err(format!(
+                "the app did not answer on 127.0.0.1:{port} within 120 s"
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// SIGTERM, then SIGKILL after 20 s; returns the exit code.
+async fn stop(mut child: Child) -> Option<i32> {
+    if let Some(pid) = child.id() {
+        let _ = kill(Pid::from_raw(pid as i32), Signal::SIGTERM);
+    }
+    match tokio::time::timeout(Duration::from_secs(20), child.wait()).await {
+        Ok(Ok(status)) => status.code(),
+        _ => {
+            let _ = child.kill().await;
+            None
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}
+
+/// A free port on 127.0.0.1 for the app behind the watch proxy.
+fn free_port() -> Result<u16, String> {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .map_err(|e| format!("cannot find a free port: {e}"))
+}
+
+/// `--watch`: the proxy on the app port, the app behind it, rebuilt and swapped on changes.
+async fn watch(
+    env: AppEnv,
+    manifest: PathBuf,
+    front: TcpListener,
+    options: &RunOptions,
+) -> Result<ExitCode, String> {
+    let mut port = free_port()?;
+    let mut child = env.start(port)?;
+    if let Err(e) = wait_healthy(&mut child, port).await {
+        stop(child).await;
+        return Err(e);
+    }
+    let target = Arc::new(RwLock::new(
+        reqwest::Url::parse(&format!("http://127.0.0.1:{port}")).expect("a valid URL"),
+    ));
+    serve_proxy(front, target.clone());
+    announce(options);
+
+    let mut seen = snapshot(&env.app);
+    let signal = shutdown_signal();
+    tokio::pin!(signal);
+    loop {
+        tokio::select! {
+            () = &mut signal => {
+                eprintln!("stopping the app");
+                return Ok(exit_code(stop(child).await));
+            }
+            () = tokio::time::sleep(Duration::from_millis(300)) => {}
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            eprintln!(
+                "the app exited ({status}); fix it and save: it is rebuilt on the next change"
+            );
+        }
+        let now = snapshot(&env.app);
+        if now == seen {
+            continue;
+        }
+        // Let an editor finish writing (several files, or a file in steps).
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        seen = snapshot(&env.app);
+        eprintln!("change detected: rebuilding");
+        let exe = match build(&manifest).await {
+            Ok(exe) => exe,
+            Err(e) => {
+                eprintln!("{e}\nstill serving the previous build");
+                continue;
+            }
+        };
+        let next_env = AppEnv {
+            exe,
+            app: env.app.clone(),
+            data_dir: env.data_dir.clone(),
+            otlp: env.otlp.clone(),
+            service_name: env.service_name.clone(),
+        };
+        let next_port = free_port()?;
+        let mut next = next_env.start(next_port)?;
+        if let Err(e) = wait_healthy(&mut next, next_port).await {
+            eprintln!("the new build did not start: {e}\nstill serving the previous build");
+            stop(next).await;
+            continue;
+        }
+        *target.write().unwrap_or_else(|p| p.into_inner()) =
+            reqwest::Url::parse(&format!("http://127.0.0.1:{next_port}")).expect("a valid URL");
+        let old = std::mem::replace(&mut child, next);
+        port = next_port;
+        // The old process finishes its in-flight requests, then exits.
+        tokio::spawn(stop(old));
+        eprintln!("swapped in the new build (internal port {port})");
+    }
+}
+
+/// Forwards every request on `listener` to the current `target`.
+fn serve_proxy(listener: TcpListener, target: Arc<RwLock<reqwest::Url>>) {
+    let http = reqwest::Client::new();
+    let app = axum::Router::new().fallback(move |req: axum::extract::Request| {
+        let (http, target) = (http.clone(), target.clone());
+        async move {
+            let base = target.read().unwrap_or_else(|p| p.into_inner()).clone();
+            ovation::gateway::forward_to(
+                &http,
+                "app",
+                &base,
+                req,
+                64 * 1024 * 1024,
+                Duration::from_secs(300),
+            )
+            .await
+            .unwrap_or_else(axum::response::IntoResponse::into_response)
+        }
+    });
+    tokio::spawn(async move {
+        let service = app.into_make_service_with_connect_info::<SocketAddr>();
+        if let Err(e) = axum::serve(listener, service).await {
+            eprintln!("error: the app port stopped answering: {e}");
+        }
+    });
+}
+
+/// Modification times and sizes of the files a rebuild depends on: `.rs`, `.sql` and
+/// `Cargo.toml` under the app folder, outside `target/` and hidden folders.
+fn snapshot(app: &Path) -> BTreeMap<PathBuf, (SystemTime, u64)> {
+    let mut files = BTreeMap::new();
+    let mut stack = vec![app.to_owned()];
+    while let Some(dir) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            let Ok(meta) = entry.metadata() else { continue };
+            if meta.is_dir() {
+                if !name.starts_with('.') && name != "target" {
+                    stack.push(path);
+                }
+            } else if name.ends_with(".rs") || name.ends_with(".sql") || name == "Cargo.toml" {
+                let modified = meta.modified().unwrap_or(SystemTime::UNIX_EPOCH);
+                files.insert(path, (modified, meta.len()));
+            }
+        }
+    }
+    files
+}
+
+/// `ovation test`: the infrastructure, the trace store, then `cargo test`; cargo's status.
+pub fn test(app: &Path, dashboard_port: u16, cargo_args: &[String]) -> Result<ExitCode, String> {
+    let manifest = crate::manifest(app)?;
+    let data_dir = std::path::absolute(crate::data_dir(app)).map_err(|e| e.to_string())?;
+    tokio()?.block_on(async move {
+        // Reuse the dashboard of an `ovation run` if one answers; else serve our own.
+        let otlp = match TcpListener::bind(("127.0.0.1", dashboard_port)).await {
+            Ok(listener) => {
+                start_dashboard(&data_dir, listener).await?;
+                format!("http://127.0.0.1:{dashboard_port}")
+            }
+            Err(_) if dashboard_answers(dashboard_port).await => {
+                eprintln!("test traces go to the dashboard on 127.0.0.1:{dashboard_port}");
+                format!("http://127.0.0.1:{dashboard_port}")
+            }
+            Err(_) => {
+                let listener = TcpListener::bind("127.0.0.1:0")
+                    .await
+                    .map_err(|e| format!("cannot listen on 127.0.0.1: {e}"))?;
+                let port = listener.local_addr().map_err(|e| e.to_string())?.port();
+                start_dashboard(&data_dir, listener).await?;
+                format!("http://127.0.0.1:{port}")
+            }
+        };
+        let status = Command::new(crate::cargo())
+            .arg("test")
+            .arg("--manifest-path")
+            .arg(&manifest)
+            .args(cargo_args)
+            .env("OVATION_DATA_DIR", &data_dir)
+            .env("OTEL_EXPORTER_OTLP_ENDPOINT", &otlp)
+            .status()
+            .await
+            .map_err(|e| format!("cannot run cargo test: {e}"))?;
+        Ok(exit_code(status.code()))
+    })
+}
+
+async fn dashboard_answers(port: u16) -> bool {
+    reqwest::Client::new()
+        .get(format!("http://127.0.0.1:{port}/api/traces?limit=1"))
+        .timeout(Duration::from_secs(2))
+        .send()
+        .await
+        .is_ok_and(|r| r.status().is_success())
+}

@@ -1,0 +1,530 @@
+//! The CLI's trace store: an OTLP/HTTP receiver and the JSON API the dashboard reads.
+//!
+//! - `POST /v1/traces`: OTLP/HTTP, protobuf (`application/x-protobuf`) or JSON
+//!   (`application/json`), as any OpenTelemetry SDK or collector sends it;
+//! - `GET /api/traces?service=&endpoint=&status=&limit=`: the newest traces first, each with
+//!   its root span's service and endpoint, start, duration, status and span count;
+//! - `GET /api/traces/{trace_id}`: every span of one trace.
+//!
+//! Spans live in the `ovation_traces` database of the managed Postgres (or `DATABASE_URL`'s
+//! server), bounded to the newest [`MAX_TRACES`] traces of the last [`MAX_AGE`].
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTraceServiceRequest, ExportTraceServiceResponse,
+};
+use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
+use ovation::sqldb::{DatabaseDef, Migration};
+use ovation::sqlx::{self, PgPool};
+use ovation::{ErrCode, Error};
+use prost::Message;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+/// Traces kept, newest first.
+pub const MAX_TRACES: i64 = 10_000;
+/// How long a trace is kept.
+pub const MAX_AGE: Duration = Duration::from_secs(24 * 3600);
+/// The largest OTLP request accepted.
+const BODY_LIMIT: usize = 32 * 1024 * 1024;
+
+static DATABASE: DatabaseDef = DatabaseDef {
+    name: "ovation_traces",
+    module: "ovation_cli::traces",
+    migrations: &MIGRATIONS,
+};
+
+static MIGRATIONS: [Migration; 1] = [Migration {
+    version: 1,
+    file: "1_spans.up.sql",
+    sql: "
+    CREATE TABLE spans (
+        trace_id TEXT NOT NULL,
+        span_id TEXT NOT NULL,
+        parent_span_id TEXT,
+        process TEXT NOT NULL,
+        service TEXT,
+        endpoint TEXT,
+        kind TEXT NOT NULL,
+        name TEXT NOT NULL,
+        start_ns BIGINT NOT NULL,
+        duration_ns BIGINT NOT NULL,
+        status TEXT NOT NULL,
+        attributes JSONB NOT NULL,
+        events JSONB NOT NULL,
+        received_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+        PRIMARY KEY (trace_id, span_id)
+    );
+    CREATE INDEX spans_start ON spans (start_ns DESC);
+    ",
+}];
+
+/// The store: a pool on the `ovation_traces` database.
+#[derive(Debug, Clone)]
+pub struct Store {
+    pool: PgPool,
+}
+
+impl Store {
+    /// Opens (creating and migrating) the store on `server`, and starts its pruning.
+    pub async fn open(server: &ovation::sqldb::Server) -> Result<Store, String> {
+        let pool = server
+            .open(&DATABASE, 5)
+            .await
+            .map_err(|e| format!("cannot open the trace store: {e}"))?;
+        let store = Store { pool };
+        let pruner = store.clone();
+        tokio::spawn(async move {
+            loop {
+                if let Err(e) = pruner.prune().await {
+                    eprintln!("warning: pruning old traces failed: {e}");
+                }
+                tokio::time::sleep(Duration::from_secs(60)).await;
+            }
+        });
+        Ok(store)
+    }
+
+    /// Deletes traces past [`MAX_AGE`] and beyond the newest [`MAX_TRACES`].
+    pub async fn prune(&self) -> Result<(), sqlx::Error> {
+        sqlx::query("DELETE FROM spans WHERE received_at < now() - make_interval(secs => $1)")
+            .bind(MAX_AGE.as_secs_f64())
+            .execute(&self.pool)
+            .await?;
+        sqlx::query(
+            "DELETE FROM spans WHERE trace_id IN (
+                 SELECT trace_id FROM spans GROUP BY trace_id
+                 ORDER BY max(start_ns) DESC OFFSET $1)",
+        )
+        .bind(MAX_TRACES)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Stores the spans of one OTLP request; returns how many.
+    pub async fn insert(&self, request: ExportTraceServiceRequest) -> Result<usize, sqlx::Error> {
+        let mut rows = Rows::default();
+        for resource_spans in request.resource_spans {
+            let resource = attributes_json(
+                resource_spans
+                    .resource
+                    .as_ref()
+                    .map_or(&[][..], |r| &r.attributes),
+            );
+            let process = resource["service.name"]
+                .as_str()
+                .unwrap_or("unknown")
+                .to_owned();
+            for scope in resource_spans.scope_spans {
+                for span in scope.spans {
+                    rows.push(&process, span);
+                }
+            }
+        }
+        let count = rows.trace_id.len();
+        if count == 0 {
+            return Ok(0);
+        }
+        sqlx::query(
+            "INSERT INTO spans (trace_id, span_id, parent_span_id, process, service, endpoint,
+                                kind, name, start_ns, duration_ns, status, attributes, events)
+             SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
+                                  $6::text[], $7::text[], $8::text[], $9::int8[], $10::int8[],
+                                  $11::text[], $12::jsonb[], $13::jsonb[])
+             ON CONFLICT (trace_id, span_id) DO NOTHING",
+        )
+        .bind(&rows.trace_id)
+        .bind(&rows.span_id)
+        .bind(&rows.parent)
+        .bind(&rows.process)
+        .bind(&rows.service)
+        .bind(&rows.endpoint)
+        .bind(&rows.kind)
+        .bind(&rows.name)
+        .bind(&rows.start)
+        .bind(&rows.duration)
+        .bind(&rows.status)
+        .bind(&rows.attributes)
+        .bind(&rows.events)
+        .execute(&self.pool)
+        .await?;
+        Ok(count)
+    }
+
+    /// The newest traces matching the filters.
+    pub async fn list(&self, filter: &ListQuery) -> Result<Vec<Value>, sqlx::Error> {
+        let limit = filter.limit.unwrap_or(50).clamp(1, 1000);
+        /// trace id, start, duration, span count, root service, endpoint, name, status.
+        type Row = (
+            String,
+            i64,
+            i64,
+            i64,
+            Option<String>,
+            Option<String>,
+            String,
+            String,
+        );
+        let rows: Vec<Row> =
+            sqlx::query_as(
+                "WITH t AS (
+                     SELECT trace_id, min(start_ns) AS start_ns,
+                            max(start_ns + duration_ns) - min(start_ns) AS duration_ns,
+                            count(*) AS span_count
+                     FROM spans GROUP BY trace_id
+                 ), root AS (
+                     SELECT DISTINCT ON (s.trace_id) s.trace_id, s.service, s.endpoint, s.name, s.status
+                     FROM spans s
+                     ORDER BY s.trace_id,
+                              NOT EXISTS (SELECT 1 FROM spans p WHERE p.trace_id = s.trace_id
+                                          AND p.span_id = s.parent_span_id) DESC,
+                              s.start_ns
+                 )
+                 SELECT t.trace_id, t.start_ns, t.duration_ns, t.span_count,
+                        root.service, root.endpoint, root.name, root.status
+                 FROM t JOIN root USING (trace_id)
+                 WHERE ($1::text IS NULL OR root.service = $1)
+                   AND ($2::text IS NULL OR root.endpoint = $2)
+                   AND ($3::text IS NULL OR root.status = $3)
+                 ORDER BY t.start_ns DESC
+                 LIMIT $4",
+            )
+            .bind(&filter.service)
+            .bind(&filter.endpoint)
+            .bind(&filter.status)
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows
+            .into_iter()
+            .map(
+                |(trace_id, start, duration, spans, service, endpoint, name, status)| {
+                    json!({
+                        "traceId": trace_id,
+                        "rootService": service,
+                        "rootEndpoint": endpoint,
+                        "rootName": name,
+                        "start": rfc3339(start),
+                        "startNs": start,
+                        "durationMs": duration as f64 / 1e6,
+                        "status": status,
+                        "spanCount": spans,
+                    })
+                },
+            )
+            .collect())
+    }
+
+    /// Every span of `trace_id`, in start order; empty if there is no such trace.
+    pub async fn trace(&self, trace_id: &str) -> Result<Vec<Value>, sqlx::Error> {
+        type Row = (
+            String,
+            Option<String>,
+            String,
+            Option<String>,
+            String,
+            String,
+            i64,
+            i64,
+            String,
+            Value,
+            Value,
+        );
+        let rows: Vec<Row> = sqlx::query_as(
+            "SELECT span_id, parent_span_id, process, service, kind, name, start_ns,
+                    duration_ns, status, attributes, events
+             FROM spans WHERE trace_id = $1 ORDER BY start_ns, span_id",
+        )
+        .bind(trace_id)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(
+                |(
+                    id,
+                    parent,
+                    process,
+                    service,
+                    kind,
+                    name,
+                    start,
+                    duration,
+                    status,
+                    attributes,
+                    events,
+                )| {
+                    json!({
+                        "id": id,
+                        "parent": parent,
+                        "process": process,
+                        "service": service,
+                        "kind": kind,
+                        "name": name,
+                        "start": rfc3339(start),
+                        "startNs": start,
+                        "durationMs": duration as f64 / 1e6,
+                        "status": status,
+                        "attributes": attributes,
+                        "events": events,
+                    })
+                },
+            )
+            .collect())
+    }
+}
+
+/// Spans as columns, for one multi-row insert.
+#[derive(Default)]
+struct Rows {
+    trace_id: Vec<String>,
+    span_id: Vec<String>,
+    parent: Vec<Option<String>>,
+    process: Vec<String>,
+    service: Vec<Option<String>>,
+    endpoint: Vec<Option<String>>,
+    kind: Vec<String>,
+    name: Vec<String>,
+    start: Vec<i64>,
+    duration: Vec<i64>,
+    status: Vec<String>,
+    attributes: Vec<Value>,
+    events: Vec<Value>,
+}
+
+impl Rows {
+    fn push(&mut self, process: &str, span: opentelemetry_proto::tonic::trace::v1::Span) {
+        let attributes = attributes_json(&span.attributes);
+        let text = |key: &str| attributes[key].as_str().map(str::to_owned);
+        self.trace_id.push(hex(&span.trace_id));
+        self.span_id.push(hex(&span.span_id));
+        self.parent.push(
+            Some(hex(&span.parent_span_id))
+                .filter(|p| !p.is_empty() && p.bytes().any(|b| b != b'0')),
+        );
+        self.process.push(process.to_owned());
+        self.service.push(text("service"));
+        self.endpoint.push(text("endpoint"));
+        self.kind.push(
+            match span.kind {
+                1 => "internal",
+                2 => "server",
+                3 => "client",
+                4 => "producer",
+                5 => "consumer",
+                _ => "unspecified",
+            }
+            .to_owned(),
+        );
+        self.name.push(span.name);
+        let start = i64::try_from(span.start_time_unix_nano).unwrap_or(i64::MAX);
+        let end = i64::try_from(span.end_time_unix_nano).unwrap_or(start);
+        self.start.push(start);
+        self.duration.push(end.saturating_sub(start).max(0));
+        let error = span.status.as_ref().is_some_and(|s| s.code == 2);
+        self.status
+            .push(if error { "error" } else { "ok" }.to_owned());
+        self.attributes.push(attributes);
+        self.events.push(Value::Array(
+            span.events
+                .iter()
+                .map(|e| {
+                    json!({
+                        "name": e.name,
+                        "time": rfc3339(i64::try_from(e.time_unix_nano).unwrap_or(0)),
+                        "attributes": attributes_json(&e.attributes),
+                    })
+                })
+                .collect(),
+        ));
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn rfc3339(unix_ns: i64) -> String {
+    chrono::DateTime::from_timestamp_nanos(unix_ns)
+        .to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+}
+
+fn attributes_json(attributes: &[KeyValue]) -> Value {
+    Value::Object(
+        attributes
+            .iter()
+            .map(|kv| (kv.key.clone(), any_value_json(kv.value.as_ref())))
+            .collect(),
+    )
+}
+
+fn any_value_json(value: Option<&AnyValue>) -> Value {
+    match value.and_then(|v| v.value.as_ref()) {
+        None => Value::Null,
+        Some(any_value::Value::StringValue(s)) => json!(s),
+        Some(any_value::Value::BoolValue(b)) => json!(b),
+        Some(any_value::Value::IntValue(i)) => json!(i),
+        Some(any_value::Value::DoubleValue(d)) => json!(d),
+        Some(any_value::Value::ArrayValue(a)) => {
+            Value::Array(a.values.iter().map(|v| any_value_json(Some(v))).collect())
+        }
+        Some(any_value::Value::KvlistValue(kv)) => attributes_json(&kv.values),
+        Some(any_value::Value::BytesValue(b)) => json!(hex(b)),
+    }
+}
+
+/// The filters of `GET /api/traces`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    pub service: Option<String>,
+    pub endpoint: Option<String>,
+    /// `ok` or `error`.
+    pub status: Option<String>,
+    pub limit: Option<i64>,
+}
+
+/// The receiver and the API, on one router.
+pub fn router(store: Store) -> Router {
+    Router::new()
+        .route("/v1/traces", axum::routing::post(receive))
+        .route("/api/traces", axum::routing::get(list))
+        .route("/api/traces/{trace_id}", axum::routing::get(trace))
+        .route("/", axum::routing::get(index))
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .with_state(store)
+}
+
+/// Serves [`router`] on `listener` until the process ends.
+pub fn serve(store: Store, listener: tokio::net::TcpListener) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let app = router(store).into_make_service_with_connect_info::<SocketAddr>();
+        if let Err(e) = axum::serve(listener, app).await {
+            eprintln!("error: the dashboard server stopped: {e}");
+        }
+    })
+}
+
+async fn index() -> axum::Json<Value> {
+    axum::Json(json!({
+        "otlp": "POST /v1/traces (application/x-protobuf or application/json)",
+        "traces": "GET /api/traces?service=&endpoint=&status=ok|error&limit=",
+        "trace": "GET /api/traces/{trace_id}",
+    }))
+}
+
+async fn receive(State(store): State<Store>, headers: HeaderMap, body: Bytes) -> Response {
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    if headers
+        .get(header::CONTENT_ENCODING)
+        .is_some_and(|e| e != "identity")
+    {
+        return Error::new(
+            ErrCode::InvalidArgument,
+            "compressed OTLP requests are not supported: turn compression off in the exporter",
+        )
+        .with_status(StatusCode::UNSUPPORTED_MEDIA_TYPE)
+        .into_response();
+    }
+    let (request, json) = match content_type.as_str() {
+        "application/x-protobuf" | "application/protobuf" => {
+            match ExportTraceServiceRequest::decode(body) {
+                Ok(r) => (r, false),
+                Err(e) => {
+                    return Error::invalid_argument(format!("not an OTLP protobuf request: {e}"))
+                        .into_response();
+                }
+            }
+        }
+        "application/json" => match serde_json::from_slice::<ExportTraceServiceRequest>(&body) {
+            Ok(r) => (r, true),
+            Err(e) => {
+                return Error::invalid_argument(format!("not an OTLP/JSON request: {e}"))
+                    .into_response();
+            }
+        },
+        other => {
+            return Error::invalid_argument(format!(
+                "OTLP/HTTP takes application/x-protobuf or application/json, not {other:?}"
+            ))
+            .with_status(StatusCode::UNSUPPORTED_MEDIA_TYPE)
+            .into_response();
+        }
+    };
+    if let Err(e) = store.insert(request).await {
+        eprintln!("error: storing spans failed: {e}");
+        return Error::unavailable("the trace store is unavailable").into_response();
+    }
+    let answer = ExportTraceServiceResponse {
+        partial_success: None,
+    };
+    if json {
+        (
+            [(header::CONTENT_TYPE, "application/json")],
+            serde_json::to_vec(&answer).unwrap_or_else(|_| b"{}".to_vec()),
+        )
+            .into_response()
+    } else {
+        (
+            [(header::CONTENT_TYPE, "application/x-protobuf")],
+            answer.encode_to_vec(),
+        )
+            .into_response()
+    }
+}
+
+async fn list(
+    State(store): State<Store>,
+    query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let Query(query) = match query {
+        Ok(q) => q,
+        Err(e) => return Error::invalid_argument(e.body_text()).into_response(),
+    };
+    if let Some(status) = &query.status
+        && status != "ok"
+        && status != "error"
+    {
+        return Error::invalid_argument(format!("status must be `ok` or `error`, not {status:?}"))
+            .into_response();
+    }
+    match store.list(&query).await {
+        Ok(traces) => axum::Json(json!({ "traces": traces })).into_response(),
+        Err(e) => store_error(e),
+    }
+}
+
+async fn trace(State(store): State<Store>, Path(trace_id): Path<String>) -> Response {
+    let valid = trace_id.len() == 32 && trace_id.bytes().all(|b| b.is_ascii_hexdigit());
+    if !valid {
+        return Error::invalid_argument("a trace id is 32 hexadecimal digits").into_response();
+    }
+    match store.trace(&trace_id.to_ascii_lowercase()).await {
+        Ok(spans) if spans.is_empty() => {
+            Error::not_found(format!("no trace {trace_id}")).into_response()
+        }
+        Ok(spans) => axum::Json(json!({ "traceId": trace_id, "spans": spans })).into_response(),
+        Err(e) => store_error(e),
+    }
+}
+
+fn store_error(e: sqlx::Error) -> Response {
+    eprintln!("error: reading traces failed: {e}");
+    Error::unavailable("the trace store is unavailable").into_response()
+}

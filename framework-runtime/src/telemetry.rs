@@ -1,0 +1,527 @@
+//! Logs and distributed tracing.
+//!
+//! Everything is a `tracing` span or event; two layers make traces of them:
+//!
+//! - `tracing-opentelemetry` turns Ovation's spans into OpenTelemetry spans: a request
+//!   (`otel.kind = server`), a call (`client` when remote, `internal` when local), a publish
+//!   (`producer`), a delivery attempt (`consumer`); events inside a span (the app's logs)
+//!   become span events;
+//! - [`QuerySpans`] turns sqlx's per-statement event into a span of its own, child of the span
+//!   the query ran in, with the statement (literals redacted), the rows, and the duration.
+//!
+//! The W3C `traceparent` crosses processes in a header of every remote call and gateway
+//! forward, and rides inside every Pub/Sub message, so a request and everything it causes
+//! share one trace id. Request and response bodies and headers are never recorded (so neither
+//! are `Authorization` nor cookies).
+//!
+//! Export is OTLP/HTTP (protobuf) to `otlp_endpoint` (`OTEL_EXPORTER_OTLP_ENDPOINT`), through
+//! [`QueueProcessor`]: a bounded queue drained by a thread of its own, so a request never
+//! waits on the collector; spans that find the queue full are dropped and counted
+//! ([`dropped_spans`]).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, SystemTime};
+
+use opentelemetry::trace::{SpanKind, TraceContextExt, Tracer as _, TracerProvider as _};
+use opentelemetry::{Context, KeyValue};
+use opentelemetry_otlp::{WithExportConfig, WithHttpConfig};
+use opentelemetry_sdk::Resource;
+use opentelemetry_sdk::error::OTelSdkResult;
+use opentelemetry_sdk::trace::{
+    Sampler, SdkTracer, SdkTracerProvider, SpanData, SpanExporter, SpanProcessor,
+};
+use tracing_opentelemetry::OpenTelemetrySpanExt;
+use tracing_subscriber::Layer;
+use tracing_subscriber::filter::{LevelFilter, Targets};
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+
+use crate::config::Config;
+
+/// The header (and Pub/Sub message field) carrying the trace context.
+pub const TRACEPARENT: &str = "traceparent";
+
+/// Spans waiting for export; past this, new spans are dropped and counted.
+const QUEUE_CAPACITY: usize = 8192;
+/// Spans per OTLP request.
+const BATCH: usize = 512;
+/// How long a span may wait for a batch to fill.
+const BATCH_DELAY: Duration = Duration::from_millis(500);
+
+struct Telemetry {
+    provider: SdkTracerProvider,
+    dropped: Arc<AtomicU64>,
+}
+
+static TELEMETRY: OnceLock<Telemetry> = OnceLock::new();
+
+/// Installs the process's `tracing` subscriber: logs to stderr (filtered by `RUST_LOG`,
+/// default `info`) and, when `config` names an OTLP endpoint, trace export. Does nothing if a
+/// subscriber is installed already.
+pub fn init(config: &Config) {
+    install(config, false);
+}
+
+/// [`init`] for tests: logs go through the test harness's capture, so a passing test is
+/// quiet; traces are exported when `OTEL_EXPORTER_OTLP_ENDPOINT` is set (as `ovation test`
+/// does).
+pub fn init_for_tests() {
+    init_tests(
+        std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT")
+            .ok()
+            .filter(|v| !v.is_empty()),
+    );
+}
+
+/// [`init_for_tests`], exporting to `endpoint` whatever the environment says: for tests of
+/// tracing itself. Only the first initialisation of a process counts.
+pub fn init_for_tests_exporting_to(endpoint: &str) {
+    init_tests(Some(endpoint.to_owned()));
+}
+
+fn init_tests(otlp_endpoint: Option<String>) {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let config = Config {
+            otlp_endpoint,
+            ..Config::default()
+        };
+        install(&config, true);
+    });
+}
+
+fn install(config: &Config, for_tests: bool) {
+    use std::io::IsTerminal;
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn"));
+    let logs = tracing_subscriber::fmt::layer().with_target(false);
+    let logs = if for_tests {
+        logs.with_writer(tracing_subscriber::fmt::writer::BoxMakeWriter::new(
+            tracing_subscriber::fmt::TestWriter::new(),
+        ))
+        .with_ansi(false)
+    } else {
+        logs.with_writer(tracing_subscriber::fmt::writer::BoxMakeWriter::new(
+            std::io::stderr,
+        ))
+        .with_ansi(std::io::stderr().is_terminal())
+    }
+    .with_filter(filter);
+    let tracer = config.otlp_endpoint.as_deref().and_then(|endpoint| {
+        match start_export(endpoint, config.trace_sampling.unwrap_or(1.0)) {
+            Ok(tracer) => Some(tracer),
+            Err(e) => {
+                eprintln!("warning: traces are not exported: {e}");
+                None
+            }
+        }
+    });
+    let spans = tracer.clone().map(|tracer| {
+        tracing_opentelemetry::layer()
+            .with_tracer(tracer)
+            .with_tracked_inactivity(false)
+            .with_filter(
+                Targets::new()
+                    .with_default(LevelFilter::INFO)
+                    .with_target("ovation", LevelFilter::DEBUG)
+                    .with_target("sqlx", LevelFilter::OFF)
+                    .with_target("h2", LevelFilter::OFF)
+                    .with_target("hyper", LevelFilter::OFF),
+            )
+    });
+    let queries = tracer.map(|tracer| {
+        QuerySpans { tracer }
+            .with_filter(Targets::new().with_target("sqlx::query", LevelFilter::DEBUG))
+    });
+    let _ = tracing_subscriber::registry()
+        .with(logs)
+        .with(spans)
+        .with(queries)
+        .try_init();
+}
+
+fn start_export(endpoint: &str, sampling: f64) -> Result<SdkTracer, String> {
+    let url = format!("{}/v1/traces", endpoint.trim_end_matches('/'));
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .map_err(|e| e.to_string())?;
+    let mut exporter = opentelemetry_otlp::SpanExporter::builder()
+        .with_http()
+        .with_http_client(http)
+        .with_endpoint(url)
+        .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
+        .build()
+        .map_err(|e| format!("the OTLP exporter for {endpoint} cannot be built: {e}"))?;
+    let resource = Resource::builder()
+        .with_service_name(service_name())
+        .build();
+    exporter.set_resource(&resource);
+    let dropped = Arc::new(AtomicU64::new(0));
+    let processor = QueueProcessor::start(exporter, dropped.clone());
+    let provider = SdkTracerProvider::builder()
+        .with_span_processor(processor)
+        .with_sampler(Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(
+            sampling.clamp(0.0, 1.0),
+        ))))
+        .with_resource(resource)
+        .build();
+    let tracer = provider.tracer("ovation");
+    let _ = TELEMETRY.set(Telemetry { provider, dropped });
+    Ok(tracer)
+}
+
+/// `OTEL_SERVICE_NAME`, or the binary's name.
+fn service_name() -> String {
+    std::env::var("OTEL_SERVICE_NAME")
+        .ok()
+        .filter(|s| !s.is_empty())
+        .or_else(|| {
+            std::env::current_exe()
+                .ok()
+                .and_then(|p| p.file_stem().map(|s| s.to_string_lossy().into_owned()))
+        })
+        .unwrap_or_else(|| "ovation-app".into())
+}
+
+/// Spans dropped because the export queue was full (the collector too slow or down).
+pub fn dropped_spans() -> u64 {
+    TELEMETRY
+        .get()
+        .map_or(0, |t| t.dropped.load(Ordering::Relaxed))
+}
+
+/// Exports every span ended so far, waiting at most `timeout`. For tests and shutdown.
+pub fn flush(timeout: Duration) {
+    if let Some(t) = TELEMETRY.get() {
+        let provider = t.provider.clone();
+        let done = std::thread::spawn(move || provider.force_flush());
+        let deadline = std::time::Instant::now() + timeout;
+        while !done.is_finished() && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+}
+
+/// The `traceparent` of the current span, if it is part of a sampled trace.
+pub fn current_traceparent() -> Option<String> {
+    let cx = tracing::Span::current().context();
+    let span = cx.span();
+    let sc = span.span_context();
+    sc.is_valid().then(|| {
+        format!(
+            "00-{}-{}-{:02x}",
+            sc.trace_id(),
+            sc.span_id(),
+            sc.trace_flags().to_u8()
+        )
+    })
+}
+
+/// The remote parent a `traceparent` value names; `None` if it is malformed.
+pub fn parse_traceparent(value: &str) -> Option<Context> {
+    use opentelemetry::trace::{SpanContext, SpanId, TraceFlags, TraceId, TraceState};
+    let mut parts = value.trim().split('-');
+    let (Some(version), Some(trace), Some(span), Some(flags)) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return None;
+    };
+    let hex = |s: &str, len: usize| s.len() == len && s.bytes().all(|b| b.is_ascii_hexdigit());
+    if version != "00"
+        || !hex(trace, 32)
+        || !hex(span, 16)
+        || !hex(flags, 2)
+        || parts.next().is_some()
+    {
+        return None;
+    }
+    let trace_id = TraceId::from_hex(trace).ok()?;
+    let span_id = SpanId::from_hex(span).ok()?;
+    let flags = TraceFlags::new(u8::from_str_radix(flags, 16).ok()?);
+    let sc = SpanContext::new(trace_id, span_id, flags, true, TraceState::default());
+    sc.is_valid()
+        .then(|| Context::new().with_remote_span_context(sc))
+}
+
+/// Makes `span` continue the trace `traceparent` names (from a request header or a message).
+pub fn continue_trace(span: &tracing::Span, traceparent: Option<&str>) {
+    if let Some(cx) = traceparent.and_then(parse_traceparent) {
+        let _ = span.set_parent(cx);
+    }
+}
+
+/// A span processor that never blocks the code ending a span: spans go into a bounded queue
+/// and a thread of its own batches them to the exporter.
+#[derive(Debug)]
+struct QueueProcessor {
+    queue: SyncSender<Item>,
+    dropped: Arc<AtomicU64>,
+}
+
+enum Item {
+    Span(Box<SpanData>),
+    Flush(std::sync::mpsc::Sender<()>),
+}
+
+impl QueueProcessor {
+    fn start<E: SpanExporter + 'static>(exporter: E, dropped: Arc<AtomicU64>) -> QueueProcessor {
+        let (queue, items) = std::sync::mpsc::sync_channel(QUEUE_CAPACITY);
+        std::thread::Builder::new()
+            .name("ovation-trace-export".into())
+            .spawn(move || export_loop(exporter, items))
+            .expect("a thread can be started");
+        QueueProcessor { queue, dropped }
+    }
+}
+
+fn export_loop<E: SpanExporter>(exporter: E, items: Receiver<Item>) {
+    let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    else {
+        return;
+    };
+    let mut batch: Vec<SpanData> = Vec::with_capacity(BATCH);
+    let mut flushes = Vec::new();
+    loop {
+        match items.recv_timeout(BATCH_DELAY) {
+            Ok(Item::Span(span)) => batch.push(*span),
+            Ok(Item::Flush(done)) => flushes.push(done),
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => {
+                if !batch.is_empty() {
+                    let _ = rt.block_on(exporter.export(std::mem::take(&mut batch)));
+                }
+                return;
+            }
+        }
+        while batch.len() < BATCH && flushes.is_empty() {
+            match items.try_recv() {
+                Ok(Item::Span(span)) => batch.push(*span),
+                Ok(Item::Flush(done)) => flushes.push(done),
+                Err(_) => break,
+            }
+        }
+        if !batch.is_empty() {
+            // A collector that is down loses this batch; the app goes on.
+            let _ = rt.block_on(exporter.export(std::mem::take(&mut batch)));
+        }
+        for done in flushes.drain(..) {
+            let _ = done.send(());
+        }
+    }
+}
+
+impl SpanProcessor for QueueProcessor {
+    fn on_start(&self, _span: &mut opentelemetry_sdk::trace::Span, _cx: &Context) {}
+
+    fn on_end(&self, span: SpanData) {
+        if !span.span_context.is_sampled() {
+            return;
+        }
+        match self.queue.try_send(Item::Span(Box::new(span))) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
+                self.dropped.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    fn force_flush(&self) -> OTelSdkResult {
+        let (done, wait) = std::sync::mpsc::channel();
+        if self.queue.send(Item::Flush(done)).is_ok() {
+            let _ = wait.recv_timeout(Duration::from_secs(10));
+        }
+        Ok(())
+    }
+
+    fn shutdown_with_timeout(&self, _timeout: Duration) -> OTelSdkResult {
+        self.force_flush()
+    }
+}
+
+/// Turns sqlx's event for each finished statement into a span, child of the current span.
+/// Statements outside any traced span (Pub/Sub polling, migrations) make no span.
+struct QuerySpans {
+    tracer: SdkTracer,
+}
+
+#[derive(Default)]
+struct QueryFields {
+    summary: String,
+    statement: String,
+    rows_returned: Option<u64>,
+    rows_affected: Option<u64>,
+    elapsed_secs: f64,
+}
+
+impl tracing::field::Visit for QueryFields {
+    fn record_str(&mut self, field: &tracing::field::Field, value: &str) {
+        match field.name() {
+            "summary" => self.summary = value.to_owned(),
+            "db.statement" => self.statement = value.to_owned(),
+            _ => {}
+        }
+    }
+    fn record_u64(&mut self, field: &tracing::field::Field, value: u64) {
+        match field.name() {
+            "rows_returned" => self.rows_returned = Some(value),
+            "rows_affected" => self.rows_affected = Some(value),
+            _ => {}
+        }
+    }
+    fn record_f64(&mut self, field: &tracing::field::Field, value: f64) {
+        if field.name() == "elapsed_secs" {
+            self.elapsed_secs = value;
+        }
+    }
+    fn record_debug(&mut self, _: &tracing::field::Field, _: &dyn std::fmt::Debug) {}
+}
+
+impl<S> Layer<S> for QuerySpans
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+{
+    fn on_event(
+        &self,
+        event: &tracing::Event<'_>,
+        _ctx: tracing_subscriber::layer::Context<'_, S>,
+    ) {
+        let parent = tracing::Span::current().context();
+        let parent_span = parent.span();
+        let sc = parent_span.span_context();
+        if !sc.is_valid() || !sc.is_sampled() {
+            return;
+        }
+        let mut q = QueryFields::default();
+        event.record(&mut q);
+        let sql = if q.statement.trim().is_empty() {
+            q.summary.trim()
+        } else {
+            q.statement.trim()
+        };
+        let sql = redact_sql(sql);
+        let operation = sql
+            .split_whitespace()
+            .next()
+            .unwrap_or("query")
+            .to_ascii_uppercase();
+        let end = SystemTime::now();
+        let start = end
+            .checked_sub(Duration::from_secs_f64(q.elapsed_secs.max(0.0)))
+            .unwrap_or(end);
+        let mut attributes = vec![
+            KeyValue::new("db.system", "postgresql"),
+            KeyValue::new("db.operation", operation.clone()),
+            KeyValue::new("db.statement", sql),
+        ];
+        if let Some(rows) = q.rows_returned {
+            attributes.push(KeyValue::new("db.rows_returned", rows as i64));
+        }
+        if let Some(rows) = q.rows_affected {
+            attributes.push(KeyValue::new("db.rows_affected", rows as i64));
+        }
+        if let Some(service) = crate::runtime::context().ok().and_then(|c| c.service) {
+            attributes.push(KeyValue::new("service", service));
+        }
+        let mut span = self
+            .tracer
+            .span_builder(format!("db {operation}"))
+            .with_kind(SpanKind::Client)
+            .with_start_time(start)
+            .with_attributes(attributes)
+            .start_with_context(&self.tracer, &parent);
+        opentelemetry::trace::Span::end_with_timestamp(&mut span, end);
+    }
+}
+
+/// `sql` with its literals replaced by `?`: string constants, numbers, and dollar-quoted
+/// strings. Placeholders (`$1`) and identifiers stay, so the statement still reads.
+pub fn redact_sql(sql: &str) -> String {
+    let bytes = sql.as_bytes();
+    let mut out = String::with_capacity(sql.len());
+    let mut i = 0;
+    let word = |b: u8| b.is_ascii_alphanumeric() || b == b'_' || b == b'$' || b >= 0x80;
+    while i < bytes.len() {
+        let b = bytes[i];
+        if b == b'\'' {
+            // '...' with '' as an escaped quote.
+            i += 1;
+            while i < bytes.len() {
+                if bytes[i] == b'\'' {
+                    if bytes.get(i + 1) == Some(&b'\'') {
+                        i += 2;
+                        continue;
+                    }
+                    break;
+                }
+                i += 1;
+            }
+            i += 1;
+            out.push('?');
+        } else if b == b'$' && bytes.get(i + 1) == Some(&b'$') {
+            // $$...$$
+            let end = sql[i + 2..]
+                .find("$$")
+                .map_or(bytes.len(), |e| i + 2 + e + 2);
+            out.push('?');
+            i = end;
+        } else if b.is_ascii_digit() && (i == 0 || !word(bytes[i - 1])) {
+            while i < bytes.len() && (bytes[i].is_ascii_digit() || bytes[i] == b'.') {
+                i += 1;
+            }
+            out.push('?');
+        } else {
+            let ch = sql[i..].chars().next().expect("i is on a char boundary");
+            out.push(ch);
+            i += ch.len_utf8();
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn literals_are_redacted_and_placeholders_kept() {
+        assert_eq!(
+            redact_sql("SELECT * FROM users WHERE email = 'a@b.c' AND id = $1 LIMIT 10"),
+            "SELECT * FROM users WHERE email = ? AND id = $1 LIMIT ?"
+        );
+        assert_eq!(
+            redact_sql("SELECT 'it''s', t2.x1 FROM t2"),
+            "SELECT ?, t2.x1 FROM t2"
+        );
+        assert_eq!(redact_sql("SELECT $$secret$$, 3.5"), "SELECT ?, ?");
+        assert_eq!(redact_sql("SELECT 'é' || naïve"), "SELECT ? || naïve");
+        assert_eq!(redact_sql("SELECT 'unterminated"), "SELECT ?");
+    }
+
+    #[test]
+    fn traceparent_round_trips_and_rejects_garbage() {
+        let value = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+        let cx = parse_traceparent(value).unwrap();
+        let span = cx.span();
+        let sc = span.span_context();
+        assert_eq!(
+            sc.trace_id().to_string(),
+            "0af7651916cd43dd8448eb211c80319c"
+        );
+        assert!(sc.is_sampled() && sc.is_remote());
+        for bad in [
+            "",
+            "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331",
+            "01-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+            "00-00000000000000000000000000000000-b7ad6b7169203331-01",
+            "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01-extra",
+            "00-zzf7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+        ] {
+            assert!(parse_traceparent(bad).is_none(), "{bad:?}");
+        }
+    }
+}
