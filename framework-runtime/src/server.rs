@@ -245,7 +245,7 @@ pub(crate) fn request_span(service: &str, endpoint: &str, req: &Request) -> trac
 /// Records the response's status (and error code) on a request span.
 pub(crate) fn record_outcome(span: &tracing::Span, response: &Response) {
     let status = response.status();
-    span.record("http.status_code", status.as_u16());
+    span.record("http.status_code", i64::from(status.as_u16()));
     if status.is_client_error() || status.is_server_error() {
         span.record("otel.status_code", "ERROR");
         if let Some(code) = response.extensions().get::<crate::error::ErrCode>() {

@@ -102,3 +102,69 @@ impl Client {
         )
     }
 }
+
+/// The base URL of a trace receiver and store (the CLI's, on the test cluster), started once
+/// per test binary on a thread of its own so it outlives every test's runtime.
+pub fn trace_receiver() -> &'static str {
+    static URL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    URL.get_or_init(|| {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let server = ovation::testing::test_server().await.unwrap();
+                let store = ovation_cli::traces::Store::open(server).await.unwrap();
+                let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+                let url = format!("http://{}", listener.local_addr().unwrap());
+                ovation_cli::traces::serve(store, listener);
+                tx.send(url).unwrap();
+                std::future::pending::<()>().await;
+            });
+        });
+        rx.recv().unwrap()
+    })
+}
+
+/// A fresh W3C trace context: (trace id, `traceparent` header value).
+pub fn new_traceparent() -> (String, String) {
+    let trace = uuid::Uuid::new_v4().simple().to_string();
+    let span = &uuid::Uuid::new_v4().simple().to_string()[..16];
+    (trace.clone(), format!("00-{trace}-{span}-01"))
+}
+
+/// The spans of `trace_id` from the receiver at `base`, once `done` holds for them (polling
+/// for at most 20 s: export is asynchronous).
+pub async fn wait_for_trace(
+    base: &str,
+    trace_id: &str,
+    done: impl Fn(&[Value]) -> bool,
+) -> Vec<Value> {
+    let client = reqwest::Client::new();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let response = client
+            .get(format!("{base}/api/traces/{trace_id}"))
+            .send()
+            .await
+            .unwrap();
+        let spans: Vec<Value> = if response.status().is_success() {
+            let body: Value = response.json().await.unwrap();
+            body["spans"].as_array().cloned().unwrap_or_default()
+        } else {
+            Vec::new()
+        };
+        if done(&spans) {
+            return spans;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "trace {trace_id} incomplete after 20 s: {:#}",
+            Value::Array(spans)
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+}
