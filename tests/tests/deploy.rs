@@ -50,12 +50,18 @@ fn ovation() -> &'static Path {
 
 /// Runs `ovation ARGS` with the deployment's data folder; returns its output.
 fn cli(data_dir: &Path, args: &[&str]) -> Output {
+    cli_with(data_dir, args, &[])
+}
+
+fn cli_with(data_dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
     Command::new(ovation())
         .args(args)
         .env("OVATION_DATA_DIR", data_dir)
         .env("CARGO_TARGET_DIR", target_dir())
         .env_remove("DATABASE_URL")
         .env_remove("OVATION_PUBSUB")
+        .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
+        .envs(env.iter().copied())
         .output()
         .unwrap()
 }
@@ -113,7 +119,9 @@ async fn the_shop_app_runs_as_separate_processes_behind_the_gateway() {
         data_dir: data_dir.clone(),
         app: app.display().to_string(),
     };
-    let out = cli(
+    // Every process exports its spans to a receiver in this test.
+    let receiver = util::trace_receiver();
+    let out = cli_with(
         &data_dir,
         &[
             "deploy",
@@ -126,6 +134,7 @@ async fn the_shop_app_runs_as_separate_processes_behind_the_gateway() {
             "--stop-with-pid",
             &me,
         ],
+        &[("OTEL_EXPORTER_OTLP_ENDPOINT", receiver)],
     );
     assert!(
         out.status.success(),
@@ -198,6 +207,41 @@ async fn the_shop_app_runs_as_separate_processes_behind_the_gateway() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 
+    // One order through the gateway is one trace across the processes it touched.
+    let (trace, traceparent) = util::new_traceparent();
+    let traced = gateway
+        .send(
+            gateway
+                .http()
+                .post(format!("{}/orders", gateway.base))
+                .header("traceparent", &traceparent)
+                .json(&json!({"userId": user, "productId": product, "quantity": 1})),
+        )
+        .await;
+    assert_eq!(traced.status, 200, "{traced:?}");
+    let wanted = [
+        "ovation-gateway",
+        "orders",
+        "users",
+        "products",
+        "notifications",
+    ];
+    let spans = util::wait_for_trace(receiver, &trace, |spans| {
+        wanted
+            .iter()
+            .all(|p| spans.iter().any(|s| s["process"] == *p))
+    })
+    .await;
+    let ids: Vec<&Value> = spans.iter().map(|s| &s["id"]).collect();
+    let caller = traceparent.split('-').nth(2).unwrap();
+    for s in &spans {
+        assert!(
+            s["parent"] == caller || ids.contains(&&s["parent"]),
+            "{} has a parent outside the trace",
+            s["name"]
+        );
+    }
+
     // Private endpoints: unreachable from outside, at every port, with every forgery.
     let products = process(&s, "products");
     let config: Value =
@@ -263,8 +307,8 @@ async fn the_shop_app_runs_as_separate_processes_behind_the_gateway() {
     );
     assert_eq!(
         gateway.get(&format!("/products/{product}")).await.body["inventory"],
-        6,
-        "10 - 2 ordered - 1 checked out - 1 reserved with a valid signature"
+        5,
+        "10 - 2 ordered - 1 checked out - 1 traced - 1 reserved with a valid signature"
     );
 
     // `users` dies: orders answers 503 unavailable (no 500, no hang) until the supervisor

@@ -178,6 +178,9 @@ pub fn deploy(exe: &Path, units: Vec<Unit>, options: &Options) -> Result<Deploym
     let pubsub = std::env::var("OVATION_PUBSUB")
         .ok()
         .filter(|u| !u.is_empty());
+    let otlp_endpoint = std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT")
+        .ok()
+        .filter(|u| !u.is_empty());
     let data_dir = std::path::absolute(&options.data_dir)
         .map_err(|e| format!("cannot resolve {}: {e}", options.data_dir.display()))?;
     for p in &processes {
@@ -194,6 +197,7 @@ pub fn deploy(exe: &Path, units: Vec<Unit>, options: &Options) -> Result<Deploym
             service_auth_key: Some(key.clone()),
             pubsub: pubsub.clone(),
             gateway: p.unit.gateway,
+            otlp_endpoint: otlp_endpoint.clone(),
             ..Config::default()
         };
         let json = serde_json::to_vec_pretty(&config).expect("the config serializes");
@@ -518,11 +522,14 @@ fn start(state: &Deployment, i: usize) -> Result<tokio::process::Child, String> 
         "OVATION_SERVICE_AUTH_KEY",
         "OVATION_DATA_DIR",
         "OVATION_PUBSUB",
+        "OVATION_TRACE_SAMPLING",
+        "OTEL_EXPORTER_OTLP_ENDPOINT",
         "DATABASE_URL",
     ] {
         cmd.env_remove(var);
     }
     cmd.env("OVATION_CONFIG", &p.config)
+        .env("OTEL_SERVICE_NAME", &p.unit.name)
         .current_dir(&state.app)
         .stdin(Stdio::null())
         .stdout(log)
