@@ -6,47 +6,11 @@ mod util;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use ovation::service_auth::{HEADER, ServiceAuthKey};
 use serde_json::{Value, json};
-use util::Client;
-
-fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_owned()
-}
-
-/// The target folder this test binary was built in (`<target>/debug/deps/deploy-…`).
-fn target_dir() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    exe.ancestors().nth(3).unwrap().to_owned()
-}
-
-/// The `ovation` binary, built (or found up to date) in this test's target folder.
-fn ovation() -> &'static Path {
-    static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-            .args([
-                "build",
-                "-p",
-                "ovation-cli",
-                "--bin",
-                "ovation",
-                "--manifest-path",
-            ])
-            .arg(workspace().join("Cargo.toml"))
-            .env("CARGO_TARGET_DIR", target_dir())
-            .status()
-            .unwrap();
-        assert!(status.success(), "building the ovation CLI failed");
-        target_dir().join("debug/ovation")
-    })
-}
+use util::{Client, ovation, target_dir, workspace};
 
 /// Runs `ovation ARGS` with the deployment's data folder; returns its output.
 fn cli(data_dir: &Path, args: &[&str]) -> Output {

@@ -168,3 +168,40 @@ pub async fn wait_for_trace(
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     }
 }
+
+/// The workspace, its target folder, and the `ovation` CLI built there.
+pub fn workspace() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_owned()
+}
+
+/// The target folder this test binary was built in (`<target>/debug/deps/deploy-…`).
+pub fn target_dir() -> std::path::PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    exe.ancestors().nth(3).unwrap().to_owned()
+}
+
+/// The `ovation` binary, built (or found up to date) in this test's target folder.
+pub fn ovation() -> &'static std::path::Path {
+    static BIN: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+    BIN.get_or_init(|| {
+        let status =
+            std::process::Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+                .args([
+                    "build",
+                    "-p",
+                    "ovation-cli",
+                    "--bin",
+                    "ovation",
+                    "--manifest-path",
+                ])
+                .arg(workspace().join("Cargo.toml"))
+                .env("CARGO_TARGET_DIR", target_dir())
+                .status()
+                .unwrap();
+        assert!(status.success(), "building the ovation CLI failed");
+        target_dir().join("debug/ovation")
+    })
+}

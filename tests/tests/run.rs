@@ -1,0 +1,349 @@
+//! `ovation run`, as a user runs it: the real CLI builds the app, serves it and the trace API,
+//! and with `--watch` swaps in a changed build while the port keeps answering.
+
+mod util;
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use util::{Client, ovation, target_dir, workspace};
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// `ovation run`, stopped (SIGTERM, then SIGKILL) when the test ends.
+struct Running {
+    child: Child,
+    log: PathBuf,
+}
+
+impl Running {
+    fn start(app: &Path, port: u16, dashboard: u16, watch: bool, name: &str) -> Running {
+        let log = target_dir().join(format!("ovation-run-{name}-{}.log", std::process::id()));
+        let out = std::fs::File::create(&log).unwrap();
+        let mut cmd = Command::new(ovation());
+        cmd.args(["run", "--app"])
+            .arg(app)
+            .args(["--port", &port.to_string()])
+            .args(["--dashboard-port", &dashboard.to_string()])
+            .env("OVATION_DATA_DIR", target_dir().join("ovation-deploy-test"))
+            .env("CARGO_TARGET_DIR", target_dir())
+            .env_remove("DATABASE_URL")
+            .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().unwrap())
+            .stderr(out);
+        if watch {
+            cmd.arg("--watch");
+        }
+        Running {
+            child: cmd.spawn().unwrap(),
+            log,
+        }
+    }
+
+    fn output(&self) -> String {
+        let mut text = String::new();
+        let _ = std::fs::File::open(&self.log).and_then(|mut f| f.read_to_string(&mut text));
+        text
+    }
+
+    /// Waits until `url` answers 200, failing with the CLI's output if it exits or takes
+    /// longer than `within` (a first build may be long).
+    async fn wait_for(&mut self, url: &str, within: Duration) {
+        let deadline = Instant::now() + within;
+        let http = reqwest::Client::new();
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("ovation run exited ({status}):\n{}", self.output());
+            }
+            if http
+                .get(url)
+                .send()
+                .await
+                .is_ok_and(|r| r.status().is_success())
+            {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{url} never answered:\n{}",
+                self.output()
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// SIGTERM; the exit status.
+    fn stop(&mut self) -> std::process::ExitStatus {
+        let _ = Command::new("kill")
+            .arg(self.child.id().to_string())
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "ovation run ignored SIGTERM");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            self.stop();
+        }
+    }
+}
+
+#[tokio::test]
+async fn ovation_run_serves_the_shop_and_the_traces_of_its_requests() {
+    let (port, dashboard) = (free_port(), free_port());
+    let mut run = Running::start(
+        &workspace().join("examples/shop-app"),
+        port,
+        dashboard,
+        false,
+        "shop",
+    );
+    run.wait_for(
+        &format!("http://127.0.0.1:{port}/__ovation/health"),
+        Duration::from_secs(600),
+    )
+    .await;
+    let output = run.output();
+    assert!(
+        output.contains(&format!("http://127.0.0.1:{port}")),
+        "{output}"
+    );
+    assert!(
+        output.contains(&format!("http://127.0.0.1:{dashboard}")),
+        "{output}"
+    );
+
+    let c = Client::new(format!("http://127.0.0.1:{port}"));
+    let email = format!("{}@run.example.com", uuid::Uuid::new_v4());
+    let (user, product) = c.user_and_product(&email, 300, 5).await;
+    let order = c
+        .post(
+            "/orders",
+            json!({"userId": user, "productId": product, "quantity": 1}),
+        )
+        .await;
+    assert_eq!(order.status, 200, "{order:?}");
+
+    // GET /api/traces lists the order; its spans cover orders, users, products, the
+    // database and the publish.
+    let api = format!("http://127.0.0.1:{dashboard}");
+    let http = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let list: Value = http
+            .get(format!(
+                "{api}/api/traces?service=orders&endpoint=create&limit=5"
+            ))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let mut complete = false;
+        for t in list["traces"].as_array().unwrap() {
+            let detail: Value = http
+                .get(format!(
+                    "{api}/api/traces/{}",
+                    t["traceId"].as_str().unwrap()
+                ))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            let spans = detail["spans"].as_array().unwrap();
+            let services: Vec<&str> = spans.iter().filter_map(|s| s["service"].as_str()).collect();
+            complete = ["orders", "users", "products"]
+                .iter()
+                .all(|s| services.contains(s))
+                && spans
+                    .iter()
+                    .any(|s| s["name"].as_str().unwrap().starts_with("db "))
+                && spans.iter().any(|s| s["name"] == "publish order-created");
+            if complete {
+                assert_eq!(t["rootEndpoint"], "create");
+                assert_eq!(t["status"], "ok");
+                break;
+            }
+        }
+        if complete {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no complete trace of POST /orders: {list:#}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // Ctrl-C (here SIGTERM) stops the app, then the CLI, cleanly.
+    let status = run.stop();
+    assert!(status.success(), "{status}\n{}", run.output());
+    assert!(
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_err(),
+        "the app is gone"
+    );
+}
+
+/// A one-service app in a folder of its own, built into the workspace's target folder with
+/// the workspace's lock file and profiles, so it reuses what the workspace compiled.
+fn watch_app() -> PathBuf {
+    let dir = target_dir().join(format!("ovation-watch-app-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.join("src/hello")).unwrap();
+    let ws = workspace();
+    let manifest = std::fs::read_to_string(ws.join("Cargo.toml")).unwrap();
+    let profiles = &manifest[manifest.find("[profile.").unwrap()..];
+    let dependency = |name: &str| {
+        manifest
+            .lines()
+            .find(|l| l.starts_with(&format!("{name} = ")))
+            .unwrap_or_else(|| panic!("{name} in the workspace's dependencies"))
+            .to_owned()
+    };
+    let deps: Vec<String> = ["serde", "schemars", "sqlx", "uuid", "tokio", "chrono"]
+        .iter()
+        .map(|d| dependency(d))
+        .collect();
+    std::fs::write(
+        dir.join("Cargo.toml"),
+        format!(
+            "[package]\nname = \"watch-app\"\nversion = \"0.1.0\"\nedition = \"2024\"\npublish = false\n\n\
+             [dependencies]\novation = {{ path = {:?} }}\n{}\n\n[workspace]\n\n{profiles}",
+            ws.join("framework-runtime"),
+            deps.join("\n"),
+        ),
+    )
+    .unwrap();
+    std::fs::copy(ws.join("Cargo.lock"), dir.join("Cargo.lock")).unwrap();
+    std::fs::write(
+        dir.join("src/main.rs"),
+        "mod hello;\n\nfn main() -> std::process::ExitCode {\n    ovation::run()\n}\n",
+    )
+    .unwrap();
+    write_hello(&dir, "\"v1\"");
+    dir
+}
+
+fn write_hello(app: &Path, message: &str) {
+    std::fs::write(
+        app.join("src/hello/mod.rs"),
+        format!(
+            "use ovation::prelude::*;\n\n\
+             #[derive(Serialize, Deserialize, JsonSchema)]\n\
+             pub struct Greeting {{\n    pub message: String,\n}}\n\n\
+             #[api(public, method = \"GET\", path = \"/hello\")]\n\
+             pub async fn hello() -> Result<Greeting, Error> {{\n    Ok(Greeting {{ message: {message}.into() }})\n}}\n"
+        ),
+    )
+    .unwrap();
+}
+
+#[tokio::test]
+async fn watch_swaps_in_a_changed_handler_without_a_failed_request() {
+    let app = watch_app();
+    let (port, dashboard) = (free_port(), free_port());
+    let mut run = Running::start(&app, port, dashboard, true, "watch");
+    let url = format!("http://127.0.0.1:{port}/hello");
+    run.wait_for(&url, Duration::from_secs(900)).await;
+
+    // Requests in a loop across the swap; every answer is recorded.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let looping = {
+        let (stop, url) = (stop.clone(), url.clone());
+        tokio::spawn(async move {
+            let http = reqwest::Client::new();
+            let mut answers = Vec::new();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let answer = match http.get(&url).send().await {
+                    Ok(r) => {
+                        let status = r.status().as_u16();
+                        let body: Value = r.json().await.unwrap_or(Value::Null);
+                        (status, body["message"].as_str().unwrap_or("").to_owned())
+                    }
+                    Err(e) => (0, e.to_string()),
+                };
+                answers.push(answer);
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            answers
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    write_hello(&app, "\"v2\"");
+    let http = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(600);
+    loop {
+        let body: Value = http.get(&url).send().await.unwrap().json().await.unwrap();
+        if body["message"] == "v2" {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "v2 never served:\n{}",
+            run.output()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let answers = looping.await.unwrap();
+    let failed: Vec<_> = answers.iter().filter(|(s, _)| *s != 200).collect();
+    assert!(failed.is_empty(), "failed across the swap: {failed:?}");
+    let first_v2 = answers
+        .iter()
+        .position(|(_, m)| m == "v2")
+        .expect("v2 seen");
+    assert!(answers[..first_v2].iter().all(|(_, m)| m == "v1"));
+    assert!(
+        answers[first_v2..].iter().all(|(_, m)| m == "v2"),
+        "no way back to v1"
+    );
+    assert!(
+        answers.len() > 20,
+        "the loop ran across the swap: {}",
+        answers.len()
+    );
+
+    // A compile error is shown, and the previous build keeps serving.
+    write_hello(&app, "v3 is not a string");
+    let deadline = Instant::now() + Duration::from_secs(600);
+    while !run.output().contains("still serving the previous build") {
+        assert!(
+            Instant::now() < deadline,
+            "no build error reported:\n{}",
+            run.output()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(
+        run.output().contains("error"),
+        "the compiler's message is shown"
+    );
+    let body: Value = http.get(&url).send().await.unwrap().json().await.unwrap();
+    assert_eq!(body["message"], "v2");
+
+    let status = run.stop();
+    assert!(status.success(), "{status}\n{}", run.output());
+    let _ = std::fs::remove_dir_all(&app);
+}
