@@ -207,8 +207,8 @@ async fn ovation_run_serves_the_shop_and_the_traces_of_its_requests() {
 
 /// A one-service app in a folder of its own, built into the workspace's target folder with
 /// the workspace's lock file and profiles, so it reuses what the workspace compiled.
-fn watch_app() -> PathBuf {
-    let dir = target_dir().join(format!("ovation-watch-app-{}", std::process::id()));
+fn temp_app(name: &str) -> PathBuf {
+    let dir = target_dir().join(format!("ovation-{name}-app-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(dir.join("src/hello")).unwrap();
     let ws = workspace();
@@ -253,7 +253,14 @@ fn write_hello(app: &Path, message: &str) {
              #[derive(Serialize, Deserialize, JsonSchema)]\n\
              pub struct Greeting {{\n    pub message: String,\n}}\n\n\
              #[api(public, method = \"GET\", path = \"/hello\")]\n\
-             pub async fn hello() -> Result<Greeting, Error> {{\n    Ok(Greeting {{ message: {message}.into() }})\n}}\n"
+             pub async fn hello() -> Result<Greeting, Error> {{\n    Ok(Greeting {{ message: {message}.into() }})\n}}\n\n\
+             #[cfg(test)]\n\
+             mod tests {{\n    \
+                 #[ovation::test]\n    \
+                 async fn says_hello() {{\n        \
+                     assert_eq!(super::hello().await.unwrap().message, \"v1\");\n    \
+                 }}\n\
+             }}\n"
         ),
     )
     .unwrap();
@@ -261,7 +268,7 @@ fn write_hello(app: &Path, message: &str) {
 
 #[tokio::test]
 async fn watch_swaps_in_a_changed_handler_without_a_failed_request() {
-    let app = watch_app();
+    let app = temp_app("watch");
     let (port, dashboard) = (free_port(), free_port());
     let mut run = Running::start(&app, port, dashboard, true, "watch");
     let url = format!("http://127.0.0.1:{port}/hello");
@@ -345,5 +352,62 @@ async fn watch_swaps_in_a_changed_handler_without_a_failed_request() {
 
     let status = run.stop();
     assert!(status.success(), "{status}\n{}", run.output());
+    let _ = std::fs::remove_dir_all(&app);
+}
+
+#[tokio::test]
+async fn ovation_test_runs_cargo_test_with_traces_and_returns_its_status() {
+    let app = temp_app("test");
+    let data_dir = target_dir().join("ovation-deploy-test");
+    let started_ns = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as i64;
+    let ovation_test = |app: &Path| {
+        Command::new(ovation())
+            .args(["test", "--app"])
+            .arg(app)
+            .args(["--dashboard-port", &free_port().to_string()])
+            .env("OVATION_DATA_DIR", &data_dir)
+            .env("CARGO_TARGET_DIR", target_dir())
+            .env_remove("DATABASE_URL")
+            .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
+            .output()
+            .unwrap()
+    };
+    let passed = ovation_test(&app);
+    let text = |o: &std::process::Output| {
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        )
+    };
+    assert!(passed.status.success(), "{}", text(&passed));
+    assert!(
+        text(&passed).contains("says_hello ... ok"),
+        "{}",
+        text(&passed)
+    );
+
+    // The test's call reached the CLI's trace store.
+    let pg = ovation::infra::ManagedPostgres::ensure(&data_dir).unwrap();
+    let pool = ovation::sqlx::PgPool::connect(&pg.url("ovation_traces"))
+        .await
+        .unwrap();
+    let traced: i64 = ovation::sqlx::query_scalar(
+        "SELECT count(*) FROM spans WHERE name = 'call hello.hello' AND start_ns > $1",
+    )
+    .bind(started_ns)
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert!(traced >= 1, "the test's call is in the trace store");
+    pool.close().await;
+
+    // A failing test: cargo's failure is the command's.
+    write_hello(&app, "\"v9\"");
+    let failed = ovation_test(&app);
+    assert_eq!(failed.status.code(), Some(101), "{}", text(&failed));
     let _ = std::fs::remove_dir_all(&app);
 }
