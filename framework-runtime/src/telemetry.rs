@@ -121,7 +121,12 @@ fn install(config: &Config, for_tests: bool) {
     let spans = tracer.clone().map(|tracer| {
         tracing_opentelemetry::layer()
             .with_tracer(tracer)
+            // Ovation's spans carry their own meaning (service, endpoint, topic); the Rust
+            // source location, thread and target of each would only add export volume.
             .with_tracked_inactivity(false)
+            .with_location(false)
+            .with_threads(false)
+            .with_target(false)
             .with_filter(
                 Targets::new()
                     .with_default(LevelFilter::INFO)
