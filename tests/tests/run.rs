@@ -121,13 +121,22 @@ async fn ovation_run_serves_the_shop_and_the_traces_of_its_requests() {
         Duration::from_secs(600),
     )
     .await;
+    // The CLI announces both URLs once it has seen the app answer (so shortly after we do).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !run
+        .output()
+        .contains(&format!("dashboard: http://127.0.0.1:{dashboard}"))
+    {
+        assert!(
+            Instant::now() < deadline,
+            "no dashboard URL printed:\n{}",
+            run.output()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let output = run.output();
     assert!(
-        output.contains(&format!("http://127.0.0.1:{port}")),
-        "{output}"
-    );
-    assert!(
-        output.contains(&format!("http://127.0.0.1:{dashboard}")),
+        output.contains(&format!("app:       http://127.0.0.1:{port}")),
         "{output}"
     );
 
