@@ -177,7 +177,9 @@ pub fn build(manifest: &Path, release: bool) -> Result<PathBuf, String> {
     let profile = if release { "release" } else { "dev" };
     eprintln!("building {} ({profile} profile)", manifest.display());
     let mut command = Command::new(crate::cargo());
-    command.args(["build", "--message-format=json-render-diagnostics"]);
+    // Plain JSON: the compiler's messages come to us, and we print them (and keep the first
+    // error for whoever shows the build's outcome, such as the dashboard's status bar).
+    command.args(["build", "--message-format=json"]);
     if release {
         command.arg("--release");
     }
@@ -191,12 +193,21 @@ pub fn build(manifest: &Path, release: bool) -> Result<PathBuf, String> {
     let wanted = std::fs::canonicalize(manifest)
         .map_err(|e| format!("cannot resolve {}: {e}", manifest.display()))?;
     let mut executables = Vec::new();
+    let mut first_error: Option<String> = None;
     let stdout = child.stdout.take().expect("stdout is piped");
     for line in BufReader::new(stdout).lines() {
         let Ok(line) = line else { break };
         let Ok(message) = serde_json::from_str::<serde_json::Value>(&line) else {
             continue;
         };
+        if message["reason"] == "compiler-message" {
+            let rendered = message["message"]["rendered"].as_str().unwrap_or_default();
+            eprint!("{rendered}");
+            if message["message"]["level"] == "error" && first_error.is_none() {
+                first_error = Some(rendered.lines().next().unwrap_or_default().to_owned());
+            }
+            continue;
+        }
         let is_bin = message["target"]["kind"]
             .as_array()
             .is_some_and(|k| k.iter().any(|k| k == "bin"));
@@ -215,9 +226,10 @@ pub fn build(manifest: &Path, release: bool) -> Result<PathBuf, String> {
         .wait()
         .map_err(|e| format!("cargo did not finish: {e}"))?;
     if !status.success() {
-        return Err(format!(
-            "the build failed ({status}); the compiler's messages are above"
-        ));
+        return Err(match first_error {
+            Some(error) => format!("the build failed: {error} (the compiler's messages are above)"),
+            None => format!("the build failed ({status}); cargo's messages are above"),
+        });
     }
     match executables.as_slice() {
         [exe] => Ok(exe.clone()),

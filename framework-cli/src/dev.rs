@@ -25,6 +25,7 @@ use ovation::infra::ManagedPostgres;
 use tokio::net::TcpListener;
 use tokio::process::{Child, Command};
 
+use crate::dashboard::{AppState, AppStatus, SharedStatus};
 use crate::traces::Store;
 
 /// Options of `ovation run`.
@@ -70,12 +71,26 @@ async fn database_server(data_dir: &Path) -> Result<ovation::sqldb::Server, Stri
     ovation::sqldb::Server::from_url(&url).map_err(|e| e.to_string())
 }
 
-/// Starts the trace store and its server on `listener`.
-async fn start_dashboard(data_dir: &Path, listener: TcpListener) -> Result<(), String> {
+/// Starts the trace store and its server on `listener`: the whole dashboard when there is an
+/// app status to show, the trace receiver and API alone otherwise.
+async fn start_dashboard(
+    data_dir: &Path,
+    listener: TcpListener,
+    status: Option<SharedStatus>,
+) -> Result<(), String> {
     let server = database_server(data_dir).await?;
     let store = Store::open(&server).await?;
-    crate::traces::serve(store, listener);
+    match status {
+        Some(status) => {
+            crate::traces::serve_router(crate::dashboard::router(store, status), listener)
+        }
+        None => crate::traces::serve(store, listener),
+    };
     Ok(())
+}
+
+fn set_state(status: &SharedStatus, state: AppState) {
+    status.write().unwrap_or_else(|p| p.into_inner()).state = state;
 }
 
 /// Builds the app's binary (dev profile) on a blocking thread.
@@ -95,8 +110,18 @@ pub fn run(options: RunOptions) -> Result<ExitCode, String> {
         // Both ports first: a clear error before a long build.
         let dashboard = bind(options.dashboard_port, "dashboard", "--dashboard-port").await?;
         let front = bind(options.port, "app", "--port").await?;
-        let exe = build(&manifest).await?;
-        start_dashboard(&data_dir, dashboard).await?;
+        let status: SharedStatus = Arc::new(RwLock::new(AppStatus {
+            url: format!("http://127.0.0.1:{}", options.port),
+            state: AppState::Starting,
+        }));
+        start_dashboard(&data_dir, dashboard, Some(status.clone())).await?;
+        let exe = match build(&manifest).await {
+            Ok(exe) => exe,
+            Err(e) => {
+                set_state(&status, AppState::CompileError { message: e.clone() });
+                return Err(e);
+            }
+        };
         let env = AppEnv {
             exe,
             app: options.app.clone(),
@@ -105,7 +130,7 @@ pub fn run(options: RunOptions) -> Result<ExitCode, String> {
             service_name: package,
         };
         if options.watch {
-            watch(env, manifest, front, &options).await
+            watch(env, manifest, front, &options, &status).await
         } else {
             // The app takes the port itself.
             drop(front);
@@ -114,6 +139,7 @@ pub fn run(options: RunOptions) -> Result<ExitCode, String> {
                 stop(child).await;
                 return Err(e);
             }
+            set_state(&status, AppState::Running);
             announce(&options);
             let signal = shutdown_signal();
             tokio::select! {
@@ -243,6 +269,7 @@ async fn watch(
     manifest: PathBuf,
     front: TcpListener,
     options: &RunOptions,
+    status: &SharedStatus,
 ) -> Result<ExitCode, String> {
     let mut port = free_port()?;
     let mut child = env.start(port)?;
@@ -254,9 +281,12 @@ async fn watch(
         reqwest::Url::parse(&format!("http://127.0.0.1:{port}")).expect("a valid URL"),
     ));
     serve_proxy(front, target.clone());
+    set_state(status, AppState::Running);
     announce(options);
 
     let mut seen = snapshot(&env.app);
+    // Whether the current process exited by itself (reported once).
+    let mut exited = false;
     let signal = shutdown_signal();
     tokio::pin!(signal);
     loop {
@@ -267,10 +297,10 @@ async fn watch(
             }
             () = tokio::time::sleep(Duration::from_millis(300)) => {}
         }
-        if let Ok(Some(status)) = child.try_wait() {
-            eprintln!(
-                "the app exited ({status}); fix it and save: it is rebuilt on the next change"
-            );
+        if !exited && let Ok(Some(exit)) = child.try_wait() {
+            exited = true;
+            eprintln!("the app exited ({exit}); fix it and save: it is rebuilt on the next change");
+            set_state(status, AppState::Stopped);
         }
         let now = snapshot(&env.app);
         if now == seen {
@@ -280,10 +310,12 @@ async fn watch(
         tokio::time::sleep(Duration::from_millis(200)).await;
         seen = snapshot(&env.app);
         eprintln!("change detected: rebuilding");
+        set_state(status, AppState::Rebuilding);
         let exe = match build(&manifest).await {
             Ok(exe) => exe,
             Err(e) => {
                 eprintln!("{e}\nstill serving the previous build");
+                set_state(status, AppState::CompileError { message: e });
                 continue;
             }
         };
@@ -299,14 +331,17 @@ async fn watch(
         if let Err(e) = wait_healthy(&mut next, next_port).await {
             eprintln!("the new build did not start: {e}\nstill serving the previous build");
             stop(next).await;
+            set_state(status, AppState::Running);
             continue;
         }
         *target.write().unwrap_or_else(|p| p.into_inner()) =
             reqwest::Url::parse(&format!("http://127.0.0.1:{next_port}")).expect("a valid URL");
         let old = std::mem::replace(&mut child, next);
+        exited = false;
         port = next_port;
         // The old process finishes its in-flight requests, then exits.
         tokio::spawn(stop(old));
+        set_state(status, AppState::Running);
         eprintln!("swapped in the new build (internal port {port})");
     }
 }
@@ -373,7 +408,7 @@ pub fn test(app: &Path, dashboard_port: u16, cargo_args: &[String]) -> Result<Ex
         // Reuse the dashboard of an `ovation run` if one answers; else serve our own.
         let otlp = match TcpListener::bind(("127.0.0.1", dashboard_port)).await {
             Ok(listener) => {
-                start_dashboard(&data_dir, listener).await?;
+                start_dashboard(&data_dir, listener, None).await?;
                 format!("http://127.0.0.1:{dashboard_port}")
             }
             Err(_) if dashboard_answers(dashboard_port).await => {
@@ -385,7 +420,7 @@ pub fn test(app: &Path, dashboard_port: u16, cargo_args: &[String]) -> Result<Ex
                     .await
                     .map_err(|e| format!("cannot listen on 127.0.0.1: {e}"))?;
                 let port = listener.local_addr().map_err(|e| e.to_string())?.port();
-                start_dashboard(&data_dir, listener).await?;
+                start_dashboard(&data_dir, listener, None).await?;
                 format!("http://127.0.0.1:{port}")
             }
         };

@@ -10,6 +10,7 @@ use std::process::{Command, ExitCode};
 use clap::{Parser, Subcommand, ValueEnum};
 use ovation::infra::ManagedPostgres;
 
+pub mod dashboard;
 pub mod deploy;
 pub mod dev;
 pub mod traces;

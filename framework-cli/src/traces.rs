@@ -223,6 +223,15 @@ impl Store {
             .collect())
     }
 
+    /// The services that root traces, for the Traces page's filter.
+    pub async fn root_services(&self) -> Result<Vec<String>, sqlx::Error> {
+        sqlx::query_scalar(
+            "SELECT DISTINCT service FROM spans WHERE service IS NOT NULL ORDER BY service",
+        )
+        .fetch_all(&self.pool)
+        .await
+    }
+
     /// Every span of `trace_id`, in start order; empty if there is no such trace.
     pub async fn trace(&self, trace_id: &str) -> Result<Vec<Value>, sqlx::Error> {
         type Row = (
@@ -392,21 +401,30 @@ pub struct ListQuery {
     pub limit: Option<i64>,
 }
 
-/// The receiver and the API, on one router.
+/// The receiver and the API, with an index of the API at `/`.
 pub fn router(store: Store) -> Router {
+    api_router(store).route("/", axum::routing::get(index))
+}
+
+/// The receiver and the API alone (the dashboard adds its pages).
+pub fn api_router(store: Store) -> Router {
     Router::new()
         .route("/v1/traces", axum::routing::post(receive))
         .route("/api/traces", axum::routing::get(list))
         .route("/api/traces/{trace_id}", axum::routing::get(trace))
-        .route("/", axum::routing::get(index))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .with_state(store)
 }
 
 /// Serves [`router`] on `listener` until the process ends.
 pub fn serve(store: Store, listener: tokio::net::TcpListener) -> tokio::task::JoinHandle<()> {
+    serve_router(router(store), listener)
+}
+
+/// Serves `app` on `listener` until the process ends.
+pub fn serve_router(app: Router, listener: tokio::net::TcpListener) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
-        let app = router(store).into_make_service_with_connect_info::<SocketAddr>();
+        let app = app.into_make_service_with_connect_info::<SocketAddr>();
         if let Err(e) = axum::serve(listener, app).await {
             eprintln!("error: the dashboard server stopped: {e}");
         }

@@ -3,108 +3,12 @@
 
 mod util;
 
-use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use util::{Client, ovation, target_dir, workspace};
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// `ovation run`, stopped (SIGTERM, then SIGKILL) when the test ends.
-struct Running {
-    child: Child,
-    log: PathBuf,
-}
-
-impl Running {
-    fn start(app: &Path, port: u16, dashboard: u16, watch: bool, name: &str) -> Running {
-        let log = target_dir().join(format!("ovation-run-{name}-{}.log", std::process::id()));
-        let out = std::fs::File::create(&log).unwrap();
-        let mut cmd = Command::new(ovation());
-        cmd.args(["run", "--app"])
-            .arg(app)
-            .args(["--port", &port.to_string()])
-            .args(["--dashboard-port", &dashboard.to_string()])
-            .env("OVATION_DATA_DIR", target_dir().join("ovation-deploy-test"))
-            .env("CARGO_TARGET_DIR", target_dir())
-            .env_remove("DATABASE_URL")
-            .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
-            .stdin(Stdio::null())
-            .stdout(out.try_clone().unwrap())
-            .stderr(out);
-        if watch {
-            cmd.arg("--watch");
-        }
-        Running {
-            child: cmd.spawn().unwrap(),
-            log,
-        }
-    }
-
-    fn output(&self) -> String {
-        let mut text = String::new();
-        let _ = std::fs::File::open(&self.log).and_then(|mut f| f.read_to_string(&mut text));
-        text
-    }
-
-    /// Waits until `url` answers 200, failing with the CLI's output if it exits or takes
-    /// longer than `within` (a first build may be long).
-    async fn wait_for(&mut self, url: &str, within: Duration) {
-        let deadline = Instant::now() + within;
-        let http = reqwest::Client::new();
-        loop {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                panic!("ovation run exited ({status}):\n{}", self.output());
-            }
-            if http
-                .get(url)
-                .send()
-                .await
-                .is_ok_and(|r| r.status().is_success())
-            {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{url} never answered:\n{}",
-                self.output()
-            );
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-    }
-
-    /// SIGTERM; the exit status.
-    fn stop(&mut self) -> std::process::ExitStatus {
-        let _ = Command::new("kill")
-            .arg(self.child.id().to_string())
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                return status;
-            }
-            assert!(Instant::now() < deadline, "ovation run ignored SIGTERM");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        if matches!(self.child.try_wait(), Ok(None)) {
-            self.stop();
-        }
-    }
-}
+use util::{Client, Running, free_port, ovation, target_dir, workspace};
 
 #[tokio::test]
 async fn ovation_run_serves_the_shop_and_the_traces_of_its_requests() {

@@ -1,0 +1,626 @@
+//! The local development dashboard: server-rendered pages on the dashboard port, next to the
+//! trace API. Every asset is embedded in the binary; nothing is loaded from the network.
+//!
+//! Pages so far: **Services** (the app model from the app's `/__ovation/meta`: endpoints with
+//! their access and schemas as type trees, databases, topics, subscriptions), **Traces** (the
+//! list, filtered, refreshed live) and a trace's **waterfall** (spans in call order, bars on a
+//! shared time axis, attributes and logs per span). A status bar shows the app's URL and
+//! whether it runs, rebuilds, or failed to compile. Anything else is a 404 page.
+
+use std::fmt::Write as _;
+use std::sync::{Arc, RwLock};
+
+use axum::Router;
+use axum::extract::{Path, Query, State};
+use axum::http::{StatusCode, header};
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::traces::{ListQuery, Store};
+
+const STYLE: &str = include_str!("dashboard/style.css");
+const SCRIPT: &str = include_str!("dashboard/app.js");
+
+/// What the app is doing, for the status bar.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum AppState {
+    Starting,
+    Running,
+    Rebuilding,
+    CompileError { message: String },
+    Stopped,
+}
+
+/// The app as the dashboard sees it.
+#[derive(Debug, Clone, Serialize)]
+pub struct AppStatus {
+    pub url: String,
+    #[serde(flatten)]
+    pub state: AppState,
+}
+
+/// Shared between `ovation run` (which updates the status) and the pages.
+pub type SharedStatus = Arc<RwLock<AppStatus>>;
+
+#[derive(Clone)]
+struct Dashboard {
+    store: Store,
+    status: SharedStatus,
+    http: reqwest::Client,
+}
+
+/// The dashboard's pages and assets, merged with the trace API.
+pub fn router(store: Store, status: SharedStatus) -> Router {
+    let dashboard = Dashboard {
+        store: store.clone(),
+        status,
+        http: reqwest::Client::new(),
+    };
+    let pages = Router::new()
+        .route(
+            "/",
+            axum::routing::get(|| async { Redirect::to("/services") }),
+        )
+        .route("/services", axum::routing::get(services))
+        .route("/traces", axum::routing::get(traces))
+        .route("/traces/{trace_id}", axum::routing::get(trace))
+        .route("/api/status", axum::routing::get(app_status))
+        .route(
+            "/assets/style.css",
+            axum::routing::get(|| async { asset("text/css", STYLE) }),
+        )
+        .route(
+            "/assets/app.js",
+            axum::routing::get(|| async { asset("text/javascript", SCRIPT) }),
+        )
+        .fallback(not_found)
+        .with_state(dashboard);
+    crate::traces::api_router(store).merge(pages)
+}
+
+fn asset(content_type: &'static str, body: &'static str) -> Response {
+    ([(header::CONTENT_TYPE, content_type)], body).into_response()
+}
+
+/// `text` with HTML's special characters escaped.
+pub fn esc(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+fn page(title: &str, active: &str, status: &AppStatus, body: &str) -> Html<String> {
+    let nav: String = [("services", "Services"), ("traces", "Traces")]
+        .iter()
+        .map(|(href, label)| {
+            let class = if *href == active {
+                " class=\"active\""
+            } else {
+                ""
+            };
+            format!("<a href=\"/{href}\"{class}>{label}</a>")
+        })
+        .collect();
+    Html(format!(
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
+         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
+         <title>{title} · Ovation</title><link rel=\"stylesheet\" href=\"/assets/style.css\"></head>\
+         <body><header><span class=\"brand\">Ovation</span><nav>{nav}</nav></header>\
+         <main>{body}</main>{bar}<script src=\"/assets/app.js\"></script></body></html>",
+        title = esc(title),
+        bar = status_bar(status),
+    ))
+}
+
+fn status_bar(status: &AppStatus) -> String {
+    let (class, text) = match &status.state {
+        AppState::Starting => ("starting", "starting".to_owned()),
+        AppState::Running => ("running", "running".to_owned()),
+        AppState::Rebuilding => ("rebuilding", "rebuilding".to_owned()),
+        AppState::CompileError { message } => ("error", format!("compile error: {message}")),
+        AppState::Stopped => ("stopped", "stopped".to_owned()),
+    };
+    format!(
+        "<footer id=\"status\" class=\"{class}\"><span class=\"dot\"></span>\
+         <span id=\"status-text\">{}</span><a id=\"status-url\" href=\"{url}\">{url}</a></footer>",
+        esc(&text),
+        url = esc(&status.url),
+    )
+}
+
+fn current(status: &SharedStatus) -> AppStatus {
+    status.read().unwrap_or_else(|p| p.into_inner()).clone()
+}
+
+async fn app_status(State(d): State<Dashboard>) -> axum::Json<AppStatus> {
+    axum::Json(current(&d.status))
+}
+
+async fn not_found(State(d): State<Dashboard>, uri: axum::http::Uri) -> Response {
+    let body = format!(
+        "<h1>Not found</h1><p class=\"muted\">The dashboard has no page at <code>{}</code>.</p>\
+         <p><a href=\"/services\">Services</a> · <a href=\"/traces\">Traces</a></p>",
+        esc(uri.path())
+    );
+    (
+        StatusCode::NOT_FOUND,
+        page("Not found", "", &current(&d.status), &body),
+    )
+        .into_response()
+}
+
+async fn services(State(d): State<Dashboard>) -> Response {
+    let status = current(&d.status);
+    let model = d
+        .http
+        .get(format!("{}/__ovation/meta", status.url))
+        .timeout(std::time::Duration::from_secs(5))
+        .send()
+        .await;
+    let model: Option<Value> = match model {
+        Ok(r) if r.status().is_success() => r.json().await.ok(),
+        _ => None,
+    };
+    let Some(model) = model else {
+        let body = format!(
+            "<h1>Services</h1><p class=\"notice\">The app at <code>{}</code> does not answer \
+             yet; this page fills in once it runs.</p>",
+            esc(&status.url)
+        );
+        return page("Services", "services", &status, &body).into_response();
+    };
+    page("Services", "services", &status, &render_services(&model)).into_response()
+}
+
+/// The Services page's body from the app model.
+pub fn render_services(model: &Value) -> String {
+    let list = |key: &str| model[key].as_array().cloned().unwrap_or_default();
+    let (endpoints, databases, topics, subscriptions) = (
+        list("endpoints"),
+        list("databases"),
+        list("topics"),
+        list("subscriptions"),
+    );
+    let mut out = String::from("<h1>Services</h1><div class=\"cards\">");
+    for service in list("services") {
+        let name = service.as_str().unwrap_or_default();
+        let of = |items: &[Value]| -> Vec<Value> {
+            items
+                .iter()
+                .filter(|i| i["service"] == name)
+                .cloned()
+                .collect()
+        };
+        let _ = write!(
+            out,
+            "<section class=\"card\" id=\"service-{id}\"><h2>{name}</h2>",
+            id = esc(name),
+            name = esc(name)
+        );
+        let mine = of(&endpoints);
+        if !mine.is_empty() {
+            out.push_str("<h3>Endpoints</h3><ul class=\"endpoints\">");
+            for e in &mine {
+                let access = e["access"].as_str().unwrap_or("public");
+                let _ = write!(
+                    out,
+                    "<li><details><summary><span class=\"method\">{method}</span> \
+                     <code>{path}</code> <span class=\"badge {access}\">{access}</span> \
+                     <span class=\"muted\">{name}</span></summary>\
+                     <div class=\"schemas\"><div><h4>Request</h4>{req}</div>\
+                     <div><h4>Response</h4>{resp}</div></div></details></li>",
+                    method = esc(e["method"].as_str().unwrap_or_default()),
+                    path = esc(e["path"].as_str().unwrap_or_default()),
+                    access = esc(access),
+                    name = esc(e["name"].as_str().unwrap_or_default()),
+                    req = schema_tree(&e["requestSchema"]),
+                    resp = schema_tree(&e["responseSchema"]),
+                );
+            }
+            out.push_str("</ul>");
+        }
+        let line = |title: &str, items: Vec<String>| {
+            if items.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    "<h3>{title}</h3><ul class=\"plain\">{}</ul>",
+                    items.concat()
+                )
+            }
+        };
+        out.push_str(&line(
+            "Databases",
+            of(&databases)
+                .iter()
+                .map(|d| {
+                    format!(
+                        "<li><code>{}</code> <span class=\"muted\">{} migrations</span></li>",
+                        esc(d["name"].as_str().unwrap_or_default()),
+                        d["migrations"].as_array().map_or(0, Vec::len)
+                    )
+                })
+                .collect(),
+        ));
+        out.push_str(&line(
+            "Publishes to",
+            of(&topics)
+                .iter()
+                .map(|t| {
+                    format!(
+                        "<li><code>{}</code></li>",
+                        esc(t["name"].as_str().unwrap_or_default())
+                    )
+                })
+                .collect(),
+        ));
+        out.push_str(&line(
+            "Subscriptions",
+            of(&subscriptions)
+                .iter()
+                .map(|s| {
+                    format!(
+                        "<li><code>{}</code> on <code>{}</code></li>",
+                        esc(s["name"].as_str().unwrap_or_default()),
+                        esc(s["topic"].as_str().unwrap_or_default())
+                    )
+                })
+                .collect(),
+        ));
+        out.push_str("</section>");
+    }
+    out.push_str("</div>");
+    out
+}
+
+/// A JSON Schema as a readable tree: fields with their types, required ones marked.
+pub fn schema_tree(schema: &Value) -> String {
+    if schema.is_null() {
+        return "<p class=\"muted\">none</p>".into();
+    }
+    let defs = schema
+        .get("$defs")
+        .or_else(|| schema.get("definitions"))
+        .cloned()
+        .unwrap_or(Value::Null);
+    let mut out = String::new();
+    render_schema(&mut out, schema, &defs, 0);
+    out
+}
+
+fn resolve<'a>(schema: &'a Value, defs: &'a Value) -> &'a Value {
+    match schema["$ref"].as_str() {
+        Some(r) => {
+            let name = r.rsplit('/').next().unwrap_or_default();
+            defs.get(name).unwrap_or(schema)
+        }
+        None => schema,
+    }
+}
+
+fn type_name(schema: &Value, defs: &Value) -> String {
+    if let Some(r) = schema["$ref"].as_str() {
+        return r.rsplit('/').next().unwrap_or("object").to_owned();
+    }
+    let s = resolve(schema, defs);
+    let base = match &s["type"] {
+        Value::String(t) => t.clone(),
+        Value::Array(ts) => ts
+            .iter()
+            .filter_map(Value::as_str)
+            .collect::<Vec<_>>()
+            .join(" | "),
+        _ if s.get("enum").is_some() => "enum".into(),
+        _ if s.get("anyOf").is_some() || s.get("oneOf").is_some() => "one of".into(),
+        _ => "any".into(),
+    };
+    match (base.as_str(), s["format"].as_str()) {
+        ("array", _) => format!("{}[]", type_name(&s["items"], defs)),
+        (_, Some(format)) => format!("{base} ({format})"),
+        _ => base,
+    }
+}
+
+fn render_schema(out: &mut String, schema: &Value, defs: &Value, depth: usize) {
+    let s = resolve(schema, defs);
+    let s = if s["type"] == "array" {
+        resolve(&s["items"], defs)
+    } else {
+        s
+    };
+    let Some(properties) = s["properties"].as_object() else {
+        let _ = write!(
+            out,
+            "<code class=\"type\">{}</code>",
+            esc(&type_name(schema, defs))
+        );
+        return;
+    };
+    let required: Vec<&str> = s["required"]
+        .as_array()
+        .map(|r| r.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default();
+    out.push_str("<ul class=\"tree\">");
+    for (field, field_schema) in properties {
+        let _ = write!(
+            out,
+            "<li><code>{}</code>{} <span class=\"type\">{}</span>",
+            esc(field),
+            if required.contains(&field.as_str()) {
+                ""
+            } else {
+                "<span class=\"muted\">?</span>"
+            },
+            esc(&type_name(field_schema, defs))
+        );
+        let inner = resolve(field_schema, defs);
+        let inner = if inner["type"] == "array" {
+            resolve(&inner["items"], defs)
+        } else {
+            inner
+        };
+        if depth < 4 && inner["properties"].is_object() {
+            render_schema(out, field_schema, defs, depth + 1);
+        }
+        out.push_str("</li>");
+    }
+    out.push_str("</ul>");
+}
+
+async fn traces(State(d): State<Dashboard>, Query(filter): Query<ListQuery>) -> Response {
+    let status = current(&d.status);
+    let list = d.store.list(&filter).await.unwrap_or_default();
+    let services = d.store.root_services().await.unwrap_or_default();
+    let option = |value: &str, selected: Option<&String>| {
+        let sel = if selected.is_some_and(|s| s == value) {
+            " selected"
+        } else {
+            ""
+        };
+        format!("<option value=\"{v}\"{sel}>{v}</option>", v = esc(value))
+    };
+    let mut body = String::from("<h1>Traces</h1><form id=\"filters\" class=\"filters\">");
+    let _ = write!(
+        body,
+        "<label>Service <select name=\"service\"><option value=\"\">all</option>{}</select></label>\
+         <label>Endpoint <input name=\"endpoint\" value=\"{}\" placeholder=\"any\"></label>\
+         <label>Status <select name=\"status\"><option value=\"\">all</option>{}{}</select></label>\
+         <button type=\"submit\">Filter</button></form>",
+        services
+            .iter()
+            .map(|s| option(s, filter.service.as_ref()))
+            .collect::<String>(),
+        esc(filter.endpoint.as_deref().unwrap_or_default()),
+        option("ok", filter.status.as_ref()),
+        option("error", filter.status.as_ref()),
+    );
+    body.push_str(
+        "<table class=\"traces\"><thead><tr><th>Endpoint</th><th>Started</th><th>Duration</th>\
+         <th>Spans</th><th>Status</th></tr></thead><tbody id=\"trace-rows\">",
+    );
+    for t in &list {
+        body.push_str(&trace_row(t));
+    }
+    body.push_str("</tbody></table>");
+    if list.is_empty() {
+        body.push_str(
+            "<p id=\"no-traces\" class=\"muted\">No traces yet: send a request to the app.</p>",
+        );
+    }
+    page("Traces", "traces", &status, &body).into_response()
+}
+
+/// One row of the trace list (the page's script renders the same from the API).
+fn trace_row(t: &Value) -> String {
+    let id = t["traceId"].as_str().unwrap_or_default();
+    let endpoint = match (t["rootService"].as_str(), t["rootEndpoint"].as_str()) {
+        (Some(s), Some(e)) => format!("{s}.{e}"),
+        _ => t["rootName"].as_str().unwrap_or_default().to_owned(),
+    };
+    let status = t["status"].as_str().unwrap_or_default();
+    format!(
+        "<tr data-trace=\"{id}\"><td><a href=\"/traces/{id}\">{endpoint}</a></td><td>{start}</td>\
+         <td>{duration:.2} ms</td><td>{spans}</td><td><span class=\"badge {status}\">{status}</span></td></tr>",
+        id = esc(id),
+        endpoint = esc(&endpoint),
+        start = esc(t["start"].as_str().unwrap_or_default()),
+        duration = t["durationMs"].as_f64().unwrap_or(0.0),
+        spans = t["spanCount"].as_i64().unwrap_or(0),
+        status = esc(status),
+    )
+}
+
+async fn trace(State(d): State<Dashboard>, Path(trace_id): Path<String>) -> Response {
+    let status = current(&d.status);
+    let valid = trace_id.len() == 32 && trace_id.bytes().all(|b| b.is_ascii_hexdigit());
+    let spans = if valid {
+        d.store
+            .trace(&trace_id.to_ascii_lowercase())
+            .await
+            .unwrap_or_default()
+    } else {
+        Vec::new()
+    };
+    if spans.is_empty() {
+        let body = format!(
+            "<h1>No such trace</h1><p class=\"muted\">There is no trace <code>{}</code> \
+             (traces are kept for 24 hours).</p><p><a href=\"/traces\">All traces</a></p>",
+            esc(&trace_id)
+        );
+        return (
+            StatusCode::NOT_FOUND,
+            page("No such trace", "traces", &status, &body),
+        )
+            .into_response();
+    }
+    page(
+        "Trace",
+        "traces",
+        &status,
+        &render_waterfall(&trace_id, &spans),
+    )
+    .into_response()
+}
+
+/// A trace as a waterfall: spans in depth-first call order, each with a bar on the trace's
+/// time axis; a click opens its attributes and logs.
+pub fn render_waterfall(trace_id: &str, spans: &[Value]) -> String {
+    let start = spans
+        .iter()
+        .filter_map(|s| s["startNs"].as_i64())
+        .min()
+        .unwrap_or(0);
+    let end = spans
+        .iter()
+        .filter_map(|s| Some(s["startNs"].as_i64()? + (s["durationMs"].as_f64()? * 1e6) as i64))
+        .max()
+        .unwrap_or(start)
+        .max(start + 1);
+    let total = (end - start) as f64;
+    let ids: Vec<&str> = spans.iter().filter_map(|s| s["id"].as_str()).collect();
+    // Depth-first from the roots (spans whose parent is not in the trace).
+    let mut ordered: Vec<(usize, &Value)> = Vec::new();
+    let mut stack: Vec<(usize, &Value)> = spans
+        .iter()
+        .filter(|s| !s["parent"].as_str().is_some_and(|p| ids.contains(&p)))
+        .rev()
+        .map(|s| (0, s))
+        .collect();
+    while let Some((depth, span)) = stack.pop() {
+        ordered.push((depth, span));
+        let children = spans.iter().filter(|c| c["parent"] == span["id"]).rev();
+        stack.extend(children.map(|c| (depth + 1, c)));
+    }
+    let mut out = format!(
+        "<h1>Trace <code>{}</code></h1><p class=\"muted\">{} spans · {:.2} ms</p>\
+         <div class=\"waterfall\" id=\"waterfall\">",
+        esc(trace_id),
+        spans.len(),
+        total / 1e6
+    );
+    for (depth, s) in ordered {
+        let offset = (s["startNs"].as_i64().unwrap_or(start) - start) as f64 / total * 100.0;
+        let width = (s["durationMs"].as_f64().unwrap_or(0.0) * 1e6 / total * 100.0).max(0.3);
+        let kind = s["kind"].as_str().unwrap_or_default();
+        let service = s["service"]
+            .as_str()
+            .or(s["process"].as_str())
+            .unwrap_or_default();
+        let mut details = String::from("<table class=\"attrs\">");
+        if let Some(attrs) = s["attributes"].as_object() {
+            for (k, v) in attrs {
+                let v = v
+                    .as_str()
+                    .map(str::to_owned)
+                    .unwrap_or_else(|| v.to_string());
+                let _ = write!(
+                    details,
+                    "<tr><th>{}</th><td><code>{}</code></td></tr>",
+                    esc(k),
+                    esc(&v)
+                );
+            }
+        }
+        details.push_str("</table>");
+        if let Some(events) = s["events"].as_array().filter(|e| !e.is_empty()) {
+            details.push_str("<h4>Logs</h4><ul class=\"logs\">");
+            for e in events {
+                let fields: String = e["attributes"]
+                    .as_object()
+                    .map(|a| {
+                        a.iter()
+                            .filter(|(k, _)| !k.starts_with("code.") && *k != "target")
+                            .map(|(k, v)| format!(" {}={}", esc(k), esc(&v.to_string())))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                let _ = write!(
+                    details,
+                    "<li><span class=\"muted\">{}</span> {}<span class=\"muted\">{}</span></li>",
+                    esc(e["time"].as_str().unwrap_or_default()),
+                    esc(e["name"].as_str().unwrap_or_default()),
+                    fields
+                );
+            }
+            details.push_str("</ul>");
+        }
+        let _ = write!(
+            out,
+            "<details class=\"span {kind} {status}\"><summary>\
+             <span class=\"label\" style=\"padding-left:{indent}rem\"><span class=\"kind\">{kind}</span> \
+             {name} <span class=\"muted\">{service}</span></span>\
+             <span class=\"track\"><span class=\"bar\" style=\"left:{offset:.3}%;width:{width:.3}%\"></span></span>\
+             <span class=\"ms\">{ms:.2} ms</span></summary>{details}</details>",
+            kind = esc(kind),
+            status = esc(s["status"].as_str().unwrap_or_default()),
+            indent = depth as f64 * 1.1,
+            name = esc(s["name"].as_str().unwrap_or_default()),
+            service = esc(service),
+            ms = s["durationMs"].as_f64().unwrap_or(0.0),
+        );
+    }
+    out.push_str("</div>");
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn text_from_the_app_is_escaped() {
+        assert_eq!(
+            esc("<script>\"x\" & 'y'</script>"),
+            "&lt;script&gt;&quot;x&quot; &amp; &#39;y&#39;&lt;/script&gt;"
+        );
+        let html = render_waterfall(
+            "t",
+            &[
+                json!({"id": "a", "parent": null, "name": "<img src=x>", "kind": "server",
+                     "startNs": 0, "durationMs": 1.0, "attributes": {"k": "<b>"}, "events": []}),
+            ],
+        );
+        assert!(!html.contains("<img"), "{html}");
+        assert!(html.contains("&lt;img src=x&gt;"));
+    }
+
+    #[test]
+    fn schemas_render_as_field_trees() {
+        let schema = json!({
+            "type": "object",
+            "properties": {
+                "userId": {"type": "string", "format": "uuid"},
+                "items": {"type": "array", "items": {"$ref": "#/$defs/Item"}},
+                "note": {"type": ["string", "null"]}
+            },
+            "required": ["userId", "items"],
+            "$defs": {"Item": {"type": "object", "properties": {"sku": {"type": "string"}}, "required": ["sku"]}}
+        });
+        let html = schema_tree(&schema);
+        assert!(
+            html.contains("<code>userId</code> <span class=\"type\">string (uuid)</span>"),
+            "{html}"
+        );
+        assert!(html.contains("Item[]"), "{html}");
+        assert!(
+            html.contains("<code>sku</code>"),
+            "nested fields are shown: {html}"
+        );
+        assert!(
+            html.contains("<code>note</code><span class=\"muted\">?</span>"),
+            "{html}"
+        );
+    }
+}

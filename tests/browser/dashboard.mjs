@@ -1,0 +1,88 @@
+// Walks the dashboard in headless Chromium, as a developer would, and fails on the first
+// thing that is not there. Driven by tests/tests/dashboard.rs, which passes:
+//   DASHBOARD  the dashboard's URL         APP      the app's URL
+//   USER_ID, PRODUCT_ID  a user and a product to order
+//   OUT        where screenshots go        CHROMIUM the browser binary
+// Every request that would leave 127.0.0.1 is blocked and reported: the page must work offline.
+import { chromium } from "playwright-core";
+
+const env = (name) => {
+  const value = process.env[name];
+  if (!value) throw new Error(`${name} is not set`);
+  return value;
+};
+const [dashboard, app, out] = [env("DASHBOARD"), env("APP"), env("OUT")];
+const external = [];
+const browser = await chromium.launch({
+  executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
+  args: ["--no-sandbox"],
+});
+try {
+  const context = await browser.newContext({ viewport: { width: 1280, height: 800 } });
+  await context.route("**/*", (route) => {
+    const url = new URL(route.request().url());
+    if (url.hostname === "127.0.0.1") return route.continue();
+    external.push(url.href);
+    return route.abort();
+  });
+  const page = await context.newPage();
+  const errors = [];
+  page.on("pageerror", (e) => errors.push(String(e)));
+
+  // Services: every service of the shop, its endpoints and the topic it publishes.
+  await page.goto(`${dashboard}/services`);
+  for (const service of ["users", "products", "orders", "gateway", "notifications"]) {
+    await page.locator(`#service-${service}`).waitFor();
+  }
+  await page.locator("#service-orders", { hasText: "/orders" }).waitFor();
+  await page.locator("#service-products .badge.private").first().waitFor();
+  await page.locator("#service-orders", { hasText: "order-created" }).waitFor();
+  await page.locator("#service-orders summary", { hasText: "/orders" }).first().click();
+  await page.locator("#service-orders .tree", { hasText: "userId" }).first().waitFor();
+  await page.screenshot({ path: `${out}/services.png`, fullPage: true });
+
+  // Traces: a new order appears without a reload, and opens as a waterfall.
+  await page.goto(`${dashboard}/traces`);
+  const before = await page.locator("#trace-rows tr").evaluateAll((rows) => rows.map((r) => r.dataset.trace));
+  const response = await fetch(`${app}/orders`, {
+    method: "POST",
+    headers: { "content-type": "application/json" },
+    body: JSON.stringify({ userId: env("USER_ID"), productId: env("PRODUCT_ID"), quantity: 1 }),
+  });
+  if (response.status !== 200) throw new Error(`POST /orders answered ${response.status}`);
+  const handle = await page.waitForFunction(
+    (known) => {
+      const row = [...document.querySelectorAll("#trace-rows tr")].find(
+        (r) => r.textContent.includes("orders.create") && !known.includes(r.dataset.trace),
+      );
+      return row ? row.dataset.trace : null;
+    },
+    before,
+    { timeout: 20000 },
+  );
+  const fresh = await handle.jsonValue();
+  await page.screenshot({ path: `${out}/traces.png`, fullPage: true });
+  await page.click(`#trace-rows tr[data-trace="${fresh}"] a`);
+  await page.locator("#waterfall").waitFor();
+  for (const span of ["orders.create", "call users.get", "call products.reserve_inventory", "publish order-created"]) {
+    await page.locator("#waterfall summary", { hasText: span }).first().waitFor();
+  }
+  await page.locator("#waterfall summary", { hasText: "db " }).first().click();
+  await page.locator("#waterfall table.attrs", { hasText: "db.statement" }).first().waitFor();
+  await page.screenshot({ path: `${out}/trace.png`, fullPage: true });
+
+  // The status bar says the app runs, and where.
+  await page.locator("footer#status.running", { hasText: app }).waitFor();
+
+  // An unknown page is a 404 page, not a blank one.
+  const missing = await page.goto(`${dashboard}/no-such-page`);
+  if (missing.status() !== 404) throw new Error(`an unknown page answered ${missing.status()}`);
+  await page.locator("h1", { hasText: "Not found" }).waitFor();
+  await page.screenshot({ path: `${out}/not-found.png` });
+
+  if (errors.length) throw new Error(`script errors: ${errors.join("; ")}`);
+  if (external.length) throw new Error(`requests left 127.0.0.1: ${external.join(", ")}`);
+  console.log(JSON.stringify({ ok: true, screenshots: out }));
+} finally {
+  await browser.close();
+}

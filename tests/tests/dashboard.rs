@@ -1,0 +1,94 @@
+//! The dashboard in a real browser: `ovation run` serves the shop, and headless Chromium
+//! (driven by `tests/browser/dashboard.mjs` with playwright-core) walks its pages with the
+//! network cut off beyond 127.0.0.1, saving a screenshot of each under
+//! `<target>/dashboard-screenshots/`.
+//!
+//! Needs Node.js, Chromium (`/usr/bin/chromium` or `CHROMIUM`) and `npm install` in
+//! `tests/browser`; `.ci/run` provides all three. Without them the test says what is missing
+//! and skips, except under `CI=true`, where it fails.
+
+mod util;
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+use util::{Client, Running, free_port, target_dir, workspace};
+
+/// What is missing to run the browser, if anything.
+fn missing_tools(chromium: &str) -> Option<String> {
+    let browser_dir = workspace().join("tests/browser");
+    if Command::new("node").arg("--version").output().is_err() {
+        return Some("Node.js (`node`)".into());
+    }
+    if !PathBuf::from(chromium).exists() {
+        return Some(format!(
+            "Chromium at {chromium} (Debian: `apt install chromium`)"
+        ));
+    }
+    if !browser_dir.join("node_modules/playwright-core").is_dir() {
+        return Some(format!(
+            "playwright-core (`npm install` in {})",
+            browser_dir.display()
+        ));
+    }
+    None
+}
+
+#[tokio::test]
+async fn the_dashboard_works_in_a_browser_offline() {
+    let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
+    if let Some(missing) = missing_tools(&chromium) {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "the browser test needs {missing}; .ci/run installs it"
+        );
+        eprintln!("SKIPPED: the browser test needs {missing}");
+        return;
+    }
+    let (port, dashboard) = (free_port(), free_port());
+    let mut run = Running::start(
+        &workspace().join("examples/shop-app"),
+        port,
+        dashboard,
+        false,
+        "dashboard",
+    );
+    let app = format!("http://127.0.0.1:{port}");
+    run.wait_for(&format!("{app}/__ovation/health"), Duration::from_secs(600))
+        .await;
+    let c = Client::new(&app);
+    let email = format!("{}@browser.example.com", uuid::Uuid::new_v4());
+    let (user, product) = c.user_and_product(&email, 400, 10).await;
+
+    let out = target_dir().join("dashboard-screenshots");
+    std::fs::create_dir_all(&out).unwrap();
+    let browser = tokio::process::Command::new("node")
+        .arg(workspace().join("tests/browser/dashboard.mjs"))
+        .current_dir(workspace().join("tests/browser"))
+        .env("DASHBOARD", format!("http://127.0.0.1:{dashboard}"))
+        .env("APP", &app)
+        .env("USER_ID", &user)
+        .env("PRODUCT_ID", &product)
+        .env("OUT", &out)
+        .env("CHROMIUM", &chromium)
+        .kill_on_drop(true)
+        .output();
+    let output = tokio::time::timeout(Duration::from_secs(180), browser)
+        .await
+        .expect("the browser run finishes within 3 minutes")
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "the browser run failed:\n{}{}\n--- ovation run ---\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr),
+        run.output()
+    );
+    for shot in ["services.png", "traces.png", "trace.png", "not-found.png"] {
+        let size = std::fs::metadata(out.join(shot)).map_or(0, |m| m.len());
+        assert!(size > 10_000, "{shot} is a real screenshot ({size} bytes)");
+    }
+    let status = run.stop();
+    assert!(status.success(), "{status}");
+}
