@@ -49,14 +49,17 @@ struct Dashboard {
     store: Store,
     status: SharedStatus,
     http: reqwest::Client,
+    /// The app's folder, whose source the Architecture page reads.
+    app: std::path::PathBuf,
 }
 
 /// The dashboard's pages and assets, merged with the trace API.
-pub fn router(store: Store, status: SharedStatus) -> Router {
+pub fn router(store: Store, status: SharedStatus, app: std::path::PathBuf) -> Router {
     let dashboard = Dashboard {
         store: store.clone(),
         status,
         http: reqwest::Client::new(),
+        app,
     };
     let pages = Router::new()
         .route(
@@ -66,6 +69,7 @@ pub fn router(store: Store, status: SharedStatus) -> Router {
         .route("/services", axum::routing::get(services))
         .route("/traces", axum::routing::get(traces))
         .route("/traces/{trace_id}", axum::routing::get(trace))
+        .route("/architecture", axum::routing::get(architecture))
         .route("/api/status", axum::routing::get(app_status))
         .route(
             "/assets/style.css",
@@ -101,17 +105,21 @@ pub fn esc(text: &str) -> String {
 }
 
 fn page(title: &str, active: &str, status: &AppStatus, body: &str) -> Html<String> {
-    let nav: String = [("services", "Services"), ("traces", "Traces")]
-        .iter()
-        .map(|(href, label)| {
-            let class = if *href == active {
-                " class=\"active\""
-            } else {
-                ""
-            };
-            format!("<a href=\"/{href}\"{class}>{label}</a>")
-        })
-        .collect();
+    let nav: String = [
+        ("services", "Services"),
+        ("traces", "Traces"),
+        ("architecture", "Architecture"),
+    ]
+    .iter()
+    .map(|(href, label)| {
+        let class = if *href == active {
+            " class=\"active\""
+        } else {
+            ""
+        };
+        format!("<a href=\"/{href}\"{class}>{label}</a>")
+    })
+    .collect();
     Html(format!(
         "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
          <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
@@ -376,6 +384,30 @@ fn render_schema(out: &mut String, schema: &Value, defs: &Value, depth: usize) {
         out.push_str("</li>");
     }
     out.push_str("</ul>");
+}
+
+async fn architecture(State(d): State<Dashboard>) -> Response {
+    let status = current(&d.status);
+    let app = d.app.clone();
+    // Read fresh on every visit, so an edit shows on the next reload.
+    let graph = tokio::task::spawn_blocking(move || crate::graph::read(&app))
+        .await
+        .unwrap_or_else(|e| Err(e.to_string()));
+    let body = match graph {
+        Ok(graph) => format!(
+            "<h1>Architecture</h1><p class=\"muted\">Drawn from the source of <code>{}</code>: \
+             services with their databases, <span class=\"legend call\">calls</span> and \
+             <span class=\"legend pubsub\">Pub/Sub</span>. Also <code>ovation graph \
+             --format svg|dot|mermaid</code>.</p><div class=\"diagram\">{}</div>",
+            esc(&d.app.display().to_string()),
+            crate::graph::to_svg(&graph)
+        ),
+        Err(e) => format!(
+            "<h1>Architecture</h1><p class=\"notice\">The source could not be read: {}</p>",
+            esc(&e)
+        ),
+    };
+    page("Architecture", "architecture", &status, &body).into_response()
 }
 
 async fn traces(State(d): State<Dashboard>, Query(filter): Query<ListQuery>) -> Response {

@@ -77,13 +77,15 @@ async fn start_dashboard(
     data_dir: &Path,
     listener: TcpListener,
     status: Option<SharedStatus>,
+    app: &Path,
 ) -> Result<(), String> {
     let server = database_server(data_dir).await?;
     let store = Store::open(&server).await?;
     match status {
-        Some(status) => {
-            crate::traces::serve_router(crate::dashboard::router(store, status), listener)
-        }
+        Some(status) => crate::traces::serve_router(
+            crate::dashboard::router(store, status, app.to_owned()),
+            listener,
+        ),
         None => crate::traces::serve(store, listener),
     };
     Ok(())
@@ -114,7 +116,7 @@ pub fn run(options: RunOptions) -> Result<ExitCode, String> {
             url: format!("http://127.0.0.1:{}", options.port),
             state: AppState::Starting,
         }));
-        start_dashboard(&data_dir, dashboard, Some(status.clone())).await?;
+        start_dashboard(&data_dir, dashboard, Some(status.clone()), &options.app).await?;
         let exe = match build(&manifest).await {
             Ok(exe) => exe,
             Err(e) => {
@@ -408,7 +410,7 @@ pub fn test(app: &Path, dashboard_port: u16, cargo_args: &[String]) -> Result<Ex
         // Reuse the dashboard of an `ovation run` if one answers; else serve our own.
         let otlp = match TcpListener::bind(("127.0.0.1", dashboard_port)).await {
             Ok(listener) => {
-                start_dashboard(&data_dir, listener, None).await?;
+                start_dashboard(&data_dir, listener, None, app).await?;
                 format!("http://127.0.0.1:{dashboard_port}")
             }
             Err(_) if dashboard_answers(dashboard_port).await => {
@@ -420,7 +422,7 @@ pub fn test(app: &Path, dashboard_port: u16, cargo_args: &[String]) -> Result<Ex
                     .await
                     .map_err(|e| format!("cannot listen on 127.0.0.1: {e}"))?;
                 let port = listener.local_addr().map_err(|e| e.to_string())?.port();
-                start_dashboard(&data_dir, listener, None).await?;
+                start_dashboard(&data_dir, listener, None, app).await?;
                 format!("http://127.0.0.1:{port}")
             }
         };

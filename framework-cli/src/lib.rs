@@ -13,6 +13,7 @@ use ovation::infra::ManagedPostgres;
 pub mod dashboard;
 pub mod deploy;
 pub mod dev;
+pub mod graph;
 pub mod traces;
 
 /// Backends as services, in Rust.
@@ -85,6 +86,15 @@ enum Cmd {
         #[arg(long, default_value = "http://otel-collector:4318")]
         otlp_endpoint: String,
     },
+    /// Draw the app's architecture from its source: services, databases, calls, topics.
+    Graph {
+        /// The app's folder (holding its Cargo.toml).
+        #[arg(long, default_value = ".")]
+        app: PathBuf,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = GraphFormat::Svg)]
+        format: GraphFormat,
+    },
     /// Manage the app's local Postgres.
     Db {
         #[command(subcommand)]
@@ -101,6 +111,13 @@ enum Target {
     Local,
     /// Kubernetes manifests and a Dockerfile, written to --out.
     Kubernetes,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum GraphFormat {
+    Svg,
+    Dot,
+    Mermaid,
 }
 
 #[derive(Debug, Subcommand)]
@@ -253,6 +270,17 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
                     );
                 }
             }
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Graph { app, format } => {
+            manifest(&app)?;
+            let graph = graph::read(&app)?;
+            let text = match format {
+                GraphFormat::Svg => graph::to_svg(&graph),
+                GraphFormat::Dot => graph::to_dot(&graph),
+                GraphFormat::Mermaid => graph::to_mermaid(&graph),
+            };
+            println!("{text}");
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Db { command, app } => {

@@ -74,6 +74,15 @@ try {
   // The status bar says the app runs, and where.
   await page.locator("footer#status.running", { hasText: app }).waitFor();
 
+  // Architecture: every service and the topic, drawn from the source.
+  await page.goto(`${dashboard}/architecture`);
+  for (const node of ["users", "products", "orders", "gateway", "notifications", "order-created"]) {
+    await page.locator(`svg.architecture g[data-name="${node}"]`).waitFor();
+  }
+  const calls = await page.locator("svg.architecture path.edge.call").count();
+  if (calls < 5) throw new Error(`only ${calls} call arrows`);
+  await page.screenshot({ path: `${out}/architecture.png`, fullPage: true });
+
   // An unknown page is a 404 page, not a blank one.
   const missing = await page.goto(`${dashboard}/no-such-page`);
   if (missing.status() !== 404) throw new Error(`an unknown page answered ${missing.status()}`);

@@ -85,7 +85,13 @@ async fn the_dashboard_works_in_a_browser_offline() {
         String::from_utf8_lossy(&output.stderr),
         run.output()
     );
-    for shot in ["services.png", "traces.png", "trace.png", "not-found.png"] {
+    for shot in [
+        "services.png",
+        "traces.png",
+        "trace.png",
+        "architecture.png",
+        "not-found.png",
+    ] {
         let size = std::fs::metadata(out.join(shot)).map_or(0, |m| m.len());
         assert!(size > 10_000, "{shot} is a real screenshot ({size} bytes)");
     }
