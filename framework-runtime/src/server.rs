@@ -85,6 +85,14 @@ pub fn router(rt: &'static Runtime) -> Result<Router, RouteError> {
             "/__ovation/meta",
             axum::routing::get(move |req: Request| meta(rt, req)),
         )
+        .route(
+            "/__ovation/pubsub",
+            axum::routing::get(move |req: Request| pubsub_state(rt, req)),
+        )
+        .route(
+            "/__ovation/pubsub/{subscription}/redrive",
+            axum::routing::post(move |req: Request| pubsub_redrive(rt, req)),
+        )
         .fallback(not_found_handler)
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(|_| {
             Error::internal("internal error").into_response()
@@ -126,11 +134,7 @@ async fn health() -> axum::Json<serde_json::Value> {
 /// The app model, for the CLI and the dashboard. It names private endpoints, so it answers
 /// only loopback clients and signed service calls.
 async fn meta(rt: &'static Runtime, req: Request) -> Response {
-    let loopback = req
-        .extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .is_some_and(|ConnectInfo(addr)| addr.ip().is_loopback());
-    if !loopback && verified_caller(rt, req.headers(), "GET", req.uri().path()).is_none() {
+    if !internal_allowed(rt, &req) {
         return not_found_response("GET", req.uri().path());
     }
     axum::Json(app_model(Some(rt))).into_response()
@@ -190,6 +194,104 @@ pub fn app_model(rt: Option<&Runtime>) -> serde_json::Value {
         "topics": topics,
         "subscriptions": subscriptions,
     })
+}
+
+/// Whether `req` may use Ovation's internal endpoints (the app model, Pub/Sub state): loopback
+/// clients (the CLI, the dashboard) and signed service calls. Anyone else gets the 404 of a
+/// route that does not exist.
+fn internal_allowed(rt: &Runtime, req: &Request) -> bool {
+    let loopback = req
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .is_some_and(|ConnectInfo(addr)| addr.ip().is_loopback());
+    loopback
+        || verified_caller(rt, req.headers(), req.method().as_str(), req.uri().path()).is_some()
+}
+
+/// Topics and subscriptions with their counts and dead letters, for the dashboard.
+async fn pubsub_state(rt: &'static Runtime, req: Request) -> Response {
+    if !internal_allowed(rt, &req) {
+        return not_found_response("GET", req.uri().path());
+    }
+    let Ok(pubsub) = rt.pubsub() else {
+        return axum::Json(json!({ "topics": [], "subscriptions": [] })).into_response();
+    };
+    let mut topics = Vec::new();
+    for t in crate::pubsub::topics() {
+        let published = pubsub.published(t.name).await.unwrap_or(None);
+        topics.push(json!({
+            "name": t.name,
+            "service": crate::registry::service_of(t.module),
+            "published": published,
+        }));
+    }
+    let mut subscriptions = Vec::new();
+    for s in crate::pubsub::subscriptions() {
+        let stats = match pubsub.stats(s.name).await {
+            Ok(stats) => stats,
+            Err(e) => return e.into_response(),
+        };
+        let dead = match pubsub.dead_letters(s.name).await {
+            Ok(dead) => dead,
+            Err(e) => return e.into_response(),
+        };
+        subscriptions.push(json!({
+            "name": s.name,
+            "topic": (s.topic)(),
+            "service": s.service(),
+            "stats": stats,
+            "deadLetters": dead.iter().take(100).collect::<Vec<_>>(),
+        }));
+    }
+    axum::Json(json!({ "topics": topics, "subscriptions": subscriptions })).into_response()
+}
+
+/// Puts a subscription's dead letters (all, or the one `{"messageId": ..}` names) back.
+async fn pubsub_redrive(rt: &'static Runtime, req: Request) -> Response {
+    if !internal_allowed(rt, &req) {
+        return not_found_response("POST", req.uri().path());
+    }
+    #[derive(serde::Deserialize)]
+    #[serde(rename_all = "camelCase", deny_unknown_fields)]
+    struct Redrive {
+        message_id: Option<uuid::Uuid>,
+    }
+    let (mut parts, body) = req.into_parts();
+    let Ok(raw) = RawPathParams::from_request_parts(&mut parts, &()).await else {
+        return Error::invalid_argument("invalid path").into_response();
+    };
+    let subscription = raw
+        .iter()
+        .next()
+        .map(|(_, v)| v.to_owned())
+        .unwrap_or_default();
+    if !crate::pubsub::subscriptions()
+        .iter()
+        .any(|s| s.name == subscription)
+    {
+        return Error::not_found(format!("no subscription `{subscription}`")).into_response();
+    }
+    let request: Redrive = match read_body(body, 64 * 1024)
+        .await
+        .and_then(|b| decode_json::<Option<Redrive>>(&b))
+    {
+        Ok(r) => r.unwrap_or(Redrive { message_id: None }),
+        Err(e) => return e.into_response(),
+    };
+    let pubsub = match rt.pubsub() {
+        Ok(p) => p,
+        Err(e) => return e.into_response(),
+    };
+    match pubsub
+        .redrive(
+            &subscription,
+            request.message_id.map(crate::pubsub::MessageId),
+        )
+        .await
+    {
+        Ok(n) => axum::Json(json!({ "redriven": n })).into_response(),
+        Err(e) => e.into_response(),
+    }
 }
 
 fn not_found_response(method: &str, path: &str) -> Response {

@@ -83,6 +83,16 @@ try {
   if (calls < 5) throw new Error(`only ${calls} call arrows`);
   await page.screenshot({ path: `${out}/architecture.png`, fullPage: true });
 
+  // Pub/Sub: the dead letter is listed with its error, and goes back on redrive.
+  const dead = env("DEAD_ID");
+  await page.goto(`${dashboard}/pubsub`);
+  await page.locator("#subscription-send-order-confirmation").waitFor();
+  const letter = page.locator(`tr[data-message="${dead}"]`);
+  await letter.locator(".error-text", { hasText: "poisoned" }).waitFor();
+  await page.screenshot({ path: `${out}/pubsub.png`, fullPage: true });
+  await letter.locator("button.redrive").click();
+  await page.locator("#redriven", { hasText: "Put 1 message back" }).waitFor();
+
   // An unknown page is a 404 page, not a blank one.
   const missing = await page.goto(`${dashboard}/no-such-page`);
   if (missing.status() !== 404) throw new Error(`an unknown page answered ${missing.status()}`);

@@ -61,6 +61,29 @@ async fn the_dashboard_works_in_a_browser_offline() {
     let email = format!("{}@browser.example.com", uuid::Uuid::new_v4());
     let (user, product) = c.user_and_product(&email, 400, 10).await;
 
+    // A dead letter for the Pub/Sub page to redrive: a message the subscription gave up on.
+    let dead = uuid::Uuid::new_v4();
+    let pg =
+        ovation::infra::ManagedPostgres::ensure(&target_dir().join("ovation-deploy-test")).unwrap();
+    let pool = ovation::sqlx::PgPool::connect(&pg.url("ovation_pubsub"))
+        .await
+        .unwrap();
+    ovation::sqlx::query(
+        "INSERT INTO ovation_messages (id, topic, payload) VALUES ($1, 'order-created', '{\"poisoned\": true}')",
+    )
+    .bind(dead)
+    .execute(&pool)
+    .await
+    .unwrap();
+    ovation::sqlx::query(
+        "INSERT INTO ovation_deliveries (subscription, message_id, state, attempt, last_error)
+         VALUES ('send-order-confirmation', $1, 'dead', 6, 'test: a poisoned message')",
+    )
+    .bind(dead)
+    .execute(&pool)
+    .await
+    .unwrap();
+
     let out = target_dir().join("dashboard-screenshots");
     std::fs::create_dir_all(&out).unwrap();
     let browser = tokio::process::Command::new("node")
@@ -71,6 +94,7 @@ async fn the_dashboard_works_in_a_browser_offline() {
         .env("USER_ID", &user)
         .env("PRODUCT_ID", &product)
         .env("OUT", &out)
+        .env("DEAD_ID", dead.to_string())
         .env("CHROMIUM", &chromium)
         .kill_on_drop(true)
         .output();
@@ -90,11 +114,23 @@ async fn the_dashboard_works_in_a_browser_offline() {
         "traces.png",
         "trace.png",
         "architecture.png",
+        "pubsub.png",
         "not-found.png",
     ] {
         let size = std::fs::metadata(out.join(shot)).map_or(0, |m| m.len());
         assert!(size > 10_000, "{shot} is a real screenshot ({size} bytes)");
     }
+    let state: String =
+        ovation::sqlx::query_scalar("SELECT state FROM ovation_deliveries WHERE message_id = $1")
+            .bind(dead)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert!(
+        state == "pending" || state == "dead",
+        "the redriven letter went back to delivery (and, poisoned, may be dead again): {state}"
+    );
+    pool.close().await;
     let status = run.stop();
     assert!(status.success(), "{status}");
 }

@@ -344,6 +344,20 @@ impl PgPubSub {
         Ok(u64::try_from(ids.len()).unwrap_or(0))
     }
 
+    /// Messages published to `topic` and still kept (24 h), when Postgres carries them;
+    /// `None` on the NATS transport, where JetStream holds them.
+    pub(crate) async fn published(&self, topic: &str) -> Result<Option<u64>, Error> {
+        if self.nats.is_some() {
+            return Ok(None);
+        }
+        let count: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM ovation_messages WHERE topic = $1")
+                .bind(topic)
+                .fetch_one(&self.pool)
+                .await?;
+        Ok(Some(u64::try_from(count).unwrap_or(0)))
+    }
+
     pub(crate) async fn stats(&self, subscription: &str) -> Result<SubscriptionStats, Error> {
         if let Some(nats) = &self.nats {
             let sub = super::subscriptions()
