@@ -19,6 +19,8 @@ use serde_json::Value;
 
 use crate::traces::{ListQuery, Store};
 
+mod databases;
+
 const STYLE: &str = include_str!("dashboard/style.css");
 const SCRIPT: &str = include_str!("dashboard/app.js");
 
@@ -51,15 +53,23 @@ struct Dashboard {
     http: reqwest::Client,
     /// The app's folder, whose source the Architecture page reads.
     app: std::path::PathBuf,
+    /// The Postgres server of the app's databases.
+    db: ovation::sqldb::Server,
 }
 
 /// The dashboard's pages and assets, merged with the trace API.
-pub fn router(store: Store, status: SharedStatus, app: std::path::PathBuf) -> Router {
+pub fn router(
+    store: Store,
+    status: SharedStatus,
+    app: std::path::PathBuf,
+    db: ovation::sqldb::Server,
+) -> Router {
     let dashboard = Dashboard {
         store: store.clone(),
         status,
         http: reqwest::Client::new(),
         app,
+        db,
     };
     let pages = Router::new()
         .route(
@@ -71,6 +81,12 @@ pub fn router(store: Store, status: SharedStatus, app: std::path::PathBuf) -> Ro
         .route("/traces/{trace_id}", axum::routing::get(trace))
         .route("/architecture", axum::routing::get(architecture))
         .route("/pubsub", axum::routing::get(pubsub))
+        .route("/databases", axum::routing::get(databases_page))
+        .route(
+            "/databases/{db}/tables/{table}",
+            axum::routing::get(table_page),
+        )
+        .route("/databases/{db}/query", axum::routing::post(query_page))
         .route(
             "/pubsub/{subscription}/redrive",
             axum::routing::post(redrive),
@@ -114,6 +130,7 @@ fn page(title: &str, active: &str, status: &AppStatus, body: &str) -> Html<Strin
         ("services", "Services"),
         ("traces", "Traces"),
         ("architecture", "Architecture"),
+        ("databases", "Databases"),
         ("pubsub", "Pub/Sub"),
     ]
     .iter()
@@ -416,6 +433,213 @@ async fn architecture(State(d): State<Dashboard>) -> Response {
     page("Architecture", "architecture", &status, &body).into_response()
 }
 
+/// The databases the app declares, (name, service), from its model.
+async fn declared_databases(d: &Dashboard, url: &str) -> Option<Vec<(String, String)>> {
+    let model: Value = d
+        .http
+        .get(format!("{url}/__ovation/meta"))
+        .timeout(std::time::Duration::from_secs(5))
+        .send()
+        .await
+        .ok()?
+        .json()
+        .await
+        .ok()?;
+    Some(
+        model["databases"]
+            .as_array()?
+            .iter()
+            .map(|db| {
+                (
+                    db["name"].as_str().unwrap_or_default().to_owned(),
+                    db["service"].as_str().unwrap_or_default().to_owned(),
+                )
+            })
+            .collect(),
+    )
+}
+
+fn not_running(status: &AppStatus, title: &str, active: &str) -> Response {
+    let body = format!(
+        "<h1>{}</h1><p class=\"notice\">The app at <code>{}</code> does not answer yet.</p>",
+        esc(title),
+        esc(&status.url)
+    );
+    page(title, active, status, &body).into_response()
+}
+
+fn sql_box(db: &str, sql: &str) -> String {
+    format!(
+        "<form method=\"post\" action=\"/databases/{db}/query\" class=\"sql\">\
+         <textarea name=\"sql\" rows=\"3\" spellcheck=\"false\" placeholder=\"SELECT * FROM ...\">{}</textarea>\
+         <button type=\"submit\">Run read-only</button></form>",
+        esc(sql),
+        db = esc(db)
+    )
+}
+
+async fn databases_page(State(d): State<Dashboard>) -> Response {
+    let status = current(&d.status);
+    let Some(declared) = declared_databases(&d, &status.url).await else {
+        return not_running(&status, "Databases", "databases");
+    };
+    let mut body = String::from("<h1>Databases</h1><div class=\"cards\">");
+    for (name, service) in declared {
+        let _ = write!(
+            body,
+            "<section class=\"card\" id=\"database-{n}\"><h2>{n}</h2><p class=\"muted\">service {s}</p>",
+            n = esc(&name),
+            s = esc(&service)
+        );
+        match databases::describe(&d.db, &name).await {
+            Ok((tables, migrations)) => {
+                body.push_str("<h3>Tables</h3><ul class=\"plain tables\">");
+                for t in &tables {
+                    let columns: Vec<String> = t
+                        .columns
+                        .iter()
+                        .map(|(c, kind, nullable)| {
+                            format!(
+                                "<code>{}</code> <span class=\"type\">{}{}</span>",
+                                esc(c),
+                                esc(kind),
+                                if *nullable { "?" } else { "" }
+                            )
+                        })
+                        .collect();
+                    let _ = write!(
+                        body,
+                        "<li><a href=\"/databases/{n}/tables/{t}\">{t}</a><div class=\"columns\">{}</div></li>",
+                        columns.join(" · "),
+                        n = esc(&name),
+                        t = esc(&t.name)
+                    );
+                }
+                body.push_str("</ul><h3>Migrations</h3><ul class=\"plain\">");
+                for (version, file, at) in &migrations {
+                    let _ = write!(
+                        body,
+                        "<li><code>{version}</code> {} <span class=\"muted\">{}</span></li>",
+                        esc(file),
+                        esc(at)
+                    );
+                }
+                body.push_str("</ul>");
+                body.push_str(&sql_box(&name, ""));
+            }
+            Err(e) => {
+                let _ = write!(body, "<p class=\"notice\">{}</p>", esc(&e));
+            }
+        }
+        body.push_str("</section>");
+    }
+    body.push_str("</div>");
+    page("Databases", "databases", &status, &body).into_response()
+}
+
+#[derive(Debug, serde::Deserialize)]
+struct PageQuery {
+    page: Option<i64>,
+}
+
+async fn table_page(
+    State(d): State<Dashboard>,
+    Path((db, table)): Path<(String, String)>,
+    Query(q): Query<PageQuery>,
+) -> Response {
+    let status = current(&d.status);
+    let Some(declared) = declared_databases(&d, &status.url).await else {
+        return not_running(&status, "Databases", "databases");
+    };
+    let known_table = declared.iter().any(|(n, _)| *n == db)
+        && databases::describe(&d.db, &db)
+            .await
+            .ok()
+            .is_some_and(|(tables, _)| tables.iter().any(|t| t.name == table));
+    if !known_table {
+        let uri = format!("/databases/{db}/tables/{table}")
+            .parse()
+            .unwrap_or_default();
+        return not_found(State(d), uri).await;
+    }
+    let page_no = q.page.unwrap_or(0).max(0);
+    let body = match databases::rows(&d.db, &db, &table, page_no).await {
+        Ok((rows, more)) => {
+            let mut nav = String::from("<p class=\"pager\">");
+            if page_no > 0 {
+                let _ = write!(nav, "<a href=\"?page={}\">← previous</a> ", page_no - 1);
+            }
+            let _ = write!(
+                nav,
+                "<span class=\"muted\">rows {}–{}</span>",
+                page_no * databases::PAGE + 1,
+                page_no * databases::PAGE + rows.len() as i64
+            );
+            if more {
+                let _ = write!(
+                    nav,
+                    " <a href=\"?page={}\" class=\"next\">next →</a>",
+                    page_no + 1
+                );
+            }
+            nav.push_str("</p>");
+            format!(
+                "<h1><a href=\"/databases\">{db}</a> · {table}</h1>{nav}{}",
+                databases::rows_table(&rows),
+                db = esc(&db),
+                table = esc(&table)
+            )
+        }
+        Err(e) => format!(
+            "<h1>{}</h1><p class=\"notice\">{}</p>",
+            esc(&table),
+            esc(&e)
+        ),
+    };
+    page(&table, "databases", &status, &body).into_response()
+}
+
+async fn query_page(
+    State(d): State<Dashboard>,
+    Path(db): Path<String>,
+    form: axum::body::Bytes,
+) -> Response {
+    let status = current(&d.status);
+    let Some(declared) = declared_databases(&d, &status.url).await else {
+        return not_running(&status, "Databases", "databases");
+    };
+    if !declared.iter().any(|(n, _)| *n == db) {
+        let uri = format!("/databases/{db}/query").parse().unwrap_or_default();
+        return not_found(State(d), uri).await;
+    }
+    let sql = form_field(&form, "sql").unwrap_or_default();
+    let result = match databases::query(&d.db, &db, &sql).await {
+        Ok(rows) => format!(
+            "<p class=\"muted\" id=\"query-count\">{} row{}</p>{}",
+            rows.len(),
+            if rows.len() == 1 { "" } else { "s" },
+            databases::rows_table(&rows)
+        ),
+        Err(e) => format!("<p class=\"notice\" id=\"query-error\">{}</p>", esc(&e)),
+    };
+    let body = format!(
+        "<h1><a href=\"/databases\">{}</a> · query</h1>{}{}",
+        esc(&db),
+        sql_box(&db, &sql),
+        result
+    );
+    page("Query", "databases", &status, &body).into_response()
+}
+
+/// One field of an `application/x-www-form-urlencoded` body.
+fn form_field(body: &[u8], name: &str) -> Option<String> {
+    reqwest::Url::parse(&format!("http://form/?{}", String::from_utf8_lossy(body)))
+        .ok()?
+        .query_pairs()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.into_owned())
+}
+
 #[derive(Debug, serde::Deserialize)]
 struct PubSubQuery {
     redriven: Option<u64>,
@@ -533,14 +757,7 @@ async fn redrive(
 ) -> Response {
     let status = current(&d.status);
     // The form's one field, `messageId` (absent for "redrive all").
-    let message_id =
-        reqwest::Url::parse(&format!("http://form/?{}", String::from_utf8_lossy(&form)))
-            .ok()
-            .and_then(|u| {
-                u.query_pairs()
-                    .find(|(k, _)| k == "messageId")
-                    .map(|(_, v)| v.into_owned())
-            });
+    let message_id = form_field(&form, "messageId");
     let body = match message_id.filter(|m| !m.is_empty()) {
         Some(id) => serde_json::json!({ "messageId": id }),
         None => serde_json::json!({}),

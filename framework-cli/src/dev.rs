@@ -83,7 +83,7 @@ async fn start_dashboard(
     let store = Store::open(&server).await?;
     match status {
         Some(status) => crate::traces::serve_router(
-            crate::dashboard::router(store, status, app.to_owned()),
+            crate::dashboard::router(store, status, app.to_owned(), server.clone()),
             listener,
         ),
         None => crate::traces::serve(store, listener),

@@ -83,6 +83,32 @@ try {
   if (calls < 5) throw new Error(`only ${calls} call arrows`);
   await page.screenshot({ path: `${out}/architecture.png`, fullPage: true });
 
+  // Databases: tables with their columns, a table's rows, the read-only SQL box.
+  await page.goto(`${dashboard}/databases`);
+  for (const db of ["users", "products", "orders", "notifications"]) {
+    await page.locator(`#database-${db}`).waitFor();
+  }
+  await page.locator("#database-users .columns", { hasText: "email" }).waitFor();
+  await page.locator("#database-users", { hasText: "1_create_users.up.sql" }).waitFor();
+  await page.screenshot({ path: `${out}/databases.png`, fullPage: true });
+  await page.locator('#database-users a[href="/databases/users/tables/users"]').click();
+  const email = env("USER_EMAIL");
+  let found = await page.locator("table.rows", { hasText: email }).count();
+  while (!found) {
+    const next = page.locator("a.next");
+    if (!(await next.count())) throw new Error(`${email} is on no page of the users table`);
+    await next.click();
+    found = await page.locator("table.rows", { hasText: email }).count();
+  }
+  await page.screenshot({ path: `${out}/table.png`, fullPage: true });
+  await page.goto(`${dashboard}/databases`);
+  await page.locator("#database-users textarea").fill("SELECT count(*) AS n FROM users");
+  await page.locator("#database-users form.sql button").click();
+  await page.locator("#query-count", { hasText: "1 row" }).waitFor();
+  await page.locator("form.sql textarea").fill("DELETE FROM users");
+  await page.locator("form.sql button").click();
+  await page.locator("#query-error", { hasText: "read-only" }).waitFor();
+
   // Pub/Sub: the dead letter is listed with its error, and goes back on redrive.
   const dead = env("DEAD_ID");
   await page.goto(`${dashboard}/pubsub`);

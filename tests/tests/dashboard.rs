@@ -92,6 +92,7 @@ async fn the_dashboard_works_in_a_browser_offline() {
         .env("DASHBOARD", format!("http://127.0.0.1:{dashboard}"))
         .env("APP", &app)
         .env("USER_ID", &user)
+        .env("USER_EMAIL", &email)
         .env("PRODUCT_ID", &product)
         .env("OUT", &out)
         .env("DEAD_ID", dead.to_string())
@@ -115,6 +116,8 @@ async fn the_dashboard_works_in_a_browser_offline() {
         "trace.png",
         "architecture.png",
         "pubsub.png",
+        "databases.png",
+        "table.png",
         "not-found.png",
     ] {
         let size = std::fs::metadata(out.join(shot)).map_or(0, |m| m.len());
