@@ -20,6 +20,7 @@ use serde_json::Value;
 use crate::traces::{ListQuery, Store};
 
 mod databases;
+mod explorer;
 
 const STYLE: &str = include_str!("dashboard/style.css");
 const SCRIPT: &str = include_str!("dashboard/app.js");
@@ -55,6 +56,8 @@ struct Dashboard {
     app: std::path::PathBuf,
     /// The Postgres server of the app's databases.
     db: ovation::sqldb::Server,
+    /// The app's service-auth key: the explorer signs calls to private endpoints with it.
+    key: ovation::service_auth::ServiceAuthKey,
 }
 
 /// The dashboard's pages and assets, merged with the trace API.
@@ -63,6 +66,7 @@ pub fn router(
     status: SharedStatus,
     app: std::path::PathBuf,
     db: ovation::sqldb::Server,
+    key: ovation::service_auth::ServiceAuthKey,
 ) -> Router {
     let dashboard = Dashboard {
         store: store.clone(),
@@ -70,6 +74,7 @@ pub fn router(
         http: reqwest::Client::new(),
         app,
         db,
+        key,
     };
     let pages = Router::new()
         .route(
@@ -80,6 +85,8 @@ pub fn router(
         .route("/traces", axum::routing::get(traces))
         .route("/traces/{trace_id}", axum::routing::get(trace))
         .route("/architecture", axum::routing::get(architecture))
+        .route("/explorer", axum::routing::get(explorer_page))
+        .route("/api/explorer", axum::routing::post(explorer_call))
         .route("/pubsub", axum::routing::get(pubsub))
         .route("/databases", axum::routing::get(databases_page))
         .route(
@@ -128,6 +135,7 @@ pub fn esc(text: &str) -> String {
 fn page(title: &str, active: &str, status: &AppStatus, body: &str) -> Html<String> {
     let nav: String = [
         ("services", "Services"),
+        ("explorer", "API explorer"),
         ("traces", "Traces"),
         ("architecture", "Architecture"),
         ("databases", "Databases"),
@@ -431,6 +439,53 @@ async fn architecture(State(d): State<Dashboard>) -> Response {
         ),
     };
     page("Architecture", "architecture", &status, &body).into_response()
+}
+
+/// The app's endpoints, from its model.
+async fn app_endpoints(d: &Dashboard, url: &str) -> Option<Vec<Value>> {
+    let model: Value = d
+        .http
+        .get(format!("{url}/__ovation/meta"))
+        .timeout(std::time::Duration::from_secs(5))
+        .send()
+        .await
+        .ok()?
+        .json()
+        .await
+        .ok()?;
+    model["endpoints"].as_array().cloned()
+}
+
+#[derive(Debug, serde::Deserialize)]
+struct ExplorerQuery {
+    endpoint: Option<String>,
+}
+
+async fn explorer_page(State(d): State<Dashboard>, Query(q): Query<ExplorerQuery>) -> Response {
+    let status = current(&d.status);
+    let Some(endpoints) = app_endpoints(&d, &status.url).await else {
+        return not_running(&status, "API explorer", "explorer");
+    };
+    let body = explorer::render(&endpoints, q.endpoint.as_deref());
+    page("API explorer", "explorer", &status, &body).into_response()
+}
+
+async fn explorer_call(
+    State(d): State<Dashboard>,
+    call: Result<axum::Json<explorer::CallRequest>, axum::extract::rejection::JsonRejection>,
+) -> Response {
+    let status = current(&d.status);
+    let axum::Json(call) = match call {
+        Ok(c) => c,
+        Err(e) => return ovation::Error::invalid_argument(e.body_text()).into_response(),
+    };
+    let Some(endpoints) = app_endpoints(&d, &status.url).await else {
+        return ovation::Error::unavailable("the app does not answer").into_response();
+    };
+    match explorer::send(&d.http, &status.url, &d.key, &endpoints, call).await {
+        Ok(answer) => axum::Json(answer).into_response(),
+        Err(e) => ovation::Error::unavailable(e).into_response(),
+    }
 }
 
 /// The databases the app declares, (name, service), from its model.

@@ -76,14 +76,20 @@ async fn database_server(data_dir: &Path) -> Result<ovation::sqldb::Server, Stri
 async fn start_dashboard(
     data_dir: &Path,
     listener: TcpListener,
-    status: Option<SharedStatus>,
+    status: Option<(SharedStatus, String)>,
     app: &Path,
 ) -> Result<(), String> {
     let server = database_server(data_dir).await?;
     let store = Store::open(&server).await?;
     match status {
-        Some(status) => crate::traces::serve_router(
-            crate::dashboard::router(store, status, app.to_owned(), server.clone()),
+        Some((status, key)) => crate::traces::serve_router(
+            crate::dashboard::router(
+                store,
+                status,
+                app.to_owned(),
+                server.clone(),
+                ovation::service_auth::ServiceAuthKey::new(&key),
+            ),
             listener,
         ),
         None => crate::traces::serve(store, listener),
@@ -116,7 +122,14 @@ pub fn run(options: RunOptions) -> Result<ExitCode, String> {
             url: format!("http://127.0.0.1:{}", options.port),
             state: AppState::Starting,
         }));
-        start_dashboard(&data_dir, dashboard, Some(status.clone()), &options.app).await?;
+        let auth_key = crate::deploy::generate_key();
+        start_dashboard(
+            &data_dir,
+            dashboard,
+            Some((status.clone(), auth_key.clone())),
+            &options.app,
+        )
+        .await?;
         let exe = match build(&manifest).await {
             Ok(exe) => exe,
             Err(e) => {
@@ -125,6 +138,7 @@ pub fn run(options: RunOptions) -> Result<ExitCode, String> {
             }
         };
         let env = AppEnv {
+            auth_key,
             exe,
             app: options.app.clone(),
             data_dir,
@@ -179,6 +193,8 @@ fn exit_code(code: Option<i32>) -> ExitCode {
 
 /// How the app is started.
 struct AppEnv {
+    /// The service-auth key the app runs with (the dashboard's explorer signs with it).
+    auth_key: String,
     exe: PathBuf,
     app: PathBuf,
     data_dir: PathBuf,
@@ -192,6 +208,7 @@ impl AppEnv {
             .current_dir(&self.app)
             .env("OVATION_LISTEN", format!("127.0.0.1:{port}"))
             .env("OVATION_DATA_DIR", &self.data_dir)
+            .env("OVATION_SERVICE_AUTH_KEY", &self.auth_key)
             .env("OTEL_EXPORTER_OTLP_ENDPOINT", &self.otlp)
             .env("OTEL_SERVICE_NAME", &self.service_name)
             .kill_on_drop(true)
@@ -322,6 +339,7 @@ async fn watch(
             }
         };
         let next_env = AppEnv {
+            auth_key: env.auth_key.clone(),
             exe,
             app: env.app.clone(),
             data_dir: env.data_dir.clone(),

@@ -39,7 +39,33 @@ try {
   await page.locator("#service-orders", { hasText: "order-created" }).waitFor();
   await page.locator("#service-orders summary", { hasText: "/orders" }).first().click();
   await page.locator("#service-orders .tree", { hasText: "userId" }).first().waitFor();
-  await page.screenshot({ path: `${out}/services.png`, fullPage: true });
+  await page.screenshot({ path: `${out}/services.png`, fullPage: false });
+
+  // API explorer: a private endpoint is marked and answers the explorer's signed call; a
+  // POST /orders sent from the form answers 200 and links to its trace.
+  await page.goto(`${dashboard}/explorer?endpoint=products.reserve_inventory`);
+  await page.locator("#explorer").waitFor();
+  await page.locator(".call .badge.private").waitFor();
+  await page.locator('input[data-param="id"]').fill(env("PRODUCT_ID"));
+  await page.locator('textarea[name="body"]').fill('{"quantity": 1}');
+  await page.locator("#explorer button").click();
+  await page.locator("#response-status .badge", { hasText: "200" }).waitFor();
+  await page.goto(`${dashboard}/explorer?endpoint=orders.create`);
+  const body = await page.locator('textarea[name="body"]').inputValue();
+  if (!body.includes("userId")) throw new Error(`the body is not prefilled from the schema: ${body}`);
+  await page.locator('textarea[name="body"]').fill(
+    JSON.stringify({ userId: env("USER_ID"), productId: env("PRODUCT_ID"), quantity: 1 }),
+  );
+  await page.locator("#explorer button").click();
+  await page.locator("#response-status .badge", { hasText: "200" }).waitFor();
+  await page.locator("#response-body", { hasText: "confirmed" }).waitFor();
+  await page.screenshot({ path: `${out}/explorer.png`, fullPage: false });
+  // The explorer's order appears in Traces (live, no reload) and opens as its waterfall.
+  const explored = (await page.locator("#response-trace").getAttribute("href")).split("/").pop();
+  await page.goto(`${dashboard}/traces`);
+  await page.locator(`#trace-rows tr[data-trace="${explored}"]`).waitFor({ timeout: 20000 });
+  await page.locator(`#trace-rows tr[data-trace="${explored}"] a`).click();
+  await page.locator("#waterfall summary", { hasText: "orders.create" }).first().waitFor();
 
   // Traces: a new order appears without a reload, and opens as a waterfall.
   await page.goto(`${dashboard}/traces`);
@@ -61,7 +87,7 @@ try {
     { timeout: 20000 },
   );
   const fresh = await handle.jsonValue();
-  await page.screenshot({ path: `${out}/traces.png`, fullPage: true });
+  await page.screenshot({ path: `${out}/traces.png`, fullPage: false });
   await page.click(`#trace-rows tr[data-trace="${fresh}"] a`);
   await page.locator("#waterfall").waitFor();
   for (const span of ["orders.create", "call users.get", "call products.reserve_inventory", "publish order-created"]) {
@@ -69,7 +95,7 @@ try {
   }
   await page.locator("#waterfall summary", { hasText: "db " }).first().click();
   await page.locator("#waterfall table.attrs", { hasText: "db.statement" }).first().waitFor();
-  await page.screenshot({ path: `${out}/trace.png`, fullPage: true });
+  await page.screenshot({ path: `${out}/trace.png`, fullPage: false });
 
   // The status bar says the app runs, and where.
   await page.locator("footer#status.running", { hasText: app }).waitFor();
@@ -81,7 +107,7 @@ try {
   }
   const calls = await page.locator("svg.architecture path.edge.call").count();
   if (calls < 5) throw new Error(`only ${calls} call arrows`);
-  await page.screenshot({ path: `${out}/architecture.png`, fullPage: true });
+  await page.screenshot({ path: `${out}/architecture.png`, fullPage: false });
 
   // Databases: tables with their columns, a table's rows, the read-only SQL box.
   await page.goto(`${dashboard}/databases`);
@@ -90,7 +116,7 @@ try {
   }
   await page.locator("#database-users .columns", { hasText: "email" }).waitFor();
   await page.locator("#database-users", { hasText: "1_create_users.up.sql" }).waitFor();
-  await page.screenshot({ path: `${out}/databases.png`, fullPage: true });
+  await page.screenshot({ path: `${out}/databases.png`, fullPage: false });
   await page.locator('#database-users a[href="/databases/users/tables/users"]').click();
   const email = env("USER_EMAIL");
   let found = await page.locator("table.rows", { hasText: email }).count();
@@ -100,7 +126,7 @@ try {
     await next.click();
     found = await page.locator("table.rows", { hasText: email }).count();
   }
-  await page.screenshot({ path: `${out}/table.png`, fullPage: true });
+  await page.screenshot({ path: `${out}/table.png`, fullPage: false });
   await page.goto(`${dashboard}/databases`);
   await page.locator("#database-users textarea").fill("SELECT count(*) AS n FROM users");
   await page.locator("#database-users form.sql button").click();
@@ -115,7 +141,7 @@ try {
   await page.locator("#subscription-send-order-confirmation").waitFor();
   const letter = page.locator(`tr[data-message="${dead}"]`);
   await letter.locator(".error-text", { hasText: "poisoned" }).waitFor();
-  await page.screenshot({ path: `${out}/pubsub.png`, fullPage: true });
+  await page.screenshot({ path: `${out}/pubsub.png`, fullPage: false });
   await letter.locator("button.redrive").click();
   await page.locator("#redriven", { hasText: "Put 1 message back" }).waitFor();
 

@@ -116,6 +116,7 @@ async fn the_dashboard_works_in_a_browser_offline() {
         "trace.png",
         "architecture.png",
         "pubsub.png",
+        "explorer.png",
         "databases.png",
         "table.png",
         "not-found.png",

@@ -260,6 +260,20 @@ async fn watch_swaps_in_a_changed_handler_without_a_failed_request() {
         run.output().contains("error"),
         "the compiler's message is shown"
     );
+    // The dashboard's status bar says so, with the error.
+    let status: Value = http
+        .get(format!("http://127.0.0.1:{dashboard}/api/status"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(status["state"], "compile_error", "{status}");
+    assert!(
+        status["message"].as_str().unwrap().contains("error"),
+        "{status}"
+    );
     let body: Value = http.get(&url).send().await.unwrap().json().await.unwrap();
     assert_eq!(body["message"], "v2");
 

@@ -54,3 +54,40 @@ async function refreshTraces() {
 refreshStatus();
 setInterval(refreshStatus, 2000);
 if (document.getElementById("trace-rows")) setInterval(refreshTraces, 1500);
+
+// The API explorer: send the form through the dashboard, show the answer.
+async function sendExplorer(event) {
+  event.preventDefault();
+  const form = event.target;
+  const out = document.getElementById("response");
+  const call = { service: form.dataset.service, endpoint: form.dataset.endpoint, params: {} };
+  for (const input of form.querySelectorAll("[data-param]")) call.params[input.dataset.param] = input.value;
+  try {
+    for (const field of ["body", "query"]) {
+      const box = form.querySelector(`textarea[name="${field}"]`);
+      if (box && box.value.trim()) call[field] = JSON.parse(box.value);
+    }
+  } catch (e) {
+    out.innerHTML = '<p class="notice" id="response-error">Not JSON: ' + esc(e.message) + "</p>";
+    return;
+  }
+  out.innerHTML = '<p class="muted">Sending…</p>';
+  const answer = await (await fetch("/api/explorer", {
+    method: "POST",
+    headers: { "content-type": "application/json" },
+    body: JSON.stringify(call),
+  })).json();
+  if (answer.status === undefined) {
+    out.innerHTML = '<p class="notice" id="response-error">' + esc(answer.message || "failed") + "</p>";
+    return;
+  }
+  let body = answer.body;
+  try { body = JSON.stringify(JSON.parse(answer.body), null, 2); } catch (_) { /* not JSON */ }
+  const headers = Object.entries(answer.headers).map(([k, v]) => esc(k) + ": " + esc(v)).join("\n");
+  const ok = answer.status < 400 ? "ok" : "error";
+  out.innerHTML = '<p id="response-status"><span class="badge ' + ok + '">' + esc(answer.status) + "</span> in " +
+    Number(answer.durationMs).toFixed(1) + ' ms · <a id="response-trace" href="/traces/' + esc(answer.traceId) +
+    '">trace</a></p><h4>Body</h4><pre id="response-body">' + esc(body) + "</pre><h4>Headers</h4><pre>" + headers + "</pre>";
+}
+const explorerForm = document.getElementById("explorer");
+if (explorerForm) explorerForm.addEventListener("submit", sendExplorer);

@@ -1,0 +1,282 @@
+//! The API explorer: every endpoint with a form generated from its schema; the call goes
+//! through the dashboard to the app (signed with the app's service-auth key for private and
+//! `auth` endpoints, which are marked as such) with a fresh trace context, so the answer links
+//! to its trace.
+
+use std::fmt::Write as _;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use super::esc;
+
+/// An example value for `schema`: what the body box starts with.
+pub fn example(schema: &Value, defs: &Value, depth: usize) -> Value {
+    let schema = match schema["$ref"].as_str() {
+        Some(r) => defs
+            .get(r.rsplit('/').next().unwrap_or_default())
+            .unwrap_or(schema),
+        None => schema,
+    };
+    if depth > 6 {
+        return Value::Null;
+    }
+    if let Some(first) = schema["enum"].as_array().and_then(|e| e.first()) {
+        return first.clone();
+    }
+    if let Some(options) = schema["anyOf"].as_array().or(schema["oneOf"].as_array()) {
+        return options
+            .iter()
+            .find(|o| o["type"] != "null")
+            .map_or(Value::Null, |o| example(o, defs, depth + 1));
+    }
+    let kind = match &schema["type"] {
+        Value::String(t) => t.clone(),
+        Value::Array(ts) => ts
+            .iter()
+            .filter_map(Value::as_str)
+            .find(|t| *t != "null")
+            .unwrap_or("null")
+            .to_owned(),
+        _ => String::new(),
+    };
+    match kind.as_str() {
+        "object" => Value::Object(
+            schema["properties"]
+                .as_object()
+                .into_iter()
+                .flatten()
+                .map(|(k, v)| (k.clone(), example(v, defs, depth + 1)))
+                .collect(),
+        ),
+        "array" => json!([example(&schema["items"], defs, depth + 1)]),
+        "string" => match schema["format"].as_str() {
+            Some("uuid") => json!("00000000-0000-0000-0000-000000000000"),
+            Some("date-time") => json!("2026-01-01T00:00:00Z"),
+            Some("email") => json!("ada@example.com"),
+            _ => json!(""),
+        },
+        "integer" => json!(0),
+        "number" => json!(0.0),
+        "boolean" => json!(false),
+        _ => Value::Null,
+    }
+}
+
+/// The explorer page's body: the endpoint list, and the form of `selected`.
+pub fn render(endpoints: &[Value], selected: Option<&str>) -> String {
+    let mut out = String::from(
+        "<h1>API explorer</h1><div class=\"explorer\"><ul class=\"plain endpoint-list\">",
+    );
+    for e in endpoints {
+        let id = format!(
+            "{}.{}",
+            e["service"].as_str().unwrap_or_default(),
+            e["name"].as_str().unwrap_or_default()
+        );
+        let access = e["access"].as_str().unwrap_or("public");
+        let _ = write!(
+            out,
+            "<li><a href=\"/explorer?endpoint={id}\"{active}><span class=\"method\">{}</span> {} \
+             <span class=\"badge {access}\">{access}</span></a></li>",
+            esc(e["method"].as_str().unwrap_or_default()),
+            esc(e["path"].as_str().unwrap_or_default()),
+            id = esc(&id),
+            active = if selected == Some(id.as_str()) {
+                " class=\"active\""
+            } else {
+                ""
+            },
+            access = esc(access),
+        );
+    }
+    out.push_str("</ul><div class=\"call\">");
+    let chosen = selected.and_then(|sel| {
+        endpoints.iter().find(|e| {
+            format!(
+                "{}.{}",
+                e["service"].as_str().unwrap_or_default(),
+                e["name"].as_str().unwrap_or_default()
+            ) == sel
+        })
+    });
+    match chosen {
+        None => out.push_str("<p class=\"muted\">Pick an endpoint.</p>"),
+        Some(e) => out.push_str(&form(e)),
+    }
+    out.push_str("</div></div>");
+    out
+}
+
+fn form(e: &Value) -> String {
+    let service = e["service"].as_str().unwrap_or_default();
+    let name = e["name"].as_str().unwrap_or_default();
+    let method = e["method"].as_str().unwrap_or_default();
+    let access = e["access"].as_str().unwrap_or("public");
+    let mut out = format!(
+        "<h2><span class=\"method\">{}</span> <code>{}</code> <span class=\"badge {a}\">{a}</span></h2>\
+         <p class=\"muted\">{}.{}{}</p><form id=\"explorer\" data-service=\"{}\" data-endpoint=\"{}\">",
+        esc(method),
+        esc(e["path"].as_str().unwrap_or_default()),
+        esc(service),
+        esc(name),
+        if access == "public" {
+            ""
+        } else {
+            " · called with a service signature, as another service would"
+        },
+        esc(service),
+        esc(name),
+        a = esc(access),
+    );
+    for p in e["pathParams"].as_array().into_iter().flatten() {
+        let p = p.as_str().unwrap_or_default();
+        let _ = write!(
+            out,
+            "<label>{p}<input name=\"path:{p}\" data-param=\"{p}\" required></label>",
+            p = esc(p)
+        );
+    }
+    let schema = &e["requestSchema"];
+    if !schema.is_null() {
+        let defs = schema.get("$defs").cloned().unwrap_or(Value::Null);
+        let sample = serde_json::to_string_pretty(&example(schema, &defs, 0)).unwrap_or_default();
+        let (label, field) = if matches!(method, "GET" | "DELETE" | "HEAD") {
+            ("Query (as JSON)", "query")
+        } else {
+            ("Body", "body")
+        };
+        let _ = write!(
+            out,
+            "<label>{label}<textarea name=\"{field}\" rows=\"8\" spellcheck=\"false\">{}</textarea></label>",
+            esc(&sample)
+        );
+    }
+    out.push_str("<button type=\"submit\">Send</button></form><div id=\"response\"></div>");
+    out
+}
+
+/// What the page's script posts to `/api/explorer`.
+#[derive(Debug, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CallRequest {
+    pub service: String,
+    pub endpoint: String,
+    #[serde(default)]
+    pub params: std::collections::BTreeMap<String, String>,
+    pub query: Option<Value>,
+    pub body: Option<Value>,
+}
+
+fn encode_segment(text: &str) -> String {
+    text.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+/// Sends `call` to the app at `base` and describes the answer.
+pub async fn send(
+    http: &reqwest::Client,
+    base: &str,
+    key: &ovation::service_auth::ServiceAuthKey,
+    endpoints: &[Value],
+    call: CallRequest,
+) -> Result<Value, String> {
+    let e = endpoints
+        .iter()
+        .find(|e| e["service"] == call.service.as_str() && e["name"] == call.endpoint.as_str())
+        .ok_or_else(|| format!("no endpoint {}.{}", call.service, call.endpoint))?;
+    let method = e["method"].as_str().unwrap_or("GET");
+    let mut path = String::new();
+    for segment in e["path"].as_str().unwrap_or("/").split('/').skip(1) {
+        path.push('/');
+        if let Some(name) = segment.strip_prefix(':') {
+            path.push_str(&encode_segment(
+                call.params.get(name).map_or("", String::as_str),
+            ));
+        } else if let Some(name) = segment.strip_prefix('*') {
+            let rest = call.params.get(name).map_or("", String::as_str);
+            let parts: Vec<String> = rest.split('/').map(encode_segment).collect();
+            path.push_str(&parts.join("/"));
+        } else {
+            path.push_str(segment);
+        }
+    }
+    let mut url = reqwest::Url::parse(&format!("{base}{path}")).map_err(|e| e.to_string())?;
+    if let Some(Value::Object(query)) = &call.query {
+        let mut pairs = url.query_pairs_mut();
+        for (k, v) in query {
+            let v = match v {
+                Value::String(s) => s.clone(),
+                Value::Null => continue,
+                other => other.to_string(),
+            };
+            pairs.append_pair(k, &v);
+        }
+    }
+    let trace_id = format!("{:032x}", rand::random::<u128>() | 1);
+    let span_id = format!("{:016x}", rand::random::<u64>() | 1);
+    let method_value = reqwest::Method::from_bytes(method.as_bytes()).map_err(|e| e.to_string())?;
+    let mut request = http
+        .request(method_value, url.clone())
+        .header("traceparent", format!("00-{trace_id}-{span_id}-01"))
+        .timeout(Duration::from_secs(60));
+    if e["access"] != "public" {
+        request = request.header(
+            ovation::service_auth::HEADER,
+            key.sign(method, url.path(), "dashboard"),
+        );
+    }
+    if let Some(body) = &call.body {
+        request = request.json(body);
+    }
+    let started = Instant::now();
+    let response = request
+        .send()
+        .await
+        .map_err(|e| format!("the app did not answer: {e}"))?;
+    let status = response.status().as_u16();
+    let headers: serde_json::Map<String, Value> = response
+        .headers()
+        .iter()
+        .map(|(k, v)| (k.to_string(), json!(v.to_str().unwrap_or(""))))
+        .collect();
+    let body = response.text().await.unwrap_or_default();
+    Ok(json!({
+        "status": status,
+        "durationMs": started.elapsed().as_secs_f64() * 1000.0,
+        "headers": headers,
+        "body": body,
+        "traceId": trace_id,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn examples_follow_the_schema() {
+        let schema = json!({
+            "type": "object",
+            "properties": {
+                "userId": {"type": "string", "format": "uuid"},
+                "quantity": {"type": "integer"},
+                "note": {"type": ["string", "null"]},
+                "item": {"$ref": "#/$defs/Item"}
+            },
+            "$defs": {"Item": {"type": "object", "properties": {"sku": {"type": "string"}}}}
+        });
+        let defs = schema["$defs"].clone();
+        assert_eq!(
+            example(&schema, &defs, 0),
+            json!({"userId": "00000000-0000-0000-0000-000000000000", "quantity": 0, "note": "", "item": {"sku": ""}})
+        );
+    }
+}
