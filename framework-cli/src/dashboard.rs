@@ -1,11 +1,11 @@
 //! The local development dashboard: server-rendered pages on the dashboard port, next to the
 //! trace API. Every asset is embedded in the binary; nothing is loaded from the network.
 //!
-//! Pages so far: **Services** (the app model from the app's `/__ovation/meta`: endpoints with
-//! their access and schemas as type trees, databases, topics, subscriptions), **Traces** (the
-//! list, filtered, refreshed live) and a trace's **waterfall** (spans in call order, bars on a
-//! shared time axis, attributes and logs per span). A status bar shows the app's URL and
-//! whether it runs, rebuilds, or failed to compile. Anything else is a 404 page.
+//! Pages: **Services** (endpoints with access and schema trees, databases, topics,
+//! subscriptions), **API explorer** (`explorer`), **Traces** (live list, filters) and a trace's
+//! **waterfall**, **Architecture** (`crate::graph`), **Databases** (`databases`) and
+//! **Pub/Sub** (counts, dead letters, redrive). A status bar shows the app's URL and whether it
+//! runs, rebuilds, or failed to compile. Anything else is a 404 page.
 
 use std::fmt::Write as _;
 use std::sync::{Arc, RwLock};
@@ -201,17 +201,7 @@ async fn not_found(State(d): State<Dashboard>, uri: axum::http::Uri) -> Response
 
 async fn services(State(d): State<Dashboard>) -> Response {
     let status = current(&d.status);
-    let model = d
-        .http
-        .get(format!("{}/__ovation/meta", status.url))
-        .timeout(std::time::Duration::from_secs(5))
-        .send()
-        .await;
-    let model: Option<Value> = match model {
-        Ok(r) if r.status().is_success() => r.json().await.ok(),
-        _ => None,
-    };
-    let Some(model) = model else {
+    let Some(model) = app_model(&d, &status.url).await else {
         let body = format!(
             "<h1>Services</h1><p class=\"notice\">The app at <code>{}</code> does not answer \
              yet; this page fills in once it runs.</p>",
@@ -441,19 +431,22 @@ async fn architecture(State(d): State<Dashboard>) -> Response {
     page("Architecture", "architecture", &status, &body).into_response()
 }
 
-/// The app's endpoints, from its model.
-async fn app_endpoints(d: &Dashboard, url: &str) -> Option<Vec<Value>> {
-    let model: Value = d
+/// The app model from the app's `/__ovation/meta`; `None` while the app does not answer.
+async fn app_model(d: &Dashboard, url: &str) -> Option<Value> {
+    let response = d
         .http
         .get(format!("{url}/__ovation/meta"))
         .timeout(std::time::Duration::from_secs(5))
         .send()
         .await
-        .ok()?
-        .json()
-        .await
-        .ok()?;
-    model["endpoints"].as_array().cloned()
+        .ok()
+        .filter(|r| r.status().is_success())?;
+    response.json().await.ok()
+}
+
+/// The app's endpoints, from its model.
+async fn app_endpoints(d: &Dashboard, url: &str) -> Option<Vec<Value>> {
+    app_model(d, url).await?["endpoints"].as_array().cloned()
 }
 
 #[derive(Debug, serde::Deserialize)]
@@ -490,16 +483,7 @@ async fn explorer_call(
 
 /// The databases the app declares, (name, service), from its model.
 async fn declared_databases(d: &Dashboard, url: &str) -> Option<Vec<(String, String)>> {
-    let model: Value = d
-        .http
-        .get(format!("{url}/__ovation/meta"))
-        .timeout(std::time::Duration::from_secs(5))
-        .send()
-        .await
-        .ok()?
-        .json()
-        .await
-        .ok()?;
+    let model = app_model(d, url).await?;
     Some(
         model["databases"]
             .as_array()?
@@ -857,7 +841,9 @@ async fn redrive(
     Redirect::to(&target).into_response()
 }
 
-fn percent_encode(text: &str) -> String {
+/// `text` with everything but RFC 3986's unreserved characters percent-encoded: safe in a
+/// path segment or a query value.
+pub(crate) fn percent_encode(text: &str) -> String {
     text.bytes()
         .map(|b| {
             if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {

@@ -6,46 +6,10 @@ mod util;
 
 use std::time::{Duration, Instant};
 
-use ovation::Server;
 use ovation::service_auth::{HEADER, ServiceAuthKey};
 use ovation::testing::{Hosting, TestEnv};
 use serde_json::json;
-use util::Client;
-
-struct Split {
-    env: TestEnv,
-    a: Server,
-    b: Server,
-    g: Server,
-}
-
-async fn split() -> Split {
-    let env = TestEnv::new().await.unwrap();
-    let a = env
-        .serve(Hosting::only(["users", "products"]))
-        .await
-        .unwrap();
-    let b = env
-        .serve(
-            Hosting::only(["orders", "gateway", "notifications"])
-                .remote("users", a.url())
-                .remote("products", a.url()),
-        )
-        .await
-        .unwrap();
-    let g = env
-        .serve(
-            Hosting::gateway()
-                .remote("users", a.url())
-                .remote("products", a.url())
-                .remote("orders", b.url())
-                .remote("gateway", b.url())
-                .remote("notifications", b.url()),
-        )
-        .await
-        .unwrap();
-    Split { env, a, b, g }
-}
+use util::{Client, split};
 
 #[tokio::test]
 async fn the_guides_order_flow_works_through_the_gateway() {

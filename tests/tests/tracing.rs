@@ -181,30 +181,7 @@ async fn one_request_is_one_trace_through_services_queries_and_pubsub() {
 #[tokio::test]
 async fn a_split_deployment_is_one_trace_across_processes() {
     let receiver = receiver();
-    let env = TestEnv::new().await.unwrap();
-    let a = env
-        .serve(Hosting::only(["users", "products"]))
-        .await
-        .unwrap();
-    let b = env
-        .serve(
-            Hosting::only(["orders", "gateway", "notifications"])
-                .remote("users", a.url())
-                .remote("products", a.url()),
-        )
-        .await
-        .unwrap();
-    let g = env
-        .serve(
-            Hosting::gateway()
-                .remote("users", a.url())
-                .remote("products", a.url())
-                .remote("orders", b.url())
-                .remote("gateway", b.url())
-                .remote("notifications", b.url()),
-        )
-        .await
-        .unwrap();
+    let util::Split { env, a, b, g } = util::split().await;
     let c = Client::new(g.url());
     let email = format!("{}@trace.example.com", uuid::Uuid::new_v4());
     let (user, product) = c.user_and_product(&email, 250, 10).await;

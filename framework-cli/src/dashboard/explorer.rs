@@ -168,18 +168,6 @@ pub struct CallRequest {
     pub body: Option<Value>,
 }
 
-fn encode_segment(text: &str) -> String {
-    text.bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-                (b as char).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect()
-}
-
 /// Sends `call` to the app at `base` and describes the answer.
 pub async fn send(
     http: &reqwest::Client,
@@ -197,12 +185,12 @@ pub async fn send(
     for segment in e["path"].as_str().unwrap_or("/").split('/').skip(1) {
         path.push('/');
         if let Some(name) = segment.strip_prefix(':') {
-            path.push_str(&encode_segment(
+            path.push_str(&super::percent_encode(
                 call.params.get(name).map_or("", String::as_str),
             ));
         } else if let Some(name) = segment.strip_prefix('*') {
             let rest = call.params.get(name).map_or("", String::as_str);
-            let parts: Vec<String> = rest.split('/').map(encode_segment).collect();
+            let parts: Vec<String> = rest.split('/').map(super::percent_encode).collect();
             path.push_str(&parts.join("/"));
         } else {
             path.push_str(segment);

@@ -306,3 +306,41 @@ impl Drop for Running {
         }
     }
 }
+
+/// The shop split in three "processes" in one test process: A hosts users and products, B
+/// orders, gateway and notifications (calling A over HTTP), G is a gateway hosting nothing.
+pub struct Split {
+    pub env: ovation::testing::TestEnv,
+    pub a: ovation::Server,
+    pub b: ovation::Server,
+    pub g: ovation::Server,
+}
+
+pub async fn split() -> Split {
+    use ovation::testing::{Hosting, TestEnv};
+    let env = TestEnv::new().await.unwrap();
+    let a = env
+        .serve(Hosting::only(["users", "products"]))
+        .await
+        .unwrap();
+    let b = env
+        .serve(
+            Hosting::only(["orders", "gateway", "notifications"])
+                .remote("users", a.url())
+                .remote("products", a.url()),
+        )
+        .await
+        .unwrap();
+    let g = env
+        .serve(
+            Hosting::gateway()
+                .remote("users", a.url())
+                .remote("products", a.url())
+                .remote("orders", b.url())
+                .remote("gateway", b.url())
+                .remote("notifications", b.url()),
+        )
+        .await
+        .unwrap();
+    Split { env, a, b, g }
+}
