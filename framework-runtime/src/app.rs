@@ -231,6 +231,7 @@ pub async fn build_runtime(config: &Config) -> Result<&'static Runtime, StartupE
         body_limit: config.body_limit(),
         pubsub,
         gateway: config.gateway,
+        tasks: Default::default(),
     };
     let rt = rt.leak();
     runtime::set_global(rt);
@@ -255,6 +256,7 @@ pub async fn start(config: Config) -> Result<Server, StartupError> {
     })?;
     let mut server = Server::start(rt, listener)?;
     server.rt = Some(rt);
+    rt.start_tasks();
     let services: Vec<&str> = registry::services()
         .into_iter()
         .filter(|s| rt.hosts(s))

@@ -7,7 +7,8 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
-use std::sync::OnceLock;
+use std::pin::Pin;
+use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
 use sqlx::PgPool;
@@ -31,6 +32,64 @@ pub struct Runtime {
     pub(crate) pubsub: Option<&'static crate::pubsub::postgres::PgPubSub>,
     /// Gateway mode: forward public endpoints of services hosted elsewhere.
     pub(crate) gateway: bool,
+    /// The running [`crate::on_start!`] tasks, aborted at shutdown.
+    pub(crate) tasks: Mutex<Vec<tokio::task::AbortHandle>>,
+}
+
+/// A task a service runs from start-up to shutdown, declared with [`crate::on_start!`].
+#[derive(Debug)]
+pub struct StartTask {
+    /// `module_path!()` of the declaring module; the service is its first module.
+    pub module: &'static str,
+    /// The function's name, for the log.
+    pub name: &'static str,
+    pub run: fn() -> Pin<Box<dyn Future<Output = ()> + Send>>,
+}
+
+#[doc(hidden)]
+#[derive(Debug)]
+pub struct StartTaskEntry(pub &'static StartTask);
+
+inventory::collect!(StartTaskEntry);
+
+/// Every start-up task the app declares.
+pub fn start_tasks() -> Vec<&'static StartTask> {
+    inventory::iter::<StartTaskEntry>
+        .into_iter()
+        .map(|e| e.0)
+        .collect()
+}
+
+/// Runs `task` (an `async fn()` of the declaring service) in the background of every process
+/// that hosts the service, from the moment its server listens until shutdown, when it is
+/// aborted.
+///
+/// For work that must survive a crash, such as resuming unfinished sagas: the task may be
+/// aborted at any `.await`, so it must keep its progress in the service's database.
+///
+/// ```ignore
+/// async fn resume_checkouts() { /* loop: find unfinished work, finish it, sleep */ }
+/// ovation::on_start!(resume_checkouts);
+/// ```
+#[macro_export]
+macro_rules! on_start {
+    ($task:path) => {
+        const _: () = {
+            fn __ovation_start() -> $crate::__private::Pin<
+                $crate::__private::Box<dyn $crate::__private::Future<Output = ()> + Send>,
+            > {
+                $crate::__private::Box::pin($task())
+            }
+            static __OVATION_START_TASK: $crate::runtime::StartTask = $crate::runtime::StartTask {
+                module: ::core::module_path!(),
+                name: ::core::stringify!($task),
+                run: __ovation_start,
+            };
+            $crate::__private::inventory::submit! {
+                $crate::runtime::StartTaskEntry(&__OVATION_START_TASK)
+            }
+        };
+    };
 }
 
 impl Runtime {
@@ -57,8 +116,30 @@ impl Runtime {
         }
     }
 
-    /// Stops background work: claiming messages, relaying the outbox.
+    /// Starts the [`crate::on_start!`] tasks of the services hosted here.
+    pub(crate) fn start_tasks(&'static self) {
+        let mut tasks = self.tasks.lock().unwrap_or_else(|p| p.into_inner());
+        for task in start_tasks() {
+            let service = crate::registry::service_of(task.module);
+            if !self.hosts(service) {
+                continue;
+            }
+            tracing::debug!(service, task = task.name, "starting task");
+            let handle = tokio::spawn(scope(self, Some(service), (task.run)()));
+            tasks.push(handle.abort_handle());
+        }
+    }
+
+    /// Stops background work: start-up tasks, claiming messages, relaying the outbox.
     pub(crate) fn stop_background(&self) {
+        for task in self
+            .tasks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .drain(..)
+        {
+            task.abort();
+        }
         if let Some(pubsub) = self.pubsub {
             pubsub.stop();
         }

@@ -348,6 +348,7 @@ impl TestEnv {
             body_limit: config.body_limit(),
             pubsub,
             gateway: hosting.gateway,
+            tasks: Default::default(),
         }
         .leak();
         if let Some(pubsub) = pubsub {
@@ -360,13 +361,16 @@ impl TestEnv {
         Ok(rt)
     }
 
-    /// Serves `hosting`'s services over HTTP on a free port of 127.0.0.1.
+    /// Serves `hosting`'s services over HTTP on a free port of 127.0.0.1, and starts their
+    /// [`crate::on_start!`] tasks, as a process of the app would.
     pub async fn serve(&self, hosting: Hosting) -> Result<Server, Error> {
         let rt = self.runtime(hosting)?;
         let listener = TcpListener::bind("127.0.0.1:0")
             .await
             .map_err(|e| Error::unavailable(format!("cannot listen on 127.0.0.1: {e}")))?;
-        Server::start(rt, listener).map_err(|e| Error::internal(e.to_string()))
+        let server = Server::start(rt, listener).map_err(|e| Error::internal(e.to_string()))?;
+        rt.start_tasks();
+        Ok(server)
     }
 
     /// Runs `fut` inside a runtime hosting every service, as a test body does.

@@ -97,6 +97,15 @@ fn the_topic_and_its_subscription_are_registered() {
 }
 
 #[test]
+fn the_gateways_saga_recovery_is_a_start_task() {
+    let tasks: Vec<(&str, &str)> = ovation::runtime::start_tasks()
+        .iter()
+        .map(|t| (ovation::registry::service_of(t.module), t.name))
+        .collect();
+    assert_eq!(tasks, [("gateway", "resume_checkouts")]);
+}
+
+#[test]
 fn every_service_database_is_registered() {
     let names: Vec<(&str, &str)> = ovation::sqldb::declared()
         .iter()
@@ -105,8 +114,10 @@ fn every_service_database_is_registered() {
     assert_eq!(
         names,
         [
+            ("gateway", "gateway"),
             ("notifications", "notifications"),
             ("orders", "orders"),
+            ("payments", "payments"),
             ("products", "products"),
             ("users", "users")
         ]

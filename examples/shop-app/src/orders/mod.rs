@@ -59,10 +59,12 @@ pub async fn create(p: CreateOrderParams) -> Result<Order, Error> {
         .checked_mul(i64::from(p.quantity))
         .ok_or_else(|| Error::invalid_argument("the order's total is too large"))?;
 
+    let reservation_id = Some(Uuid::new_v4());
     products::reserve_inventory(
         p.product_id,
         products::ReserveParams {
             quantity: p.quantity,
+            reservation_id,
         },
     )
     .await?;
@@ -72,6 +74,7 @@ pub async fn create(p: CreateOrderParams) -> Result<Order, Error> {
             // The stock is reserved but no order records it: give it back.
             let release = products::ReleaseParams {
                 quantity: p.quantity,
+                reservation_id,
             };
             if let Err(re) = products::release_inventory(p.product_id, release).await {
                 ovation::tracing::warn!("could not release stock after a failed order: {re}");
@@ -104,6 +107,91 @@ async fn record(p: &CreateOrderParams, total_cents: i64) -> Result<Order, Error>
     ORDER_CREATED.publish_in(&mut tx, &event).await?;
     tx.commit().await?;
     Ok(order)
+}
+
+/// An order the gateway's checkout places: stock reserved and payment taken already.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PlaceOrderParams {
+    pub user_id: Uuid,
+    pub product_id: Uuid,
+    pub quantity: i32,
+    pub total_cents: i64,
+}
+
+const ORDER_COLUMNS: &str = "id, user_id, product_id, quantity, total_cents, status";
+
+/// Records the order of checkout `checkout_id`, whose stock and payment the checkout has
+/// already taken, and publishes `OrderCreated`. Idempotent: placing a checkout's order again
+/// returns the first one; a cancelled checkout's order is `failed_precondition`.
+#[api(method = "POST", path = "/orders/checkouts/:checkout_id")]
+pub async fn place(checkout_id: Uuid, p: PlaceOrderParams) -> Result<Order, Error> {
+    if p.quantity <= 0 || p.total_cents < 0 {
+        return Err(Error::invalid_argument(
+            "`quantity` must be at least 1 and `totalCents` not negative",
+        ));
+    }
+    let mut tx = DB.begin().await?;
+    let placed = sqlx::query_as::<_, Order>(&format!(
+        "INSERT INTO orders (user_id, product_id, quantity, total_cents, status, checkout_id)
+         VALUES ($1, $2, $3, $4, 'confirmed', $5)
+         ON CONFLICT (checkout_id) DO NOTHING
+         RETURNING {ORDER_COLUMNS}"
+    ))
+    .bind(p.user_id)
+    .bind(p.product_id)
+    .bind(p.quantity)
+    .bind(p.total_cents)
+    .bind(checkout_id)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let Some(order) = placed else {
+        let order = by_checkout(&mut tx, checkout_id).await?;
+        return if order.status == "cancelled" {
+            Err(Error::failed_precondition("this checkout was cancelled"))
+        } else {
+            Ok(order)
+        };
+    };
+    let event = OrderCreated {
+        order_id: order.id,
+        user_id: order.user_id,
+        total: order.total_cents,
+    };
+    ORDER_CREATED.publish_in(&mut tx, &event).await?;
+    tx.commit().await?;
+    Ok(order)
+}
+
+/// Cancels checkout `checkout_id`'s order: the compensation of [`place`]. Idempotent; before
+/// the order exists, it makes sure none will be placed.
+#[api(method = "POST", path = "/orders/checkouts/:checkout_id/cancel")]
+pub async fn cancel_checkout(checkout_id: Uuid, p: PlaceOrderParams) -> Result<(), Error> {
+    sqlx::query(
+        "INSERT INTO orders (user_id, product_id, quantity, total_cents, status, checkout_id)
+         VALUES ($1, $2, GREATEST($3, 1), GREATEST($4, 0), 'cancelled', $5)
+         ON CONFLICT (checkout_id) DO UPDATE SET status = 'cancelled'",
+    )
+    .bind(p.user_id)
+    .bind(p.product_id)
+    .bind(p.quantity)
+    .bind(p.total_cents)
+    .bind(checkout_id)
+    .execute(DB.pool())
+    .await?;
+    Ok(())
+}
+
+async fn by_checkout(
+    tx: &mut sqlx::Transaction<'static, sqlx::Postgres>,
+    checkout_id: Uuid,
+) -> Result<Order, Error> {
+    Ok(sqlx::query_as::<_, Order>(&format!(
+        "SELECT {ORDER_COLUMNS} FROM orders WHERE checkout_id = $1"
+    ))
+    .bind(checkout_id)
+    .fetch_one(&mut **tx)
+    .await?)
 }
 
 /// Gets an order by id.
@@ -213,5 +301,34 @@ mod tests {
             get(Uuid::new_v4()).await.unwrap_err().code(),
             ErrCode::NotFound
         );
+    }
+
+    #[ovation::test]
+    async fn placing_a_checkouts_order_is_idempotent_and_cancel_wins() {
+        let (user, product) = buyer_and_widget(10).await;
+        let params = PlaceOrderParams {
+            user_id: user.id,
+            product_id: product.id,
+            quantity: 2,
+            total_cents: 2000,
+        };
+        let checkout = Uuid::new_v4();
+        let first = place(checkout, params.clone()).await.unwrap();
+        assert_eq!(place(checkout, params.clone()).await.unwrap(), first);
+        cancel_checkout(checkout, params.clone()).await.unwrap();
+        assert_eq!(get(first.id).await.unwrap().status, "cancelled");
+        // Cancelled first: the late placement places nothing.
+        let other = Uuid::new_v4();
+        cancel_checkout(other, params.clone()).await.unwrap();
+        let err = place(other, params).await.unwrap_err();
+        assert_eq!(err.code(), ErrCode::FailedPrecondition);
+        let confirmed: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM orders WHERE status = 'confirmed'")
+                .fetch_one(DB.pool())
+                .await
+                .unwrap();
+        assert_eq!(confirmed, 0);
+        // Stock is the checkout's business, not place's.
+        assert_eq!(products::get(product.id).await.unwrap().inventory, 10);
     }
 }

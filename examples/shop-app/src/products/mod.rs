@@ -1,7 +1,8 @@
 //! The `products` service: the catalogue and its stock.
 //!
 //! `reserve_inventory` and `release_inventory` are private: only other services (orders,
-//! the gateway) may call them; an outside request gets 404.
+//! the gateway) may call them; an outside request gets 404. Given a `reservationId`, both are
+//! idempotent, so a saga can retry them (and its compensations) as often as it needs.
 
 use ovation::prelude::*;
 
@@ -30,12 +31,20 @@ pub struct CreateProductParams {
 #[serde(rename_all = "camelCase")]
 pub struct ReserveParams {
     pub quantity: i32,
+    /// Makes the reservation idempotent: reserving again with this id changes nothing, and
+    /// [`release_inventory`] with it gives back exactly this reservation, once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reservation_id: Option<Uuid>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ReleaseParams {
     pub quantity: i32,
+    /// The id the stock was reserved with: the release happens once, however often it is
+    /// retried, and a release before its reservation spends the id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reservation_id: Option<Uuid>,
 }
 
 /// Creates a product.
@@ -79,43 +88,108 @@ pub async fn reserve_inventory(id: Uuid, p: ReserveParams) -> Result<(), Error> 
     if p.quantity <= 0 {
         return Err(Error::invalid_argument("`quantity` must be at least 1"));
     }
+    let mut tx = DB.begin().await?;
+    if let Some(reservation) = p.reservation_id {
+        let inserted = sqlx::query(
+            "INSERT INTO reservations (id, product_id, quantity, status)
+             VALUES ($1, $2, $3, 'reserved') ON CONFLICT (id) DO NOTHING",
+        )
+        .bind(reservation)
+        .bind(id)
+        .bind(p.quantity)
+        .execute(&mut *tx)
+        .await?;
+        if inserted.rows_affected() == 0 {
+            let (product_id, quantity, status): (Uuid, i32, String) = sqlx::query_as(
+                "SELECT product_id, quantity, status FROM reservations WHERE id = $1",
+            )
+            .bind(reservation)
+            .fetch_one(&mut *tx)
+            .await?;
+            return if status == "released" {
+                Err(Error::failed_precondition(
+                    "this reservation was released before it was made",
+                ))
+            } else if (product_id, quantity) != (id, p.quantity) {
+                Err(Error::invalid_argument(
+                    "this reservation id was used for another reservation",
+                ))
+            } else {
+                Ok(())
+            };
+        }
+    }
     // One statement: the row lock serialises concurrent reservations of one product.
     let updated = sqlx::query(
         "UPDATE products SET inventory = inventory - $1 WHERE id = $2 AND inventory >= $1",
     )
     .bind(p.quantity)
     .bind(id)
-    .execute(DB.pool())
+    .execute(&mut *tx)
     .await?;
     if updated.rows_affected() == 0 {
         let exists: bool =
             sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM products WHERE id = $1)")
                 .bind(id)
-                .fetch_one(DB.pool())
+                .fetch_one(&mut *tx)
                 .await?;
+        // Dropping the transaction rolls the reservation row back.
         return Err(if exists {
             Error::failed_precondition("insufficient inventory")
         } else {
             Error::not_found("product not found")
         });
     }
+    tx.commit().await?;
     Ok(())
 }
 
-/// Puts `quantity` items back in stock: the compensation of `reserve_inventory`.
+/// Puts `quantity` items back in stock: the compensation of `reserve_inventory`. With a
+/// `reservationId`, gives back that reservation's stock once, whatever `quantity` says.
 #[api(method = "POST", path = "/products/:id/release")]
 pub async fn release_inventory(id: Uuid, p: ReleaseParams) -> Result<(), Error> {
     if p.quantity <= 0 {
         return Err(Error::invalid_argument("`quantity` must be at least 1"));
     }
-    let updated = sqlx::query("UPDATE products SET inventory = inventory + $1 WHERE id = $2")
-        .bind(p.quantity)
+    let mut tx = DB.begin().await?;
+    let mut quantity = p.quantity;
+    if let Some(reservation) = p.reservation_id {
+        // Spend the id if it is new; otherwise lock the reservation and release it once.
+        let spent = sqlx::query(
+            "INSERT INTO reservations (id, product_id, quantity, status)
+             VALUES ($1, $2, 0, 'released') ON CONFLICT (id) DO NOTHING",
+        )
+        .bind(reservation)
         .bind(id)
-        .execute(DB.pool())
+        .execute(&mut *tx)
+        .await?;
+        if spent.rows_affected() == 1 {
+            tx.commit().await?;
+            return Ok(());
+        }
+        let released: Option<i32> = sqlx::query_scalar(
+            "UPDATE reservations SET status = 'released'
+             WHERE id = $1 AND product_id = $2 AND status = 'reserved' RETURNING quantity",
+        )
+        .bind(reservation)
+        .bind(id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        match released {
+            Some(q) => quantity = q,
+            // Released already (or reserved for another product): nothing to give back.
+            None => return Ok(()),
+        }
+    }
+    let updated = sqlx::query("UPDATE products SET inventory = inventory + $1 WHERE id = $2")
+        .bind(quantity)
+        .bind(id)
+        .execute(&mut *tx)
         .await?;
     if updated.rows_affected() == 0 {
         return Err(Error::not_found("product not found"));
     }
+    tx.commit().await?;
     Ok(())
 }
 
@@ -136,11 +210,11 @@ mod tests {
     #[ovation::test]
     async fn reserve_and_release_move_the_stock() {
         let p = widget(10).await;
-        reserve_inventory(p.id, ReserveParams { quantity: 3 })
+        reserve_inventory(p.id, ReserveParams { quantity: 3, reservation_id: None })
             .await
             .unwrap();
         assert_eq!(get(p.id).await.unwrap().inventory, 7);
-        release_inventory(p.id, ReleaseParams { quantity: 2 })
+        release_inventory(p.id, ReleaseParams { quantity: 2, reservation_id: None })
             .await
             .unwrap();
         assert_eq!(get(p.id).await.unwrap().inventory, 9);
@@ -149,7 +223,7 @@ mod tests {
     #[ovation::test]
     async fn short_stock_is_failed_precondition_and_changes_nothing() {
         let p = widget(2).await;
-        let err = reserve_inventory(p.id, ReserveParams { quantity: 3 })
+        let err = reserve_inventory(p.id, ReserveParams { quantity: 3, reservation_id: None })
             .await
             .unwrap_err();
         assert_eq!(err.code(), ErrCode::FailedPrecondition);
@@ -159,7 +233,7 @@ mod tests {
 
     #[ovation::test]
     async fn reserving_an_unknown_product_is_not_found() {
-        let err = reserve_inventory(Uuid::new_v4(), ReserveParams { quantity: 1 })
+        let err = reserve_inventory(Uuid::new_v4(), ReserveParams { quantity: 1, reservation_id: None })
             .await
             .unwrap_err();
         assert_eq!(err.code(), ErrCode::NotFound);
@@ -169,7 +243,7 @@ mod tests {
     async fn bad_quantities_and_prices_are_invalid_argument() {
         let p = widget(2).await;
         for q in [0, -1, i32::MIN] {
-            let err = reserve_inventory(p.id, ReserveParams { quantity: q })
+            let err = reserve_inventory(p.id, ReserveParams { quantity: q, reservation_id: None })
                 .await
                 .unwrap_err();
             assert_eq!(err.code(), ErrCode::InvalidArgument, "{q}");
@@ -189,7 +263,7 @@ mod tests {
     async fn concurrent_reservations_never_oversell() {
         let p = widget(10).await;
         let tasks: Vec<_> = (0..50)
-            .map(|_| ovation::spawn(reserve_inventory(p.id, ReserveParams { quantity: 1 })))
+            .map(|_| ovation::spawn(reserve_inventory(p.id, ReserveParams { quantity: 1, reservation_id: None })))
             .collect();
         let mut ok = 0;
         for t in tasks {
@@ -199,6 +273,51 @@ mod tests {
             }
         }
         assert_eq!(ok, 10);
+        assert_eq!(get(p.id).await.unwrap().inventory, 0);
+    }
+
+    #[ovation::test]
+    async fn keyed_reservations_and_releases_happen_once() {
+        let p = widget(10).await;
+        let key = Some(Uuid::new_v4());
+        for _ in 0..3 {
+            reserve_inventory(p.id, ReserveParams { quantity: 4, reservation_id: key })
+                .await
+                .unwrap();
+        }
+        assert_eq!(get(p.id).await.unwrap().inventory, 6);
+        let err = reserve_inventory(p.id, ReserveParams { quantity: 5, reservation_id: key })
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), ErrCode::InvalidArgument);
+        for _ in 0..3 {
+            release_inventory(p.id, ReleaseParams { quantity: 1, reservation_id: key })
+                .await
+                .unwrap();
+        }
+        assert_eq!(get(p.id).await.unwrap().inventory, 10);
+        // Released before it was made: the late reservation is refused and holds nothing.
+        let late = Some(Uuid::new_v4());
+        release_inventory(p.id, ReleaseParams { quantity: 2, reservation_id: late })
+            .await
+            .unwrap();
+        let err = reserve_inventory(p.id, ReserveParams { quantity: 2, reservation_id: late })
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), ErrCode::FailedPrecondition);
+        assert_eq!(get(p.id).await.unwrap().inventory, 10);
+        // A short stock leaves no reservation behind: the id can be used once stock is back.
+        let short = Some(Uuid::new_v4());
+        let err = reserve_inventory(p.id, ReserveParams { quantity: 11, reservation_id: short })
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), ErrCode::FailedPrecondition);
+        release_inventory(p.id, ReleaseParams { quantity: 1, reservation_id: None })
+            .await
+            .unwrap();
+        reserve_inventory(p.id, ReserveParams { quantity: 11, reservation_id: short })
+            .await
+            .unwrap();
         assert_eq!(get(p.id).await.unwrap().inventory, 0);
     }
 }
