@@ -307,8 +307,9 @@ impl Drop for Running {
     }
 }
 
-/// The shop split in three "processes" in one test process: A hosts users and products, B
-/// orders, gateway and notifications (calling A over HTTP), G is a gateway hosting nothing.
+/// The shop split in three "processes" in one test process: A hosts users, products and
+/// payments, B orders, gateway and notifications (calling A over HTTP), G is a gateway hosting
+/// nothing.
 pub struct Split {
     pub env: ovation::testing::TestEnv,
     pub a: ovation::Server,
@@ -320,14 +321,15 @@ pub async fn split() -> Split {
     use ovation::testing::{Hosting, TestEnv};
     let env = TestEnv::new().await.unwrap();
     let a = env
-        .serve(Hosting::only(["users", "products"]))
+        .serve(Hosting::only(["users", "products", "payments"]))
         .await
         .unwrap();
     let b = env
         .serve(
             Hosting::only(["orders", "gateway", "notifications"])
                 .remote("users", a.url())
-                .remote("products", a.url()),
+                .remote("products", a.url())
+                .remote("payments", a.url()),
         )
         .await
         .unwrap();
@@ -336,6 +338,7 @@ pub async fn split() -> Split {
             Hosting::gateway()
                 .remote("users", a.url())
                 .remote("products", a.url())
+                .remote("payments", a.url())
                 .remote("orders", b.url())
                 .remote("gateway", b.url())
                 .remote("notifications", b.url()),

@@ -182,6 +182,19 @@ pub async fn cancel_checkout(checkout_id: Uuid, p: PlaceOrderParams) -> Result<(
     Ok(())
 }
 
+/// The order of checkout `checkout_id`, confirmed or cancelled; `not_found` before the
+/// checkout placed it.
+#[api(method = "GET", path = "/orders/checkouts/:checkout_id")]
+pub async fn get_by_checkout(checkout_id: Uuid) -> Result<Order, Error> {
+    sqlx::query_as::<_, Order>(&format!(
+        "SELECT {ORDER_COLUMNS} FROM orders WHERE checkout_id = $1"
+    ))
+    .bind(checkout_id)
+    .fetch_optional(DB.pool())
+    .await?
+    .ok_or_else(|| Error::not_found("no order for this checkout"))
+}
+
 async fn by_checkout(
     tx: &mut sqlx::Transaction<'static, sqlx::Postgres>,
     checkout_id: Uuid,
