@@ -380,6 +380,8 @@ fn serve_proxy(listener: TcpListener, target: Arc<RwLock<reqwest::Url>>) {
                 req,
                 64 * 1024 * 1024,
                 Duration::from_secs(300),
+                // The app may be starting: wait for it rather than fail the request.
+                Duration::from_secs(5),
             )
             .await
             .unwrap_or_else(axum::response::IntoResponse::into_response)

@@ -131,6 +131,15 @@ enum DeployCmd {
         #[arg(long)]
         json: bool,
     },
+    /// Restart one process of the local deployment gracefully: it stops accepting, finishes
+    /// its requests, and is started again at once; callers retry its port meanwhile.
+    Restart {
+        /// The process, as `ovation deploy status` names it.
+        process: String,
+        /// The app's folder.
+        #[arg(long, default_value = ".")]
+        app: PathBuf,
+    },
     /// Stop the local deployment.
     Stop {
         /// The app's folder.
@@ -368,6 +377,15 @@ fn deploy_command(command: DeployCmd) -> Result<ExitCode, String> {
             } else {
                 print_status(&deployment);
             }
+            Ok(ExitCode::SUCCESS)
+        }
+        DeployCmd::Restart { process, app } => {
+            let (old, new) = deploy::local::restart(
+                &data_dir(&app),
+                &process,
+                std::time::Duration::from_secs(60),
+            )?;
+            eprintln!("restarted {process}: pid {old} → {new}, healthy");
             Ok(ExitCode::SUCCESS)
         }
         DeployCmd::Stop { app } => {

@@ -3,6 +3,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
@@ -132,7 +135,8 @@ pub(crate) fn service_urls(
 
 pub(crate) fn http_client() -> reqwest::Client {
     reqwest::Client::builder()
-        .pool_idle_timeout(std::time::Duration::from_secs(60))
+        // Never reuse a connection a draining server may be closing: see `serve`.
+        .pool_idle_timeout(CLIENT_IDLE_TIMEOUT)
         .tcp_nodelay(true)
         .build()
         .expect("an HTTP client without TLS always builds")
@@ -227,6 +231,9 @@ pub async fn build_runtime(config: &Config) -> Result<&'static Runtime, StartupE
             .unwrap_or_else(ServiceAuthKey::random),
         http: http_client(),
         call_timeout: config.call_timeout(),
+        connect_retry: config.connect_retry(),
+        header_read_timeout: config.header_read_timeout(),
+        shutdown_grace: config.shutdown_grace(),
         request_timeout: config.request_timeout(),
         body_limit: config.body_limit(),
         pubsub,
@@ -273,7 +280,8 @@ pub async fn start(config: Config) -> Result<Server, StartupError> {
 #[derive(Debug)]
 pub struct Server {
     addr: SocketAddr,
-    shutdown: Option<oneshot::Sender<()>>,
+    /// Sends the drain period (see [`serve`]).
+    shutdown: Option<oneshot::Sender<Duration>>,
     task: Option<tokio::task::JoinHandle<()>>,
     /// Background work to stop with the server, for the app's own server.
     rt: Option<&'static Runtime>,
@@ -288,18 +296,8 @@ impl Server {
             source,
             hint: "",
         })?;
-        let (tx, rx) = oneshot::channel::<()>();
-        let task = tokio::spawn(async move {
-            let service = router.into_make_service_with_connect_info::<SocketAddr>();
-            let result = axum::serve(listener, service)
-                .with_graceful_shutdown(async {
-                    let _ = rx.await;
-                })
-                .await;
-            if let Err(e) = result {
-                tracing::error!("server error: {e}");
-            }
-        });
+        let (tx, rx) = oneshot::channel::<Duration>();
+        let task = tokio::spawn(serve(rt, router, listener, rx));
         Ok(Server {
             addr,
             shutdown: Some(tx),
@@ -319,9 +317,16 @@ impl Server {
     }
 
     /// Stops accepting connections and waits for in-flight requests to finish.
-    pub async fn shutdown(mut self) {
+    pub async fn shutdown(self) {
+        self.shutdown_draining(Duration::ZERO).await;
+    }
+
+    /// Stops accepting connections, serves requests already arriving on open connections
+    /// (answered with `Connection: close`) for up to `drain`, then waits for in-flight requests
+    /// to finish.
+    pub async fn shutdown_draining(mut self, drain: Duration) {
         if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
+            let _ = tx.send(drain);
         }
         if let Some(task) = self.task.take() {
             let _ = task.await;
@@ -336,7 +341,7 @@ impl Server {
         if let Some(rt) = rt {
             rt.stop_background();
         }
-        self.shutdown().await;
+        self.shutdown_draining(SIGNAL_DRAIN).await;
         if let Some(rt) = rt {
             rt.drain_background(std::time::Duration::from_secs(10))
                 .await;
@@ -344,11 +349,157 @@ impl Server {
     }
 }
 
+/// Longest a process stopping on a signal drains its open connections (see [`serve`]).
+const SIGNAL_DRAIN: Duration = Duration::from_secs(5);
+
+/// Ovation's HTTP client drops a pooled connection idle this long instead of reusing it...
+const CLIENT_IDLE_TIMEOUT: Duration = Duration::from_secs(1);
+/// ...so a draining server may close a connection idle this long without a request racing
+/// the close.
+const SAFE_TO_CLOSE_IDLE: Duration = Duration::from_millis(1500);
+
+/// What a draining server knows of one connection.
+#[derive(Debug)]
+struct Activity {
+    in_flight: std::sync::atomic::AtomicUsize,
+    /// When the last response was sent (or the connection accepted), in ms since `epoch`.
+    last_ms: std::sync::atomic::AtomicU64,
+}
+
+impl Activity {
+    fn new(epoch: Instant) -> Activity {
+        let a = Activity {
+            in_flight: Default::default(),
+            last_ms: Default::default(),
+        };
+        a.touch(epoch);
+        a
+    }
+
+    fn touch(&self, epoch: Instant) {
+        let ms = u64::try_from(epoch.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last_ms.store(ms, Ordering::Relaxed);
+    }
+
+    fn quiet(&self, epoch: Instant) -> bool {
+        let idle = epoch
+            .elapsed()
+            .saturating_sub(Duration::from_millis(self.last_ms.load(Ordering::Relaxed)));
+        self.in_flight.load(Ordering::Relaxed) == 0 && idle >= SAFE_TO_CLOSE_IDLE
+    }
+}
+
 impl Drop for Server {
     fn drop(&mut self) {
         if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
+            let _ = tx.send(Duration::ZERO);
         }
+    }
+}
+
+/// Accepts connections until `stop` fires with a drain period, then:
+/// 1. stops accepting: the port refuses connections from now on, which callers retry;
+/// 2. drains: requests on open keep-alive connections are still served, each answered with
+///    `Connection: close`, until every connection left is idle for longer than Ovation's
+///    client keeps an idle connection for reuse, or the drain period ran out — so a caller
+///    never sends a request on a connection the server is closing under it (an HTTP/1.1 race
+///    no client can tell apart from a crash, and so cannot safely retry);
+/// 3. closes idle connections and lets in-flight requests finish, for `rt.shutdown_grace`.
+///
+/// A client gets `rt.header_read_timeout` to send its request headers.
+async fn serve(
+    rt: &'static Runtime,
+    router: axum::Router,
+    listener: TcpListener,
+    mut stop: oneshot::Receiver<Duration>,
+) {
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    use hyper_util::server::graceful::GracefulShutdown;
+    use hyper_util::service::TowerToHyperService;
+    use tower::ServiceExt;
+
+    let graceful = GracefulShutdown::new();
+    let draining = Arc::new(AtomicBool::new(false));
+    let epoch = Instant::now();
+    let mut connections: Vec<std::sync::Weak<Activity>> = Vec::new();
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(rt.header_read_timeout)
+        .keep_alive(true);
+    let drain = loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => Ok(accepted),
+            // A dropped sender (the `Server` dropped) means no drain.
+            drain = &mut stop => Err(drain.unwrap_or_default()),
+        };
+        let accepted = match accepted {
+            Ok(accepted) => accepted,
+            Err(drain) => break drain,
+        };
+        let (stream, peer) = match accepted {
+            Ok(conn) => conn,
+            Err(e) => {
+                // Out of file descriptors and the like: wait rather than spin.
+                tracing::warn!("accept failed: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let draining = draining.clone();
+        let activity = Arc::new(Activity::new(epoch));
+        if connections.len() >= 1024 {
+            connections.retain(|c| c.strong_count() > 0);
+        }
+        connections.push(Arc::downgrade(&activity));
+        let on_response = activity.clone();
+        let service = router
+            .clone()
+            .map_request(move |req: hyper::Request<hyper::body::Incoming>| {
+                activity.in_flight.fetch_add(1, Ordering::Relaxed);
+                let mut req = req.map(axum::body::Body::new);
+                req.extensions_mut()
+                    .insert(axum::extract::ConnectInfo(peer));
+                req
+            })
+            .map_response(move |mut res: axum::response::Response| {
+                on_response.in_flight.fetch_sub(1, Ordering::Relaxed);
+                on_response.touch(epoch);
+                if draining.load(Ordering::Relaxed) {
+                    res.headers_mut().insert(
+                        axum::http::header::CONNECTION,
+                        axum::http::HeaderValue::from_static("close"),
+                    );
+                }
+                res
+            });
+        let conn = http.serve_connection(TokioIo::new(stream), TowerToHyperService::new(service));
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(%peer, "connection closed: {e}");
+            }
+        });
+    };
+    drop(listener);
+    draining.store(true, Ordering::Relaxed);
+    let drained_by = Instant::now() + drain;
+    while Instant::now() < drained_by
+        && !connections
+            .iter()
+            .filter_map(std::sync::Weak::upgrade)
+            .all(|c| c.quiet(epoch))
+    {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    if tokio::time::timeout(rt.shutdown_grace, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            "requests still running after the {:?} grace period: their connections are closed",
+            rt.shutdown_grace
+        );
     }
 }
 

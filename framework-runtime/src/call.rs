@@ -9,6 +9,8 @@
 //!   the service-auth key, and the error body is decoded back into an [`Error`] with its code.
 
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
+use std::time::{Duration, Instant};
+
 use tracing::Instrument;
 
 use crate::error::{ErrCode, Error};
@@ -138,7 +140,7 @@ async fn remote<E: Endpoint>(
         .map_err(|e| Error::internal(format!("cannot build the request to `{service}`: {e}")))?;
 
     let exchange = async {
-        let response = send(&ctx.rt.http, request).await?;
+        let response = send(&ctx.rt.http, request, ctx.rt.connect_retry).await?;
         let status = response.status();
         let body = response.bytes().await?;
         Ok::<_, reqwest::Error>((status, body))
@@ -170,28 +172,37 @@ async fn remote<E: Endpoint>(
     }
 }
 
-/// Sends `request`, retrying once if the callee's port refused the connection: then the request
-/// provably never reached it (a process restarting, a port not yet open), so sending it again
-/// cannot run anything twice. Any other failure is returned as is.
+/// Sends `request`, retrying for up to `retry_window` while the callee's port refuses the
+/// connection: then the request provably never reached it (a process restarting, a port not
+/// yet open), so sending it again cannot run anything twice. Any other failure is returned as
+/// is. Retries back off from 25 ms, doubling, to 400 ms.
 pub(crate) async fn send(
     http: &reqwest::Client,
     request: reqwest::Request,
+    retry_window: Duration,
 ) -> Result<reqwest::Response, reqwest::Error> {
-    let retry = request.try_clone();
-    match http.execute(request).await {
-        Err(e) if connection_refused(&e) => match retry {
-            Some(retry) => {
-                tokio::time::sleep(RETRY_DELAY).await;
-                http.execute(retry).await
-            }
-            None => Err(e),
-        },
-        result => result,
+    let started = Instant::now();
+    let mut delay = FIRST_RETRY_DELAY;
+    let mut request = request;
+    loop {
+        let retry = request.try_clone();
+        match http.execute(request).await {
+            Err(e) if connection_refused(&e) => match retry {
+                Some(retry) if started.elapsed() + delay <= retry_window => {
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(MAX_RETRY_DELAY);
+                    request = retry;
+                }
+                _ => return Err(e),
+            },
+            result => return result,
+        }
     }
 }
 
-/// How long to wait before the one retry of a refused connection.
-const RETRY_DELAY: std::time::Duration = std::time::Duration::from_millis(100);
+/// The first wait before retrying a refused connection, and the longest.
+const FIRST_RETRY_DELAY: Duration = Duration::from_millis(25);
+const MAX_RETRY_DELAY: Duration = Duration::from_millis(400);
 
 /// Whether `e` is a refused TCP connection, as opposed to a failure after the request was sent.
 pub(crate) fn connection_refused(e: &reqwest::Error) -> bool {
@@ -210,6 +221,18 @@ pub(crate) fn connection_refused(e: &reqwest::Error) -> bool {
     false
 }
 
+/// `e` and its causes, `: `-separated: reqwest's own message rarely says what went wrong.
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        text.push_str(": ");
+        text.push_str(&c.to_string());
+        cause = c.source();
+    }
+    text
+}
+
 /// `scheme://host:port` of `url`, for messages (never the path or query).
 pub(crate) fn origin(url: &reqwest::Url) -> String {
     format!("{}://{}", url.scheme(), url.authority())
@@ -218,7 +241,7 @@ pub(crate) fn origin(url: &reqwest::Url) -> String {
 /// The error a caller sees when the call did not complete. It names the service but not its
 /// address (errors may travel on to external clients); the address goes to the log.
 fn transport_error(service: &str, url: &reqwest::Url, e: reqwest::Error) -> Error {
-    tracing::warn!(service, at = %origin(url), "call failed: {e}");
+    tracing::warn!(service, at = %origin(url), "call failed: {}", error_chain(&e));
     if e.is_timeout() {
         Error::deadline_exceeded(format!("service `{service}` did not answer in time"))
     } else {
@@ -261,11 +284,11 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_refused_connection_is_retried_once() {
+    async fn a_refused_connection_is_retried_within_the_window() {
         let port = closed_port();
-        // The callee comes up after the first attempt was refused, before the retry.
+        // The callee comes up after a few attempts were refused.
         let callee = std::thread::spawn(move || {
-            std::thread::sleep(RETRY_DELAY / 4);
+            std::thread::sleep(Duration::from_millis(200));
             let listener = TcpListener::bind(("127.0.0.1", port)).unwrap();
             let (mut stream, _) = listener.accept().unwrap();
             read_head(&mut stream);
@@ -273,15 +296,36 @@ mod tests {
                 .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
                 .unwrap();
         });
-        let started = std::time::Instant::now();
-        let response = send(&reqwest::Client::new(), post(port)).await.unwrap();
+        let started = Instant::now();
+        let response = send(&reqwest::Client::new(), post(port), Duration::from_secs(5))
+            .await
+            .unwrap();
         assert_eq!(response.status(), 200);
-        // The answer came from the retry, not from a first attempt that found the port open.
-        assert!(started.elapsed() >= RETRY_DELAY, "{:?}", started.elapsed());
+        // The answer came from a retry, not from a first attempt that found the port open.
+        assert!(
+            started.elapsed() >= Duration::from_millis(200),
+            "{:?}",
+            started.elapsed()
+        );
         callee.join().unwrap();
 
-        // A port that stays closed: one retry, then the refusal is the answer.
-        let err = send(&reqwest::Client::new(), post(closed_port()))
+        // A port that stays closed: retries for the window, then the refusal is the answer.
+        let started = Instant::now();
+        let err = send(
+            &reqwest::Client::new(),
+            post(closed_port()),
+            Duration::from_millis(300),
+        )
+        .await
+        .unwrap_err();
+        assert!(connection_refused(&err), "{err:?}");
+        let waited = started.elapsed();
+        assert!(
+            waited >= Duration::from_millis(150) && waited < Duration::from_secs(2),
+            "{waited:?}"
+        );
+        // No window: no retry.
+        let err = send(&reqwest::Client::new(), post(closed_port()), Duration::ZERO)
             .await
             .unwrap_err();
         assert!(connection_refused(&err), "{err:?}");
@@ -301,9 +345,11 @@ mod tests {
                 read_head(&mut stream);
             }
         });
-        let err = send(&reqwest::Client::new(), post(port)).await.unwrap_err();
+        let err = send(&reqwest::Client::new(), post(port), Duration::from_secs(5))
+            .await
+            .unwrap_err();
         assert!(!connection_refused(&err), "{err:?}");
-        tokio::time::sleep(RETRY_DELAY * 3).await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
         assert_eq!(connections.load(Ordering::SeqCst), 1, "sent exactly once");
     }
 

@@ -57,6 +57,18 @@ pub struct Config {
     /// Longest a call to another process may take (default 30 s).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub call_timeout_secs: Option<u64>,
+    /// How long a call keeps retrying a process whose port refuses connections (one that is
+    /// restarting) before it fails with `unavailable` (default 5,000 ms; 0: no retry).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub connect_retry_ms: Option<u64>,
+    /// Longest a client may take to send a request's headers before its connection is closed:
+    /// the defence against slow-loris clients (default 10 s).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub header_read_timeout_secs: Option<u64>,
+    /// On SIGTERM, how long in-flight requests may run before their connections are closed
+    /// (default 30 s).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shutdown_grace_secs: Option<u64>,
     /// Connections per service database pool (default 10).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_db_connections: Option<u32>,
@@ -239,6 +251,18 @@ impl Config {
 
     pub(crate) fn call_timeout(&self) -> Duration {
         Duration::from_secs(self.call_timeout_secs.unwrap_or(30))
+    }
+
+    pub(crate) fn connect_retry(&self) -> Duration {
+        Duration::from_millis(self.connect_retry_ms.unwrap_or(5_000))
+    }
+
+    pub(crate) fn header_read_timeout(&self) -> Duration {
+        Duration::from_secs(self.header_read_timeout_secs.unwrap_or(10).max(1))
+    }
+
+    pub(crate) fn shutdown_grace(&self) -> Duration {
+        Duration::from_secs(self.shutdown_grace_secs.unwrap_or(30))
     }
 
     pub(crate) fn max_db_connections(&self) -> u32 {

@@ -78,13 +78,15 @@ async fn forward(rt: &'static Runtime, service: &str, req: Request) -> Result<Re
         req,
         rt.body_limit,
         rt.request_timeout,
+        rt.connect_retry,
     )
     .await
 }
 
 /// Forwards `req` to the same path and query under `base`, as a reverse proxy: hop-by-hop
 /// headers and any service signature dropped, `x-forwarded-for`/`-host` and the current
-/// trace context added, a refused connection retried once. `target` names the upstream in
+/// trace context added, a refused connection retried for up to `connect_retry` (the upstream
+/// may be restarting). `target` names the upstream in
 /// errors (`unavailable` when it cannot be reached, `deadline_exceeded` past `timeout`);
 /// its address goes only to the log. The gateway uses it, and so does `ovation run --watch`.
 pub async fn forward_to(
@@ -94,6 +96,7 @@ pub async fn forward_to(
     req: Request,
     body_limit: usize,
     timeout: std::time::Duration,
+    connect_retry: std::time::Duration,
 ) -> Result<Response, Error> {
     let service = target;
     let peer = req
@@ -143,7 +146,7 @@ pub async fn forward_to(
         .build()
         .map_err(|e| Error::internal("the request could not be forwarded").with_source(e))?;
     let exchange = async {
-        let response = call::send(http, request).await?;
+        let response = call::send(http, request, connect_retry).await?;
         let status = response.status();
         let headers = response.headers().clone();
         let body = response.bytes().await?;
@@ -152,7 +155,12 @@ pub async fn forward_to(
     let (status, upstream_headers, body) = match tokio::time::timeout(timeout, exchange).await {
         Ok(Ok(answer)) => answer,
         Ok(Err(e)) => {
-            tracing::warn!(service, at = %call::origin(&url), "forwarding failed: {e}");
+            tracing::warn!(
+                service,
+                at = %call::origin(&url),
+                "forwarding failed: {}",
+                call::error_chain(&e)
+            );
             return Err(if e.is_timeout() {
                 Error::deadline_exceeded(format!("service `{service}` did not answer in time"))
             } else {

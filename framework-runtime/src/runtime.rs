@@ -26,6 +26,10 @@ pub struct Runtime {
     pub(crate) auth_key: ServiceAuthKey,
     pub(crate) http: reqwest::Client,
     pub(crate) call_timeout: Duration,
+    /// How long calls retry a port that refuses connections.
+    pub(crate) connect_retry: Duration,
+    pub(crate) header_read_timeout: Duration,
+    pub(crate) shutdown_grace: Duration,
     pub(crate) request_timeout: Duration,
     pub(crate) body_limit: usize,
     /// Pub/Sub, when the app declares topics or subscriptions.

@@ -34,6 +34,8 @@ pub struct Hosting {
     remotes: BTreeMap<String, String>,
     gateway: bool,
     call_timeout: Option<std::time::Duration>,
+    connect_retry: Option<std::time::Duration>,
+    header_read_timeout: Option<std::time::Duration>,
 }
 
 impl Hosting {
@@ -63,6 +65,18 @@ impl Hosting {
     /// How long a call to another process may take (default 30 s, as in production).
     pub fn call_timeout(mut self, timeout: std::time::Duration) -> Hosting {
         self.call_timeout = Some(timeout);
+        self
+    }
+
+    /// How long calls retry a port that refuses connections (default 5 s, as in production).
+    pub fn connect_retry(mut self, window: std::time::Duration) -> Hosting {
+        self.connect_retry = Some(window);
+        self
+    }
+
+    /// How long a client may take to send its request headers (default 10 s).
+    pub fn header_read_timeout(mut self, timeout: std::time::Duration) -> Hosting {
+        self.header_read_timeout = Some(timeout);
         self
     }
 
@@ -344,6 +358,11 @@ impl TestEnv {
             auth_key: self.auth_key.clone(),
             http: app::http_client(),
             call_timeout: hosting.call_timeout.unwrap_or(config.call_timeout()),
+            connect_retry: hosting.connect_retry.unwrap_or(config.connect_retry()),
+            header_read_timeout: hosting
+                .header_read_timeout
+                .unwrap_or(config.header_read_timeout()),
+            shutdown_grace: config.shutdown_grace(),
             request_timeout: config.request_timeout(),
             body_limit: config.body_limit(),
             pubsub,

@@ -62,7 +62,9 @@ fn a_crash_between_charge_and_order_is_resumed_to_a_consistent_end() {
     let black_hole = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let hole = format!("http://{}", black_hole.local_addr().unwrap());
     let doomed = tokio_runtime();
-    let g1 = doomed.block_on(env.serve(gateway(&rest.url(), &hole))).unwrap();
+    let g1 = doomed
+        .block_on(env.serve(gateway(&rest.url(), &hole)))
+        .unwrap();
     let body = json!({"userId": user, "productId": product, "quantity": 2});
     let checkout = c.http().post(format!("{}/checkout", g1.url())).json(&body);
     let in_flight = main.spawn(checkout.send());
@@ -82,8 +84,7 @@ fn a_crash_between_charge_and_order_is_resumed_to_a_consistent_end() {
         tokio::time::sleep(Duration::from_millis(300)).await;
     });
     assert_eq!(
-        main.block_on(c.get(&format!("/products/{product}")))
-            .body["inventory"],
+        main.block_on(c.get(&format!("/products/{product}"))).body["inventory"],
         3,
         "the stock is reserved"
     );
@@ -96,7 +97,9 @@ fn a_crash_between_charge_and_order_is_resumed_to_a_consistent_end() {
 
     // The gateway comes back, with orders reachable; recovery takes the saga over once its
     // lease (10 s) has run out, and places the order.
-    let g2 = main.block_on(env.serve(gateway(&rest.url(), &rest.url()))).unwrap();
+    let g2 = main
+        .block_on(env.serve(gateway(&rest.url(), &rest.url())))
+        .unwrap();
     main.block_on(async {
         let deadline = Instant::now() + Duration::from_secs(60);
         let order = loop {

@@ -398,6 +398,68 @@ struct Slot {
     started: Instant,
     failures: u32,
     restart_at: Option<Instant>,
+    /// Asked to stop by `ovation deploy restart`: started again at once when it exits.
+    restarting: bool,
+}
+
+/// The file `ovation deploy restart NAME` leaves for the supervisor.
+fn restart_request(dir: &Path, name: &str) -> PathBuf {
+    dir.join(format!("restart-{name}.request"))
+}
+
+/// Restarts process `name` of the deployment of `data_dir` gracefully: the supervisor sends
+/// it SIGTERM (it stops accepting, finishes its requests and messages) and starts it again as
+/// soon as it exited. Returns once the new instance answers its health check, with the old and
+/// new pids.
+pub fn restart(data_dir: &Path, name: &str, within: Duration) -> Result<(u32, u32), String> {
+    let dir = state_dir(data_dir);
+    let state = load(&dir)?.ok_or("no local deployment runs; start one with `ovation deploy`")?;
+    let Some(process) = state.processes.iter().find(|p| p.unit.name == name) else {
+        let names: Vec<&str> = state
+            .processes
+            .iter()
+            .map(|p| p.unit.name.as_str())
+            .collect();
+        return Err(format!(
+            "the deployment has no process `{name}`; its processes are: {}",
+            names.join(", ")
+        ));
+    };
+    let old = process
+        .pid
+        .ok_or_else(|| format!("`{name}` is down, waiting for the supervisor to restart it"))?;
+    if !state.supervisor_pid.is_some_and(alive) {
+        return Err(
+            "the deployment's supervisor is not running: redeploy with `ovation deploy`".into(),
+        );
+    }
+    let request = restart_request(&dir, name);
+    std::fs::write(&request, b"")
+        .map_err(|e| format!("cannot write {}: {e}", request.display()))?;
+    let deadline = Instant::now() + within;
+    loop {
+        std::thread::sleep(Duration::from_millis(50));
+        let now = load(&dir)?.ok_or("the deployment stopped during the restart")?;
+        let p = now
+            .processes
+            .iter()
+            .find(|p| p.unit.name == name)
+            .ok_or("the deployment changed during the restart")?;
+        if let Some(new) = p.pid
+            && new != old
+            && alive(new)
+            && answers_health(p.port)
+        {
+            return Ok((old, new));
+        }
+        if Instant::now() > deadline {
+            let _ = std::fs::remove_file(&request);
+            return Err(format!(
+                "`{name}` did not come back healthy within {within:?}; see {}",
+                p.log.display()
+            ));
+        }
+    }
 }
 
 /// The supervisor (`ovation deploy supervise`): starts every process of the deployment in
@@ -424,12 +486,13 @@ async fn supervise_async(dir: &Path) -> Result<(), String> {
             started: Instant::now(),
             failures: 0,
             restart_at: None,
+            restarting: false,
         });
     }
     save(dir, &state)?;
     let mut term = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;
     let mut int = signal(SignalKind::interrupt()).map_err(|e| e.to_string())?;
-    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    let mut tick = tokio::time::interval(Duration::from_millis(20));
     loop {
         tokio::select! {
             _ = term.recv() => break,
@@ -447,9 +510,26 @@ async fn supervise_async(dir: &Path) -> Result<(), String> {
         for (i, slot) in slots.iter_mut().enumerate() {
             let name = &state.processes[i].unit.name;
             if let Some(child) = &mut slot.child {
+                let request = restart_request(dir, name);
+                if !slot.restarting && request.exists() {
+                    let _ = std::fs::remove_file(&request);
+                    if let Some(pid) = child.id() {
+                        eprintln!("{name}: restarting on request");
+                        slot.restarting = true;
+                        let _ = kill(Pid::from_raw(pid as i32), Signal::SIGTERM);
+                    }
+                }
                 let Ok(Some(status)) = child.try_wait() else {
                     continue;
                 };
+                if std::mem::take(&mut slot.restarting) {
+                    eprintln!("{name} stopped ({status}); starting it again");
+                    slot.child = None;
+                    slot.restart_at = Some(Instant::now());
+                    state.processes[i].pid = None;
+                    changed = true;
+                    continue;
+                }
                 if slot.started.elapsed() >= STABLE_AFTER {
                     slot.failures = 0;
                 }

@@ -41,8 +41,7 @@ pub(crate) struct Checkout {
     pub(crate) order_id: Option<Uuid>,
 }
 
-const COLUMNS: &str =
-    "id, user_id, product_id, quantity, total_cents, state, failed_in, order_id";
+const COLUMNS: &str = "id, user_id, product_id, quantity, total_cents, state, failed_in, order_id";
 
 /// Records a new saga, owned by the caller for one lease.
 pub(crate) async fn begin(

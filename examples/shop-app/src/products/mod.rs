@@ -210,22 +210,40 @@ mod tests {
     #[ovation::test]
     async fn reserve_and_release_move_the_stock() {
         let p = widget(10).await;
-        reserve_inventory(p.id, ReserveParams { quantity: 3, reservation_id: None })
-            .await
-            .unwrap();
+        reserve_inventory(
+            p.id,
+            ReserveParams {
+                quantity: 3,
+                reservation_id: None,
+            },
+        )
+        .await
+        .unwrap();
         assert_eq!(get(p.id).await.unwrap().inventory, 7);
-        release_inventory(p.id, ReleaseParams { quantity: 2, reservation_id: None })
-            .await
-            .unwrap();
+        release_inventory(
+            p.id,
+            ReleaseParams {
+                quantity: 2,
+                reservation_id: None,
+            },
+        )
+        .await
+        .unwrap();
         assert_eq!(get(p.id).await.unwrap().inventory, 9);
     }
 
     #[ovation::test]
     async fn short_stock_is_failed_precondition_and_changes_nothing() {
         let p = widget(2).await;
-        let err = reserve_inventory(p.id, ReserveParams { quantity: 3, reservation_id: None })
-            .await
-            .unwrap_err();
+        let err = reserve_inventory(
+            p.id,
+            ReserveParams {
+                quantity: 3,
+                reservation_id: None,
+            },
+        )
+        .await
+        .unwrap_err();
         assert_eq!(err.code(), ErrCode::FailedPrecondition);
         assert_eq!(err.message(), "insufficient inventory");
         assert_eq!(get(p.id).await.unwrap().inventory, 2);
@@ -233,9 +251,15 @@ mod tests {
 
     #[ovation::test]
     async fn reserving_an_unknown_product_is_not_found() {
-        let err = reserve_inventory(Uuid::new_v4(), ReserveParams { quantity: 1, reservation_id: None })
-            .await
-            .unwrap_err();
+        let err = reserve_inventory(
+            Uuid::new_v4(),
+            ReserveParams {
+                quantity: 1,
+                reservation_id: None,
+            },
+        )
+        .await
+        .unwrap_err();
         assert_eq!(err.code(), ErrCode::NotFound);
     }
 
@@ -243,9 +267,15 @@ mod tests {
     async fn bad_quantities_and_prices_are_invalid_argument() {
         let p = widget(2).await;
         for q in [0, -1, i32::MIN] {
-            let err = reserve_inventory(p.id, ReserveParams { quantity: q, reservation_id: None })
-                .await
-                .unwrap_err();
+            let err = reserve_inventory(
+                p.id,
+                ReserveParams {
+                    quantity: q,
+                    reservation_id: None,
+                },
+            )
+            .await
+            .unwrap_err();
             assert_eq!(err.code(), ErrCode::InvalidArgument, "{q}");
         }
         let err = create(CreateProductParams {
@@ -263,7 +293,15 @@ mod tests {
     async fn concurrent_reservations_never_oversell() {
         let p = widget(10).await;
         let tasks: Vec<_> = (0..50)
-            .map(|_| ovation::spawn(reserve_inventory(p.id, ReserveParams { quantity: 1, reservation_id: None })))
+            .map(|_| {
+                ovation::spawn(reserve_inventory(
+                    p.id,
+                    ReserveParams {
+                        quantity: 1,
+                        reservation_id: None,
+                    },
+                ))
+            })
             .collect();
         let mut ok = 0;
         for t in tasks {
@@ -281,43 +319,91 @@ mod tests {
         let p = widget(10).await;
         let key = Some(Uuid::new_v4());
         for _ in 0..3 {
-            reserve_inventory(p.id, ReserveParams { quantity: 4, reservation_id: key })
-                .await
-                .unwrap();
+            reserve_inventory(
+                p.id,
+                ReserveParams {
+                    quantity: 4,
+                    reservation_id: key,
+                },
+            )
+            .await
+            .unwrap();
         }
         assert_eq!(get(p.id).await.unwrap().inventory, 6);
-        let err = reserve_inventory(p.id, ReserveParams { quantity: 5, reservation_id: key })
-            .await
-            .unwrap_err();
+        let err = reserve_inventory(
+            p.id,
+            ReserveParams {
+                quantity: 5,
+                reservation_id: key,
+            },
+        )
+        .await
+        .unwrap_err();
         assert_eq!(err.code(), ErrCode::InvalidArgument);
         for _ in 0..3 {
-            release_inventory(p.id, ReleaseParams { quantity: 1, reservation_id: key })
-                .await
-                .unwrap();
+            release_inventory(
+                p.id,
+                ReleaseParams {
+                    quantity: 1,
+                    reservation_id: key,
+                },
+            )
+            .await
+            .unwrap();
         }
         assert_eq!(get(p.id).await.unwrap().inventory, 10);
         // Released before it was made: the late reservation is refused and holds nothing.
         let late = Some(Uuid::new_v4());
-        release_inventory(p.id, ReleaseParams { quantity: 2, reservation_id: late })
-            .await
-            .unwrap();
-        let err = reserve_inventory(p.id, ReserveParams { quantity: 2, reservation_id: late })
-            .await
-            .unwrap_err();
+        release_inventory(
+            p.id,
+            ReleaseParams {
+                quantity: 2,
+                reservation_id: late,
+            },
+        )
+        .await
+        .unwrap();
+        let err = reserve_inventory(
+            p.id,
+            ReserveParams {
+                quantity: 2,
+                reservation_id: late,
+            },
+        )
+        .await
+        .unwrap_err();
         assert_eq!(err.code(), ErrCode::FailedPrecondition);
         assert_eq!(get(p.id).await.unwrap().inventory, 10);
         // A short stock leaves no reservation behind: the id can be used once stock is back.
         let short = Some(Uuid::new_v4());
-        let err = reserve_inventory(p.id, ReserveParams { quantity: 11, reservation_id: short })
-            .await
-            .unwrap_err();
+        let err = reserve_inventory(
+            p.id,
+            ReserveParams {
+                quantity: 11,
+                reservation_id: short,
+            },
+        )
+        .await
+        .unwrap_err();
         assert_eq!(err.code(), ErrCode::FailedPrecondition);
-        release_inventory(p.id, ReleaseParams { quantity: 1, reservation_id: None })
-            .await
-            .unwrap();
-        reserve_inventory(p.id, ReserveParams { quantity: 11, reservation_id: short })
-            .await
-            .unwrap();
+        release_inventory(
+            p.id,
+            ReleaseParams {
+                quantity: 1,
+                reservation_id: None,
+            },
+        )
+        .await
+        .unwrap();
+        reserve_inventory(
+            p.id,
+            ReserveParams {
+                quantity: 11,
+                reservation_id: short,
+            },
+        )
+        .await
+        .unwrap();
         assert_eq!(get(p.id).await.unwrap().inventory, 0);
     }
 }
