@@ -250,8 +250,24 @@ pub fn build(manifest: &Path, release: bool) -> Result<PathBuf, String> {
 
 /// Asks the app's binary for its model.
 pub fn describe(exe: &Path) -> Result<AppModel, String> {
+    serde_json::from_value(ask(exe, "1")?).map_err(|e| {
+        format!(
+            "{} printed no app model under OVATION_DESCRIBE=1 ({e}): is its main \
+             `ovation::run()`?",
+            exe.display()
+        )
+    })
+}
+
+/// Asks the app's binary for the OpenAPI document of its public endpoints.
+pub fn describe_openapi(exe: &Path) -> Result<serde_json::Value, String> {
+    ask(exe, "openapi")
+}
+
+/// Runs the app's binary with `OVATION_DESCRIBE=what` and parses what it prints.
+fn ask(exe: &Path, what: &str) -> Result<serde_json::Value, String> {
     let output = Command::new(exe)
-        .env("OVATION_DESCRIBE", "1")
+        .env("OVATION_DESCRIBE", what)
         .stdin(Stdio::null())
         .output()
         .map_err(|e| format!("cannot run {}: {e}", exe.display()))?;
@@ -266,8 +282,8 @@ pub fn describe(exe: &Path) -> Result<AppModel, String> {
     }
     serde_json::from_slice(&output.stdout).map_err(|e| {
         format!(
-            "{} printed no app model under OVATION_DESCRIBE=1 ({e}): is its main \
-             `ovation::run()`?",
+            "{} printed no JSON under OVATION_DESCRIBE={what} ({e}): is its main \
+             `ovation::run()`, with an Ovation as recent as this CLI?",
             exe.display()
         )
     })

@@ -95,6 +95,11 @@ enum Cmd {
         #[arg(long, value_enum, default_value_t = GraphFormat::Svg)]
         format: GraphFormat,
     },
+    /// Generate artefacts from the app.
+    Gen {
+        #[command(subcommand)]
+        command: GenCmd,
+    },
     /// Manage the app's local Postgres.
     Db {
         #[command(subcommand)]
@@ -151,6 +156,20 @@ enum DeployCmd {
     Supervise {
         #[arg(long)]
         state: PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum GenCmd {
+    /// The OpenAPI 3.1 document of the app's public endpoints (what the app serves at
+    /// `/__ovation/openapi.json`), built from the app's binary.
+    Openapi {
+        /// The app's folder (holding its Cargo.toml).
+        #[arg(long, default_value = ".")]
+        app: PathBuf,
+        /// Write it to this file instead of printing it.
+        #[arg(long)]
+        out: Option<PathBuf>,
     },
 }
 
@@ -290,6 +309,21 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
                 GraphFormat::Mermaid => graph::to_mermaid(&graph),
             };
             println!("{text}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Gen {
+            command: GenCmd::Openapi { app, out },
+        } => {
+            let exe = deploy::build(&manifest(&app)?, false)?;
+            let spec = deploy::describe_openapi(&exe)?;
+            match out {
+                Some(path) => {
+                    std::fs::write(&path, format!("{spec:#}\n"))
+                        .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+                    eprintln!("wrote {}", path.display());
+                }
+                None => println!("{spec:#}"),
+            }
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Db { command, app } => {

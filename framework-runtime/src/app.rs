@@ -58,10 +58,18 @@ pub enum StartupError {
 ///
 /// With `OVATION_DESCRIBE=1` it prints the app model as JSON instead (services, endpoints,
 /// databases, topics; see [`server::app_model`]) and exits: the CLI plans deployments with it.
+/// With `OVATION_DESCRIBE=openapi` it prints the OpenAPI document of its public API.
 pub fn run() -> ExitCode {
-    if std::env::var_os("OVATION_DESCRIBE").is_some_and(|v| v == "1") {
-        println!("{}", server::app_model(None));
-        return ExitCode::SUCCESS;
+    match std::env::var_os("OVATION_DESCRIBE") {
+        Some(v) if v == "1" => {
+            println!("{}", server::app_model(None));
+            return ExitCode::SUCCESS;
+        }
+        Some(v) if v == "openapi" => {
+            println!("{:#}", crate::openapi::spec());
+            return ExitCode::SUCCESS;
+        }
+        _ => {}
     }
     let config = match Config::from_env() {
         Ok(config) => config,

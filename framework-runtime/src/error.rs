@@ -308,6 +308,9 @@ mod sqlstate {
     pub const NUMERIC_VALUE_OUT_OF_RANGE: &str = "22003";
     pub const INVALID_TEXT_REPRESENTATION: &str = "22P02";
     pub const QUERY_CANCELED: &str = "57014";
+    pub const STRING_DATA_RIGHT_TRUNCATION: &str = "22001";
+    pub const CHARACTER_NOT_IN_REPERTOIRE: &str = "22021";
+    pub const UNTRANSLATABLE_CHARACTER: &str = "22P05";
 }
 
 /// Maps database errors to codes a caller can act on. The SQL text and Postgres' own message
@@ -339,6 +342,18 @@ impl From<sqlx::Error> for Error {
                 Some(sqlstate::INVALID_TEXT_REPRESENTATION) => (
                     ErrCode::InvalidArgument,
                     "a value has an invalid format".to_owned(),
+                ),
+                // Text Postgres cannot store (a NUL character) or that does not fit its
+                // column came from the caller: their mistake, not the server's.
+                Some(
+                    sqlstate::CHARACTER_NOT_IN_REPERTOIRE | sqlstate::UNTRANSLATABLE_CHARACTER,
+                ) => (
+                    ErrCode::InvalidArgument,
+                    "a text value holds a character that cannot be stored (such as NUL)".to_owned(),
+                ),
+                Some(sqlstate::STRING_DATA_RIGHT_TRUNCATION) => (
+                    ErrCode::InvalidArgument,
+                    "a text value is too long".to_owned(),
                 ),
                 Some(sqlstate::QUERY_CANCELED) => (
                     ErrCode::DeadlineExceeded,

@@ -61,6 +61,7 @@ pub mod config;
 pub mod error;
 pub mod gateway;
 pub mod infra;
+pub mod openapi;
 pub mod pubsub;
 pub mod registry;
 pub mod runtime;
@@ -105,11 +106,13 @@ pub mod __private {
         SubscriptionConfig, SubscriptionDef, SubscriptionEntry, Topic, decode as decode_message,
     };
     pub use crate::registry::{
-        Access, Endpoint, EndpointDecl, EndpointEntry, Method, PathParam, Payload, parse_param,
+        Access, Endpoint, EndpointDecl, EndpointEntry, Method, NoParamSchema, ParamSchema,
+        ParamSchemaOf, PathParam, Payload, parse_param,
     };
     pub use crate::sqldb::{Database, DatabaseDef, DatabaseEntry, Migration};
     pub use crate::testing::run_test;
     pub use inventory;
+    pub use schemars;
     pub use serde_json;
     pub use std::boxed::Box;
     pub use std::future::Future;

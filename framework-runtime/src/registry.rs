@@ -156,6 +156,46 @@ pub trait Endpoint: Send + Sync + 'static {
     fn service() -> &'static str {
         service_of(Self::MODULE)
     }
+
+    /// JSON Schemas of the path parameters (in `PATH_PARAMS` order), for those whose type
+    /// implements `JsonSchema`.
+    fn path_param_schemas() -> Vec<Option<schemars::Schema>> {
+        Vec::new()
+    }
+}
+
+/// Picks a path parameter's JSON Schema when its type has one (see [`ParamSchemaOf`]).
+#[doc(hidden)]
+#[derive(Debug)]
+pub struct ParamSchema<T>(PhantomData<fn() -> T>);
+
+impl<T> ParamSchema<T> {
+    pub const NEW: Self = ParamSchema(PhantomData);
+}
+
+/// `(&ParamSchema::<T>::NEW).param_schema()` in generated code: the schema when
+/// `T: JsonSchema` (this impl, found first by method resolution), else `None`
+/// ([`NoParamSchema`], found one auto-reference later).
+#[doc(hidden)]
+pub trait ParamSchemaOf {
+    fn param_schema(&self) -> Option<schemars::Schema>;
+}
+
+impl<T: JsonSchema> ParamSchemaOf for ParamSchema<T> {
+    fn param_schema(&self) -> Option<schemars::Schema> {
+        Some(schemars::schema_for!(T))
+    }
+}
+
+#[doc(hidden)]
+pub trait NoParamSchema {
+    fn param_schema(&self) -> Option<schemars::Schema>;
+}
+
+impl<T> NoParamSchema for &ParamSchema<T> {
+    fn param_schema(&self) -> Option<schemars::Schema> {
+        None
+    }
 }
 
 /// Parses one path parameter, naming it in the error.
@@ -180,6 +220,8 @@ pub struct EndpointInfo {
     pub access: Access,
     pub path_params: &'static [&'static str],
     pub location: &'static str,
+    /// `module_path!()` of the declaring module.
+    pub module: &'static str,
 }
 
 /// The object-safe face of an [`Endpoint`], stored in the registry.
@@ -187,6 +229,8 @@ pub trait DynEndpoint: Sync {
     fn info(&self) -> EndpointInfo;
     fn request_schema(&self) -> Option<schemars::Schema>;
     fn response_schema(&self) -> schemars::Schema;
+    /// JSON Schemas of the path parameters, where their types have one.
+    fn path_param_schemas(&self) -> Vec<Option<schemars::Schema>>;
     #[doc(hidden)]
     fn route(&self, rt: &'static crate::runtime::Runtime) -> axum::routing::MethodRouter;
 }
@@ -210,6 +254,7 @@ impl<E: Endpoint> DynEndpoint for EndpointDecl<E> {
             access: E::ACCESS,
             path_params: E::PATH_PARAMS,
             location: E::LOCATION,
+            module: E::MODULE,
         }
     }
 
@@ -219,6 +264,10 @@ impl<E: Endpoint> DynEndpoint for EndpointDecl<E> {
 
     fn response_schema(&self) -> schemars::Schema {
         schemars::schema_for!(E::Response)
+    }
+
+    fn path_param_schemas(&self) -> Vec<Option<schemars::Schema>> {
+        E::path_param_schemas()
     }
 
     fn route(&self, rt: &'static crate::runtime::Runtime) -> axum::routing::MethodRouter {

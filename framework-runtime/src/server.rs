@@ -82,6 +82,10 @@ pub fn router(rt: &'static Runtime) -> Result<Router, RouteError> {
     let router = router
         .route("/__ovation/health", axum::routing::get(health))
         .route(
+            "/__ovation/openapi.json",
+            axum::routing::get(|| async { axum::Json(crate::openapi::spec()) }),
+        )
+        .route(
             "/__ovation/meta",
             axum::routing::get(move |req: Request| meta(rt, req)),
         )

@@ -292,7 +292,17 @@ async fn meta_lists_every_endpoint_with_schemas() {
         .iter()
         .map(|d| d["name"].as_str().unwrap())
         .collect();
-    assert_eq!(dbs, ["notifications", "orders", "products", "users"]);
+    assert_eq!(
+        dbs,
+        [
+            "gateway",
+            "notifications",
+            "orders",
+            "payments",
+            "products",
+            "users"
+        ]
+    );
     assert_eq!(meta.body["topics"][0]["name"], "order-created");
     assert_eq!(meta.body["topics"][0]["service"], "orders");
     let sub = &meta.body["subscriptions"][0];

@@ -22,6 +22,11 @@ pub(crate) fn check_text(field: &str, value: &str, max: usize) -> Result<(), ova
             "`{field}` must not be empty"
         )));
     }
+    if value.chars().any(char::is_control) {
+        return Err(ovation::Error::invalid_argument(format!(
+            "`{field}` must not contain control characters"
+        )));
+    }
     if value.chars().count() > max {
         return Err(ovation::Error::invalid_argument(format!(
             "`{field}` must be at most {max} characters"

@@ -123,6 +123,12 @@ pub(crate) fn endpoint(e: &Endpoint<'_>) -> TokenStream {
                     #p::Result::Ok((#(#p::parse_param::<#param_types>(#param_names, segments.get(#indices))?,)*))
                 }
 
+                fn path_param_schemas() -> #p::Vec<#p::Option<#p::schemars::Schema>> {
+                    #[allow(unused_imports)]
+                    use #p::{NoParamSchema as _, ParamSchemaOf as _};
+                    #p::Vec::from([#((&#p::ParamSchema::<#param_types>::NEW).param_schema()),*])
+                }
+
                 fn render_params(params: &Self::Params) -> #p::Vec<#p::String> {
                     let _ = params;
                     #p::Vec::from([#(#p::PathParam::render_param(&params.#indices)),*])
