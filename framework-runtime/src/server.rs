@@ -509,6 +509,20 @@ fn strip_position(e: &serde_json::Error) -> String {
 
 /// Decodes a query-string request, naming the offending parameter on failure.
 pub(crate) fn decode_query<T: DeserializeOwned>(query: &str) -> Result<T, Error> {
+    // form_urlencoded decodes invalid UTF-8 lossily (to U+FFFD): refuse it instead, as bodies
+    // and path parameters do, rather than hand the handler text the client never sent.
+    for pair in query.split('&') {
+        let plus_as_space = pair.replace('+', " ");
+        if percent_encoding::percent_decode_str(&plus_as_space)
+            .decode_utf8()
+            .is_err()
+        {
+            let name = pair.split('=').next().unwrap_or(pair);
+            return Err(Error::invalid_argument(format!(
+                "the query parameter {name:?} is not valid UTF-8"
+            )));
+        }
+    }
     let de = serde_urlencoded::Deserializer::new(url::form_urlencoded::parse(query.as_bytes()));
     serde_path_to_error::deserialize(de).map_err(|e| {
         let path = e.path().to_string();

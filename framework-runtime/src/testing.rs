@@ -36,6 +36,7 @@ pub struct Hosting {
     call_timeout: Option<std::time::Duration>,
     connect_retry: Option<std::time::Duration>,
     header_read_timeout: Option<std::time::Duration>,
+    body_limit: Option<usize>,
 }
 
 impl Hosting {
@@ -77,6 +78,12 @@ impl Hosting {
     /// How long a client may take to send its request headers (default 10 s).
     pub fn header_read_timeout(mut self, timeout: std::time::Duration) -> Hosting {
         self.header_read_timeout = Some(timeout);
+        self
+    }
+
+    /// The largest request body accepted, in bytes (default 1 MiB).
+    pub fn body_limit(mut self, bytes: usize) -> Hosting {
+        self.body_limit = Some(bytes);
         self
     }
 
@@ -364,7 +371,7 @@ impl TestEnv {
                 .unwrap_or(config.header_read_timeout()),
             shutdown_grace: config.shutdown_grace(),
             request_timeout: config.request_timeout(),
-            body_limit: config.body_limit(),
+            body_limit: hosting.body_limit.unwrap_or(config.body_limit()),
             pubsub,
             gateway: hosting.gateway,
             tasks: Default::default(),
