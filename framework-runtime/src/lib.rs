@@ -97,6 +97,38 @@ pub use sqlx;
 pub use tracing;
 pub use uuid;
 
+/// The request-decoding path, for the fuzz targets in `tests/fuzz`. Not public API.
+#[doc(hidden)]
+pub mod fuzzing {
+    use serde::de::DeserializeOwned;
+
+    use crate::error::Error;
+
+    /// A JSON request body, as the server decodes it.
+    pub fn decode_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Error> {
+        crate::server::decode_json(bytes)
+    }
+
+    /// A query string, as the server decodes it for `GET`/`DELETE`/`HEAD` requests.
+    pub fn decode_query<T: DeserializeOwned>(query: &str) -> Result<T, Error> {
+        crate::server::decode_query(query)
+    }
+
+    /// Whether a request with this `Content-Type` may carry a JSON body.
+    pub fn check_content_type(value: &[u8]) -> Result<(), Error> {
+        let mut headers = axum::http::HeaderMap::new();
+        if let Ok(v) = axum::http::HeaderValue::from_bytes(value) {
+            headers.insert(axum::http::header::CONTENT_TYPE, v);
+        }
+        crate::server::check_json_content_type(&headers)
+    }
+
+    /// One path parameter, as the server parses it.
+    pub fn parse_param<T: crate::registry::PathParam>(segment: &str) -> Result<T, Error> {
+        crate::registry::parse_param("param", Some(&segment))
+    }
+}
+
 /// What generated code names. Not public API: may change in any release.
 #[doc(hidden)]
 pub mod __private {

@@ -425,7 +425,7 @@ fn json_response<T: serde::Serialize>(value: &T) -> Response {
     }
 }
 
-fn check_json_content_type(headers: &HeaderMap) -> Result<(), Error> {
+pub(crate) fn check_json_content_type(headers: &HeaderMap) -> Result<(), Error> {
     let Some(value) = headers.get(header::CONTENT_TYPE) else {
         return Ok(());
     };

@@ -109,7 +109,9 @@ async fn deeply_nested_json_is_400_not_a_stack_overflow() {
             .post_raw(
                 "/users",
                 "application/json",
-                format!("{{\"email\":\"deep{depth}@example.com\",\"name\":\"n\",\"extra\":{nested}}}"),
+                format!(
+                    "{{\"email\":\"deep{depth}@example.com\",\"name\":\"n\",\"extra\":{nested}}}"
+                ),
             )
             .await;
         assert_eq!(r.status, 200, "{r:?}");
@@ -188,10 +190,7 @@ async fn huge_negative_and_overflowing_numbers_are_400_never_wrapped() {
     }
     // Nothing moved.
     for p in [&product, &pricey] {
-        assert_eq!(
-            c.get(&format!("/products/{p}")).await.body["inventory"],
-            10
-        );
+        assert_eq!(c.get(&format!("/products/{p}")).await.body["inventory"], 10);
     }
     drop(server);
     env.close().await;
