@@ -560,10 +560,14 @@ mod tests {
                 access: Access::Public,
                 path_params: &[],
                 location: "test",
+                module: "app::svc",
             }
         }
         fn request_schema(&self) -> Option<schemars::Schema> {
             None
+        }
+        fn path_param_schemas(&self) -> Vec<Option<schemars::Schema>> {
+            Vec::new()
         }
         fn response_schema(&self) -> schemars::Schema {
             schemars::schema_for!(())
