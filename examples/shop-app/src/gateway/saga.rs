@@ -315,3 +315,96 @@ pub(crate) async fn state_of(id: Uuid) -> (String, Option<Uuid>) {
         .await
         .expect("the checkout exists")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fixtures;
+
+    /// A saga as a crash leaves it: steps up to `state` done, the lease run out.
+    async fn interrupted(state: &str, failed_in: Option<&str>) -> (Checkout, Uuid, Uuid) {
+        let user = fixtures::user("i@example.com", "I").await;
+        let product = fixtures::product("Thing", 300, 10).await;
+        let mut c = begin(user.id, product.id, 2, 600).await.unwrap();
+        reserve(&c).await.unwrap();
+        if state != "started" {
+            charge(&c).await.unwrap();
+        }
+        sqlx::query(
+            "UPDATE checkouts SET state = $2, failed_in = $3, lease_until = NOW() - INTERVAL '1s'
+             WHERE id = $1",
+        )
+        .bind(c.id)
+        .bind(state)
+        .bind(failed_in)
+        .execute(DB.pool())
+        .await
+        .unwrap();
+        c.state = state.into();
+        (c, user.id, product.id)
+    }
+
+    async fn stock(product: Uuid) -> i32 {
+        products::get(product).await.unwrap().inventory
+    }
+
+    async fn charge_statuses(user: Uuid) -> Vec<String> {
+        payments::charges(user)
+            .await
+            .unwrap()
+            .charges
+            .into_iter()
+            .map(|c| c.status)
+            .collect()
+    }
+
+    #[ovation::test]
+    async fn recovery_places_the_order_of_a_charged_saga() {
+        let (c, user, product) = interrupted("charged", None).await;
+        assert_eq!(recover_due().await.unwrap(), 1);
+        let (state, order) = state_of(c.id).await;
+        assert_eq!(state, "completed");
+        let order = orders::get(order.unwrap()).await.unwrap();
+        assert_eq!((order.quantity, order.status.as_str()), (2, "confirmed"));
+        assert_eq!(stock(product).await, 8);
+        assert_eq!(charge_statuses(user).await, ["charged"]);
+        // Done: nothing left to recover.
+        assert_eq!(recover_due().await.unwrap(), 0);
+    }
+
+    #[ovation::test]
+    async fn recovery_undoes_a_saga_interrupted_before_the_payment_was_recorded() {
+        // Charged, but the crash came before `reserved → charged` was written.
+        let (c, user, product) = interrupted("reserved", None).await;
+        assert_eq!(recover_due().await.unwrap(), 1);
+        assert_eq!(state_of(c.id).await, ("failed".to_owned(), None));
+        assert_eq!(stock(product).await, 10);
+        assert_eq!(charge_statuses(user).await, ["refunded"]);
+    }
+
+    #[ovation::test]
+    async fn a_compensation_left_half_done_is_finished() {
+        let (c, user, product) = interrupted("compensating", Some("charged")).await;
+        // The first compensation (cancelling the order) had run before the crash.
+        orders::cancel_checkout(c.id, order_params(&c))
+            .await
+            .unwrap();
+        assert_eq!(recover_due().await.unwrap(), 1);
+        assert_eq!(state_of(c.id).await.0, "failed");
+        assert_eq!(stock(product).await, 10);
+        assert_eq!(charge_statuses(user).await, ["refunded"]);
+        assert_eq!(
+            orders::get_by_checkout(c.id).await.unwrap().status,
+            "cancelled"
+        );
+    }
+
+    #[ovation::test]
+    async fn a_saga_still_under_its_lease_is_left_to_its_owner() {
+        let user = fixtures::user("o@example.com", "O").await;
+        let product = fixtures::product("Owned", 300, 10).await;
+        let c = begin(user.id, product.id, 1, 300).await.unwrap();
+        assert_eq!(recover_due().await.unwrap(), 0);
+        assert_eq!(state_of(c.id).await.0, "started");
+    }
+}
