@@ -1,0 +1,257 @@
+//! What an Ovation endpoint costs next to a hand-written axum router serving the same JSON
+//! handler: requests per second and latency (p50, p99) under the same load, with Ovation's
+//! tracing off, on with sampling 0.0, and on with every request traced (sampling 1.0) and
+//! exported over OTLP/HTTP to the CLI's receiver. Measured in the same run, alternating, each
+//! variant in a fresh process (the tracing pipeline is process-wide), median of the rounds.
+//!
+//! `cargo bench -p ovation-tests --bench endpoint`. Not a test: it asserts nothing about speed.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use ovation::testing::{Hosting, TestEnv};
+
+mod bench {
+    use ovation::prelude::*;
+
+    #[derive(Debug, Serialize, Deserialize, JsonSchema)]
+    pub struct Pong {
+        pub ok: bool,
+    }
+
+    /// A simple endpoint: no database, a small JSON answer.
+    #[api(public, method = "GET", path = "/ping")]
+    pub async fn ping() -> Result<Pong, Error> {
+        Ok(Pong { ok: true })
+    }
+}
+
+const CLIENTS: usize = 32;
+const WARM_UP: Duration = Duration::from_secs(1);
+const MEASURE: Duration = Duration::from_secs(5);
+const ROUNDS: usize = 3;
+
+/// One variant's figures for one round.
+#[derive(Debug, Clone, Copy)]
+struct Figures {
+    rate: f64,
+    p50_us: f64,
+    p99_us: f64,
+    dropped: u64,
+}
+
+const VARIANTS: [(&str, &str); 4] = [
+    ("axum", "axum, hand-written"),
+    ("off", "ovation, tracing off"),
+    ("sampled-0", "ovation, sampling 0.0"),
+    ("sampled-1", "ovation, sampling 1.0, exported"),
+];
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(i) = args.iter().position(|a| a == "--child") {
+        let variant = args.get(i + 1).cloned().unwrap_or_default();
+        let endpoint = args.get(i + 2).filter(|e| e.starts_with("http")).cloned();
+        let f = child(&variant, endpoint);
+        println!("{} {} {} {}", f.rate, f.p50_us, f.p99_us, f.dropped);
+        return;
+    }
+    if args.iter().any(|a| a == "--list") {
+        return;
+    }
+    let receiver = start_receiver();
+    let mut rounds: Vec<Vec<Figures>> = vec![Vec::new(); VARIANTS.len()];
+    for _ in 0..ROUNDS {
+        for (i, (variant, _)) in VARIANTS.iter().enumerate() {
+            rounds[i].push(run_child(variant, &receiver));
+        }
+    }
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let summary: Vec<Figures> = rounds
+        .iter()
+        .map(|r| Figures {
+            rate: median(r.iter().map(|f| f.rate).collect()),
+            p50_us: median(r.iter().map(|f| f.p50_us).collect()),
+            p99_us: median(r.iter().map(|f| f.p99_us).collect()),
+            dropped: r.iter().map(|f| f.dropped).sum(),
+        })
+        .collect();
+    let cores = std::thread::available_parallelism().map_or(0, usize::from);
+    println!(
+        "GET /ping (JSON), {CLIENTS} clients over loopback, {ROUNDS} rounds of {MEASURE:?}, \
+         median; {cores} cores shared by the load driver, the server, the exporter and the receiver"
+    );
+    println!(
+        "{:<34} {:>10} {:>9} {:>9} {:>8}",
+        "variant", "req/s", "p50 µs", "p99 µs", "/ axum"
+    );
+    let axum = summary[0].rate;
+    for ((_, name), f) in VARIANTS.iter().zip(&summary) {
+        println!(
+            "{name:<34} {:>10.0} {:>9.0} {:>9.0} {:>8.2}",
+            f.rate,
+            f.p50_us,
+            f.p99_us,
+            f.rate / axum
+        );
+    }
+    println!(
+        "spans dropped by the bounded export queue (sampling 1.0, all rounds): {}",
+        summary[3].dropped
+    );
+}
+
+/// The CLI's receiver and store, on the test cluster, for the traced runs.
+fn start_receiver() -> String {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let server = ovation::testing::test_server().await.unwrap();
+            let store = ovation_cli::traces::Store::open(server).await.unwrap();
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            tx.send(format!("http://{}", listener.local_addr().unwrap()))
+                .unwrap();
+            ovation_cli::traces::serve(store, listener);
+            std::future::pending::<()>().await;
+        });
+    });
+    rx.recv().unwrap()
+}
+
+/// One child run of `variant`.
+fn run_child(variant: &str, receiver: &str) -> Figures {
+    let output = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--child", variant, receiver])
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let numbers: Vec<f64> = stdout
+        .lines()
+        .last()
+        .unwrap()
+        .split_whitespace()
+        .map(|n| n.parse().unwrap())
+        .collect();
+    Figures {
+        rate: numbers[0],
+        p50_us: numbers[1],
+        p99_us: numbers[2],
+        dropped: numbers[3] as u64,
+    }
+}
+
+/// The same handler as `bench::ping`, in a router written by hand.
+async fn serve_axum() -> (String, tokio::task::JoinHandle<()>) {
+    async fn ping() -> axum::Json<bench::Pong> {
+        axum::Json(bench::Pong { ok: true })
+    }
+    let router = axum::Router::new().route("/ping", axum::routing::get(ping));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/ping", listener.local_addr().unwrap());
+    let task = tokio::spawn(async move {
+        axum::serve(listener, router).await.unwrap();
+    });
+    (url, task)
+}
+
+/// Serves the endpoint as `variant` says and drives it.
+fn child(variant: &str, otlp_endpoint: Option<String>) -> Figures {
+    if variant != "axum" {
+        let (otlp_endpoint, trace_sampling) = match variant {
+            "sampled-0" => (otlp_endpoint, Some(0.0)),
+            "sampled-1" => (otlp_endpoint, Some(1.0)),
+            _ => (None, None),
+        };
+        ovation::telemetry::init(&ovation::Config {
+            otlp_endpoint,
+            trace_sampling,
+            ..ovation::Config::default()
+        });
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let mut ovation_app = None;
+        let url = if variant == "axum" {
+            serve_axum().await.0
+        } else {
+            let env = TestEnv::new().await.unwrap();
+            let server = env.serve(Hosting::all()).await.unwrap();
+            let url = format!("{}/ping", server.url());
+            ovation_app = Some((env, server));
+            url
+        };
+        let (rate, mut latencies) = drive(&url).await;
+        latencies.sort_unstable();
+        let at = |q: f64| latencies[((latencies.len() - 1) as f64 * q) as usize] as f64;
+        let figures = Figures {
+            rate,
+            p50_us: at(0.50),
+            p99_us: at(0.99),
+            dropped: ovation::telemetry::dropped_spans(),
+        };
+        if let Some((env, server)) = ovation_app {
+            drop(server);
+            env.close().await;
+        }
+        figures
+    })
+}
+
+/// `CLIENTS` clients in a loop on `url`: requests per second over `MEASURE` after `WARM_UP`,
+/// and every measured request's latency in µs.
+async fn drive(url: &str) -> (f64, Vec<u32>) {
+    let http = reqwest::Client::new();
+    let counting = Arc::new(AtomicBool::new(false));
+    let stop = Arc::new(AtomicBool::new(false));
+    let done = Arc::new(AtomicU64::new(0));
+    let clients: Vec<_> = (0..CLIENTS)
+        .map(|_| {
+            let (http, url) = (http.clone(), url.to_owned());
+            let (counting, stop, done) = (counting.clone(), stop.clone(), done.clone());
+            tokio::spawn(async move {
+                let mut latencies = Vec::with_capacity(1 << 16);
+                while !stop.load(Ordering::Relaxed) {
+                    let sent = Instant::now();
+                    let r = http.get(&url).send().await.unwrap();
+                    assert!(r.status().is_success());
+                    r.bytes().await.unwrap();
+                    if counting.load(Ordering::Relaxed) {
+                        latencies
+                            .push(u32::try_from(sent.elapsed().as_micros()).unwrap_or(u32::MAX));
+                        done.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                latencies
+            })
+        })
+        .collect();
+    tokio::time::sleep(WARM_UP).await;
+    counting.store(true, Ordering::Relaxed);
+    let started = Instant::now();
+    tokio::time::sleep(MEASURE).await;
+    let count = done.load(Ordering::Relaxed);
+    let elapsed = started.elapsed();
+    stop.store(true, Ordering::Relaxed);
+    let mut latencies = Vec::new();
+    for c in clients {
+        latencies.extend(c.await.unwrap());
+    }
+    (count as f64 / elapsed.as_secs_f64(), latencies)
+}
