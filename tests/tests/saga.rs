@@ -1,4 +1,5 @@
-//! The checkout saga across processes, and a crash in the middle of it.
+//! The checkout saga across processes: a hundred concurrent checkouts for the last ten items,
+//! and a crash in the middle of one.
 //!
 //! The gateway service runs in a runtime of its own on a tokio runtime of its own; shutting
 //! that tokio runtime down drops every task at whatever `.await` it was — the saga stops dead,
@@ -157,6 +158,55 @@ fn a_crash_between_charge_and_order_is_resumed_to_a_consistent_end() {
     });
     drop((g2, rest, black_hole));
     main.block_on(env.close());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hundred_checkouts_across_processes_for_the_last_ten_sell_and_charge_ten() {
+    // Through the gateway process; the saga runs in B and calls products and payments in A.
+    let util::Split { env, a, b, g } = util::split().await;
+    let gateway = Client::new(g.url());
+    let (user, product) = gateway
+        .user_and_product("hundred@example.com", 700, 10)
+        .await;
+    let body = json!({"userId": user, "productId": product, "quantity": 1});
+    let tasks: Vec<_> = (0..100)
+        .map(|_| {
+            let (gateway, body) = (Client::new(&gateway.base), body.clone());
+            tokio::spawn(async move { gateway.post("/checkout", body).await })
+        })
+        .collect();
+    let mut sold = 0;
+    for t in tasks {
+        let r = t.await.unwrap();
+        match r.status {
+            200 => sold += 1,
+            _ => assert_eq!(
+                (r.status, r.code(), r.message()),
+                (400, "failed_precondition", "insufficient inventory"),
+                "{r:?}"
+            ),
+        }
+    }
+    assert_eq!(sold, 10);
+    assert_eq!(
+        gateway.get(&format!("/products/{product}")).await.body["inventory"],
+        0
+    );
+    let charges = private_get(
+        &env,
+        &Client::new(a.url()),
+        &format!("/payments/users/{user}/charges"),
+    )
+    .await;
+    let charges = charges["charges"].as_array().unwrap();
+    assert_eq!(charges.len(), 10, "{charges:?}");
+    assert!(
+        charges
+            .iter()
+            .all(|c| c["status"] == "charged" && c["amountCents"] == 700)
+    );
+    drop((g, b, a));
+    env.close().await;
 }
 
 /// The order of checkout `key`, once placed (private `GET /orders/checkouts/:id`).
