@@ -41,8 +41,9 @@ struct Figures {
     dropped: u64,
 }
 
-const VARIANTS: [(&str, &str); 4] = [
+const VARIANTS: [(&str, &str); 5] = [
     ("axum", "axum, hand-written"),
+    ("bare", "ovation, no log/trace subscriber"),
     ("off", "ovation, tracing off"),
     ("sampled-0", "ovation, sampling 0.0"),
     ("sampled-1", "ovation, sampling 1.0, exported"),
@@ -101,7 +102,7 @@ fn main() {
     }
     println!(
         "spans dropped by the bounded export queue (sampling 1.0, all rounds): {}",
-        summary[3].dropped
+        summary[4].dropped
     );
 }
 
@@ -170,7 +171,7 @@ async fn serve_axum() -> (String, tokio::task::JoinHandle<()>) {
 
 /// Serves the endpoint as `variant` says and drives it.
 fn child(variant: &str, otlp_endpoint: Option<String>) -> Figures {
-    if variant != "axum" {
+    if variant != "axum" && variant != "bare" {
         let (otlp_endpoint, trace_sampling) = match variant {
             "sampled-0" => (otlp_endpoint, Some(0.0)),
             "sampled-1" => (otlp_endpoint, Some(1.0)),
