@@ -362,17 +362,17 @@ pub(crate) fn record_outcome(span: &tracing::Span, response: &Response) {
 
 async fn serve<E: Endpoint>(rt: &'static Runtime, req: Request) -> Result<Response, Error> {
     let (mut parts, body) = req.into_parts();
-    let method = parts.method.as_str().to_owned();
-    let path = parts.uri.path().to_owned();
     match E::ACCESS {
         Access::Public => {}
         Access::Private => {
-            if verified_caller(rt, &parts.headers, &method, &path).is_none() {
-                return Ok(not_found_response(&method, &path));
+            let (method, path) = (parts.method.as_str(), parts.uri.path());
+            if verified_caller(rt, &parts.headers, method, path).is_none() {
+                return Ok(not_found_response(method, path));
             }
         }
         Access::Auth => {
-            if verified_caller(rt, &parts.headers, &method, &path).is_none() {
+            let (method, path) = (parts.method.as_str(), parts.uri.path());
+            if verified_caller(rt, &parts.headers, method, path).is_none() {
                 return Err(Error::unauthenticated(
                     "this endpoint needs authentication, and the app defines no auth handler",
                 ));
@@ -380,13 +380,21 @@ async fn serve<E: Endpoint>(rt: &'static Runtime, req: Request) -> Result<Respon
         }
     }
 
-    let raw = RawPathParams::from_request_parts(&mut parts, &())
-        .await
-        .map_err(|e| Error::invalid_argument(format!("invalid path: {}", e.body_text())))?;
+    // Path parameters, in `PATH_PARAMS` order (none to extract for most `GET`s of a list).
+    let raw = if E::PATH_PARAMS.is_empty() {
+        None
+    } else {
+        Some(
+            RawPathParams::from_request_parts(&mut parts, &())
+                .await
+                .map_err(|e| Error::invalid_argument(format!("invalid path: {}", e.body_text())))?,
+        )
+    };
     let segments: Vec<&str> = E::PATH_PARAMS
         .iter()
         .map(|name| {
             raw.iter()
+                .flat_map(|raw| raw.iter())
                 .find(|(n, _)| n == name)
                 .map(|(_, v)| v)
                 .unwrap_or_default()
