@@ -430,6 +430,7 @@ async fn serve(
     let draining = Arc::new(AtomicBool::new(false));
     let epoch = Instant::now();
     let mut connections: Vec<std::sync::Weak<Activity>> = Vec::new();
+    let mut prune_at = 1024;
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new())
         .header_read_timeout(rt.header_read_timeout)
@@ -456,8 +457,10 @@ async fn serve(
         let _ = stream.set_nodelay(true);
         let draining = draining.clone();
         let activity = Arc::new(Activity::new(epoch));
-        if connections.len() >= 1024 {
+        // Forget closed connections now and then: when the list has doubled since.
+        if connections.len() >= prune_at {
             connections.retain(|c| c.strong_count() > 0);
+            prune_at = (connections.len() * 2).max(1024);
         }
         connections.push(Arc::downgrade(&activity));
         let on_response = activity.clone();

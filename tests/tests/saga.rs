@@ -36,16 +36,20 @@ fn gateway(others: &str, orders: &str) -> Hosting {
         .call_timeout(Duration::from_secs(120))
 }
 
-/// A private endpoint, called as the gateway service would.
-async fn private_get(env: &TestEnv, c: &Client, path: &str) -> Value {
+/// `GET path` of a private endpoint, signed as the gateway service would.
+async fn signed_get(env: &TestEnv, c: &Client, path: &str) -> util::Reply {
     let sig = env.service_auth_key().sign("GET", path, "gateway");
-    let r = c
-        .send(
-            c.http()
-                .get(format!("{}{path}", c.base))
-                .header(ovation::service_auth::HEADER, sig),
-        )
-        .await;
+    c.send(
+        c.http()
+            .get(format!("{}{path}", c.base))
+            .header(ovation::service_auth::HEADER, sig),
+    )
+    .await
+}
+
+/// The body of a private endpoint's successful answer.
+async fn private_get(env: &TestEnv, c: &Client, path: &str) -> Value {
+    let r = signed_get(env, c, path).await;
     assert_eq!(r.status, 200, "{r:?}");
     r.body
 }
@@ -211,15 +215,7 @@ async fn a_hundred_checkouts_across_processes_for_the_last_ten_sell_and_charge_t
 
 /// The order of checkout `key`, once placed (private `GET /orders/checkouts/:id`).
 async fn order_of(env: &TestEnv, c: &Client, key: &str) -> Option<Value> {
-    let path = format!("/orders/checkouts/{key}");
-    let sig = env.service_auth_key().sign("GET", &path, "gateway");
-    let r = c
-        .send(
-            c.http()
-                .get(format!("{}{path}", c.base))
-                .header(ovation::service_auth::HEADER, sig),
-        )
-        .await;
+    let r = signed_get(env, c, &format!("/orders/checkouts/{key}")).await;
     match r.status {
         200 => Some(r.body),
         404 => None,

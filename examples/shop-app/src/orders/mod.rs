@@ -88,11 +88,11 @@ pub async fn create(p: CreateOrderParams) -> Result<Order, Error> {
 /// only if the order does.
 async fn record(p: &CreateOrderParams, total_cents: i64) -> Result<Order, Error> {
     let mut tx = DB.begin().await?;
-    let order = sqlx::query_as::<_, Order>(
+    let order = sqlx::query_as::<_, Order>(&format!(
         "INSERT INTO orders (user_id, product_id, quantity, total_cents, status)
          VALUES ($1, $2, $3, $4, 'confirmed')
-         RETURNING id, user_id, product_id, quantity, total_cents, status",
-    )
+         RETURNING {ORDER_COLUMNS}"
+    ))
     .bind(p.user_id)
     .bind(p.product_id)
     .bind(p.quantity)
@@ -146,7 +146,9 @@ pub async fn place(checkout_id: Uuid, p: PlaceOrderParams) -> Result<Order, Erro
     .fetch_optional(&mut *tx)
     .await?;
     let Some(order) = placed else {
-        let order = by_checkout(&mut tx, checkout_id).await?;
+        let order = by_checkout(&mut *tx, checkout_id)
+            .await?
+            .ok_or_else(|| Error::internal("a conflicting order vanished"))?;
         return if order.status == "cancelled" {
             Err(Error::failed_precondition("this checkout was cancelled"))
         } else {
@@ -186,37 +188,31 @@ pub async fn cancel_checkout(checkout_id: Uuid, p: PlaceOrderParams) -> Result<(
 /// checkout placed it.
 #[api(method = "GET", path = "/orders/checkouts/:checkout_id")]
 pub async fn get_by_checkout(checkout_id: Uuid) -> Result<Order, Error> {
-    sqlx::query_as::<_, Order>(&format!(
-        "SELECT {ORDER_COLUMNS} FROM orders WHERE checkout_id = $1"
-    ))
-    .bind(checkout_id)
-    .fetch_optional(DB.pool())
-    .await?
-    .ok_or_else(|| Error::not_found("no order for this checkout"))
+    by_checkout(DB.pool(), checkout_id)
+        .await?
+        .ok_or_else(|| Error::not_found("no order for this checkout"))
 }
 
-async fn by_checkout(
-    tx: &mut sqlx::Transaction<'static, sqlx::Postgres>,
+async fn by_checkout<'e>(
+    db: impl sqlx::PgExecutor<'e>,
     checkout_id: Uuid,
-) -> Result<Order, Error> {
+) -> Result<Option<Order>, Error> {
     Ok(sqlx::query_as::<_, Order>(&format!(
         "SELECT {ORDER_COLUMNS} FROM orders WHERE checkout_id = $1"
     ))
     .bind(checkout_id)
-    .fetch_one(&mut **tx)
+    .fetch_optional(db)
     .await?)
 }
 
 /// Gets an order by id.
 #[api(public, method = "GET", path = "/orders/:id")]
 pub async fn get(id: Uuid) -> Result<Order, Error> {
-    sqlx::query_as::<_, Order>(
-        "SELECT id, user_id, product_id, quantity, total_cents, status FROM orders WHERE id = $1",
-    )
-    .bind(id)
-    .fetch_optional(DB.pool())
-    .await?
-    .ok_or_else(|| Error::not_found("order not found"))
+    sqlx::query_as::<_, Order>(&format!("SELECT {ORDER_COLUMNS} FROM orders WHERE id = $1"))
+        .bind(id)
+        .fetch_optional(DB.pool())
+        .await?
+        .ok_or_else(|| Error::not_found("order not found"))
 }
 
 #[cfg(test)]
