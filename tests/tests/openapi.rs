@@ -135,7 +135,10 @@ async fn schemathesis_finds_no_server_error_and_no_response_off_its_schema() {
     let seed = std::env::var("OVATION_SCHEMATHESIS_SEED").unwrap_or_else(|_| "20261125".into());
     let url = format!("{}/__ovation/openapi.json", server.url());
     let report = util::target_dir().join(format!("schemathesis-{}", std::process::id()));
+    std::fs::create_dir_all(&report).unwrap();
     let out = tokio::process::Command::new(st)
+        // schemathesis keeps a cache in `.schemathesis/` of its working folder: not the checkout.
+        .current_dir(&report)
         .args(["run", &url, "--checks"])
         .arg(
             "not_a_server_error,status_code_conformance,content_type_conformance,\
