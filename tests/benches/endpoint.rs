@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use ovation::testing::{Hosting, TestEnv};
+use ovation_tests::report::{Figure, Target};
 
 mod bench {
     use ovation::prelude::*;
@@ -104,6 +105,25 @@ fn main() {
         "spans dropped by the bounded export queue (sampling 1.0, all rounds): {}",
         summary[4].dropped
     );
+    let section = "Endpoint overhead";
+    let targets = [None, None, None, Some(0.95), Some(0.85)];
+    for (((_, name), f), target) in VARIANTS.iter().zip(&summary).zip(targets).skip(1) {
+        let figure = Figure::new(section, format!("{name}: req/s"), f.rate, "req/s")
+            .against(VARIANTS[0].1, axum);
+        match target {
+            Some(t) => figure.target(Target::RatioAtLeast(t)).record(),
+            None => figure.record(),
+        }
+    }
+    for i in [3, 4] {
+        let name = VARIANTS[i].1;
+        Figure::new(section, format!("{name}: p50"), summary[i].p50_us, "µs")
+            .against(VARIANTS[0].1, summary[0].p50_us)
+            .record();
+        Figure::new(section, format!("{name}: p99"), summary[i].p99_us, "µs")
+            .against(VARIANTS[0].1, summary[0].p99_us)
+            .record();
+    }
 }
 
 /// The CLI's receiver and store, on the test cluster, for the traced runs.

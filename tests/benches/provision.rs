@@ -9,6 +9,7 @@
 use std::time::{Duration, Instant};
 
 use ovation::testing::TestEnv;
+use ovation_tests::report::{Figure, Target};
 
 const REPETITIONS: usize = 15;
 
@@ -71,6 +72,15 @@ fn main() {
                 ms(f),
                 ms(c) / ms(f)
             );
+            Figure::new(
+                "Test isolation",
+                format!("`{}`: a test database cloned from its template", def.name),
+                ms(c),
+                "ms",
+            )
+            .against("created and migrated", ms(f))
+            .target(Target::AtMost(100.0))
+            .record();
         }
         let mut whole = Vec::new();
         for _ in 0..REPETITIONS {
@@ -79,10 +89,20 @@ fn main() {
             whole.push(started.elapsed());
             env.close().await;
         }
+        let whole = ms(median(whole));
         println!(
-            "TestEnv::new() (all {} databases, Pub/Sub's included): {:.1} ms",
+            "TestEnv::new() (all {} databases, Pub/Sub's included): {whole:.1} ms",
             defs.len() + 1,
-            ms(median(whole))
         );
+        Figure::new(
+            "Test isolation",
+            format!(
+                "a whole `#[ovation::test]` environment ({} databases)",
+                defs.len() + 1
+            ),
+            whole,
+            "ms",
+        )
+        .record();
     });
 }

@@ -8,6 +8,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use ovation::testing::TestEnv;
+use ovation_tests::report::{Figure, Target};
 
 mod bench {
     use ovation::prelude::*;
@@ -94,6 +95,23 @@ async fn run(backend: &'static str) {
                 percentile(&lat, 0.50),
                 percentile(&lat, 0.99)
             );
+            let p50 = Figure::new(
+                "Pub/Sub",
+                format!("{backend}: publish→handler p50, one in flight"),
+                percentile(&lat, 0.50),
+                "ms",
+            );
+            match backend {
+                "postgres" => p50.target(Target::AtMost(10.0)).record(),
+                _ => p50.record(),
+            }
+            Figure::new(
+                "Pub/Sub",
+                format!("{backend}: publish→handler p99, one in flight"),
+                percentile(&lat, 0.99),
+                "ms",
+            )
+            .record();
 
             // Throughput: 16 publishers, 5,000 messages.
             LATENCIES.lock().unwrap().clear();
@@ -124,6 +142,13 @@ async fn run(backend: &'static str) {
                 percentile(&lat, 0.50),
                 percentile(&lat, 0.99)
             );
+            Figure::new(
+                "Pub/Sub",
+                format!("{backend}: delivered msg/s, single publishes from 16 publishers"),
+                sent as f64 / delivered.as_secs_f64(),
+                "msg/s",
+            )
+            .record();
             // Batched: 16 publishers, batches of 100.
             LATENCIES.lock().unwrap().clear();
             let started = Instant::now();
@@ -154,6 +179,18 @@ async fn run(backend: &'static str) {
                 percentile(&lat, 0.50),
                 percentile(&lat, 0.99)
             );
+            let target = match backend {
+                "postgres" => 10_000.0,
+                _ => 50_000.0,
+            };
+            Figure::new(
+                "Pub/Sub",
+                format!("{backend}: delivered msg/s, batches of 100 from 16 publishers"),
+                sent as f64 / delivered.as_secs_f64(),
+                "msg/s",
+            )
+            .target(Target::AtLeast(target))
+            .record();
         })
         .await
         .unwrap();

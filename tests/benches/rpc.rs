@@ -10,6 +10,7 @@
 use std::time::{Duration, Instant};
 
 use ovation::testing::{Hosting, TestEnv};
+use ovation_tests::report::Figure;
 
 mod echo {
     use ovation::prelude::*;
@@ -142,6 +143,19 @@ fn main() {
             overhead(0.5),
             overhead(0.99)
         );
+        for (p, name) in [(0.5, "p50"), (0.99, "p99")] {
+            Figure::new(
+                "Call overhead",
+                format!("cross-process call over loopback, {name}"),
+                percentile(&remote, p).as_secs_f64() * 1e6,
+                "µs",
+            )
+            .against(
+                "the same JSON echo, bare axum + reqwest",
+                percentile(&bare, p).as_secs_f64() * 1e6,
+            )
+            .record();
+        }
         drop(callee);
         env.close().await;
     });

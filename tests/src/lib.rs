@@ -1,1 +1,4 @@
-//! End-to-end tests live in tests/.
+//! End-to-end tests live in `tests/`, benchmarks in `benches/`; this library holds what the
+//! benchmarks share: the figures they report ([`report`]).
+
+pub mod report;

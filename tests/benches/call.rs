@@ -1,0 +1,116 @@
+//! What a service call costs in-process: `echo::ping` through the stub `#[api]` generates
+//! (the callee is hosted here, so no serialization and no socket: a span, the caller's
+//! context and the call) against the same body as a plain async function called directly.
+//! Criterion measures both in the same run; the difference is the stub's cost per call.
+//!
+//! `cargo bench -p ovation-tests --bench call`. Not a test: it asserts nothing about speed.
+
+use std::hint::black_box;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use criterion::Criterion;
+use ovation::testing::TestEnv;
+use ovation_tests::report::{Figure, Target};
+
+mod echo {
+    use ovation::prelude::*;
+
+    #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+    pub struct Ping {
+        pub message: String,
+        pub n: u64,
+    }
+
+    /// A private endpoint, called by other services.
+    #[api(method = "POST", path = "/echo/ping")]
+    pub async fn ping(p: Ping) -> Result<Ping, Error> {
+        Ok(Ping { n: p.n + 1, ..p })
+    }
+
+    /// The same body, not an endpoint.
+    pub async fn plain(p: Ping) -> Result<Ping, Error> {
+        Ok(Ping { n: p.n + 1, ..p })
+    }
+}
+
+fn ping() -> echo::Ping {
+    echo::Ping {
+        message: "a short payload, like most calls between services".into(),
+        n: 1,
+    }
+}
+
+fn main() {
+    if std::env::args().any(|a| a == "--list") {
+        return;
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let env = rt.block_on(TestEnv::new()).unwrap();
+    let out = criterion_dir();
+    let mut c = Criterion::default()
+        .output_directory(&out)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(3))
+        .configure_from_args();
+    let mut group = c.benchmark_group("call");
+    // Both inside the Ovation context (`env.run`), as code in a handler is.
+    group.bench_function("direct", |b| {
+        b.iter_custom(|iters| {
+            rt.block_on(env.run(async move {
+                let started = Instant::now();
+                for _ in 0..iters {
+                    black_box(echo::plain(black_box(ping())).await.unwrap());
+                }
+                started.elapsed()
+            }))
+            .unwrap()
+        });
+    });
+    group.bench_function("stub", |b| {
+        b.iter_custom(|iters| {
+            rt.block_on(env.run(async move {
+                let started = Instant::now();
+                for _ in 0..iters {
+                    black_box(echo::ping(black_box(ping())).await.unwrap());
+                }
+                started.elapsed()
+            }))
+            .unwrap()
+        });
+    });
+    group.finish();
+    c.final_summary();
+    rt.block_on(env.close());
+
+    let direct = mean_ns(&out, "direct") / 1000.0;
+    let stub = mean_ns(&out, "stub") / 1000.0;
+    println!("call::direct {direct:.3} µs, call::stub {stub:.3} µs");
+    Figure::new(
+        "Call overhead",
+        "in-process call through the stub",
+        stub,
+        "µs",
+    )
+    .against("the same async fn called directly", direct)
+    .target(Target::AddedAtMost(2.0))
+    .record();
+}
+
+/// Where criterion keeps its results: `<target>/criterion`.
+fn criterion_dir() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    exe.ancestors().nth(3).unwrap().join("criterion")
+}
+
+/// The mean time per iteration criterion estimated for `call/<function>`, in ns.
+fn mean_ns(out: &Path, function: &str) -> f64 {
+    let path = out.join("call").join(function).join("new/estimates.json");
+    let text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("criterion wrote no {}: {e}", path.display()));
+    let estimates: serde_json::Value = serde_json::from_str(&text).unwrap();
+    estimates["mean"]["point_estimate"].as_f64().unwrap()
+}

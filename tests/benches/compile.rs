@@ -1,0 +1,280 @@
+//! What Ovation costs at compile time, against the same code without it, built in the same run
+//! (dev profile, the edit–compile loop; dependencies built beforehand):
+//! - an incremental rebuild of the shop app after editing one handler, against the same edit
+//!   in the hand-written axum+sqlx shop (`tests/src/bin/axum_shop.rs`);
+//! - the `#[api]` macro: a crate of N generated endpoints against a crate of the same N
+//!   handlers written for a plain axum router, each built from scratch (its dependencies
+//!   prebuilt, incremental compilation off). Stable rustc has no `-Zself-profile`, so the
+//!   difference per endpoint is what the macro and the code it generates cost.
+//!
+//! Everything is copied under `<target>/bench-compile/` with a target folder of its own; the
+//! workspace is not touched. `cargo bench -p ovation-tests --bench compile`.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use ovation_tests::report::{Figure, median};
+
+const ENDPOINTS: usize = 50;
+const EDITS: usize = 3;
+
+fn main() {
+    if std::env::args().any(|a| a == "--list") {
+        return;
+    }
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_owned();
+    let exe = std::env::current_exe().unwrap();
+    let root = exe.ancestors().nth(3).unwrap().join("bench-compile");
+    let _ = std::fs::remove_dir_all(root.join("crates"));
+    let deps = Deps::read(&workspace);
+
+    // The shop and its hand-written counterpart, one edit of one handler each.
+    let shop = root.join("crates/shop-app");
+    copy_dir(&workspace.join("examples/shop-app/src"), &shop.join("src"));
+    std::fs::copy(
+        workspace.join("examples/shop-app/build.rs"),
+        shop.join("build.rs"),
+    )
+    .unwrap();
+    deps.manifest(
+        &shop,
+        "shop-app",
+        &[
+            "ovation",
+            "serde",
+            "schemars",
+            "sqlx",
+            "uuid",
+            "tokio",
+            "chrono",
+            "serde_json",
+        ],
+    );
+    let axum = root.join("crates/axum-shop");
+    std::fs::create_dir_all(axum.join("src")).unwrap();
+    std::fs::copy(
+        workspace.join("tests/src/bin/axum_shop.rs"),
+        axum.join("src/main.rs"),
+    )
+    .unwrap();
+    deps.manifest(
+        &axum,
+        "axum-shop",
+        &[
+            "axum",
+            "serde",
+            "serde_json",
+            "sqlx",
+            "tokio",
+            "uuid",
+            "log",
+        ],
+    );
+    let target = root.join("target");
+    let shop_edit = rebuilds(&shop, &target, "src/users/mod.rs", "user not found");
+    let axum_edit = rebuilds(&axum, &target, "src/main.rs", "product not found");
+    println!(
+        "incremental rebuild after one handler edit: shop {shop_edit:.2} s, axum {axum_edit:.2} s"
+    );
+    Figure::new(
+        "Compile cost",
+        "shop app: incremental rebuild after editing one handler",
+        shop_edit,
+        "s",
+    )
+    .against("hand-written axum+sqlx shop, same edit", axum_edit)
+    .record();
+
+    // N endpoints through `#[api]` against N plain axum handlers.
+    let with_macro = root.join("crates/endpoints-ovation");
+    std::fs::create_dir_all(with_macro.join("src")).unwrap();
+    std::fs::write(with_macro.join("src/lib.rs"), ovation_endpoints(ENDPOINTS)).unwrap();
+    deps.manifest(
+        &with_macro,
+        "endpoints-ovation",
+        &["ovation", "serde", "schemars"],
+    );
+    let plain = root.join("crates/endpoints-axum");
+    std::fs::create_dir_all(plain.join("src")).unwrap();
+    std::fs::write(plain.join("src/lib.rs"), axum_endpoints(ENDPOINTS)).unwrap();
+    deps.manifest(&plain, "endpoints-axum", &["axum", "serde", "schemars"]);
+    let macro_build = fresh_builds(&with_macro, &target);
+    let plain_build = fresh_builds(&plain, &target);
+    println!(
+        "{ENDPOINTS} endpoints, crate built from scratch: #[api] {macro_build:.2} s, plain axum {plain_build:.2} s"
+    );
+    Figure::new(
+        "Compile cost",
+        format!("a crate of {ENDPOINTS} #[api] endpoints, built from scratch"),
+        macro_build,
+        "s",
+    )
+    .against(format!("{ENDPOINTS} plain axum handlers"), plain_build)
+    .record();
+    Figure::new(
+        "Compile cost",
+        "#[api] cost per endpoint (macro and generated code)",
+        (macro_build - plain_build) / ENDPOINTS as f64 * 1000.0,
+        "ms",
+    )
+    .record();
+}
+
+/// The root `Cargo.toml`'s `[workspace.dependencies]`, line by line, so the copies build
+/// with the workspace's versions and features (and its `Cargo.lock`).
+struct Deps {
+    workspace: PathBuf,
+    lines: Vec<String>,
+}
+
+impl Deps {
+    fn read(workspace: &Path) -> Deps {
+        let text = std::fs::read_to_string(workspace.join("Cargo.toml")).unwrap();
+        Deps {
+            workspace: workspace.to_owned(),
+            lines: text.lines().map(str::to_owned).collect(),
+        }
+    }
+
+    fn line(&self, name: &str) -> String {
+        if name == "ovation" {
+            let path = self.workspace.join("framework-runtime");
+            return format!("ovation = {{ path = {:?} }}", path.display().to_string());
+        }
+        self.lines
+            .iter()
+            .find(|l| l.starts_with(&format!("{name} = ")))
+            .unwrap_or_else(|| panic!("{name} is not in [workspace.dependencies]"))
+            .clone()
+    }
+
+    fn manifest(&self, dir: &Path, name: &str, deps: &[&str]) {
+        let deps: Vec<String> = deps.iter().map(|d| self.line(d)).collect();
+        let manifest = format!(
+            "[package]\nname = {name:?}\nversion = \"0.0.0\"\nedition = \"2024\"\npublish = false\n\n\
+             [dependencies]\n{}\n\n[workspace]\n",
+            deps.join("\n")
+        );
+        std::fs::create_dir_all(dir).unwrap();
+        std::fs::write(dir.join("Cargo.toml"), manifest).unwrap();
+        std::fs::copy(self.workspace.join("Cargo.lock"), dir.join("Cargo.lock")).unwrap();
+    }
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let dest = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &dest);
+        } else {
+            std::fs::copy(entry.path(), dest).unwrap();
+        }
+    }
+}
+
+fn build(dir: &Path, target: &Path, incremental: bool) -> Duration {
+    let started = Instant::now();
+    let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .args(["build", "--quiet", "--manifest-path"])
+        .arg(dir.join("Cargo.toml"))
+        .env("CARGO_TARGET_DIR", target)
+        .env("CARGO_INCREMENTAL", if incremental { "1" } else { "0" })
+        .status()
+        .unwrap();
+    assert!(status.success(), "building {} failed", dir.display());
+    started.elapsed()
+}
+
+/// The median time of rebuilding after changing `needle` in `file` (a handler's message).
+fn rebuilds(dir: &Path, target: &Path, file: &str, needle: &str) -> f64 {
+    build(dir, target, true);
+    let path = dir.join(file);
+    let original = std::fs::read_to_string(&path).unwrap();
+    assert!(original.contains(needle), "{file} has no {needle:?}");
+    let mut times = Vec::new();
+    for edit in 0..EDITS {
+        std::fs::write(
+            &path,
+            original.replace(needle, &format!("{needle} (edit {edit})")),
+        )
+        .unwrap();
+        times.push(build(dir, target, true).as_secs_f64());
+    }
+    median(&mut times)
+}
+
+/// The median time of building the crate itself from scratch, its dependencies built.
+fn fresh_builds(dir: &Path, target: &Path) -> f64 {
+    build(dir, target, false);
+    let lib = dir.join("src/lib.rs");
+    let mut times = Vec::new();
+    for _ in 0..EDITS {
+        // A new comment: the crate is rebuilt, nothing else.
+        let mut text = std::fs::read_to_string(&lib).unwrap();
+        text.push_str("//\n");
+        std::fs::write(&lib, text).unwrap();
+        times.push(build(dir, target, false).as_secs_f64());
+    }
+    median(&mut times)
+}
+
+/// `n` endpoints through `#[api]`: a typed request and response each, a path parameter in
+/// every other one.
+fn ovation_endpoints(n: usize) -> String {
+    let mut src =
+        String::from("//! Generated by tests/benches/compile.rs.\nuse ovation::prelude::*;\n\n");
+    for i in 0..n {
+        src.push_str(&format!(
+            "#[derive(Debug, Serialize, Deserialize, JsonSchema)]\npub struct Req{i} {{ pub a: i64, pub b: String }}\n\
+             #[derive(Debug, Serialize, Deserialize, JsonSchema)]\npub struct Resp{i} {{ pub sum: i64, pub text: String }}\n"
+        ));
+        if i % 2 == 0 {
+            src.push_str(&format!(
+                "#[api(public, method = \"POST\", path = \"/e{i}/:id\")]\n\
+                 pub async fn e{i}(id: i64, r: Req{i}) -> Result<Resp{i}, Error> {{\n    Ok(Resp{i} {{ sum: r.a + id, text: r.b }})\n}}\n\n"
+            ));
+        } else {
+            src.push_str(&format!(
+                "#[api(public, method = \"POST\", path = \"/e{i}\")]\n\
+                 pub async fn e{i}(r: Req{i}) -> Result<Resp{i}, Error> {{\n    Ok(Resp{i} {{ sum: r.a, text: r.b }})\n}}\n\n"
+            ));
+        }
+    }
+    src
+}
+
+/// The same `n` handlers for a hand-written axum router, with the same derives (schemas
+/// included, as an API documented with OpenAPI would have).
+fn axum_endpoints(n: usize) -> String {
+    let mut src = String::from(
+        "//! Generated by tests/benches/compile.rs.\nuse axum::{Json, extract::Path, routing::post};\nuse schemars::JsonSchema;\nuse serde::{Deserialize, Serialize};\n\n",
+    );
+    let mut routes = String::new();
+    for i in 0..n {
+        src.push_str(&format!(
+            "#[derive(Debug, Serialize, Deserialize, JsonSchema)]\npub struct Req{i} {{ pub a: i64, pub b: String }}\n\
+             #[derive(Debug, Serialize, Deserialize, JsonSchema)]\npub struct Resp{i} {{ pub sum: i64, pub text: String }}\n"
+        ));
+        if i % 2 == 0 {
+            src.push_str(&format!(
+                "pub async fn e{i}(Path(id): Path<i64>, Json(r): Json<Req{i}>) -> Json<Resp{i}> {{\n    Json(Resp{i} {{ sum: r.a + id, text: r.b }})\n}}\n\n"
+            ));
+            routes.push_str(&format!("        .route(\"/e{i}/{{id}}\", post(e{i}))\n"));
+        } else {
+            src.push_str(&format!(
+                "pub async fn e{i}(Json(r): Json<Req{i}>) -> Json<Resp{i}> {{\n    Json(Resp{i} {{ sum: r.a, text: r.b }})\n}}\n\n"
+            ));
+            routes.push_str(&format!("        .route(\"/e{i}\", post(e{i}))\n"));
+        }
+    }
+    src.push_str(&format!(
+        "pub fn router() -> axum::Router {{\n    axum::Router::new()\n{routes}}}\n"
+    ));
+    src
+}

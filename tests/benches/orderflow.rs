@@ -1,0 +1,394 @@
+//! The shop's order flow as a whole, against the same flow written by hand with axum and sqlx
+//! (`tests/src/bin/axum_shop.rs`), both as release binaries in processes of their own on the
+//! same managed Postgres, driven over loopback by the same clients:
+//! - POST /orders (3 service calls, 2 transactions, 1 publish and its delivery): requests/s,
+//!   p50/p99, and no failed request;
+//! - the resident set of each process idle and under that load;
+//! - start-up: from starting the binary to its first 200 answer, the database already up and
+//!   migrated.
+//!
+//! Rounds alternate between the two, a fresh process each. `cargo bench -p ovation-tests
+//! --bench orderflow`. Not a test: it asserts nothing about speed.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use ovation_tests::report::{Figure, Target, median, quantile};
+use serde_json::{Value, json};
+
+const CLIENTS: usize = 32;
+const WARM_UP: Duration = Duration::from_secs(2);
+const MEASURE: Duration = Duration::from_secs(8);
+const ROUNDS: usize = 3;
+const STARTS: usize = 10;
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum App {
+    Axum,
+    Ovation,
+}
+
+impl App {
+    fn name(self) -> &'static str {
+        match self {
+            App::Axum => "axum+sqlx, hand-written",
+            App::Ovation => "Ovation shop app",
+        }
+    }
+}
+
+/// What one round of load measured.
+#[derive(Debug, Default)]
+struct Load {
+    rate: f64,
+    p50_us: f64,
+    p99_us: f64,
+    failed: u64,
+    rss_idle_mib: f64,
+    rss_load_mib: f64,
+}
+
+fn main() {
+    if std::env::args().any(|a| a == "--list") {
+        return;
+    }
+    let target = std::env::current_exe()
+        .unwrap()
+        .ancestors()
+        .nth(3)
+        .unwrap()
+        .to_owned();
+    let shop = build_shop(&target);
+    let axum = PathBuf::from(env!("CARGO_BIN_EXE_axum_shop"));
+    let postgres = ovation::infra::ManagedPostgres::ensure(&target.join("ovation-bench"))
+        .expect("the managed Postgres starts");
+    let url = postgres.url("postgres");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let binary = |app| match app {
+            App::Axum => axum.as_path(),
+            App::Ovation => shop.as_path(),
+        };
+        let mut loads: [Vec<Load>; 2] = [Vec::new(), Vec::new()];
+        for _ in 0..ROUNDS {
+            for (i, app) in [App::Axum, App::Ovation].into_iter().enumerate() {
+                loads[i].push(load_round(app, binary(app), &url).await);
+            }
+        }
+        let mut starts: [Vec<f64>; 2] = [Vec::new(), Vec::new()];
+        for (i, app) in [App::Axum, App::Ovation].into_iter().enumerate() {
+            starts[i] = start_up(app, binary(app), &url).await;
+        }
+        report(&loads, &mut starts);
+    });
+}
+
+fn report(loads: &[Vec<Load>; 2], starts: &mut [Vec<f64>; 2]) {
+    let cores = std::thread::available_parallelism().map_or(0, usize::from);
+    println!(
+        "POST /orders, {CLIENTS} clients over loopback, {ROUNDS} rounds of {MEASURE:?}, median; \
+         {cores} cores shared by the load driver, the app and Postgres"
+    );
+    let med =
+        |i: usize, f: fn(&Load) -> f64| median(&mut loads[i].iter().map(f).collect::<Vec<_>>());
+    let section = "Order flow";
+    let failed: u64 = loads.iter().flatten().map(|l| l.failed).sum();
+    Figure::new(
+        section,
+        "Ovation: POST /orders requests/s",
+        med(1, |l| l.rate),
+        "req/s",
+    )
+    .against(App::Axum.name(), med(0, |l| l.rate))
+    .target(Target::RatioAtLeast(0.9))
+    .record();
+    Figure::new(
+        section,
+        "Ovation: POST /orders p50",
+        med(1, |l| l.p50_us),
+        "µs",
+    )
+    .against(App::Axum.name(), med(0, |l| l.p50_us))
+    .record();
+    Figure::new(
+        section,
+        "Ovation: POST /orders p99",
+        med(1, |l| l.p99_us),
+        "µs",
+    )
+    .against(App::Axum.name(), med(0, |l| l.p99_us))
+    .record();
+    Figure::new(
+        section,
+        "failed requests (both, all rounds)",
+        failed as f64,
+        "",
+    )
+    .target(Target::AtMost(0.0))
+    .record();
+    let section = "Start-up and memory";
+    let starts = [median(&mut starts[0]), median(&mut starts[1])];
+    Figure::new(
+        section,
+        "Ovation: binary start to first 200",
+        starts[1],
+        "ms",
+    )
+    .against(App::Axum.name(), starts[0])
+    .target(Target::AtMost(200.0))
+    .record();
+    Figure::new(
+        section,
+        "Ovation: resident set, idle",
+        med(1, |l| l.rss_idle_mib),
+        "MiB",
+    )
+    .against(App::Axum.name(), med(0, |l| l.rss_idle_mib))
+    .record();
+    Figure::new(
+        section,
+        format!("Ovation: resident set, {CLIENTS} clients on POST /orders"),
+        med(1, |l| l.rss_load_mib),
+        "MiB",
+    )
+    .against(App::Axum.name(), med(0, |l| l.rss_load_mib))
+    .record();
+}
+
+/// The shop app's release binary, built (or found up to date) in this bench's target folder.
+fn build_shop(target: &Path) -> PathBuf {
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .args(["build", "--release", "-p", "shop-app", "--bin", "shop-app"])
+        .arg("--manifest-path")
+        .arg(workspace.join("Cargo.toml"))
+        .env("CARGO_TARGET_DIR", target)
+        .status()
+        .unwrap();
+    assert!(status.success(), "building the shop app failed");
+    target.join("release/shop-app")
+}
+
+/// A running app, killed when dropped.
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Running {
+    fn start(app: App, binary: &Path, database_url: &str, port: u16) -> Running {
+        let listen = format!("127.0.0.1:{port}");
+        let mut cmd = Command::new(binary);
+        cmd.env("DATABASE_URL", database_url)
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit());
+        match app {
+            App::Axum => cmd.env("LISTEN", &listen),
+            App::Ovation => cmd.env("OVATION_LISTEN", &listen),
+        };
+        Running(cmd.spawn().expect("the app starts"))
+    }
+
+    fn rss_mib(&self) -> f64 {
+        let status =
+            std::fs::read_to_string(format!("/proc/{}/status", self.0.id())).unwrap_or_default();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+            .map_or(0.0, |kib| kib / 1024.0)
+    }
+
+    fn stop(mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.0.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.0.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Polls `url` until it answers 200; how long that took from `since`.
+async fn first_ok(http: &reqwest::Client, url: &str, since: Instant) -> Duration {
+    let deadline = since + Duration::from_secs(60);
+    loop {
+        if let Ok(r) = http.get(url).send().await {
+            if r.status().is_success() {
+                return since.elapsed();
+            }
+        }
+        assert!(Instant::now() < deadline, "{url} never answered 200");
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
+/// Waits until the app at `base` answers anything (its databases created and migrated).
+async fn wait_up(http: &reqwest::Client, base: &str, app: App) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let probe = format!("{base}/products/{}", uuid::Uuid::nil());
+    while http.get(&probe).send().await.is_err() {
+        assert!(Instant::now() < deadline, "{} did not start", app.name());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn post(http: &reqwest::Client, url: String, body: Value) -> Value {
+    let r = http.post(&url).json(&body).send().await.unwrap();
+    assert!(r.status().is_success(), "{url}: {}", r.status());
+    r.json().await.unwrap()
+}
+
+/// A user and a product with stock for any load, through the app's own API.
+async fn seed(http: &reqwest::Client, base: &str) -> (String, String) {
+    let email = format!("bench-{}@example.com", uuid::Uuid::new_v4());
+    let user = post(
+        http,
+        format!("{base}/users"),
+        json!({"email": email, "name": "Bench"}),
+    )
+    .await;
+    let product = post(
+        http,
+        format!("{base}/products"),
+        json!({"name": "Widget", "priceCents": 1000, "inventory": 1_000_000_000}),
+    )
+    .await;
+    (
+        user["id"].as_str().unwrap().to_owned(),
+        product["id"].as_str().unwrap().to_owned(),
+    )
+}
+
+async fn load_round(app: App, binary: &Path, database_url: &str) -> Load {
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let running = Running::start(app, binary, database_url, port);
+    let http = reqwest::Client::new();
+    wait_up(&http, &base, app).await;
+    let (user, product) = seed(&http, &base).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let rss_idle_mib = running.rss_mib();
+
+    let body = json!({"userId": user, "productId": product, "quantity": 1});
+    let counting = Arc::new(AtomicBool::new(false));
+    let stop = Arc::new(AtomicBool::new(false));
+    let (done, failed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let clients: Vec<_> = (0..CLIENTS)
+        .map(|_| {
+            let (http, url, body) = (http.clone(), format!("{base}/orders"), body.clone());
+            let (counting, stop) = (counting.clone(), stop.clone());
+            let (done, failed) = (done.clone(), failed.clone());
+            tokio::spawn(async move {
+                let mut latencies = Vec::with_capacity(1 << 15);
+                while !stop.load(Ordering::Relaxed) {
+                    let sent = Instant::now();
+                    let ok = match http.post(&url).json(&body).send().await {
+                        Ok(r) => r.status().is_success() && r.bytes().await.is_ok(),
+                        Err(_) => false,
+                    };
+                    if !ok {
+                        failed.fetch_add(1, Ordering::Relaxed);
+                    }
+                    if counting.load(Ordering::Relaxed) {
+                        let us = u32::try_from(sent.elapsed().as_micros()).unwrap_or(u32::MAX);
+                        latencies.push(us);
+                        done.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                latencies
+            })
+        })
+        .collect();
+    tokio::time::sleep(WARM_UP).await;
+    counting.store(true, Ordering::Relaxed);
+    let started = Instant::now();
+    let mut rss_load_mib: f64 = 0.0;
+    while started.elapsed() < MEASURE {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        rss_load_mib = rss_load_mib.max(running.rss_mib());
+    }
+    let count = done.load(Ordering::Relaxed);
+    let elapsed = started.elapsed();
+    stop.store(true, Ordering::Relaxed);
+    let mut latencies = Vec::new();
+    for c in clients {
+        latencies.extend(c.await.unwrap());
+    }
+    latencies.sort_unstable();
+    running.stop();
+    let load = Load {
+        rate: count as f64 / elapsed.as_secs_f64(),
+        p50_us: f64::from(quantile(&latencies, 0.5)),
+        p99_us: f64::from(quantile(&latencies, 0.99)),
+        failed: failed.load(Ordering::Relaxed),
+        rss_idle_mib,
+        rss_load_mib,
+    };
+    println!(
+        "{:<26} {:>8.0} req/s  p50 {:>6.0} µs  p99 {:>6.0} µs  failed {}  RSS idle {:.1} MiB, loaded {:.1} MiB",
+        app.name(),
+        load.rate,
+        load.p50_us,
+        load.p99_us,
+        load.failed,
+        load.rss_idle_mib,
+        load.rss_load_mib
+    );
+    load
+}
+
+/// `STARTS` starts of `binary` against an already migrated database, each timed from spawning
+/// the process to its first 200 answer (GET of an existing product), in ms.
+async fn start_up(app: App, binary: &Path, database_url: &str) -> Vec<f64> {
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .build()
+        .unwrap();
+    // A first start creates (or finds) the databases and a product to ask for.
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let running = Running::start(app, binary, database_url, port);
+    wait_up(&http, &base, app).await;
+    let (_, product) = seed(&http, &base).await;
+    running.stop();
+    let mut times = Vec::new();
+    for _ in 0..STARTS {
+        let port = free_port();
+        let url = format!("http://127.0.0.1:{port}/products/{product}");
+        let started = Instant::now();
+        let running = Running::start(app, binary, database_url, port);
+        times.push(first_ok(&http, &url, started).await.as_secs_f64() * 1000.0);
+        running.stop();
+    }
+    println!(
+        "{:<26} start to first 200: {:?} ms",
+        app.name(),
+        times.iter().map(|t| t.round()).collect::<Vec<_>>()
+    );
+    times
+}
