@@ -29,12 +29,9 @@ use crate::service_auth;
 /// The route forwarding endpoint `info` to the process hosting its service.
 pub(crate) fn route(rt: &'static Runtime, info: EndpointInfo) -> MethodRouter {
     let filter = MethodFilter::try_from(info.method.http()).expect("endpoint methods are standard");
+    let name = crate::server::span_name(format!("gateway {}.{}", info.service, info.name));
     axum::routing::on(filter, move |req: Request| async move {
-        let span = crate::server::request_span(info.service, info.name, &req);
-        span.record(
-            "otel.name",
-            format!("gateway {}.{}", info.service, info.name),
-        );
+        let span = crate::server::request_span(name, info.service, info.name, &req);
         let response = forward(rt, info.service, req)
             .instrument(span.clone())
             .await

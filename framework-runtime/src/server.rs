@@ -314,8 +314,9 @@ fn verified_caller(rt: &Runtime, headers: &HeaderMap, method: &str, path: &str) 
 /// The axum route of endpoint `E`.
 pub(crate) fn route<E: Endpoint>(rt: &'static Runtime) -> MethodRouter {
     let filter = MethodFilter::try_from(E::METHOD.http()).expect("endpoint methods are standard");
+    let name = span_name(format!("{}.{}", E::service(), E::NAME));
     axum::routing::on(filter, move |req: Request| async move {
-        let span = request_span(E::service(), E::NAME, &req);
+        let span = request_span(name, E::service(), E::NAME, &req);
         let response = match serve::<E>(rt, req).instrument(span.clone()).await {
             Ok(response) => response,
             Err(e) => e.into_response(),
@@ -325,18 +326,39 @@ pub(crate) fn route<E: Endpoint>(rt: &'static Runtime) -> MethodRouter {
     })
 }
 
-/// The server span of one request, continuing the caller's trace if its `traceparent` header
-/// names one. Headers and bodies are not recorded.
-pub(crate) fn request_span(service: &str, endpoint: &str, req: &Request) -> tracing::Span {
+/// The name of an endpoint's request spans (`service.endpoint`), made once per endpoint, not
+/// per request (routers are built once per process, or per test server).
+pub(crate) fn span_name(name: String) -> &'static str {
+    static NAMES: std::sync::Mutex<std::collections::BTreeSet<&'static str>> =
+        std::sync::Mutex::new(std::collections::BTreeSet::new());
+    let mut names = NAMES
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Some(known) = names.get(name.as_str()) {
+        return known;
+    }
+    let name: &'static str = Box::leak(name.into_boxed_str());
+    names.insert(name);
+    name
+}
+
+/// The server span of one request (`name` from [`span_name`]), continuing the caller's trace
+/// if its `traceparent` header names one. Headers and bodies are not recorded.
+pub(crate) fn request_span(
+    name: &'static str,
+    service: &str,
+    endpoint: &str,
+    req: &Request,
+) -> tracing::Span {
     let span = tracing::info_span!(
         "request",
-        otel.name = %format!("{service}.{endpoint}"),
+        otel.name = name,
         otel.kind = "server",
         otel.status_code = tracing::field::Empty,
         service,
         endpoint,
-        http.method = %req.method(),
-        http.path = %req.uri().path(),
+        http.method = req.method().as_str(),
+        http.path = req.uri().path(),
         http.status_code = tracing::field::Empty,
         error.code = tracing::field::Empty,
     );

@@ -191,7 +191,13 @@ async fn serve_axum() -> (String, tokio::task::JoinHandle<()>) {
 
 /// Serves the endpoint as `variant` says and drives it.
 fn child(variant: &str, otlp_endpoint: Option<String>) -> Figures {
-    if variant != "axum" && variant != "bare" {
+    if variant == "bare" {
+        // Taken first, so that `TestEnv::new()` installs no subscriber of its own.
+        ovation::tracing::subscriber::set_global_default(
+            ovation::tracing::subscriber::NoSubscriber::default(),
+        )
+        .unwrap();
+    } else if variant != "axum" {
         let (otlp_endpoint, trace_sampling) = match variant {
             "sampled-0" => (otlp_endpoint, Some(0.0)),
             "sampled-1" => (otlp_endpoint, Some(1.0)),

@@ -1,4 +1,4 @@
-//! The figures a benchmark reports, for `cargo run -p ovation-tests --release --bin benchmarks`
+//! The figures a benchmark reports, for `cargo run -p ovation-tests --bin benchmarks`
 //! to tabulate into `BENCHMARKS.md`.
 //!
 //! A bench prints its own table for a human, and also [`record`]s each figure with the

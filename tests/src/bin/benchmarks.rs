@@ -1,8 +1,8 @@
 //! Runs the whole benchmark suite and writes `BENCHMARKS.md`:
 //!
 //! ```sh
-//! cargo run -p ovation-tests --release --bin benchmarks            # every bench
-//! cargo run -p ovation-tests --release --bin benchmarks -- endpoint call   # some of them
+//! cargo run -p ovation-tests --bin benchmarks            # every bench
+//! cargo run -p ovation-tests --bin benchmarks -- endpoint call   # some of them
 //! ```
 //!
 //! Each bench (`tests/benches/*.rs`) runs with `cargo bench`, prints its own figures, and
@@ -145,7 +145,7 @@ fn page(table: &str) -> String {
         .unwrap_or_default();
     format!(
         "# Benchmarks\n\n\
-         Written by `cargo run -p ovation-tests --release --bin benchmarks` on {date}: do not edit \
+         Written by `cargo run -p ovation-tests --bin benchmarks` on {date}: do not edit \
          by hand, run it again. Machine: {cores} cores, shared by the load driver, the servers \
          and Postgres; {rustc}. Every ratio is against a baseline measured in the same run; \
          what each bench does is in its file under `tests/benches/`.\n\n{table}"
