@@ -314,10 +314,11 @@ fn verified_caller(rt: &Runtime, headers: &HeaderMap, method: &str, path: &str) 
 /// The axum route of endpoint `E`.
 pub(crate) fn route<E: Endpoint>(rt: &'static Runtime) -> MethodRouter {
     let filter = MethodFilter::try_from(E::METHOD.http()).expect("endpoint methods are standard");
-    let name = span_name(format!("{}.{}", E::service(), E::NAME));
+    let service = E::service();
+    let name = span_name(format!("{service}.{}", E::NAME));
     axum::routing::on(filter, move |req: Request| async move {
-        let span = request_span(name, E::service(), E::NAME, &req);
-        let response = match serve::<E>(rt, req).instrument(span.clone()).await {
+        let span = request_span(name, service, E::NAME, &req);
+        let response = match serve::<E>(rt, service, req).instrument(span.clone()).await {
             Ok(response) => response,
             Err(e) => e.into_response(),
         };
@@ -343,31 +344,34 @@ pub(crate) fn span_name(name: String) -> &'static str {
 }
 
 /// The server span of one request (`name` from [`span_name`]), continuing the caller's trace
-/// if its `traceparent` header names one. Headers and bodies are not recorded.
+/// if its `traceparent` header names one; whether its trace is sampled is decided here (see
+/// [`crate::telemetry::request_span`]). Headers and bodies are not recorded.
 pub(crate) fn request_span(
     name: &'static str,
     service: &str,
     endpoint: &str,
     req: &Request,
 ) -> tracing::Span {
-    let span = tracing::info_span!(
-        "request",
-        otel.name = name,
-        otel.kind = "server",
-        otel.status_code = tracing::field::Empty,
-        service,
-        endpoint,
-        http.method = req.method().as_str(),
-        http.path = req.uri().path(),
-        http.status_code = tracing::field::Empty,
-        error.code = tracing::field::Empty,
-    );
+    static TRACEPARENT: header::HeaderName =
+        header::HeaderName::from_static(crate::telemetry::TRACEPARENT);
     let traceparent = req
         .headers()
-        .get(crate::telemetry::TRACEPARENT)
+        .get(&TRACEPARENT)
         .and_then(|v| v.to_str().ok());
-    crate::telemetry::continue_trace(&span, traceparent);
-    span
+    crate::telemetry::request_span(traceparent, || {
+        tracing::info_span!(
+            "request",
+            otel.name = name,
+            otel.kind = "server",
+            otel.status_code = tracing::field::Empty,
+            service,
+            endpoint,
+            http.method = req.method().as_str(),
+            http.path = req.uri().path(),
+            http.status_code = tracing::field::Empty,
+            error.code = tracing::field::Empty,
+        )
+    })
 }
 
 /// Records the response's status (and error code) on a request span.
@@ -382,7 +386,11 @@ pub(crate) fn record_outcome(span: &tracing::Span, response: &Response) {
     }
 }
 
-async fn serve<E: Endpoint>(rt: &'static Runtime, req: Request) -> Result<Response, Error> {
+async fn serve<E: Endpoint>(
+    rt: &'static Runtime,
+    service: &'static str,
+    req: Request,
+) -> Result<Response, Error> {
     let (mut parts, body) = req.into_parts();
     match E::ACCESS {
         Access::Public => {}
@@ -433,7 +441,7 @@ async fn serve<E: Endpoint>(rt: &'static Runtime, req: Request) -> Result<Respon
         decode_query(parts.uri.query().unwrap_or(""))?
     };
 
-    let work = runtime::scope(rt, Some(E::service()), E::handle(params, request));
+    let work = runtime::scope(rt, Some(service), E::handle(params, request));
     match tokio::time::timeout(rt.request_timeout, work).await {
         Ok(Ok(response)) => Ok(json_response(&response)),
         Ok(Err(e)) => Err(e),
@@ -445,7 +453,10 @@ fn json_response<T: serde::Serialize>(value: &T) -> Response {
     match serde_json::to_vec(value) {
         Ok(body) => (
             StatusCode::OK,
-            [(header::CONTENT_TYPE, "application/json")],
+            [(
+                header::CONTENT_TYPE,
+                header::HeaderValue::from_static("application/json"),
+            )],
             body,
         )
             .into_response(),

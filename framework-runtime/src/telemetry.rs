@@ -34,7 +34,7 @@ use opentelemetry_sdk::trace::{
 };
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 use tracing_subscriber::Layer;
-use tracing_subscriber::filter::{LevelFilter, Targets};
+use tracing_subscriber::filter::{FilterExt, LevelFilter, Targets, dynamic_filter_fn};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 
@@ -133,21 +133,31 @@ fn install(config: &Config, for_tests: bool) {
                     .with_target("ovation", LevelFilter::DEBUG)
                     .with_target("sqlx", LevelFilter::OFF)
                     .with_target("h2", LevelFilter::OFF)
-                    .with_target("hyper", LevelFilter::OFF),
+                    .with_target("hyper", LevelFilter::OFF)
+                    .and(dynamic_filter_fn(|_, _| traced_here())),
             )
     });
-    let queries = tracer.map(|tracer| {
-        QuerySpans { tracer }
-            .with_filter(Targets::new().with_target("sqlx::query", LevelFilter::DEBUG))
+    let queries = tracer.as_ref().map(|tracer| {
+        QuerySpans {
+            tracer: tracer.clone(),
+        }
+        .with_filter(
+            Targets::new()
+                .with_target("sqlx::query", LevelFilter::DEBUG)
+                .and(dynamic_filter_fn(|_, _| traced_here())),
+        )
     });
+    let unsampled = tracer.is_some().then_some(UnsampledRequests);
     let _ = tracing_subscriber::registry()
         .with(logs)
+        .with(unsampled)
         .with(spans)
         .with(queries)
         .try_init();
 }
 
 fn start_export(endpoint: &str, sampling: f64) -> Result<SdkTracer, String> {
+    let sampling = sampling.clamp(0.0, 1.0);
     let url = format!("{}/v1/traces", endpoint.trim_end_matches('/'));
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(10))
@@ -168,13 +178,14 @@ fn start_export(endpoint: &str, sampling: f64) -> Result<SdkTracer, String> {
     let processor = QueueProcessor::start(exporter, dropped.clone());
     let provider = SdkTracerProvider::builder()
         .with_span_processor(processor)
-        .with_sampler(Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(
-            sampling.clamp(0.0, 1.0),
+        .with_sampler(RequestsDecided(Sampler::ParentBased(Box::new(
+            Sampler::TraceIdRatioBased(sampling),
         ))))
         .with_resource(resource)
         .build();
     let tracer = provider.tracer("ovation");
     let _ = TELEMETRY.set(Telemetry { provider, dropped });
+    let _ = REQUEST_SAMPLING.set(sampling);
     Ok(tracer)
 }
 
@@ -210,8 +221,12 @@ pub fn flush(timeout: Duration) {
     }
 }
 
-/// The `traceparent` of the current span, if it is part of a sampled trace.
+/// The `traceparent` of the current span: of its trace when sampled, or of the unsampled
+/// request it is part of (flags `00`, so the callee does not sample it either).
 pub fn current_traceparent() -> Option<String> {
+    if let Some(unsampled) = unsampled_traceparent() {
+        return Some(unsampled);
+    }
     let cx = tracing::Span::current().context();
     let span = cx.span();
     let sc = span.span_context();
@@ -255,6 +270,171 @@ pub fn parse_traceparent(value: &str) -> Option<Context> {
 pub fn continue_trace(span: &tracing::Span, traceparent: Option<&str>) {
     if let Some(cx) = traceparent.and_then(parse_traceparent) {
         let _ = span.set_parent(cx);
+    }
+}
+
+// Sampling is decided where a request enters, before its span exists: the caller's decision
+// when its `traceparent` carries one, else `trace_sampling`. A request that is not sampled
+// never reaches the OpenTelemetry layers — neither its span nor anything inside it (calls,
+// queries, logs) — instead of being built as OpenTelemetry spans only for the SDK's sampler
+// to drop them when they end: on the endpoint bench that building cost more than the
+// request's own handling. Its trace context still travels on (flags `00`), so the services it
+// calls make the same decision.
+
+/// `trace_sampling`, once export is on; unset, there is nothing to decide.
+static REQUEST_SAMPLING: OnceLock<f64> = OnceLock::new();
+
+/// The trace context of a request that is not sampled, for propagation.
+#[derive(Debug, Clone, Copy)]
+struct Unsampled {
+    trace_id: opentelemetry::trace::TraceId,
+    span_id: opentelemetry::trace::SpanId,
+}
+
+/// What was decided for the request span being created on this thread.
+#[derive(Debug, Clone, Copy)]
+enum Decision {
+    Sampled,
+    Unsampled(Unsampled),
+}
+
+thread_local! {
+    /// Set while a request span is created: read by [`traced_here`] and [`UnsampledRequests`].
+    static PENDING: std::cell::Cell<Option<Decision>> = const { std::cell::Cell::new(None) };
+    /// The unsampled request spans entered on this thread, innermost last.
+    static UNSAMPLED: std::cell::RefCell<Vec<Unsampled>> =
+        const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Creates a request's span with `make`, deciding first whether its trace is sampled, and
+/// makes it continue the caller's trace.
+pub(crate) fn request_span(
+    traceparent: Option<&str>,
+    make: impl FnOnce() -> tracing::Span,
+) -> tracing::Span {
+    match REQUEST_SAMPLING.get() {
+        Some(&ratio) => decided_span(traceparent, ratio, make),
+        None => make(),
+    }
+}
+
+/// [`request_span`] with sampling `ratio`.
+fn decided_span(
+    traceparent: Option<&str>,
+    ratio: f64,
+    make: impl FnOnce() -> tracing::Span,
+) -> tracing::Span {
+    let parent = traceparent.and_then(parse_traceparent);
+    let remote = parent.as_ref().map(|cx| cx.span().span_context().clone());
+    let sampled = match &remote {
+        Some(sc) => sc.is_sampled(),
+        None => ratio >= 1.0 || (ratio > 0.0 && rand::random::<f64>() < ratio),
+    };
+    let decision = if sampled {
+        Decision::Sampled
+    } else {
+        Decision::Unsampled(Unsampled {
+            trace_id: remote.as_ref().map_or_else(
+                || opentelemetry::trace::TraceId::from(rand::random::<u128>().max(1)),
+                |sc| sc.trace_id(),
+            ),
+            span_id: opentelemetry::trace::SpanId::from(rand::random::<u64>().max(1)),
+        })
+    };
+    PENDING.set(Some(decision));
+    let span = make();
+    PENDING.set(None);
+    if let (true, Some(cx)) = (sampled, parent) {
+        let _ = span.set_parent(cx);
+    }
+    span
+}
+
+/// Whether the span or event being created here goes to the OpenTelemetry layers: not inside
+/// an unsampled request.
+fn traced_here() -> bool {
+    match PENDING.get() {
+        Some(decision) => matches!(decision, Decision::Sampled),
+        None => UNSAMPLED.with_borrow(Vec::is_empty),
+    }
+}
+
+/// The `traceparent` of the unsampled request this thread is in, if any.
+fn unsampled_traceparent() -> Option<String> {
+    UNSAMPLED.with_borrow(|u| {
+        u.last()
+            .map(|u| format!("00-{}-{}-00", u.trace_id, u.span_id))
+    })
+}
+
+/// Marks unsampled request spans, and keeps [`UNSAMPLED`] to the ones entered on this thread.
+struct UnsampledRequests;
+
+impl<S> Layer<S> for UnsampledRequests
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+{
+    fn on_new_span(
+        &self,
+        _: &tracing::span::Attributes<'_>,
+        id: &tracing::span::Id,
+        ctx: tracing_subscriber::layer::Context<'_, S>,
+    ) {
+        if let Some(Decision::Unsampled(u)) = PENDING.get()
+            && let Some(span) = ctx.span(id)
+        {
+            span.extensions_mut().insert(u);
+        }
+    }
+
+    fn on_enter(&self, id: &tracing::span::Id, ctx: tracing_subscriber::layer::Context<'_, S>) {
+        let unsampled = ctx
+            .span(id)
+            .and_then(|s| s.extensions().get::<Unsampled>().copied());
+        if let Some(u) = unsampled {
+            UNSAMPLED.with_borrow_mut(|v| v.push(u));
+        }
+    }
+
+    fn on_exit(&self, id: &tracing::span::Id, ctx: tracing_subscriber::layer::Context<'_, S>) {
+        let unsampled = ctx
+            .span(id)
+            .is_some_and(|s| s.extensions().get::<Unsampled>().is_some());
+        if unsampled {
+            UNSAMPLED.with_borrow_mut(|v| {
+                v.pop();
+            });
+        }
+    }
+}
+
+/// The SDK's sampler, but for request spans: [`request_span`] decided for them already, and
+/// a request span that reaches the SDK is sampled. Other roots (background work, a delivery of
+/// a message published outside any request) get `trace_sampling`; children follow their
+/// parent.
+#[derive(Debug, Clone)]
+struct RequestsDecided(Sampler);
+
+impl opentelemetry_sdk::trace::ShouldSample for RequestsDecided {
+    fn should_sample(
+        &self,
+        parent_context: Option<&Context>,
+        trace_id: opentelemetry::trace::TraceId,
+        name: &str,
+        span_kind: &SpanKind,
+        attributes: &[KeyValue],
+        links: &[opentelemetry::trace::Link],
+    ) -> opentelemetry::trace::SamplingResult {
+        let root = !parent_context.is_some_and(|cx| cx.has_active_span());
+        if root && *span_kind == SpanKind::Server {
+            return opentelemetry::trace::SamplingResult {
+                decision: opentelemetry::trace::SamplingDecision::RecordAndSample,
+                attributes: Vec::new(),
+                trace_state: Default::default(),
+            };
+        }
+        self.0
+            .should_sample(parent_context, trace_id, name, span_kind, attributes, links)
     }
 }
 
@@ -528,5 +708,79 @@ mod tests {
         ] {
             assert!(parse_traceparent(bad).is_none(), "{bad:?}");
         }
+    }
+
+    /// The spans and events a layer behind `traced_here` (the OpenTelemetry layers) sees.
+    #[derive(Clone, Default)]
+    struct Seen(Arc<std::sync::Mutex<Vec<String>>>);
+
+    impl<S: tracing::Subscriber> Layer<S> for Seen {
+        fn on_new_span(
+            &self,
+            attrs: &tracing::span::Attributes<'_>,
+            _: &tracing::span::Id,
+            _: tracing_subscriber::layer::Context<'_, S>,
+        ) {
+            self.0
+                .lock()
+                .unwrap()
+                .push(attrs.metadata().name().to_owned());
+        }
+        fn on_event(&self, _: &tracing::Event<'_>, _: tracing_subscriber::layer::Context<'_, S>) {
+            self.0.lock().unwrap().push("event".to_owned());
+        }
+    }
+
+    /// One request with `traceparent` at sampling `ratio`: what the OpenTelemetry layers saw,
+    /// and the `traceparent` a call from inside it sends on.
+    fn one_request(traceparent: Option<&str>, ratio: f64) -> (Vec<String>, Option<String>) {
+        let seen = Seen::default();
+        let subscriber = tracing_subscriber::registry().with(UnsampledRequests).with(
+            seen.clone()
+                .with_filter(dynamic_filter_fn(|_, _| traced_here())),
+        );
+        let sent = tracing::subscriber::with_default(subscriber, || {
+            let span = decided_span(traceparent, ratio, || tracing::info_span!("request"));
+            let _entered = span.enter();
+            let _call = tracing::info_span!("call").entered();
+            tracing::info!("inside");
+            unsampled_traceparent()
+        });
+        let seen = seen.0.lock().unwrap().clone();
+        (seen, sent)
+    }
+
+    #[test]
+    fn an_unsampled_request_reaches_no_trace_layer_and_passes_its_decision_on() {
+        let (seen, sent) = one_request(None, 0.0);
+        assert!(seen.is_empty(), "{seen:?}");
+        let sent = sent.expect("the trace context travels on");
+        assert!(sent.starts_with("00-") && sent.ends_with("-00"), "{sent}");
+        assert!(parse_traceparent(&sent).is_some(), "{sent}");
+
+        // The caller's decision wins over the ratio, and its trace id is kept.
+        let caller = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00";
+        let (seen, sent) = one_request(Some(caller), 1.0);
+        assert!(seen.is_empty(), "{seen:?}");
+        assert!(
+            sent.unwrap()
+                .starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-"),
+            "the trace id is kept"
+        );
+    }
+
+    #[test]
+    fn a_sampled_request_and_everything_in_it_reach_the_trace_layers() {
+        let (seen, sent) = one_request(None, 1.0);
+        assert_eq!(seen, ["request", "call", "event"]);
+        assert_eq!(
+            sent, None,
+            "a sampled span's context comes from OpenTelemetry"
+        );
+        let caller = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let (seen, _) = one_request(Some(caller), 0.0);
+        assert_eq!(seen, ["request", "call", "event"], "the caller sampled it");
+        // Outside any request, nothing is decided: background work goes to the SDK's sampler.
+        assert!(traced_here());
     }
 }

@@ -37,6 +37,9 @@ const ROUNDS: usize = 3;
 #[derive(Debug, Clone, Copy)]
 struct Figures {
     rate: f64,
+    /// CPU time of the whole process (load driver included) per request: steadier than the
+    /// rate on a shared machine.
+    cpu_us: f64,
     p50_us: f64,
     p99_us: f64,
     dropped: u64,
@@ -56,7 +59,10 @@ fn main() {
         let variant = args.get(i + 1).cloned().unwrap_or_default();
         let endpoint = args.get(i + 2).filter(|e| e.starts_with("http")).cloned();
         let f = child(&variant, endpoint);
-        println!("{} {} {} {}", f.rate, f.p50_us, f.p99_us, f.dropped);
+        println!(
+            "{} {} {} {} {}",
+            f.rate, f.cpu_us, f.p50_us, f.p99_us, f.dropped
+        );
         return;
     }
     if args.iter().any(|a| a == "--list") {
@@ -77,6 +83,7 @@ fn main() {
         .iter()
         .map(|r| Figures {
             rate: median(r.iter().map(|f| f.rate).collect()),
+            cpu_us: median(r.iter().map(|f| f.cpu_us).collect()),
             p50_us: median(r.iter().map(|f| f.p50_us).collect()),
             p99_us: median(r.iter().map(|f| f.p99_us).collect()),
             dropped: r.iter().map(|f| f.dropped).sum(),
@@ -88,17 +95,18 @@ fn main() {
          median; {cores} cores shared by the load driver, the server, the exporter and the receiver"
     );
     println!(
-        "{:<34} {:>10} {:>9} {:>9} {:>8}",
-        "variant", "req/s", "p50 µs", "p99 µs", "/ axum"
+        "{:<34} {:>10} {:>9} {:>9} {:>8} {:>12}",
+        "variant", "req/s", "p50 µs", "p99 µs", "/ axum", "CPU µs/req"
     );
     let axum = summary[0].rate;
     for ((_, name), f) in VARIANTS.iter().zip(&summary) {
         println!(
-            "{name:<34} {:>10.0} {:>9.0} {:>9.0} {:>8.2}",
+            "{name:<34} {:>10.0} {:>9.0} {:>9.0} {:>8.2} {:>12.1}",
             f.rate,
             f.p50_us,
             f.p99_us,
-            f.rate / axum
+            f.rate / axum,
+            f.cpu_us
         );
     }
     println!(
@@ -114,6 +122,16 @@ fn main() {
             Some(t) => figure.target(Target::RatioAtLeast(t)).record(),
             None => figure.record(),
         }
+    }
+    for ((_, name), f) in VARIANTS.iter().zip(&summary).skip(1) {
+        Figure::new(
+            section,
+            format!("{name}: CPU per request (server and load driver)"),
+            f.cpu_us,
+            "µs",
+        )
+        .against(VARIANTS[0].1, summary[0].cpu_us)
+        .record();
     }
     for i in [3, 4] {
         let name = VARIANTS[i].1;
@@ -169,9 +187,10 @@ fn run_child(variant: &str, receiver: &str) -> Figures {
         .collect();
     Figures {
         rate: numbers[0],
-        p50_us: numbers[1],
-        p99_us: numbers[2],
-        dropped: numbers[3] as u64,
+        cpu_us: numbers[1],
+        p50_us: numbers[2],
+        p99_us: numbers[3],
+        dropped: numbers[4] as u64,
     }
 }
 
@@ -224,11 +243,12 @@ fn child(variant: &str, otlp_endpoint: Option<String>) -> Figures {
             ovation_app = Some((env, server));
             url
         };
-        let (rate, mut latencies) = drive(&url).await;
+        let (rate, cpu_us, mut latencies) = drive(&url).await;
         latencies.sort_unstable();
         let at = |q: f64| latencies[((latencies.len() - 1) as f64 * q) as usize] as f64;
         let figures = Figures {
             rate,
+            cpu_us,
             p50_us: at(0.50),
             p99_us: at(0.99),
             dropped: ovation::telemetry::dropped_spans(),
@@ -241,9 +261,25 @@ fn child(variant: &str, otlp_endpoint: Option<String>) -> Figures {
     })
 }
 
+/// CPU time this process has used (all threads), in µs, from `/proc/self/stat`.
+fn cpu_time_us() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // The fields after the command name, which is in parentheses and may contain spaces:
+    // utime and stime are the 14th and 15th fields, in clock ticks (100 per second).
+    let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    (ticks(11) + ticks(12)) * 10_000.0
+}
+
 /// `CLIENTS` clients in a loop on `url`: requests per second over `MEASURE` after `WARM_UP`,
-/// and every measured request's latency in µs.
-async fn drive(url: &str) -> (f64, Vec<u32>) {
+/// the process's CPU time per request (µs), and every measured request's latency in µs.
+async fn drive(url: &str) -> (f64, f64, Vec<u32>) {
     let http = reqwest::Client::new();
     let counting = Arc::new(AtomicBool::new(false));
     let stop = Arc::new(AtomicBool::new(false));
@@ -272,13 +308,19 @@ async fn drive(url: &str) -> (f64, Vec<u32>) {
     tokio::time::sleep(WARM_UP).await;
     counting.store(true, Ordering::Relaxed);
     let started = Instant::now();
+    let cpu_started = cpu_time_us();
     tokio::time::sleep(MEASURE).await;
     let count = done.load(Ordering::Relaxed);
     let elapsed = started.elapsed();
+    let cpu = cpu_time_us() - cpu_started;
     stop.store(true, Ordering::Relaxed);
     let mut latencies = Vec::new();
     for c in clients {
         latencies.extend(c.await.unwrap());
     }
-    (count as f64 / elapsed.as_secs_f64(), latencies)
+    (
+        count as f64 / elapsed.as_secs_f64(),
+        cpu / count.max(1) as f64,
+        latencies,
+    )
 }

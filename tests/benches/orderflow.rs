@@ -237,10 +237,10 @@ fn free_port() -> u16 {
 async fn first_ok(http: &reqwest::Client, url: &str, since: Instant) -> Duration {
     let deadline = since + Duration::from_secs(60);
     loop {
-        if let Ok(r) = http.get(url).send().await {
-            if r.status().is_success() {
-                return since.elapsed();
-            }
+        if let Ok(r) = http.get(url).send().await
+            && r.status().is_success()
+        {
+            return since.elapsed();
         }
         assert!(Instant::now() < deadline, "{url} never answered 200");
         tokio::time::sleep(Duration::from_millis(1)).await;

@@ -59,7 +59,6 @@ fn main() -> ExitCode {
             ])
             .arg(workspace.join("Cargo.toml"))
             .env(REPORT_ENV, &report)
-            .env("RUST_LOG", "warn")
             .status();
         match status {
             Ok(s) if s.success() => {}
