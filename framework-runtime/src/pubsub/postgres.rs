@@ -737,17 +737,20 @@ async fn claim(
     .await?)
 }
 
-/// How long until the subscription's next pending message is due.
+/// How long until the subscription's next pending message is due; `None` when nothing is
+/// pending.
 async fn next_due(pool: &PgPool, subscription: &str) -> Option<Duration> {
+    // Not `greatest(.., 0)` in SQL: Postgres' GREATEST skips NULLs, so with nothing pending
+    // it said "due now", and every idle worker claimed in a loop, hundreds of queries a second.
     let secs: Option<f64> = sqlx::query_scalar(
-        "SELECT greatest(extract(epoch FROM min(next_at) - now()), 0)::float8
+        "SELECT extract(epoch FROM min(next_at) - now())::float8
          FROM ovation_deliveries WHERE subscription = $1 AND state = 'pending'",
     )
     .bind(subscription)
     .fetch_one(pool)
     .await
     .ok()?;
-    secs.map(Duration::from_secs_f64)
+    secs.map(|s| Duration::from_secs_f64(s.max(0.0)))
 }
 
 pub(super) enum Outcome {
@@ -1094,5 +1097,28 @@ async fn count_delivered(
             tracing::warn!(subscription, "could not count deliveries: {e}");
         }
         batch.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // Regression: with nothing pending, the next message was "due now" (Postgres' GREATEST
+    // skips NULLs), and idle workers claimed in a loop without pause.
+    #[tokio::test]
+    async fn with_nothing_pending_nothing_is_due() {
+        let server = crate::testing::test_server().await.unwrap();
+        let name = format!("ovt_next_due_{}", std::process::id());
+        server.create_database(&name).await.unwrap();
+        server.migrate(&name, &DATABASE).await.unwrap();
+        let pool = sqlx::postgres::PgPoolOptions::new()
+            .max_connections(1)
+            .connect_with(server.options(&name))
+            .await
+            .unwrap();
+        assert_eq!(next_due(&pool, "nothing-subscribes-here").await, None);
+        pool.close().await;
+        server.drop_database(&name).await.unwrap();
     }
 }
