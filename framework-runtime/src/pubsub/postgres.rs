@@ -13,6 +13,13 @@
 //! - `publish_in` writes to `_ovation_outbox` in the service's own database and transaction;
 //!   a relay per service database moves committed rows here and deletes them. A crash between
 //!   the two steps relays a row twice, which the message's primary key absorbs.
+//! - The relay of that database runs in the publishing process, which wakes it in-process: no
+//!   `NOTIFY` in the publisher's transaction. A `NOTIFY` takes a cluster-wide lock from before
+//!   the commit until after it, so every order's commit waited for the previous one's — on
+//!   the order-flow bench, 0.6 of a hand-written axum+sqlx shop's throughput with it, 0.8
+//!   without. Woken before the publisher's commit, the relay looks again after 1, 2, 4, ...
+//!   ms until the row is there, and polls each second besides (a crash before relaying leaves
+//!   the row to any process hosting the service).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -78,13 +85,16 @@ static MIGRATIONS: [Migration; 3] = [
 ];
 
 const CHANNEL: &str = "ovation_pubsub";
-const OUTBOX_CHANNEL: &str = "ovation_outbox";
 /// The longest a worker or relay sleeps without looking.
 const POLL: Duration = Duration::from_secs(1);
 /// Added to the ack deadline for the lease, so a handler cancelled at its deadline is recorded
 /// as failed before another worker may claim its message.
 const LEASE_GRACE: Duration = Duration::from_secs(5);
 const RELAY_BATCH: i64 = 500;
+/// After a `publish_in`, the relay looks again after this...
+const CHASE_FIRST: Duration = Duration::from_millis(1);
+/// ...doubling up to this, until the publisher's transaction has committed (or rolled back).
+const CHASE_LAST: Duration = Duration::from_millis(256);
 /// Messages every subscription has handled are deleted this long after publication; dead
 /// letters and pending messages are kept.
 const RETENTION: Duration = Duration::from_secs(24 * 3600);
@@ -98,6 +108,8 @@ pub(crate) struct PgPubSub {
     owner: i64,
     /// Wakes this process's workers: after a local publish, or a notification.
     wake: Arc<Notify>,
+    /// Wakes this process's outbox relays after a `publish_in`: (service, its relay's wake).
+    relays: std::sync::OnceLock<Vec<(&'static str, Arc<Notify>)>>,
     stop: watch::Sender<bool>,
     /// Held (cloned) by every running handler and acker: the strong count tells when they are
     /// all done, for a graceful shutdown.
@@ -142,9 +154,20 @@ impl PgPubSub {
             pool,
             owner: rand::random::<i64>(),
             wake: Arc::new(Notify::new()),
+            relays: std::sync::OnceLock::new(),
             stop: watch::channel(false).0,
             busy: Arc::new(()),
             nats: None,
+        }
+    }
+
+    /// Wakes the outbox relays of `service`'s databases (all of them for `None`).
+    fn wake_relays(&self, service: Option<&str>) {
+        for (relayed, wake) in self.relays.get().into_iter().flatten() {
+            if service.is_none_or(|s| s == *relayed) {
+                // A permit is kept if the relay is busy: it looks again when done.
+                wake.notify_one();
+            }
         }
     }
 
@@ -438,11 +461,13 @@ pub(crate) async fn write_outbox(
     .bind(crate::telemetry::current_traceparent())
     .execute(&mut **tx)
     .await?;
-    // Delivered to listeners at commit, not before; dropped on rollback.
-    sqlx::query("SELECT pg_notify($1, '')")
-        .bind(OUTBOX_CHANNEL)
-        .execute(&mut **tx)
-        .await?;
+    // The transaction is the caller's database's, and so is the running service's (outside
+    // any service, e.g. in a test's body, every relay here is woken).
+    if let Ok(ctx) = runtime::context()
+        && let Ok(pubsub) = ctx.rt.pubsub()
+    {
+        pubsub.wake_relays(ctx.service);
+    }
     Ok(MessageId(id))
 }
 
@@ -456,14 +481,23 @@ pub(crate) fn start(rt: &'static Runtime, pubsub: &'static PgPubSub) {
         pubsub.wake.clone(),
         pubsub.stop.subscribe(),
     ));
+    let mut relays = Vec::new();
     for (database, pool) in &rt.pools {
+        let wake = Arc::new(Notify::new());
+        let service = crate::sqldb::declared()
+            .into_iter()
+            .find(|d| d.name == *database)
+            .map_or("", |d| d.service());
+        relays.push((service, wake.clone()));
         tokio::spawn(relay(
             database,
             pool.clone(),
             pubsub,
+            wake,
             pubsub.stop.subscribe(),
         ));
     }
+    let _ = pubsub.relays.set(relays);
     for sub in super::subscriptions() {
         if rt.hosts(sub.service()) {
             match &pubsub.nats {
@@ -567,24 +601,18 @@ async fn listen(
     }
 }
 
-/// Moves committed outbox rows of one service database to the topic.
+/// Moves committed outbox rows of one service database to the topic: when `wake` says a row
+/// was written (see the module docs), and once a second.
 async fn relay(
-    database: &'static str,
+    database: &str,
     pool: PgPool,
     pubsub: &'static PgPubSub,
+    wake: Arc<Notify>,
     mut stop: watch::Receiver<bool>,
 ) {
-    let wake = Arc::new(Notify::new());
-    tokio::spawn(listen(
-        pool.clone(),
-        OUTBOX_CHANNEL,
-        wake.clone(),
-        stop.clone(),
-    ));
+    // The next look after a wake that found nothing yet: the writer had not committed.
+    let mut chase: Option<Duration> = None;
     while !*stop.borrow() {
-        let notified = wake.notified();
-        tokio::pin!(notified);
-        notified.as_mut().enable();
         let moved = match relay_once(&pool, pubsub).await {
             Ok(n) => n,
             Err(e) => {
@@ -595,9 +623,14 @@ async fn relay(
         if moved == RELAY_BATCH {
             continue;
         }
+        if moved > 0 {
+            chase = None;
+        }
         tokio::select! {
-            () = &mut notified => {}
-            () = tokio::time::sleep(POLL) => {}
+            () = wake.notified() => chase = Some(CHASE_FIRST),
+            () = tokio::time::sleep(chase.unwrap_or(POLL)) => {
+                chase = chase.map(|c| c * 2).filter(|c| *c <= CHASE_LAST);
+            }
             _ = stop.changed() => return,
         }
     }
