@@ -102,8 +102,7 @@ fn main() {
 
 /// Where criterion keeps its results: `<target>/criterion`.
 fn criterion_dir() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    exe.ancestors().nth(3).unwrap().join("criterion")
+    ovation_tests::target_dir().join("criterion")
 }
 
 /// The mean time per iteration criterion estimated for `call/<function>`, in ns.

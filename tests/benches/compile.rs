@@ -27,8 +27,7 @@ fn main() {
         .parent()
         .unwrap()
         .to_owned();
-    let exe = std::env::current_exe().unwrap();
-    let root = exe.ancestors().nth(3).unwrap().join("bench-compile");
+    let root = ovation_tests::target_dir().join("bench-compile");
     let _ = std::fs::remove_dir_all(root.join("crates"));
     let deps = Deps::read(&workspace);
 

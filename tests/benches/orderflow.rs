@@ -55,12 +55,7 @@ fn main() {
     if std::env::args().any(|a| a == "--list") {
         return;
     }
-    let target = std::env::current_exe()
-        .unwrap()
-        .ancestors()
-        .nth(3)
-        .unwrap()
-        .to_owned();
+    let target = ovation_tests::target_dir();
     let shop = build_shop(&target);
     let axum = PathBuf::from(env!("CARGO_BIN_EXE_axum_shop"));
     let postgres = ovation::infra::ManagedPostgres::ensure(&target.join("ovation-bench"))

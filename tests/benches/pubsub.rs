@@ -63,12 +63,7 @@ fn main() {
         .build()
         .unwrap();
     // The NATS figures' baseline: the same messages straight through async-nats.
-    let target = std::env::current_exe()
-        .unwrap()
-        .ancestors()
-        .nth(3)
-        .unwrap()
-        .to_owned();
+    let target = ovation_tests::target_dir();
     let nats = ovation::infra::ManagedNats::ensure(&target.join("ovation")).unwrap();
     let raw = tokio.block_on(raw_jetstream(&nats.url()));
     println!(
