@@ -5,11 +5,16 @@
 //! - A worker per subscription claims due rows with `FOR UPDATE SKIP LOCKED`, setting `next_at`
 //!   to now + the ack deadline (the lease) and `claimed_by` to its process's liveness key: a
 //!   session advisory lock the process holds on a connection of its own. When a process dies,
-//!   its connection closes, the lock disappears from `pg_locks`, and its claimed rows can be
-//!   claimed again at once, without waiting for the lease (the shop app's
-//!   `confirmations_survive_a_sigkill` test). Success marks the row `done`; failure pushes `next_at` out by the backoff, or marks the row `dead` past `max_retries`.
-//! - Workers sleep until `LISTEN ovation_pubsub` wakes them, the next retry is due, or a
-//!   one-second poll (in case a notification was lost with a dropped connection).
+//!   its connection closes, the lock disappears from `pg_locks`, and within a second every
+//!   other process hosting the subscription makes its claimed rows due again, without waiting
+//!   for the lease (the shop app's `confirmations_survive_a_sigkill` test). That look is a
+//!   task of its own, once a second, so that claiming — once per wake-up under load — scans
+//!   only due rows and never reads `pg_locks`. Success marks the row `done`; failure pushes
+//!   `next_at` out by the backoff, or marks the row `dead` past `max_retries`.
+//! - Workers sleep until a publish in this process or `LISTEN ovation_pubsub` (another
+//!   process's) wakes them, the next retry is due, or a one-second poll (in case a
+//!   notification was lost with a dropped connection). A finishing handler wakes its worker
+//!   only when the worker waits for room.
 //! - `publish_in` writes to `_ovation_outbox` in the service's own database and transaction;
 //!   a relay per service database moves committed rows here and deletes them. A crash between
 //!   the two steps relays a row twice, which the message's primary key absorbs.
@@ -112,6 +117,9 @@ pub(crate) struct PgPubSub {
     wake: Arc<Notify>,
     /// Wakes this process's outbox relays after a `publish_in`: (service, its relay's wake).
     relays: std::sync::OnceLock<Vec<(&'static str, Arc<Notify>)>>,
+    /// The workers of the subscriptions hosted here, which messages stored by this process are
+    /// handed to, claimed as they are stored (see [`PgPubSub::insert`]).
+    locals: std::sync::OnceLock<Vec<Local>>,
     stop: watch::Sender<bool>,
     /// Held (cloned) by every running handler and acker: the strong count tells when they are
     /// all done, for a graceful shutdown.
@@ -141,6 +149,19 @@ struct OutboxRow {
     traceparent: Option<String>,
 }
 
+/// A subscription's worker in this process, as [`PgPubSub::insert`] sees it.
+#[derive(Debug)]
+struct Local {
+    subscription: &'static str,
+    /// The worker's room: one permit per handler running.
+    permits: Arc<Semaphore>,
+    lease: Duration,
+    handoff: tokio::sync::mpsc::UnboundedSender<Handoff>,
+}
+
+/// A delivery claimed for a worker of this process, with the permit it runs under.
+type Handoff = (Claimed, tokio::sync::OwnedSemaphorePermit);
+
 /// A message as the outbox or `publish` hands it over.
 struct Outgoing {
     id: Uuid,
@@ -157,6 +178,7 @@ impl PgPubSub {
             owner: rand::random::<i64>(),
             wake: Arc::new(Notify::new()),
             relays: std::sync::OnceLock::new(),
+            locals: std::sync::OnceLock::new(),
             stop: watch::channel(false).0,
             busy: Arc::new(()),
             nats: None,
@@ -184,7 +206,10 @@ impl PgPubSub {
         topic: &str,
         payload: serde_json::Value,
     ) -> Result<MessageId, Error> {
-        let id = Uuid::new_v4();
+        // Message ids are UUIDv7, ordered by time: each insert lands at the right edge of the
+        // id indexes instead of on a random page of them (fewer pages touched and written to
+        // the WAL per message than with random v4 ids).
+        let id = Uuid::now_v7();
         let message = Outgoing {
             id,
             topic: topic.to_owned(),
@@ -205,7 +230,7 @@ impl PgPubSub {
         let messages: Vec<Outgoing> = payloads
             .into_iter()
             .map(|payload| Outgoing {
-                id: Uuid::new_v4(),
+                id: Uuid::now_v7(),
                 topic: topic.to_owned(),
                 payload,
                 published_at: None,
@@ -216,8 +241,14 @@ impl PgPubSub {
         Ok(messages.iter().map(|m| MessageId(m.id)).collect())
     }
 
-    /// Stores messages and their deliveries, once each, in one transaction: two set-based
-    /// statements per topic, whatever the number of messages.
+    /// Stores messages and their deliveries, once each: one set-based statement per topic,
+    /// whatever the number of messages.
+    ///
+    /// The deliveries of a subscription whose worker runs in this process, and has room for
+    /// all of them, are stored claimed by this process and handed to the worker in memory:
+    /// no claim query, no notification, no wait for the worker to look. Other subscriptions'
+    /// deliveries are stored due, and their workers woken (here directly, elsewhere by a
+    /// `NOTIFY`).
     async fn insert(&self, messages: &[Outgoing]) -> Result<(), Error> {
         if let Some(nats) = &self.nats {
             let publishes: Vec<super::nats::Publish<'_>> = messages
@@ -237,53 +268,121 @@ impl PgPubSub {
         for m in messages {
             by_topic.entry(m.topic.as_str()).or_default().push(m);
         }
-        let mut tx = self.pool.begin().await?;
+        let stopping = *self.stop.borrow();
+        let locals = self.locals.get().map_or(&[][..], Vec::as_slice);
+        // Whether some subscription's worker, here or elsewhere, must look for what is stored.
+        let (mut wake_here, mut wake_others) = (false, false);
         for (topic, group) in by_topic {
-            let subscribers: Vec<&str> = super::subscriptions()
+            let count = u32::try_from(group.len()).unwrap_or(u32::MAX);
+            let mut subscribers: Vec<&str> = Vec::new();
+            let mut leases: Vec<Option<f64>> = Vec::new();
+            let mut claims: Vec<(&Local, tokio::sync::OwnedSemaphorePermit)> = Vec::new();
+            for sub in super::subscriptions()
                 .iter()
                 .filter(|s| (s.topic)() == topic)
-                .map(|s| s.name)
-                .collect();
+            {
+                let local = locals.iter().find(|l| l.subscription == sub.name);
+                let permit = local
+                    .filter(|_| !stopping)
+                    .and_then(|l| l.permits.clone().try_acquire_many_owned(count).ok());
+                subscribers.push(sub.name);
+                match (local, permit) {
+                    (Some(local), Some(permit)) => {
+                        leases.push(Some(local.lease.as_secs_f64()));
+                        claims.push((local, permit));
+                    }
+                    (local, _) => {
+                        // Due for any worker of the subscription: here, and in the other
+                        // processes hosting it.
+                        leases.push(None);
+                        wake_here |= local.is_some();
+                        wake_others = true;
+                    }
+                }
+            }
             let ids: Vec<Uuid> = group.iter().map(|m| m.id).collect();
             let payloads: Vec<&serde_json::Value> = group.iter().map(|m| &m.payload).collect();
             let published: Vec<Option<chrono::DateTime<chrono::Utc>>> =
                 group.iter().map(|m| m.published_at).collect();
             let traces: Vec<Option<&str>> =
                 group.iter().map(|m| m.traceparent.as_deref()).collect();
-            // RETURNING only the new ones: a message relayed twice gets its deliveries once.
-            let inserted: Vec<Uuid> = sqlx::query_scalar(
-                "INSERT INTO ovation_messages (id, topic, payload, published_at, traceparent)
-                 SELECT id, $2, payload, coalesce(published_at, now()), traceparent
-                 FROM unnest($1::uuid[], $3::jsonb[], $4::timestamptz[], $5::text[])
-                      AS m (id, payload, published_at, traceparent)
-                 ON CONFLICT (id) DO NOTHING
-                 RETURNING id",
+            // One statement (so one transaction) for the messages and their deliveries. Only
+            // the messages new here get deliveries: a message relayed twice gets them once.
+            // It returns the deliveries claimed for this process's workers.
+            let claimed: Vec<(String, Uuid, chrono::DateTime<chrono::Utc>)> = sqlx::query_as(
+                "WITH inserted AS (
+                     INSERT INTO ovation_messages (id, topic, payload, published_at, traceparent)
+                     SELECT id, $2, payload, coalesce(published_at, now()), traceparent
+                     FROM unnest($1::uuid[], $3::jsonb[], $4::timestamptz[], $5::text[])
+                          AS m (id, payload, published_at, traceparent)
+                     ON CONFLICT (id) DO NOTHING
+                     RETURNING id, published_at
+                 ), delivered AS (
+                     INSERT INTO ovation_deliveries
+                         (subscription, message_id, attempt, next_at, claimed_by)
+                     SELECT s.name, i.id,
+                            CASE WHEN s.lease IS NULL THEN 0 ELSE 1 END,
+                            now() + make_interval(secs => coalesce(s.lease, 0)),
+                            CASE WHEN s.lease IS NOT NULL THEN $8::bigint END
+                     FROM inserted i, unnest($6::text[], $7::float8[]) AS s (name, lease)
+                     ON CONFLICT DO NOTHING
+                     RETURNING subscription, message_id, claimed_by
+                 )
+                 SELECT d.subscription, d.message_id, i.published_at
+                 FROM delivered d JOIN inserted i ON i.id = d.message_id
+                 WHERE d.claimed_by IS NOT NULL",
             )
             .bind(&ids)
             .bind(topic)
             .bind(&payloads)
             .bind(&published)
             .bind(&traces)
-            .fetch_all(&mut *tx)
+            .bind(&subscribers)
+            .bind(&leases)
+            .bind(self.owner)
+            .fetch_all(&self.pool)
             .await?;
-            if !inserted.is_empty() && !subscribers.is_empty() {
-                sqlx::query(
-                    "INSERT INTO ovation_deliveries (subscription, message_id)
-                     SELECT s, m FROM unnest($1::text[]) AS s, unnest($2::uuid[]) AS m
-                     ON CONFLICT DO NOTHING",
-                )
-                .bind(&subscribers)
-                .bind(&inserted)
-                .execute(&mut *tx)
-                .await?;
+            // Each claimed delivery takes one of its worker's permits; the rest (messages
+            // stored before) go back when `claims` is dropped.
+            let by_id: std::collections::HashMap<Uuid, &Outgoing> =
+                group.iter().map(|m| (m.id, *m)).collect();
+            for (subscription, id, published_at) in claimed {
+                let Some((local, permits)) = claims
+                    .iter_mut()
+                    .find(|(l, _)| l.subscription == subscription)
+                else {
+                    continue;
+                };
+                let (Some(permit), Some(m)) = (permits.split(1), by_id.get(&id)) else {
+                    continue;
+                };
+                let delivery = (
+                    id,
+                    1,
+                    m.payload.clone(),
+                    published_at,
+                    m.traceparent.clone(),
+                );
+                // Only fails when the worker is gone (shutdown): the lease then runs out, or
+                // another process reclaims the delivery once this one is gone.
+                let _ = local.handoff.send((delivery, permit));
             }
         }
-        sqlx::query("SELECT pg_notify($1, '')")
-            .bind(CHANNEL)
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
-        self.wake.notify_waiters();
+        if wake_others {
+            // Stored already: a lost notification only makes other processes find the
+            // messages at their next look, within a second. This process's listener skips it.
+            if let Err(e) = sqlx::query("SELECT pg_notify($1, $2)")
+                .bind(CHANNEL)
+                .bind(self.owner.to_string())
+                .execute(&self.pool)
+                .await
+            {
+                tracing::debug!("could not notify other processes of new messages: {e}");
+            }
+        }
+        if wake_here {
+            self.wake.notify_waiters();
+        }
         Ok(())
     }
 
@@ -351,7 +450,7 @@ impl PgPubSub {
         let publishes: Vec<super::nats::Publish<'_>> = dead
             .iter()
             .map(|d| super::nats::Publish {
-                id: Uuid::new_v4(),
+                id: Uuid::now_v7(),
                 topic: &d.topic,
                 payload: &d.payload,
                 published_at: Some(d.published_at),
@@ -453,7 +552,7 @@ pub(crate) async fn write_outbox(
     topic: &str,
     payload: serde_json::Value,
 ) -> Result<MessageId, Error> {
-    let id = Uuid::new_v4();
+    let id = Uuid::now_v7();
     sqlx::query(
         "INSERT INTO _ovation_outbox (id, topic, payload, traceparent) VALUES ($1, $2, $3, $4)",
     )
@@ -477,12 +576,15 @@ pub(crate) async fn write_outbox(
 /// service database, and a worker per subscription whose service is hosted here.
 pub(crate) fn start(rt: &'static Runtime, pubsub: &'static PgPubSub) {
     tokio::spawn(hold_liveness_lock(pubsub, pubsub.stop.subscribe()));
-    tokio::spawn(listen(
-        pubsub.pool.clone(),
-        CHANNEL,
-        pubsub.wake.clone(),
-        pubsub.stop.subscribe(),
-    ));
+    tokio::spawn(listen(pubsub, pubsub.stop.subscribe()));
+    let hosted: Vec<&'static str> = super::subscriptions()
+        .iter()
+        .filter(|s| rt.hosts(s.service()))
+        .map(|s| s.name)
+        .collect();
+    if pubsub.nats.is_none() && !hosted.is_empty() {
+        tokio::spawn(reclaim(pubsub, hosted, pubsub.stop.subscribe()));
+    }
     let mut relays = Vec::new();
     for (database, pool) in &rt.pools {
         let wake = Arc::new(Notify::new());
@@ -500,16 +602,35 @@ pub(crate) fn start(rt: &'static Runtime, pubsub: &'static PgPubSub) {
         ));
     }
     let _ = pubsub.relays.set(relays);
+    let mut locals = Vec::new();
     for sub in super::subscriptions() {
         if rt.hosts(sub.service()) {
             match &pubsub.nats {
                 Some(nats) => {
-                    tokio::spawn(work_nats(rt, sub, pubsub, nats, pubsub.stop.subscribe()))
+                    tokio::spawn(work_nats(rt, sub, pubsub, nats, pubsub.stop.subscribe()));
                 }
-                None => tokio::spawn(work(rt, sub, pubsub, pubsub.stop.subscribe())),
-            };
+                None => {
+                    let permits = Arc::new(Semaphore::new(sub.config.max_concurrency.max(1)));
+                    let (handoff, handed) = tokio::sync::mpsc::unbounded_channel();
+                    locals.push(Local {
+                        subscription: sub.name,
+                        permits: permits.clone(),
+                        lease: sub.config.ack_deadline + LEASE_GRACE,
+                        handoff,
+                    });
+                    let worker = Worker {
+                        rt,
+                        sub,
+                        pubsub,
+                        permits,
+                        handed,
+                    };
+                    tokio::spawn(worker.run(pubsub.stop.subscribe()));
+                }
+            }
         }
     }
+    let _ = pubsub.locals.set(locals);
     tokio::spawn(expire(pubsub, pubsub.stop.subscribe()));
 }
 
@@ -573,28 +694,27 @@ async fn hold_liveness_lock(pubsub: &'static PgPubSub, mut stop: watch::Receiver
     }
 }
 
-/// Forwards notifications on `channel` to `wake`, reconnecting after errors.
-async fn listen(
-    pool: PgPool,
-    channel: &'static str,
-    wake: Arc<Notify>,
-    mut stop: watch::Receiver<bool>,
-) {
+/// Wakes this process's workers when another process has published, reconnecting after
+/// errors.
+async fn listen(pubsub: &'static PgPubSub, mut stop: watch::Receiver<bool>) {
+    let own = pubsub.owner.to_string();
     while !*stop.borrow() {
-        let mut listener = match PgListener::connect_with(&pool).await {
+        let mut listener = match PgListener::connect_with(&pubsub.pool).await {
             Ok(l) => l,
             Err(_) => {
                 tokio::select! { _ = tokio::time::sleep(POLL) => continue, _ = stop.changed() => return }
             }
         };
-        if listener.listen(channel).await.is_err() {
+        if listener.listen(CHANNEL).await.is_err() {
             tokio::time::sleep(POLL).await;
             continue;
         }
         loop {
             tokio::select! {
                 n = listener.recv() => match n {
-                    Ok(_) => wake.notify_waiters(),
+                    // This process's own publishes woke its workers already.
+                    Ok(n) if n.payload() == own => {}
+                    Ok(_) => pubsub.wake.notify_waiters(),
                     Err(_) => break,
                 },
                 _ = stop.changed() => return,
@@ -644,10 +764,14 @@ async fn relay(
 }
 
 async fn relay_once(pool: &PgPool, pubsub: &PgPubSub) -> Result<i64, Error> {
+    // Deleted in a transaction that commits only once the messages are stored on the topic: a
+    // crash in between leaves the rows here, relayed again later, which the message ids make
+    // harmless.
     let mut tx = pool.begin().await?;
-    let rows: Vec<OutboxRow> = sqlx::query_as(
-        "SELECT seq, id, topic, payload, published_at, traceparent FROM _ovation_outbox
-             ORDER BY seq LIMIT $1 FOR UPDATE SKIP LOCKED",
+    let mut rows: Vec<OutboxRow> = sqlx::query_as(
+        "DELETE FROM _ovation_outbox WHERE seq IN (
+             SELECT seq FROM _ovation_outbox ORDER BY seq LIMIT $1 FOR UPDATE SKIP LOCKED)
+         RETURNING seq, id, topic, payload, published_at, traceparent",
     )
     .bind(RELAY_BATCH)
     .fetch_all(&mut *tx)
@@ -655,7 +779,8 @@ async fn relay_once(pool: &PgPool, pubsub: &PgPubSub) -> Result<i64, Error> {
     if rows.is_empty() {
         return Ok(0);
     }
-    let seqs: Vec<i64> = rows.iter().map(|r| r.seq).collect();
+    rows.sort_unstable_by_key(|r| r.seq);
+    let relayed = i64::try_from(rows.len()).unwrap_or(0);
     let messages: Vec<Outgoing> = rows
         .into_iter()
         .map(|r| Outgoing {
@@ -666,15 +791,9 @@ async fn relay_once(pool: &PgPool, pubsub: &PgPubSub) -> Result<i64, Error> {
             traceparent: r.traceparent,
         })
         .collect();
-    // Stored on the topic first: a crash before the delete below relays these again, and the
-    // message ids make that harmless.
     pubsub.insert(&messages).await?;
-    sqlx::query("DELETE FROM _ovation_outbox WHERE seq = ANY($1)")
-        .bind(&seqs)
-        .execute(&mut *tx)
-        .await?;
     tx.commit().await?;
-    Ok(i64::try_from(seqs.len()).unwrap_or(0))
+    Ok(relayed)
 }
 
 /// A claimed delivery.
@@ -686,61 +805,105 @@ type Claimed = (
     Option<String>,
 );
 
-/// Claims and handles the messages of one subscription until stopped.
-async fn work(
+/// The worker of one subscription in this process.
+struct Worker {
     rt: &'static Runtime,
     sub: &'static SubscriptionDef,
     pubsub: &'static PgPubSub,
-    mut stop: watch::Receiver<bool>,
-) {
-    let permits = Arc::new(Semaphore::new(sub.config.max_concurrency.max(1)));
-    let lease = sub.config.ack_deadline + LEASE_GRACE;
-    // Successes are recorded in batches by `ack`; it ends, after recording every success,
-    // once this worker and its handlers are gone (the last sender dropped).
-    let (acks, ack_queue) = tokio::sync::mpsc::unbounded_channel::<Uuid>();
-    let busy = pubsub.busy.clone();
-    tokio::spawn(async move {
-        ack(pubsub.pool.clone(), sub.name, ack_queue).await;
-        drop(busy);
-    });
-    while !*stop.borrow() {
-        let notified = pubsub.wake.notified();
-        tokio::pin!(notified);
-        notified.as_mut().enable();
-        let room = permits.available_permits().min(CLAIM_BATCH);
-        let mut claimed_all = false;
-        if room > 0 {
-            match claim(pubsub, sub.name, room, lease).await {
-                Ok(claimed) => {
-                    claimed_all = claimed.len() == room;
-                    for delivery in claimed {
-                        let Ok(permit) = permits.clone().acquire_owned().await else {
-                            return;
-                        };
-                        let acks = acks.clone();
-                        let busy = pubsub.busy.clone();
-                        tokio::spawn(async move {
-                            let _busy = busy;
-                            handle(rt, sub, pubsub, &acks, delivery).await;
-                            drop(permit);
-                            pubsub.wake.notify_waiters();
-                        });
+    /// One per handler running: `max_concurrency` in all.
+    permits: Arc<Semaphore>,
+    /// Deliveries [`PgPubSub::insert`] claimed for this worker as it stored them.
+    handed: tokio::sync::mpsc::UnboundedReceiver<Handoff>,
+}
+
+impl Worker {
+    /// Claims and handles the messages of the subscription until stopped.
+    async fn run(mut self, mut stop: watch::Receiver<bool>) {
+        let (sub, pubsub) = (self.sub, self.pubsub);
+        let lease = sub.config.ack_deadline + LEASE_GRACE;
+        // Successes are recorded in batches by `ack`; it ends, after recording every success,
+        // once this worker and its handlers are gone (the last sender dropped).
+        let (acks, ack_queue) = tokio::sync::mpsc::unbounded_channel::<Uuid>();
+        let busy = pubsub.busy.clone();
+        tokio::spawn(async move {
+            ack(pubsub.pool.clone(), sub.name, ack_queue).await;
+            drop(busy);
+        });
+        // A handler that finishes frees a permit: that wakes this worker only when it waits for
+        // one. (Waking it after every message would be a claim per message, most finding
+        // nothing.)
+        let freed = Arc::new(Notify::new());
+        let spawn = |(delivery, permit): Handoff| {
+            let (acks, freed) = (acks.clone(), freed.clone());
+            let busy = pubsub.busy.clone();
+            let rt = self.rt;
+            tokio::spawn(async move {
+                let _busy = busy;
+                handle(rt, sub, pubsub, &acks, delivery).await;
+                drop(permit);
+                freed.notify_one();
+            });
+        };
+        let mut look = true;
+        let mut starved = false;
+        let mut next_look = tokio::time::Instant::now();
+        let mut notified = std::pin::pin!(pubsub.wake.notified());
+        while !*stop.borrow() {
+            if look {
+                // Armed before looking, so that a wake while looking is not lost; kept armed
+                // while handing off.
+                notified.set(pubsub.wake.notified());
+                notified.as_mut().enable();
+                let room = self.permits.available_permits().min(CLAIM_BATCH);
+                let mut claimed = 0;
+                if room > 0 {
+                    match claim(pubsub, sub.name, room, lease).await {
+                        Ok(deliveries) => {
+                            claimed = deliveries.len();
+                            for delivery in deliveries {
+                                let Ok(permit) = self.permits.clone().acquire_owned().await else {
+                                    return;
+                                };
+                                spawn((delivery, permit));
+                            }
+                        }
+                        Err(e) => {
+                            tracing::warn!(subscription = sub.name, "claiming messages failed: {e}")
+                        }
                     }
                 }
-                Err(e) => tracing::warn!(subscription = sub.name, "claiming messages failed: {e}"),
+                starved = claimed == room;
+                if starved && self.permits.available_permits() > 0 {
+                    continue;
+                }
+                // Nothing left due now. Found nothing at all: sleep until the next retry is due
+                // (a failure here wakes the workers to look again). Found some: what comes next
+                // is new messages, which wake this worker, or their retries, which do too.
+                let wait = if claimed == 0 && room > 0 {
+                    next_due(&pubsub.pool, sub.name)
+                        .await
+                        .unwrap_or(POLL)
+                        .min(POLL)
+                } else {
+                    POLL
+                };
+                next_look = tokio::time::Instant::now() + wait;
             }
-        }
-        if claimed_all && permits.available_permits() > 0 {
-            continue;
-        }
-        let wait = next_due(&pubsub.pool, sub.name)
-            .await
-            .unwrap_or(POLL)
-            .min(POLL);
-        tokio::select! {
-            () = &mut notified => {}
-            () = tokio::time::sleep(wait) => {}
-            _ = stop.changed() => return,
+            tokio::select! {
+                () = notified.as_mut() => look = true,
+                () = freed.notified(), if starved => look = true,
+                () = tokio::time::sleep_until(next_look) => look = true,
+                handed = self.handed.recv() => {
+                    // Claimed already: handle them, without looking for more.
+                    let Some(first) = handed else { return };
+                    spawn(first);
+                    while let Ok(more) = self.handed.try_recv() {
+                        spawn(more);
+                    }
+                    look = false;
+                }
+                _ = stop.changed() => return,
+            }
         }
     }
 }
@@ -751,17 +914,14 @@ async fn claim(
     limit: usize,
     lease: Duration,
 ) -> Result<Vec<Claimed>, Error> {
-    // Due: pending and past `next_at`, or claimed by a process whose liveness lock is gone.
-    // A bigint advisory lock shows in pg_locks as classid (high half) and objid (low half).
+    // Due: pending and past `next_at` (the deliveries of dead processes are made due by
+    // `reclaim`, so this scans only due rows of the partial index).
     Ok(sqlx::query_as(
         "UPDATE ovation_deliveries d
          SET attempt = d.attempt + 1, next_at = now() + make_interval(secs => $3), claimed_by = $4
          FROM (
              SELECT message_id FROM ovation_deliveries
-             WHERE subscription = $1 AND state = 'pending'
-               AND (next_at <= now() OR (claimed_by IS NOT NULL AND claimed_by <> ALL (ARRAY(
-                   SELECT (classid::bigint << 32) | objid::bigint FROM pg_locks
-                   WHERE locktype = 'advisory' AND objsubid = 1 AND granted))))
+             WHERE subscription = $1 AND state = 'pending' AND next_at <= now()
              ORDER BY next_at
              LIMIT $2
              FOR UPDATE SKIP LOCKED
@@ -775,6 +935,46 @@ async fn claim(
     .bind(pubsub.owner)
     .fetch_all(&pubsub.pool)
     .await?)
+}
+
+/// Once a second, makes the deliveries of `hosted` subscriptions claimed by processes that are
+/// gone due at once, rather than when their leases run out, and wakes the workers if there
+/// were any.
+async fn reclaim(
+    pubsub: &'static PgPubSub,
+    hosted: Vec<&'static str>,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(POLL) => {}
+            _ = stop.changed() => return,
+        }
+        // Leased rows only (`next_at` in the future), through the partial index. A bigint
+        // advisory lock shows in pg_locks as classid (high half) and objid (low half).
+        let reclaimed = sqlx::query(
+            "UPDATE ovation_deliveries SET next_at = now(), claimed_by = NULL
+             WHERE subscription = ANY($1) AND state = 'pending' AND next_at > now()
+               AND claimed_by IS NOT NULL
+               AND claimed_by <> ALL (ARRAY(
+                   SELECT (classid::bigint << 32) | objid::bigint FROM pg_locks
+                   WHERE locktype = 'advisory' AND objsubid = 1 AND granted))",
+        )
+        .bind(&hosted)
+        .execute(&pubsub.pool)
+        .await;
+        match reclaimed {
+            Ok(r) if r.rows_affected() > 0 => {
+                tracing::info!(
+                    deliveries = r.rows_affected(),
+                    "redelivering messages claimed by a process that is gone"
+                );
+                pubsub.wake.notify_waiters();
+            }
+            Ok(_) => {}
+            Err(e) => tracing::debug!("reclaiming deliveries failed: {e}"),
+        }
+    }
 }
 
 /// How long until the subscription's next pending message is due; `None` when nothing is
@@ -827,6 +1027,8 @@ async fn handle(
         // The lease expires and the message is delivered again: at least once.
         tracing::warn!(subscription = sub.name, message = %id, "could not record the delivery: {e}");
     }
+    // A retry is scheduled: the workers look again, and sleep until it is due.
+    pubsub.wake.notify_waiters();
 }
 
 /// Runs a subscription's handler on one message, in the subscription's service context,
@@ -859,21 +1061,23 @@ pub(super) async fn run_handler(
                 Some(sub.service()),
                 super::DELIVERY.scope(delivery, fut),
             );
-            // A task of its own: a panic is caught as a JoinError, and the deadline can abort it.
-            let task = tokio::spawn(tracing::Instrument::instrument(fut, span.clone()));
-            let abort = task.abort_handle();
-            let outcome = match tokio::time::timeout(sub.config.ack_deadline, task).await {
+            // In the caller's task (each delivery has one): a panic is caught here, and a
+            // handler past its deadline is dropped where it waits.
+            let fut =
+                std::panic::AssertUnwindSafe(tracing::Instrument::instrument(fut, span.clone()));
+            let outcome = match tokio::time::timeout(
+                sub.config.ack_deadline,
+                futures_util::FutureExt::catch_unwind(fut),
+            )
+            .await
+            {
                 Ok(Ok(Ok(()))) => Outcome::Done,
                 Ok(Ok(Err(e))) => Outcome::Failed(e.to_string()),
-                Ok(Err(join)) if join.is_panic() => Outcome::Failed("the handler panicked".into()),
-                Ok(Err(_)) => Outcome::Failed("the handler was cancelled".into()),
-                Err(_) => {
-                    abort.abort();
-                    Outcome::Failed(format!(
-                        "the handler did not finish within its ack deadline of {:?}",
-                        sub.config.ack_deadline
-                    ))
-                }
+                Ok(Err(_panic)) => Outcome::Failed("the handler panicked".into()),
+                Err(_) => Outcome::Failed(format!(
+                    "the handler did not finish within its ack deadline of {:?}",
+                    sub.config.ack_deadline
+                )),
             };
             if let Outcome::Failed(reason) = &outcome {
                 span.record("otel.status_code", "ERROR");
