@@ -106,6 +106,8 @@ const CHASE_LAST: Duration = Duration::from_millis(256);
 /// letters and pending messages are kept.
 const RETENTION: Duration = Duration::from_secs(24 * 3600);
 const CLAIM_BATCH: usize = 100;
+/// Successes wait this long for others to be recorded with (one statement for all of them).
+const ACK_GATHER: Duration = Duration::from_millis(5);
 
 /// The Postgres Pub/Sub of one runtime.
 #[derive(Debug)]
@@ -1098,6 +1100,13 @@ async fn ack(
     const MAX_BATCH: usize = 1000;
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while queue.recv_many(&mut batch, MAX_BATCH).await > 0 {
+        // The handlers running now finish in the meantime: their successes join this batch.
+        tokio::time::sleep(ACK_GATHER).await;
+        while batch.len() < MAX_BATCH
+            && let Ok(id) = queue.try_recv()
+        {
+            batch.push(id);
+        }
         if let Err(e) = mark_done(&pool, subscription, &batch).await {
             // Unrecorded successes are delivered again when their leases expire.
             tracing::warn!(
@@ -1353,7 +1362,9 @@ mod tests {
     #[tokio::test]
     async fn with_nothing_pending_nothing_is_due() {
         let server = crate::testing::test_server().await.unwrap();
-        let name = format!("ovt_next_due_{}", std::process::id());
+        // `ovt_<pid>_...`, as test databases are named: another test process's clean-up takes
+        // any other `ovt_` name for an orphan, and dropped it under this test now and then.
+        let name = format!("ovt_{}_next_due", std::process::id());
         server.create_database(&name).await.unwrap();
         server.migrate(&name, &DATABASE).await.unwrap();
         let pool = sqlx::postgres::PgPoolOptions::new()
