@@ -366,12 +366,14 @@ const CLIENT_IDLE_TIMEOUT: Duration = Duration::from_secs(1);
 /// the close.
 const SAFE_TO_CLOSE_IDLE: Duration = Duration::from_millis(1500);
 
-/// What a draining server knows of one connection.
+/// What the accept loop knows of one connection: for the header read timeout and for draining.
 #[derive(Debug)]
 struct Activity {
     in_flight: std::sync::atomic::AtomicUsize,
     /// When the last response was sent (or the connection accepted), in ms since `epoch`.
     last_ms: std::sync::atomic::AtomicU64,
+    /// Closes the connection (it is dropped where it waits).
+    close: tokio::sync::Notify,
 }
 
 impl Activity {
@@ -379,6 +381,7 @@ impl Activity {
         let a = Activity {
             in_flight: Default::default(),
             last_ms: Default::default(),
+            close: tokio::sync::Notify::new(),
         };
         a.touch(epoch);
         a
@@ -389,11 +392,18 @@ impl Activity {
         self.last_ms.store(ms, Ordering::Relaxed);
     }
 
+    /// With no request in flight, how long since the last response (or the accept).
+    fn idle(&self, epoch: Instant) -> Option<Duration> {
+        (self.in_flight.load(Ordering::Relaxed) == 0).then(|| {
+            epoch
+                .elapsed()
+                .saturating_sub(Duration::from_millis(self.last_ms.load(Ordering::Relaxed)))
+        })
+    }
+
     fn quiet(&self, epoch: Instant) -> bool {
-        let idle = epoch
-            .elapsed()
-            .saturating_sub(Duration::from_millis(self.last_ms.load(Ordering::Relaxed)));
-        self.in_flight.load(Ordering::Relaxed) == 0 && idle >= SAFE_TO_CLOSE_IDLE
+        self.idle(epoch)
+            .is_some_and(|idle| idle >= SAFE_TO_CLOSE_IDLE)
     }
 }
 
@@ -414,14 +424,18 @@ impl Drop for Server {
 ///    no client can tell apart from a crash, and so cannot safely retry);
 /// 3. closes idle connections and lets in-flight requests finish, for `rt.shutdown_grace`.
 ///
-/// A client gets `rt.header_read_timeout` to send its request headers.
+/// A client gets `rt.header_read_timeout` to send its request headers, counted from the
+/// accept or the previous response: the loop looks at every connection a few times per timeout
+/// and closes those idle for longer, so a keep-alive connection left idle is closed too. (Not
+/// hyper's own header timeout: that arms a timer for every request, a tenth of what the
+/// framework adds to a small request.)
 async fn serve(
     rt: &'static Runtime,
     router: axum::Router,
     listener: TcpListener,
     mut stop: oneshot::Receiver<Duration>,
 ) {
-    use hyper_util::rt::{TokioIo, TokioTimer};
+    use hyper_util::rt::TokioIo;
     use hyper_util::server::graceful::GracefulShutdown;
     use hyper_util::service::TowerToHyperService;
     use tower::ServiceExt;
@@ -430,16 +444,29 @@ async fn serve(
     let draining = Arc::new(AtomicBool::new(false));
     let epoch = Instant::now();
     let mut connections: Vec<std::sync::Weak<Activity>> = Vec::new();
-    let mut prune_at = 1024;
     let mut http = hyper::server::conn::http1::Builder::new();
-    http.timer(TokioTimer::new())
-        .header_read_timeout(rt.header_read_timeout)
-        .keep_alive(true);
+    http.keep_alive(true);
+    let mut sweep = tokio::time::interval(
+        (rt.header_read_timeout / 4).clamp(Duration::from_millis(100), Duration::from_secs(1)),
+    );
+    sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let drain = loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => Ok(accepted),
             // A dropped sender (the `Server` dropped) means no drain.
             drain = &mut stop => Err(drain.unwrap_or_default()),
+            _ = sweep.tick() => {
+                connections.retain(|c| match c.upgrade() {
+                    Some(c) => {
+                        if c.idle(epoch).is_some_and(|idle| idle >= rt.header_read_timeout) {
+                            c.close.notify_one();
+                        }
+                        true
+                    }
+                    None => false,
+                });
+                continue;
+            }
         };
         let accepted = match accepted {
             Ok(accepted) => accepted,
@@ -457,13 +484,8 @@ async fn serve(
         let _ = stream.set_nodelay(true);
         let draining = draining.clone();
         let activity = Arc::new(Activity::new(epoch));
-        // Forget closed connections now and then: when the list has doubled since.
-        if connections.len() >= prune_at {
-            connections.retain(|c| c.strong_count() > 0);
-            prune_at = (connections.len() * 2).max(1024);
-        }
         connections.push(Arc::downgrade(&activity));
-        let on_response = activity.clone();
+        let (on_response, closing) = (activity.clone(), activity.clone());
         let service = router
             .clone()
             .map_request(move |req: hyper::Request<hyper::body::Incoming>| {
@@ -487,8 +509,16 @@ async fn serve(
         let conn = http.serve_connection(TokioIo::new(stream), TowerToHyperService::new(service));
         let conn = graceful.watch(conn);
         tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(%peer, "connection closed: {e}");
+            tokio::select! {
+                biased;
+                closed = conn => {
+                    if let Err(e) = closed {
+                        tracing::debug!(%peer, "connection closed: {e}");
+                    }
+                }
+                () = closing.close.notified() => {
+                    tracing::debug!(%peer, "connection closed: no request headers within the header read timeout");
+                }
             }
         });
     };

@@ -35,7 +35,7 @@ pub async fn call<E: Endpoint>(
             endpoint = E::NAME,
             remote = false
         );
-        runtime::scope(ctx.rt, Some(service), E::handle(params, request))
+        runtime::scope_in(ctx.rt, service, E::NAME, E::handle(params, request))
             .instrument(span)
             .await
     } else {

@@ -175,6 +175,8 @@ impl Runtime {
 pub(crate) struct Context {
     pub(crate) rt: &'static Runtime,
     pub(crate) service: Option<&'static str>,
+    /// The endpoint (or subscription) of `service` running, for log lines.
+    pub(crate) label: Option<&'static str>,
 }
 
 tokio::task_local! {
@@ -196,7 +198,13 @@ pub(crate) fn context() -> Result<Context, Error> {
     CONTEXT
         .try_with(|c| *c)
         .ok()
-        .or_else(|| GLOBAL.get().map(|rt| Context { rt, service: None }))
+        .or_else(|| {
+            GLOBAL.get().map(|rt| Context {
+                rt,
+                service: None,
+                label: None,
+            })
+        })
         .ok_or_else(|| Error::internal(NO_RUNTIME))
 }
 
@@ -210,7 +218,39 @@ pub(crate) fn scope<F: Future>(
     service: Option<&'static str>,
     fut: F,
 ) -> impl Future<Output = F::Output> {
-    CONTEXT.scope(Context { rt, service }, fut)
+    CONTEXT.scope(
+        Context {
+            rt,
+            service,
+            label: None,
+        },
+        fut,
+    )
+}
+
+/// [`scope`] for endpoint (or subscription) `label` of `service`.
+pub(crate) fn scope_in<F: Future>(
+    rt: &'static Runtime,
+    service: &'static str,
+    label: &'static str,
+    fut: F,
+) -> impl Future<Output = F::Output> {
+    CONTEXT.scope(
+        Context {
+            rt,
+            service: Some(service),
+            label: Some(label),
+        },
+        fut,
+    )
+}
+
+/// Where the code writing a log line runs: `(service, endpoint or subscription)`.
+pub(crate) fn log_context() -> Option<(&'static str, Option<&'static str>)> {
+    CONTEXT
+        .try_with(|c| c.service.map(|s| (s, c.label)))
+        .ok()
+        .flatten()
 }
 
 /// `tokio::spawn`, keeping the current Ovation context (runtime and service) in the new task.

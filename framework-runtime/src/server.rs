@@ -65,9 +65,10 @@ pub fn router(rt: &'static Runtime) -> Result<Router, RouteError> {
         let info = e.info();
         let path = axum_path(info.path);
         let route = if rt.hosts(info.service) {
+            // Catches its handler's panics itself (see `route`).
             e.route(rt)
         } else {
-            crate::gateway::route(rt, info)
+            crate::gateway::route(rt, info).layer(catch_panic())
         };
         let merged = match by_path.remove(&path) {
             Some(existing) => existing.merge(route),
@@ -83,25 +84,34 @@ pub fn router(rt: &'static Runtime) -> Result<Router, RouteError> {
         .route("/__ovation/health", axum::routing::get(health))
         .route(
             "/__ovation/openapi.json",
-            axum::routing::get(|| async { axum::Json(crate::openapi::spec()) }),
+            axum::routing::get(|| async { axum::Json(crate::openapi::spec()) })
+                .layer(catch_panic()),
         )
         .route(
             "/__ovation/meta",
-            axum::routing::get(move |req: Request| meta(rt, req)),
+            axum::routing::get(move |req: Request| meta(rt, req)).layer(catch_panic()),
         )
         .route(
             "/__ovation/pubsub",
-            axum::routing::get(move |req: Request| pubsub_state(rt, req)),
+            axum::routing::get(move |req: Request| pubsub_state(rt, req)).layer(catch_panic()),
         )
         .route(
             "/__ovation/pubsub/{subscription}/redrive",
-            axum::routing::post(move |req: Request| pubsub_redrive(rt, req)),
+            axum::routing::post(move |req: Request| pubsub_redrive(rt, req)).layer(catch_panic()),
         )
-        .fallback(not_found_handler)
-        .layer(tower_http::catch_panic::CatchPanicLayer::custom(|_| {
-            Error::internal("internal error").into_response()
-        }));
+        .fallback(not_found_handler);
     Ok(router)
+}
+
+/// A panic becomes a 500 `internal`, and the server keeps serving. (Per route rather than
+/// around the whole router: the layer boxes every response body it passes, and endpoints
+/// catch their handlers' panics without it.)
+fn catch_panic()
+-> tower_http::catch_panic::CatchPanicLayer<fn(Box<dyn std::any::Any + Send>) -> Response> {
+    fn internal(_: Box<dyn std::any::Any + Send>) -> Response {
+        Error::internal("internal error").into_response()
+    }
+    tower_http::catch_panic::CatchPanicLayer::custom(internal)
 }
 
 /// Checks that no two endpoints share a method and path, and that no two paths conflict.
@@ -318,9 +328,15 @@ pub(crate) fn route<E: Endpoint>(rt: &'static Runtime) -> MethodRouter {
     let name = span_name(format!("{service}.{}", E::NAME));
     axum::routing::on(filter, move |req: Request| async move {
         let span = request_span(name, service, E::NAME, &req);
-        let response = match serve::<E>(rt, service, req).instrument(span.clone()).await {
-            Ok(response) => response,
-            Err(e) => e.into_response(),
+        let serving = std::panic::AssertUnwindSafe(serve::<E>(rt, service, req));
+        let response = match futures_util::FutureExt::catch_unwind(serving)
+            .instrument(span.clone())
+            .await
+        {
+            Ok(Ok(response)) => response,
+            Ok(Err(e)) => e.into_response(),
+            // The panic message went to the panic hook (stderr); the client learns nothing of it.
+            Err(_panic) => Error::internal("internal error").into_response(),
         };
         record_outcome(&span, &response);
         response
@@ -441,7 +457,7 @@ async fn serve<E: Endpoint>(
         decode_query(parts.uri.query().unwrap_or(""))?
     };
 
-    let work = runtime::scope(rt, Some(service), E::handle(params, request));
+    let work = runtime::scope_in(rt, service, E::NAME, E::handle(params, request));
     match tokio::time::timeout(rt.request_timeout, work).await {
         Ok(Ok(response)) => Ok(json_response(&response)),
         Ok(Err(e)) => Err(e),

@@ -96,7 +96,10 @@ fn install(config: &Config, for_tests: bool) {
     use std::io::IsTerminal;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn"));
-    let logs = tracing_subscriber::fmt::layer().with_target(false);
+    // Log lines say where they were written from the task's Ovation context, not from spans:
+    // the log layer takes events only, so a request span costs it nothing (formatting every
+    // request span's fields was most of what logging cost a request that logs nothing).
+    let logs = tracing_subscriber::fmt::layer().event_format(LogLine);
     let logs = if for_tests {
         logs.with_writer(tracing_subscriber::fmt::writer::BoxMakeWriter::new(
             tracing_subscriber::fmt::TestWriter::new(),
@@ -108,7 +111,7 @@ fn install(config: &Config, for_tests: bool) {
         ))
         .with_ansi(std::io::stderr().is_terminal())
     }
-    .with_filter(filter);
+    .with_filter(filter.and(tracing_subscriber::filter::filter_fn(|m| m.is_event())));
     let tracer = config.otlp_endpoint.as_deref().and_then(|endpoint| {
         match start_export(endpoint, config.trace_sampling.unwrap_or(1.0)) {
             Ok(tracer) => Some(tracer),
@@ -147,7 +150,12 @@ fn install(config: &Config, for_tests: bool) {
                 .and(dynamic_filter_fn(|_, _| traced_here())),
         )
     });
-    let unsampled = tracer.is_some().then_some(UnsampledRequests);
+    // Sees only the request spans of unsampled requests: spans inside them reach no layer.
+    let unsampled = tracer.is_some().then(|| {
+        UnsampledRequests.with_filter(dynamic_filter_fn(|m, _| {
+            m.is_span() && matches!(PENDING.get(), Some(Decision::Unsampled(_)))
+        }))
+    });
     let _ = tracing_subscriber::registry()
         .with(logs)
         .with(unsampled)
@@ -365,6 +373,41 @@ fn unsampled_traceparent() -> Option<String> {
         u.last()
             .map(|u| format!("00-{}-{}-00", u.trace_id, u.span_id))
     })
+}
+
+/// A log line: time, level, where it was written (`service.endpoint`, `service.subscription`,
+/// or `service`, from the task's Ovation context), the message and its fields.
+struct LogLine;
+
+impl<S, N> tracing_subscriber::fmt::FormatEvent<S, N> for LogLine
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+    N: for<'a> tracing_subscriber::fmt::FormatFields<'a> + 'static,
+{
+    fn format_event(
+        &self,
+        ctx: &tracing_subscriber::fmt::FmtContext<'_, S, N>,
+        mut writer: tracing_subscriber::fmt::format::Writer<'_>,
+        event: &tracing::Event<'_>,
+    ) -> std::fmt::Result {
+        let level = *event.metadata().level();
+        let (color, reset) = match (writer.has_ansi_escapes(), level) {
+            (false, _) => ("", ""),
+            (true, tracing::Level::ERROR) => ("\x1b[31m", "\x1b[0m"),
+            (true, tracing::Level::WARN) => ("\x1b[33m", "\x1b[0m"),
+            (true, tracing::Level::INFO) => ("\x1b[32m", "\x1b[0m"),
+            (true, _) => ("\x1b[34m", "\x1b[0m"),
+        };
+        let now = chrono::Utc::now().format("%Y-%m-%dT%H:%M:%S%.6fZ");
+        write!(writer, "{now} {color}{level:>5}{reset} ")?;
+        match crate::runtime::log_context() {
+            Some((service, Some(label))) => write!(writer, "{service}.{label}: ")?,
+            Some((service, None)) => write!(writer, "{service}: ")?,
+            None => {}
+        }
+        tracing_subscriber::fmt::FormatFields::format_fields(ctx, writer.by_ref(), event)?;
+        writeln!(writer)
+    }
 }
 
 /// Marks unsampled request spans, and keeps [`UNSAMPLED`] to the ones entered on this thread.

@@ -856,23 +856,30 @@ impl Worker {
                 // while handing off.
                 notified.set(pubsub.wake.notified());
                 notified.as_mut().enable();
-                let room = self.permits.available_permits().min(CLAIM_BATCH);
+                // The permits are taken before claiming, never waited for after: a worker
+                // waiting for a permit could not spawn the deliveries handed to it, whose
+                // permits are the ones it would wait for.
+                let mut room = self.permits.available_permits().min(CLAIM_BATCH);
+                let held = u32::try_from(room)
+                    .ok()
+                    .filter(|&n| n > 0)
+                    .and_then(|n| self.permits.clone().try_acquire_many_owned(n).ok());
                 let mut claimed = 0;
-                if room > 0 {
-                    match claim(pubsub, sub.name, room, lease).await {
+                match held {
+                    None => room = 0,
+                    Some(mut held) => match claim(pubsub, sub.name, room, lease).await {
                         Ok(deliveries) => {
                             claimed = deliveries.len();
                             for delivery in deliveries {
-                                let Ok(permit) = self.permits.clone().acquire_owned().await else {
-                                    return;
-                                };
-                                spawn((delivery, permit));
+                                if let Some(permit) = held.split(1) {
+                                    spawn((delivery, permit));
+                                }
                             }
                         }
                         Err(e) => {
                             tracing::warn!(subscription = sub.name, "claiming messages failed: {e}")
                         }
-                    }
+                    },
                 }
                 starved = claimed == room;
                 if starved && self.permits.available_permits() > 0 {
@@ -1058,9 +1065,10 @@ pub(super) async fn run_handler(
                 attempt
             );
             crate::telemetry::continue_trace(&span, delivery.traceparent.as_deref());
-            let fut = runtime::scope(
+            let fut = runtime::scope_in(
                 rt,
-                Some(sub.service()),
+                sub.service(),
+                sub.name,
                 super::DELIVERY.scope(delivery, fut),
             );
             // In the caller's task (each delivery has one): a panic is caught here, and a
@@ -1253,10 +1261,7 @@ async fn handle_nats(
         let _ = super::nats::settle(&received.message, AckKind::Ack).await;
         return;
     }
-    let payload: serde_json::Value = match serde_json::from_slice(&received.message.payload) {
-        Ok(v) => v,
-        Err(e) => serde_json::Value::String(format!("(not JSON: {e})")),
-    };
+    let payload = nats_payload(&received.message.payload);
     let delivery = Delivery {
         message_id: MessageId(received.id),
         subscription: sub.name,
@@ -1265,7 +1270,7 @@ async fn handle_nats(
         traceparent: received.traceparent.clone(),
     };
     let attempt = received.attempt;
-    let outcome = run_handler(rt, sub, payload.clone(), delivery).await;
+    let outcome = run_handler(rt, sub, payload, delivery).await;
     let settled = match outcome {
         Outcome::Done => {
             let settled = super::nats::settle(&received.message, AckKind::Ack).await;
@@ -1282,6 +1287,8 @@ async fn handle_nats(
         Outcome::Failed(error) | Outcome::Poison(error) => {
             tracing::warn!(subscription = sub.name, message = %received.id, attempt, "dead letter: {error}");
             // Kept before JetStream lets go of it: a crash in between redelivers, never loses.
+            // Decoded again: only dead letters need the payload after the handler has it.
+            let payload = nats_payload(&received.message.payload);
             match store_dead(pubsub, sub, &received, payload, attempt, &error).await {
                 Ok(()) => super::nats::settle(&received.message, AckKind::Term).await,
                 Err(e) => Err(e),
@@ -1291,6 +1298,12 @@ async fn handle_nats(
     if let Err(e) = settled {
         tracing::warn!(subscription = sub.name, message = %received.id, "{e}; it will be delivered again");
     }
+}
+
+/// A NATS message's payload as JSON (a string saying what is wrong if it is not JSON).
+fn nats_payload(bytes: &[u8]) -> serde_json::Value {
+    serde_json::from_slice(bytes)
+        .unwrap_or_else(|e| serde_json::Value::String(format!("(not JSON: {e})")))
 }
 
 async fn store_dead(
