@@ -65,6 +65,7 @@ fn main() {
         "axum-shop",
         &[
             "axum",
+            "futures-util",
             "serde",
             "serde_json",
             "sqlx",
