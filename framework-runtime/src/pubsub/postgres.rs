@@ -579,14 +579,6 @@ pub(crate) async fn write_outbox(
 pub(crate) fn start(rt: &'static Runtime, pubsub: &'static PgPubSub) {
     tokio::spawn(hold_liveness_lock(pubsub, pubsub.stop.subscribe()));
     tokio::spawn(listen(pubsub, pubsub.stop.subscribe()));
-    let hosted: Vec<&'static str> = super::subscriptions()
-        .iter()
-        .filter(|s| rt.hosts(s.service()))
-        .map(|s| s.name)
-        .collect();
-    if pubsub.nats.is_none() && !hosted.is_empty() {
-        tokio::spawn(reclaim(pubsub, hosted, pubsub.stop.subscribe()));
-    }
     let mut relays = Vec::new();
     for (database, pool) in &rt.pools {
         let wake = Arc::new(Notify::new());
@@ -617,7 +609,7 @@ pub(crate) fn start(rt: &'static Runtime, pubsub: &'static PgPubSub) {
                     locals.push(Local {
                         subscription: sub.name,
                         permits: permits.clone(),
-                        lease: sub.config.ack_deadline + LEASE_GRACE,
+                        lease: lease(sub),
                         handoff,
                     });
                     let worker = Worker {
@@ -631,6 +623,11 @@ pub(crate) fn start(rt: &'static Runtime, pubsub: &'static PgPubSub) {
                 }
             }
         }
+    }
+    // The workers claiming from these tables: the ones whose dead peers' claims to look for.
+    let hosted: Vec<&'static str> = locals.iter().map(|l| l.subscription).collect();
+    if !hosted.is_empty() {
+        tokio::spawn(reclaim(pubsub, hosted, pubsub.stop.subscribe()));
     }
     let _ = pubsub.locals.set(locals);
     tokio::spawn(expire(pubsub, pubsub.stop.subscribe()));
@@ -807,6 +804,12 @@ type Claimed = (
     Option<String>,
 );
 
+/// How long a claim holds a delivery of `sub`: past its ack deadline, so that a handler cancelled
+/// at the deadline is recorded as failed before anyone may claim the delivery again.
+fn lease(sub: &SubscriptionDef) -> Duration {
+    sub.config.ack_deadline + LEASE_GRACE
+}
+
 /// The worker of one subscription in this process.
 struct Worker {
     rt: &'static Runtime,
@@ -822,7 +825,7 @@ impl Worker {
     /// Claims and handles the messages of the subscription until stopped.
     async fn run(mut self, mut stop: watch::Receiver<bool>) {
         let (sub, pubsub) = (self.sub, self.pubsub);
-        let lease = sub.config.ack_deadline + LEASE_GRACE;
+        let lease = lease(sub);
         // Successes are recorded in batches by `ack`; it ends, after recording every success,
         // once this worker and its handlers are gone (the last sender dropped).
         let (acks, ack_queue) = tokio::sync::mpsc::unbounded_channel::<Uuid>();
