@@ -18,7 +18,6 @@ use axum::extract::{ConnectInfo, Request};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodFilter, MethodRouter};
-use tracing::Instrument;
 
 use crate::call;
 use crate::error::Error;
@@ -31,12 +30,12 @@ pub(crate) fn route(rt: &'static Runtime, info: EndpointInfo) -> MethodRouter {
     let filter = MethodFilter::try_from(info.method.http()).expect("endpoint methods are standard");
     let name = crate::server::span_name(format!("gateway {}.{}", info.service, info.name));
     axum::routing::on(filter, move |req: Request| async move {
-        let span = crate::server::request_span(name, info.service, info.name, &req);
-        let response = forward(rt, info.service, req)
-            .instrument(span.clone())
+        let trace = crate::server::request_span(name, info.service, info.name, &req);
+        let response = trace
+            .run(forward(rt, info.service, req))
             .await
             .unwrap_or_else(IntoResponse::into_response);
-        crate::server::record_outcome(&span, &response);
+        crate::server::record_outcome(trace.span(), &response);
         response
     })
 }

@@ -19,7 +19,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodFilter, MethodRouter};
 use serde::de::DeserializeOwned;
 use serde_json::json;
-use tracing::Instrument;
 
 use crate::error::Error;
 use crate::registry::{self, Access, DynEndpoint, Endpoint};
@@ -327,10 +326,10 @@ pub(crate) fn route<E: Endpoint>(rt: &'static Runtime) -> MethodRouter {
     let service = E::service();
     let name = span_name(format!("{service}.{}", E::NAME));
     axum::routing::on(filter, move |req: Request| async move {
-        let span = request_span(name, service, E::NAME, &req);
+        let trace = request_span(name, service, E::NAME, &req);
         let serving = std::panic::AssertUnwindSafe(serve::<E>(rt, service, req));
-        let response = match futures_util::FutureExt::catch_unwind(serving)
-            .instrument(span.clone())
+        let response = match trace
+            .run(futures_util::FutureExt::catch_unwind(serving))
             .await
         {
             Ok(Ok(response)) => response,
@@ -338,7 +337,7 @@ pub(crate) fn route<E: Endpoint>(rt: &'static Runtime) -> MethodRouter {
             // The panic message went to the panic hook (stderr); the client learns nothing of it.
             Err(_panic) => Error::internal("internal error").into_response(),
         };
-        record_outcome(&span, &response);
+        record_outcome(trace.span(), &response);
         response
     })
 }
@@ -367,7 +366,7 @@ pub(crate) fn request_span(
     service: &str,
     endpoint: &str,
     req: &Request,
-) -> tracing::Span {
+) -> crate::telemetry::RequestTrace {
     static TRACEPARENT: header::HeaderName =
         header::HeaderName::from_static(crate::telemetry::TRACEPARENT);
     let traceparent = req

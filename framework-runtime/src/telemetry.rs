@@ -15,14 +15,13 @@
 //! are `Authorization` nor cookies).
 //!
 //! Export is OTLP/HTTP (protobuf) to `otlp_endpoint` (`OTEL_EXPORTER_OTLP_ENDPOINT`), through
-//! [`QueueProcessor`]: a bounded queue drained by a thread of its own, so a request never
-//! waits on the collector; spans that find the queue full are dropped and counted
+//! [`QueueProcessor`]: a bounded buffer drained in batches by a thread of its own, so a
+//! request never waits on the collector; spans that find the queue full are dropped and counted
 //! ([`dropped_spans`]).
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError};
-use std::sync::{Arc, OnceLock};
-use std::time::{Duration, SystemTime};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
+use std::time::{Duration, Instant, SystemTime};
 
 use opentelemetry::trace::{SpanKind, TraceContextExt, Tracer as _, TracerProvider as _};
 use opentelemetry::{Context, KeyValue};
@@ -32,6 +31,7 @@ use opentelemetry_sdk::error::OTelSdkResult;
 use opentelemetry_sdk::trace::{
     Sampler, SdkTracer, SdkTracerProvider, SpanData, SpanExporter, SpanProcessor,
 };
+use tracing::Instrument;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 use tracing_subscriber::Layer;
 use tracing_subscriber::filter::{FilterExt, LevelFilter, Targets, dynamic_filter_fn};
@@ -47,8 +47,9 @@ pub const TRACEPARENT: &str = "traceparent";
 const QUEUE_CAPACITY: usize = 8192;
 /// Spans per OTLP request.
 const BATCH: usize = 512;
-/// How long a span may wait for a batch to fill.
-const BATCH_DELAY: Duration = Duration::from_millis(500);
+/// How long a span may wait for a batch to fill: how soon the dashboard shows a quiet app's
+/// requests.
+const BATCH_DELAY: Duration = Duration::from_millis(200);
 
 struct Telemetry {
     provider: SdkTracerProvider,
@@ -150,15 +151,8 @@ fn install(config: &Config, for_tests: bool) {
                 .and(dynamic_filter_fn(|_, _| traced_here())),
         )
     });
-    // Sees only the request spans of unsampled requests: spans inside them reach no layer.
-    let unsampled = tracer.is_some().then(|| {
-        UnsampledRequests.with_filter(dynamic_filter_fn(|m, _| {
-            m.is_span() && matches!(PENDING.get(), Some(Decision::Unsampled(_)))
-        }))
-    });
     let _ = tracing_subscriber::registry()
         .with(logs)
-        .with(unsampled)
         .with(spans)
         .with(queries)
         .try_init();
@@ -283,11 +277,12 @@ pub fn continue_trace(span: &tracing::Span, traceparent: Option<&str>) {
 
 // Sampling is decided where a request enters, before its span exists: the caller's decision
 // when its `traceparent` carries one, else `trace_sampling`. A request that is not sampled
-// never reaches the OpenTelemetry layers — neither its span nor anything inside it (calls,
-// queries, logs) — instead of being built as OpenTelemetry spans only for the SDK's sampler
-// to drop them when they end: on the endpoint bench that building cost more than the
-// request's own handling. Its trace context still travels on (flags `00`), so the services it
-// calls make the same decision.
+// gets no span at all, and nothing inside it (calls, queries, logs) reaches the OpenTelemetry
+// layers — instead of being built as OpenTelemetry spans only for the SDK's sampler to drop
+// them when they end: on the endpoint bench that building cost more than the request's own
+// handling. Its trace context still travels on (flags `00`, from a task-local rather than a
+// span, which would cost a registry entry and a lookup per layer at every poll), so the
+// services it calls make the same decision. With export off, no request gets a span.
 
 /// `trace_sampling`, once export is on; unset, there is nothing to decide.
 static REQUEST_SAMPLING: OnceLock<f64> = OnceLock::new();
@@ -299,30 +294,42 @@ struct Unsampled {
     span_id: opentelemetry::trace::SpanId,
 }
 
-/// What was decided for the request span being created on this thread.
-#[derive(Debug, Clone, Copy)]
-enum Decision {
-    Sampled,
-    Unsampled(Unsampled),
+tokio::task_local! {
+    /// In a request's task: its trace context when the request is not sampled.
+    static UNSAMPLED: Option<Unsampled>;
 }
 
-thread_local! {
-    /// Set while a request span is created: read by [`traced_here`] and [`UnsampledRequests`].
-    static PENDING: std::cell::Cell<Option<Decision>> = const { std::cell::Cell::new(None) };
-    /// The unsampled request spans entered on this thread, innermost last.
-    static UNSAMPLED: std::cell::RefCell<Vec<Unsampled>> =
-        const { std::cell::RefCell::new(Vec::new()) };
+/// How a request is traced: by its span, or (not sampled) only by the context it passes on.
+#[must_use]
+pub(crate) struct RequestTrace {
+    span: tracing::Span,
+    unsampled: Option<Unsampled>,
 }
 
-/// Creates a request's span with `make`, deciding first whether its trace is sampled, and
-/// makes it continue the caller's trace.
+impl RequestTrace {
+    /// The request's span: disabled when the request is not traced.
+    pub(crate) fn span(&self) -> &tracing::Span {
+        &self.span
+    }
+
+    /// Runs `work`, the request's handling, in its span and its trace context.
+    pub(crate) fn run<F: Future>(&self, work: F) -> impl Future<Output = F::Output> {
+        UNSAMPLED.scope(self.unsampled, work.instrument(self.span.clone()))
+    }
+}
+
+/// Decides whether a request is traced and creates its span with `make` if it is, continuing
+/// the caller's trace (`traceparent`).
 pub(crate) fn request_span(
     traceparent: Option<&str>,
     make: impl FnOnce() -> tracing::Span,
-) -> tracing::Span {
+) -> RequestTrace {
     match REQUEST_SAMPLING.get() {
         Some(&ratio) => decided_span(traceparent, ratio, make),
-        None => make(),
+        None => RequestTrace {
+            span: tracing::Span::none(),
+            unsampled: None,
+        },
     }
 }
 
@@ -331,48 +338,51 @@ fn decided_span(
     traceparent: Option<&str>,
     ratio: f64,
     make: impl FnOnce() -> tracing::Span,
-) -> tracing::Span {
+) -> RequestTrace {
     let parent = traceparent.and_then(parse_traceparent);
     let remote = parent.as_ref().map(|cx| cx.span().span_context().clone());
     let sampled = match &remote {
         Some(sc) => sc.is_sampled(),
         None => ratio >= 1.0 || (ratio > 0.0 && rand::random::<f64>() < ratio),
     };
-    let decision = if sampled {
-        Decision::Sampled
-    } else {
-        Decision::Unsampled(Unsampled {
+    if !sampled {
+        let unsampled = Unsampled {
             trace_id: remote.as_ref().map_or_else(
                 || opentelemetry::trace::TraceId::from(rand::random::<u128>().max(1)),
                 |sc| sc.trace_id(),
             ),
             span_id: opentelemetry::trace::SpanId::from(rand::random::<u64>().max(1)),
-        })
-    };
-    PENDING.set(Some(decision));
-    let span = make();
-    PENDING.set(None);
-    if let (true, Some(cx)) = (sampled, parent) {
+        };
+        return RequestTrace {
+            span: tracing::Span::none(),
+            unsampled: Some(unsampled),
+        };
+    }
+    // Made outside any unsampled request's context, so `traced_here` lets it through.
+    let span = UNSAMPLED.sync_scope(None, make);
+    if let Some(cx) = parent {
         let _ = span.set_parent(cx);
     }
-    span
+    RequestTrace {
+        span,
+        unsampled: None,
+    }
 }
 
 /// Whether the span or event being created here goes to the OpenTelemetry layers: not inside
 /// an unsampled request.
 fn traced_here() -> bool {
-    match PENDING.get() {
-        Some(decision) => matches!(decision, Decision::Sampled),
-        None => UNSAMPLED.with_borrow(Vec::is_empty),
-    }
+    unsampled_here().is_none()
 }
 
-/// The `traceparent` of the unsampled request this thread is in, if any.
+/// The unsampled request this task is handling, if any.
+fn unsampled_here() -> Option<Unsampled> {
+    UNSAMPLED.try_with(|u| *u).ok().flatten()
+}
+
+/// The `traceparent` of the unsampled request this task is handling, if any.
 fn unsampled_traceparent() -> Option<String> {
-    UNSAMPLED.with_borrow(|u| {
-        u.last()
-            .map(|u| format!("00-{}-{}-00", u.trace_id, u.span_id))
-    })
+    unsampled_here().map(|u| format!("00-{}-{}-00", u.trace_id, u.span_id))
 }
 
 /// A log line: time, level, where it was written (`service.endpoint`, `service.subscription`,
@@ -410,47 +420,6 @@ where
     }
 }
 
-/// Marks unsampled request spans, and keeps [`UNSAMPLED`] to the ones entered on this thread.
-struct UnsampledRequests;
-
-impl<S> Layer<S> for UnsampledRequests
-where
-    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
-{
-    fn on_new_span(
-        &self,
-        _: &tracing::span::Attributes<'_>,
-        id: &tracing::span::Id,
-        ctx: tracing_subscriber::layer::Context<'_, S>,
-    ) {
-        if let Some(Decision::Unsampled(u)) = PENDING.get()
-            && let Some(span) = ctx.span(id)
-        {
-            span.extensions_mut().insert(u);
-        }
-    }
-
-    fn on_enter(&self, id: &tracing::span::Id, ctx: tracing_subscriber::layer::Context<'_, S>) {
-        let unsampled = ctx
-            .span(id)
-            .and_then(|s| s.extensions().get::<Unsampled>().copied());
-        if let Some(u) = unsampled {
-            UNSAMPLED.with_borrow_mut(|v| v.push(u));
-        }
-    }
-
-    fn on_exit(&self, id: &tracing::span::Id, ctx: tracing_subscriber::layer::Context<'_, S>) {
-        let unsampled = ctx
-            .span(id)
-            .is_some_and(|s| s.extensions().get::<Unsampled>().is_some());
-        if unsampled {
-            UNSAMPLED.with_borrow_mut(|v| {
-                v.pop();
-            });
-        }
-    }
-}
-
 /// The SDK's sampler, but for request spans: [`request_span`] decided for them already, and
 /// a request span that reaches the SDK is sampled. Other roots (background work, a delivery of
 /// a message published outside any request) get `trace_sampling`; children follow their
@@ -481,64 +450,96 @@ impl opentelemetry_sdk::trace::ShouldSample for RequestsDecided {
     }
 }
 
-/// A span processor that never blocks the code ending a span: spans go into a bounded queue
-/// and a thread of its own batches them to the exporter.
+/// A span processor that never blocks the code ending a span: ended spans go into a bounded
+/// buffer, and a thread of its own takes them from it in batches for the exporter. Ending a
+/// span is one uncontended lock and a push: the thread is woken only when a batch is full (or
+/// a flush asks), not once per span, and waits at most [`BATCH_DELAY`] for a batch to fill,
+/// so a quiet app's spans still reach the collector promptly.
 #[derive(Debug)]
 struct QueueProcessor {
-    queue: SyncSender<Item>,
+    queue: Arc<Queue>,
     dropped: Arc<AtomicU64>,
 }
 
-enum Item {
-    Span(Box<SpanData>),
-    Flush(std::sync::mpsc::Sender<()>),
+#[derive(Debug, Default)]
+struct Queue {
+    pending: Mutex<Pending>,
+    /// Signalled when `pending` holds a full batch, a flush, or the close.
+    ready: Condvar,
+}
+
+#[derive(Debug, Default)]
+struct Pending {
+    spans: Vec<SpanData>,
+    /// Flushes waiting for every span queued before them to be exported.
+    flushes: Vec<std::sync::mpsc::Sender<()>>,
+    closed: bool,
+}
+
+impl Queue {
+    fn lock(&self) -> MutexGuard<'_, Pending> {
+        // A panic while holding the lock leaves `Pending` whole (pushes and takes only).
+        self.pending.lock().unwrap_or_else(|e| e.into_inner())
+    }
 }
 
 impl QueueProcessor {
     fn start<E: SpanExporter + 'static>(exporter: E, dropped: Arc<AtomicU64>) -> QueueProcessor {
-        let (queue, items) = std::sync::mpsc::sync_channel(QUEUE_CAPACITY);
+        let queue = Arc::new(Queue::default());
+        let drained = queue.clone();
         std::thread::Builder::new()
             .name("ovation-trace-export".into())
-            .spawn(move || export_loop(exporter, items))
+            .spawn(move || export_loop(exporter, &drained))
             .expect("a thread can be started");
         QueueProcessor { queue, dropped }
     }
 }
 
-fn export_loop<E: SpanExporter>(exporter: E, items: Receiver<Item>) {
+impl Drop for QueueProcessor {
+    fn drop(&mut self) {
+        self.queue.lock().closed = true;
+        self.queue.ready.notify_one();
+    }
+}
+
+fn export_loop<E: SpanExporter>(exporter: E, queue: &Queue) {
     let Ok(rt) = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
     else {
         return;
     };
-    let mut batch: Vec<SpanData> = Vec::with_capacity(BATCH);
-    let mut flushes = Vec::new();
     loop {
-        match items.recv_timeout(BATCH_DELAY) {
-            Ok(Item::Span(span)) => batch.push(*span),
-            Ok(Item::Flush(done)) => flushes.push(done),
-            Err(RecvTimeoutError::Timeout) => {}
-            Err(RecvTimeoutError::Disconnected) => {
-                if !batch.is_empty() {
-                    let _ = rt.block_on(exporter.export(std::mem::take(&mut batch)));
+        let (spans, flushes, closed) = {
+            let mut pending = queue.lock();
+            let deadline = Instant::now() + BATCH_DELAY;
+            while pending.spans.len() < BATCH && pending.flushes.is_empty() && !pending.closed {
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    break;
                 }
-                return;
+                pending = queue
+                    .ready
+                    .wait_timeout(pending, left)
+                    .unwrap_or_else(|e| e.into_inner())
+                    .0;
             }
-        }
-        while batch.len() < BATCH && flushes.is_empty() {
-            match items.try_recv() {
-                Ok(Item::Span(span)) => batch.push(*span),
-                Ok(Item::Flush(done)) => flushes.push(done),
-                Err(_) => break,
-            }
-        }
-        if !batch.is_empty() {
+            (
+                std::mem::take(&mut pending.spans),
+                std::mem::take(&mut pending.flushes),
+                pending.closed,
+            )
+        };
+        let mut spans = spans.into_iter().peekable();
+        while spans.peek().is_some() {
             // A collector that is down loses this batch; the app goes on.
-            let _ = rt.block_on(exporter.export(std::mem::take(&mut batch)));
+            let _ = rt.block_on(exporter.export(spans.by_ref().take(BATCH).collect()));
         }
-        for done in flushes.drain(..) {
+        for done in flushes {
             let _ = done.send(());
+        }
+        if closed {
+            return;
         }
     }
 }
@@ -550,19 +551,26 @@ impl SpanProcessor for QueueProcessor {
         if !span.span_context.is_sampled() {
             return;
         }
-        match self.queue.try_send(Item::Span(Box::new(span))) {
-            Ok(()) => {}
-            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
-                self.dropped.fetch_add(1, Ordering::Relaxed);
-            }
+        let mut pending = self.queue.lock();
+        if pending.spans.len() >= QUEUE_CAPACITY {
+            drop(pending);
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        if pending.spans.capacity() == 0 {
+            pending.spans.reserve(BATCH);
+        }
+        pending.spans.push(span);
+        if pending.spans.len() == BATCH {
+            self.queue.ready.notify_one();
         }
     }
 
     fn force_flush(&self) -> OTelSdkResult {
         let (done, wait) = std::sync::mpsc::channel();
-        if self.queue.send(Item::Flush(done)).is_ok() {
-            let _ = wait.recv_timeout(Duration::from_secs(10));
-        }
+        self.queue.lock().flushes.push(done);
+        self.queue.ready.notify_one();
+        let _ = wait.recv_timeout(Duration::from_secs(10));
         Ok(())
     }
 
@@ -778,16 +786,20 @@ mod tests {
     /// and the `traceparent` a call from inside it sends on.
     fn one_request(traceparent: Option<&str>, ratio: f64) -> (Vec<String>, Option<String>) {
         let seen = Seen::default();
-        let subscriber = tracing_subscriber::registry().with(UnsampledRequests).with(
+        let subscriber = tracing_subscriber::registry().with(
             seen.clone()
                 .with_filter(dynamic_filter_fn(|_, _| traced_here())),
         );
         let sent = tracing::subscriber::with_default(subscriber, || {
-            let span = decided_span(traceparent, ratio, || tracing::info_span!("request"));
-            let _entered = span.enter();
-            let _call = tracing::info_span!("call").entered();
-            tracing::info!("inside");
-            unsampled_traceparent()
+            let trace = decided_span(traceparent, ratio, || tracing::info_span!("request"));
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .build()
+                .unwrap();
+            rt.block_on(trace.run(async {
+                let _call = tracing::info_span!("call").entered();
+                tracing::info!("inside");
+                unsampled_traceparent()
+            }))
         });
         let seen = seen.0.lock().unwrap().clone();
         (seen, sent)

@@ -1,8 +1,11 @@
 //! What an Ovation endpoint costs next to a hand-written axum router serving the same JSON
 //! handler: requests per second and latency (p50, p99) under the same load, with Ovation's
 //! tracing off, on with sampling 0.0, and on with every request traced (sampling 1.0) and
-//! exported over OTLP/HTTP to the CLI's receiver. Measured in the same run, alternating, each
-//! variant in a fresh process (the tracing pipeline is process-wide), median of the rounds.
+//! exported over OTLP/HTTP: to a collector that takes the spans and keeps none (what the
+//! server pays for tracing; in a deployment the collector runs elsewhere), and to the CLI's
+//! receiver, which decodes every span and stores it in Postgres on the same two cores (what
+//! `ovation run` costs). Measured in the same run, alternating, each variant in a fresh
+//! process (the tracing pipeline is process-wide), median of the rounds.
 //!
 //! `cargo bench -p ovation-tests --bench endpoint`. Not a test: it asserts nothing about speed.
 
@@ -34,7 +37,7 @@ const MEASURE: Duration = Duration::from_secs(5);
 const ROUNDS: usize = 3;
 
 /// One variant's figures for one round.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, Default)]
 struct Figures {
     rate: f64,
     /// CPU time of the whole process (load driver included) per request: steadier than the
@@ -45,13 +48,16 @@ struct Figures {
     dropped: u64,
 }
 
-const VARIANTS: [(&str, &str); 5] = [
+const VARIANTS: [(&str, &str); 6] = [
     ("axum", "axum, hand-written"),
     ("bare", "ovation, no log/trace subscriber"),
     ("off", "ovation, tracing off"),
     ("sampled-0", "ovation, sampling 0.0"),
-    ("sampled-1", "ovation, sampling 1.0, exported"),
+    ("sampled-1", "ovation, sampling 1.0, exported to a collector"),
+    ("stored-1", "ovation, sampling 1.0, into the local trace store"),
 ];
+/// The variants whose spans go to the local trace store rather than the collector.
+const STORED: &str = "stored-1";
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
@@ -68,11 +74,22 @@ fn main() {
     if args.iter().any(|a| a == "--list") {
         return;
     }
-    let receiver = start_receiver();
+    let (collector, received) = start_collector();
+    let store = start_store();
     let mut rounds: Vec<Vec<Figures>> = vec![Vec::new(); VARIANTS.len()];
+    // `ENDPOINT_BENCH_ONLY=sampled-1,off`: run only these variants (and axum), for profiling.
+    let only = std::env::var("ENDPOINT_BENCH_ONLY").unwrap_or_default();
+    let chosen = |variant: &str| {
+        only.is_empty() || variant == "axum" || only.split(',').any(|v| v == variant)
+    };
     for _ in 0..ROUNDS {
         for (i, (variant, _)) in VARIANTS.iter().enumerate() {
-            rounds[i].push(run_child(variant, &receiver));
+            if !chosen(variant) {
+                rounds[i].push(Figures::default());
+                continue;
+            }
+            let endpoint = if *variant == STORED { &store } else { &collector };
+            rounds[i].push(run_child(variant, endpoint));
         }
     }
     let median = |mut v: Vec<f64>| {
@@ -110,11 +127,15 @@ fn main() {
         );
     }
     println!(
-        "spans dropped by the bounded export queue (sampling 1.0, all rounds): {}",
-        summary[4].dropped
+        "spans dropped by the bounded export queue (all rounds): {} sent to the collector, {} \
+         to the local store; the collector took {} OTLP requests ({} MiB)",
+        summary[4].dropped,
+        summary[5].dropped,
+        received.requests.load(Ordering::Relaxed),
+        received.bytes.load(Ordering::Relaxed) >> 20,
     );
     let section = "Endpoint overhead";
-    let targets = [None, None, None, Some(0.95), Some(0.85)];
+    let targets = [None, None, None, Some(0.95), Some(0.85), None];
     for (((_, name), f), target) in VARIANTS.iter().zip(&summary).zip(targets).skip(1) {
         let figure = Figure::new(section, format!("{name}: req/s"), f.rate, "req/s")
             .against(VARIANTS[0].1, axum);
@@ -133,7 +154,7 @@ fn main() {
         .against(VARIANTS[0].1, summary[0].cpu_us)
         .record();
     }
-    for i in [3, 4] {
+    for i in [3, 4, 5] {
         let name = VARIANTS[i].1;
         Figure::new(section, format!("{name}: p50"), summary[i].p50_us, "µs")
             .against(VARIANTS[0].1, summary[0].p50_us)
@@ -144,8 +165,50 @@ fn main() {
     }
 }
 
-/// The CLI's receiver and store, on the test cluster, for the traced runs.
-fn start_receiver() -> String {
+/// What the collector has taken.
+#[derive(Default)]
+struct Received {
+    requests: AtomicU64,
+    bytes: AtomicU64,
+}
+
+/// An OTLP/HTTP collector that reads each export request whole and answers it as a collector
+/// that accepted every span does (200, an empty `ExportTraceServiceResponse`), keeping
+/// nothing: the far end of a deployment's export, without its cost on these two cores.
+fn start_collector() -> (String, Arc<Received>) {
+    let received = Arc::new(Received::default());
+    let (tx, rx) = std::sync::mpsc::channel();
+    let counts = received.clone();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let take = move |body: axum::body::Bytes| {
+                counts.requests.fetch_add(1, Ordering::Relaxed);
+                counts.bytes.fetch_add(body.len() as u64, Ordering::Relaxed);
+                async {
+                    (
+                        [(axum::http::header::CONTENT_TYPE, "application/x-protobuf")],
+                        Vec::<u8>::new(),
+                    )
+                }
+            };
+            let router = axum::Router::new()
+                .route("/v1/traces", axum::routing::post(take))
+                .layer(axum::extract::DefaultBodyLimit::disable());
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            tx.send(format!("http://{}", listener.local_addr().unwrap()))
+                .unwrap();
+            axum::serve(listener, router).await.unwrap();
+        });
+    });
+    (rx.recv().unwrap(), received)
+}
+
+/// The CLI's receiver and store, on the test cluster, for the stored run.
+fn start_store() -> String {
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let rt = tokio::runtime::Builder::new_multi_thread()
@@ -219,7 +282,7 @@ fn child(variant: &str, otlp_endpoint: Option<String>) -> Figures {
     } else if variant != "axum" {
         let (otlp_endpoint, trace_sampling) = match variant {
             "sampled-0" => (otlp_endpoint, Some(0.0)),
-            "sampled-1" => (otlp_endpoint, Some(1.0)),
+            "sampled-1" | STORED => (otlp_endpoint, Some(1.0)),
             _ => (None, None),
         };
         ovation::telemetry::init(&ovation::Config {
