@@ -26,29 +26,41 @@ pub async fn call<E: Endpoint>(
 ) -> Result<E::Response, Error> {
     let ctx = runtime::context()?;
     let service = E::service();
-    if ctx.rt.hosts(service) {
-        let span = tracing::debug_span!(
-            "call",
-            otel.name = %format!("call {service}.{}", E::NAME),
-            otel.kind = "internal",
-            service,
-            endpoint = E::NAME,
-            remote = false
-        );
+    let local = ctx.rt.hosts(service);
+    let span = call_span(service, E::NAME, local);
+    if local {
         runtime::scope_in(ctx.rt, service, E::NAME, E::handle(params, request))
             .instrument(span)
             .await
     } else {
-        let span = tracing::debug_span!(
+        remote::<E>(ctx, params, request).instrument(span).await
+    }
+}
+
+/// The span of a call: `internal` when the callee is in this process, `client` when it is
+/// reached over HTTP. With export off nothing would see it, and none is made.
+fn call_span(service: &'static str, endpoint: &'static str, local: bool) -> tracing::Span {
+    if !crate::telemetry::exporting() {
+        tracing::Span::none()
+    } else if local {
+        tracing::debug_span!(
             "call",
-            otel.name = %format!("call {service}.{}", E::NAME),
+            otel.name = %format!("call {service}.{endpoint}"),
+            otel.kind = "internal",
+            service,
+            endpoint,
+            remote = false
+        )
+    } else {
+        tracing::debug_span!(
+            "call",
+            otel.name = %format!("call {service}.{endpoint}"),
             otel.kind = "client",
             otel.status_code = tracing::field::Empty,
             service,
-            endpoint = E::NAME,
+            endpoint,
             remote = true
-        );
-        remote::<E>(ctx, params, request).instrument(span).await
+        )
     }
 }
 

@@ -115,6 +115,9 @@ impl<T: Message> Topic<T> {
 
     /// The producer span of a publish; the message carries its trace context.
     fn span(&self) -> tracing::Span {
+        if !crate::telemetry::exporting() {
+            return tracing::Span::none();
+        }
         let service = crate::runtime::context().ok().and_then(|c| c.service);
         tracing::info_span!(
             "publish",

@@ -268,13 +268,6 @@ pub fn parse_traceparent(value: &str) -> Option<Context> {
         .then(|| Context::new().with_remote_span_context(sc))
 }
 
-/// Makes `span` continue the trace `traceparent` names (from a request header or a message).
-pub fn continue_trace(span: &tracing::Span, traceparent: Option<&str>) {
-    if let Some(cx) = traceparent.and_then(parse_traceparent) {
-        let _ = span.set_parent(cx);
-    }
-}
-
 // Sampling is decided where a request enters, before its span exists: the caller's decision
 // when its `traceparent` carries one, else `trace_sampling`. A request that is not sampled
 // gets no span at all, and nothing inside it (calls, queries, logs) reaches the OpenTelemetry
@@ -316,6 +309,11 @@ impl RequestTrace {
     pub(crate) fn run<F: Future>(&self, work: F) -> impl Future<Output = F::Output> {
         UNSAMPLED.scope(self.unsampled, work.instrument(self.span.clone()))
     }
+}
+
+/// Whether spans are exported at all: when not, the framework makes none.
+pub(crate) fn exporting() -> bool {
+    REQUEST_SAMPLING.get().is_some()
 }
 
 /// Decides whether a request is traced and creates its span with `make` if it is, continuing
@@ -420,10 +418,9 @@ where
     }
 }
 
-/// The SDK's sampler, but for request spans: [`request_span`] decided for them already, and
-/// a request span that reaches the SDK is sampled. Other roots (background work, a delivery of
-/// a message published outside any request) get `trace_sampling`; children follow their
-/// parent.
+/// The SDK's sampler, but for request and delivery spans: [`request_span`] decided for them
+/// already, and one that reaches the SDK is sampled. Other roots (background work) get
+/// `trace_sampling`; children follow their parent.
 #[derive(Debug, Clone)]
 struct RequestsDecided(Sampler);
 
@@ -438,7 +435,7 @@ impl opentelemetry_sdk::trace::ShouldSample for RequestsDecided {
         links: &[opentelemetry::trace::Link],
     ) -> opentelemetry::trace::SamplingResult {
         let root = !parent_context.is_some_and(|cx| cx.has_active_span());
-        if root && *span_kind == SpanKind::Server {
+        if root && matches!(span_kind, SpanKind::Server | SpanKind::Consumer) {
             return opentelemetry::trace::SamplingResult {
                 decision: opentelemetry::trace::SamplingDecision::RecordAndSample,
                 attributes: Vec::new(),

@@ -53,8 +53,14 @@ const VARIANTS: [(&str, &str); 6] = [
     ("bare", "ovation, no log/trace subscriber"),
     ("off", "ovation, tracing off"),
     ("sampled-0", "ovation, sampling 0.0"),
-    ("sampled-1", "ovation, sampling 1.0, exported to a collector"),
-    ("stored-1", "ovation, sampling 1.0, into the local trace store"),
+    (
+        "sampled-1",
+        "ovation, sampling 1.0, exported to a collector",
+    ),
+    (
+        "stored-1",
+        "ovation, sampling 1.0, into the local trace store",
+    ),
 ];
 /// The variants whose spans go to the local trace store rather than the collector.
 const STORED: &str = "stored-1";
@@ -88,7 +94,11 @@ fn main() {
                 rounds[i].push(Figures::default());
                 continue;
             }
-            let endpoint = if *variant == STORED { &store } else { &collector };
+            let endpoint = if *variant == STORED {
+                &store
+            } else {
+                &collector
+            };
             rounds[i].push(run_child(variant, endpoint));
         }
     }

@@ -69,8 +69,12 @@ fn main() {
     println!(
         "raw JetStream, {BATCHED} messages in batches of 100, 16 publishers: delivered {raw:.0} msg/s"
     );
+    // `PUBSUB_BENCH_ONLY=nats`: one backend only, for profiling.
+    let only = std::env::var("PUBSUB_BENCH_ONLY").unwrap_or_default();
     for backend in ["postgres", "nats"] {
-        tokio.block_on(run(backend, raw));
+        if only.is_empty() || only == backend {
+            tokio.block_on(run(backend, raw));
+        }
     }
 }
 

@@ -101,7 +101,17 @@ impl Nats {
     /// Publishes messages, waiting for JetStream to store each (pipelined).
     pub(crate) async fn publish(&self, messages: &[Publish<'_>]) -> Result<(), Error> {
         let mut acks = Vec::with_capacity(messages.len());
+        // A batch is one topic's: its subject is made once, and cloned as `Bytes`.
+        let mut subject: Option<(&str, async_nats::Subject)> = None;
         for m in messages {
+            let to = match &subject {
+                Some((topic, to)) if *topic == m.topic => to.clone(),
+                _ => {
+                    let to = async_nats::Subject::from(self.subject(m.topic));
+                    subject = Some((m.topic, to.clone()));
+                    to
+                }
+            };
             let payload =
                 serde_json::to_vec(m.payload).map_err(|e| Error::internal(e.to_string()))?;
             let mut publish = jetstream::message::PublishMessage::build()
@@ -119,7 +129,7 @@ impl Nats {
             }
             acks.push(
                 self.js
-                    .send_publish(self.subject(m.topic), publish)
+                    .send_publish(to, publish)
                     .await
                     .map_err(|e| nats_err("publishing", e))?,
             );

@@ -108,6 +108,9 @@ const RETENTION: Duration = Duration::from_secs(24 * 3600);
 const CLAIM_BATCH: usize = 100;
 /// Successes wait this long for others to be recorded with (one statement for all of them).
 const ACK_GATHER: Duration = Duration::from_millis(5);
+/// How long the delivered count of a NATS subscription gathers before it is written: how
+/// stale the dashboard's count may be.
+const COUNT_GATHER: Duration = Duration::from_millis(100);
 
 /// The Postgres Pub/Sub of one runtime.
 #[derive(Debug)]
@@ -1055,19 +1058,22 @@ pub(super) async fn run_handler(
     match (sub.handler)(payload) {
         Err(e) => Outcome::Poison(e),
         Ok(fut) => {
-            let topic = (sub.topic)();
-            let span = tracing::info_span!(
-                "delivery",
-                otel.name = %format!("deliver {topic} → {}", sub.name),
-                otel.kind = "consumer",
-                otel.status_code = tracing::field::Empty,
-                service = sub.service(),
-                topic,
-                subscription = sub.name,
-                message = %id,
-                attempt
-            );
-            crate::telemetry::continue_trace(&span, delivery.traceparent.as_deref());
+            // A delivery is a request of the subscription: traced or not as its message's
+            // trace says (or, published outside any trace, as `trace_sampling` says).
+            let trace = crate::telemetry::request_span(delivery.traceparent.as_deref(), || {
+                let topic = (sub.topic)();
+                tracing::info_span!(
+                    "delivery",
+                    otel.name = %format!("deliver {topic} → {}", sub.name),
+                    otel.kind = "consumer",
+                    otel.status_code = tracing::field::Empty,
+                    service = sub.service(),
+                    topic,
+                    subscription = sub.name,
+                    message = %id,
+                    attempt
+                )
+            });
             let fut = runtime::scope_in(
                 rt,
                 sub.service(),
@@ -1076,8 +1082,7 @@ pub(super) async fn run_handler(
             );
             // In the caller's task (each delivery has one): a panic is caught here, and a
             // handler past its deadline is dropped where it waits.
-            let fut =
-                std::panic::AssertUnwindSafe(tracing::Instrument::instrument(fut, span.clone()));
+            let fut = std::panic::AssertUnwindSafe(trace.run(fut));
             let outcome = match tokio::time::timeout(
                 sub.config.ack_deadline,
                 futures_util::FutureExt::catch_unwind(fut),
@@ -1093,6 +1098,7 @@ pub(super) async fn run_handler(
                 )),
             };
             if let Outcome::Failed(reason) = &outcome {
+                let span = trace.span();
                 span.record("otel.status_code", "ERROR");
                 span.in_scope(|| tracing::warn!(%reason, "delivery attempt failed"));
             }
@@ -1353,6 +1359,11 @@ async fn count_delivered(
 ) {
     let mut batch = Vec::with_capacity(1000);
     while queue.recv_many(&mut batch, 1000).await > 0 {
+        // A count, not a state: one statement per gathering, not per handful of messages.
+        tokio::time::sleep(COUNT_GATHER).await;
+        while let Ok(id) = queue.try_recv() {
+            batch.push(id);
+        }
         let counted = sqlx::query(
             "INSERT INTO ovation_nats_delivered (subscription, delivered) VALUES ($1, $2)
              ON CONFLICT (subscription) DO UPDATE
