@@ -57,6 +57,11 @@ impl Method {
         matches!(self, Method::Post | Method::Put | Method::Patch)
     }
 
+    /// Whether the method only reads (RFC 9110 §9.2.1): `GET` and `HEAD`.
+    pub fn is_safe(self) -> bool {
+        matches!(self, Method::Get | Method::Head)
+    }
+
     pub(crate) fn http(self) -> http::Method {
         match self {
             Method::Get => http::Method::GET,

@@ -328,14 +328,23 @@ pub(crate) fn route<E: Endpoint>(rt: &'static Runtime) -> MethodRouter {
     axum::routing::on(filter, move |req: Request| async move {
         let trace = request_span(name, service, E::NAME, &req);
         let serving = std::panic::AssertUnwindSafe(serve::<E>(rt, service, req));
-        let response = match trace
-            .run(futures_util::FutureExt::catch_unwind(serving))
-            .await
-        {
+        let handled = trace.run(futures_util::FutureExt::catch_unwind(serving));
+        // A client that goes away cancels a read, dropped with its connection, but not a
+        // request that changes something: that runs to its end (or its timeout) in a task of
+        // its own, so a flow of several writes and calls is never cut between two of them.
+        let handled = if E::METHOD.is_safe() {
+            handled.await.map_err(drop)
+        } else {
+            tokio::spawn(handled)
+                .await
+                .map_err(drop)
+                .and_then(|h| h.map_err(drop))
+        };
+        let response = match handled {
             Ok(Ok(response)) => response,
             Ok(Err(e)) => e.into_response(),
             // The panic message went to the panic hook (stderr); the client learns nothing of it.
-            Err(_panic) => Error::internal("internal error").into_response(),
+            Err(()) => Error::internal("internal error").into_response(),
         };
         record_outcome(trace.span(), &response);
         response

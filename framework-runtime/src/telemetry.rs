@@ -306,7 +306,7 @@ impl RequestTrace {
     }
 
     /// Runs `work`, the request's handling, in its span and its trace context.
-    pub(crate) fn run<F: Future>(&self, work: F) -> impl Future<Output = F::Output> {
+    pub(crate) fn run<F: Future>(&self, work: F) -> impl Future<Output = F::Output> + use<F> {
         UNSAMPLED.scope(self.unsampled, work.instrument(self.span.clone()))
     }
 }

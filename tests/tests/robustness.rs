@@ -23,6 +23,18 @@ mod chaos {
     pub async fn ok(n: u32) -> Result<u32, Error> {
         Ok(n + 1)
     }
+
+    /// Steps taken by `two_steps`.
+    pub static STEPS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
+    /// A write in two steps with a wait between them, as an order is (stock, then the order).
+    #[api(public, method = "POST", path = "/chaos/two-steps")]
+    pub async fn two_steps() -> Result<(), Error> {
+        STEPS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+        STEPS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Ok(())
+    }
 }
 
 #[tokio::test]
@@ -44,6 +56,32 @@ async fn a_panicking_handler_is_a_500_and_the_server_keeps_serving() {
     assert_eq!((r.status, r.code()), (400, "invalid_argument"), "{r:?}");
     assert!(r.message().contains("`n`"), "{r:?}");
 
+    drop(server);
+    env.close().await;
+}
+
+#[tokio::test]
+async fn a_client_that_hangs_up_does_not_cut_a_write_in_two() {
+    use std::sync::atomic::Ordering::SeqCst;
+    use std::time::{Duration, Instant};
+    let env = TestEnv::new().await.unwrap();
+    let server = env.serve(Hosting::all()).await.unwrap();
+    let hung_up = reqwest::Client::new()
+        .post(format!("{}/chaos/two-steps", server.url()))
+        .timeout(Duration::from_millis(100))
+        .send()
+        .await;
+    assert!(hung_up.is_err_and(|e| e.is_timeout()));
+    assert_eq!(chaos::STEPS.load(SeqCst), 1, "the first step ran");
+    // Nobody waits for the answer any more, and the handler still runs to its end.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while chaos::STEPS.load(SeqCst) < 2 {
+        assert!(
+            Instant::now() < deadline,
+            "the handler was dropped with its connection, between its two steps"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     drop(server);
     env.close().await;
 }
