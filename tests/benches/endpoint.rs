@@ -1,13 +1,21 @@
 //! What an Ovation endpoint costs next to a hand-written axum router serving the same JSON
-//! handler: requests per second and latency (p50, p99) under the same load, with Ovation's
-//! tracing off, on with sampling 0.0, and on with every request traced (sampling 1.0) and
-//! exported over OTLP/HTTP: to a collector that takes the spans and keeps none (what the
-//! server pays for tracing; in a deployment the collector runs elsewhere), and to the CLI's
-//! receiver, which decodes every span and stores it in Postgres on the same two cores (what
-//! `ovation run` costs). Measured in the same run, alternating, each variant in a fresh
-//! process (the tracing pipeline is process-wide), median of the rounds.
+//! handler: the server's CPU time per request, requests per second and latency (p50, p99)
+//! under the same load, with Ovation's tracing off, on with sampling 0.0, and on with every
+//! request traced (sampling 1.0) and exported over OTLP/HTTP: to a collector that takes the
+//! spans and keeps none (what the server pays for tracing; in a deployment the collector runs
+//! elsewhere), and to the CLI's receiver, which decodes every span and stores it in Postgres on
+//! the same two cores (what `ovation run` costs).
+//!
+//! Each server runs in a process of its own (the tracing pipeline is process-wide), started
+//! afresh for each round; the load driver, the collector and the store run in this one. The
+//! server's CPU time is read from `/proc` over the measured window, so the load driver's work
+//! is not counted against either server. On two cores the driver, not the server, limits the
+//! requests per second both servers reach, so the throughput each server has in it is taken
+//! from its CPU time: requests per CPU-second, what a saturated core serves. Variants
+//! alternate, median of the rounds.
 //!
 //! `cargo bench -p ovation-tests --bench endpoint`. Not a test: it asserts nothing about speed.
+//! `endpoint --child bare x` serves one variant until its stdin closes, for a profiler.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -34,7 +42,7 @@ mod bench {
 const CLIENTS: usize = 32;
 const WARM_UP: Duration = Duration::from_secs(1);
 const MEASURE: Duration = Duration::from_secs(5);
-const ROUNDS: usize = 3;
+const ROUNDS: usize = 5;
 
 /// One variant's figures for one round.
 #[derive(Debug, Clone, Copy, Default)]
@@ -70,11 +78,7 @@ fn main() {
     if let Some(i) = args.iter().position(|a| a == "--child") {
         let variant = args.get(i + 1).cloned().unwrap_or_default();
         let endpoint = args.get(i + 2).filter(|e| e.starts_with("http")).cloned();
-        let f = child(&variant, endpoint);
-        println!(
-            "{} {} {} {} {}",
-            f.rate, f.cpu_us, f.p50_us, f.p99_us, f.dropped
-        );
+        serve(&variant, endpoint);
         return;
     }
     if args.iter().any(|a| a == "--list") {
@@ -82,6 +86,10 @@ fn main() {
     }
     let (collector, received) = start_collector();
     let store = start_store();
+    let driver = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     let mut rounds: Vec<Vec<Figures>> = vec![Vec::new(); VARIANTS.len()];
     // `ENDPOINT_BENCH_ONLY=sampled-1,off`: run only these variants (and axum), for profiling.
     let only = std::env::var("ENDPOINT_BENCH_ONLY").unwrap_or_default();
@@ -99,7 +107,7 @@ fn main() {
             } else {
                 &collector
             };
-            rounds[i].push(run_child(variant, endpoint));
+            rounds[i].push(run_child(&driver, variant, endpoint));
         }
     }
     let median = |mut v: Vec<f64>| {
@@ -122,18 +130,19 @@ fn main() {
          median; {cores} cores shared by the load driver, the server, the exporter and the receiver"
     );
     println!(
-        "{:<34} {:>10} {:>9} {:>9} {:>8} {:>12}",
-        "variant", "req/s", "p50 µs", "p99 µs", "/ axum", "CPU µs/req"
+        "{:<50} {:>12} {:>14} {:>8} {:>10} {:>9} {:>9}",
+        "variant", "server µs/req", "req/CPU-second", "/ axum", "req/s", "p50 µs", "p99 µs"
     );
-    let axum = summary[0].rate;
+    let per_cpu = |f: &Figures| 1e6 / f.cpu_us;
     for ((_, name), f) in VARIANTS.iter().zip(&summary) {
         println!(
-            "{name:<34} {:>10.0} {:>9.0} {:>9.0} {:>8.2} {:>12.1}",
+            "{name:<50} {:>12.2} {:>14.0} {:>8.2} {:>10.0} {:>9.0} {:>9.0}",
+            f.cpu_us,
+            per_cpu(f),
+            per_cpu(f) / per_cpu(&summary[0]),
             f.rate,
             f.p50_us,
             f.p99_us,
-            f.rate / axum,
-            f.cpu_us
         );
     }
     println!(
@@ -146,9 +155,15 @@ fn main() {
     );
     let section = "Endpoint overhead";
     let targets = [None, None, None, Some(0.95), Some(0.85), None];
+    let axum = &summary[0];
     for (((_, name), f), target) in VARIANTS.iter().zip(&summary).zip(targets).skip(1) {
-        let figure = Figure::new(section, format!("{name}: req/s"), f.rate, "req/s")
-            .against(VARIANTS[0].1, axum);
+        let figure = Figure::new(
+            section,
+            format!("{name}: requests per server CPU-second"),
+            per_cpu(f),
+            "req/s",
+        )
+        .against(VARIANTS[0].1, per_cpu(axum));
         match target {
             Some(t) => figure.target(Target::RatioAtLeast(t)).record(),
             None => figure.record(),
@@ -157,11 +172,11 @@ fn main() {
     for ((_, name), f) in VARIANTS.iter().zip(&summary).skip(1) {
         Figure::new(
             section,
-            format!("{name}: CPU per request (server and load driver)"),
-            f.cpu_us,
-            "µs",
+            format!("{name}: req/s reached by the load driver"),
+            f.rate,
+            "req/s",
         )
-        .against(VARIANTS[0].1, summary[0].cpu_us)
+        .against(VARIANTS[0].1, axum.rate)
         .record();
     }
     for i in [3, 4, 5] {
@@ -239,31 +254,46 @@ fn start_store() -> String {
     rx.recv().unwrap()
 }
 
-/// One child run of `variant`.
-fn run_child(variant: &str, receiver: &str) -> Figures {
-    let output = std::process::Command::new(std::env::current_exe().unwrap())
+/// One round of `variant`: its server started in a process of its own, driven from here.
+fn run_child(driver: &tokio::runtime::Runtime, variant: &str, receiver: &str) -> Figures {
+    use std::io::{BufRead, Read};
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
         .args(["--child", variant, receiver])
-        .output()
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
         .unwrap();
+    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut ready = String::new();
+    out.read_line(&mut ready).unwrap();
+    let url = ready
+        .strip_prefix("serving ")
+        .unwrap_or_else(|| panic!("the {variant} server did not start: {ready:?}"))
+        .trim()
+        .to_owned();
+    let pid = child.id();
+    let (rate, cpu_us, mut latencies) = driver.block_on(drive(&url, pid));
+    // Its stdin closed, the server stops and says how many spans it dropped.
+    drop(child.stdin.take());
+    let mut rest = String::new();
+    out.read_to_string(&mut rest).unwrap();
     assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
+        child.wait().unwrap().success(),
+        "the {variant} server failed"
     );
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let numbers: Vec<f64> = stdout
+    let dropped = rest
         .lines()
-        .last()
-        .unwrap()
-        .split_whitespace()
-        .map(|n| n.parse().unwrap())
-        .collect();
+        .find_map(|l| l.strip_prefix("dropped "))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or(0);
+    latencies.sort_unstable();
+    let at = |q: f64| latencies[((latencies.len() - 1) as f64 * q) as usize] as f64;
     Figures {
-        rate: numbers[0],
-        cpu_us: numbers[1],
-        p50_us: numbers[2],
-        p99_us: numbers[3],
-        dropped: numbers[4] as u64,
+        rate,
+        cpu_us,
+        p50_us: at(0.50),
+        p99_us: at(0.99),
+        dropped,
     }
 }
 
@@ -281,8 +311,9 @@ async fn serve_axum() -> (String, tokio::task::JoinHandle<()>) {
     (url, task)
 }
 
-/// Serves the endpoint as `variant` says and drives it.
-fn child(variant: &str, otlp_endpoint: Option<String>) -> Figures {
+/// Serves the endpoint as `variant` says until stdin closes: says where on stdout first, and
+/// how many spans were dropped last.
+fn serve(variant: &str, otlp_endpoint: Option<String>) {
     if variant == "bare" {
         // Taken first, so that `TestEnv::new()` installs no subscriber of its own.
         ovation::tracing::subscriber::set_global_default(
@@ -316,27 +347,24 @@ fn child(variant: &str, otlp_endpoint: Option<String>) -> Figures {
             ovation_app = Some((env, server));
             url
         };
-        let (rate, cpu_us, mut latencies) = drive(&url).await;
-        latencies.sort_unstable();
-        let at = |q: f64| latencies[((latencies.len() - 1) as f64 * q) as usize] as f64;
-        let figures = Figures {
-            rate,
-            cpu_us,
-            p50_us: at(0.50),
-            p99_us: at(0.99),
-            dropped: ovation::telemetry::dropped_spans(),
-        };
+        println!("serving {url}");
+        // Until the driver closes stdin (or goes away).
+        tokio::task::spawn_blocking(|| {
+            let _ = std::io::Read::read_to_end(&mut std::io::stdin(), &mut Vec::new());
+        })
+        .await
+        .unwrap();
         if let Some((env, server)) = ovation_app {
             drop(server);
             env.close().await;
         }
-        figures
+        println!("dropped {}", ovation::telemetry::dropped_spans());
     })
 }
 
-/// CPU time this process has used (all threads), in µs, from `/proc/self/stat`.
-fn cpu_time_us() -> f64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+/// CPU time process `pid` has used (all threads), in µs, from `/proc/<pid>/stat`.
+fn cpu_time_us(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     // The fields after the command name, which is in parentheses and may contain spaces:
     // utime and stime are the 14th and 15th fields, in clock ticks (100 per second).
     let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
@@ -351,8 +379,9 @@ fn cpu_time_us() -> f64 {
 }
 
 /// `CLIENTS` clients in a loop on `url`: requests per second over `MEASURE` after `WARM_UP`,
-/// the process's CPU time per request (µs), and every measured request's latency in µs.
-async fn drive(url: &str) -> (f64, f64, Vec<u32>) {
+/// the CPU time per request (µs) of the server, process `server`, and every measured request's
+/// latency in µs.
+async fn drive(url: &str, server: u32) -> (f64, f64, Vec<u32>) {
     let http = reqwest::Client::new();
     let counting = Arc::new(AtomicBool::new(false));
     let stop = Arc::new(AtomicBool::new(false));
@@ -381,11 +410,11 @@ async fn drive(url: &str) -> (f64, f64, Vec<u32>) {
     tokio::time::sleep(WARM_UP).await;
     counting.store(true, Ordering::Relaxed);
     let started = Instant::now();
-    let cpu_started = cpu_time_us();
+    let cpu_started = cpu_time_us(server);
     tokio::time::sleep(MEASURE).await;
     let count = done.load(Ordering::Relaxed);
     let elapsed = started.elapsed();
-    let cpu = cpu_time_us() - cpu_started;
+    let cpu = cpu_time_us(server) - cpu_started;
     stop.store(true, Ordering::Relaxed);
     let mut latencies = Vec::new();
     for c in clients {
