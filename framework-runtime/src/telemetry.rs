@@ -128,6 +128,11 @@ fn install(config: &Config, for_tests: bool) {
             // Ovation's spans carry their own meaning (service, endpoint, topic); the Rust
             // source location, thread and target of each would only add export volume.
             .with_tracked_inactivity(false)
+            // Entering a span would otherwise start its OpenTelemetry span and attach its
+            // context to the thread at every poll (every `.await` a handler resumes from), for
+            // other OpenTelemetry instrumentation to find; there is none here: the trace context
+            // is read from the `tracing` span.
+            .with_context_activation(false)
             .with_location(false)
             .with_threads(false)
             .with_target(false)
