@@ -247,6 +247,7 @@ pub async fn build_runtime(config: &Config) -> Result<&'static Runtime, StartupE
         pubsub,
         gateway: config.gateway,
         tasks: Default::default(),
+        writes: Default::default(),
     };
     let rt = rt.leak();
     runtime::set_global(rt);
@@ -533,12 +534,23 @@ async fn serve(
     {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+    let grace_ends = Instant::now() + rt.shutdown_grace;
     if tokio::time::timeout(rt.shutdown_grace, graceful.shutdown())
         .await
         .is_err()
     {
         tracing::warn!(
             "requests still running after the {:?} grace period: their connections are closed",
+            rt.shutdown_grace
+        );
+    }
+    // Writes whose clients hung up run on without a connection: they get the grace period too.
+    while Arc::strong_count(&rt.writes) > 1 && Instant::now() < grace_ends {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    if Arc::strong_count(&rt.writes) > 1 {
+        tracing::warn!(
+            "requests whose clients hung up still running after the {:?} grace period",
             rt.shutdown_grace
         );
     }

@@ -38,6 +38,9 @@ pub struct Runtime {
     pub(crate) gateway: bool,
     /// The running [`crate::on_start!`] tasks, aborted at shutdown.
     pub(crate) tasks: Mutex<Vec<tokio::task::AbortHandle>>,
+    /// Held by each handler of a request that changes something, which runs in a task of its
+    /// own and so may outlive its connection: shutdown waits for them (its strong count).
+    pub(crate) writes: std::sync::Arc<()>,
 }
 
 /// A task a service runs from start-up to shutdown, declared with [`crate::on_start!`].

@@ -335,10 +335,15 @@ pub(crate) fn route<E: Endpoint>(rt: &'static Runtime) -> MethodRouter {
         let handled = if E::METHOD.is_safe() {
             handled.await.map_err(drop)
         } else {
-            tokio::spawn(handled)
-                .await
-                .map_err(drop)
-                .and_then(|h| h.map_err(drop))
+            let write = rt.writes.clone();
+            tokio::spawn(async move {
+                let handled = handled.await;
+                drop(write);
+                handled
+            })
+            .await
+            .map_err(drop)
+            .and_then(|h| h.map_err(drop))
         };
         let response = match handled {
             Ok(Ok(response)) => response,

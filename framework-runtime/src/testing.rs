@@ -375,6 +375,7 @@ impl TestEnv {
             pubsub,
             gateway: hosting.gateway,
             tasks: Default::default(),
+            writes: Default::default(),
         }
         .leak();
         if let Some(pubsub) = pubsub {
