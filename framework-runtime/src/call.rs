@@ -41,27 +41,17 @@ pub async fn call<E: Endpoint>(
 /// reached over HTTP. With export off nothing would see it, and none is made.
 fn call_span(service: &'static str, endpoint: &'static str, local: bool) -> tracing::Span {
     if !crate::telemetry::exporting() {
-        tracing::Span::none()
-    } else if local {
-        tracing::debug_span!(
-            "call",
-            otel.name = %format!("call {service}.{endpoint}"),
-            otel.kind = "internal",
-            service,
-            endpoint,
-            remote = false
-        )
-    } else {
-        tracing::debug_span!(
-            "call",
-            otel.name = %format!("call {service}.{endpoint}"),
-            otel.kind = "client",
-            otel.status_code = tracing::field::Empty,
-            service,
-            endpoint,
-            remote = true
-        )
+        return tracing::Span::none();
     }
+    tracing::debug_span!(
+        "call",
+        otel.name = %format!("call {service}.{endpoint}"),
+        otel.kind = if local { "internal" } else { "client" },
+        otel.status_code = tracing::field::Empty,
+        service,
+        endpoint,
+        remote = !local
+    )
 }
 
 /// Characters escaped in a path segment: everything but RFC 3986's unreserved set.

@@ -337,9 +337,8 @@ pub(crate) fn route<E: Endpoint>(rt: &'static Runtime) -> MethodRouter {
         } else {
             let write = rt.writes.clone();
             tokio::spawn(async move {
-                let handled = handled.await;
-                drop(write);
-                handled
+                let _write = write;
+                handled.await
             })
             .await
             .map_err(drop)

@@ -1114,16 +1114,9 @@ async fn ack(
     subscription: &'static str,
     mut queue: tokio::sync::mpsc::UnboundedReceiver<Uuid>,
 ) {
-    const MAX_BATCH: usize = 1000;
-    let mut batch = Vec::with_capacity(MAX_BATCH);
-    while queue.recv_many(&mut batch, MAX_BATCH).await > 0 {
-        // The handlers running now finish in the meantime: their successes join this batch.
-        tokio::time::sleep(ACK_GATHER).await;
-        while batch.len() < MAX_BATCH
-            && let Ok(id) = queue.try_recv()
-        {
-            batch.push(id);
-        }
+    let mut batch = Vec::with_capacity(GATHER_MAX);
+    // The handlers running meanwhile finish: their successes join the batch.
+    while gather(&mut queue, &mut batch, ACK_GATHER).await {
         if let Err(e) = mark_done(&pool, subscription, &batch).await {
             // Unrecorded successes are delivered again when their leases expire.
             tracing::warn!(
@@ -1134,6 +1127,28 @@ async fn ack(
         }
         batch.clear();
     }
+}
+
+/// Most items [`gather`] puts in one batch.
+const GATHER_MAX: usize = 1000;
+
+/// Waits for the next item of `queue`, then `wait` longer for those that follow it, into
+/// `batch` (at most [`GATHER_MAX`]); `false` once the queue is closed and empty.
+async fn gather<T>(
+    queue: &mut tokio::sync::mpsc::UnboundedReceiver<T>,
+    batch: &mut Vec<T>,
+    wait: Duration,
+) -> bool {
+    if queue.recv_many(batch, GATHER_MAX).await == 0 {
+        return false;
+    }
+    tokio::time::sleep(wait).await;
+    while batch.len() < GATHER_MAX
+        && let Ok(item) = queue.try_recv()
+    {
+        batch.push(item);
+    }
+    true
 }
 
 async fn mark_done(pool: &PgPool, subscription: &str, ids: &[Uuid]) -> Result<(), Error> {
@@ -1357,13 +1372,9 @@ async fn count_delivered(
     subscription: &'static str,
     mut queue: tokio::sync::mpsc::UnboundedReceiver<Uuid>,
 ) {
-    let mut batch = Vec::with_capacity(1000);
-    while queue.recv_many(&mut batch, 1000).await > 0 {
-        // A count, not a state: one statement per gathering, not per handful of messages.
-        tokio::time::sleep(COUNT_GATHER).await;
-        while let Ok(id) = queue.try_recv() {
-            batch.push(id);
-        }
+    let mut batch = Vec::with_capacity(GATHER_MAX);
+    // A count, not a state: one statement per gathering, not per handful of messages.
+    while gather(&mut queue, &mut batch, COUNT_GATHER).await {
         let counted = sqlx::query(
             "INSERT INTO ovation_nats_delivered (subscription, delivered) VALUES ($1, $2)
              ON CONFLICT (subscription) DO UPDATE
