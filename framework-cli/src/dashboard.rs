@@ -17,9 +17,10 @@ use axum::response::{Html, IntoResponse, Redirect, Response};
 use serde::Serialize;
 use serde_json::Value;
 
+use crate::guard::Guard;
 use crate::traces::{ListQuery, Store};
 
-mod databases;
+pub mod databases;
 mod explorer;
 
 const STYLE: &str = include_str!("dashboard/style.css");
@@ -55,9 +56,40 @@ struct Dashboard {
     /// The app's folder, whose source the Architecture page reads.
     app: std::path::PathBuf,
     /// The Postgres server of the app's databases.
-    db: ovation::sqldb::Server,
-    /// The app's service-auth key: the explorer signs calls to private endpoints with it.
+    databases: databases::Databases,
+    /// The app's service-auth key: the explorer signs calls to private endpoints with it, and
+    /// the pages their requests to the app's `/__ovation/*`.
     key: ovation::service_auth::ServiceAuthKey,
+    /// The checks in front of every page, and the token the pages carry.
+    guard: Guard,
+}
+
+impl Dashboard {
+    /// A request to the app's internal API (`/__ovation/...`), signed with the app's key as
+    /// the app demands; `None` if `url` is not a URL.
+    fn internal(
+        &self,
+        method: reqwest::Method,
+        url: &str,
+        body: Vec<u8>,
+    ) -> Option<reqwest::RequestBuilder> {
+        let url = reqwest::Url::parse(url).ok()?;
+        let signature = self.key.sign(
+            ovation::service_auth::Signed {
+                method: method.as_str(),
+                path: url.path(),
+                query: url.query().unwrap_or(""),
+                body: &body,
+            },
+            "dashboard",
+        );
+        Some(
+            self.http
+                .request(method, url)
+                .header(ovation::service_auth::HEADER, signature)
+                .body(body),
+        )
+    }
 }
 
 /// The dashboard's pages and assets, merged with the trace API.
@@ -65,16 +97,18 @@ pub fn router(
     store: Store,
     status: SharedStatus,
     app: std::path::PathBuf,
-    db: ovation::sqldb::Server,
+    databases: databases::Databases,
     key: ovation::service_auth::ServiceAuthKey,
+    guard: Guard,
 ) -> Router {
     let dashboard = Dashboard {
         store: store.clone(),
         status,
         http: reqwest::Client::new(),
         app,
-        db,
+        databases,
         key,
+        guard: guard.clone(),
     };
     let pages = Router::new()
         .route(
@@ -109,7 +143,7 @@ pub fn router(
         )
         .fallback(not_found)
         .with_state(dashboard);
-    crate::traces::api_router(store).merge(pages)
+    guard.protect(crate::traces::api_router(store).merge(pages))
 }
 
 fn asset(content_type: &'static str, body: &'static str) -> Response {
@@ -132,7 +166,7 @@ pub fn esc(text: &str) -> String {
     out
 }
 
-fn page(title: &str, active: &str, status: &AppStatus, body: &str) -> Html<String> {
+fn page(d: &Dashboard, title: &str, active: &str, status: &AppStatus, body: &str) -> Html<String> {
     let nav: String = [
         ("services", "Services"),
         ("explorer", "API explorer"),
@@ -154,11 +188,13 @@ fn page(title: &str, active: &str, status: &AppStatus, body: &str) -> Html<Strin
     Html(format!(
         "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
          <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
+         <meta name=\"ovation-csrf\" content=\"{token}\">\
          <title>{title} · Ovation</title><link rel=\"stylesheet\" href=\"/assets/style.css\"></head>\
          <body><header><span class=\"brand\">Ovation</span><nav>{nav}</nav></header>\
          <main>{body}</main>{bar}<script src=\"/assets/app.js\"></script></body></html>",
         title = esc(title),
         bar = status_bar(status),
+        token = esc(d.guard.token()),
     ))
 }
 
@@ -194,7 +230,7 @@ async fn not_found(State(d): State<Dashboard>, uri: axum::http::Uri) -> Response
     );
     (
         StatusCode::NOT_FOUND,
-        page("Not found", "", &current(&d.status), &body),
+        page(&d, "Not found", "", &current(&d.status), &body),
     )
         .into_response()
 }
@@ -207,9 +243,16 @@ async fn services(State(d): State<Dashboard>) -> Response {
              yet; this page fills in once it runs.</p>",
             esc(&status.url)
         );
-        return page("Services", "services", &status, &body).into_response();
+        return page(&d, "Services", "services", &status, &body).into_response();
     };
-    page("Services", "services", &status, &render_services(&model)).into_response()
+    page(
+        &d,
+        "Services",
+        "services",
+        &status,
+        &render_services(&model),
+    )
+    .into_response()
 }
 
 /// The Services page's body from the app model.
@@ -428,14 +471,17 @@ async fn architecture(State(d): State<Dashboard>) -> Response {
             esc(&e)
         ),
     };
-    page("Architecture", "architecture", &status, &body).into_response()
+    page(&d, "Architecture", "architecture", &status, &body).into_response()
 }
 
 /// The app model from the app's `/__ovation/meta`; `None` while the app does not answer.
 async fn app_model(d: &Dashboard, url: &str) -> Option<Value> {
     let response = d
-        .http
-        .get(format!("{url}/__ovation/meta"))
+        .internal(
+            reqwest::Method::GET,
+            &format!("{url}/__ovation/meta"),
+            Vec::new(),
+        )?
         .timeout(std::time::Duration::from_secs(5))
         .send()
         .await
@@ -457,10 +503,10 @@ struct ExplorerQuery {
 async fn explorer_page(State(d): State<Dashboard>, Query(q): Query<ExplorerQuery>) -> Response {
     let status = current(&d.status);
     let Some(endpoints) = app_endpoints(&d, &status.url).await else {
-        return not_running(&status, "API explorer", "explorer");
+        return not_running(&d, &status, "API explorer", "explorer");
     };
     let body = explorer::render(&endpoints, q.endpoint.as_deref());
-    page("API explorer", "explorer", &status, &body).into_response()
+    page(&d, "API explorer", "explorer", &status, &body).into_response()
 }
 
 async fn explorer_call(
@@ -498,29 +544,31 @@ async fn declared_databases(d: &Dashboard, url: &str) -> Option<Vec<(String, Str
     )
 }
 
-fn not_running(status: &AppStatus, title: &str, active: &str) -> Response {
+fn not_running(d: &Dashboard, status: &AppStatus, title: &str, active: &str) -> Response {
     let body = format!(
         "<h1>{}</h1><p class=\"notice\">The app at <code>{}</code> does not answer yet.</p>",
         esc(title),
         esc(&status.url)
     );
-    page(title, active, status, &body).into_response()
+    page(d, title, active, status, &body).into_response()
 }
 
-fn sql_box(db: &str, sql: &str) -> String {
+fn sql_box(db: &str, sql: &str, token: &str) -> String {
     format!(
         "<form method=\"post\" action=\"/databases/{db}/query\" class=\"sql\">\
+         <input type=\"hidden\" name=\"csrf\" value=\"{token}\">\
          <textarea name=\"sql\" rows=\"3\" spellcheck=\"false\" placeholder=\"SELECT * FROM ...\">{}</textarea>\
          <button type=\"submit\">Run read-only</button></form>",
         esc(sql),
-        db = esc(db)
+        db = esc(db),
+        token = esc(token),
     )
 }
 
 async fn databases_page(State(d): State<Dashboard>) -> Response {
     let status = current(&d.status);
     let Some(declared) = declared_databases(&d, &status.url).await else {
-        return not_running(&status, "Databases", "databases");
+        return not_running(&d, &status, "Databases", "databases");
     };
     let mut body = String::from("<h1>Databases</h1><div class=\"cards\">");
     for (name, service) in declared {
@@ -530,7 +578,7 @@ async fn databases_page(State(d): State<Dashboard>) -> Response {
             n = esc(&name),
             s = esc(&service)
         );
-        match databases::describe(&d.db, &name).await {
+        match databases::describe(&d.databases, &name).await {
             Ok((tables, migrations)) => {
                 body.push_str("<h3>Tables</h3><ul class=\"plain tables\">");
                 for t in &tables {
@@ -564,7 +612,7 @@ async fn databases_page(State(d): State<Dashboard>) -> Response {
                     );
                 }
                 body.push_str("</ul>");
-                body.push_str(&sql_box(&name, ""));
+                body.push_str(&sql_box(&name, "", d.guard.token()));
             }
             Err(e) => {
                 let _ = write!(body, "<p class=\"notice\">{}</p>", esc(&e));
@@ -573,7 +621,7 @@ async fn databases_page(State(d): State<Dashboard>) -> Response {
         body.push_str("</section>");
     }
     body.push_str("</div>");
-    page("Databases", "databases", &status, &body).into_response()
+    page(&d, "Databases", "databases", &status, &body).into_response()
 }
 
 #[derive(Debug, serde::Deserialize)]
@@ -588,10 +636,10 @@ async fn table_page(
 ) -> Response {
     let status = current(&d.status);
     let Some(declared) = declared_databases(&d, &status.url).await else {
-        return not_running(&status, "Databases", "databases");
+        return not_running(&d, &status, "Databases", "databases");
     };
     let known_table = declared.iter().any(|(n, _)| *n == db)
-        && databases::describe(&d.db, &db)
+        && databases::describe(&d.databases, &db)
             .await
             .ok()
             .is_some_and(|(tables, _)| tables.iter().any(|t| t.name == table));
@@ -602,7 +650,7 @@ async fn table_page(
         return not_found(State(d), uri).await;
     }
     let page_no = q.page.unwrap_or(0).max(0);
-    let body = match databases::rows(&d.db, &db, &table, page_no).await {
+    let body = match databases::rows(&d.databases, &db, &table, page_no).await {
         Ok((rows, more)) => {
             let mut nav = String::from("<p class=\"pager\">");
             if page_no > 0 {
@@ -635,7 +683,7 @@ async fn table_page(
             esc(&e)
         ),
     };
-    page(&table, "databases", &status, &body).into_response()
+    page(&d, &table, "databases", &status, &body).into_response()
 }
 
 async fn query_page(
@@ -645,14 +693,14 @@ async fn query_page(
 ) -> Response {
     let status = current(&d.status);
     let Some(declared) = declared_databases(&d, &status.url).await else {
-        return not_running(&status, "Databases", "databases");
+        return not_running(&d, &status, "Databases", "databases");
     };
     if !declared.iter().any(|(n, _)| *n == db) {
         let uri = format!("/databases/{db}/query").parse().unwrap_or_default();
         return not_found(State(d), uri).await;
     }
     let sql = form_field(&form, "sql").unwrap_or_default();
-    let result = match databases::query(&d.db, &db, &sql).await {
+    let result = match databases::query(&d.databases, &db, &sql).await {
         Ok(rows) => format!(
             "<p class=\"muted\" id=\"query-count\">{} row{}</p>{}",
             rows.len(),
@@ -664,14 +712,14 @@ async fn query_page(
     let body = format!(
         "<h1><a href=\"/databases\">{}</a> · query</h1>{}{}",
         esc(&db),
-        sql_box(&db, &sql),
+        sql_box(&db, &sql, d.guard.token()),
         result
     );
-    page("Query", "databases", &status, &body).into_response()
+    page(&d, "Query", "databases", &status, &body).into_response()
 }
 
 /// One field of an `application/x-www-form-urlencoded` body.
-fn form_field(body: &[u8], name: &str) -> Option<String> {
+pub(crate) fn form_field(body: &[u8], name: &str) -> Option<String> {
     reqwest::Url::parse(&format!("http://form/?{}", String::from_utf8_lossy(body)))
         .ok()?
         .query_pairs()
@@ -687,16 +735,19 @@ struct PubSubQuery {
 
 async fn pubsub(State(d): State<Dashboard>, Query(q): Query<PubSubQuery>) -> Response {
     let status = current(&d.status);
-    let state: Option<Value> = match d
-        .http
-        .get(format!("{}/__ovation/pubsub", status.url))
-        .timeout(std::time::Duration::from_secs(5))
-        .send()
-        .await
-    {
-        Ok(r) if r.status().is_success() => r.json().await.ok(),
-        _ => None,
-    };
+    let request = d.internal(
+        reqwest::Method::GET,
+        &format!("{}/__ovation/pubsub", status.url),
+        Vec::new(),
+    );
+    let state: Option<Value> =
+        match request.map(|r| r.timeout(std::time::Duration::from_secs(5)).send()) {
+            Some(sent) => match sent.await {
+                Ok(r) if r.status().is_success() => r.json().await.ok(),
+                _ => None,
+            },
+            None => None,
+        };
     let mut body = String::from("<h1>Pub/Sub</h1>");
     if let Some(n) = q.redriven {
         let _ = write!(
@@ -714,14 +765,14 @@ async fn pubsub(State(d): State<Dashboard>, Query(q): Query<PubSubQuery>) -> Res
             "<p class=\"notice\">The app at <code>{}</code> does not answer yet.</p>",
             esc(&status.url)
         );
-        return page("Pub/Sub", "pubsub", &status, &body).into_response();
+        return page(&d, "Pub/Sub", "pubsub", &status, &body).into_response();
     };
-    body.push_str(&render_pubsub(&state));
-    page("Pub/Sub", "pubsub", &status, &body).into_response()
+    body.push_str(&render_pubsub(&state, d.guard.token()));
+    page(&d, "Pub/Sub", "pubsub", &status, &body).into_response()
 }
 
 /// The Pub/Sub page's body from the app's `/__ovation/pubsub`.
-pub fn render_pubsub(state: &Value) -> String {
+pub fn render_pubsub(state: &Value, token: &str) -> String {
     let mut out = String::from(
         "<h3>Topics</h3><table class=\"traces\"><thead><tr><th>Topic</th><th>Service</th>\
          <th>Published (24 h)</th></tr></thead><tbody>",
@@ -757,9 +808,13 @@ pub fn render_pubsub(state: &Value) -> String {
         let dead = s["deadLetters"].as_array().cloned().unwrap_or_default();
         if !dead.is_empty() {
             let action = format!("/pubsub/{}/redrive", esc(name));
+            let token = format!(
+                "<input type=\"hidden\" name=\"csrf\" value=\"{}\">",
+                esc(token)
+            );
             let _ = write!(
                 out,
-                "<form method=\"post\" action=\"{action}\"><button type=\"submit\" class=\"redrive-all\">\
+                "<form method=\"post\" action=\"{action}\">{token}<button type=\"submit\" class=\"redrive-all\">\
                  Redrive all {}</button></form><table class=\"attrs dead-letters\">",
                 dead.len()
             );
@@ -771,7 +826,7 @@ pub fn render_pubsub(state: &Value) -> String {
                     out,
                     "<tr data-message=\"{id}\"><td><code>{id}</code><br><span class=\"muted\">{} · {} attempts</span>\
                      <br><code>{}</code><br><span class=\"error-text\">{}</span></td><td>\
-                     <form method=\"post\" action=\"{action}\"><input type=\"hidden\" name=\"messageId\" \
+                     <form method=\"post\" action=\"{action}\">{token}<input type=\"hidden\" name=\"messageId\" \
                      value=\"{id}\"><button type=\"submit\" class=\"redrive\">Redrive</button></form></td></tr>",
                     esc(d["published_at"].as_str().unwrap_or_default()),
                     d["attempts"].as_u64().unwrap_or(0),
@@ -801,17 +856,22 @@ async fn redrive(
         Some(id) => serde_json::json!({ "messageId": id }),
         None => serde_json::json!({}),
     };
-    let answer = d
-        .http
-        .post(format!(
-            "{}/__ovation/pubsub/{}/redrive",
-            status.url,
-            percent_encode(&subscription)
-        ))
-        .json(&body)
-        .timeout(std::time::Duration::from_secs(10))
-        .send()
-        .await;
+    let url = format!(
+        "{}/__ovation/pubsub/{}/redrive",
+        status.url,
+        percent_encode(&subscription)
+    );
+    let body = serde_json::to_vec(&body).unwrap_or_default();
+    let answer = match d.internal(reqwest::Method::POST, &url, body) {
+        Some(request) => {
+            request
+                .header(header::CONTENT_TYPE, "application/json")
+                .timeout(std::time::Duration::from_secs(10))
+                .send()
+                .await
+        }
+        None => return Redirect::to("/pubsub?error=the+app%27s+URL+is+not+valid").into_response(),
+    };
     let target = match answer {
         Ok(r) if r.status().is_success() => {
             let n = r
@@ -895,7 +955,7 @@ async fn traces(State(d): State<Dashboard>, Query(filter): Query<ListQuery>) -> 
             "<p id=\"no-traces\" class=\"muted\">No traces yet: send a request to the app.</p>",
         );
     }
-    page("Traces", "traces", &status, &body).into_response()
+    page(&d, "Traces", "traces", &status, &body).into_response()
 }
 
 /// One row of the trace list (the page's script renders the same from the API).
@@ -937,11 +997,12 @@ async fn trace(State(d): State<Dashboard>, Path(trace_id): Path<String>) -> Resp
         );
         return (
             StatusCode::NOT_FOUND,
-            page("No such trace", "traces", &status, &body),
+            page(&d, "No such trace", "traces", &status, &body),
         )
             .into_response();
     }
     page(
+        &d,
         "Trace",
         "traces",
         &status,

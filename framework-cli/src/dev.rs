@@ -35,6 +35,8 @@ pub struct RunOptions {
     pub port: u16,
     pub dashboard_port: u16,
     pub watch: bool,
+    /// Host names the dashboard answers besides the loopback ones.
+    pub allowed_hosts: Vec<String>,
 }
 
 fn tokio() -> Result<tokio::runtime::Runtime, String> {
@@ -55,7 +57,7 @@ async fn bind(port: u16, what: &str, flag: &str) -> Result<TcpListener, String> 
 }
 
 /// The Postgres server of the app's databases and of the trace store.
-async fn database_server(data_dir: &Path) -> Result<ovation::sqldb::Server, String> {
+async fn database_server(data_dir: &Path) -> Result<(ovation::sqldb::Server, String), String> {
     let url = match std::env::var("DATABASE_URL").ok().filter(|u| !u.is_empty()) {
         Some(url) => url,
         None => {
@@ -68,7 +70,8 @@ async fn database_server(data_dir: &Path) -> Result<ovation::sqldb::Server, Stri
             pg.url("postgres")
         }
     };
-    ovation::sqldb::Server::from_url(&url).map_err(|e| e.to_string())
+    let server = ovation::sqldb::Server::from_url(&url).map_err(|e| e.to_string())?;
+    Ok((server, url))
 }
 
 /// Starts the trace store and its server on `listener`: the whole dashboard when there is an
@@ -78,21 +81,25 @@ async fn start_dashboard(
     listener: TcpListener,
     status: Option<(SharedStatus, String)>,
     app: &Path,
+    allowed_hosts: &[String],
 ) -> Result<(), String> {
-    let server = database_server(data_dir).await?;
+    let (server, url) = database_server(data_dir).await?;
     let store = Store::open(&server).await?;
     match status {
-        Some((status, key)) => crate::traces::serve_router(
-            crate::dashboard::router(
+        Some((status, key)) => {
+            let port = listener.local_addr().map_err(|e| e.to_string())?.port();
+            let guard = crate::guard::Guard::new(port, allowed_hosts);
+            let dashboard = crate::dashboard::router(
                 store,
                 status,
                 app.to_owned(),
-                server.clone(),
+                crate::dashboard::databases::Databases::new(server, &url),
                 ovation::service_auth::ServiceAuthKey::new(&key),
-            ),
-            listener,
-        ),
-        None => crate::traces::serve(store, listener),
+                guard,
+            );
+            crate::traces::serve_router(dashboard, listener)
+        }
+        None => crate::traces::serve(store, listener, allowed_hosts),
     };
     Ok(())
 }
@@ -128,6 +135,7 @@ pub fn run(options: RunOptions) -> Result<ExitCode, String> {
             dashboard,
             Some((status.clone(), auth_key.clone())),
             &options.app,
+            &options.allowed_hosts,
         )
         .await?;
         let exe = match build(&manifest).await {
@@ -373,18 +381,18 @@ fn serve_proxy(listener: TcpListener, target: Arc<RwLock<reqwest::Url>>) {
         let (http, target) = (http.clone(), target.clone());
         async move {
             let base = target.read().unwrap_or_else(|p| p.into_inner()).clone();
-            ovation::gateway::forward_to(
-                &http,
-                "app",
-                &base,
-                req,
-                64 * 1024 * 1024,
-                Duration::from_secs(300),
+            let options = ovation::gateway::Forward {
+                body_limit: 64 * 1024 * 1024,
+                body_read_timeout: Duration::from_secs(10),
+                timeout: Duration::from_secs(300),
                 // The app may be starting: wait for it rather than fail the request.
-                Duration::from_secs(5),
-            )
-            .await
-            .unwrap_or_else(axum::response::IntoResponse::into_response)
+                connect_retry: Duration::from_secs(5),
+                // The proxy stands for the app itself: the dashboard's signed calls pass.
+                keep_signature: true,
+            };
+            ovation::gateway::forward_to(&http, "app", &base, req, &options)
+                .await
+                .unwrap_or_else(axum::response::IntoResponse::into_response)
         }
     });
     tokio::spawn(async move {
@@ -423,14 +431,19 @@ fn snapshot(app: &Path) -> BTreeMap<PathBuf, (SystemTime, u64)> {
 }
 
 /// `ovation test`: the infrastructure, the trace store, then `cargo test`; cargo's status.
-pub fn test(app: &Path, dashboard_port: u16, cargo_args: &[String]) -> Result<ExitCode, String> {
+pub fn test(
+    app: &Path,
+    dashboard_port: u16,
+    allowed_hosts: &[String],
+    cargo_args: &[String],
+) -> Result<ExitCode, String> {
     let manifest = crate::manifest(app)?;
     let data_dir = std::path::absolute(crate::data_dir(app)).map_err(|e| e.to_string())?;
     tokio()?.block_on(async move {
         // Reuse the dashboard of an `ovation run` if one answers; else serve our own.
         let otlp = match TcpListener::bind(("127.0.0.1", dashboard_port)).await {
             Ok(listener) => {
-                start_dashboard(&data_dir, listener, None, app).await?;
+                start_dashboard(&data_dir, listener, None, app, allowed_hosts).await?;
                 format!("http://127.0.0.1:{dashboard_port}")
             }
             Err(_) if dashboard_answers(dashboard_port).await => {
@@ -442,7 +455,7 @@ pub fn test(app: &Path, dashboard_port: u16, cargo_args: &[String]) -> Result<Ex
                     .await
                     .map_err(|e| format!("cannot listen on 127.0.0.1: {e}"))?;
                 let port = listener.local_addr().map_err(|e| e.to_string())?.port();
-                start_dashboard(&data_dir, listener, None, app).await?;
+                start_dashboard(&data_dir, listener, None, app, allowed_hosts).await?;
                 format!("http://127.0.0.1:{port}")
             }
         };

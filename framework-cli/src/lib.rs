@@ -14,6 +14,7 @@ pub mod dashboard;
 pub mod deploy;
 pub mod dev;
 pub mod graph;
+pub mod guard;
 pub mod traces;
 
 /// Backends as services, in Rust.
@@ -41,6 +42,10 @@ enum Cmd {
         /// in while the port keeps answering.
         #[arg(long)]
         watch: bool,
+        /// Also answer the dashboard under this host name (`name` or `name:port`), e.g. of a
+        /// tunnel. Only loopback names are answered otherwise: see README "Security".
+        #[arg(long = "allow-host", value_name = "HOST")]
+        allowed_hosts: Vec<String>,
     },
     /// Run the app's tests (each `#[ovation::test]` gets its own databases).
     Test {
@@ -51,6 +56,9 @@ enum Cmd {
         /// there is used).
         #[arg(long, default_value_t = 9400)]
         dashboard_port: u16,
+        /// Also answer the trace receiver under this host name (`name` or `name:port`).
+        #[arg(long = "allow-host", value_name = "HOST")]
+        allowed_hosts: Vec<String>,
         /// Arguments passed on to `cargo test`.
         #[arg(last = true)]
         cargo_args: Vec<String>,
@@ -215,17 +223,20 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
             port,
             dashboard_port,
             watch,
+            allowed_hosts,
         } => dev::run(dev::RunOptions {
             app,
             port,
             dashboard_port,
             watch,
+            allowed_hosts,
         }),
         Cmd::Test {
             app,
             dashboard_port,
+            allowed_hosts,
             cargo_args,
-        } => dev::test(&app, dashboard_port, &cargo_args),
+        } => dev::test(&app, dashboard_port, &allowed_hosts, &cargo_args),
         Cmd::Deploy {
             command: Some(command),
             ..

@@ -10,30 +10,59 @@
 //! server), bounded to the newest [`MAX_TRACES`] traces of the last [`MAX_AGE`].
 
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use axum::Router;
-use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, Path, Query, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::extract::{Path, Query, Request, State};
+use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTracePartialSuccess;
 use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTraceServiceRequest, ExportTraceServiceResponse,
 };
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
+use opentelemetry_proto::tonic::resource::v1::Resource;
+use opentelemetry_proto::tonic::trace::v1::Span;
 use ovation::sqldb::{DatabaseDef, Migration};
 use ovation::sqlx::{self, PgPool};
 use ovation::{ErrCode, Error};
 use prost::Message;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 /// Traces kept, newest first.
 pub const MAX_TRACES: i64 = 10_000;
 /// How long a trace is kept.
 pub const MAX_AGE: Duration = Duration::from_secs(24 * 3600);
-/// The largest OTLP request accepted.
-const BODY_LIMIT: usize = 32 * 1024 * 1024;
+/// What one OTLP request may cost the receiver. Whatever is sent, the receiver's memory stays
+/// bounded: at most [`CONCURRENT_REQUESTS`] bodies of at most [`BODY_LIMIT`] are held at once
+/// (more requests are answered 429, which exporters retry), and of each only the first
+/// [`MAX_SPANS`] spans, or [`MAX_SPAN_BYTES`] of encoded spans, are decoded and stored; the
+/// rest are rejected in OTLP's own `partial_success` and counted (see [`Dropped`]).
+pub mod limits {
+    use std::time::Duration;
+
+    /// The largest OTLP/protobuf request body.
+    pub const BODY_LIMIT: usize = 32 * 1024 * 1024;
+    /// The largest OTLP/JSON request body: JSON decodes whole, into up to ~100 times its size.
+    pub const JSON_BODY_LIMIT: usize = 4 * 1024 * 1024;
+    /// The most JSON objects an OTLP/JSON request may hold.
+    pub const JSON_OBJECTS: usize = 100_000;
+    /// Requests received at once.
+    pub const CONCURRENT_REQUESTS: usize = 2;
+    /// Spans stored of one request.
+    pub const MAX_SPANS: usize = 10_000;
+    /// Encoded span bytes stored of one request.
+    pub const MAX_SPAN_BYTES: usize = 8 * 1024 * 1024;
+    /// How long a client may take to send a request's body.
+    pub const BODY_READ_TIMEOUT: Duration = Duration::from_secs(10);
+}
+use limits::{
+    BODY_LIMIT, BODY_READ_TIMEOUT, CONCURRENT_REQUESTS, JSON_BODY_LIMIT, JSON_OBJECTS,
+    MAX_SPAN_BYTES, MAX_SPANS,
+};
 
 static DATABASE: DatabaseDef = DatabaseDef {
     name: "ovation_traces",
@@ -70,6 +99,24 @@ static MIGRATIONS: [Migration; 1] = [Migration {
 #[derive(Debug, Clone)]
 pub struct Store {
     pool: PgPool,
+    /// Permits to receive an OTLP request ([`limits::CONCURRENT_REQUESTS`]).
+    receiving: Arc<tokio::sync::Semaphore>,
+    dropped: Arc<DroppedCounts>,
+}
+
+#[derive(Debug, Default)]
+struct DroppedCounts {
+    spans: AtomicU64,
+    requests: AtomicU64,
+}
+
+/// What the receiver turned away since it started: spans past a request's limits, and whole
+/// requests refused (too large, or while [`limits::CONCURRENT_REQUESTS`] others were being
+/// received; their spans are not known, and exporters send them again).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Dropped {
+    pub spans: u64,
+    pub requests: u64,
 }
 
 impl Store {
@@ -79,7 +126,11 @@ impl Store {
             .open(&DATABASE, 5)
             .await
             .map_err(|e| format!("cannot open the trace store: {e}"))?;
-        let store = Store { pool };
+        let store = Store {
+            pool,
+            receiving: Arc::new(tokio::sync::Semaphore::new(CONCURRENT_REQUESTS)),
+            dropped: Arc::default(),
+        };
         let pruner = store.clone();
         tokio::spawn(async move {
             loop {
@@ -90,6 +141,14 @@ impl Store {
             }
         });
         Ok(store)
+    }
+
+    /// What the receiver turned away since it started.
+    pub fn dropped(&self) -> Dropped {
+        Dropped {
+            spans: self.dropped.spans.load(Ordering::Relaxed),
+            requests: self.dropped.requests.load(Ordering::Relaxed),
+        }
     }
 
     /// Deletes traces past [`MAX_AGE`] and beyond the newest [`MAX_TRACES`].
@@ -109,26 +168,22 @@ impl Store {
         Ok(())
     }
 
-    /// Stores the spans of one OTLP request; returns how many.
+    /// Stores the spans of one OTLP request (all of them: the receiver applies its limits
+    /// before); returns how many.
     pub async fn insert(&self, request: ExportTraceServiceRequest) -> Result<usize, sqlx::Error> {
         let mut rows = Rows::default();
         for resource_spans in request.resource_spans {
-            let resource = attributes_json(
-                resource_spans
-                    .resource
-                    .as_ref()
-                    .map_or(&[][..], |r| &r.attributes),
-            );
-            let process = resource["service.name"]
-                .as_str()
-                .unwrap_or("unknown")
-                .to_owned();
+            let process = process_name(resource_spans.resource.as_ref());
             for scope in resource_spans.scope_spans {
                 for span in scope.spans {
                     rows.push(&process, span);
                 }
             }
         }
+        self.insert_rows(rows).await
+    }
+
+    async fn insert_rows(&self, rows: Rows) -> Result<usize, sqlx::Error> {
         let count = rows.trace_id.len();
         if count == 0 {
             return Ok(0);
@@ -291,6 +346,14 @@ impl Store {
     }
 }
 
+/// The `service.name` of a resource (`unknown` without one).
+fn process_name(resource: Option<&Resource>) -> String {
+    attributes_json(resource.map_or(&[][..], |r| &r.attributes))["service.name"]
+        .as_str()
+        .unwrap_or("unknown")
+        .to_owned()
+}
+
 /// Spans as columns, for one multi-row insert.
 #[derive(Default)]
 struct Rows {
@@ -310,7 +373,11 @@ struct Rows {
 }
 
 impl Rows {
-    fn push(&mut self, process: &str, span: opentelemetry_proto::tonic::trace::v1::Span) {
+    fn len(&self) -> usize {
+        self.trace_id.len()
+    }
+
+    fn push(&mut self, process: &str, span: Span) {
         let attributes = attributes_json(&span.attributes);
         let text = |key: &str| attributes[key].as_str().map(str::to_owned);
         self.trace_id.push(hex(&span.trace_id));
@@ -406,19 +473,26 @@ pub fn router(store: Store) -> Router {
     api_router(store).route("/", axum::routing::get(index))
 }
 
-/// The receiver and the API alone (the dashboard adds its pages).
+/// The receiver and the API alone (the dashboard adds its pages). Unguarded: serve it behind
+/// a [`crate::guard::Guard`].
 pub fn api_router(store: Store) -> Router {
     Router::new()
         .route("/v1/traces", axum::routing::post(receive))
         .route("/api/traces", axum::routing::get(list))
         .route("/api/traces/{trace_id}", axum::routing::get(trace))
-        .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .with_state(store)
 }
 
-/// Serves [`router`] on `listener` until the process ends.
-pub fn serve(store: Store, listener: tokio::net::TcpListener) -> tokio::task::JoinHandle<()> {
-    serve_router(router(store), listener)
+/// Serves [`router`] on `listener`, behind the guard of its port (and `allowed_hosts`), until
+/// the process ends.
+pub fn serve(
+    store: Store,
+    listener: tokio::net::TcpListener,
+    allowed_hosts: &[String],
+) -> tokio::task::JoinHandle<()> {
+    let port = listener.local_addr().map_or(0, |a| a.port());
+    let guard = crate::guard::Guard::new(port, allowed_hosts);
+    serve_router(guard.protect(router(store)), listener)
 }
 
 /// Serves `app` on `listener` until the process ends.
@@ -439,7 +513,10 @@ async fn index() -> axum::Json<Value> {
     }))
 }
 
-async fn receive(State(store): State<Store>, headers: HeaderMap, body: Bytes) -> Response {
+/// `POST /v1/traces`, within [`limits`].
+async fn receive(State(store): State<Store>, req: Request) -> Response {
+    let (parts, body) = req.into_parts();
+    let headers = &parts.headers;
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -460,23 +537,9 @@ async fn receive(State(store): State<Store>, headers: HeaderMap, body: Bytes) ->
         .with_status(StatusCode::UNSUPPORTED_MEDIA_TYPE)
         .into_response();
     }
-    let (request, json) = match content_type.as_str() {
-        "application/x-protobuf" | "application/protobuf" => {
-            match ExportTraceServiceRequest::decode(body) {
-                Ok(r) => (r, false),
-                Err(e) => {
-                    return Error::invalid_argument(format!("not an OTLP protobuf request: {e}"))
-                        .into_response();
-                }
-            }
-        }
-        "application/json" => match serde_json::from_slice::<ExportTraceServiceRequest>(&body) {
-            Ok(r) => (r, true),
-            Err(e) => {
-                return Error::invalid_argument(format!("not an OTLP/JSON request: {e}"))
-                    .into_response();
-            }
-        },
+    let (json, limit) = match content_type.as_str() {
+        "application/x-protobuf" | "application/protobuf" => (false, BODY_LIMIT),
+        "application/json" => (true, JSON_BODY_LIMIT),
         other => {
             return Error::invalid_argument(format!(
                 "OTLP/HTTP takes application/x-protobuf or application/json, not {other:?}"
@@ -485,12 +548,70 @@ async fn receive(State(store): State<Store>, headers: HeaderMap, body: Bytes) ->
             .into_response();
         }
     };
-    if let Err(e) = store.insert(request).await {
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        store.dropped.requests.fetch_add(1, Ordering::Relaxed);
+        return too_large(limit);
+    }
+    // A permit before the body is read: bodies waiting for their turn would be memory too.
+    let Ok(_permit) = store.receiving.clone().try_acquire_owned() else {
+        store.dropped.requests.fetch_add(1, Ordering::Relaxed);
+        let mut busy = Error::resource_exhausted("the trace store is busy: send again shortly")
+            .with_status(StatusCode::TOO_MANY_REQUESTS)
+            .into_response();
+        busy.headers_mut()
+            .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+        return busy;
+    };
+    let read = tokio::time::timeout(BODY_READ_TIMEOUT, axum::body::to_bytes(body, limit));
+    let body = match read.await {
+        Ok(Ok(body)) => body,
+        Ok(Err(_)) => {
+            store.dropped.requests.fetch_add(1, Ordering::Relaxed);
+            return too_large(limit);
+        }
+        Err(_) => {
+            let mut slow = Error::deadline_exceeded("the request body did not arrive in time")
+                .with_status(StatusCode::REQUEST_TIMEOUT)
+                .into_response();
+            slow.headers_mut().insert(
+                header::CONNECTION,
+                header::HeaderValue::from_static("close"),
+            );
+            return slow;
+        }
+    };
+    let received = if json {
+        decode_json(&body)
+    } else {
+        decode_protobuf(&body)
+    };
+    drop(body);
+    let (rows, rejected) = match received {
+        Ok(received) => received,
+        Err(e) => return Error::invalid_argument(e).into_response(),
+    };
+    if rejected > 0 {
+        store
+            .dropped
+            .spans
+            .fetch_add(rejected as u64, Ordering::Relaxed);
+    }
+    if let Err(e) = store.insert_rows(rows).await {
         eprintln!("error: storing spans failed: {e}");
         return Error::unavailable("the trace store is unavailable").into_response();
     }
     let answer = ExportTraceServiceResponse {
-        partial_success: None,
+        partial_success: (rejected > 0).then(|| ExportTracePartialSuccess {
+            rejected_spans: i64::try_from(rejected).unwrap_or(i64::MAX),
+            error_message: format!(
+                "the local trace store keeps at most {MAX_SPANS} spans ({} MiB) of one request",
+                MAX_SPAN_BYTES / (1024 * 1024)
+            ),
+        }),
     };
     if json {
         (
@@ -505,6 +626,132 @@ async fn receive(State(store): State<Store>, headers: HeaderMap, body: Bytes) ->
         )
             .into_response()
     }
+}
+
+fn too_large(limit: usize) -> Response {
+    Error::resource_exhausted(format!(
+        "an OTLP request to the local trace store is at most {} MiB",
+        limit / (1024 * 1024)
+    ))
+    .with_status(StatusCode::PAYLOAD_TOO_LARGE)
+    .into_response()
+}
+
+/// The spans of an OTLP/protobuf request within the per-request limits, and how many were
+/// rejected past them. Walks the wire format and decodes one span at a time, so a request of
+/// millions of (empty) spans costs its own size in memory, not a hundred times that.
+fn decode_protobuf(body: &[u8]) -> Result<(Rows, usize), String> {
+    let mut rows = Rows::default();
+    let (mut rejected, mut span_bytes) = (0usize, 0usize);
+    // ExportTraceServiceRequest { repeated ResourceSpans resource_spans = 1; }
+    for_each_field(body, |field, resource_spans| {
+        if field != 1 {
+            return Ok(());
+        }
+        // ResourceSpans { Resource resource = 1; repeated ScopeSpans scope_spans = 2; }
+        let mut resource = None;
+        for_each_field(resource_spans, |field, bytes| {
+            if field == 1 {
+                resource = Some(Resource::decode(bytes).map_err(|e| e.to_string())?);
+            }
+            Ok(())
+        })?;
+        let process = process_name(resource.as_ref());
+        for_each_field(resource_spans, |field, scope_spans| {
+            if field != 2 {
+                return Ok(());
+            }
+            // ScopeSpans { InstrumentationScope scope = 1; repeated Span spans = 2; }
+            for_each_field(scope_spans, |field, span| {
+                if field != 2 {
+                    return Ok(());
+                }
+                if rows.len() >= MAX_SPANS || span_bytes + span.len() > MAX_SPAN_BYTES {
+                    rejected += 1;
+                    return Ok(());
+                }
+                span_bytes += span.len();
+                rows.push(&process, Span::decode(span).map_err(|e| e.to_string())?);
+                Ok(())
+            })
+        })
+    })
+    .map_err(|e| format!("not an OTLP protobuf request: {e}"))?;
+    Ok((rows, rejected))
+}
+
+/// Calls `f` with the number and payload of every length-delimited field of the protobuf
+/// message `message`, skipping fields of other wire types.
+fn for_each_field(
+    mut message: &[u8],
+    mut f: impl FnMut(u32, &[u8]) -> Result<(), String>,
+) -> Result<(), String> {
+    fn varint(buf: &mut &[u8]) -> Result<u64, String> {
+        let mut value = 0u64;
+        for shift in (0..64).step_by(7) {
+            let (&byte, rest) = buf.split_first().ok_or("truncated varint")?;
+            *buf = rest;
+            value |= u64::from(byte & 0x7f) << shift;
+            if byte & 0x80 == 0 {
+                return Ok(value);
+            }
+        }
+        Err("varint too long".into())
+    }
+    while !message.is_empty() {
+        let key = varint(&mut message)?;
+        let skip = match key & 7 {
+            0 => {
+                varint(&mut message)?;
+                0
+            }
+            1 => 8,
+            5 => 4,
+            2 => {
+                let len = usize::try_from(varint(&mut message)?).map_err(|e| e.to_string())?;
+                if len > message.len() {
+                    return Err("truncated field".into());
+                }
+                let (payload, rest) = message.split_at(len);
+                message = rest;
+                f(u32::try_from(key >> 3).map_err(|e| e.to_string())?, payload)?;
+                0
+            }
+            other => return Err(format!("unsupported wire type {other}")),
+        };
+        if skip > message.len() {
+            return Err("truncated field".into());
+        }
+        message = &message[skip..];
+    }
+    Ok(())
+}
+
+/// The spans of an OTLP/JSON request within the per-request limits, and how many were
+/// rejected past them. JSON is decoded whole, so its body and object count are bounded first.
+fn decode_json(body: &[u8]) -> Result<(Rows, usize), String> {
+    let objects = body.iter().filter(|&&b| b == b'{').count();
+    if objects > JSON_OBJECTS {
+        return Err(format!(
+            "an OTLP/JSON request to the local trace store holds at most {JSON_OBJECTS} objects; \
+             use OTLP/protobuf for more"
+        ));
+    }
+    let request = serde_json::from_slice::<ExportTraceServiceRequest>(body)
+        .map_err(|e| format!("not an OTLP/JSON request: {e}"))?;
+    let mut rows = Rows::default();
+    let mut rejected = 0;
+    for resource_spans in request.resource_spans {
+        let process = process_name(resource_spans.resource.as_ref());
+        for span in resource_spans.scope_spans.into_iter().flat_map(|s| s.spans) {
+            if rows.len() >= MAX_SPANS {
+                rejected += 1;
+            } else {
+                rows.push(&process, span);
+            }
+        }
+    }
+    Ok((rows, rejected))
 }
 
 async fn list(
@@ -523,7 +770,9 @@ async fn list(
             .into_response();
     }
     match store.list(&query).await {
-        Ok(traces) => axum::Json(json!({ "traces": traces })).into_response(),
+        Ok(traces) => {
+            axum::Json(json!({ "traces": traces, "dropped": store.dropped() })).into_response()
+        }
         Err(e) => store_error(e),
     }
 }

@@ -15,7 +15,7 @@ use crate::infra::{InfraError, ManagedPostgres};
 use crate::registry;
 use crate::runtime::{self, Runtime};
 use crate::server::{self, RouteError};
-use crate::service_auth::ServiceAuthKey;
+use crate::service_auth::{ServiceAuth, ServiceAuthKey};
 use crate::sqldb::{self, SetupError};
 
 /// Why an app could not start. Each message says what to do about it.
@@ -232,17 +232,25 @@ pub async fn build_runtime(config: &Config) -> Result<&'static Runtime, StartupE
         hosted,
         discovery,
         pools,
-        auth_key: config
-            .service_auth_key
-            .as_deref()
-            .map(ServiceAuthKey::new)
-            .unwrap_or_else(ServiceAuthKey::random),
+        auth: ServiceAuth::new(
+            config
+                .service_auth_key
+                .as_deref()
+                .map(ServiceAuthKey::new)
+                .unwrap_or_else(ServiceAuthKey::random),
+            config
+                .service_auth_accepted_keys
+                .iter()
+                .map(|k| ServiceAuthKey::new(k))
+                .collect(),
+        ),
         http: http_client(),
         call_timeout: config.call_timeout(),
         connect_retry: config.connect_retry(),
         header_read_timeout: config.header_read_timeout(),
         shutdown_grace: config.shutdown_grace(),
         request_timeout: config.request_timeout(),
+        body_read_timeout: config.body_read_timeout(),
         body_limit: config.body_limit(),
         pubsub,
         gateway: config.gateway,
@@ -499,7 +507,11 @@ async fn serve(
             .map_response(move |mut res: axum::response::Response| {
                 on_response.in_flight.fetch_sub(1, Ordering::Relaxed);
                 on_response.touch(epoch);
-                if draining.load(Ordering::Relaxed) {
+                // A client too slow to send its body is not kept: the rest of its body
+                // would hold the connection (see `server::read_body`).
+                if draining.load(Ordering::Relaxed)
+                    || res.status() == axum::http::StatusCode::REQUEST_TIMEOUT
+                {
                     res.headers_mut().insert(
                         axum::http::header::CONNECTION,
                         axum::http::HeaderValue::from_static("close"),

@@ -111,7 +111,7 @@ async fn remote<E: Endpoint>(
     let mut url = base.clone();
     url.set_path(&format!("{}{}", base.path().trim_end_matches('/'), path));
     let method = E::METHOD;
-    let mut builder;
+    let mut body = Vec::new();
     if E::HAS_REQUEST && !method.has_body() {
         let query = serde_urlencoded::to_string(&request).map_err(|e| {
             Error::internal(format!(
@@ -120,19 +120,26 @@ async fn remote<E: Endpoint>(
             ))
         })?;
         url.set_query(Some(&query).filter(|q| !q.is_empty()).map(|q| q.as_str()));
-        builder = ctx.rt.http.request(method.http(), url.clone());
-    } else {
-        builder = ctx.rt.http.request(method.http(), url.clone());
-        if E::HAS_REQUEST {
-            let body = serde_json::to_vec(&request)
-                .map_err(|e| Error::internal(format!("cannot encode the request: {e}")))?;
-            builder = builder
-                .header(http::header::CONTENT_TYPE, "application/json")
-                .body(body);
-        }
+    } else if E::HAS_REQUEST {
+        body = serde_json::to_vec(&request)
+            .map_err(|e| Error::internal(format!("cannot encode the request: {e}")))?;
     }
     let caller = ctx.service.unwrap_or("-");
-    let signature = ctx.rt.auth_key.sign(method.as_str(), url.path(), caller);
+    let signature = ctx.rt.auth.sign(
+        service_auth::Signed {
+            method: method.as_str(),
+            path: url.path(),
+            query: url.query().unwrap_or(""),
+            body: &body,
+        },
+        caller,
+    );
+    let mut builder = ctx.rt.http.request(method.http(), url.clone());
+    if E::HAS_REQUEST && method.has_body() {
+        builder = builder
+            .header(http::header::CONTENT_TYPE, "application/json")
+            .body(body);
+    }
     if let Some(traceparent) = crate::telemetry::current_traceparent() {
         builder = builder.header(crate::telemetry::TRACEPARENT, traceparent);
     }

@@ -13,6 +13,7 @@
 //! | `DATABASE_URL` | Postgres server on which the service databases are created | managed local Postgres |
 //! | `OVATION_DATA_DIR` | folder of the managed Postgres cluster | `.ovation/` |
 //! | `OVATION_SERVICE_AUTH_KEY` | key signing service-to-service calls | random per process |
+//! | `OVATION_SERVICE_AUTH_ACCEPTED_KEYS` | comma-separated keys also accepted (a rotation) | none |
 //! | `OVATION_PUBSUB` | `postgres`, `nats` (managed `nats-server`) or `nats://host:port` | `postgres` |
 //! | `OTEL_EXPORTER_OTLP_ENDPOINT` | OTLP/HTTP collector receiving traces, e.g. `http://127.0.0.1:4318` | none: no export |
 //! | `OVATION_TRACE_SAMPLING` | share of traces exported, 0.0 to 1.0 | 1.0 |
@@ -48,6 +49,11 @@ pub struct Config {
     /// it each process picks a random key, so its private endpoints answer no other process.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub service_auth_key: Option<String>,
+    /// Keys whose signatures are still accepted besides `service_auth_key`'s, while a key is
+    /// rotated: first add the new key here in every process, then make it `service_auth_key`
+    /// (the old one listed here), then remove the old one.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub service_auth_accepted_keys: Vec<String>,
     /// Largest request body accepted, in bytes (default 1 MiB).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub body_limit_bytes: Option<usize>,
@@ -65,6 +71,10 @@ pub struct Config {
     /// the defence against slow-loris clients (default 10 s).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub header_read_timeout_secs: Option<u64>,
+    /// Longest a client may take to send a request's body, counted within the request timeout,
+    /// before it is answered 408 and its connection closed (default 10 s).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub body_read_timeout_secs: Option<u64>,
     /// On SIGTERM, how long in-flight requests may run before their connections are closed
     /// (default 30 s).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -180,6 +190,14 @@ impl Config {
         if let Some(v) = var("OVATION_SERVICE_AUTH_KEY").filter(|v| !v.is_empty()) {
             self.service_auth_key = Some(v);
         }
+        if let Some(v) = var("OVATION_SERVICE_AUTH_ACCEPTED_KEYS").filter(|v| !v.is_empty()) {
+            self.service_auth_accepted_keys = v
+                .split(',')
+                .map(str::trim)
+                .filter(|k| !k.is_empty())
+                .map(str::to_owned)
+                .collect();
+        }
         if let Some(v) = var("OVATION_PUBSUB").filter(|v| !v.is_empty()) {
             if !(v == "postgres" || v == "nats" || v.starts_with("nats://")) {
                 return Err(env_err(
@@ -255,6 +273,11 @@ impl Config {
 
     pub(crate) fn connect_retry(&self) -> Duration {
         Duration::from_millis(self.connect_retry_ms.unwrap_or(5_000))
+    }
+
+    pub(crate) fn body_read_timeout(&self) -> Duration {
+        Duration::from_secs(self.body_read_timeout_secs.unwrap_or(10).max(1))
+            .min(self.request_timeout())
     }
 
     pub(crate) fn header_read_timeout(&self) -> Duration {

@@ -67,32 +67,46 @@ async fn forward(rt: &'static Runtime, service: &str, req: Request) -> Result<Re
         );
         Error::unavailable(format!("service `{service}` is unavailable"))
     })?;
-    forward_to(
-        &rt.http,
-        service,
-        base,
-        req,
-        rt.body_limit,
-        rt.request_timeout,
-        rt.connect_retry,
-    )
-    .await
+    let options = Forward {
+        body_limit: rt.body_limit,
+        body_read_timeout: rt.body_read_timeout,
+        timeout: rt.request_timeout,
+        connect_retry: rt.connect_retry,
+        keep_signature: false,
+    };
+    forward_to(&rt.http, service, base, req, &options).await
+}
+
+/// How [`forward_to`] forwards.
+#[derive(Debug, Clone)]
+pub struct Forward {
+    /// The largest body forwarded (413 past it).
+    pub body_limit: usize,
+    /// Longest the client may take to send the body (408 past it).
+    pub body_read_timeout: std::time::Duration,
+    /// Longest the whole exchange may take, body included.
+    pub timeout: std::time::Duration,
+    /// How long a refused connection is retried (the upstream may be restarting).
+    pub connect_retry: std::time::Duration,
+    /// Whether a service signature the client sent is passed on. A gateway drops it: its
+    /// clients are not services. A transparent proxy in front of one app (`ovation run
+    /// --watch`) keeps it, so the dashboard's signed calls reach the app; a signature covers
+    /// the whole request and is accepted once, so passing it on grants nothing new.
+    pub keep_signature: bool,
 }
 
 /// Forwards `req` to the same path and query under `base`, as a reverse proxy: hop-by-hop
-/// headers and any service signature dropped, `x-forwarded-for`/`-host` and the current
-/// trace context added, a refused connection retried for up to `connect_retry` (the upstream
-/// may be restarting). `target` names the upstream in
-/// errors (`unavailable` when it cannot be reached, `deadline_exceeded` past `timeout`);
-/// its address goes only to the log. The gateway uses it, and so does `ovation run --watch`.
+/// headers and (unless `keep_signature`) any service signature dropped,
+/// `x-forwarded-for`/`-host` and the current trace context added, a refused connection
+/// retried. `target` names the upstream in errors (`unavailable` when it cannot be reached,
+/// `deadline_exceeded` past the timeout); its address goes only to the log. The gateway uses
+/// it, and so does `ovation run --watch`.
 pub async fn forward_to(
     http: &reqwest::Client,
     target: &str,
     base: &reqwest::Url,
     req: Request,
-    body_limit: usize,
-    timeout: std::time::Duration,
-    connect_retry: std::time::Duration,
+    options: &Forward,
 ) -> Result<Response, Error> {
     let service = target;
     let peer = req
@@ -100,7 +114,13 @@ pub async fn forward_to(
         .get::<ConnectInfo<SocketAddr>>()
         .map(|ConnectInfo(addr)| addr.ip());
     let (parts, body) = req.into_parts();
-    let body = crate::server::read_body(body, body_limit).await?;
+    let started = tokio::time::Instant::now();
+    let body = crate::server::read_body(
+        body,
+        options.body_limit,
+        started + options.body_read_timeout.min(options.timeout),
+    )
+    .await?;
 
     let mut url = base.clone();
     url.set_path(&format!(
@@ -112,7 +132,8 @@ pub async fn forward_to(
 
     let mut headers = HeaderMap::with_capacity(parts.headers.len() + 2);
     for (name, value) in &parts.headers {
-        if !is_hop_by_hop(name) && name.as_str() != service_auth::HEADER {
+        let signature = name.as_str() == service_auth::HEADER;
+        if !is_hop_by_hop(name) && (options.keep_signature || !signature) {
             headers.append(name.clone(), value.clone());
         }
     }
@@ -142,33 +163,34 @@ pub async fn forward_to(
         .build()
         .map_err(|e| Error::internal("the request could not be forwarded").with_source(e))?;
     let exchange = async {
-        let response = call::send(http, request, connect_retry).await?;
+        let response = call::send(http, request, options.connect_retry).await?;
         let status = response.status();
         let headers = response.headers().clone();
         let body = response.bytes().await?;
         Ok::<_, reqwest::Error>((status, headers, body))
     };
-    let (status, upstream_headers, body) = match tokio::time::timeout(timeout, exchange).await {
-        Ok(Ok(answer)) => answer,
-        Ok(Err(e)) => {
-            tracing::warn!(
-                service,
-                at = %call::origin(&url),
-                "forwarding failed: {}",
-                call::error_chain(&e)
-            );
-            return Err(if e.is_timeout() {
-                Error::deadline_exceeded(format!("service `{service}` did not answer in time"))
-            } else {
-                Error::unavailable(format!("service `{service}` is unavailable"))
-            });
-        }
-        Err(_) => {
-            return Err(Error::deadline_exceeded(format!(
-                "service `{service}` did not answer in time"
-            )));
-        }
-    };
+    let (status, upstream_headers, body) =
+        match tokio::time::timeout_at(started + options.timeout, exchange).await {
+            Ok(Ok(answer)) => answer,
+            Ok(Err(e)) => {
+                tracing::warn!(
+                    service,
+                    at = %call::origin(&url),
+                    "forwarding failed: {}",
+                    call::error_chain(&e)
+                );
+                return Err(if e.is_timeout() {
+                    Error::deadline_exceeded(format!("service `{service}` did not answer in time"))
+                } else {
+                    Error::unavailable(format!("service `{service}` is unavailable"))
+                });
+            }
+            Err(_) => {
+                return Err(Error::deadline_exceeded(format!(
+                    "service `{service}` did not answer in time"
+                )));
+            }
+        };
 
     let mut response = Response::new(Body::from(body));
     *response.status_mut() = status;

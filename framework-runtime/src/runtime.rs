@@ -14,7 +14,7 @@ use std::time::Duration;
 use sqlx::PgPool;
 
 use crate::error::Error;
-use crate::service_auth::ServiceAuthKey;
+use crate::service_auth::ServiceAuth;
 
 /// One process's view of the app.
 #[derive(Debug)]
@@ -23,7 +23,7 @@ pub struct Runtime {
     pub(crate) hosted: Option<BTreeSet<String>>,
     pub(crate) discovery: BTreeMap<String, reqwest::Url>,
     pub(crate) pools: BTreeMap<&'static str, PgPool>,
-    pub(crate) auth_key: ServiceAuthKey,
+    pub(crate) auth: ServiceAuth,
     pub(crate) http: reqwest::Client,
     pub(crate) call_timeout: Duration,
     /// How long calls retry a port that refuses connections.
@@ -31,6 +31,8 @@ pub struct Runtime {
     pub(crate) header_read_timeout: Duration,
     pub(crate) shutdown_grace: Duration,
     pub(crate) request_timeout: Duration,
+    /// Longest a client may take to send a request's body (at most `request_timeout`).
+    pub(crate) body_read_timeout: Duration,
     pub(crate) body_limit: usize,
     /// Pub/Sub, when the app declares topics or subscriptions.
     pub(crate) pubsub: Option<&'static crate::pubsub::postgres::PgPubSub>,

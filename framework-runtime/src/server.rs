@@ -9,11 +9,10 @@
 //! A panicking handler is answered with 500 `internal`, and the server keeps serving.
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 
 use axum::Router;
 use axum::body::{Body, Bytes};
-use axum::extract::{ConnectInfo, FromRequestParts, RawPathParams, Request};
+use axum::extract::{FromRequestParts, RawPathParams, Request};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodFilter, MethodRouter};
@@ -145,10 +144,10 @@ async fn health() -> axum::Json<serde_json::Value> {
 }
 
 /// The app model, for the CLI and the dashboard. It names private endpoints, so it answers
-/// only loopback clients and signed service calls.
+/// only signed requests (the CLI signs with the app's key).
 async fn meta(rt: &'static Runtime, req: Request) -> Response {
-    if !internal_allowed(rt, &req) {
-        return not_found_response("GET", req.uri().path());
+    if let Err(denied) = internal_request(rt, req).await {
+        return denied;
     }
     axum::Json(app_model(Some(rt))).into_response()
 }
@@ -209,22 +208,28 @@ pub fn app_model(rt: Option<&Runtime>) -> serde_json::Value {
     })
 }
 
-/// Whether `req` may use Ovation's internal endpoints (the app model, Pub/Sub state): loopback
-/// clients (the CLI, the dashboard) and signed service calls. Anyone else gets the 404 of a
-/// route that does not exist.
-fn internal_allowed(rt: &Runtime, req: &Request) -> bool {
-    let loopback = req
-        .extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .is_some_and(|ConnectInfo(addr)| addr.ip().is_loopback());
-    loopback
-        || verified_caller(rt, req.headers(), req.method().as_str(), req.uri().path()).is_some()
+/// Admits a request to Ovation's internal endpoints (the app model, Pub/Sub state and
+/// redrive): only with a valid service signature, which the CLI and the dashboard make with the
+/// app's key. Being on loopback is no credential: a browser page sends from loopback too, and
+/// behind a reverse proxy on the same host so does every client. Anyone else gets the 404 of a
+/// route that does not exist. On success, the body (at most 64 KiB).
+async fn internal_request(rt: &Runtime, req: Request) -> Result<Bytes, Response> {
+    let (parts, body) = req.into_parts();
+    let hidden = || not_found_response(parts.method.as_str(), parts.uri.path());
+    let deadline = tokio::time::Instant::now() + rt.body_read_timeout;
+    let Ok(body) = read_body(body, 64 * 1024, deadline).await else {
+        return Err(hidden());
+    };
+    if verified_caller(rt, &parts, &body).is_none() {
+        return Err(hidden());
+    }
+    Ok(body)
 }
 
 /// Topics and subscriptions with their counts and dead letters, for the dashboard.
 async fn pubsub_state(rt: &'static Runtime, req: Request) -> Response {
-    if !internal_allowed(rt, &req) {
-        return not_found_response("GET", req.uri().path());
+    if let Err(denied) = internal_request(rt, req).await {
+        return denied;
     }
     let Ok(pubsub) = rt.pubsub() else {
         return axum::Json(json!({ "topics": [], "subscriptions": [] })).into_response();
@@ -261,9 +266,6 @@ async fn pubsub_state(rt: &'static Runtime, req: Request) -> Response {
 
 /// Puts a subscription's dead letters (all, or the one `{"messageId": ..}` names) back.
 async fn pubsub_redrive(rt: &'static Runtime, req: Request) -> Response {
-    if !internal_allowed(rt, &req) {
-        return not_found_response("POST", req.uri().path());
-    }
     #[derive(serde::Deserialize)]
     #[serde(rename_all = "camelCase", deny_unknown_fields)]
     struct Redrive {
@@ -271,23 +273,24 @@ async fn pubsub_redrive(rt: &'static Runtime, req: Request) -> Response {
     }
     let (mut parts, body) = req.into_parts();
     let Ok(raw) = RawPathParams::from_request_parts(&mut parts, &()).await else {
-        return Error::invalid_argument("invalid path").into_response();
+        return not_found_response("POST", parts.uri.path());
     };
     let subscription = raw
         .iter()
         .next()
         .map(|(_, v)| v.to_owned())
         .unwrap_or_default();
+    let body = match internal_request(rt, Request::from_parts(parts, body)).await {
+        Ok(body) => body,
+        Err(denied) => return denied,
+    };
     if !crate::pubsub::subscriptions()
         .iter()
         .any(|s| s.name == subscription)
     {
         return Error::not_found(format!("no subscription `{subscription}`")).into_response();
     }
-    let request: Redrive = match read_body(body, 64 * 1024)
-        .await
-        .and_then(|b| decode_json::<Option<Redrive>>(&b))
-    {
+    let request: Redrive = match decode_json::<Option<Redrive>>(&body) {
         Ok(r) => r.unwrap_or(Redrive { message_id: None }),
         Err(e) => return e.into_response(),
     };
@@ -315,9 +318,23 @@ async fn not_found_handler(req: Request) -> Response {
     not_found_response(req.method().as_str(), req.uri().path())
 }
 
-fn verified_caller(rt: &Runtime, headers: &HeaderMap, method: &str, path: &str) -> Option<String> {
-    let header = headers.get(service_auth::HEADER)?.to_str().ok()?;
-    rt.auth_key.verify(header, method, path)
+/// The calling service, if the request carries a valid, fresh, first-seen signature of its
+/// method, path, query and `body`.
+fn verified_caller(
+    rt: &Runtime,
+    parts: &axum::http::request::Parts,
+    body: &[u8],
+) -> Option<String> {
+    let header = parts.headers.get(service_auth::HEADER)?.to_str().ok()?;
+    rt.auth.verify(
+        header,
+        service_auth::Signed {
+            method: parts.method.as_str(),
+            path: parts.uri.path(),
+            query: parts.uri.query().unwrap_or(""),
+            body,
+        },
+    )
 }
 
 /// The axum route of endpoint `E`.
@@ -419,24 +436,45 @@ async fn serve<E: Endpoint>(
     service: &'static str,
     req: Request,
 ) -> Result<Response, Error> {
-    let (mut parts, body) = req.into_parts();
-    match E::ACCESS {
-        Access::Public => {}
+    let (mut parts, mut body_stream) = req.into_parts();
+    // The whole request runs within `request_timeout`; reading its body, within the (shorter)
+    // body read timeout, so a client that dribbles its body is cut off with a 408.
+    let now = tokio::time::Instant::now();
+    let deadline = now + rt.request_timeout;
+    let body_deadline = now + rt.body_read_timeout;
+    // A signed request's body is part of its signature: read before it is checked. A request
+    // to a private endpoint that fails in any way before its signature is checked gets the
+    // same 404 as a bad signature, so private endpoints cannot be discovered.
+    let body = match E::ACCESS {
+        Access::Public => None,
         Access::Private => {
             let (method, path) = (parts.method.as_str(), parts.uri.path());
-            if verified_caller(rt, &parts.headers, method, path).is_none() {
-                return Ok(not_found_response(method, path));
+            let read = read_body(
+                std::mem::take(&mut body_stream),
+                rt.body_limit,
+                body_deadline,
+            )
+            .await;
+            match read {
+                Ok(body) if verified_caller(rt, &parts, &body).is_some() => Some(body),
+                _ => return Ok(not_found_response(method, path)),
             }
         }
         Access::Auth => {
-            let (method, path) = (parts.method.as_str(), parts.uri.path());
-            if verified_caller(rt, &parts.headers, method, path).is_none() {
+            let body = read_body(
+                std::mem::take(&mut body_stream),
+                rt.body_limit,
+                body_deadline,
+            )
+            .await?;
+            if verified_caller(rt, &parts, &body).is_none() {
                 return Err(Error::unauthenticated(
                     "this endpoint needs authentication, and the app defines no auth handler",
                 ));
             }
+            Some(body)
         }
-    }
+    };
 
     // Path parameters, in `PATH_PARAMS` order (none to extract for most `GET`s of a list).
     let raw = if E::PATH_PARAMS.is_empty() {
@@ -464,13 +502,23 @@ async fn serve<E: Endpoint>(
         decode_json(b"null")?
     } else if E::METHOD.has_body() {
         check_json_content_type(&parts.headers)?;
-        decode_json(&read_body(body, rt.body_limit).await?)?
+        match body {
+            Some(body) => decode_json(&body)?,
+            None => decode_json(
+                &read_body(
+                    std::mem::take(&mut body_stream),
+                    rt.body_limit,
+                    body_deadline,
+                )
+                .await?,
+            )?,
+        }
     } else {
         decode_query(parts.uri.query().unwrap_or(""))?
     };
 
     let work = runtime::scope_in(rt, service, E::NAME, E::handle(params, request));
-    match tokio::time::timeout(rt.request_timeout, work).await {
+    match tokio::time::timeout_at(deadline, work).await {
         Ok(Ok(response)) => Ok(json_response(&response)),
         Ok(Err(e)) => Err(e),
         Err(_) => Err(Error::deadline_exceeded("the request took too long")),
@@ -521,8 +569,24 @@ pub(crate) fn check_json_content_type(headers: &HeaderMap) -> Result<(), Error> 
     }
 }
 
-pub(crate) async fn read_body(body: Body, limit: usize) -> Result<Bytes, Error> {
-    axum::body::to_bytes(body, limit).await.map_err(|e| {
+/// Reads a whole request body of at most `limit` bytes by `deadline`. Past the deadline the
+/// client is answered 408 (and the accept loop closes its connection): one that sends a byte a
+/// second must not hold a connection and a task for ever.
+pub(crate) async fn read_body(
+    body: Body,
+    limit: usize,
+    deadline: tokio::time::Instant,
+) -> Result<Bytes, Error> {
+    let read = match tokio::time::timeout_at(deadline, axum::body::to_bytes(body, limit)).await {
+        Ok(read) => read,
+        Err(_) => {
+            return Err(
+                Error::deadline_exceeded("the request body did not arrive in time")
+                    .with_status(StatusCode::REQUEST_TIMEOUT),
+            );
+        }
+    };
+    read.map_err(|e| {
         let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(&e);
         let mut too_large = false;
         while let Some(c) = cause {

@@ -1,35 +1,66 @@
-//! Signing of service-to-service calls.
+//! Signing of service-to-service calls, and of the CLI's calls to an app's `/__ovation/*`.
 //!
-//! A call from one process to a private endpoint in another carries
-//! `x-ovation-service-auth: v1 <caller> <unix seconds> <hex HMAC-SHA256>`, where the HMAC is
-//! keyed by the app's service-auth key and covers the method, the path, the timestamp and the
-//! caller's service. The callee accepts it only within [`MAX_SKEW`] of its own clock, so a
-//! captured signature is good for one method and path, for two minutes at most.
+//! A signed request carries
+//!
+//! ```text
+//! x-ovation-service-auth: v2 <key id> <caller> <unix seconds> <nonce> <hex HMAC-SHA256>
+//! ```
+//!
+//! The HMAC is keyed by the app's service-auth key and covers the method, the path, the query
+//! string, the SHA-256 of the body, the timestamp, the caller and a random 128-bit nonce. The
+//! callee accepts a signature only within [`MAX_SKEW`] of its own clock and only once: it keeps
+//! the nonces it has accepted for as long as they could still verify (a bounded cache, see
+//! [`ReplayCache`]). So a captured signature is worth nothing: not for another body, not for
+//! another query, not a second time.
+//!
+//! The key id (the first 8 bytes of the key's SHA-256, in hex) names the key that signed, so a
+//! key can be rotated without a flag day: every process first accepts the new key
+//! (`service_auth_accepted_keys`), then signs with it (`service_auth_key`, the old one moved to
+//! the accepted list), then the old one is removed and its signatures fail like any forgery.
+//! Every failure (old format, unknown key, bad MAC, stale, replayed) is the same `None`.
 
+use std::collections::HashSet;
+use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use hmac::{Hmac, Mac};
-use sha2::Sha256;
+use sha2::{Digest, Sha256};
 
 pub const HEADER: &str = "x-ovation-service-auth";
 
 /// How far a signature's timestamp may be from the callee's clock.
 pub(crate) const MAX_SKEW: Duration = Duration::from_secs(120);
 
-/// The key signing calls between the processes of one app.
+/// The nonces remembered per half of the replay window (see [`ReplayCache`]).
+const NONCES_PER_GENERATION: usize = 1_000_000;
+
+/// One key signing calls between the processes of one app.
 #[derive(Clone)]
-pub struct ServiceAuthKey(Vec<u8>);
+pub struct ServiceAuthKey {
+    id: String,
+    secret: Vec<u8>,
+}
 
 impl std::fmt::Debug for ServiceAuthKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("ServiceAuthKey(..)")
+        write!(f, "ServiceAuthKey({})", self.id)
     }
+}
+
+/// What a request is, for its signature: the parts an attacker would want to change.
+#[derive(Debug, Clone, Copy)]
+pub struct Signed<'a> {
+    pub method: &'a str,
+    pub path: &'a str,
+    /// The query string without `?` (empty when there is none).
+    pub query: &'a str,
+    pub body: &'a [u8],
 }
 
 impl ServiceAuthKey {
     /// A key from configured text (any string; use 32 random bytes, hex-encoded).
     pub fn new(secret: &str) -> Self {
-        ServiceAuthKey(secret.as_bytes().to_vec())
+        Self::from_bytes(secret.as_bytes().to_vec())
     }
 
     /// A fresh random key.
@@ -37,38 +68,105 @@ impl ServiceAuthKey {
         use rand::RngCore;
         let mut key = vec![0; 32];
         rand::rng().fill_bytes(&mut key);
-        ServiceAuthKey(key)
+        Self::from_bytes(key)
     }
 
-    fn mac(&self, method: &str, path: &str, timestamp: u64, caller: &str) -> Hmac<Sha256> {
+    fn from_bytes(secret: Vec<u8>) -> Self {
+        let id = hex::encode(&Sha256::digest(&secret)[..8]);
+        ServiceAuthKey { id, secret }
+    }
+
+    /// The key's id: the first 8 bytes of its SHA-256, in hex.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    fn mac(&self, request: &Signed<'_>, timestamp: u64, caller: &str, nonce: &str) -> Hmac<Sha256> {
         let mut mac =
-            Hmac::<Sha256>::new_from_slice(&self.0).expect("HMAC accepts keys of any length");
-        mac.update(format!("ovation-v1\n{method}\n{path}\n{timestamp}\n{caller}").as_bytes());
+            Hmac::<Sha256>::new_from_slice(&self.secret).expect("HMAC accepts keys of any length");
+        let body = hex::encode(Sha256::digest(request.body));
+        let Signed {
+            method,
+            path,
+            query,
+            ..
+        } = request;
+        mac.update(
+            format!(
+                "ovation-v2\n{}\n{method}\n{path}\n{query}\n{body}\n{timestamp}\n{caller}\n{nonce}",
+                self.id
+            )
+            .as_bytes(),
+        );
         mac
     }
 
-    /// The header value ([`HEADER`]) signing a call of `method path` by `caller`, now.
-    pub fn sign(&self, method: &str, path: &str, caller: &str) -> String {
-        self.sign_at(method, path, caller, unix_now())
+    /// The header value ([`HEADER`]) signing `request` by `caller`, now, with a fresh nonce.
+    pub fn sign(&self, request: Signed<'_>, caller: &str) -> String {
+        let nonce = format!("{:032x}", rand::random::<u128>());
+        self.sign_with(request, caller, unix_now(), &nonce)
     }
 
-    /// The header value signing a call at `timestamp` (Unix seconds): for tests and tools.
-    pub fn sign_at(&self, method: &str, path: &str, caller: &str, timestamp: u64) -> String {
+    /// The header value signing `request` at `timestamp` (Unix seconds) with `nonce`: for
+    /// tests and tools. `caller` and `nonce` must not contain spaces.
+    pub fn sign_with(
+        &self,
+        request: Signed<'_>,
+        caller: &str,
+        timestamp: u64,
+        nonce: &str,
+    ) -> String {
         let sig = self
-            .mac(method, path, timestamp, caller)
+            .mac(&request, timestamp, caller, nonce)
             .finalize()
             .into_bytes();
-        format!("v1 {caller} {timestamp} {}", hex::encode(sig))
+        format!(
+            "v2 {} {caller} {timestamp} {nonce} {}",
+            self.id,
+            hex::encode(sig)
+        )
+    }
+}
+
+/// The keys a process signs and verifies with, and the nonces it has accepted.
+#[derive(Debug)]
+pub struct ServiceAuth {
+    signing: ServiceAuthKey,
+    /// Keys still accepted (a rotation in progress), besides the signing key.
+    accepted: Vec<ServiceAuthKey>,
+    replay: ReplayCache,
+}
+
+impl ServiceAuth {
+    /// Signs with `signing`; accepts it and `accepted`.
+    pub fn new(signing: ServiceAuthKey, accepted: Vec<ServiceAuthKey>) -> Self {
+        ServiceAuth {
+            signing,
+            accepted,
+            replay: ReplayCache::new(NONCES_PER_GENERATION),
+        }
     }
 
-    /// The calling service, if `header` is a valid, fresh signature of `method path`.
-    pub(crate) fn verify(&self, header: &str, method: &str, path: &str) -> Option<String> {
-        self.verify_at(header, method, path, unix_now())
+    /// The key this process signs with.
+    pub fn key(&self) -> &ServiceAuthKey {
+        &self.signing
     }
 
-    fn verify_at(&self, header: &str, method: &str, path: &str, now: u64) -> Option<String> {
+    /// The header value signing `request` by `caller`.
+    pub fn sign(&self, request: Signed<'_>, caller: &str) -> String {
+        self.signing.sign(request, caller)
+    }
+
+    /// The calling service, if `header` is a valid, fresh, first-seen signature of `request`.
+    pub fn verify(&self, header: &str, request: Signed<'_>) -> Option<String> {
+        self.verify_at(header, request, unix_now())
+    }
+
+    fn verify_at(&self, header: &str, request: Signed<'_>, now: u64) -> Option<String> {
         let mut parts = header.split(' ');
-        let (Some("v1"), Some(caller), Some(ts), Some(sig), None) = (
+        let (Some("v2"), Some(key_id), Some(caller), Some(ts), Some(nonce), Some(sig), None) = (
+            parts.next(),
+            parts.next(),
             parts.next(),
             parts.next(),
             parts.next(),
@@ -81,10 +179,86 @@ impl ServiceAuthKey {
         if now.abs_diff(ts) > MAX_SKEW.as_secs() {
             return None;
         }
+        let nonce_value = (nonce.len() == 32)
+            .then(|| u128::from_str_radix(nonce, 16).ok())
+            .flatten()?;
+        let key = std::iter::once(&self.signing)
+            .chain(&self.accepted)
+            .find(|k| k.id == key_id)?;
         let sig = hex::decode(sig).ok()?;
         // `verify_slice` compares in constant time.
-        self.mac(method, path, ts, caller).verify_slice(&sig).ok()?;
-        Some(caller.to_owned())
+        key.mac(&request, ts, caller, nonce)
+            .verify_slice(&sig)
+            .ok()?;
+        // Only a genuine signature reaches the cache, so forgeries cannot fill it.
+        self.replay
+            .first_use(nonce_value, now)
+            .then(|| caller.to_owned())
+    }
+}
+
+/// The nonces of accepted signatures, for as long as they could verify again.
+///
+/// A signature verifies from `ts - MAX_SKEW` to `ts + MAX_SKEW`: at most `2 × MAX_SKEW` of the
+/// callee's time. Nonces go into the current generation; every `2 × MAX_SKEW` the previous one
+/// is dropped and the current one becomes it, so a nonce is remembered for at least the
+/// `2 × MAX_SKEW` it could be replayed in, with two hash sets and no per-entry timers. Each
+/// generation holds at most `capacity` nonces: past that, signatures are refused (fail closed)
+/// until the generation turns, and the log says so. Only holders of the key can get there.
+#[derive(Debug)]
+struct ReplayCache {
+    capacity: usize,
+    state: Mutex<Generations>,
+}
+
+#[derive(Debug, Default)]
+struct Generations {
+    /// Which `2 × MAX_SKEW` window `current` belongs to.
+    window: u64,
+    current: HashSet<u128>,
+    previous: HashSet<u128>,
+    warned: bool,
+}
+
+impl ReplayCache {
+    fn new(capacity: usize) -> Self {
+        ReplayCache {
+            capacity,
+            state: Mutex::default(),
+        }
+    }
+
+    /// Records `nonce`; whether it was not seen before (and there was room for it).
+    fn first_use(&self, nonce: u128, now: u64) -> bool {
+        let window = now / (2 * MAX_SKEW.as_secs());
+        let mut g = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        if window != g.window {
+            let current = std::mem::take(&mut g.current);
+            g.previous = if window == g.window + 1 {
+                current
+            } else {
+                HashSet::new()
+            };
+            g.window = window;
+            g.warned = false;
+        }
+        if g.previous.contains(&nonce) || g.current.contains(&nonce) {
+            return false;
+        }
+        if g.current.len() >= self.capacity {
+            if !g.warned {
+                g.warned = true;
+                tracing::warn!(
+                    "more than {} signed calls in {} s: refusing signed calls until the replay \
+                     cache turns over",
+                    self.capacity,
+                    2 * MAX_SKEW.as_secs()
+                );
+            }
+            return false;
+        }
+        g.current.insert(nonce);
+        true
     }
 }
 
@@ -99,35 +273,120 @@ fn unix_now() -> u64 {
 mod tests {
     use super::*;
 
+    fn post<'a>(path: &'a str, query: &'a str, body: &'a [u8]) -> Signed<'a> {
+        Signed {
+            method: "POST",
+            path,
+            query,
+            body,
+        }
+    }
+
+    const NONCE: &str = "000102030405060708090a0b0c0d0e0f";
+
     #[test]
-    fn a_signature_verifies_for_its_method_and_path_only() {
+    fn a_signature_verifies_for_its_method_path_query_and_body_only() {
         let key = ServiceAuthKey::new("secret");
-        let h = key.sign_at("POST", "/products/1/reserve", "orders", 1000);
-        assert_eq!(
-            key.verify_at(&h, "POST", "/products/1/reserve", 1000)
-                .as_deref(),
-            Some("orders")
-        );
-        assert_eq!(key.verify_at(&h, "POST", "/products/2/reserve", 1000), None);
-        assert_eq!(key.verify_at(&h, "GET", "/products/1/reserve", 1000), None);
+        let body = br#"{"quantity":1}"#;
+        let h = key.sign_with(post("/products/1/reserve", "", body), "orders", 1000, NONCE);
+        let fresh = || ServiceAuth::new(key.clone(), vec![]);
+        let ok = post("/products/1/reserve", "", body);
+        assert_eq!(fresh().verify_at(&h, ok, 1000).as_deref(), Some("orders"));
+        for other in [
+            post("/products/2/reserve", "", body),
+            post("/products/1/reserve", "a=1", body),
+            post("/products/1/reserve", "", br#"{"quantity":40}"#),
+            Signed {
+                method: "GET",
+                ..ok
+            },
+        ] {
+            assert_eq!(fresh().verify_at(&h, other, 1000), None, "{other:?}");
+        }
     }
 
     #[test]
-    fn stale_or_foreign_signatures_are_rejected() {
+    fn a_signature_verifies_once() {
+        let auth = ServiceAuth::new(ServiceAuthKey::new("secret"), vec![]);
+        let h = auth.sign(post("/x", "", b""), "orders");
+        assert!(auth.verify(&h, post("/x", "", b"")).is_some());
+        assert!(auth.verify(&h, post("/x", "", b"")).is_none());
+        // A second signature of the same request has its own nonce.
+        let again = auth.sign(post("/x", "", b""), "orders");
+        assert!(auth.verify(&again, post("/x", "", b"")).is_some());
+    }
+
+    #[test]
+    fn nonces_are_remembered_for_the_whole_window_they_could_verify_in() {
         let key = ServiceAuthKey::new("secret");
-        let h = key.sign_at("GET", "/x", "orders", 1000);
-        assert!(key.verify_at(&h, "GET", "/x", 1000 + 121).is_none());
-        assert!(key.verify_at(&h, "GET", "/x", 1000 - 121).is_none());
-        assert!(key.verify_at(&h, "GET", "/x", 1000 + 119).is_some());
+        let auth = ServiceAuth::new(key.clone(), vec![]);
+        // Signed 120 s in the future: valid from its receipt until 240 s later.
+        let h = key.sign_with(post("/x", "", b""), "orders", 1120, NONCE);
+        assert!(auth.verify_at(&h, post("/x", "", b""), 1000).is_some());
+        for later in [1001, 1100, 1200, 1239, 1240] {
+            assert!(
+                auth.verify_at(&h, post("/x", "", b""), later).is_none(),
+                "replayed at {later}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_full_replay_cache_fails_closed() {
+        let cache = ReplayCache::new(2);
+        assert!(cache.first_use(1, 1000));
+        assert!(cache.first_use(2, 1000));
+        assert!(!cache.first_use(3, 1000));
+        assert!(!cache.first_use(1, 1000));
+        // The next window has room again, and still knows the last one's nonces.
+        assert!(cache.first_use(3, 1240));
+        assert!(!cache.first_use(2, 1240));
+    }
+
+    #[test]
+    fn stale_foreign_or_old_format_signatures_are_rejected() {
+        let key = ServiceAuthKey::new("secret");
+        let h = key.sign_with(post("/x", "", b""), "orders", 1000, NONCE);
+        let fresh = || ServiceAuth::new(key.clone(), vec![]);
         assert!(
-            ServiceAuthKey::new("other")
-                .verify_at(&h, "GET", "/x", 1000)
+            fresh()
+                .verify_at(&h, post("/x", "", b""), 1000 + 121)
                 .is_none()
         );
         assert!(
-            key.verify_at("v1 orders 1000 zz", "GET", "/x", 1000)
+            fresh()
+                .verify_at(&h, post("/x", "", b""), 1000 - 121)
                 .is_none()
         );
-        assert!(key.verify_at("", "GET", "/x", 1000).is_none());
+        assert!(
+            fresh()
+                .verify_at(&h, post("/x", "", b""), 1000 + 119)
+                .is_some()
+        );
+        let other = ServiceAuth::new(ServiceAuthKey::new("other"), vec![]);
+        assert!(other.verify_at(&h, post("/x", "", b""), 1000).is_none());
+        let tampered = h.replacen("orders", "payments", 1);
+        assert!(
+            fresh()
+                .verify_at(&tampered, post("/x", "", b""), 1000)
+                .is_none()
+        );
+        let v1 = "v1 orders 1000 00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
+        assert!(fresh().verify_at(v1, post("/x", "", b""), 1000).is_none());
+        assert!(fresh().verify_at("", post("/x", "", b""), 1000).is_none());
+    }
+
+    #[test]
+    fn a_rotated_key_verifies_while_it_is_accepted() {
+        let (old, new) = (ServiceAuthKey::new("old"), ServiceAuthKey::new("new"));
+        assert_ne!(old.id(), new.id());
+        let rotating = ServiceAuth::new(new.clone(), vec![old.clone()]);
+        let by_old = old.sign(post("/x", "", b""), "orders");
+        let by_new = new.sign(post("/x", "", b""), "orders");
+        assert!(rotating.verify(&by_old, post("/x", "", b"")).is_some());
+        assert!(rotating.verify(&by_new, post("/x", "", b"")).is_some());
+        let rotated = ServiceAuth::new(new.clone(), vec![]);
+        let by_old = old.sign(post("/x", "", b""), "orders");
+        assert!(rotated.verify(&by_old, post("/x", "", b"")).is_none());
     }
 }

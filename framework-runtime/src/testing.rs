@@ -24,7 +24,7 @@ use crate::app::{self, Server};
 use crate::config::Config;
 use crate::error::Error;
 use crate::runtime::{self, Runtime};
-use crate::service_auth::ServiceAuthKey;
+use crate::service_auth::{ServiceAuth, ServiceAuthKey};
 use crate::sqldb;
 
 /// Which services a test runtime hosts, and where the others are.
@@ -36,6 +36,7 @@ pub struct Hosting {
     call_timeout: Option<std::time::Duration>,
     connect_retry: Option<std::time::Duration>,
     header_read_timeout: Option<std::time::Duration>,
+    body_read_timeout: Option<std::time::Duration>,
     body_limit: Option<usize>,
 }
 
@@ -78,6 +79,12 @@ impl Hosting {
     /// How long a client may take to send its request headers (default 10 s).
     pub fn header_read_timeout(mut self, timeout: std::time::Duration) -> Hosting {
         self.header_read_timeout = Some(timeout);
+        self
+    }
+
+    /// How long a client may take to send a request's body (default 10 s).
+    pub fn body_read_timeout(mut self, timeout: std::time::Duration) -> Hosting {
+        self.body_read_timeout = Some(timeout);
         self
     }
 
@@ -362,7 +369,7 @@ impl TestEnv {
             hosted,
             discovery,
             pools,
-            auth_key: self.auth_key.clone(),
+            auth: ServiceAuth::new(self.auth_key.clone(), Vec::new()),
             http: app::http_client(),
             call_timeout: hosting.call_timeout.unwrap_or(config.call_timeout()),
             connect_retry: hosting.connect_retry.unwrap_or(config.connect_retry()),
@@ -371,6 +378,9 @@ impl TestEnv {
                 .unwrap_or(config.header_read_timeout()),
             shutdown_grace: config.shutdown_grace(),
             request_timeout: config.request_timeout(),
+            body_read_timeout: hosting
+                .body_read_timeout
+                .unwrap_or(config.body_read_timeout()),
             body_limit: hosting.body_limit.unwrap_or(config.body_limit()),
             pubsub,
             gateway: hosting.gateway,

@@ -247,7 +247,7 @@ fn start_store() -> String {
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
             tx.send(format!("http://{}", listener.local_addr().unwrap()))
                 .unwrap();
-            ovation_cli::traces::serve(store, listener);
+            ovation_cli::traces::serve(store, listener, &[]);
             std::future::pending::<()>().await;
         });
     });

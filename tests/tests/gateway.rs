@@ -6,9 +6,10 @@ mod util;
 
 use std::time::{Duration, Instant};
 
-use ovation::service_auth::{HEADER, ServiceAuthKey};
+use ovation::service_auth::HEADER;
 use ovation::testing::{Hosting, TestEnv};
-use serde_json::json;
+use reqwest::Method;
+use serde_json::{Value, json};
 use util::{Client, split};
 
 #[tokio::test]
@@ -72,42 +73,6 @@ async fn the_guides_order_flow_works_through_the_gateway() {
     s.env.close().await;
 }
 
-/// Each way to forge a signature for `POST path`, by name.
-fn forgeries(key: &ServiceAuthKey, path: &str) -> Vec<(&'static str, Option<String>)> {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
-    vec![
-        ("no header", None),
-        (
-            "wrong key",
-            Some(ServiceAuthKey::new("not the app's key").sign("POST", path, "orders")),
-        ),
-        (
-            "stale timestamp",
-            Some(key.sign_at("POST", path, "orders", now - 180)),
-        ),
-        (
-            "timestamp from the future",
-            Some(key.sign_at("POST", path, "orders", now + 180)),
-        ),
-        (
-            "replayed for another path",
-            Some(key.sign(
-                "POST",
-                "/products/00000000-0000-0000-0000-000000000000/reserve",
-                "orders",
-            )),
-        ),
-        (
-            "replayed for another method",
-            Some(key.sign("GET", path, "orders")),
-        ),
-        ("garbage", Some("v1 orders 12 zz".into())),
-    ]
-}
-
 #[tokio::test]
 async fn private_endpoints_answer_only_valid_fresh_signatures() {
     let s = split().await;
@@ -116,7 +81,7 @@ async fn private_endpoints_answer_only_valid_fresh_signatures() {
     let path = format!("/products/{product}/reserve");
     let key = s.env.service_auth_key();
 
-    for (case, header) in forgeries(key, &path) {
+    for (case, header) in util::forgeries(key, &path, &json!({"quantity": 1})) {
         for (at, client) in [("the service port", &direct), ("the gateway", &gateway)] {
             let mut req = client
                 .http()
@@ -139,31 +104,48 @@ async fn private_endpoints_answer_only_valid_fresh_signatures() {
         "no forgery touched the stock"
     );
 
-    // A valid signature: the service accepts it; the gateway has no route to forward it on.
-    let valid = key.sign("POST", &path, "orders");
-    let r = gateway
-        .send(
-            gateway
-                .http()
-                .post(format!("{}{path}", gateway.base))
-                .header(HEADER, &valid)
-                .json(&json!({"quantity": 1})),
-        )
-        .await;
+    // A valid signature: the service accepts it once; the gateway has no route to forward it
+    // on. The same signature again, or on another body or query, is a replay: 404.
+    let body = json!({"quantity": 1});
+    let url = format!("{}{path}", direct.base);
+    let valid = util::signed(
+        direct.http(),
+        key,
+        Method::POST,
+        &url,
+        Some(&body),
+        "orders",
+    )
+    .build()
+    .unwrap();
+    let header = valid.headers()[HEADER].to_str().unwrap().to_owned();
+    let send = |client: &Client, query: &str, body: Value| {
+        client
+            .http()
+            .post(format!("{}{path}{query}", client.base))
+            .header(HEADER, &header)
+            .json(&body)
+    };
+    let r = gateway.send(send(&gateway, "", body.clone())).await;
     assert_eq!((r.status, r.code()), (404, "not_found"), "{r:?}");
-    let r = direct
-        .send(
-            direct
-                .http()
-                .post(format!("{}{path}", direct.base))
-                .header(HEADER, &valid)
-                .json(&json!({"quantity": 1})),
-        )
-        .await;
+    let r = direct.send(send(&direct, "", body.clone())).await;
     assert_eq!(r.status, 200, "{r:?}");
+    for (case, query, body) in [
+        ("the same request again", "", body.clone()),
+        ("another body", "", json!({"quantity": 40})),
+        ("an added query", "?quantity=50", body.clone()),
+    ] {
+        let r = direct.send(send(&direct, query, body)).await;
+        assert_eq!(
+            (r.status, r.code()),
+            (404, "not_found"),
+            "replayed with {case}: {r:?}"
+        );
+    }
     assert_eq!(
         direct.get(&format!("/products/{product}")).await.body["inventory"],
-        9
+        9,
+        "only the one valid call took stock"
     );
 
     drop((s.a, s.b, s.g));

@@ -264,7 +264,22 @@ async fn fifty_concurrent_orders_for_ten_items_confirm_exactly_ten() {
 #[tokio::test]
 async fn meta_lists_every_endpoint_with_schemas() {
     let (env, server, c) = serve_all().await;
-    let meta = c.get("/__ovation/meta").await;
+    // Loopback is no credential: the app model names private endpoints, so it answers only a
+    // signed request (the CLI's), with the same 404 as a route that does not exist otherwise.
+    let unsigned = c.get("/__ovation/meta").await;
+    assert_eq!((unsigned.status, unsigned.code()), (404, "not_found"));
+    let url = format!("{}/__ovation/meta", c.base);
+    let key = env.service_auth_key();
+    let meta = c
+        .send(util::signed(
+            c.http(),
+            key,
+            reqwest::Method::GET,
+            &url,
+            None,
+            "cli",
+        ))
+        .await;
     assert_eq!(meta.status, 200);
     let endpoints = meta.body["endpoints"].as_array().unwrap();
     let reserve = endpoints

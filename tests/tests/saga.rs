@@ -38,12 +38,16 @@ fn gateway(others: &str, orders: &str) -> Hosting {
 
 /// `GET path` of a private endpoint, signed as the gateway service would.
 async fn signed_get(env: &TestEnv, c: &Client, path: &str) -> util::Reply {
-    let sig = env.service_auth_key().sign("GET", path, "gateway");
-    c.send(
-        c.http()
-            .get(format!("{}{path}", c.base))
-            .header(ovation::service_auth::HEADER, sig),
-    )
+    let url = format!("{}{path}", c.base);
+    let key = env.service_auth_key();
+    c.send(util::signed(
+        c.http(),
+        key,
+        reqwest::Method::GET,
+        &url,
+        None,
+        "gateway",
+    ))
     .await
 }
 

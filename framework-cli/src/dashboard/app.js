@@ -8,6 +8,13 @@ function esc(text) {
   })[c]);
 }
 
+// The per-run token the dashboard demands of every request that changes something: only its
+// own pages have it (forms carry it in a hidden field).
+function csrfToken() {
+  const meta = document.querySelector('meta[name="ovation-csrf"]');
+  return meta ? meta.content : "";
+}
+
 async function refreshStatus() {
   try {
     const status = await (await fetch("/api/status")).json();
@@ -74,7 +81,7 @@ async function sendExplorer(event) {
   out.innerHTML = '<p class="muted">Sending…</p>';
   const answer = await (await fetch("/api/explorer", {
     method: "POST",
-    headers: { "content-type": "application/json" },
+    headers: { "content-type": "application/json", "x-ovation-csrf": csrfToken() },
     body: JSON.stringify(call),
   })).json();
   if (answer.status === undefined) {

@@ -1,9 +1,18 @@
 //! The Databases page: each service database's tables with their columns and types, its
 //! applied migrations, the first rows of a table (read-only, paged), and an SQL box that runs
-//! one read-only query (a `READ ONLY` transaction with a statement timeout).
+//! one read-only query.
 //!
 //! Only the databases the app declares are reachable, and a table only by a name the
 //! database's catalog lists; values never reach SQL text except as the query a developer typed.
+//!
+//! Rows and queries are read as [`READER`], a role made for it and nothing else, never as the
+//! server's superuser: `NOSUPERUSER`, member of no role (so none of `pg_read_server_files`,
+//! `pg_write_server_files`, `pg_execute_server_program`, `pg_signal_backend`), `SELECT` on the
+//! app's tables and nothing more, `default_transaction_read_only` and a statement timeout of
+//! its own, and no right to the advisory-lock functions the app coordinates with. So Postgres
+//! itself refuses `COPY ... TO PROGRAM`, reading or writing server files, signalling other
+//! backends, locks, reloading the config — whatever reaches the box. Each query also runs in a
+//! `READ ONLY` transaction with a `SET LOCAL statement_timeout`, and on a connection of its own.
 
 use std::fmt::Write as _;
 use std::time::Duration;
@@ -20,10 +29,153 @@ const QUERY_ROWS: i64 = 200;
 /// How long a query may run.
 const TIMEOUT: Duration = Duration::from_secs(5);
 
-async fn connect(server: &ovation::sqldb::Server, database: &str) -> Result<PgConnection, String> {
-    PgConnection::connect_with(&server.options(database))
-        .await
-        .map_err(|e| format!("cannot connect to {database}: {e}"))
+/// The role rows and queries are read as.
+pub const READER: &str = "ovation_dashboard_reader";
+
+/// The functions of `pg_catalog` that every role may call by default and the reader must not:
+/// the advisory locks the app coordinates with (Pub/Sub claims, migrations).
+const ADVISORY_LOCKS: &[&str] = &[
+    "pg_advisory_lock(bigint)",
+    "pg_advisory_lock(integer, integer)",
+    "pg_advisory_lock_shared(bigint)",
+    "pg_advisory_lock_shared(integer, integer)",
+    "pg_try_advisory_lock(bigint)",
+    "pg_try_advisory_lock(integer, integer)",
+    "pg_try_advisory_lock_shared(bigint)",
+    "pg_try_advisory_lock_shared(integer, integer)",
+    "pg_advisory_xact_lock(bigint)",
+    "pg_advisory_xact_lock(integer, integer)",
+    "pg_advisory_xact_lock_shared(bigint)",
+    "pg_advisory_xact_lock_shared(integer, integer)",
+    "pg_try_advisory_xact_lock(bigint)",
+    "pg_try_advisory_xact_lock(integer, integer)",
+    "pg_try_advisory_xact_lock_shared(bigint)",
+    "pg_try_advisory_xact_lock_shared(integer, integer)",
+    "pg_advisory_unlock(bigint)",
+    "pg_advisory_unlock(integer, integer)",
+    "pg_advisory_unlock_shared(bigint)",
+    "pg_advisory_unlock_shared(integer, integer)",
+    "pg_advisory_unlock_all()",
+];
+
+/// The Postgres server of the app's databases, as the dashboard reaches it.
+#[derive(Debug, Clone)]
+pub struct Databases {
+    server: ovation::sqldb::Server,
+    /// [`READER`]'s password: derived from the server's URL, so every `ovation run` on the
+    /// same server sets the same one and none locks another out.
+    reader_password: String,
+}
+
+impl Databases {
+    /// The databases on `server`, reached with `url` (the URL `server` was made from).
+    pub fn new(server: ovation::sqldb::Server, url: &str) -> Databases {
+        use hmac::Mac;
+        let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(url.as_bytes())
+            .expect("HMAC accepts keys of any length");
+        mac.update(b"ovation dashboard reader");
+        Databases {
+            server,
+            reader_password: hex::encode(mac.finalize().into_bytes()),
+        }
+    }
+
+    async fn connect(&self, database: &str) -> Result<PgConnection, String> {
+        PgConnection::connect_with(&self.server.options(database))
+            .await
+            .map_err(|e| format!("cannot connect to {database}: {e}"))
+    }
+
+    /// A connection to `database` as [`READER`], (re)making the role and its grants first:
+    /// tables a migration added since are readable too, and a role someone altered is put
+    /// back as it must be.
+    async fn connect_reader(&self, database: &str) -> Result<PgConnection, String> {
+        let mut admin = self.connect(database).await?;
+        let mut failure = None;
+        // Two runs setting the role up at once may collide ("tuple concurrently updated").
+        for _ in 0..3 {
+            match self.set_up_reader(&mut admin, database).await {
+                Ok(()) => {
+                    failure = None;
+                    break;
+                }
+                Err(e) => failure = Some(e),
+            }
+        }
+        let _ = admin.close().await;
+        if let Some(e) = failure {
+            return Err(format!(
+                "cannot set up the read-only role {READER} in {database} (the dashboard needs \
+                 a server role that may create roles): {e}"
+            ));
+        }
+        let options = self
+            .server
+            .options(database)
+            .username(READER)
+            .password(&self.reader_password);
+        PgConnection::connect_with(&options)
+            .await
+            .map_err(|e| format!("cannot connect to {database} as {READER}: {e}"))
+    }
+
+    async fn set_up_reader(
+        &self,
+        admin: &mut PgConnection,
+        database: &str,
+    ) -> Result<(), sqlx::Error> {
+        let quoted_db = format!("\"{}\"", database.replace('"', "\"\""));
+        // The password is hex: safe in a literal.
+        let password = &self.reader_password;
+        let attributes = "LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOINHERIT NOREPLICATION \
+                          NOBYPASSRLS CONNECTION LIMIT 16";
+        let mut statements = vec![
+            format!(
+                "DO $$ BEGIN CREATE ROLE {READER} {attributes} PASSWORD '{password}'; \
+                 EXCEPTION WHEN duplicate_object THEN NULL; END $$"
+            ),
+            format!("ALTER ROLE {READER} WITH {attributes} PASSWORD '{password}'"),
+            format!("ALTER ROLE {READER} SET default_transaction_read_only = on"),
+            format!(
+                "ALTER ROLE {READER} SET statement_timeout = '{}ms'",
+                TIMEOUT.as_millis()
+            ),
+            format!("ALTER ROLE {READER} SET lock_timeout = '1s'"),
+            // No role's rights but its own: not pg_read_server_files, pg_signal_backend, ...
+            format!(
+                "DO $$ DECLARE r record; BEGIN FOR r IN SELECT roleid::regrole::text AS name \
+                 FROM pg_auth_members WHERE member = '{READER}'::regrole LOOP \
+                 EXECUTE format('REVOKE %s FROM {READER}', r.name); END LOOP; END $$"
+            ),
+            format!("REVOKE ALL ON DATABASE {quoted_db} FROM {READER}"),
+            format!("GRANT CONNECT ON DATABASE {quoted_db} TO {READER}"),
+            format!("GRANT USAGE ON SCHEMA public TO {READER}"),
+            format!("REVOKE ALL ON ALL TABLES IN SCHEMA public FROM {READER}"),
+            // The app's tables, not Ovation's bookkeeping beside them.
+            format!(
+                "DO $$ DECLARE r record; BEGIN FOR r IN SELECT c.relname FROM pg_class c \
+                 JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = 'public' \
+                 AND c.relkind IN ('r', 'v', 'm', 'p') AND c.relname NOT LIKE '\\_ovation%' LOOP \
+                 EXECUTE format('GRANT SELECT ON public.%I TO {READER}', r.relname); END LOOP; END $$"
+            ),
+        ];
+        // Every role may take advisory locks by default; the reader must not hold the app's.
+        // Only the functions' owner (a superuser) can take that right from PUBLIC; the role
+        // this server is reached as keeps it.
+        for function in ADVISORY_LOCKS {
+            statements.push(format!(
+                "REVOKE EXECUTE ON FUNCTION pg_catalog.{function} FROM PUBLIC"
+            ));
+            statements.push(format!(
+                "GRANT EXECUTE ON FUNCTION pg_catalog.{function} TO CURRENT_USER"
+            ));
+        }
+        let mut tx = admin.begin().await?;
+        for statement in statements {
+            sqlx::query(&statement).execute(&mut *tx).await?;
+        }
+        tx.commit().await
+    }
 }
 
 /// One table of a database: its columns and their types.
@@ -35,10 +187,10 @@ pub struct Table {
 
 /// The tables (public schema, Ovation's own bookkeeping excluded) and applied migrations.
 pub async fn describe(
-    server: &ovation::sqldb::Server,
+    dbs: &Databases,
     database: &str,
 ) -> Result<(Vec<Table>, Vec<(i64, String, String)>), String> {
-    let mut conn = connect(server, database).await?;
+    let mut conn = dbs.connect(database).await?;
     let columns: Vec<(String, String, String, String)> = sqlx::query_as(
         "SELECT c.table_name::text, c.column_name::text, c.data_type::text, c.is_nullable::text
          FROM information_schema.columns c
@@ -75,12 +227,12 @@ pub async fn describe(
 /// Rows `page * PAGE ..` of `table` as JSON objects, and whether more follow. `table` must be
 /// one [`describe`] listed.
 pub async fn rows(
-    server: &ovation::sqldb::Server,
+    dbs: &Databases,
     database: &str,
     table: &str,
     page: i64,
 ) -> Result<(Vec<Value>, bool), String> {
-    let mut conn = connect(server, database).await?;
+    let mut conn = dbs.connect_reader(database).await?;
     let quoted = format!("\"{}\"", table.replace('"', "\"\""));
     let sql = format!(
         "SELECT row_to_json(t)::text FROM {quoted} t LIMIT {} OFFSET {}",
@@ -97,6 +249,7 @@ pub async fn rows(
         .await
         .map_err(|e| e.to_string())?;
     let _ = tx.rollback().await;
+    let _ = conn.close().await;
     let mut rows: Vec<Value> = texts
         .iter()
         .filter_map(|t| serde_json::from_str(t).ok())
@@ -107,11 +260,7 @@ pub async fn rows(
 }
 
 /// Runs one read-only query; its rows as JSON objects (at most 200).
-pub async fn query(
-    server: &ovation::sqldb::Server,
-    database: &str,
-    sql: &str,
-) -> Result<Vec<Value>, String> {
+pub async fn query(dbs: &Databases, database: &str, sql: &str) -> Result<Vec<Value>, String> {
     let sql = sql.trim().trim_end_matches(';').trim();
     if sql.is_empty() {
         return Err("the query is empty".into());
@@ -119,7 +268,7 @@ pub async fn query(
     if sql.contains(';') {
         return Err("one statement at a time".into());
     }
-    let mut conn = connect(server, database).await?;
+    let mut conn = dbs.connect_reader(database).await?;
     let mut tx = conn.begin().await.map_err(|e| e.to_string())?;
     sqlx::query("SET TRANSACTION READ ONLY")
         .execute(&mut *tx)
@@ -147,6 +296,7 @@ pub async fn query(
             sqlx::query(sql).execute(&mut *tx).await.map(|_| Vec::new())
         };
     let _ = tx.rollback().await;
+    let _ = conn.close().await;
     match result {
         Ok(texts) => Ok(texts
             .iter()

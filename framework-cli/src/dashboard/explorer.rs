@@ -215,14 +215,23 @@ pub async fn send(
         .request(method_value, url.clone())
         .header("traceparent", format!("00-{trace_id}-{span_id}-01"))
         .timeout(Duration::from_secs(60));
+    let body = match &call.body {
+        Some(body) => serde_json::to_vec(body).map_err(|e| e.to_string())?,
+        None => Vec::new(),
+    };
     if e["access"] != "public" {
-        request = request.header(
-            ovation::service_auth::HEADER,
-            key.sign(method, url.path(), "dashboard"),
-        );
+        let signed = ovation::service_auth::Signed {
+            method,
+            path: url.path(),
+            query: url.query().unwrap_or(""),
+            body: &body,
+        };
+        request = request.header(ovation::service_auth::HEADER, key.sign(signed, "dashboard"));
     }
-    if let Some(body) = &call.body {
-        request = request.json(body);
+    if call.body.is_some() {
+        request = request
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(body);
     }
     let started = Instant::now();
     let response = request

@@ -108,6 +108,123 @@ impl Client {
     }
 }
 
+/// `method url` with `body` (sent as JSON when given), signed with `key` as service `caller`
+/// would sign it.
+pub fn signed(
+    http: &reqwest::Client,
+    key: &ovation::service_auth::ServiceAuthKey,
+    method: reqwest::Method,
+    url: &str,
+    body: Option<&Value>,
+    caller: &str,
+) -> reqwest::RequestBuilder {
+    let url = reqwest::Url::parse(url).unwrap();
+    let bytes = body
+        .map(|b| serde_json::to_vec(b).unwrap())
+        .unwrap_or_default();
+    let signature = key.sign(
+        ovation::service_auth::Signed {
+            method: method.as_str(),
+            path: url.path(),
+            query: url.query().unwrap_or(""),
+            body: &bytes,
+        },
+        caller,
+    );
+    let mut request = http
+        .request(method, url)
+        .header(ovation::service_auth::HEADER, signature);
+    if body.is_some() {
+        request = request
+            .header("content-type", "application/json")
+            .body(bytes);
+    }
+    request
+}
+
+/// Each way to forge or replay a signature for `POST path` with the JSON body `body`, by
+/// name: none accepted by a service whose key is `key`.
+pub fn forgeries(
+    key: &ovation::service_auth::ServiceAuthKey,
+    path: &str,
+    body: &Value,
+) -> Vec<(&'static str, Option<String>)> {
+    use ovation::service_auth::{ServiceAuthKey, Signed};
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let bytes = serde_json::to_vec(body).unwrap();
+    let post = Signed {
+        method: "POST",
+        path,
+        query: "",
+        body: &bytes,
+    };
+    let nonce = || format!("{:032x}", uuid::Uuid::new_v4().as_u128());
+    let other_body = serde_json::to_vec(&json!({"quantity": 40})).unwrap();
+    vec![
+        ("no header", None),
+        (
+            "wrong key",
+            Some(ServiceAuthKey::new("not the app's key").sign(post, "orders")),
+        ),
+        (
+            "stale timestamp",
+            Some(key.sign_with(post, "orders", now - 180, &nonce())),
+        ),
+        (
+            "timestamp from the future",
+            Some(key.sign_with(post, "orders", now + 180, &nonce())),
+        ),
+        (
+            "signed for another path",
+            Some(key.sign(
+                Signed {
+                    path: "/products/00000000-0000-0000-0000-000000000000/reserve",
+                    ..post
+                },
+                "orders",
+            )),
+        ),
+        (
+            "signed for another method",
+            Some(key.sign(
+                Signed {
+                    method: "GET",
+                    ..post
+                },
+                "orders",
+            )),
+        ),
+        (
+            "signed for another body",
+            Some(key.sign(
+                Signed {
+                    body: &other_body,
+                    ..post
+                },
+                "orders",
+            )),
+        ),
+        (
+            "signed with a query the request lacks",
+            Some(key.sign(
+                Signed {
+                    query: "quantity=1",
+                    ..post
+                },
+                "orders",
+            )),
+        ),
+        (
+            "the old v1 format",
+            Some(format!("v1 orders {now} {}", "ab".repeat(32))),
+        ),
+        ("garbage", Some("v2 orders 12 zz".into())),
+    ]
+}
+
 /// The base URL of a trace receiver and store (the CLI's, on the test cluster), started once
 /// per test binary on a thread of its own so it outlives every test's runtime.
 pub fn trace_receiver() -> &'static str {
@@ -125,7 +242,7 @@ pub fn trace_receiver() -> &'static str {
                 let store = ovation_cli::traces::Store::open(server).await.unwrap();
                 let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
                 let url = format!("http://{}", listener.local_addr().unwrap());
-                ovation_cli::traces::serve(store, listener);
+                ovation_cli::traces::serve(store, listener, &[]);
                 tx.send(url).unwrap();
                 std::future::pending::<()>().await;
             });
