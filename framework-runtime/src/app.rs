@@ -519,7 +519,10 @@ async fn serve(
                 }
                 res
             });
-        let conn = http.serve_connection(TokioIo::new(stream), TowerToHyperService::new(service));
+        let conn = http.serve_connection(
+            TokioIo::new(LingeringClose(Some(stream))),
+            TowerToHyperService::new(service),
+        );
         let conn = graceful.watch(conn);
         tokio::spawn(async move {
             tokio::select! {
@@ -565,6 +568,90 @@ async fn serve(
             "requests whose clients hung up still running after the {:?} grace period",
             rt.shutdown_grace
         );
+    }
+}
+
+/// How long a closed connection's unread input is drained (see [`LingeringClose`]).
+const LINGER: Duration = Duration::from_secs(1);
+
+/// A connection that, when the server is done with it, closes the way a client can read the
+/// last answer of: the server's side first (FIN), then whatever the client still sends is
+/// read and discarded for up to [`LINGER`] before the socket goes. Closed with unread input
+/// in its buffer, a socket sends a reset instead, and a client that is still sending (a body
+/// the server refused with 408 or 413) loses the answer explaining why.
+struct LingeringClose(Option<tokio::net::TcpStream>);
+
+impl LingeringClose {
+    fn stream(&mut self) -> std::pin::Pin<&mut tokio::net::TcpStream> {
+        std::pin::Pin::new(self.0.as_mut().expect("taken only on drop"))
+    }
+}
+
+impl tokio::io::AsyncRead for LingeringClose {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        self.stream().poll_read(cx, buf)
+    }
+}
+
+impl tokio::io::AsyncWrite for LingeringClose {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        self.stream().poll_write(cx, buf)
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        self.stream().poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        self.stream().poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        self.stream().poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.0.as_ref().is_some_and(|s| s.is_write_vectored())
+    }
+}
+
+impl Drop for LingeringClose {
+    fn drop(&mut self) {
+        let Some(mut stream) = self.0.take() else {
+            return;
+        };
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        runtime.spawn(async move {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            if stream.shutdown().await.is_err() {
+                return;
+            }
+            let mut sink = [0u8; 4096];
+            let _ = tokio::time::timeout(LINGER, async {
+                while matches!(stream.read(&mut sink).await, Ok(n) if n > 0) {}
+            })
+            .await;
+        });
     }
 }
 

@@ -38,6 +38,8 @@ pub struct Hosting {
     header_read_timeout: Option<std::time::Duration>,
     body_read_timeout: Option<std::time::Duration>,
     body_limit: Option<usize>,
+    /// The signing key and the other accepted ones, instead of the environment's key.
+    service_auth: Option<(ServiceAuthKey, Vec<ServiceAuthKey>)>,
 }
 
 impl Hosting {
@@ -79,6 +81,17 @@ impl Hosting {
     /// How long a client may take to send its request headers (default 10 s).
     pub fn header_read_timeout(mut self, timeout: std::time::Duration) -> Hosting {
         self.header_read_timeout = Some(timeout);
+        self
+    }
+
+    /// Signs with `signing` and accepts it and `accepted`, instead of the environment's
+    /// shared key: to test a key rotation.
+    pub fn service_auth(
+        mut self,
+        signing: ServiceAuthKey,
+        accepted: Vec<ServiceAuthKey>,
+    ) -> Hosting {
+        self.service_auth = Some((signing, accepted));
         self
     }
 
@@ -369,7 +382,10 @@ impl TestEnv {
             hosted,
             discovery,
             pools,
-            auth: ServiceAuth::new(self.auth_key.clone(), Vec::new()),
+            auth: match hosting.service_auth {
+                Some((signing, accepted)) => ServiceAuth::new(signing, accepted),
+                None => ServiceAuth::new(self.auth_key.clone(), Vec::new()),
+            },
             http: app::http_client(),
             call_timeout: hosting.call_timeout.unwrap_or(config.call_timeout()),
             connect_retry: hosting.connect_retry.unwrap_or(config.connect_retry()),

@@ -210,3 +210,44 @@ async fn a_callee_that_never_answers_gives_deadline_exceeded_after_the_call_time
     drop((b, black_hole));
     env.close().await;
 }
+
+#[tokio::test]
+async fn a_rotated_key_verifies_while_accepted_and_not_once_removed() {
+    use ovation::service_auth::ServiceAuthKey;
+    let env = TestEnv::new().await.unwrap();
+    let (old, new) = (
+        ServiceAuthKey::new("old key"),
+        ServiceAuthKey::new("new key"),
+    );
+    // During the rotation every process signs with the new key and still accepts the old;
+    // after it, the old key is gone from the config.
+    let during = env
+        .serve(Hosting::all().service_auth(new.clone(), vec![old.clone()]))
+        .await
+        .unwrap();
+    let after = env
+        .serve(Hosting::all().service_auth(new.clone(), Vec::new()))
+        .await
+        .unwrap();
+    let c = Client::new(during.url());
+    let (_, product) = c.user_and_product("rotate@example.com", 100, 10).await;
+    let path = format!("/products/{product}/reserve");
+    let body = json!({"quantity": 1});
+    for (server, key, expected) in [
+        (&during, &old, 200),
+        (&during, &new, 200),
+        (&after, &new, 200),
+        (&after, &old, 404),
+    ] {
+        let url = format!("{}{path}", server.url());
+        let request = util::signed(c.http(), key, Method::POST, &url, Some(&body), "orders");
+        let r = c.send(request).await;
+        assert_eq!(r.status, expected, "{key:?} at {url}: {r:?}");
+    }
+    assert_eq!(
+        c.get(&format!("/products/{product}")).await.body["inventory"],
+        7
+    );
+    drop((during, after));
+    env.close().await;
+}

@@ -343,3 +343,75 @@ async fn slow_loris_headers_are_cut_off_and_others_still_served() {
     drop(server);
     env.close().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_bodies_are_cut_off_with_408_and_others_still_served() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let timeout = Duration::from_secs(2);
+    let (env, server, c) = serve(Hosting::all().body_read_timeout(timeout)).await;
+    let addr = server.addr();
+    // 500 clients send their headers at once, then their bodies a byte every 200 ms.
+    let started = Instant::now();
+    let dribblers: Vec<_> = (0..500)
+        .map(|i| {
+            tokio::spawn(async move {
+                // Connecting in waves of 50 over 200 ms: a burst beyond the listen backlog
+                // would test the kernel's SYN handling, not the server.
+                tokio::time::sleep(Duration::from_millis(20 * (i / 50))).await;
+                let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+                let head = "POST /users HTTP/1.1\r\nHost: 127.0.0.1\r\n\
+                            Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n";
+                stream.write_all(head.as_bytes()).await.unwrap();
+                let mut answer = Vec::new();
+                loop {
+                    assert!(
+                        started.elapsed() < Duration::from_secs(20),
+                        "a dribbling client is still connected after 20 s"
+                    );
+                    let mut buf = [0u8; 1024];
+                    let read =
+                        tokio::time::timeout(Duration::from_millis(200), stream.read(&mut buf));
+                    match read.await {
+                        // Closed by the server: what did it say first?
+                        Ok(Ok(0)) => break,
+                        Ok(Err(e)) => {
+                            answer.extend_from_slice(format!("(read failed: {e})").as_bytes());
+                            break;
+                        }
+                        Ok(Ok(n)) => answer.extend_from_slice(&buf[..n]),
+                        Err(_) => {
+                            if let Err(e) = stream.write_all(b" ").await {
+                                answer.extend_from_slice(format!("(write failed: {e})").as_bytes());
+                                break;
+                            }
+                        }
+                    }
+                }
+                (
+                    started.elapsed(),
+                    String::from_utf8_lossy(&answer).into_owned(),
+                )
+            })
+        })
+        .collect();
+    // Meanwhile everyone else is answered.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for i in 0..5 {
+        let email = format!("prompt{i}@example.com");
+        let r = c.post("/users", json!({"email": email, "name": "n"})).await;
+        assert_eq!(r.status, 200, "{r:?}");
+    }
+    for dribbler in dribblers {
+        let (closed_after, answer) = dribbler.await.unwrap();
+        assert!(
+            answer.starts_with("HTTP/1.1 408"),
+            "a dribbling client is told why: {answer:?} after {closed_after:?}"
+        );
+        assert!(
+            closed_after >= timeout && closed_after < timeout + Duration::from_secs(8),
+            "closed after {closed_after:?}"
+        );
+    }
+    drop(server);
+    env.close().await;
+}
