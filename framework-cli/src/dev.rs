@@ -57,7 +57,7 @@ async fn bind(port: u16, what: &str, flag: &str) -> Result<TcpListener, String> 
 }
 
 /// The Postgres server of the app's databases and of the trace store.
-async fn database_server(data_dir: &Path) -> Result<(ovation::sqldb::Server, String), String> {
+async fn database_server(data_dir: &Path) -> Result<ovation::sqldb::Server, String> {
     let url = match std::env::var("DATABASE_URL").ok().filter(|u| !u.is_empty()) {
         Some(url) => url,
         None => {
@@ -70,8 +70,7 @@ async fn database_server(data_dir: &Path) -> Result<(ovation::sqldb::Server, Str
             pg.url("postgres")
         }
     };
-    let server = ovation::sqldb::Server::from_url(&url).map_err(|e| e.to_string())?;
-    Ok((server, url))
+    ovation::sqldb::Server::from_url(&url).map_err(|e| e.to_string())
 }
 
 /// Starts the trace store and its server on `listener`: the whole dashboard when there is an
@@ -83,7 +82,7 @@ async fn start_dashboard(
     app: &Path,
     allowed_hosts: &[String],
 ) -> Result<(), String> {
-    let (server, url) = database_server(data_dir).await?;
+    let server = database_server(data_dir).await?;
     let store = Store::open(&server).await?;
     match status {
         Some((status, key)) => {
@@ -93,7 +92,7 @@ async fn start_dashboard(
                 store,
                 status,
                 app.to_owned(),
-                crate::dashboard::databases::Databases::new(server, &url),
+                crate::dashboard::databases::Databases::new(server),
                 ovation::service_auth::ServiceAuthKey::new(&key),
                 guard,
             );

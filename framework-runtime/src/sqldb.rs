@@ -138,9 +138,19 @@ impl Database {
 }
 
 /// Where databases live: a Postgres server, and how to connect to a database on it.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Server {
     options: PgConnectOptions,
+    /// SHA-256 of the URL the server was made from: the root of [`Server::derive_secret`].
+    url_digest: [u8; 32],
+}
+
+impl std::fmt::Debug for Server {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Server")
+            .field("options", &self.options)
+            .finish_non_exhaustive()
+    }
 }
 
 /// A database-level failure at start-up: creating a database or running its migrations.
@@ -180,11 +190,24 @@ impl Server {
         let options: PgConnectOptions = url.parse().map_err(SetupError::BadUrl)?;
         // Each finished statement is a `sqlx::query` event: DEBUG, or WARN past a second.
         // The log filter shows only the slow ones; tracing makes a span of every one.
+        use sha2::Digest;
         Ok(Server {
+            url_digest: sha2::Sha256::digest(url.as_bytes()).into(),
             options: options
                 .log_statements(log::LevelFilter::Debug)
                 .log_slow_statements(log::LevelFilter::Warn, std::time::Duration::from_secs(1)),
         })
+    }
+
+    /// A secret for `purpose`, derived from the server's URL (its credentials included): the
+    /// same for every process that reaches the server with the same URL, and unknown to any
+    /// that does not. The dashboard's read-only role takes its password from it.
+    pub fn derive_secret(&self, purpose: &str) -> String {
+        use hmac::Mac;
+        let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(&self.url_digest)
+            .expect("HMAC accepts keys of any length");
+        mac.update(purpose.as_bytes());
+        hex::encode(mac.finalize().into_bytes())
     }
 
     fn describe(&self) -> String {

@@ -62,21 +62,17 @@ const ADVISORY_LOCKS: &[&str] = &[
 #[derive(Debug, Clone)]
 pub struct Databases {
     server: ovation::sqldb::Server,
-    /// [`READER`]'s password: derived from the server's URL, so every `ovation run` on the
-    /// same server sets the same one and none locks another out.
+    /// [`READER`]'s password: derived from the server's URL, so every `ovation run` (and test)
+    /// on the same server sets the same one and none locks another out.
     reader_password: String,
 }
 
 impl Databases {
-    /// The databases on `server`, reached with `url` (the URL `server` was made from).
-    pub fn new(server: ovation::sqldb::Server, url: &str) -> Databases {
-        use hmac::Mac;
-        let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(url.as_bytes())
-            .expect("HMAC accepts keys of any length");
-        mac.update(b"ovation dashboard reader");
+    /// The databases on `server`.
+    pub fn new(server: ovation::sqldb::Server) -> Databases {
         Databases {
+            reader_password: server.derive_secret("ovation dashboard reader"),
             server,
-            reader_password: hex::encode(mac.finalize().into_bytes()),
         }
     }
 

@@ -1,0 +1,419 @@
+//! The local tools are no open door: the dashboard port answers only its own host names, takes
+//! state-changing requests only from its own pages, and its SQL box can do nothing a
+//! read-only user of the app's tables could not. The browser half of this suite, pages of
+//! another origin attacking a running `ovation run`, is in `dashboard.rs`.
+
+mod util;
+
+use std::sync::{Arc, RwLock};
+
+use ovation::testing::{TestEnv, test_server};
+use ovation_cli::dashboard::databases::{self, Databases};
+use ovation_cli::dashboard::{AppState, AppStatus};
+use reqwest::StatusCode;
+use serde_json::Value;
+
+/// The dashboard of an app that does not run (the guard and the pages need none), served on a
+/// free port: its base URL and port.
+async fn dashboard() -> (String, u16) {
+    let server = test_server().await.unwrap();
+    let store = ovation_cli::traces::Store::open(server).await.unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let status = Arc::new(RwLock::new(AppStatus {
+        url: format!("http://127.0.0.1:{}", util::free_port()),
+        state: AppState::Stopped,
+    }));
+    let router = ovation_cli::dashboard::router(
+        store,
+        status,
+        util::workspace().join("examples/shop-app"),
+        Databases::new(server.clone()),
+        ovation::service_auth::ServiceAuthKey::random(),
+        ovation_cli::guard::Guard::new(port, &["dev.example.com".into()]),
+    );
+    ovation_cli::traces::serve_router(router, listener);
+    (format!("http://127.0.0.1:{port}"), port)
+}
+
+/// The token a dashboard page carries.
+async fn token(http: &reqwest::Client, base: &str) -> String {
+    let page = http
+        .get(format!("{base}/services"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let start = page.find("name=\"ovation-csrf\" content=\"").unwrap() + 29;
+    page[start..start + 64].to_owned()
+}
+
+/// An empty OTLP/protobuf export request.
+fn empty_export() -> Vec<u8> {
+    Vec::new()
+}
+
+#[tokio::test]
+async fn the_dashboard_answers_only_its_own_host_names() {
+    let (base, port) = dashboard().await;
+    let http = reqwest::Client::new();
+    // What a page whose name was rebound to 127.0.0.1 sends, or a proxy that keeps `Host`.
+    for host in [
+        format!("evil.example:{port}"),
+        format!("127.0.0.1.evil.example:{port}"),
+        format!("localhost:{}", port + 1),
+        "127.0.0.1".into(),
+    ] {
+        for (method, path) in [
+            ("GET", "/services"),
+            ("GET", "/api/traces"),
+            ("GET", "/api/status"),
+            ("GET", "/assets/app.js"),
+            ("GET", "/no-such-page"),
+            ("POST", "/api/explorer"),
+            ("POST", "/databases/users/query"),
+            ("POST", "/pubsub/send-order-confirmation/redrive"),
+            ("POST", "/v1/traces"),
+        ] {
+            let response = http
+                .request(method.parse().unwrap(), format!("{base}{path}"))
+                .header("host", &host)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(
+                response.status(),
+                StatusCode::MISDIRECTED_REQUEST,
+                "{method} {path} with Host {host}"
+            );
+            assert!(response.bytes().await.unwrap().is_empty(), "no content");
+        }
+    }
+    for host in [
+        format!("127.0.0.1:{port}"),
+        format!("localhost:{port}"),
+        format!("[::1]:{port}"),
+        format!("dev.example.com:{port}"),
+    ] {
+        let response = http
+            .get(format!("{base}/api/traces?limit=1"))
+            .header("host", &host)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK, "Host {host}");
+        let body: Value = response.json().await.unwrap();
+        assert!(body["dropped"]["spans"].is_u64(), "{body}");
+    }
+}
+
+#[tokio::test]
+async fn state_changing_requests_need_the_pages_origin_and_token() {
+    let (base, port) = dashboard().await;
+    let http = reqwest::Client::new();
+    let token = token(&http, &base).await;
+    let own = format!("http://127.0.0.1:{port}");
+    let foreign = format!("http://127.0.0.1:{}", port + 1);
+    let explorer = r#"{"service":"products","endpoint":"reserve_inventory","params":{"id":"x"},"body":{"quantity":1}}"#;
+    let query = format!("csrf={token}&sql=SELECT+1");
+    let query_without_token = "sql=SELECT+1".to_owned();
+    // (what, path, content type, body, headers) → expected status.
+    type Case<'a> = (
+        &'a str,
+        &'a str,
+        &'a str,
+        String,
+        Vec<(&'a str, String)>,
+        u16,
+    );
+    let cases: Vec<Case> = vec![
+        (
+            "no Origin nor Sec-Fetch-Site",
+            "/api/explorer",
+            "application/json",
+            explorer.into(),
+            vec![("x-ovation-csrf", token.clone())],
+            403,
+        ),
+        (
+            "another origin",
+            "/api/explorer",
+            "application/json",
+            explorer.into(),
+            vec![
+                ("origin", foreign.clone()),
+                ("x-ovation-csrf", token.clone()),
+            ],
+            403,
+        ),
+        (
+            "Origin: null",
+            "/api/explorer",
+            "application/json",
+            explorer.into(),
+            vec![("origin", "null".into()), ("x-ovation-csrf", token.clone())],
+            403,
+        ),
+        (
+            "cross-site fetch metadata",
+            "/api/explorer",
+            "application/json",
+            explorer.into(),
+            vec![
+                ("sec-fetch-site", "cross-site".into()),
+                ("x-ovation-csrf", token.clone()),
+            ],
+            403,
+        ),
+        (
+            "same-site is not same-origin",
+            "/api/explorer",
+            "application/json",
+            explorer.into(),
+            vec![
+                ("sec-fetch-site", "same-site".into()),
+                ("x-ovation-csrf", token.clone()),
+            ],
+            403,
+        ),
+        (
+            "no token",
+            "/api/explorer",
+            "application/json",
+            explorer.into(),
+            vec![("origin", own.clone())],
+            403,
+        ),
+        (
+            "a wrong token",
+            "/api/explorer",
+            "application/json",
+            explorer.into(),
+            vec![("origin", own.clone()), ("x-ovation-csrf", "0".repeat(64))],
+            403,
+        ),
+        (
+            "text/plain to a JSON API",
+            "/api/explorer",
+            "text/plain",
+            explorer.into(),
+            vec![("origin", own.clone()), ("x-ovation-csrf", token.clone())],
+            415,
+        ),
+        (
+            "a form without its token",
+            "/databases/users/query",
+            "application/x-www-form-urlencoded",
+            query_without_token,
+            vec![("origin", own.clone())],
+            403,
+        ),
+        (
+            "a form from another origin",
+            "/databases/users/query",
+            "application/x-www-form-urlencoded",
+            query.clone(),
+            vec![("origin", foreign.clone())],
+            403,
+        ),
+        (
+            "text/plain carrying a form",
+            "/databases/users/query",
+            "text/plain",
+            query.clone(),
+            vec![("origin", own.clone())],
+            415,
+        ),
+        (
+            "a redrive from another origin",
+            "/pubsub/send-order-confirmation/redrive",
+            "application/x-www-form-urlencoded",
+            format!("csrf={token}"),
+            vec![("origin", foreign.clone())],
+            403,
+        ),
+        // The page's own requests pass the guard (and meet an app that does not run).
+        (
+            "the explorer's own call",
+            "/api/explorer",
+            "application/json",
+            explorer.into(),
+            vec![("origin", own.clone()), ("x-ovation-csrf", token.clone())],
+            503,
+        ),
+        (
+            "the SQL box's own form",
+            "/databases/users/query",
+            "application/x-www-form-urlencoded",
+            query.clone(),
+            vec![
+                ("origin", own.clone()),
+                ("sec-fetch-site", "same-origin".into()),
+            ],
+            200,
+        ),
+    ];
+    for (what, path, content_type, body, headers, expected) in cases {
+        let mut request = http
+            .post(format!("{base}{path}"))
+            .header("content-type", content_type)
+            .body(body);
+        for (name, value) in headers {
+            request = request.header(name, value);
+        }
+        let response = request.send().await.unwrap();
+        assert_eq!(response.status().as_u16(), expected, "{what}");
+    }
+}
+
+#[tokio::test]
+async fn the_trace_receiver_refuses_web_pages_but_not_exporters() {
+    let (base, port) = dashboard().await;
+    let http = reqwest::Client::new();
+    let send = |headers: Vec<(&'static str, String)>| {
+        let mut request = http
+            .post(format!("{base}/v1/traces"))
+            .header("content-type", "application/x-protobuf")
+            .body(empty_export());
+        for (name, value) in headers {
+            request = request.header(name, value);
+        }
+        request.send()
+    };
+    for (what, headers) in [
+        (
+            "another origin",
+            vec![("origin", format!("http://127.0.0.1:{}", port + 1))],
+        ),
+        ("Origin: null", vec![("origin", "null".into())]),
+        ("cross-site", vec![("sec-fetch-site", "cross-site".into())]),
+    ] {
+        let status = send(headers).await.unwrap().status();
+        assert_eq!(status, StatusCode::FORBIDDEN, "{what}");
+    }
+    // An exporter sends no Origin, and a page of the dashboard itself may.
+    assert_eq!(send(Vec::new()).await.unwrap().status(), StatusCode::OK);
+    let own = vec![("origin", format!("http://127.0.0.1:{port}"))];
+    assert_eq!(send(own).await.unwrap().status(), StatusCode::OK);
+}
+
+/// Runs `sql` in the SQL box of `database` (a database of `env`).
+async fn sql_box(env: &TestEnv, database: &str, sql: &str) -> Result<Vec<Value>, String> {
+    let dbs = Databases::new(test_server().await.unwrap().clone());
+    databases::query(&dbs, env.database_name(database).unwrap(), sql).await
+}
+
+#[tokio::test]
+async fn the_sql_box_refuses_what_only_a_superuser_could_do() {
+    let env = TestEnv::new().await.unwrap();
+    let server = test_server().await.unwrap();
+    // A backend of the server's own role, for the box to try to kill.
+    let mut admin = ovation::sqlx::PgConnection::connect_with(
+        &server.options(env.database_name("users").unwrap()),
+    )
+    .await
+    .unwrap();
+    use ovation::sqlx::Connection;
+    let pid: i32 = ovation::sqlx::query_scalar("SELECT pg_backend_pid()")
+        .fetch_one(&mut admin)
+        .await
+        .unwrap();
+    let superuser: String = ovation::sqlx::query_scalar("SELECT current_user::text")
+        .fetch_one(&mut admin)
+        .await
+        .unwrap();
+    let owned = std::env::temp_dir().join(format!("ovation-owned-{}", uuid::Uuid::new_v4()));
+    let owned = owned.display();
+    for (sql, refusal) in [
+        (
+            format!("COPY (SELECT 1) TO PROGRAM 'id > {owned}'"),
+            "COPY to or from an external program",
+        ),
+        (format!("COPY (SELECT 1) TO '{owned}'"), "COPY to a file"),
+        (format!("COPY users FROM '{owned}'"), "COPY from a file"),
+        (
+            "SELECT pg_read_file('/etc/passwd')".into(),
+            "permission denied for function pg_read_file",
+        ),
+        (
+            "SELECT pg_ls_dir('.')".into(),
+            "permission denied for function pg_ls_dir",
+        ),
+        ("SELECT lo_import('/etc/passwd')".into(), "lo_import"),
+        (format!("SELECT pg_terminate_backend({pid})"), "terminate"),
+        (format!("SELECT pg_cancel_backend({pid})"), "cancel"),
+        (
+            "LOCK TABLE users IN ACCESS EXCLUSIVE MODE".into(),
+            "permission denied for table users",
+        ),
+        (
+            "SELECT pg_reload_conf()".into(),
+            "permission denied for function pg_reload_conf",
+        ),
+        (
+            "SELECT pg_advisory_lock(7249812391)".into(),
+            "permission denied for function pg_advisory_lock",
+        ),
+        (
+            "SELECT pg_try_advisory_xact_lock(1, 2)".into(),
+            "permission denied for function pg_try_advisory_xact_lock",
+        ),
+        (
+            "SELECT * FROM _ovation_migrations".into(),
+            "permission denied for table _ovation_migrations",
+        ),
+        (
+            format!("SET ROLE \"{superuser}\""),
+            "permission denied to set role",
+        ),
+        (
+            "DELETE FROM users".into(),
+            "cannot execute DELETE in a read-only transaction",
+        ),
+    ] {
+        let answer = sql_box(&env, "users", &sql).await;
+        let error = answer.expect_err(&sql);
+        assert!(error.contains(refusal), "{sql}: {error}");
+    }
+    assert!(
+        !std::path::Path::new(&owned.to_string()).exists(),
+        "nothing was written"
+    );
+    // The backend the box tried to end still answers.
+    ovation::sqlx::query("SELECT 1")
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    admin.close().await.unwrap();
+    env.close().await;
+}
+
+#[tokio::test]
+async fn the_sql_box_reads_every_service_database() {
+    let env = TestEnv::new().await.unwrap();
+    for def in ovation::sqldb::declared() {
+        let tables = sql_box(
+            &env,
+            def.name,
+            "SELECT table_name::text AS t FROM information_schema.tables \
+             WHERE table_schema = 'public' AND table_name NOT LIKE '\\_ovation%' ORDER BY 1",
+        )
+        .await
+        .unwrap();
+        assert!(!tables.is_empty(), "{} has tables", def.name);
+        for table in tables {
+            let name = table["t"].as_str().unwrap();
+            let rows = sql_box(
+                &env,
+                def.name,
+                &format!("SELECT count(*) AS n FROM \"{name}\""),
+            )
+            .await
+            .unwrap();
+            assert!(rows[0]["n"].is_i64(), "{}.{name}: {rows:?}", def.name);
+        }
+    }
+    env.close().await;
+}
