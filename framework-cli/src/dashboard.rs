@@ -927,7 +927,20 @@ async fn traces(State(d): State<Dashboard>, Query(filter): Query<ListQuery>) -> 
         };
         format!("<option value=\"{v}\"{sel}>{v}</option>", v = esc(value))
     };
-    let mut body = String::from("<h1>Traces</h1><form id=\"filters\" class=\"filters\">");
+    let mut body = String::from("<h1>Traces</h1>");
+    let dropped = d.store.dropped();
+    if dropped.spans > 0 || dropped.requests > 0 {
+        let _ = write!(
+            body,
+            "<p class=\"notice\" id=\"dropped\">The trace store turned away {} span{} and {} \
+             request{} it could not take (see README, Tracing): sample less under heavy load.</p>",
+            dropped.spans,
+            if dropped.spans == 1 { "" } else { "s" },
+            dropped.requests,
+            if dropped.requests == 1 { "" } else { "s" },
+        );
+    }
+    body.push_str("<form id=\"filters\" class=\"filters\">");
     let _ = write!(
         body,
         "<label>Service <select name=\"service\"><option value=\"\">all</option>{}</select></label>\

@@ -498,11 +498,33 @@ pub fn serve(
 /// Serves `app` on `listener` until the process ends.
 pub fn serve_router(app: Router, listener: tokio::net::TcpListener) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
-        let app = app.into_make_service_with_connect_info::<SocketAddr>();
-        if let Err(e) = axum::serve(listener, app).await {
+        if let Err(e) = axum::serve(Lingering(listener), app).await {
             eprintln!("error: the dashboard server stopped: {e}");
         }
     })
+}
+
+/// A listener whose connections close the way a client still sending can read the last
+/// answer of (a 413 or 408 before the whole body): see [`ovation::app::LingeringClose`].
+struct Lingering(tokio::net::TcpListener);
+
+impl axum::serve::Listener for Lingering {
+    type Io = ovation::app::LingeringClose;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        loop {
+            match self.0.accept().await {
+                Ok((stream, addr)) => return (ovation::app::LingeringClose::new(stream), addr),
+                // Out of file descriptors and the like: wait rather than spin.
+                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        self.0.local_addr()
+    }
 }
 
 async fn index() -> axum::Json<Value> {
@@ -584,6 +606,16 @@ async fn receive(State(store): State<Store>, req: Request) -> Response {
             return slow;
         }
     };
+    // OTLP/JSON decodes whole: bounded by its objects before it is.
+    if json && body.iter().filter(|&&b| b == b'{').count() > JSON_OBJECTS {
+        store.dropped.requests.fetch_add(1, Ordering::Relaxed);
+        return Error::resource_exhausted(format!(
+            "an OTLP/JSON request to the local trace store holds at most {JSON_OBJECTS} \
+             objects; use OTLP/protobuf for more"
+        ))
+        .with_status(StatusCode::PAYLOAD_TOO_LARGE)
+        .into_response();
+    }
     let received = if json {
         decode_json(&body)
     } else {
@@ -728,15 +760,8 @@ fn for_each_field(
 }
 
 /// The spans of an OTLP/JSON request within the per-request limits, and how many were
-/// rejected past them. JSON is decoded whole, so its body and object count are bounded first.
+/// rejected past them. JSON is decoded whole: its body and object count are bounded before.
 fn decode_json(body: &[u8]) -> Result<(Rows, usize), String> {
-    let objects = body.iter().filter(|&&b| b == b'{').count();
-    if objects > JSON_OBJECTS {
-        return Err(format!(
-            "an OTLP/JSON request to the local trace store holds at most {JSON_OBJECTS} objects; \
-             use OTLP/protobuf for more"
-        ));
-    }
     let request = serde_json::from_slice::<ExportTraceServiceRequest>(body)
         .map_err(|e| format!("not an OTLP/JSON request: {e}"))?;
     let mut rows = Rows::default();

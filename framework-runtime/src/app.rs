@@ -520,7 +520,7 @@ async fn serve(
                 res
             });
         let conn = http.serve_connection(
-            TokioIo::new(LingeringClose(Some(stream))),
+            TokioIo::new(LingeringClose::new(stream)),
             TowerToHyperService::new(service),
         );
         let conn = graceful.watch(conn);
@@ -579,9 +579,15 @@ const LINGER: Duration = Duration::from_secs(1);
 /// read and discarded for up to [`LINGER`] before the socket goes. Closed with unread input
 /// in its buffer, a socket sends a reset instead, and a client that is still sending (a body
 /// the server refused with 408 or 413) loses the answer explaining why.
-struct LingeringClose(Option<tokio::net::TcpStream>);
+#[derive(Debug)]
+pub struct LingeringClose(Option<tokio::net::TcpStream>);
 
 impl LingeringClose {
+    /// `stream`, to close lingering once dropped (inside a Tokio runtime).
+    pub fn new(stream: tokio::net::TcpStream) -> LingeringClose {
+        LingeringClose(Some(stream))
+    }
+
     fn stream(&mut self) -> std::pin::Pin<&mut tokio::net::TcpStream> {
         std::pin::Pin::new(self.0.as_mut().expect("taken only on drop"))
     }

@@ -35,8 +35,8 @@ fn missing_tools(chromium: &str) -> Option<String> {
     None
 }
 
-#[tokio::test]
-async fn the_dashboard_works_in_a_browser_offline() {
+/// The Chromium to drive, or `None` (after saying why) when a tool is missing off CI.
+fn browser() -> Option<String> {
     let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
     if let Some(missing) = missing_tools(&chromium) {
         assert!(
@@ -44,24 +44,14 @@ async fn the_dashboard_works_in_a_browser_offline() {
             "the browser test needs {missing}; .ci/run installs it"
         );
         eprintln!("SKIPPED: the browser test needs {missing}");
-        return;
+        return None;
     }
-    let (port, dashboard) = (free_port(), free_port());
-    let mut run = Running::start(
-        &workspace().join("examples/shop-app"),
-        port,
-        dashboard,
-        false,
-        "dashboard",
-    );
-    let app = format!("http://127.0.0.1:{port}");
-    run.wait_for(&format!("{app}/__ovation/health"), Duration::from_secs(600))
-        .await;
-    let c = Client::new(&app);
-    let email = format!("{}@browser.example.com", uuid::Uuid::new_v4());
-    let (user, product) = c.user_and_product(&email, 400, 10).await;
+    Some(chromium)
+}
 
-    // A dead letter for the Pub/Sub page to redrive: a message the subscription gave up on.
+/// Inserts a dead letter of `send-order-confirmation` into the Pub/Sub database of the
+/// managed Postgres `ovation run` uses: a message the subscription gave up on.
+async fn dead_letter() -> (ovation::sqlx::PgPool, uuid::Uuid) {
     let dead = uuid::Uuid::new_v4();
     let pg =
         ovation::infra::ManagedPostgres::ensure(&target_dir().join("ovation-deploy-test")).unwrap();
@@ -83,6 +73,31 @@ async fn the_dashboard_works_in_a_browser_offline() {
     .execute(&pool)
     .await
     .unwrap();
+    (pool, dead)
+}
+
+#[tokio::test]
+async fn the_dashboard_works_in_a_browser_offline() {
+    let Some(chromium) = browser() else {
+        return;
+    };
+    let (port, dashboard) = (free_port(), free_port());
+    let mut run = Running::start(
+        &workspace().join("examples/shop-app"),
+        port,
+        dashboard,
+        false,
+        "dashboard",
+    );
+    let app = format!("http://127.0.0.1:{port}");
+    run.wait_for(&format!("{app}/__ovation/health"), Duration::from_secs(600))
+        .await;
+    let c = Client::new(&app);
+    let email = format!("{}@browser.example.com", uuid::Uuid::new_v4());
+    let (user, product) = c.user_and_product(&email, 400, 10).await;
+
+    // A dead letter for the Pub/Sub page to redrive.
+    let (pool, dead) = dead_letter().await;
 
     let out = target_dir().join("dashboard-screenshots");
     std::fs::create_dir_all(&out).unwrap();
@@ -134,6 +149,96 @@ async fn the_dashboard_works_in_a_browser_offline() {
         state == "pending" || state == "dead",
         "the redriven letter went back to delivery (and, poisoned, may be dead again): {state}"
     );
+    pool.close().await;
+    let status = run.stop();
+    assert!(status.success(), "{status}");
+}
+
+/// Serves a blank page on another origin (another port of 127.0.0.1), for the attacks to run
+/// in; returns its URL.
+async fn foreign_origin() -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let page = axum::Router::new().route(
+        "/",
+        axum::routing::get(|| async {
+            axum::response::Html("<!doctype html><title>elsewhere</title><p>a page elsewhere</p>")
+        }),
+    );
+    tokio::spawn(async move { axum::serve(listener, page).await });
+    url
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pages_of_other_origins_cannot_use_the_dashboard_or_the_app() {
+    let Some(chromium) = browser() else {
+        return;
+    };
+    let (port, dashboard) = (free_port(), free_port());
+    let mut run = Running::start(
+        &workspace().join("examples/shop-app"),
+        port,
+        dashboard,
+        false,
+        "attacks",
+    );
+    let app = format!("http://127.0.0.1:{port}");
+    run.wait_for(&format!("{app}/__ovation/health"), Duration::from_secs(600))
+        .await;
+    let c = Client::new(&app);
+    let email = format!("{}@attacks.example.com", uuid::Uuid::new_v4());
+    let (_, product) = c.user_and_product(&email, 400, 10).await;
+    let (pool, dead) = dead_letter().await;
+    let owned = std::env::temp_dir().join(format!("ovation-owned-{}", uuid::Uuid::new_v4()));
+
+    let browser = tokio::process::Command::new("node")
+        .arg(workspace().join("tests/browser/attacks.mjs"))
+        .current_dir(workspace().join("tests/browser"))
+        .env("DASHBOARD", format!("http://127.0.0.1:{dashboard}"))
+        .env("APP", &app)
+        .env("EVIL", foreign_origin().await)
+        .env("PRODUCT_ID", &product)
+        .env("DEAD_ID", dead.to_string())
+        .env("OWNED", &owned)
+        .env("CHROMIUM", &chromium)
+        .kill_on_drop(true)
+        .output();
+    let output = tokio::time::timeout(Duration::from_secs(180), browser)
+        .await
+        .expect("the browser run finishes within 3 minutes")
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "the browser run failed:\n{stdout}{}\n--- ovation run ---\n{}",
+        String::from_utf8_lossy(&output.stderr),
+        run.output()
+    );
+    let report: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    eprintln!("{report:#}");
+
+    // Nothing a page elsewhere sent took effect...
+    assert!(!owned.exists(), "the SQL box ran no program");
+    assert_eq!(
+        c.get(&format!("/products/{product}")).await.body["inventory"],
+        9,
+        "only the dashboard's own explorer call (1) took stock: {report}"
+    );
+    // (the own page's redrive found the letter still dead)
+    assert_eq!(
+        report["ownRedrive"].as_str().unwrap_or_default().trim(),
+        "Put 1 message back for delivery.",
+        "{report}"
+    );
+    // ...and what it tried to read, it could not.
+    let cross = &report["crossOrigin"];
+    for read in ["read traces", "read app model", "explorer cors json"] {
+        assert_eq!(cross[read], "blocked", "{read}: {report}");
+    }
+    // A rebound name gets nothing, not even a page.
+    for (what, status) in report["rebound"].as_object().unwrap() {
+        assert_eq!(status, 421, "{what} under a rebound name: {report}");
+    }
     pool.close().await;
     let status = run.stop();
     assert!(status.success(), "{status}");

@@ -128,7 +128,7 @@ async fn state_changing_requests_need_the_pages_origin_and_token() {
         Vec<(&'a str, String)>,
         u16,
     );
-    let cases: Vec<Case> = vec![
+    let cases: Vec<Case<'_>> = vec![
         (
             "no Origin nor Sec-Fetch-Site",
             "/api/explorer",
@@ -416,4 +416,151 @@ async fn the_sql_box_reads_every_service_database() {
         }
     }
     env.close().await;
+}
+
+/// A protobuf length-delimited field.
+fn field(number: u32, payload: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(payload.len() + 12);
+    for mut value in [u64::from(number << 3 | 2), payload.len() as u64] {
+        while value >= 0x80 {
+            out.push(value as u8 | 0x80);
+            value >>= 7;
+        }
+        out.push(value as u8);
+    }
+    out.extend_from_slice(payload);
+    out
+}
+
+/// An OTLP/protobuf export request of `n` empty spans, encoded without building them.
+fn empty_spans(n: usize) -> Vec<u8> {
+    // ExportTraceServiceRequest.resource_spans(1) → ResourceSpans.scope_spans(2) →
+    // ScopeSpans.spans(2), each span an empty message: 0x12 0x00.
+    field(1, &field(2, &[0x12, 0x00].repeat(n)))
+}
+
+/// Resident memory of process `pid`, in MiB.
+fn resident_mib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map_or(0, |kib| kib / 1024)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_trace_receiver_stays_bounded_whatever_is_sent() {
+    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse;
+    use prost::Message;
+    let (port, dashboard) = (util::free_port(), util::free_port());
+    let mut run = util::Running::start(
+        &util::workspace().join("examples/shop-app"),
+        port,
+        dashboard,
+        false,
+        "otlp-flood",
+    );
+    let base = format!("http://127.0.0.1:{dashboard}");
+    let health = format!("http://127.0.0.1:{port}/__ovation/health");
+    run.wait_for(&health, std::time::Duration::from_secs(600))
+        .await;
+    let pid = run.pid();
+    let idle = resident_mib(pid);
+    let peak = Arc::new(std::sync::atomic::AtomicU64::new(idle));
+    let watching = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let watcher = {
+        let (peak, watching) = (peak.clone(), watching.clone());
+        tokio::spawn(async move {
+            while watching.load(std::sync::atomic::Ordering::Relaxed) {
+                peak.fetch_max(resident_mib(pid), std::sync::atomic::Ordering::Relaxed);
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            }
+        })
+    };
+    let http = reqwest::Client::new();
+    let export = |body: Vec<u8>, content_type: &'static str| {
+        http.post(format!("{base}/v1/traces"))
+            .header("content-type", content_type)
+            .body(body)
+            .send()
+    };
+
+    // 2,000,000 empty spans (4 MB): the first 10,000 are kept, the rest rejected in OTLP's
+    // partial success, which exporters log.
+    let response = export(empty_spans(2_000_000), "application/x-protobuf")
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let answer = ExportTraceServiceResponse::decode(response.bytes().await.unwrap()).unwrap();
+    let partial = answer.partial_success.expect("a partial success");
+    assert_eq!(partial.rejected_spans, 2_000_000 - 10_000);
+
+    // Four 30 MB requests at once (15,000,000 spans each): each is taken within the limits or
+    // told to come back (429), and the trace API keeps answering meanwhile.
+    let floods: Vec<_> = (0..4)
+        .map(|_| export(empty_spans(15_000_000), "application/x-protobuf"))
+        .collect();
+    let (statuses, listing) = tokio::join!(
+        futures_util::future::join_all(floods),
+        http.get(format!("{base}/api/traces?limit=1")).send()
+    );
+    assert_eq!(listing.unwrap().status(), StatusCode::OK);
+    let statuses: Vec<u16> = statuses
+        .into_iter()
+        .map(|r| r.unwrap().status().as_u16())
+        .collect();
+    assert!(
+        statuses.iter().all(|s| *s == 200 || *s == 429),
+        "{statuses:?}"
+    );
+    let busy = statuses.iter().filter(|s| **s == 429).count() as u64;
+
+    // Larger than any request may be: 413 before it is read.
+    let response = export(vec![0; 40 * 1024 * 1024], "application/x-protobuf")
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    // JSON decodes whole, so it is bounded by its objects: 1,000,000 empty spans is refused.
+    let json = format!(
+        r#"{{"resourceSpans":[{{"scopeSpans":[{{"spans":[{}]}}]}}]}}"#,
+        vec!["{}"; 1_000_000].join(",")
+    );
+    let response = export(json.into_bytes(), "application/json").await.unwrap();
+    assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
+
+    watching.store(false, std::sync::atomic::Ordering::Relaxed);
+    watcher.await.unwrap();
+    let peak = peak.load(std::sync::atomic::Ordering::Relaxed);
+    eprintln!("ovation run: {idle} MiB idle, {peak} MiB at most under the flood");
+    assert!(peak < 300, "{peak} MiB resident under the flood");
+
+    // What was turned away is counted, and shown.
+    let listed: Value = http
+        .get(format!("{base}/api/traces?limit=1"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let dropped = &listed["dropped"];
+    let accepted_floods = 4 - busy;
+    assert_eq!(
+        dropped["spans"].as_u64().unwrap(),
+        1_990_000 + accepted_floods * (15_000_000 - 10_000),
+        "{listed}"
+    );
+    assert_eq!(dropped["requests"].as_u64().unwrap(), busy + 2, "{listed}");
+    let page = http
+        .get(format!("{base}/traces"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains("id=\"dropped\""), "the Traces page says so");
+    let status = run.stop();
+    assert!(status.success(), "{status}");
 }
