@@ -245,6 +245,20 @@ async fn watch_swaps_in_a_changed_handler_without_a_failed_request() {
         answers.len()
     );
 
+    // The dashboard reads the app's model through the watch proxy: its signed request passes.
+    let services = http
+        .get(format!("http://127.0.0.1:{dashboard}/services"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        services.contains("/hello"),
+        "the Services page lists the app's endpoint under --watch:\n{services}"
+    );
+
     // A compile error is shown, and the previous build keeps serving.
     write_hello(&app, "v3 is not a string");
     let deadline = Instant::now() + Duration::from_secs(600);
