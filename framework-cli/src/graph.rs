@@ -467,7 +467,7 @@ pub fn to_svg(g: &Graph) -> String {
     }
     let width = rects.values().map(|r| r.x + r.w).fold(0.0, f64::max) + MARGIN;
     let height = rects.values().map(|r| r.y + r.h).fold(0.0, f64::max) + MARGIN;
-    let esc = crate::dashboard::esc;
+    let esc = crate::dashboard::html::esc;
     let mut out = format!(
         "<svg xmlns=\"http://www.w3.org/2000/svg\" class=\"architecture\" viewBox=\"0 0 {width:.0} {height:.0}\" \
          width=\"{width:.0}\" height=\"{height:.0}\" font-family=\"system-ui, sans-serif\" font-size=\"14\">\

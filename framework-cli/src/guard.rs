@@ -221,7 +221,7 @@ async fn check(State(guard): State<Guard>, req: Request, next: Next) -> Response
     };
     let offered = match parts.headers.get(TOKEN_HEADER) {
         Some(token) => Some(token.as_bytes().to_vec()),
-        None if !api => crate::dashboard::form_field(&body, TOKEN_FIELD).map(String::into_bytes),
+        None if !api => form_field(&body, TOKEN_FIELD).map(String::into_bytes),
         None => None,
     };
     if !offered.is_some_and(|t| guard.token_matches(&t)) {
@@ -231,6 +231,15 @@ async fn check(State(guard): State<Guard>, req: Request, next: Next) -> Response
         );
     }
     next.run(Request::from_parts(parts, Body::from(body))).await
+}
+
+/// One field of an `application/x-www-form-urlencoded` body.
+pub(crate) fn form_field(body: &[u8], name: &str) -> Option<String> {
+    reqwest::Url::parse(&format!("http://form/?{}", String::from_utf8_lossy(body)))
+        .ok()?
+        .query_pairs()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.into_owned())
 }
 
 #[cfg(test)]

@@ -20,7 +20,12 @@ use std::time::Duration;
 use ovation::sqlx::{self, Connection, PgConnection};
 use serde_json::Value;
 
-use super::esc;
+use axum::extract::{Path, Query, State};
+use axum::response::{IntoResponse, Response};
+
+use super::html::{esc, not_running, shell};
+use super::{Dashboard, current, declared_databases, not_found};
+use crate::guard::form_field;
 
 /// Rows per page of a table.
 pub const PAGE: i64 = 50;
@@ -329,4 +334,169 @@ pub fn rows_table(rows: &[Value]) -> String {
     }
     out.push_str("</tbody></table></div>");
     out
+}
+
+fn sql_box(db: &str, sql: &str, token: &str) -> String {
+    format!(
+        "<form method=\"post\" action=\"/databases/{db}/query\" class=\"sql\">\
+         <input type=\"hidden\" name=\"csrf\" value=\"{token}\">\
+         <textarea name=\"sql\" rows=\"3\" spellcheck=\"false\" placeholder=\"SELECT * FROM ...\">{}</textarea>\
+         <button type=\"submit\">Run read-only</button></form>",
+        esc(sql),
+        db = esc(db),
+        token = esc(token),
+    )
+}
+
+pub(super) async fn page(State(d): State<Dashboard>) -> Response {
+    let status = current(&d.status);
+    let Some(declared) = declared_databases(&d, &status.url).await else {
+        return not_running(&d, &status, "Databases", "databases");
+    };
+    let mut body = String::from("<h1>Databases</h1><div class=\"cards\">");
+    for (name, service) in declared {
+        let _ = write!(
+            body,
+            "<section class=\"card\" id=\"database-{n}\"><h2>{n}</h2><p class=\"muted\">service {s}</p>",
+            n = esc(&name),
+            s = esc(&service)
+        );
+        match describe(&d.databases, &name).await {
+            Ok((tables, migrations)) => {
+                body.push_str("<h3>Tables</h3><ul class=\"plain tables\">");
+                for t in &tables {
+                    let columns: Vec<String> = t
+                        .columns
+                        .iter()
+                        .map(|(c, kind, nullable)| {
+                            format!(
+                                "<code>{}</code> <span class=\"type\">{}{}</span>",
+                                esc(c),
+                                esc(kind),
+                                if *nullable { "?" } else { "" }
+                            )
+                        })
+                        .collect();
+                    let _ = write!(
+                        body,
+                        "<li><a href=\"/databases/{n}/tables/{t}\">{t}</a><div class=\"columns\">{}</div></li>",
+                        columns.join(" · "),
+                        n = esc(&name),
+                        t = esc(&t.name)
+                    );
+                }
+                body.push_str("</ul><h3>Migrations</h3><ul class=\"plain\">");
+                for (version, file, at) in &migrations {
+                    let _ = write!(
+                        body,
+                        "<li><code>{version}</code> {} <span class=\"muted\">{}</span></li>",
+                        esc(file),
+                        esc(at)
+                    );
+                }
+                body.push_str("</ul>");
+                body.push_str(&sql_box(&name, "", d.guard.token()));
+            }
+            Err(e) => {
+                let _ = write!(body, "<p class=\"notice\">{}</p>", esc(&e));
+            }
+        }
+        body.push_str("</section>");
+    }
+    body.push_str("</div>");
+    shell(&d, "Databases", "databases", &status, &body).into_response()
+}
+
+#[derive(Debug, serde::Deserialize)]
+pub(super) struct PageQuery {
+    page: Option<i64>,
+}
+
+pub(super) async fn table(
+    State(d): State<Dashboard>,
+    Path((db, table)): Path<(String, String)>,
+    Query(q): Query<PageQuery>,
+) -> Response {
+    let status = current(&d.status);
+    let Some(declared) = declared_databases(&d, &status.url).await else {
+        return not_running(&d, &status, "Databases", "databases");
+    };
+    let known_table = declared.iter().any(|(n, _)| *n == db)
+        && describe(&d.databases, &db)
+            .await
+            .ok()
+            .is_some_and(|(tables, _)| tables.iter().any(|t| t.name == table));
+    if !known_table {
+        let uri = format!("/databases/{db}/tables/{table}")
+            .parse()
+            .unwrap_or_default();
+        return not_found(State(d), uri).await;
+    }
+    let page_no = q.page.unwrap_or(0).max(0);
+    let body = match rows(&d.databases, &db, &table, page_no).await {
+        Ok((rows, more)) => {
+            let mut nav = String::from("<p class=\"pager\">");
+            if page_no > 0 {
+                let _ = write!(nav, "<a href=\"?page={}\">← previous</a> ", page_no - 1);
+            }
+            let _ = write!(
+                nav,
+                "<span class=\"muted\">rows {}–{}</span>",
+                page_no * PAGE + 1,
+                page_no * PAGE + rows.len() as i64
+            );
+            if more {
+                let _ = write!(
+                    nav,
+                    " <a href=\"?page={}\" class=\"next\">next →</a>",
+                    page_no + 1
+                );
+            }
+            nav.push_str("</p>");
+            format!(
+                "<h1><a href=\"/databases\">{db}</a> · {table}</h1>{nav}{}",
+                rows_table(&rows),
+                db = esc(&db),
+                table = esc(&table)
+            )
+        }
+        Err(e) => format!(
+            "<h1>{}</h1><p class=\"notice\">{}</p>",
+            esc(&table),
+            esc(&e)
+        ),
+    };
+    shell(&d, &table, "databases", &status, &body).into_response()
+}
+
+pub(super) async fn query_page(
+    State(d): State<Dashboard>,
+    Path(db): Path<String>,
+    form: axum::body::Bytes,
+) -> Response {
+    let status = current(&d.status);
+    let Some(declared) = declared_databases(&d, &status.url).await else {
+        return not_running(&d, &status, "Databases", "databases");
+    };
+    if !declared.iter().any(|(n, _)| *n == db) {
+        let uri = format!("/databases/{db}/query").parse().unwrap_or_default();
+        return not_found(State(d), uri).await;
+    }
+    let sql = form_field(&form, "sql").unwrap_or_default();
+    let result = match query(&d.databases, &db, &sql).await {
+        Ok(rows) => format!(
+            "<p class=\"muted\" id=\"query-count\">{} row{}</p>{}",
+            rows.len(),
+            if rows.len() == 1 { "" } else { "s" },
+            rows_table(&rows)
+        ),
+        Err(e) => format!("<p class=\"notice\" id=\"query-error\">{}</p>", esc(&e)),
+    };
+    let body = format!(
+        "<h1><a href=\"/databases\">{}</a> · query</h1>{}{}",
+        esc(&db),
+        sql_box(&db, &sql, d.guard.token()),
+        result
+    );
+    shell(&d, "Query", "databases", &status, &body).into_response()
 }

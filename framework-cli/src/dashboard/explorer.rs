@@ -8,7 +8,11 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use super::esc;
+use axum::extract::{Query, State};
+use axum::response::{IntoResponse, Response};
+
+use super::html::{esc, not_running, shell};
+use super::{Dashboard, app_endpoints, current};
 
 /// An example value for `schema`: what the body box starts with.
 pub fn example(schema: &Value, defs: &Value, depth: usize) -> Value {
@@ -185,12 +189,12 @@ pub async fn send(
     for segment in e["path"].as_str().unwrap_or("/").split('/').skip(1) {
         path.push('/');
         if let Some(name) = segment.strip_prefix(':') {
-            path.push_str(&super::percent_encode(
+            path.push_str(&super::html::percent_encode(
                 call.params.get(name).map_or("", String::as_str),
             ));
         } else if let Some(name) = segment.strip_prefix('*') {
             let rest = call.params.get(name).map_or("", String::as_str);
-            let parts: Vec<String> = rest.split('/').map(super::percent_encode).collect();
+            let parts: Vec<String> = rest.split('/').map(super::html::percent_encode).collect();
             path.push_str(&parts.join("/"));
         } else {
             path.push_str(segment);
@@ -252,6 +256,38 @@ pub async fn send(
         "body": body,
         "traceId": trace_id,
     }))
+}
+
+#[derive(Debug, serde::Deserialize)]
+pub(super) struct ExplorerQuery {
+    endpoint: Option<String>,
+}
+
+pub(super) async fn page(State(d): State<Dashboard>, Query(q): Query<ExplorerQuery>) -> Response {
+    let status = current(&d.status);
+    let Some(endpoints) = app_endpoints(&d, &status.url).await else {
+        return not_running(&d, &status, "API explorer", "explorer");
+    };
+    let body = render(&endpoints, q.endpoint.as_deref());
+    shell(&d, "API explorer", "explorer", &status, &body).into_response()
+}
+
+pub(super) async fn call(
+    State(d): State<Dashboard>,
+    call: Result<axum::Json<CallRequest>, axum::extract::rejection::JsonRejection>,
+) -> Response {
+    let status = current(&d.status);
+    let axum::Json(call) = match call {
+        Ok(c) => c,
+        Err(e) => return ovation::Error::invalid_argument(e.body_text()).into_response(),
+    };
+    let Some(endpoints) = app_endpoints(&d, &status.url).await else {
+        return ovation::Error::unavailable("the app does not answer").into_response();
+    };
+    match send(&d.http, &status.url, &d.key, &endpoints, call).await {
+        Ok(answer) => axum::Json(answer).into_response(),
+        Err(e) => ovation::Error::unavailable(e).into_response(),
+    }
 }
 
 #[cfg(test)]

@@ -1,0 +1,260 @@
+//! The Services page: each service's endpoints with their access and request/response schemas
+//! as type trees, databases, topics and subscriptions, from the app's model.
+
+use std::fmt::Write as _;
+
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use serde_json::Value;
+
+use super::html::{esc, shell};
+use super::{Dashboard, app_model, current};
+
+pub(super) async fn page(State(d): State<Dashboard>) -> Response {
+    let status = current(&d.status);
+    let Some(model) = app_model(&d, &status.url).await else {
+        let body = format!(
+            "<h1>Services</h1><p class=\"notice\">The app at <code>{}</code> does not answer \
+             yet; this page fills in once it runs.</p>",
+            esc(&status.url)
+        );
+        return shell(&d, "Services", "services", &status, &body).into_response();
+    };
+    shell(
+        &d,
+        "Services",
+        "services",
+        &status,
+        &render_services(&model),
+    )
+    .into_response()
+}
+
+/// The Services page's body from the app model.
+pub fn render_services(model: &Value) -> String {
+    let list = |key: &str| model[key].as_array().cloned().unwrap_or_default();
+    let (endpoints, databases, topics, subscriptions) = (
+        list("endpoints"),
+        list("databases"),
+        list("topics"),
+        list("subscriptions"),
+    );
+    let mut out = String::from("<h1>Services</h1><div class=\"cards\">");
+    for service in list("services") {
+        let name = service.as_str().unwrap_or_default();
+        let of = |items: &[Value]| -> Vec<Value> {
+            items
+                .iter()
+                .filter(|i| i["service"] == name)
+                .cloned()
+                .collect()
+        };
+        let _ = write!(
+            out,
+            "<section class=\"card\" id=\"service-{id}\"><h2>{name}</h2>",
+            id = esc(name),
+            name = esc(name)
+        );
+        let mine = of(&endpoints);
+        if !mine.is_empty() {
+            out.push_str("<h3>Endpoints</h3><ul class=\"endpoints\">");
+            for e in &mine {
+                let access = e["access"].as_str().unwrap_or("public");
+                let _ = write!(
+                    out,
+                    "<li><details><summary><span class=\"method\">{method}</span> \
+                     <code>{path}</code> <span class=\"badge {access}\">{access}</span> \
+                     <span class=\"muted\">{name}</span></summary>\
+                     <div class=\"schemas\"><div><h4>Request</h4>{req}</div>\
+                     <div><h4>Response</h4>{resp}</div></div></details></li>",
+                    method = esc(e["method"].as_str().unwrap_or_default()),
+                    path = esc(e["path"].as_str().unwrap_or_default()),
+                    access = esc(access),
+                    name = esc(e["name"].as_str().unwrap_or_default()),
+                    req = schema_tree(&e["requestSchema"]),
+                    resp = schema_tree(&e["responseSchema"]),
+                );
+            }
+            out.push_str("</ul>");
+        }
+        let line = |title: &str, items: Vec<String>| {
+            if items.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    "<h3>{title}</h3><ul class=\"plain\">{}</ul>",
+                    items.concat()
+                )
+            }
+        };
+        out.push_str(&line(
+            "Databases",
+            of(&databases)
+                .iter()
+                .map(|d| {
+                    format!(
+                        "<li><code>{}</code> <span class=\"muted\">{} migrations</span></li>",
+                        esc(d["name"].as_str().unwrap_or_default()),
+                        d["migrations"].as_array().map_or(0, Vec::len)
+                    )
+                })
+                .collect(),
+        ));
+        out.push_str(&line(
+            "Publishes to",
+            of(&topics)
+                .iter()
+                .map(|t| {
+                    format!(
+                        "<li><code>{}</code></li>",
+                        esc(t["name"].as_str().unwrap_or_default())
+                    )
+                })
+                .collect(),
+        ));
+        out.push_str(&line(
+            "Subscriptions",
+            of(&subscriptions)
+                .iter()
+                .map(|s| {
+                    format!(
+                        "<li><code>{}</code> on <code>{}</code></li>",
+                        esc(s["name"].as_str().unwrap_or_default()),
+                        esc(s["topic"].as_str().unwrap_or_default())
+                    )
+                })
+                .collect(),
+        ));
+        out.push_str("</section>");
+    }
+    out.push_str("</div>");
+    out
+}
+
+/// A JSON Schema as a readable tree: fields with their types, required ones marked.
+pub fn schema_tree(schema: &Value) -> String {
+    if schema.is_null() {
+        return "<p class=\"muted\">none</p>".into();
+    }
+    let defs = schema
+        .get("$defs")
+        .or_else(|| schema.get("definitions"))
+        .cloned()
+        .unwrap_or(Value::Null);
+    let mut out = String::new();
+    render_schema(&mut out, schema, &defs, 0);
+    out
+}
+
+fn resolve<'a>(schema: &'a Value, defs: &'a Value) -> &'a Value {
+    match schema["$ref"].as_str() {
+        Some(r) => {
+            let name = r.rsplit('/').next().unwrap_or_default();
+            defs.get(name).unwrap_or(schema)
+        }
+        None => schema,
+    }
+}
+
+fn type_name(schema: &Value, defs: &Value) -> String {
+    if let Some(r) = schema["$ref"].as_str() {
+        return r.rsplit('/').next().unwrap_or("object").to_owned();
+    }
+    let s = resolve(schema, defs);
+    let base = match &s["type"] {
+        Value::String(t) => t.clone(),
+        Value::Array(ts) => ts
+            .iter()
+            .filter_map(Value::as_str)
+            .collect::<Vec<_>>()
+            .join(" | "),
+        _ if s.get("enum").is_some() => "enum".into(),
+        _ if s.get("anyOf").is_some() || s.get("oneOf").is_some() => "one of".into(),
+        _ => "any".into(),
+    };
+    match (base.as_str(), s["format"].as_str()) {
+        ("array", _) => format!("{}[]", type_name(&s["items"], defs)),
+        (_, Some(format)) => format!("{base} ({format})"),
+        _ => base,
+    }
+}
+
+fn render_schema(out: &mut String, schema: &Value, defs: &Value, depth: usize) {
+    let s = resolve(schema, defs);
+    let s = if s["type"] == "array" {
+        resolve(&s["items"], defs)
+    } else {
+        s
+    };
+    let Some(properties) = s["properties"].as_object() else {
+        let _ = write!(
+            out,
+            "<code class=\"type\">{}</code>",
+            esc(&type_name(schema, defs))
+        );
+        return;
+    };
+    let required: Vec<&str> = s["required"]
+        .as_array()
+        .map(|r| r.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default();
+    out.push_str("<ul class=\"tree\">");
+    for (field, field_schema) in properties {
+        let _ = write!(
+            out,
+            "<li><code>{}</code>{} <span class=\"type\">{}</span>",
+            esc(field),
+            if required.contains(&field.as_str()) {
+                ""
+            } else {
+                "<span class=\"muted\">?</span>"
+            },
+            esc(&type_name(field_schema, defs))
+        );
+        let inner = resolve(field_schema, defs);
+        let inner = if inner["type"] == "array" {
+            resolve(&inner["items"], defs)
+        } else {
+            inner
+        };
+        if depth < 4 && inner["properties"].is_object() {
+            render_schema(out, field_schema, defs, depth + 1);
+        }
+        out.push_str("</li>");
+    }
+    out.push_str("</ul>");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn schemas_render_as_field_trees() {
+        let schema = json!({
+            "type": "object",
+            "properties": {
+                "userId": {"type": "string", "format": "uuid"},
+                "items": {"type": "array", "items": {"$ref": "#/$defs/Item"}},
+                "note": {"type": ["string", "null"]}
+            },
+            "required": ["userId", "items"],
+            "$defs": {"Item": {"type": "object", "properties": {"sku": {"type": "string"}}, "required": ["sku"]}}
+        });
+        let html = schema_tree(&schema);
+        assert!(
+            html.contains("<code>userId</code> <span class=\"type\">string (uuid)</span>"),
+            "{html}"
+        );
+        assert!(html.contains("Item[]"), "{html}");
+        assert!(
+            html.contains("<code>sku</code>"),
+            "nested fields are shown: {html}"
+        );
+        assert!(
+            html.contains("<code>note</code><span class=\"muted\">?</span>"),
+            "{html}"
+        );
+    }
+}
