@@ -380,7 +380,7 @@ fn serve_proxy(listener: TcpListener, target: Arc<RwLock<reqwest::Url>>) {
         let (http, target) = (http.clone(), target.clone());
         async move {
             let base = target.read().unwrap_or_else(|p| p.into_inner()).clone();
-            let options = ovation::gateway::Forward {
+            let options = ovation::http::gateway::Forward {
                 body_limit: 64 * 1024 * 1024,
                 body_read_timeout: Duration::from_secs(10),
                 timeout: Duration::from_secs(300),
@@ -389,7 +389,7 @@ fn serve_proxy(listener: TcpListener, target: Arc<RwLock<reqwest::Url>>) {
                 // The proxy stands for the app itself: the dashboard's signed calls pass.
                 keep_signature: true,
             };
-            ovation::gateway::forward_to(&http, "app", &base, req, &options)
+            ovation::http::gateway::forward_to(&http, "app", &base, req, &options)
                 .await
                 .unwrap_or_else(axum::response::IntoResponse::into_response)
         }

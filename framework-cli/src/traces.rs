@@ -505,17 +505,19 @@ pub fn serve_router(app: Router, listener: tokio::net::TcpListener) -> tokio::ta
 }
 
 /// A listener whose connections close the way a client still sending can read the last
-/// answer of (a 413 or 408 before the whole body): see [`ovation::app::LingeringClose`].
+/// answer of (a 413 or 408 before the whole body): see [`ovation::http::listener::LingeringClose`].
 struct Lingering(tokio::net::TcpListener);
 
 impl axum::serve::Listener for Lingering {
-    type Io = ovation::app::LingeringClose;
+    type Io = ovation::http::listener::LingeringClose;
     type Addr = SocketAddr;
 
     async fn accept(&mut self) -> (Self::Io, Self::Addr) {
         loop {
             match self.0.accept().await {
-                Ok((stream, addr)) => return (ovation::app::LingeringClose::new(stream), addr),
+                Ok((stream, addr)) => {
+                    return (ovation::http::listener::LingeringClose::new(stream), addr);
+                }
                 // Out of file descriptors and the like: wait rather than spin.
                 Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
             }

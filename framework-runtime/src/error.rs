@@ -293,7 +293,7 @@ impl IntoResponse for Error {
         }
         let code = self.code;
         let mut response = (status, axum::Json(self)).into_response();
-        // For the request span (see `server::record_outcome`).
+        // For the request span (see `http::observe::record_outcome`).
         response.extensions_mut().insert(code);
         response
     }

@@ -48,8 +48,7 @@
 //! | [`pubsub`] | [`Topic`], subscriptions, the outbox, dead letters |
 //! | [`registry`] | the app model: every endpoint and database |
 //! | [`call`] | the stubs' local-or-remote dispatch |
-//! | [`server`] | routes, request decoding, access control |
-//! | [`gateway`] | gateway mode: one public port forwarding to the processes of a deployment |
+//! | [`http`] | routes, the endpoint pipeline, request decoding, access control, `/__ovation/*`, gateway mode, the accept loop, the client side of calls |
 //! | [`config`] | the runtime config |
 //! | [`telemetry`] | logs, spans, trace context, OTLP export |
 //! | [`infra`] | the managed local Postgres |
@@ -59,13 +58,11 @@ pub mod app;
 pub mod call;
 pub mod config;
 pub mod error;
-pub mod gateway;
+pub mod http;
 pub mod infra;
-pub mod openapi;
 pub mod pubsub;
 pub mod registry;
 pub mod runtime;
-pub mod server;
 pub mod service_auth;
 pub mod sqldb;
 pub mod telemetry;
@@ -106,12 +103,12 @@ pub mod fuzzing {
 
     /// A JSON request body, as the server decodes it.
     pub fn decode_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Error> {
-        crate::server::decode_json(bytes)
+        crate::http::wire::decode_json(bytes)
     }
 
     /// A query string, as the server decodes it for `GET`/`DELETE`/`HEAD` requests.
     pub fn decode_query<T: DeserializeOwned>(query: &str) -> Result<T, Error> {
-        crate::server::decode_query(query)
+        crate::http::wire::decode_query(query)
     }
 
     /// Whether a request with this `Content-Type` may carry a JSON body.
@@ -120,7 +117,7 @@ pub mod fuzzing {
         if let Ok(v) = axum::http::HeaderValue::from_bytes(value) {
             headers.insert(axum::http::header::CONTENT_TYPE, v);
         }
-        crate::server::check_json_content_type(&headers)
+        crate::http::wire::check_json_content_type(&headers)
     }
 
     /// One path parameter, as the server parses it.

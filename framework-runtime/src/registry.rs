@@ -276,7 +276,7 @@ impl<E: Endpoint> DynEndpoint for EndpointDecl<E> {
     }
 
     fn route(&self, rt: &'static crate::runtime::Runtime) -> axum::routing::MethodRouter {
-        crate::server::route::<E>(rt)
+        crate::http::endpoint::route::<E>(rt)
     }
 }
 

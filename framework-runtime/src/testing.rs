@@ -386,7 +386,7 @@ impl TestEnv {
                 Some((signing, accepted)) => ServiceAuth::new(signing, accepted),
                 None => ServiceAuth::new(self.auth_key.clone(), Vec::new()),
             },
-            http: app::http_client(),
+            http: crate::http::client::http_client(),
             call_timeout: hosting.call_timeout.unwrap_or(config.call_timeout()),
             connect_retry: hosting.connect_retry.unwrap_or(config.connect_retry()),
             header_read_timeout: hosting

@@ -19,7 +19,7 @@ use axum::http::{HeaderMap, HeaderName, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodFilter, MethodRouter};
 
-use crate::call;
+use super::client;
 use crate::error::Error;
 use crate::registry::EndpointInfo;
 use crate::runtime::Runtime;
@@ -28,14 +28,14 @@ use crate::service_auth;
 /// The route forwarding endpoint `info` to the process hosting its service.
 pub(crate) fn route(rt: &'static Runtime, info: EndpointInfo) -> MethodRouter {
     let filter = MethodFilter::try_from(info.method.http()).expect("endpoint methods are standard");
-    let name = crate::server::span_name(format!("gateway {}.{}", info.service, info.name));
+    let name = crate::http::observe::span_name(format!("gateway {}.{}", info.service, info.name));
     axum::routing::on(filter, move |req: Request| async move {
-        let trace = crate::server::request_span(name, info.service, info.name, &req);
+        let trace = crate::http::observe::request_span(name, info.service, info.name, &req);
         let response = trace
             .run(forward(rt, info.service, req))
             .await
             .unwrap_or_else(IntoResponse::into_response);
-        crate::server::record_outcome(trace.span(), &response);
+        crate::http::observe::record_outcome(trace.span(), &response);
         response
     })
 }
@@ -115,7 +115,7 @@ pub async fn forward_to(
         .map(|ConnectInfo(addr)| addr.ip());
     let (parts, body) = req.into_parts();
     let started = tokio::time::Instant::now();
-    let body = crate::server::read_body(
+    let body = crate::http::wire::read_body(
         body,
         options.body_limit,
         started + options.body_read_timeout.min(options.timeout),
@@ -163,7 +163,7 @@ pub async fn forward_to(
         .build()
         .map_err(|e| Error::internal("the request could not be forwarded").with_source(e))?;
     let exchange = async {
-        let response = call::send(http, request, options.connect_retry).await?;
+        let response = client::send(http, request, options.connect_retry).await?;
         let status = response.status();
         let headers = response.headers().clone();
         let body = response.bytes().await?;
@@ -175,9 +175,9 @@ pub async fn forward_to(
             Ok(Err(e)) => {
                 tracing::warn!(
                     service,
-                    at = %call::origin(&url),
+                    at = %client::origin(&url),
                     "forwarding failed: {}",
-                    call::error_chain(&e)
+                    client::error_chain(&e)
                 );
                 return Err(if e.is_timeout() {
                     Error::deadline_exceeded(format!("service `{service}` did not answer in time"))

@@ -1,0 +1,184 @@
+//! Ovation's own endpoints on every app port: `/__ovation/health` and `/openapi.json` for
+//! anyone; the app model, Pub/Sub state and redrive only for requests signed with the app's key.
+
+use axum::body::Bytes;
+use axum::extract::{FromRequestParts, RawPathParams, Request};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+use super::endpoint::verified_caller;
+use super::wire::{decode_json, not_found_response, read_body};
+use crate::error::Error;
+use crate::registry;
+use crate::runtime::Runtime;
+
+pub(crate) async fn health() -> axum::Json<serde_json::Value> {
+    axum::Json(json!({ "status": "ok" }))
+}
+
+/// The app model, for the CLI and the dashboard. It names private endpoints, so it answers
+/// only signed requests (the CLI signs with the app's key).
+pub(crate) async fn meta(rt: &'static Runtime, req: Request) -> Response {
+    if let Err(denied) = internal_request(rt, req).await {
+        return denied;
+    }
+    axum::Json(app_model(Some(rt))).into_response()
+}
+
+/// The app model: services, endpoints with their schemas, databases, topics, subscriptions.
+/// With a runtime, each endpoint and subscription says whether it is hosted there. The CLI
+/// reads it from `OVATION_DESCRIBE=1 <app binary>` to plan deployments.
+pub fn app_model(rt: Option<&Runtime>) -> serde_json::Value {
+    let endpoints: Vec<serde_json::Value> = registry::endpoints()
+        .iter()
+        .map(|e| {
+            let i = e.info();
+            json!({
+                "service": i.service,
+                "name": i.name,
+                "method": i.method,
+                "path": i.path,
+                "access": i.access,
+                "pathParams": i.path_params,
+                "hosted": rt.map(|rt| rt.hosts(i.service)),
+                "requestSchema": e.request_schema(),
+                "responseSchema": e.response_schema(),
+            })
+        })
+        .collect();
+    let databases: Vec<serde_json::Value> = crate::sqldb::declared()
+        .iter()
+        .map(|d| {
+            json!({
+                "name": d.name,
+                "service": d.service(),
+                "migrations": d.migrations.iter().map(|m| m.file).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    let topics: Vec<serde_json::Value> = crate::pubsub::topics()
+        .iter()
+        .map(|t| json!({ "name": t.name, "service": crate::registry::service_of(t.module) }))
+        .collect();
+    let subscriptions: Vec<serde_json::Value> = crate::pubsub::subscriptions()
+        .iter()
+        .map(|s| {
+            json!({
+                "name": s.name,
+                "service": s.service(),
+                "topic": (s.topic)(),
+                "config": s.config,
+                "hosted": rt.map(|rt| rt.hosts(s.service())),
+            })
+        })
+        .collect();
+    json!({
+        "services": registry::services(),
+        "endpoints": endpoints,
+        "databases": databases,
+        "topics": topics,
+        "subscriptions": subscriptions,
+    })
+}
+
+/// Admits a request to Ovation's internal endpoints (the app model, Pub/Sub state and
+/// redrive): only with a valid service signature, which the CLI and the dashboard make with the
+/// app's key. Being on loopback is no credential: a browser page sends from loopback too, and
+/// behind a reverse proxy on the same host so does every client. Anyone else gets the 404 of a
+/// route that does not exist. On success, the body (at most 64 KiB).
+async fn internal_request(rt: &Runtime, req: Request) -> Result<Bytes, Response> {
+    let (parts, body) = req.into_parts();
+    let hidden = || not_found_response(parts.method.as_str(), parts.uri.path());
+    let deadline = tokio::time::Instant::now() + rt.body_read_timeout;
+    let Ok(body) = read_body(body, 64 * 1024, deadline).await else {
+        return Err(hidden());
+    };
+    if verified_caller(rt, &parts, &body).is_none() {
+        return Err(hidden());
+    }
+    Ok(body)
+}
+
+/// Topics and subscriptions with their counts and dead letters, for the dashboard.
+pub(crate) async fn pubsub_state(rt: &'static Runtime, req: Request) -> Response {
+    if let Err(denied) = internal_request(rt, req).await {
+        return denied;
+    }
+    let Ok(pubsub) = rt.pubsub() else {
+        return axum::Json(json!({ "topics": [], "subscriptions": [] })).into_response();
+    };
+    let mut topics = Vec::new();
+    for t in crate::pubsub::topics() {
+        let published = pubsub.published(t.name).await.unwrap_or(None);
+        topics.push(json!({
+            "name": t.name,
+            "service": crate::registry::service_of(t.module),
+            "published": published,
+        }));
+    }
+    let mut subscriptions = Vec::new();
+    for s in crate::pubsub::subscriptions() {
+        let stats = match pubsub.stats(s.name).await {
+            Ok(stats) => stats,
+            Err(e) => return e.into_response(),
+        };
+        let dead = match pubsub.dead_letters(s.name).await {
+            Ok(dead) => dead,
+            Err(e) => return e.into_response(),
+        };
+        subscriptions.push(json!({
+            "name": s.name,
+            "topic": (s.topic)(),
+            "service": s.service(),
+            "stats": stats,
+            "deadLetters": dead.iter().take(100).collect::<Vec<_>>(),
+        }));
+    }
+    axum::Json(json!({ "topics": topics, "subscriptions": subscriptions })).into_response()
+}
+
+/// Puts a subscription's dead letters (all, or the one `{"messageId": ..}` names) back.
+pub(crate) async fn pubsub_redrive(rt: &'static Runtime, req: Request) -> Response {
+    #[derive(serde::Deserialize)]
+    #[serde(rename_all = "camelCase", deny_unknown_fields)]
+    struct Redrive {
+        message_id: Option<uuid::Uuid>,
+    }
+    let (mut parts, body) = req.into_parts();
+    let Ok(raw) = RawPathParams::from_request_parts(&mut parts, &()).await else {
+        return not_found_response("POST", parts.uri.path());
+    };
+    let subscription = raw
+        .iter()
+        .next()
+        .map(|(_, v)| v.to_owned())
+        .unwrap_or_default();
+    let body = match internal_request(rt, Request::from_parts(parts, body)).await {
+        Ok(body) => body,
+        Err(denied) => return denied,
+    };
+    if !crate::pubsub::subscriptions()
+        .iter()
+        .any(|s| s.name == subscription)
+    {
+        return Error::not_found(format!("no subscription `{subscription}`")).into_response();
+    }
+    let request: Redrive = match decode_json::<Option<Redrive>>(&body) {
+        Ok(r) => r.unwrap_or(Redrive { message_id: None }),
+        Err(e) => return e.into_response(),
+    };
+    let pubsub = match rt.pubsub() {
+        Ok(p) => p,
+        Err(e) => return e.into_response(),
+    };
+    match pubsub
+        .redrive(
+            &subscription,
+            request.message_id.map(crate::pubsub::MessageId),
+        )
+        .await
+    {
+        Ok(n) => axum::Json(json!({ "redriven": n })).into_response(),
+        Err(e) => e.into_response(),
+    }
+}

@@ -1,0 +1,184 @@
+//! One endpoint's request pipeline: access (a private endpoint's signature is checked against
+//! the whole request), path parameters, the request decoded from the body or the query, the
+//! handler in the service's context within the request timeout, the JSON response. A handler
+//! that panics is a 500 `internal`; one of a request that changes something runs to its end even
+//! if its client hangs up.
+
+use axum::extract::{FromRequestParts, RawPathParams, Request};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{MethodFilter, MethodRouter};
+
+use super::observe::{record_outcome, request_span, span_name};
+use super::wire::{
+    check_json_content_type, decode_json, decode_query, not_found_response, read_body,
+};
+use crate::error::Error;
+use crate::registry::{Access, Endpoint};
+use crate::runtime::{self, Runtime};
+use crate::service_auth;
+
+/// The calling service, if the request carries a valid, fresh, first-seen signature of its
+/// method, path, query and `body`.
+pub(crate) fn verified_caller(
+    rt: &Runtime,
+    parts: &axum::http::request::Parts,
+    body: &[u8],
+) -> Option<String> {
+    let header = parts.headers.get(service_auth::HEADER)?.to_str().ok()?;
+    rt.auth.verify(
+        header,
+        service_auth::Signed {
+            method: parts.method.as_str(),
+            path: parts.uri.path(),
+            query: parts.uri.query().unwrap_or(""),
+            body,
+        },
+    )
+}
+
+/// The axum route of endpoint `E`.
+pub(crate) fn route<E: Endpoint>(rt: &'static Runtime) -> MethodRouter {
+    let filter = MethodFilter::try_from(E::METHOD.http()).expect("endpoint methods are standard");
+    let service = E::service();
+    let name = span_name(format!("{service}.{}", E::NAME));
+    axum::routing::on(filter, move |req: Request| async move {
+        let trace = request_span(name, service, E::NAME, &req);
+        let serving = std::panic::AssertUnwindSafe(serve::<E>(rt, service, req));
+        let handled = trace.run(futures_util::FutureExt::catch_unwind(serving));
+        // A client that goes away cancels a read, dropped with its connection, but not a
+        // request that changes something: that runs to its end (or its timeout) in a task of
+        // its own, so a flow of several writes and calls is never cut between two of them.
+        let handled = if E::METHOD.is_safe() {
+            handled.await.map_err(drop)
+        } else {
+            let write = rt.writes.clone();
+            tokio::spawn(async move {
+                let _write = write;
+                handled.await
+            })
+            .await
+            .map_err(drop)
+            .and_then(|h| h.map_err(drop))
+        };
+        let response = match handled {
+            Ok(Ok(response)) => response,
+            Ok(Err(e)) => e.into_response(),
+            // The panic message went to the panic hook (stderr); the client learns nothing of it.
+            Err(()) => Error::internal("internal error").into_response(),
+        };
+        record_outcome(trace.span(), &response);
+        response
+    })
+}
+
+async fn serve<E: Endpoint>(
+    rt: &'static Runtime,
+    service: &'static str,
+    req: Request,
+) -> Result<Response, Error> {
+    let (mut parts, mut body_stream) = req.into_parts();
+    // The whole request runs within `request_timeout`; reading its body, within the (shorter)
+    // body read timeout, so a client that dribbles its body is cut off with a 408.
+    let now = tokio::time::Instant::now();
+    let deadline = now + rt.request_timeout;
+    let body_deadline = now + rt.body_read_timeout;
+    // A signed request's body is part of its signature: read before it is checked. A request
+    // to a private endpoint that fails in any way before its signature is checked gets the
+    // same 404 as a bad signature, so private endpoints cannot be discovered.
+    let body = match E::ACCESS {
+        Access::Public => None,
+        Access::Private => {
+            let (method, path) = (parts.method.as_str(), parts.uri.path());
+            let read = read_body(
+                std::mem::take(&mut body_stream),
+                rt.body_limit,
+                body_deadline,
+            )
+            .await;
+            match read {
+                Ok(body) if verified_caller(rt, &parts, &body).is_some() => Some(body),
+                _ => return Ok(not_found_response(method, path)),
+            }
+        }
+        Access::Auth => {
+            let body = read_body(
+                std::mem::take(&mut body_stream),
+                rt.body_limit,
+                body_deadline,
+            )
+            .await?;
+            if verified_caller(rt, &parts, &body).is_none() {
+                return Err(Error::unauthenticated(
+                    "this endpoint needs authentication, and the app defines no auth handler",
+                ));
+            }
+            Some(body)
+        }
+    };
+
+    // Path parameters, in `PATH_PARAMS` order (none to extract for most `GET`s of a list).
+    let raw = if E::PATH_PARAMS.is_empty() {
+        None
+    } else {
+        Some(
+            RawPathParams::from_request_parts(&mut parts, &())
+                .await
+                .map_err(|e| Error::invalid_argument(format!("invalid path: {}", e.body_text())))?,
+        )
+    };
+    let segments: Vec<&str> = E::PATH_PARAMS
+        .iter()
+        .map(|name| {
+            raw.iter()
+                .flat_map(|raw| raw.iter())
+                .find(|(n, _)| n == name)
+                .map(|(_, v)| v)
+                .unwrap_or_default()
+        })
+        .collect();
+    let params = E::parse_params(&segments)?;
+
+    let request: E::Request = if !E::HAS_REQUEST {
+        decode_json(b"null")?
+    } else if E::METHOD.has_body() {
+        check_json_content_type(&parts.headers)?;
+        match body {
+            Some(body) => decode_json(&body)?,
+            None => decode_json(
+                &read_body(
+                    std::mem::take(&mut body_stream),
+                    rt.body_limit,
+                    body_deadline,
+                )
+                .await?,
+            )?,
+        }
+    } else {
+        decode_query(parts.uri.query().unwrap_or(""))?
+    };
+
+    let work = runtime::scope_in(rt, service, E::NAME, E::handle(params, request));
+    match tokio::time::timeout_at(deadline, work).await {
+        Ok(Ok(response)) => Ok(json_response(&response)),
+        Ok(Err(e)) => Err(e),
+        Err(_) => Err(Error::deadline_exceeded("the request took too long")),
+    }
+}
+
+fn json_response<T: serde::Serialize>(value: &T) -> Response {
+    match serde_json::to_vec(value) {
+        Ok(body) => (
+            StatusCode::OK,
+            [(
+                header::CONTENT_TYPE,
+                header::HeaderValue::from_static("application/json"),
+            )],
+            body,
+        )
+            .into_response(),
+        Err(e) => Error::internal("the response could not be encoded")
+            .with_source(e)
+            .into_response(),
+    }
+}

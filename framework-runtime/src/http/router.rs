@@ -1,0 +1,203 @@
+//! The app's router: a route per hosted endpoint (and, in gateway mode, per public endpoint
+//! hosted elsewhere), checked before it is built, the `/__ovation/*` admin routes, and the 404
+//! that an unknown route, a wrong method and an unsigned private endpoint all get alike.
+
+use std::collections::BTreeMap;
+
+use axum::Router;
+use axum::extract::Request;
+use axum::response::{IntoResponse, Response};
+use axum::routing::MethodRouter;
+
+use super::admin::{health, meta, pubsub_redrive, pubsub_state};
+use super::wire::not_found_response;
+use crate::error::Error;
+use crate::registry::{self, Access, DynEndpoint};
+use crate::runtime::Runtime;
+
+/// Why the app's routes cannot be built.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct RouteError(pub String);
+
+/// The axum route pattern of an Ovation path: `:id` → `{id}`, `*rest` → `{*rest}`.
+pub(crate) fn axum_path(path: &str) -> String {
+    path.split('/')
+        .map(|s| {
+            if let Some(name) = s.strip_prefix(':') {
+                format!("{{{name}}}")
+            } else if let Some(name) = s.strip_prefix('*') {
+                format!("{{*{name}}}")
+            } else {
+                s.to_owned()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
+/// Builds the router of the endpoints `rt` hosts, checking the routes first: axum panics on
+/// a duplicate or conflicting route, we report it.
+pub fn router(rt: &'static Runtime) -> Result<Router, RouteError> {
+    // Hosted endpoints run here; in gateway mode, public and `auth` endpoints of the other
+    // services are forwarded. Private endpoints of other services get no route at all.
+    let endpoints: Vec<&'static dyn DynEndpoint> = registry::endpoints()
+        .into_iter()
+        .filter(|e| {
+            let info = e.info();
+            rt.hosts(info.service) || (rt.gateway && info.access != Access::Private)
+        })
+        .collect();
+    check_routes(&endpoints)?;
+    let mut by_path: BTreeMap<String, MethodRouter> = BTreeMap::new();
+    for e in &endpoints {
+        let info = e.info();
+        let path = axum_path(info.path);
+        let route = if rt.hosts(info.service) {
+            // Catches its handler's panics itself (see `route`).
+            e.route(rt)
+        } else {
+            crate::http::gateway::route(rt, info).layer(catch_panic())
+        };
+        let merged = match by_path.remove(&path) {
+            Some(existing) => existing.merge(route),
+            None => route,
+        };
+        by_path.insert(path, merged);
+    }
+    let mut router = Router::new();
+    for (path, route) in by_path {
+        router = router.route(&path, route.fallback(not_found_handler));
+    }
+    let router = router
+        .route("/__ovation/health", axum::routing::get(health))
+        .route(
+            "/__ovation/openapi.json",
+            axum::routing::get(|| async { axum::Json(crate::http::openapi::spec()) })
+                .layer(catch_panic()),
+        )
+        .route(
+            "/__ovation/meta",
+            axum::routing::get(move |req: Request| meta(rt, req)).layer(catch_panic()),
+        )
+        .route(
+            "/__ovation/pubsub",
+            axum::routing::get(move |req: Request| pubsub_state(rt, req)).layer(catch_panic()),
+        )
+        .route(
+            "/__ovation/pubsub/{subscription}/redrive",
+            axum::routing::post(move |req: Request| pubsub_redrive(rt, req)).layer(catch_panic()),
+        )
+        .fallback(not_found_handler);
+    Ok(router)
+}
+
+/// A panic becomes a 500 `internal`, and the server keeps serving. (Per route rather than
+/// around the whole router: the layer boxes every response body it passes, and endpoints
+/// catch their handlers' panics without it.)
+fn catch_panic()
+-> tower_http::catch_panic::CatchPanicLayer<fn(Box<dyn std::any::Any + Send>) -> Response> {
+    fn internal(_: Box<dyn std::any::Any + Send>) -> Response {
+        Error::internal("internal error").into_response()
+    }
+    tower_http::catch_panic::CatchPanicLayer::custom(internal)
+}
+
+/// Checks that no two endpoints share a method and path, and that no two paths conflict.
+pub fn check_routes(endpoints: &[&'static dyn DynEndpoint]) -> Result<(), RouteError> {
+    let mut seen: BTreeMap<(String, &str), String> = BTreeMap::new();
+    let mut matcher = matchit::Router::new();
+    let mut paths: std::collections::BTreeSet<String> = std::collections::BTreeSet::new();
+    for e in endpoints {
+        let i = e.info();
+        let who = format!("{}.{} ({})", i.service, i.name, i.location);
+        let path = axum_path(i.path);
+        if let Some(other) = seen.insert((path.clone(), i.method.as_str()), who.clone()) {
+            return Err(RouteError(format!(
+                "two endpoints serve {} {}: {other} and {who}",
+                i.method, i.path
+            )));
+        }
+        if paths.insert(path.clone()) {
+            matcher.insert(path, ()).map_err(|err| {
+                RouteError(format!(
+                    "the path {} of {who} conflicts with another endpoint's: {err}",
+                    i.path
+                ))
+            })?;
+        }
+    }
+    Ok(())
+}
+
+async fn not_found_handler(req: Request) -> Response {
+    not_found_response(req.method().as_str(), req.uri().path())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An endpoint known only by its route, to check route validation.
+    struct Route(crate::registry::Method, &'static str, &'static str);
+
+    impl DynEndpoint for Route {
+        fn info(&self) -> crate::registry::EndpointInfo {
+            crate::registry::EndpointInfo {
+                service: "svc",
+                name: self.2,
+                method: self.0,
+                path: self.1,
+                access: Access::Public,
+                path_params: &[],
+                location: "test",
+                module: "app::svc",
+            }
+        }
+        fn request_schema(&self) -> Option<schemars::Schema> {
+            None
+        }
+        fn path_param_schemas(&self) -> Vec<Option<schemars::Schema>> {
+            Vec::new()
+        }
+        fn response_schema(&self) -> schemars::Schema {
+            schemars::schema_for!(())
+        }
+        fn route(&self, _: &'static Runtime) -> MethodRouter {
+            axum::routing::get(|| async {})
+        }
+    }
+
+    #[test]
+    fn duplicate_and_conflicting_routes_are_errors_not_panics() {
+        use crate::registry::Method::{Get, Post};
+        let ok: [&'static dyn DynEndpoint; 3] = [
+            &Route(Get, "/users/:id", "get"),
+            &Route(Post, "/users/:id", "update"),
+            &Route(Get, "/users/:id/orders", "orders"),
+        ];
+        check_routes(&ok).unwrap();
+        let dup: [&'static dyn DynEndpoint; 2] = [
+            &Route(Get, "/users/:id", "get"),
+            &Route(Get, "/users/:id", "fetch"),
+        ];
+        let err = check_routes(&dup).unwrap_err().to_string();
+        assert!(
+            err.contains("two endpoints serve GET /users/:id: svc.get"),
+            "{err}"
+        );
+        let conflict: [&'static dyn DynEndpoint; 2] = [
+            &Route(Get, "/users/:id", "get"),
+            &Route(Post, "/users/:name", "rename"),
+        ];
+        let err = check_routes(&conflict).unwrap_err().to_string();
+        assert!(err.contains("/users/:name of svc.rename"), "{err}");
+    }
+
+    #[test]
+    fn paths_translate_to_axum_syntax() {
+        assert_eq!(axum_path("/users/:id"), "/users/{id}");
+        assert_eq!(axum_path("/files/*key"), "/files/{*key}");
+        assert_eq!(axum_path("/"), "/");
+    }
+}
