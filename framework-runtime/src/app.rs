@@ -13,7 +13,6 @@ use crate::http::client::http_client;
 use crate::http::listener::serve;
 use crate::http::{self, RouteError};
 use crate::infra::{InfraError, ManagedPostgres};
-use crate::registry;
 use crate::runtime::{self, Runtime};
 use crate::service_auth::{ServiceAuth, ServiceAuthKey};
 use crate::sqldb::{self, SetupError};
@@ -57,12 +56,13 @@ pub enum StartupError {
 /// ```
 ///
 /// With `OVATION_DESCRIBE=1` it prints the app model as JSON instead (services, endpoints,
-/// databases, topics; see [`http::admin::app_model`](crate::http::admin::app_model)) and exits: the CLI plans deployments with it.
+/// databases, topics; see [`crate::model::app_model`]) and exits: the CLI plans
+/// deployments with it.
 /// With `OVATION_DESCRIBE=openapi` it prints the OpenAPI document of its public API.
 pub fn run() -> ExitCode {
     match std::env::var_os("OVATION_DESCRIBE") {
         Some(v) if v == "1" => {
-            println!("{}", http::admin::app_model(None));
+            println!("{}", crate::model::app_model(None));
             return ExitCode::SUCCESS;
         }
         Some(v) if v == "openapi" => {
@@ -109,7 +109,7 @@ pub(crate) fn hosted_services(
     names: Option<&[String]>,
 ) -> Result<Option<BTreeSet<String>>, StartupError> {
     let Some(names) = names else { return Ok(None) };
-    let known = registry::services();
+    let known = crate::model::services();
     for name in names {
         if !known.contains(&name.as_str()) {
             return Err(StartupError::UnknownService {
@@ -272,7 +272,7 @@ pub async fn start(config: Config) -> Result<Server, StartupError> {
     let mut server = Server::start(rt, listener)?;
     server.rt = Some(rt);
     rt.start_tasks();
-    let services: Vec<&str> = registry::services()
+    let services: Vec<&str> = crate::model::services()
         .into_iter()
         .filter(|s| rt.hosts(s))
         .collect();

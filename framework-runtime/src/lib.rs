@@ -60,6 +60,7 @@ pub mod config;
 pub mod error;
 pub mod http;
 pub mod infra;
+pub mod model;
 pub mod pubsub;
 pub mod registry;
 pub mod runtime;

@@ -37,7 +37,7 @@ use sqlx::{Postgres, Transaction};
 use tracing::Instrument;
 
 use crate::error::Error;
-use crate::registry::service_of;
+use crate::runtime::service_of;
 
 /// The id of a published message.
 #[derive(

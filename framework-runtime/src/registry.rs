@@ -80,13 +80,7 @@ impl fmt::Display for Method {
     }
 }
 
-/// The service a module belongs to: the first module under the crate root
-/// (`shop_app::users::handlers` → `users`).
-pub fn service_of(module_path: &'static str) -> &'static str {
-    let mut parts = module_path.split("::");
-    let krate = parts.next().unwrap_or(module_path);
-    parts.next().unwrap_or(krate)
-}
+pub use crate::runtime::service_of;
 
 /// A type an endpoint may take as a path parameter: parsed from and rendered to one segment.
 #[diagnostic::on_unimplemented(
@@ -249,36 +243,8 @@ impl<E> EndpointDecl<E> {
     pub const NEW: Self = EndpointDecl(PhantomData);
 }
 
-impl<E: Endpoint> DynEndpoint for EndpointDecl<E> {
-    fn info(&self) -> EndpointInfo {
-        EndpointInfo {
-            service: E::service(),
-            name: E::NAME,
-            method: E::METHOD,
-            path: E::PATH,
-            access: E::ACCESS,
-            path_params: E::PATH_PARAMS,
-            location: E::LOCATION,
-            module: E::MODULE,
-        }
-    }
-
-    fn request_schema(&self) -> Option<schemars::Schema> {
-        E::HAS_REQUEST.then(|| schemars::schema_for!(E::Request))
-    }
-
-    fn response_schema(&self) -> schemars::Schema {
-        schemars::schema_for!(E::Response)
-    }
-
-    fn path_param_schemas(&self) -> Vec<Option<schemars::Schema>> {
-        E::path_param_schemas()
-    }
-
-    fn route(&self, rt: &'static crate::runtime::Runtime) -> axum::routing::MethodRouter {
-        crate::http::endpoint::route::<E>(rt)
-    }
-}
+// `impl DynEndpoint for EndpointDecl<E>` is in `http::endpoint`: building an endpoint's route
+// is the HTTP layer's business, and the model must not depend on it.
 
 /// A registered endpoint.
 pub struct EndpointEntry(pub &'static dyn DynEndpoint);
@@ -303,27 +269,9 @@ pub fn endpoints() -> Vec<&'static dyn DynEndpoint> {
     all
 }
 
-/// Every service of the app: the modules with endpoints, databases, topics or subscriptions.
-pub fn services() -> Vec<&'static str> {
-    let mut all: Vec<&'static str> = endpoints().iter().map(|e| e.info().service).collect();
-    all.extend(crate::sqldb::declared().iter().map(|d| d.service()));
-    all.extend(crate::pubsub::topics().iter().map(|t| service_of(t.module)));
-    all.extend(crate::pubsub::subscriptions().iter().map(|s| s.service()));
-    all.sort_unstable();
-    all.dedup();
-    all
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn service_is_the_first_module_under_the_crate() {
-        assert_eq!(service_of("shop_app::users"), "users");
-        assert_eq!(service_of("shop_app::users::handlers"), "users");
-        assert_eq!(service_of("shop_app"), "shop_app");
-    }
 
     #[test]
     fn path_params_parse_with_named_errors() {

@@ -16,6 +16,14 @@ use sqlx::PgPool;
 use crate::error::Error;
 use crate::service_auth::ServiceAuth;
 
+/// The service a module belongs to: the first module under the crate root
+/// (`shop_app::users::handlers` → `users`).
+pub fn service_of(module_path: &'static str) -> &'static str {
+    let mut parts = module_path.split("::");
+    let krate = parts.next().unwrap_or(module_path);
+    parts.next().unwrap_or(krate)
+}
+
 /// One process's view of the app.
 #[derive(Debug)]
 pub struct Runtime {
@@ -129,7 +137,7 @@ impl Runtime {
     pub(crate) fn start_tasks(&'static self) {
         let mut tasks = self.tasks.lock().unwrap_or_else(|p| p.into_inner());
         for task in start_tasks() {
-            let service = crate::registry::service_of(task.module);
+            let service = service_of(task.module);
             if !self.hosts(service) {
                 continue;
             }
@@ -267,5 +275,17 @@ where
     match CONTEXT.try_with(|c| *c) {
         Ok(ctx) => tokio::spawn(CONTEXT.scope(ctx, fut)),
         Err(_) => tokio::spawn(fut),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn service_is_the_first_module_under_the_crate() {
+        assert_eq!(service_of("shop_app::users"), "users");
+        assert_eq!(service_of("shop_app::users::handlers"), "users");
+        assert_eq!(service_of("shop_app"), "shop_app");
     }
 }

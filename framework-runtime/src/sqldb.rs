@@ -23,7 +23,7 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::{ConnectOptions, Connection, Executor, PgConnection, Postgres, Transaction};
 
 use crate::error::{ErrCode, Error};
-use crate::registry::service_of;
+use crate::runtime::service_of;
 
 /// One migration file, embedded by [`database!`](crate::database).
 #[derive(Debug)]

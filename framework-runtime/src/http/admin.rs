@@ -9,7 +9,6 @@ use serde_json::json;
 use super::endpoint::verified_caller;
 use super::wire::{decode_json, not_found_response, read_body};
 use crate::error::Error;
-use crate::registry;
 use crate::runtime::Runtime;
 
 pub(crate) async fn health() -> axum::Json<serde_json::Value> {
@@ -22,63 +21,7 @@ pub(crate) async fn meta(rt: &'static Runtime, req: Request) -> Response {
     if let Err(denied) = internal_request(rt, req).await {
         return denied;
     }
-    axum::Json(app_model(Some(rt))).into_response()
-}
-
-/// The app model: services, endpoints with their schemas, databases, topics, subscriptions.
-/// With a runtime, each endpoint and subscription says whether it is hosted there. The CLI
-/// reads it from `OVATION_DESCRIBE=1 <app binary>` to plan deployments.
-pub fn app_model(rt: Option<&Runtime>) -> serde_json::Value {
-    let endpoints: Vec<serde_json::Value> = registry::endpoints()
-        .iter()
-        .map(|e| {
-            let i = e.info();
-            json!({
-                "service": i.service,
-                "name": i.name,
-                "method": i.method,
-                "path": i.path,
-                "access": i.access,
-                "pathParams": i.path_params,
-                "hosted": rt.map(|rt| rt.hosts(i.service)),
-                "requestSchema": e.request_schema(),
-                "responseSchema": e.response_schema(),
-            })
-        })
-        .collect();
-    let databases: Vec<serde_json::Value> = crate::sqldb::declared()
-        .iter()
-        .map(|d| {
-            json!({
-                "name": d.name,
-                "service": d.service(),
-                "migrations": d.migrations.iter().map(|m| m.file).collect::<Vec<_>>(),
-            })
-        })
-        .collect();
-    let topics: Vec<serde_json::Value> = crate::pubsub::topics()
-        .iter()
-        .map(|t| json!({ "name": t.name, "service": crate::registry::service_of(t.module) }))
-        .collect();
-    let subscriptions: Vec<serde_json::Value> = crate::pubsub::subscriptions()
-        .iter()
-        .map(|s| {
-            json!({
-                "name": s.name,
-                "service": s.service(),
-                "topic": (s.topic)(),
-                "config": s.config,
-                "hosted": rt.map(|rt| rt.hosts(s.service())),
-            })
-        })
-        .collect();
-    json!({
-        "services": registry::services(),
-        "endpoints": endpoints,
-        "databases": databases,
-        "topics": topics,
-        "subscriptions": subscriptions,
-    })
+    axum::Json(crate::model::app_model(Some(rt))).into_response()
 }
 
 /// Admits a request to Ovation's internal endpoints (the app model, Pub/Sub state and
@@ -112,7 +55,7 @@ pub(crate) async fn pubsub_state(rt: &'static Runtime, req: Request) -> Response
         let published = pubsub.published(t.name).await.unwrap_or(None);
         topics.push(json!({
             "name": t.name,
-            "service": crate::registry::service_of(t.module),
+            "service": crate::runtime::service_of(t.module),
             "published": published,
         }));
     }

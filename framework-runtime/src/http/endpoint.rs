@@ -14,7 +14,7 @@ use super::wire::{
     check_json_content_type, decode_json, decode_query, not_found_response, read_body,
 };
 use crate::error::Error;
-use crate::registry::{Access, Endpoint};
+use crate::registry::{Access, DynEndpoint, Endpoint, EndpointDecl, EndpointInfo};
 use crate::runtime::{self, Runtime};
 use crate::service_auth;
 
@@ -35,6 +35,38 @@ pub(crate) fn verified_caller(
             body,
         },
     )
+}
+
+/// What the model's registry asks of an endpoint; here because its route is built here.
+impl<E: Endpoint> DynEndpoint for EndpointDecl<E> {
+    fn info(&self) -> EndpointInfo {
+        EndpointInfo {
+            service: E::service(),
+            name: E::NAME,
+            method: E::METHOD,
+            path: E::PATH,
+            access: E::ACCESS,
+            path_params: E::PATH_PARAMS,
+            location: E::LOCATION,
+            module: E::MODULE,
+        }
+    }
+
+    fn request_schema(&self) -> Option<schemars::Schema> {
+        E::HAS_REQUEST.then(|| schemars::schema_for!(E::Request))
+    }
+
+    fn response_schema(&self) -> schemars::Schema {
+        schemars::schema_for!(E::Response)
+    }
+
+    fn path_param_schemas(&self) -> Vec<Option<schemars::Schema>> {
+        E::path_param_schemas()
+    }
+
+    fn route(&self, rt: &'static Runtime) -> axum::routing::MethodRouter {
+        route::<E>(rt)
+    }
 }
 
 /// The axum route of endpoint `E`.
