@@ -176,9 +176,8 @@ pub(crate) async fn nats_url(config: &Config) -> Result<Option<String>, StartupE
 /// Builds this process's runtime from `config`: creates and migrates the databases of the
 /// hosted services.
 pub async fn build_runtime(config: &Config) -> Result<&'static Runtime, StartupError> {
-    let hosted = hosted_services(config.hosted_services.as_deref())?;
-    let discovery = service_urls(&config.services)?;
-    let is_hosted = |s: &str| hosted.as_ref().is_none_or(|h| h.contains(s));
+    let builder = RuntimeBuilder::from_config(config)?;
+    let is_hosted = |s: &str| builder.hosts(s);
     let needed: Vec<_> = sqldb::declared()
         .into_iter()
         .filter(|d| is_hosted(d.service()))
@@ -186,7 +185,7 @@ pub async fn build_runtime(config: &Config) -> Result<&'static Runtime, StartupE
     let mut pools = BTreeMap::new();
     let mut pubsub = None;
     // A process hosting no service (a gateway) publishes and receives nothing.
-    let hosts_nothing = hosted.as_ref().is_some_and(BTreeSet::is_empty);
+    let hosts_nothing = config.hosted_services.as_ref().is_some_and(Vec::is_empty);
     let pubsub_needed = crate::pubsub::in_use() && !hosts_nothing;
     if !needed.is_empty() || pubsub_needed {
         let server = database_server(config).await?;
@@ -219,11 +218,26 @@ pub async fn build_runtime(config: &Config) -> Result<&'static Runtime, StartupE
             pubsub = Some(&*Box::leak(Box::new(backend)));
         }
     }
-    let rt = Runtime {
-        hosted,
-        discovery,
-        pools,
-        auth: ServiceAuth::new(
+    let rt = builder.pools(pools).pubsub(pubsub).global().build();
+    Ok(rt)
+}
+
+/// Makes a [`Runtime`], the only way one is made: by the app from its config, and by
+/// `#[ovation::test]` from a [`crate::testing::Hosting`], which is a config too. Every setting
+/// is read here from the [`Config`], so a new one cannot reach the app and miss the tests. (In
+/// `app`, not `runtime`, because reading a config is start-up's business: unknown services and
+/// bad URLs are [`StartupError`]s.)
+#[derive(Debug)]
+pub(crate) struct RuntimeBuilder {
+    runtime: Runtime,
+    /// Whether the runtime is the process's own (see [`runtime::set_global`]).
+    global: bool,
+}
+
+impl RuntimeBuilder {
+    /// A runtime as `config` describes it, with no database and no Pub/Sub yet.
+    pub(crate) fn from_config(config: &Config) -> Result<RuntimeBuilder, StartupError> {
+        let auth = ServiceAuth::new(
             config
                 .service_auth_key
                 .as_deref()
@@ -234,26 +248,73 @@ pub async fn build_runtime(config: &Config) -> Result<&'static Runtime, StartupE
                 .iter()
                 .map(|k| ServiceAuthKey::new(k))
                 .collect(),
-        ),
-        http: http_client(),
-        call_timeout: config.call_timeout(),
-        connect_retry: config.connect_retry(),
-        header_read_timeout: config.header_read_timeout(),
-        shutdown_grace: config.shutdown_grace(),
-        request_timeout: config.request_timeout(),
-        body_read_timeout: config.body_read_timeout(),
-        body_limit: config.body_limit(),
-        pubsub,
-        gateway: config.gateway,
-        tasks: Default::default(),
-        writes: Default::default(),
-    };
-    let rt = rt.leak();
-    runtime::set_global(rt);
-    if let Some(pubsub) = pubsub {
-        crate::pubsub::postgres::start(rt, pubsub);
+        );
+        Ok(RuntimeBuilder {
+            runtime: Runtime {
+                hosted: hosted_services(config.hosted_services.as_deref())?,
+                discovery: service_urls(&config.services)?,
+                pools: BTreeMap::new(),
+                auth,
+                http: http_client(),
+                call_timeout: config.call_timeout(),
+                connect_retry: config.connect_retry(),
+                header_read_timeout: config.header_read_timeout(),
+                shutdown_grace: config.shutdown_grace(),
+                request_timeout: config.request_timeout(),
+                body_read_timeout: config.body_read_timeout(),
+                body_limit: config.body_limit(),
+                pubsub: None,
+                gateway: config.gateway,
+                tasks: Default::default(),
+                writes: Default::default(),
+            },
+            global: false,
+        })
     }
-    Ok(rt)
+
+    /// Whether the runtime hosts `service`.
+    pub(crate) fn hosts(&self, service: &str) -> bool {
+        self.runtime.hosts(service)
+    }
+
+    /// The pools of the service databases, by declared name.
+    pub(crate) fn pools(mut self, pools: BTreeMap<&'static str, sqlx::PgPool>) -> RuntimeBuilder {
+        self.runtime.pools = pools;
+        self
+    }
+
+    /// Pub/Sub, when the app declares topics or subscriptions and this process hosts a service.
+    pub(crate) fn pubsub(
+        mut self,
+        pubsub: Option<&'static crate::pubsub::postgres::PgPubSub>,
+    ) -> RuntimeBuilder {
+        self.runtime.pubsub = pubsub;
+        self
+    }
+
+    /// Signs and verifies with `auth` instead of the config's keys.
+    pub(crate) fn auth(mut self, auth: ServiceAuth) -> RuntimeBuilder {
+        self.runtime.auth = auth;
+        self
+    }
+
+    /// Makes the runtime the process's own: code outside any request finds it.
+    pub(crate) fn global(mut self) -> RuntimeBuilder {
+        self.global = true;
+        self
+    }
+
+    /// The runtime, for the rest of the process, with its Pub/Sub workers started.
+    pub(crate) fn build(self) -> &'static Runtime {
+        let rt = self.runtime.leak();
+        if self.global {
+            runtime::set_global(rt);
+        }
+        if let Some(pubsub) = rt.pubsub {
+            crate::pubsub::postgres::start(rt, pubsub);
+        }
+        rt
+    }
 }
 
 /// Starts the app described by `config`: runtime, then the server on its listen address.

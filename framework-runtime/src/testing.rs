@@ -9,7 +9,7 @@
 //! watchdog shortly after the last test process exits. Templates are named by a hash of their
 //! migrations, so they are built once and cloned (`CREATE DATABASE .. TEMPLATE`) per test.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::path::PathBuf;
 use std::pin::Pin;
@@ -27,19 +27,22 @@ use crate::runtime::{self, Runtime};
 use crate::service_auth::{ServiceAuth, ServiceAuthKey};
 use crate::sqldb;
 
-/// Which services a test runtime hosts, and where the others are.
+/// Which services a test runtime hosts, where the others are, and any setting that differs
+/// from the defaults: a [`Config`], read by the same code as the app's.
 #[derive(Debug, Clone, Default)]
 pub struct Hosting {
-    services: Option<BTreeSet<String>>,
-    remotes: BTreeMap<String, String>,
-    gateway: bool,
-    call_timeout: Option<std::time::Duration>,
-    connect_retry: Option<std::time::Duration>,
-    header_read_timeout: Option<std::time::Duration>,
-    body_read_timeout: Option<std::time::Duration>,
-    body_limit: Option<usize>,
+    config: Config,
     /// The signing key and the other accepted ones, instead of the environment's key.
     service_auth: Option<(ServiceAuthKey, Vec<ServiceAuthKey>)>,
+}
+
+/// `duration` in the whole seconds a config holds.
+fn whole_seconds(duration: std::time::Duration) -> u64 {
+    assert!(
+        duration.subsec_nanos() == 0,
+        "the config holds this setting in whole seconds, not {duration:?}"
+    );
+    duration.as_secs()
 }
 
 impl Hosting {
@@ -54,33 +57,52 @@ impl Hosting {
         I: IntoIterator<Item = S>,
         S: Into<String>,
     {
-        Hosting {
-            services: Some(services.into_iter().map(Into::into).collect()),
-            ..Default::default()
-        }
+        let mut hosting = Hosting::default();
+        hosting.config.hosted_services = Some(services.into_iter().map(Into::into).collect());
+        hosting
+    }
+
+    /// No service: a gateway forwarding public endpoints to their [`Hosting::remote`] URLs.
+    pub fn gateway() -> Hosting {
+        let mut hosting = Hosting::default();
+        hosting.config.hosted_services = Some(Vec::new());
+        hosting.config.gateway = true;
+        hosting
     }
 
     /// Where `service` (not hosted here) is served.
     pub fn remote(mut self, service: impl Into<String>, base_url: impl Into<String>) -> Hosting {
-        self.remotes.insert(service.into(), base_url.into());
+        self.config.services.insert(service.into(), base_url.into());
         self
     }
 
     /// How long a call to another process may take (default 30 s, as in production).
     pub fn call_timeout(mut self, timeout: std::time::Duration) -> Hosting {
-        self.call_timeout = Some(timeout);
+        self.config.call_timeout_secs = Some(whole_seconds(timeout));
         self
     }
 
     /// How long calls retry a port that refuses connections (default 5 s, as in production).
     pub fn connect_retry(mut self, window: std::time::Duration) -> Hosting {
-        self.connect_retry = Some(window);
+        self.config.connect_retry_ms = Some(u64::try_from(window.as_millis()).unwrap_or(u64::MAX));
         self
     }
 
     /// How long a client may take to send its request headers (default 10 s).
     pub fn header_read_timeout(mut self, timeout: std::time::Duration) -> Hosting {
-        self.header_read_timeout = Some(timeout);
+        self.config.header_read_timeout_secs = Some(whole_seconds(timeout));
+        self
+    }
+
+    /// How long a client may take to send a request's body (default 10 s).
+    pub fn body_read_timeout(mut self, timeout: std::time::Duration) -> Hosting {
+        self.config.body_read_timeout_secs = Some(whole_seconds(timeout));
+        self
+    }
+
+    /// The largest request body accepted, in bytes (default 1 MiB).
+    pub fn body_limit(mut self, bytes: usize) -> Hosting {
+        self.config.body_limit_bytes = Some(bytes);
         self
     }
 
@@ -93,27 +115,6 @@ impl Hosting {
     ) -> Hosting {
         self.service_auth = Some((signing, accepted));
         self
-    }
-
-    /// How long a client may take to send a request's body (default 10 s).
-    pub fn body_read_timeout(mut self, timeout: std::time::Duration) -> Hosting {
-        self.body_read_timeout = Some(timeout);
-        self
-    }
-
-    /// The largest request body accepted, in bytes (default 1 MiB).
-    pub fn body_limit(mut self, bytes: usize) -> Hosting {
-        self.body_limit = Some(bytes);
-        self
-    }
-
-    /// No service: a gateway forwarding public endpoints to their [`Hosting::remote`] URLs.
-    pub fn gateway() -> Hosting {
-        Hosting {
-            services: Some(BTreeSet::new()),
-            gateway: true,
-            ..Default::default()
-        }
     }
 }
 
@@ -343,17 +344,14 @@ impl TestEnv {
 
     /// A runtime over this environment's databases, hosting what `hosting` says.
     pub fn runtime(&self, hosting: Hosting) -> Result<&'static Runtime, Error> {
-        let hosted = app::hosted_services(
-            hosting
-                .services
-                .map(|s| s.into_iter().collect::<Vec<_>>())
-                .as_deref(),
-        )
-        .map_err(|e| Error::invalid_argument(e.to_string()))?;
-        let discovery = app::service_urls(&hosting.remotes)
+        let builder = app::RuntimeBuilder::from_config(&hosting.config)
             .map_err(|e| Error::invalid_argument(e.to_string()))?;
         let pubsub_db = crate::pubsub::postgres::DATABASE.name;
-        let hosts_nothing = hosted.as_ref().is_some_and(BTreeSet::is_empty);
+        let hosts_nothing = hosting
+            .config
+            .hosted_services
+            .as_ref()
+            .is_some_and(Vec::is_empty);
         let pubsub = self
             .databases
             .get(pubsub_db)
@@ -377,36 +375,14 @@ impl TestEnv {
                 )
             })
             .collect();
-        let config = Config::default();
-        let rt = Runtime {
-            hosted,
-            discovery,
-            pools,
-            auth: match hosting.service_auth {
-                Some((signing, accepted)) => ServiceAuth::new(signing, accepted),
-                None => ServiceAuth::new(self.auth_key.clone(), Vec::new()),
-            },
-            http: crate::http::client::http_client(),
-            call_timeout: hosting.call_timeout.unwrap_or(config.call_timeout()),
-            connect_retry: hosting.connect_retry.unwrap_or(config.connect_retry()),
-            header_read_timeout: hosting
-                .header_read_timeout
-                .unwrap_or(config.header_read_timeout()),
-            shutdown_grace: config.shutdown_grace(),
-            request_timeout: config.request_timeout(),
-            body_read_timeout: hosting
-                .body_read_timeout
-                .unwrap_or(config.body_read_timeout()),
-            body_limit: hosting.body_limit.unwrap_or(config.body_limit()),
-            pubsub,
-            gateway: hosting.gateway,
-            tasks: Default::default(),
-            writes: Default::default(),
-        }
-        .leak();
-        if let Some(pubsub) = pubsub {
-            crate::pubsub::postgres::start(rt, pubsub);
-        }
+        let (signing, accepted) = hosting
+            .service_auth
+            .unwrap_or_else(|| (self.auth_key.clone(), Vec::new()));
+        let rt = builder
+            .pools(pools)
+            .pubsub(pubsub)
+            .auth(ServiceAuth::new(signing, accepted))
+            .build();
         self.runtimes
             .lock()
             .unwrap_or_else(|p| p.into_inner())
