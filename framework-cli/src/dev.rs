@@ -57,7 +57,7 @@ async fn bind(port: u16, what: &str, flag: &str) -> Result<TcpListener, String> 
 }
 
 /// The Postgres server of the app's databases and of the trace store.
-async fn database_server(data_dir: &Path) -> Result<ovation::sqldb::Server, String> {
+async fn database_server(data_dir: &Path) -> Result<ovation::sqldb::PgServer, String> {
     let url = match std::env::var("DATABASE_URL").ok().filter(|u| !u.is_empty()) {
         Some(url) => url,
         None => {
@@ -70,7 +70,7 @@ async fn database_server(data_dir: &Path) -> Result<ovation::sqldb::Server, Stri
             pg.url("postgres")
         }
     };
-    ovation::sqldb::Server::from_url(&url).map_err(|e| e.to_string())
+    ovation::sqldb::PgServer::from_url(&url).map_err(|e| e.to_string())
 }
 
 /// Starts the trace store and its server on `listener`: the whole dashboard when there is an

@@ -485,7 +485,7 @@ fn reset(pg: &ManagedPostgres, only: Option<&str>) -> Result<Vec<String>, String
         .map_err(|e| format!("cannot start the async runtime: {e}"))?;
     tokio.block_on(async {
         let server =
-            ovation::sqldb::Server::from_url(&pg.url("postgres")).map_err(|e| e.to_string())?;
+            ovation::sqldb::PgServer::from_url(&pg.url("postgres")).map_err(|e| e.to_string())?;
         let all = server
             .databases()
             .await

@@ -142,7 +142,7 @@ pub(crate) fn service_urls(
 }
 
 /// The Postgres server the app's databases live on: `DATABASE_URL`, or the managed one.
-pub async fn database_server(config: &Config) -> Result<sqldb::Server, StartupError> {
+pub async fn database_server(config: &Config) -> Result<sqldb::PgServer, StartupError> {
     let url = match &config.database_url {
         Some(url) => url.clone(),
         None => {
@@ -154,7 +154,7 @@ pub async fn database_server(config: &Config) -> Result<sqldb::Server, StartupEr
             pg.url("postgres")
         }
     };
-    Ok(sqldb::Server::from_url(&url)?)
+    Ok(sqldb::PgServer::from_url(&url)?)
 }
 
 /// The NATS server of the config's Pub/Sub backend, if it is NATS: a URL as given, or the

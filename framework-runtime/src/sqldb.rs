@@ -139,15 +139,15 @@ impl Database {
 
 /// Where databases live: a Postgres server, and how to connect to a database on it.
 #[derive(Clone)]
-pub struct Server {
+pub struct PgServer {
     options: PgConnectOptions,
-    /// SHA-256 of the URL the server was made from: the root of [`Server::derive_secret`].
+    /// SHA-256 of the URL the server was made from: the root of [`PgServer::derive_secret`].
     url_digest: [u8; 32],
 }
 
-impl std::fmt::Debug for Server {
+impl std::fmt::Debug for PgServer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Server")
+        f.debug_struct("PgServer")
             .field("options", &self.options)
             .finish_non_exhaustive()
     }
@@ -183,15 +183,15 @@ pub enum SetupError {
     },
 }
 
-impl Server {
+impl PgServer {
     /// A server from a URL such as `postgres://user:pw@host:5432/any`; the database part of
     /// the URL is replaced by each service database's name.
-    pub fn from_url(url: &str) -> Result<Server, SetupError> {
+    pub fn from_url(url: &str) -> Result<PgServer, SetupError> {
         let options: PgConnectOptions = url.parse().map_err(SetupError::BadUrl)?;
         // Each finished statement is a `sqlx::query` event: DEBUG, or WARN past a second.
         // The log filter shows only the slow ones; tracing makes a span of every one.
         use sha2::Digest;
-        Ok(Server {
+        Ok(PgServer {
             url_digest: sha2::Sha256::digest(url.as_bytes()).into(),
             options: options
                 .log_statements(log::LevelFilter::Debug)

@@ -121,7 +121,7 @@ impl Hosting {
 /// A set of fresh databases (one per declared database) and the runtimes using them.
 #[derive(Debug)]
 pub struct TestEnv {
-    server: sqldb::Server,
+    server: sqldb::PgServer,
     /// Declared database name → this environment's database.
     databases: BTreeMap<&'static str, String>,
     auth_key: ServiceAuthKey,
@@ -130,7 +130,7 @@ pub struct TestEnv {
     nats: Option<crate::pubsub::nats::Nats>,
 }
 
-static SERVER: OnceCell<sqldb::Server> = OnceCell::const_new();
+static SERVER: OnceCell<sqldb::PgServer> = OnceCell::const_new();
 static NEXT_ID: AtomicU64 = AtomicU64::new(0);
 const TEST_DB_PREFIX: &str = "ovt_";
 
@@ -151,7 +151,7 @@ fn test_data_dir() -> PathBuf {
 }
 
 /// The Postgres server tests use (started on first use; see the module docs).
-pub async fn test_server() -> Result<&'static sqldb::Server, Error> {
+pub async fn test_server() -> Result<&'static sqldb::PgServer, Error> {
     SERVER
         .get_or_try_init(|| async {
             let config = Config {
@@ -171,7 +171,7 @@ pub async fn test_server() -> Result<&'static sqldb::Server, Error> {
 /// Drops the test databases of test processes that exited before theirs were all dropped:
 /// in the background, or right away when so many have piled up that the background could fall
 /// behind.
-async fn drop_orphans(server: &sqldb::Server) {
+async fn drop_orphans(server: &sqldb::PgServer) {
     let Ok(names) = server.databases_with_prefix(TEST_DB_PREFIX).await else {
         return;
     };
@@ -200,7 +200,7 @@ const MAX_ORPHANS: usize = 32;
 /// Databases dropped side by side: Postgres coalesces their checkpoint requests.
 const DROP_BATCH: usize = 16;
 
-async fn drop_all(server: &sqldb::Server, names: &[String]) {
+async fn drop_all(server: &sqldb::PgServer, names: &[String]) {
     for (name, result) in names
         .iter()
         .zip(join_all(names.iter().map(|n| server.drop_database(n))).await)
@@ -217,8 +217,8 @@ async fn drop_all(server: &sqldb::Server, names: &[String]) {
 /// does (measured: the 16 shop-app tests took 11 s with inline drops, 2.5 s without). The
 /// thread drops what is queued in batches; what is still queued when the process exits is
 /// orphaned, and dropped by the next test process.
-fn drop_later(server: &sqldb::Server, database: String) {
-    type Job = (sqldb::Server, String);
+fn drop_later(server: &sqldb::PgServer, database: String) {
+    type Job = (sqldb::PgServer, String);
     static QUEUE: std::sync::OnceLock<Mutex<std::sync::mpsc::Sender<Job>>> =
         std::sync::OnceLock::new();
     let queue = QUEUE.get_or_init(|| {

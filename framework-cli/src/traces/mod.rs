@@ -98,7 +98,7 @@ pub struct Dropped {
 
 impl Store {
     /// Opens (creating and migrating) the store on `server`, and starts its pruning.
-    pub async fn open(server: &ovation::sqldb::Server) -> Result<Store, String> {
+    pub async fn open(server: &ovation::sqldb::PgServer) -> Result<Store, String> {
         let pool = server
             .open(&DATABASE, 5)
             .await
