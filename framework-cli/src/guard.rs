@@ -147,7 +147,9 @@ fn refuse(status: StatusCode, message: &str) -> Response {
         .into_response()
 }
 
-fn media_type(headers: &HeaderMap) -> String {
+/// The media type of a request's `Content-Type`, lower-case, without parameters (empty when
+/// there is none).
+pub(crate) fn media_type(headers: &HeaderMap) -> String {
     headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())

@@ -13,7 +13,7 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
-use util::{Client, Running, free_port, target_dir, workspace};
+use util::{Client, target_dir, workspace};
 
 /// What is missing to run the browser, if anything.
 fn missing_tools(chromium: &str) -> Option<String> {
@@ -81,17 +81,7 @@ async fn the_dashboard_works_in_a_browser_offline() {
     let Some(chromium) = browser() else {
         return;
     };
-    let (port, dashboard) = (free_port(), free_port());
-    let mut run = Running::start(
-        &workspace().join("examples/shop-app"),
-        port,
-        dashboard,
-        false,
-        "dashboard",
-    );
-    let app = format!("http://127.0.0.1:{port}");
-    run.wait_for(&format!("{app}/__ovation/health"), Duration::from_secs(600))
-        .await;
+    let (mut run, app, dashboard) = util::run_shop("dashboard").await;
     let c = Client::new(&app);
     let email = format!("{}@browser.example.com", uuid::Uuid::new_v4());
     let (user, product) = c.user_and_product(&email, 400, 10).await;
@@ -104,7 +94,7 @@ async fn the_dashboard_works_in_a_browser_offline() {
     let browser = tokio::process::Command::new("node")
         .arg(workspace().join("tests/browser/dashboard.mjs"))
         .current_dir(workspace().join("tests/browser"))
-        .env("DASHBOARD", format!("http://127.0.0.1:{dashboard}"))
+        .env("DASHBOARD", &dashboard)
         .env("APP", &app)
         .env("USER_ID", &user)
         .env("USER_EMAIL", &email)
@@ -174,17 +164,7 @@ async fn pages_of_other_origins_cannot_use_the_dashboard_or_the_app() {
     let Some(chromium) = browser() else {
         return;
     };
-    let (port, dashboard) = (free_port(), free_port());
-    let mut run = Running::start(
-        &workspace().join("examples/shop-app"),
-        port,
-        dashboard,
-        false,
-        "attacks",
-    );
-    let app = format!("http://127.0.0.1:{port}");
-    run.wait_for(&format!("{app}/__ovation/health"), Duration::from_secs(600))
-        .await;
+    let (mut run, app, dashboard) = util::run_shop("attacks").await;
     let c = Client::new(&app);
     let email = format!("{}@attacks.example.com", uuid::Uuid::new_v4());
     let (_, product) = c.user_and_product(&email, 400, 10).await;
@@ -194,7 +174,7 @@ async fn pages_of_other_origins_cannot_use_the_dashboard_or_the_app() {
     let browser = tokio::process::Command::new("node")
         .arg(workspace().join("tests/browser/attacks.mjs"))
         .current_dir(workspace().join("tests/browser"))
-        .env("DASHBOARD", format!("http://127.0.0.1:{dashboard}"))
+        .env("DASHBOARD", &dashboard)
         .env("APP", &app)
         .env("EVIL", foreign_origin().await)
         .env("PRODUCT_ID", &product)

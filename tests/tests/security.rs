@@ -453,18 +453,7 @@ fn resident_mib(pid: u32) -> u64 {
 async fn the_trace_receiver_stays_bounded_whatever_is_sent() {
     use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse;
     use prost::Message;
-    let (port, dashboard) = (util::free_port(), util::free_port());
-    let mut run = util::Running::start(
-        &util::workspace().join("examples/shop-app"),
-        port,
-        dashboard,
-        false,
-        "otlp-flood",
-    );
-    let base = format!("http://127.0.0.1:{dashboard}");
-    let health = format!("http://127.0.0.1:{port}/__ovation/health");
-    run.wait_for(&health, std::time::Duration::from_secs(600))
-        .await;
+    let (mut run, _, base) = util::run_shop("otlp-flood").await;
     let pid = run.pid();
     let idle = resident_mib(pid);
     let peak = Arc::new(std::sync::atomic::AtomicU64::new(idle));

@@ -35,15 +35,7 @@ use limits::{
 pub(super) async fn receive(State(store): State<Store>, req: Request) -> Response {
     let (parts, body) = req.into_parts();
     let headers = &parts.headers;
-    let content_type = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_ascii_lowercase();
+    let content_type = crate::guard::media_type(headers);
     if headers
         .get(header::CONTENT_ENCODING)
         .is_some_and(|e| e != "identity")

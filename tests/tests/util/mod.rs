@@ -421,6 +421,23 @@ impl Running {
     }
 }
 
+/// `ovation run` of the shop on free ports, once the app answers: the run, the app's URL and
+/// the dashboard's.
+pub async fn run_shop(name: &str) -> (Running, String, String) {
+    let (port, dashboard) = (free_port(), free_port());
+    let mut run = Running::start(
+        &workspace().join("examples/shop-app"),
+        port,
+        dashboard,
+        false,
+        name,
+    );
+    let app = format!("http://127.0.0.1:{port}");
+    run.wait_for(&format!("{app}/__ovation/health"), Duration::from_secs(600))
+        .await;
+    (run, app, format!("http://127.0.0.1:{dashboard}"))
+}
+
 impl Drop for Running {
     fn drop(&mut self) {
         if matches!(self.child.try_wait(), Ok(None)) {
