@@ -43,7 +43,7 @@ enum Cmd {
         #[arg(long)]
         watch: bool,
         /// Also answer the dashboard under this host name (`name` or `name:port`), e.g. of a
-        /// tunnel. Only loopback names are answered otherwise: see README "Security".
+        /// tunnel. Only loopback names are answered otherwise: see docs/security.md.
         #[arg(long = "allow-host", value_name = "HOST")]
         allowed_hosts: Vec<String>,
     },

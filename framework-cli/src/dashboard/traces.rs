@@ -30,7 +30,7 @@ pub(super) async fn list(State(d): State<Dashboard>, Query(filter): Query<ListQu
         let _ = write!(
             body,
             "<p class=\"notice\" id=\"dropped\">The trace store turned away {} span{} and {} \
-             request{} it could not take (see README, Tracing): sample less under heavy load.</p>",
+             request{} it could not take (docs/tracing.md): sample less under heavy load.</p>",
             dropped.spans,
             if dropped.spans == 1 { "" } else { "s" },
             dropped.requests,
