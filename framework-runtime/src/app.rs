@@ -8,7 +8,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 
-use crate::config::{Config, ConfigError};
+use crate::config::{Config, ConfigError, PubSubBackend};
 use crate::http::client::http_client;
 use crate::http::listener::serve;
 use crate::http::{self, RouteError};
@@ -160,16 +160,16 @@ pub async fn database_server(config: &Config) -> Result<sqldb::PgServer, Startup
 /// The NATS server of the config's Pub/Sub backend, if it is NATS: a URL as given, or the
 /// managed `nats-server` for `nats`.
 pub(crate) async fn nats_url(config: &Config) -> Result<Option<String>, StartupError> {
-    match config.pubsub.as_deref() {
-        None | Some("postgres") => Ok(None),
-        Some("nats") => {
+    match &config.pubsub {
+        PubSubBackend::Postgres => Ok(None),
+        PubSubBackend::ManagedNats => {
             let dir = config.data_dir();
             let nats = tokio::task::spawn_blocking(move || crate::infra::ManagedNats::ensure(&dir))
                 .await
                 .expect("managed NATS set-up does not panic")?;
             Ok(Some(nats.url()))
         }
-        Some(url) => Ok(Some(url.to_owned())),
+        PubSubBackend::Nats(url) => Ok(Some(url.clone())),
     }
 }
 

@@ -84,8 +84,8 @@ pub struct Config {
     pub max_db_connections: Option<u32>,
     /// The Pub/Sub backend: `postgres` (default), `nats` (a managed `nats-server`), or a
     /// `nats://host:port` URL.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub pubsub: Option<String>,
+    #[serde(skip_serializing_if = "PubSubBackend::is_default")]
+    pub pubsub: PubSubBackend,
     /// Gateway mode: besides its own services, this process serves every public (and `auth`)
     /// endpoint of the services hosted elsewhere by forwarding the request to the process
     /// service discovery names. Private endpoints are never forwarded.
@@ -99,6 +99,57 @@ pub struct Config {
     /// follows its caller's decision.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub trace_sampling: Option<f64>,
+}
+
+/// Where Pub/Sub messages travel. Written in a config as `postgres`, `nats` or a
+/// `nats://host:port` URL.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub enum PubSubBackend {
+    /// Tables in the framework's own Postgres database (the default).
+    #[default]
+    Postgres,
+    /// JetStream on a `nats-server` Ovation runs itself, beside its managed Postgres.
+    ManagedNats,
+    /// JetStream on the NATS server at this `nats://` URL.
+    Nats(String),
+}
+
+impl PubSubBackend {
+    fn is_default(&self) -> bool {
+        *self == PubSubBackend::Postgres
+    }
+}
+
+impl std::str::FromStr for PubSubBackend {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<PubSubBackend, String> {
+        match text {
+            "postgres" => Ok(PubSubBackend::Postgres),
+            "nats" => Ok(PubSubBackend::ManagedNats),
+            url if url.starts_with("nats://") => Ok(PubSubBackend::Nats(url.to_owned())),
+            _ => Err("expected `postgres`, `nats` or a nats://host:port URL".into()),
+        }
+    }
+}
+
+impl TryFrom<String> for PubSubBackend {
+    type Error = String;
+
+    fn try_from(text: String) -> Result<PubSubBackend, String> {
+        text.parse()
+    }
+}
+
+impl From<PubSubBackend> for String {
+    fn from(backend: PubSubBackend) -> String {
+        match backend {
+            PubSubBackend::Postgres => "postgres".into(),
+            PubSubBackend::ManagedNats => "nats".into(),
+            PubSubBackend::Nats(url) => url,
+        }
+    }
 }
 
 /// Why the config could not be loaded.
@@ -199,14 +250,9 @@ impl Config {
                 .collect();
         }
         if let Some(v) = var("OVATION_PUBSUB").filter(|v| !v.is_empty()) {
-            if !(v == "postgres" || v == "nats" || v.starts_with("nats://")) {
-                return Err(env_err(
-                    "OVATION_PUBSUB",
-                    &v,
-                    "expected `postgres`, `nats` or a nats://host:port URL".into(),
-                ));
-            }
-            self.pubsub = Some(v);
+            self.pubsub = v
+                .parse()
+                .map_err(|e: String| env_err("OVATION_PUBSUB", &v, e))?;
         }
         if let Some(v) = var("OTEL_EXPORTER_OTLP_ENDPOINT").filter(|v| !v.is_empty()) {
             if !(v.starts_with("http://") || v.starts_with("https://")) {
@@ -358,5 +404,44 @@ mod tests {
     fn unknown_config_keys_are_rejected() {
         let err = serde_json::from_str::<Config>(r#"{"lisen": "127.0.0.1:1"}"#).unwrap_err();
         assert!(err.to_string().contains("unknown field `lisen`"), "{err}");
+    }
+
+    #[test]
+    fn the_pubsub_backend_is_one_of_three_and_reads_as_it_is_written() {
+        for (text, backend) in [
+            ("postgres", PubSubBackend::Postgres),
+            ("nats", PubSubBackend::ManagedNats),
+            (
+                "nats://10.0.0.1:4222",
+                PubSubBackend::Nats("nats://10.0.0.1:4222".into()),
+            ),
+        ] {
+            let config: Config =
+                serde_json::from_str(&format!(r#"{{"pubsub": "{text}"}}"#)).unwrap();
+            assert_eq!(config.pubsub, backend);
+            let mut from_env = Config::default();
+            from_env
+                .apply_env(env(&[("OVATION_PUBSUB", text)]))
+                .unwrap();
+            assert_eq!(from_env.pubsub, backend);
+            let written = serde_json::to_value(&config).unwrap();
+            assert_eq!(
+                written.get("pubsub").and_then(|v| v.as_str()),
+                (backend != PubSubBackend::Postgres).then_some(text),
+                "the default is not written"
+            );
+        }
+        let err = serde_json::from_str::<Config>(r#"{"pubsub": "kafka"}"#).unwrap_err();
+        assert!(
+            err.to_string().contains("expected `postgres`, `nats`"),
+            "{err}"
+        );
+        let err = Config::default()
+            .apply_env(env(&[("OVATION_PUBSUB", "kafka")]))
+            .unwrap_err();
+        assert!(
+            err.to_string().starts_with("OVATION_PUBSUB=\"kafka\""),
+            "{err}"
+        );
     }
 }

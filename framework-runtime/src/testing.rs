@@ -288,7 +288,7 @@ impl TestEnv {
         let url = URL
             .get_or_try_init(|| async {
                 let config = Config {
-                    pubsub: Some("nats".into()),
+                    pubsub: crate::config::PubSubBackend::ManagedNats,
                     data_dir: Some(test_data_dir()),
                     ..Config::default()
                 };

@@ -124,7 +124,7 @@ fn config_map(app: &str, units: &[Unit]) -> Value {
                     .filter(|(s, _)| !u.services.iter().any(|h| h == *s))
                     .map(|(s, url)| ((*s).to_owned(), url.clone()))
                     .collect(),
-                pubsub: Some(format!("nats://{app}-nats:4222")),
+                pubsub: ovation::config::PubSubBackend::Nats(format!("nats://{app}-nats:4222")),
                 gateway: u.gateway,
                 ..ovation::Config::default()
             };

@@ -175,9 +175,12 @@ pub fn deploy(exe: &Path, units: Vec<Unit>, options: &Options) -> Result<Deploym
         .collect();
     let key = super::generate_key();
     let database_url = std::env::var("DATABASE_URL").ok().filter(|u| !u.is_empty());
-    let pubsub = std::env::var("OVATION_PUBSUB")
-        .ok()
-        .filter(|u| !u.is_empty());
+    let pubsub: ovation::config::PubSubBackend = match std::env::var("OVATION_PUBSUB") {
+        Ok(v) if !v.is_empty() => v
+            .parse()
+            .map_err(|e| format!("OVATION_PUBSUB={v:?} is not valid: {e}"))?,
+        _ => Default::default(),
+    };
     let otlp_endpoint = std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT")
         .ok()
         .filter(|u| !u.is_empty());
