@@ -26,21 +26,8 @@ use serde::{Deserialize, Serialize};
 /// The name of the gateway process; `ovation-` names are reserved for Ovation's own.
 pub const GATEWAY: &str = "ovation-gateway";
 
-/// What the app's binary says about itself (`OVATION_DESCRIBE=1`); the fields deploy needs.
-#[derive(Debug, Clone, Deserialize)]
-pub struct AppModel {
-    pub services: Vec<String>,
-    #[serde(default)]
-    pub databases: Vec<ModelDatabase>,
-    #[serde(default)]
-    pub topics: Vec<serde_json::Value>,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-pub struct ModelDatabase {
-    pub name: String,
-    pub service: String,
-}
+/// What the app's binary says about itself (`OVATION_DESCRIBE=1`).
+pub use ovation::model::AppModel;
 
 /// The app's `ovation.toml`. Optional; every field has a default.
 #[derive(Debug, Clone, Default, Deserialize)]

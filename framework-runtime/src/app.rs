@@ -62,8 +62,16 @@ pub enum StartupError {
 pub fn run() -> ExitCode {
     match std::env::var_os("OVATION_DESCRIBE") {
         Some(v) if v == "1" => {
-            println!("{}", crate::model::app_model(None));
-            return ExitCode::SUCCESS;
+            return match serde_json::to_string(&crate::model::app_model(None)) {
+                Ok(model) => {
+                    println!("{model}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("error: the app model could not be written: {e}");
+                    ExitCode::FAILURE
+                }
+            };
         }
         Some(v) if v == "openapi" => {
             println!("{:#}", crate::http::openapi::spec());
@@ -321,7 +329,7 @@ impl RuntimeBuilder {
 pub async fn start(config: Config) -> Result<Server, StartupError> {
     let rt = build_runtime(&config).await?;
     let addr = config.listen_addr();
-    let listener = TcpListener::bind(addr).await.map_err(|source| StartupError::Bind {
+    let listener = crate::http::listener::bind(addr).await.map_err(|source| StartupError::Bind {
         addr,
         hint: if source.kind() == std::io::ErrorKind::AddrInUse {
             "\n  Another program uses this port: stop it, or pick another with OVATION_LISTEN=127.0.0.1:PORT."

@@ -6,10 +6,11 @@
 //! It sits above the declarations (`registry`, `sqldb`, `pubsub`), which know nothing of one
 //! another, and below the HTTP layer and the app, which read it.
 
-use serde_json::json;
+use serde::{Deserialize, Serialize};
 
-use crate::registry::{self, service_of};
+use crate::registry;
 use crate::runtime::Runtime;
+use crate::runtime::service_of;
 
 /// Every service of the app: the modules with endpoints, databases, topics or subscriptions.
 pub fn services() -> Vec<&'static str> {
@@ -26,57 +27,109 @@ pub fn services() -> Vec<&'static str> {
 }
 
 /// The app model: services, endpoints with their schemas, databases, topics, subscriptions.
-/// With a runtime, each endpoint and subscription says whether it is hosted there. The CLI
-/// reads it from `OVATION_DESCRIBE=1 <app binary>` to plan deployments.
-pub fn app_model(rt: Option<&Runtime>) -> serde_json::Value {
-    let endpoints: Vec<serde_json::Value> = registry::endpoints()
-        .iter()
-        .map(|e| {
-            let i = e.info();
-            json!({
-                "service": i.service,
-                "name": i.name,
-                "method": i.method,
-                "path": i.path,
-                "access": i.access,
-                "pathParams": i.path_params,
-                "hosted": rt.map(|rt| rt.hosts(i.service)),
-                "requestSchema": e.request_schema(),
-                "responseSchema": e.response_schema(),
+/// One typed description, written by the app (`/__ovation/meta`, `OVATION_DESCRIBE=1`) and read
+/// by the CLI (deploy plans, the dashboard) as the same type.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AppModel {
+    pub services: Vec<String>,
+    pub endpoints: Vec<EndpointModel>,
+    pub databases: Vec<DatabaseModel>,
+    pub topics: Vec<TopicModel>,
+    pub subscriptions: Vec<SubscriptionModel>,
+}
+
+/// One endpoint of the [`AppModel`].
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EndpointModel {
+    pub service: String,
+    pub name: String,
+    pub method: registry::Method,
+    /// The pattern, `:name` and `*rest` segments included.
+    pub path: String,
+    pub access: registry::Access,
+    pub path_params: Vec<String>,
+    /// Whether the process that described the app serves it (`None`: not asked of a process).
+    pub hosted: Option<bool>,
+    /// The JSON Schema of the request (`None` for an endpoint that takes none).
+    pub request_schema: Option<serde_json::Value>,
+    pub response_schema: serde_json::Value,
+}
+
+/// One database of the [`AppModel`].
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DatabaseModel {
+    pub name: String,
+    pub service: String,
+    /// Its migration files, in order.
+    pub migrations: Vec<String>,
+}
+
+/// One topic of the [`AppModel`].
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TopicModel {
+    pub name: String,
+    pub service: String,
+}
+
+/// One subscription of the [`AppModel`].
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SubscriptionModel {
+    pub name: String,
+    pub service: String,
+    pub topic: String,
+    /// Its delivery settings (durations in milliseconds).
+    pub config: serde_json::Value,
+    pub hosted: Option<bool>,
+}
+
+/// The app's [`AppModel`]. With a runtime, each endpoint and subscription says whether it is
+/// hosted there.
+pub fn app_model(rt: Option<&Runtime>) -> AppModel {
+    let schema = |s: schemars::Schema| serde_json::to_value(s).unwrap_or_default();
+    AppModel {
+        services: services().into_iter().map(str::to_owned).collect(),
+        endpoints: registry::endpoints()
+            .iter()
+            .map(|e| {
+                let i = e.info();
+                EndpointModel {
+                    service: i.service.to_owned(),
+                    name: i.name.to_owned(),
+                    method: i.method,
+                    path: i.path.to_owned(),
+                    access: i.access,
+                    path_params: i.path_params.iter().map(|p| (*p).to_owned()).collect(),
+                    hosted: rt.map(|rt| rt.hosts(i.service)),
+                    request_schema: e.request_schema().map(schema),
+                    response_schema: schema(e.response_schema()),
+                }
             })
-        })
-        .collect();
-    let databases: Vec<serde_json::Value> = crate::sqldb::declared()
-        .iter()
-        .map(|d| {
-            json!({
-                "name": d.name,
-                "service": d.service(),
-                "migrations": d.migrations.iter().map(|m| m.file).collect::<Vec<_>>(),
+            .collect(),
+        databases: crate::sqldb::declared()
+            .iter()
+            .map(|d| DatabaseModel {
+                name: d.name.to_owned(),
+                service: d.service().to_owned(),
+                migrations: d.migrations.iter().map(|m| m.file.to_owned()).collect(),
             })
-        })
-        .collect();
-    let topics: Vec<serde_json::Value> = crate::pubsub::topics()
-        .iter()
-        .map(|t| json!({ "name": t.name, "service": crate::runtime::service_of(t.module) }))
-        .collect();
-    let subscriptions: Vec<serde_json::Value> = crate::pubsub::subscriptions()
-        .iter()
-        .map(|s| {
-            json!({
-                "name": s.name,
-                "service": s.service(),
-                "topic": (s.topic)(),
-                "config": s.config,
-                "hosted": rt.map(|rt| rt.hosts(s.service())),
+            .collect(),
+        topics: crate::pubsub::topics()
+            .iter()
+            .map(|t| TopicModel {
+                name: t.name.to_owned(),
+                service: service_of(t.module).to_owned(),
             })
-        })
-        .collect();
-    json!({
-        "services": services(),
-        "endpoints": endpoints,
-        "databases": databases,
-        "topics": topics,
-        "subscriptions": subscriptions,
-    })
+            .collect(),
+        subscriptions: crate::pubsub::subscriptions()
+            .iter()
+            .map(|s| SubscriptionModel {
+                name: s.name.to_owned(),
+                service: s.service().to_owned(),
+                topic: (s.topic)().to_owned(),
+                config: serde_json::to_value(s.config).unwrap_or_default(),
+                hosted: rt.map(|rt| rt.hosts(s.service())),
+            })
+            .collect(),
+    }
 }

@@ -17,7 +17,6 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 
-use tokio::net::TcpListener;
 use tokio::sync::OnceCell;
 
 use crate::app::{self, Server};
@@ -394,7 +393,7 @@ impl TestEnv {
     /// [`crate::on_start!`] tasks, as a process of the app would.
     pub async fn serve(&self, hosting: Hosting) -> Result<Server, Error> {
         let rt = self.runtime(hosting)?;
-        let listener = TcpListener::bind("127.0.0.1:0")
+        let listener = crate::http::listener::bind(([127, 0, 0, 1], 0).into())
             .await
             .map_err(|e| Error::unavailable(format!("cannot listen on 127.0.0.1: {e}")))?;
         let server = Server::start(rt, listener).map_err(|e| Error::internal(e.to_string()))?;

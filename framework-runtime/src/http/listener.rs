@@ -11,6 +11,25 @@ use tokio::sync::oneshot;
 
 use crate::runtime::Runtime;
 
+/// Connections the kernel queues for the accept loop. Tokio's (and the standard library's)
+/// default of 128 overflows under a burst of new connections — a load balancer reconnecting, a
+/// few hundred clients at once — and an overflowing queue drops handshakes or resets them. The
+/// kernel caps it at `net.core.somaxconn`.
+const BACKLOG: u32 = 1024;
+
+/// Listens on `addr` as the app's server does: `SO_REUSEADDR` (a restarted process rebinds at
+/// once), and a backlog of [`BACKLOG`].
+pub async fn bind(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(BACKLOG)
+}
+
 /// A draining server may close a connection idle this long without a request racing the close:
 /// longer than Ovation's client keeps an idle connection for reuse (`CLIENT_IDLE_TIMEOUT`).
 const SAFE_TO_CLOSE_IDLE: Duration = Duration::from_millis(1500);
