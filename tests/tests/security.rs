@@ -540,7 +540,12 @@ async fn the_trace_receiver_stays_bounded_whatever_is_sent() {
         1_990_000 + accepted_floods * (15_000_000 - 10_000),
         "{listed}"
     );
-    assert_eq!(dropped["requests"].as_u64().unwrap(), busy + 2, "{listed}");
+    // The two refused here, the floods told to come back, and any batch of the app's own
+    // exporter that arrived while the floods held both permits.
+    assert!(
+        dropped["requests"].as_u64().unwrap() >= busy + 2,
+        "{listed}"
+    );
     let page = http
         .get(format!("{base}/traces"))
         .send()
