@@ -145,21 +145,7 @@ impl Store {
         Ok(())
     }
 
-    /// Stores the spans of one OTLP request (all of them: the receiver applies its limits
-    /// before); returns how many.
-    pub async fn insert(&self, request: ExportTraceServiceRequest) -> Result<usize, sqlx::Error> {
-        let mut rows = Rows::default();
-        for resource_spans in request.resource_spans {
-            let process = process_name(resource_spans.resource.as_ref());
-            for scope in resource_spans.scope_spans {
-                for span in scope.spans {
-                    rows.push(&process, span);
-                }
-            }
-        }
-        self.insert_rows(rows).await
-    }
-
+    /// Stores spans the receiver decoded (within its limits); returns how many.
     async fn insert_rows(&self, rows: Rows) -> Result<usize, sqlx::Error> {
         let count = rows.trace_id.len();
         if count == 0 {
