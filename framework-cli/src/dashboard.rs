@@ -66,7 +66,7 @@ struct Dashboard {
     databases: databases::Databases,
     /// The app's service-auth key: the explorer signs calls to private endpoints with it, and
     /// the pages their requests to the app's `/__ovation/*`.
-    key: ovation::service_auth::ServiceAuthKey,
+    key: ovation::tooling::ServiceAuthKey,
     /// The checks in front of every page, and the token the pages carry.
     guard: Guard,
 }
@@ -82,7 +82,7 @@ impl Dashboard {
     ) -> Option<reqwest::RequestBuilder> {
         let url = reqwest::Url::parse(url).ok()?;
         let signature = self.key.sign(
-            ovation::service_auth::Signed {
+            ovation::tooling::Signed {
                 method: method.as_str(),
                 path: url.path(),
                 query: url.query().unwrap_or(""),
@@ -93,7 +93,7 @@ impl Dashboard {
         Some(
             self.http
                 .request(method, url)
-                .header(ovation::service_auth::HEADER, signature)
+                .header(ovation::tooling::HEADER, signature)
                 .body(body),
         )
     }
@@ -105,7 +105,7 @@ pub fn router(
     status: SharedStatus,
     app: std::path::PathBuf,
     databases: databases::Databases,
-    key: ovation::service_auth::ServiceAuthKey,
+    key: ovation::tooling::ServiceAuthKey,
     guard: Guard,
 ) -> Router {
     let dashboard = Dashboard {

@@ -27,7 +27,7 @@ use serde::{Deserialize, Serialize};
 pub const GATEWAY: &str = "ovation-gateway";
 
 /// What the app's binary says about itself (`OVATION_DESCRIBE=1`).
-pub use ovation::model::AppModel;
+pub use ovation::tooling::AppModel;
 
 /// The app's `ovation.toml`. Optional; every field has a default.
 #[derive(Debug, Clone, Default, Deserialize)]

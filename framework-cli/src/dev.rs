@@ -21,7 +21,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
-use ovation::infra::ManagedPostgres;
+use ovation::tooling::ManagedPostgres;
 use tokio::net::TcpListener;
 use tokio::process::{Child, Command};
 
@@ -57,7 +57,7 @@ async fn bind(port: u16, what: &str, flag: &str) -> Result<TcpListener, String> 
 }
 
 /// The Postgres server of the app's databases and of the trace store.
-async fn database_server(data_dir: &Path) -> Result<ovation::sqldb::PgServer, String> {
+async fn database_server(data_dir: &Path) -> Result<ovation::tooling::PgServer, String> {
     let url = match std::env::var("DATABASE_URL").ok().filter(|u| !u.is_empty()) {
         Some(url) => url,
         None => {
@@ -70,7 +70,7 @@ async fn database_server(data_dir: &Path) -> Result<ovation::sqldb::PgServer, St
             pg.url("postgres")
         }
     };
-    ovation::sqldb::PgServer::from_url(&url).map_err(|e| e.to_string())
+    ovation::tooling::PgServer::from_url(&url).map_err(|e| e.to_string())
 }
 
 /// Starts the trace store and its server on `listener`: the whole dashboard when there is an
@@ -93,7 +93,7 @@ async fn start_dashboard(
                 status,
                 app.to_owned(),
                 crate::dashboard::databases::Databases::new(server),
-                ovation::service_auth::ServiceAuthKey::new(&key),
+                ovation::tooling::ServiceAuthKey::new(&key),
                 guard,
             );
             crate::traces::serve_router(dashboard, listener)
@@ -380,7 +380,7 @@ fn serve_proxy(listener: TcpListener, target: Arc<RwLock<reqwest::Url>>) {
         let (http, target) = (http.clone(), target.clone());
         async move {
             let base = target.read().unwrap_or_else(|p| p.into_inner()).clone();
-            let options = ovation::http::gateway::Forward {
+            let options = ovation::tooling::Forward {
                 body_limit: 64 * 1024 * 1024,
                 body_read_timeout: Duration::from_secs(10),
                 timeout: Duration::from_secs(300),
@@ -389,7 +389,7 @@ fn serve_proxy(listener: TcpListener, target: Arc<RwLock<reqwest::Url>>) {
                 // The proxy stands for the app itself: the dashboard's signed calls pass.
                 keep_signature: true,
             };
-            ovation::http::gateway::forward_to(&http, "app", &base, req, &options)
+            ovation::tooling::forward_to(&http, "app", &base, req, &options)
                 .await
                 .unwrap_or_else(axum::response::IntoResponse::into_response)
         }

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 
 use clap::{Parser, Subcommand, ValueEnum};
-use ovation::infra::ManagedPostgres;
+use ovation::tooling::ManagedPostgres;
 
 pub mod dashboard;
 pub mod deploy;
@@ -348,7 +348,7 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
                          {} s after the last Ovation process using it exits",
                         pg.port(),
                         pg.dir().display(),
-                        ovation::infra::IDLE_STOP.as_secs()
+                        ovation::tooling::IDLE_STOP.as_secs()
                     );
                 }
                 DbCmd::Stop => {
@@ -485,7 +485,7 @@ fn reset(pg: &ManagedPostgres, only: Option<&str>) -> Result<Vec<String>, String
         .map_err(|e| format!("cannot start the async runtime: {e}"))?;
     tokio.block_on(async {
         let server =
-            ovation::sqldb::PgServer::from_url(&pg.url("postgres")).map_err(|e| e.to_string())?;
+            ovation::tooling::PgServer::from_url(&pg.url("postgres")).map_err(|e| e.to_string())?;
         let all = server
             .databases()
             .await

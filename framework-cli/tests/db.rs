@@ -51,7 +51,7 @@ fn db_start_url_and_stop() {
         String::from_utf8_lossy(&out.stderr).trim(),
         "no database to drop"
     );
-    let server = ovation::sqldb::PgServer::from_url(url.trim()).unwrap();
+    let server = ovation::tooling::PgServer::from_url(url.trim()).unwrap();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -56,7 +56,7 @@ pub enum StartupError {
 /// ```
 ///
 /// With `OVATION_DESCRIBE=1` it prints the app model as JSON instead (services, endpoints,
-/// databases, topics; see [`crate::model::app_model`]) and exits: the CLI plans
+/// databases, topics) and exits: the CLI plans
 /// deployments with it.
 /// With `OVATION_DESCRIBE=openapi` it prints the OpenAPI document of its public API.
 pub fn run() -> ExitCode {
@@ -150,7 +150,7 @@ pub(crate) fn service_urls(
 }
 
 /// The Postgres server the app's databases live on: `DATABASE_URL`, or the managed one.
-pub async fn database_server(config: &Config) -> Result<sqldb::PgServer, StartupError> {
+pub(crate) async fn database_server(config: &Config) -> Result<sqldb::PgServer, StartupError> {
     let url = match &config.database_url {
         Some(url) => url.clone(),
         None => {
@@ -183,7 +183,7 @@ pub(crate) async fn nats_url(config: &Config) -> Result<Option<String>, StartupE
 
 /// Builds this process's runtime from `config`: creates and migrates the databases of the
 /// hosted services.
-pub async fn build_runtime(config: &Config) -> Result<&'static Runtime, StartupError> {
+pub(crate) async fn build_runtime(config: &Config) -> Result<&'static Runtime, StartupError> {
     let builder = RuntimeBuilder::from_config(config)?;
     let is_hosted = |s: &str| builder.hosts(s);
     let needed: Vec<_> = sqldb::declared()
@@ -366,6 +366,7 @@ pub struct Server {
 
 impl Server {
     /// Serves `rt`'s endpoints on `listener`.
+    #[doc(hidden)]
     pub fn start(rt: &'static Runtime, listener: TcpListener) -> Result<Server, StartupError> {
         let router = http::router(rt)?;
         let addr = listener.local_addr().map_err(|source| StartupError::Bind {

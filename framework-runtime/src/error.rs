@@ -301,16 +301,16 @@ impl IntoResponse for Error {
 
 /// Postgres SQLSTATE codes we translate (<https://www.postgresql.org/docs/current/errcodes-appendix.html>).
 mod sqlstate {
-    pub const UNIQUE_VIOLATION: &str = "23505";
-    pub const FOREIGN_KEY_VIOLATION: &str = "23503";
-    pub const CHECK_VIOLATION: &str = "23514";
-    pub const NOT_NULL_VIOLATION: &str = "23502";
-    pub const NUMERIC_VALUE_OUT_OF_RANGE: &str = "22003";
-    pub const INVALID_TEXT_REPRESENTATION: &str = "22P02";
-    pub const QUERY_CANCELED: &str = "57014";
-    pub const STRING_DATA_RIGHT_TRUNCATION: &str = "22001";
-    pub const CHARACTER_NOT_IN_REPERTOIRE: &str = "22021";
-    pub const UNTRANSLATABLE_CHARACTER: &str = "22P05";
+    pub(super) const UNIQUE_VIOLATION: &str = "23505";
+    pub(super) const FOREIGN_KEY_VIOLATION: &str = "23503";
+    pub(super) const CHECK_VIOLATION: &str = "23514";
+    pub(super) const NOT_NULL_VIOLATION: &str = "23502";
+    pub(super) const NUMERIC_VALUE_OUT_OF_RANGE: &str = "22003";
+    pub(super) const INVALID_TEXT_REPRESENTATION: &str = "22P02";
+    pub(super) const QUERY_CANCELED: &str = "57014";
+    pub(super) const STRING_DATA_RIGHT_TRUNCATION: &str = "22001";
+    pub(super) const CHARACTER_NOT_IN_REPERTOIRE: &str = "22021";
+    pub(super) const UNTRANSLATABLE_CHARACTER: &str = "22P05";
 }
 
 /// Maps database errors to codes a caller can act on. The SQL text and Postgres' own message

@@ -41,32 +41,36 @@
 //! call; when `users` runs in another process it is a signed HTTP request, and the error comes
 //! back with its code.
 //!
-//! | module | what it holds |
+//! What an app uses:
+//!
+//! | item | what it is |
 //! |---|---|
-//! | [`error`] | [`Error`] and [`ErrCode`], Encore's codes and statuses |
-//! | [`sqldb`] | [`Database`], migrations, template databases for tests |
-//! | [`pubsub`] | [`Topic`], subscriptions, the outbox, dead letters |
-//! | [`registry`] | the app model: every endpoint and database |
-//! | [`call`] | the stubs' local-or-remote dispatch |
-//! | [`http`] | routes, the endpoint pipeline, request decoding, access control, `/__ovation/*`, gateway mode, the accept loop, the client side of calls |
-//! | [`config`] | the runtime config |
-//! | [`telemetry`] | logs, spans, trace context, OTLP export |
-//! | [`infra`] | the managed local Postgres |
-//! | [`testing`] | `#[ovation::test]` and end-to-end test support |
+//! | [`api`], [`database!`], [`topic!`], [`subscription`], [`on_start!`] | declare endpoints, databases, topics, subscriptions, start-up tasks |
+//! | [`Error`], [`ErrCode`] | errors with Encore's codes and HTTP statuses |
+//! | [`Database`] ([`sqldb`]) | a service's Postgres database: its pool, transactions |
+//! | [`Topic`] ([`pubsub`]) | publishing, the transactional outbox, dead letters and redrive |
+//! | [`spawn`] | background work that keeps the request's trace and service |
+//! | [`run`], [`start`], [`Config`] | the app's `main`, and serving from your own `main` |
+//! | [`test`], [`testing`] | `#[ovation::test]` with databases of its own, end-to-end test support |
+//!
+//! How the runtime is built inside (the HTTP layer, the Pub/Sub engine, telemetry, the managed
+//! servers) is described in the repository's `ARCHITECTURE.md`; none of it is public API.
 
-pub mod app;
-pub mod call;
+#![warn(unreachable_pub)]
+
+mod app;
+mod call;
 pub mod config;
 pub mod error;
-pub mod http;
-pub mod infra;
-pub mod model;
+mod http;
+mod infra;
+mod model;
 pub mod pubsub;
-pub mod registry;
-pub mod runtime;
-pub mod service_auth;
+mod registry;
+mod runtime;
+mod service_auth;
 pub mod sqldb;
-pub mod telemetry;
+mod telemetry;
 pub mod testing;
 
 pub use app::{Server, StartupError, run, start};
@@ -94,6 +98,22 @@ pub use serde;
 pub use sqlx;
 pub use tracing;
 pub use uuid;
+
+/// What the `ovation` CLI, the repo's tests and benchmarks use of the runtime's internals: the
+/// managed servers, the app model, service auth, the gateway's forwarding. Not public API: may
+/// change in any release.
+#[doc(hidden)]
+pub mod tooling {
+    pub use crate::http::gateway::{Forward, forward_to};
+    pub use crate::http::listener::LingeringClose;
+    pub use crate::infra::{IDLE_STOP, InfraError, ManagedNats, ManagedPostgres};
+    pub use crate::model::{AppModel, services};
+    pub use crate::registry::{endpoints, service_of};
+    pub use crate::runtime::{Runtime, start_tasks};
+    pub use crate::service_auth::{HEADER, ServiceAuthKey, Signed};
+    pub use crate::sqldb::server::{PgServer, SetupError};
+    pub use crate::telemetry::{dropped_spans, init, init_for_tests_exporting_to};
+}
 
 /// The request-decoding path, for the fuzz targets in `tests/fuzz`. Not public API.
 #[doc(hidden)]
@@ -133,12 +153,14 @@ pub mod __private {
     pub use crate::call::call;
     pub use crate::error::Error;
     pub use crate::pubsub::{
-        SubscriptionConfig, SubscriptionDef, SubscriptionEntry, Topic, decode as decode_message,
+        SubscriptionConfig, SubscriptionDef, SubscriptionEntry, Topic, TopicDef, TopicEntry,
+        decode as decode_message,
     };
     pub use crate::registry::{
         Access, Endpoint, EndpointDecl, EndpointEntry, Method, NoParamSchema, ParamSchema,
         ParamSchemaOf, PathParam, Payload, parse_param,
     };
+    pub use crate::runtime::{StartTask, StartTaskEntry};
     pub use crate::sqldb::{Database, DatabaseDef, DatabaseEntry, Migration};
     pub use crate::testing::run_test;
     pub use inventory;

@@ -85,7 +85,7 @@ pub struct SubscriptionModel {
 
 /// The app's [`AppModel`]. With a runtime, each endpoint and subscription says whether it is
 /// hosted there.
-pub fn app_model(rt: Option<&Runtime>) -> AppModel {
+pub(crate) fn app_model(rt: Option<&Runtime>) -> AppModel {
     let schema = |s: schemars::Schema| serde_json::to_value(s).unwrap_or_default();
     AppModel {
         services: services().into_iter().map(str::to_owned).collect(),

@@ -158,6 +158,7 @@ fn encode<T: Serialize>(message: &T) -> Result<serde_json::Value, Error> {
         .map_err(|e| Error::internal(format!("the message could not be encoded: {e}")))
 }
 
+#[doc(hidden)]
 /// Every topic declared in the app, by name.
 pub fn topics() -> &'static [&'static TopicDef] {
     static ALL: std::sync::OnceLock<Vec<&'static TopicDef>> = std::sync::OnceLock::new();
@@ -172,6 +173,7 @@ pub fn topics() -> &'static [&'static TopicDef] {
     })
 }
 
+#[doc(hidden)]
 /// A subscription's delivery settings. Serialised with durations in milliseconds.
 #[derive(Debug, Clone, Copy, Serialize)]
 pub struct SubscriptionConfig {
@@ -242,6 +244,7 @@ impl SubscriptionDef {
 pub struct SubscriptionEntry(pub &'static SubscriptionDef);
 inventory::collect!(SubscriptionEntry);
 
+#[doc(hidden)]
 /// Every subscription declared in the app, by name.
 ///
 /// Computed once: the registry is fixed at link time, and publishing consults it every time.
@@ -337,11 +340,11 @@ pub async fn stats(subscription: &str) -> Result<SubscriptionStats, Error> {
 #[macro_export]
 macro_rules! topic {
     ($name:literal) => {{
-        static __OVATION_TOPIC: $crate::pubsub::TopicDef = $crate::pubsub::TopicDef {
+        static __OVATION_TOPIC: $crate::__private::TopicDef = $crate::__private::TopicDef {
             name: $name,
             module: ::core::module_path!(),
         };
-        $crate::__private::inventory::submit! { $crate::pubsub::TopicEntry(&__OVATION_TOPIC) }
+        $crate::__private::inventory::submit! { $crate::__private::TopicEntry(&__OVATION_TOPIC) }
         $crate::pubsub::Topic::__new(&__OVATION_TOPIC)
     }};
 }

@@ -97,13 +97,14 @@ macro_rules! on_start {
             > {
                 $crate::__private::Box::pin($task())
             }
-            static __OVATION_START_TASK: $crate::runtime::StartTask = $crate::runtime::StartTask {
-                module: ::core::module_path!(),
-                name: ::core::stringify!($task),
-                run: __ovation_start,
-            };
+            static __OVATION_START_TASK: $crate::__private::StartTask =
+                $crate::__private::StartTask {
+                    module: ::core::module_path!(),
+                    name: ::core::stringify!($task),
+                    run: __ovation_start,
+                };
             $crate::__private::inventory::submit! {
-                $crate::runtime::StartTaskEntry(&__OVATION_START_TASK)
+                $crate::__private::StartTaskEntry(&__OVATION_START_TASK)
             }
         };
     };

@@ -130,7 +130,7 @@ impl ServiceAuthKey {
 
 /// The keys a process signs and verifies with, and the nonces it has accepted.
 #[derive(Debug)]
-pub struct ServiceAuth {
+pub(crate) struct ServiceAuth {
     signing: ServiceAuthKey,
     /// Keys still accepted (a rotation in progress), besides the signing key.
     accepted: Vec<ServiceAuthKey>,
@@ -139,7 +139,7 @@ pub struct ServiceAuth {
 
 impl ServiceAuth {
     /// Signs with `signing`; accepts it and `accepted`.
-    pub fn new(signing: ServiceAuthKey, accepted: Vec<ServiceAuthKey>) -> Self {
+    pub(crate) fn new(signing: ServiceAuthKey, accepted: Vec<ServiceAuthKey>) -> Self {
         ServiceAuth {
             signing,
             accepted,
@@ -147,18 +147,13 @@ impl ServiceAuth {
         }
     }
 
-    /// The key this process signs with.
-    pub fn key(&self) -> &ServiceAuthKey {
-        &self.signing
-    }
-
     /// The header value signing `request` by `caller`.
-    pub fn sign(&self, request: Signed<'_>, caller: &str) -> String {
+    pub(crate) fn sign(&self, request: Signed<'_>, caller: &str) -> String {
         self.signing.sign(request, caller)
     }
 
     /// The calling service, if `header` is a valid, fresh, first-seen signature of `request`.
-    pub fn verify(&self, header: &str, request: Signed<'_>) -> Option<String> {
+    pub(crate) fn verify(&self, header: &str, request: Signed<'_>) -> Option<String> {
         self.verify_at(header, request, unix_now())
     }
 

@@ -105,6 +105,7 @@ impl Hosting {
         self
     }
 
+    #[doc(hidden)]
     /// Signs with `signing` and accepts it and `accepted`, instead of the environment's
     /// shared key: to test a key rotation.
     pub fn service_auth(
@@ -149,6 +150,7 @@ fn test_data_dir() -> PathBuf {
         .unwrap_or_else(|| std::env::temp_dir().join("ovation-test"))
 }
 
+#[doc(hidden)]
 /// The Postgres server tests use (started on first use; see the module docs).
 pub async fn test_server() -> Result<&'static sqldb::PgServer, Error> {
     SERVER
@@ -336,11 +338,13 @@ impl TestEnv {
         })
     }
 
+    #[doc(hidden)]
     /// The service-auth key the runtimes of this environment share.
     pub fn service_auth_key(&self) -> &ServiceAuthKey {
         &self.auth_key
     }
 
+    #[doc(hidden)]
     /// A runtime over this environment's databases, hosting what `hosting` says.
     pub fn runtime(&self, hosting: Hosting) -> Result<&'static Runtime, Error> {
         let builder = app::RuntimeBuilder::from_config(&hosting.config)
@@ -423,7 +427,7 @@ impl TestEnv {
         self.databases.get(name).map(String::as_str)
     }
 
-    /// Closes the pools and drops the databases (in the background: see [`drop_later`]).
+    /// Closes the pools and drops the databases (in the background, so a test does not wait for Postgres to drop them).
     pub async fn close(self) {
         let runtimes =
             std::mem::take(&mut *self.runtimes.lock().unwrap_or_else(|p| p.into_inner()));

@@ -1,7 +1,8 @@
 //! Migrations against a real Postgres: applied once and tracked, a broken one stops with its
 //! file name and Postgres' message, an edited one is refused.
 
-use ovation::sqldb::{DatabaseDef, Migration, SetupError};
+use ovation::sqldb::{DatabaseDef, Migration};
+use ovation::tooling::SetupError;
 
 static GOOD: [Migration; 1] = [Migration {
     version: 1,

@@ -326,7 +326,7 @@ fn serve(variant: &str, otlp_endpoint: Option<String>) {
             "sampled-1" | STORED => (otlp_endpoint, Some(1.0)),
             _ => (None, None),
         };
-        ovation::telemetry::init(&ovation::Config {
+        ovation::tooling::init(&ovation::Config {
             otlp_endpoint,
             trace_sampling,
             ..ovation::Config::default()
@@ -358,7 +358,7 @@ fn serve(variant: &str, otlp_endpoint: Option<String>) {
             drop(server);
             env.close().await;
         }
-        println!("dropped {}", ovation::telemetry::dropped_spans());
+        println!("dropped {}", ovation::tooling::dropped_spans());
     })
 }
 

@@ -58,7 +58,7 @@ fn main() {
     let target = ovation_tests::target_dir();
     let shop = build_shop(&target);
     let axum = PathBuf::from(env!("CARGO_BIN_EXE_axum_shop"));
-    let postgres = ovation::infra::ManagedPostgres::ensure(&target.join("ovation-bench"))
+    let postgres = ovation::tooling::ManagedPostgres::ensure(&target.join("ovation-bench"))
         .expect("the managed Postgres starts");
     let url = postgres.url("postgres");
     let rt = tokio::runtime::Builder::new_multi_thread()

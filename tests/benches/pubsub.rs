@@ -64,7 +64,7 @@ fn main() {
         .unwrap();
     // The NATS figures' baseline: the same messages straight through async-nats.
     let target = ovation_tests::target_dir();
-    let nats = ovation::infra::ManagedNats::ensure(&target.join("ovation")).unwrap();
+    let nats = ovation::tooling::ManagedNats::ensure(&target.join("ovation")).unwrap();
     let raw = tokio.block_on(raw_jetstream(&nats.url()));
     println!(
         "raw JetStream, {BATCHED} messages in batches of 100, 16 publishers: delivered {raw:.0} msg/s"

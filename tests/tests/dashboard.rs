@@ -53,8 +53,8 @@ fn browser() -> Option<String> {
 /// managed Postgres `ovation run` uses: a message the subscription gave up on.
 async fn dead_letter() -> (ovation::sqlx::PgPool, uuid::Uuid) {
     let dead = uuid::Uuid::new_v4();
-    let pg =
-        ovation::infra::ManagedPostgres::ensure(&target_dir().join("ovation-deploy-test")).unwrap();
+    let pg = ovation::tooling::ManagedPostgres::ensure(&target_dir().join("ovation-deploy-test"))
+        .unwrap();
     let pool = ovation::sqlx::PgPool::connect(&pg.url("ovation_pubsub"))
         .await
         .unwrap();

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use ovation::service_auth::{HEADER, ServiceAuthKey};
+use ovation::tooling::{HEADER, ServiceAuthKey};
 use serde_json::{Value, json};
 use util::{Client, ovation, target_dir, workspace};
 

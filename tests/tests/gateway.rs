@@ -6,8 +6,8 @@ mod util;
 
 use std::time::{Duration, Instant};
 
-use ovation::service_auth::HEADER;
 use ovation::testing::{Hosting, TestEnv};
+use ovation::tooling::HEADER;
 use reqwest::Method;
 use serde_json::{Value, json};
 use util::{Client, split};
@@ -213,7 +213,7 @@ async fn a_callee_that_never_answers_gives_deadline_exceeded_after_the_call_time
 
 #[tokio::test]
 async fn a_rotated_key_verifies_while_accepted_and_not_once_removed() {
-    use ovation::service_auth::ServiceAuthKey;
+    use ovation::tooling::ServiceAuthKey;
     let env = TestEnv::new().await.unwrap();
     let (old, new) = (
         ServiceAuthKey::new("old key"),

@@ -47,7 +47,7 @@ async fn the_app_serves_an_openapi_document_of_its_public_endpoints() {
         .flat_map(|methods| methods.as_object().unwrap().values())
         .map(|op| op["operationId"].as_str().unwrap().to_owned())
         .collect();
-    let public: BTreeSet<String> = ovation::registry::endpoints()
+    let public: BTreeSet<String> = ovation::tooling::endpoints()
         .iter()
         .map(|e| e.info())
         .filter(|i| i.access != ovation::Access::Private)

@@ -332,7 +332,7 @@ async fn ovation_test_runs_cargo_test_with_traces_and_returns_its_status() {
     );
 
     // The test's call reached the CLI's trace store.
-    let pg = ovation::infra::ManagedPostgres::ensure(&data_dir).unwrap();
+    let pg = ovation::tooling::ManagedPostgres::ensure(&data_dir).unwrap();
     let pool = ovation::sqlx::PgPool::connect(&pg.url("ovation_traces"))
         .await
         .unwrap();

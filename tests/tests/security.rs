@@ -29,7 +29,7 @@ async fn dashboard() -> (String, u16) {
         status,
         util::workspace().join("examples/shop-app"),
         Databases::new(server.clone()),
-        ovation::service_auth::ServiceAuthKey::random(),
+        ovation::tooling::ServiceAuthKey::random(),
         ovation_cli::guard::Guard::new(port, &["dev.example.com".into()]),
     );
     ovation_cli::traces::serve_router(router, listener);

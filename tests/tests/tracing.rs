@@ -11,7 +11,7 @@ use util::Client;
 
 fn receiver() -> &'static str {
     let url = util::trace_receiver();
-    ovation::telemetry::init_for_tests_exporting_to(url);
+    ovation::tooling::init_for_tests_exporting_to(url);
     url
 }
 

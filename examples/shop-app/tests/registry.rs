@@ -49,7 +49,7 @@ fn every_api_in_the_source_is_registered() {
         declared.len() >= 9,
         "the shop declares at least 9 endpoints: {declared:?}"
     );
-    let registered: Vec<_> = ovation::registry::endpoints()
+    let registered: Vec<_> = ovation::tooling::endpoints()
         .iter()
         .map(|e| e.info())
         .collect();
@@ -98,9 +98,9 @@ fn the_topic_and_its_subscription_are_registered() {
 
 #[test]
 fn the_gateways_saga_recovery_is_a_start_task() {
-    let tasks: Vec<(&str, &str)> = ovation::runtime::start_tasks()
+    let tasks: Vec<(&str, &str)> = ovation::tooling::start_tasks()
         .iter()
-        .map(|t| (ovation::registry::service_of(t.module), t.name))
+        .map(|t| (ovation::tooling::service_of(t.module), t.name))
         .collect();
     assert_eq!(tasks, [("gateway", "resume_checkouts")]);
 }

@@ -66,7 +66,7 @@ const ADVISORY_LOCKS: &[&str] = &[
 /// The Postgres server of the app's databases, as the dashboard reaches it.
 #[derive(Debug, Clone)]
 pub struct Databases {
-    server: ovation::sqldb::PgServer,
+    server: ovation::tooling::PgServer,
     /// [`READER`]'s password: derived from the server's URL, so every `ovation run` (and test)
     /// on the same server sets the same one and none locks another out.
     reader_password: String,
@@ -74,7 +74,7 @@ pub struct Databases {
 
 impl Databases {
     /// The databases on `server`.
-    pub fn new(server: ovation::sqldb::PgServer) -> Databases {
+    pub fn new(server: ovation::tooling::PgServer) -> Databases {
         Databases {
             reader_password: server.derive_secret("ovation dashboard reader"),
             server,

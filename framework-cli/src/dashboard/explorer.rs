@@ -176,7 +176,7 @@ pub struct CallRequest {
 pub async fn send(
     http: &reqwest::Client,
     base: &str,
-    key: &ovation::service_auth::ServiceAuthKey,
+    key: &ovation::tooling::ServiceAuthKey,
     endpoints: &[Value],
     call: CallRequest,
 ) -> Result<Value, String> {
@@ -224,13 +224,13 @@ pub async fn send(
         None => Vec::new(),
     };
     if e["access"] != "public" {
-        let signed = ovation::service_auth::Signed {
+        let signed = ovation::tooling::Signed {
             method,
             path: url.path(),
             query: url.query().unwrap_or(""),
             body: &body,
         };
-        request = request.header(ovation::service_auth::HEADER, key.sign(signed, "dashboard"));
+        request = request.header(ovation::tooling::HEADER, key.sign(signed, "dashboard"));
     }
     if call.body.is_some() {
         request = request

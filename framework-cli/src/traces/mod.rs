@@ -98,7 +98,7 @@ pub struct Dropped {
 
 impl Store {
     /// Opens (creating and migrating) the store on `server`, and starts its pruning.
-    pub async fn open(server: &ovation::sqldb::PgServer) -> Result<Store, String> {
+    pub async fn open(server: &ovation::tooling::PgServer) -> Result<Store, String> {
         let pool = server
             .open(&DATABASE, 5)
             .await
@@ -468,18 +468,18 @@ pub fn serve_router(app: Router, listener: tokio::net::TcpListener) -> tokio::ta
 }
 
 /// A listener whose connections close the way a client still sending can read the last
-/// answer of (a 413 or 408 before the whole body): see [`ovation::http::listener::LingeringClose`].
+/// answer of (a 413 or 408 before the whole body): see [`ovation::tooling::LingeringClose`].
 struct Lingering(tokio::net::TcpListener);
 
 impl axum::serve::Listener for Lingering {
-    type Io = ovation::http::listener::LingeringClose;
+    type Io = ovation::tooling::LingeringClose;
     type Addr = SocketAddr;
 
     async fn accept(&mut self) -> (Self::Io, Self::Addr) {
         loop {
             match self.0.accept().await {
                 Ok((stream, addr)) => {
-                    return (ovation::http::listener::LingeringClose::new(stream), addr);
+                    return (ovation::tooling::LingeringClose::new(stream), addr);
                 }
                 // Out of file descriptors and the like: wait rather than spin.
                 Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,

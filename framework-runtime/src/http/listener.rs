@@ -19,7 +19,7 @@ const BACKLOG: u32 = 1024;
 
 /// Listens on `addr` as the app's server does: `SO_REUSEADDR` (a restarted process rebinds at
 /// once), and a backlog of [`BACKLOG`].
-pub async fn bind(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
+pub(crate) async fn bind(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
     let socket = if addr.is_ipv4() {
         tokio::net::TcpSocket::new_v4()?
     } else {
@@ -227,7 +227,7 @@ const LINGER: Duration = Duration::from_secs(1);
 
 /// A connection that, when the server is done with it, closes the way a client can read the
 /// last answer of: the server's side first (FIN), then whatever the client still sends is
-/// read and discarded for up to [`LINGER`] before the socket goes. Closed with unread input
+/// read and discarded for up to a second before the socket goes. Closed with unread input
 /// in its buffer, a socket sends a reset instead, and a client that is still sending (a body
 /// the server refused with 408 or 413) loses the answer explaining why.
 #[derive(Debug)]

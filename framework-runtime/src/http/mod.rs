@@ -20,11 +20,11 @@
 pub(crate) mod admin;
 pub(crate) mod client;
 pub(crate) mod endpoint;
-pub mod gateway;
-pub mod listener;
+pub(crate) mod gateway;
+pub(crate) mod listener;
 pub(crate) mod observe;
-pub mod openapi;
-pub mod router;
+pub(crate) mod openapi;
+pub(crate) mod router;
 pub(crate) mod wire;
 
-pub use router::{RouteError, check_routes, router};
+pub(crate) use router::{RouteError, router};

@@ -20,7 +20,7 @@ use crate::error::ErrCode;
 use crate::registry::{self, Access, Method};
 
 /// The OpenAPI document of the app's public endpoints.
-pub fn spec() -> Value {
+pub(crate) fn spec() -> Value {
     let mut components = Components::default();
     let mut paths: BTreeMap<String, Map<String, Value>> = BTreeMap::new();
     let mut title = None;

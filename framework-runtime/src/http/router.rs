@@ -38,7 +38,7 @@ pub(crate) fn axum_path(path: &str) -> String {
 
 /// Builds the router of the endpoints `rt` hosts, checking the routes first: axum panics on
 /// a duplicate or conflicting route, we report it.
-pub fn router(rt: &'static Runtime) -> Result<Router, RouteError> {
+pub(crate) fn router(rt: &'static Runtime) -> Result<Router, RouteError> {
     // Hosted endpoints run here; in gateway mode, public and `auth` endpoints of the other
     // services are forwarded. Private endpoints of other services get no route at all.
     let endpoints: Vec<&'static dyn DynEndpoint> = registry::endpoints()
@@ -104,7 +104,7 @@ fn catch_panic()
 }
 
 /// Checks that no two endpoints share a method and path, and that no two paths conflict.
-pub fn check_routes(endpoints: &[&'static dyn DynEndpoint]) -> Result<(), RouteError> {
+pub(crate) fn check_routes(endpoints: &[&'static dyn DynEndpoint]) -> Result<(), RouteError> {
     let mut seen: BTreeMap<(String, &str), String> = BTreeMap::new();
     let mut matcher = matchit::Router::new();
     let mut paths: std::collections::BTreeSet<String> = std::collections::BTreeSet::new();

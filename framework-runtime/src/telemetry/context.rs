@@ -11,7 +11,7 @@ use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 /// The `traceparent` of the current span: of its trace when sampled, or of the unsampled
 /// request it is part of (flags `00`, so the callee does not sample it either).
-pub fn current_traceparent() -> Option<String> {
+pub(crate) fn current_traceparent() -> Option<String> {
     if let Some(unsampled) = unsampled_traceparent() {
         return Some(unsampled);
     }
@@ -29,7 +29,7 @@ pub fn current_traceparent() -> Option<String> {
 }
 
 /// The remote parent a `traceparent` value names; `None` if it is malformed.
-pub fn parse_traceparent(value: &str) -> Option<Context> {
+pub(crate) fn parse_traceparent(value: &str) -> Option<Context> {
     use opentelemetry::trace::{SpanContext, SpanId, TraceFlags, TraceId, TraceState};
     let mut parts = value.trim().split('-');
     let (Some(version), Some(trace), Some(span), Some(flags)) =

@@ -39,16 +39,15 @@ mod export;
 mod log;
 mod sql;
 
+pub(crate) use context::current_traceparent;
 use context::{REQUEST_SAMPLING, RequestsDecided, traced_here};
 pub(crate) use context::{RequestTrace, exporting, request_span};
-pub use context::{current_traceparent, parse_traceparent};
 use export::QueueProcessor;
 use log::LogLine;
 use sql::QuerySpans;
-pub use sql::redact_sql;
 
 /// The header (and Pub/Sub message field) carrying the trace context.
-pub const TRACEPARENT: &str = "traceparent";
+pub(crate) const TRACEPARENT: &str = "traceparent";
 struct Telemetry {
     provider: SdkTracerProvider,
     dropped: Arc<AtomicU64>,
@@ -66,7 +65,7 @@ pub fn init(config: &Config) {
 /// [`init`] for tests: logs go through the test harness's capture, so a passing test is
 /// quiet; traces are exported when `OTEL_EXPORTER_OTLP_ENDPOINT` is set (as `ovation test`
 /// does).
-pub fn init_for_tests() {
+pub(crate) fn init_for_tests() {
     init_tests(
         std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT")
             .ok()
@@ -74,7 +73,7 @@ pub fn init_for_tests() {
     );
 }
 
-/// [`init_for_tests`], exporting to `endpoint` whatever the environment says: for tests of
+/// The tests' telemetry set-up, exporting to `endpoint` whatever the environment says: for tests of
 /// tracing itself. Only the first initialisation of a process counts.
 pub fn init_for_tests_exporting_to(endpoint: &str) {
     init_tests(Some(endpoint.to_owned()));
@@ -215,7 +214,7 @@ pub fn dropped_spans() -> u64 {
 }
 
 /// Exports every span ended so far, waiting at most `timeout`. For tests and shutdown.
-pub fn flush(timeout: Duration) {
+pub(crate) fn flush(timeout: Duration) {
     if let Some(t) = TELEMETRY.get() {
         let provider = t.provider.clone();
         let done = std::thread::spawn(move || provider.force_flush());

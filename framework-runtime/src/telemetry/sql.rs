@@ -106,7 +106,7 @@ where
 
 /// `sql` with its literals replaced by `?`: string constants, numbers, and dollar-quoted
 /// strings. Placeholders (`$1`) and identifiers stay, so the statement still reads.
-pub fn redact_sql(sql: &str) -> String {
+pub(crate) fn redact_sql(sql: &str) -> String {
     let bytes = sql.as_bytes();
     let mut out = String::with_capacity(sql.len());
     let mut i = 0;

@@ -112,7 +112,7 @@ impl Client {
 /// would sign it.
 pub fn signed(
     http: &reqwest::Client,
-    key: &ovation::service_auth::ServiceAuthKey,
+    key: &ovation::tooling::ServiceAuthKey,
     method: reqwest::Method,
     url: &str,
     body: Option<&Value>,
@@ -123,7 +123,7 @@ pub fn signed(
         .map(|b| serde_json::to_vec(b).unwrap())
         .unwrap_or_default();
     let signature = key.sign(
-        ovation::service_auth::Signed {
+        ovation::tooling::Signed {
             method: method.as_str(),
             path: url.path(),
             query: url.query().unwrap_or(""),
@@ -133,7 +133,7 @@ pub fn signed(
     );
     let mut request = http
         .request(method, url)
-        .header(ovation::service_auth::HEADER, signature);
+        .header(ovation::tooling::HEADER, signature);
     if body.is_some() {
         request = request
             .header("content-type", "application/json")
@@ -145,11 +145,11 @@ pub fn signed(
 /// Each way to forge or replay a signature for `POST path` with the JSON body `body`, by
 /// name: none accepted by a service whose key is `key`.
 pub fn forgeries(
-    key: &ovation::service_auth::ServiceAuthKey,
+    key: &ovation::tooling::ServiceAuthKey,
     path: &str,
     body: &Value,
 ) -> Vec<(&'static str, Option<String>)> {
-    use ovation::service_auth::{ServiceAuthKey, Signed};
+    use ovation::tooling::{ServiceAuthKey, Signed};
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()

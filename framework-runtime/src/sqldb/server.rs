@@ -1,141 +1,12 @@
-//! Per-service Postgres databases: declaration, creation, migrations, pools.
-//!
-//! ```ignore
-//! static DB: ovation::Database = ovation::database!("users", migrations = "./migrations");
-//!
-//! let user = sqlx::query_as::<_, User>("SELECT ... WHERE id = $1")
-//!     .bind(id)
-//!     .fetch_one(DB.pool())
-//!     .await?;
-//! ```
-//!
-//! `database!` embeds the migration files at compile time (`<n>_<name>.up.sql`, beside the
-//! declaring file), so the binary carries its schema. At start-up each database the process
-//! needs is created on the server if missing and its pending migrations run, each in its own
-//! transaction, recorded in the table `_ovation_migrations` of that database. A migration that
-//! was changed after it was applied, or that fails, stops start-up with the file name.
+//! The Postgres server that holds the service databases: connecting, creating, migrating,
+//! cloning test templates, dropping.
 
-use std::collections::BTreeMap;
-use std::fmt;
-
-use sha2::{Digest, Sha256};
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
-use sqlx::{ConnectOptions, Connection, Executor, PgConnection, Postgres, Transaction};
+use sqlx::{ConnectOptions, Connection, Executor, PgConnection};
 
+use super::DatabaseDef;
+use super::migrate::apply_migrations;
 use crate::error::{ErrCode, Error};
-use crate::runtime::service_of;
-
-/// One migration file, embedded by [`database!`](crate::database).
-#[derive(Debug)]
-pub struct Migration {
-    /// The number the file name starts with.
-    pub version: i64,
-    /// The file name, e.g. `1_create_users.up.sql`.
-    pub file: &'static str,
-    /// The SQL.
-    pub sql: &'static str,
-}
-
-/// What `database!` declares: the name and the migrations.
-#[doc(hidden)]
-#[derive(Debug)]
-pub struct DatabaseDef {
-    pub name: &'static str,
-    pub module: &'static str,
-    pub migrations: &'static [Migration],
-}
-
-impl DatabaseDef {
-    /// The service that declares this database.
-    pub fn service(&self) -> &'static str {
-        service_of(self.module)
-    }
-
-    /// A hash of the migrations: names a test template, so a changed migration makes a new one.
-    pub(crate) fn schema_hash(&self) -> String {
-        let mut h = Sha256::new();
-        h.update(OUTBOX_SCHEMA.as_bytes());
-        for m in self.migrations {
-            h.update(m.file.as_bytes());
-            h.update([0]);
-            h.update(m.sql.as_bytes());
-            h.update([0]);
-        }
-        hex::encode(&h.finalize()[..6])
-    }
-}
-
-#[doc(hidden)]
-#[derive(Debug)]
-pub struct DatabaseEntry(pub &'static DatabaseDef);
-inventory::collect!(DatabaseEntry);
-
-/// Every database declared in the app, sorted by name, one entry per name.
-pub fn declared() -> Vec<&'static DatabaseDef> {
-    let mut by_name: BTreeMap<&str, &'static DatabaseDef> = BTreeMap::new();
-    for entry in inventory::iter::<DatabaseEntry> {
-        by_name.entry(entry.0.name).or_insert(entry.0);
-    }
-    by_name.into_values().collect()
-}
-
-/// A service's database, declared as a static with [`database!`](crate::database).
-pub struct Database {
-    def: &'static DatabaseDef,
-}
-
-impl fmt::Debug for Database {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Database")
-            .field("name", &self.def.name)
-            .finish()
-    }
-}
-
-impl Database {
-    #[doc(hidden)]
-    pub const fn __new(def: &'static DatabaseDef) -> Self {
-        Database { def }
-    }
-
-    /// The database's name.
-    pub fn name(&self) -> &'static str {
-        self.def.name
-    }
-
-    /// The connection pool of this database in the current app (or test).
-    ///
-    /// # Panics
-    ///
-    /// Outside an Ovation app or test: in a `main` that did not call [`crate::run`], or in a
-    /// task spawned with `tokio::spawn` from a test (the test's context does not follow
-    /// spawned tasks; spawn with [`crate::spawn`] instead). [`Database::try_pool`] returns the
-    /// error instead.
-    pub fn pool(&self) -> &'static PgPool {
-        match self.try_pool() {
-            Ok(pool) => pool,
-            Err(e) => panic!("{e}"),
-        }
-    }
-
-    /// The connection pool, or why there is none here.
-    pub fn try_pool(&self) -> Result<&'static PgPool, Error> {
-        let rt = crate::runtime::current()?;
-        rt.pool(self.def.name).ok_or_else(|| {
-            Error::internal(format!(
-                "database `{}` is not available in this process: it belongs to service `{}`, \
-                 which is not hosted here",
-                self.def.name,
-                self.def.service()
-            ))
-        })
-    }
-
-    /// Begins a transaction.
-    pub async fn begin(&self) -> Result<Transaction<'static, Postgres>, Error> {
-        Ok(self.try_pool()?.begin().await?)
-    }
-}
 
 /// Where databases live: a Postgres server, and how to connect to a database on it.
 #[derive(Clone)]
@@ -452,111 +323,13 @@ pub(crate) fn pool_options(max_connections: u32) -> PgPoolOptions {
         })
 }
 
-async fn apply_migrations(
-    conn: &mut PgConnection,
-    database: &str,
-    def: &DatabaseDef,
-) -> Result<(), SetupError> {
-    let other = |source| SetupError::Other {
-        database: database.to_owned(),
-        source,
-    };
-    // Checked first: `CREATE TABLE IF NOT EXISTS` alone makes Postgres send a notice that
-    // would be logged at every start.
-    let has_table: bool =
-        sqlx::query_scalar("SELECT to_regclass('_ovation_migrations') IS NOT NULL")
-            .fetch_one(&mut *conn)
-            .await
-            .map_err(other)?;
-    if !has_table {
-        conn.execute(
-            "CREATE TABLE IF NOT EXISTS _ovation_migrations (
-            version BIGINT PRIMARY KEY,
-            file TEXT NOT NULL,
-            checksum TEXT NOT NULL,
-            applied_at TIMESTAMPTZ NOT NULL DEFAULT now()
-        )",
-        )
-        .await
-        .map_err(other)?;
-    }
-    // The outbox of `Topic::publish_in`: messages written in the service's own transactions,
-    // moved to the topic by the relay once committed (see `pubsub`).
-    let has_outbox: bool = sqlx::query_scalar("SELECT to_regclass('_ovation_outbox') IS NOT NULL")
-        .fetch_one(&mut *conn)
-        .await
-        .map_err(other)?;
-    if !has_outbox {
-        sqlx::raw_sql(OUTBOX_SCHEMA)
-            .execute(&mut *conn)
-            .await
-            .map_err(other)?;
-    }
-    let applied: BTreeMap<i64, String> =
-        sqlx::query_as::<_, (i64, String)>("SELECT version, checksum FROM _ovation_migrations")
-            .fetch_all(&mut *conn)
-            .await
-            .map_err(other)?
-            .into_iter()
-            .collect();
-    for m in def.migrations {
-        let checksum = hex::encode(Sha256::digest(m.sql.as_bytes()));
-        if let Some(done) = applied.get(&m.version) {
-            if *done != checksum {
-                return Err(SetupError::MigrationChanged {
-                    database: def.name.to_owned(),
-                    file: m.file.to_owned(),
-                });
-            }
-            continue;
-        }
-        let failed = |e: sqlx::Error| SetupError::Migration {
-            database: def.name.to_owned(),
-            file: m.file.to_owned(),
-            message: match &e {
-                sqlx::Error::Database(db) => db.message().to_owned(),
-                other => other.to_string(),
-            },
-        };
-        let mut tx = conn.begin().await.map_err(other)?;
-        sqlx::raw_sql(m.sql)
-            .execute(&mut *tx)
-            .await
-            .map_err(failed)?;
-        sqlx::query(
-            "INSERT INTO _ovation_migrations (version, file, checksum) VALUES ($1, $2, $3)",
-        )
-        .bind(m.version)
-        .bind(m.file)
-        .bind(&checksum)
-        .execute(&mut *tx)
-        .await
-        .map_err(other)?;
-        tx.commit().await.map_err(failed)?;
-        tracing::info!(database = def.name, file = m.file, "applied migration");
-    }
-    Ok(())
-}
-
-/// Tables Ovation keeps in every service database, beside the user's migrations. Part of the
-/// template hash, so a change here builds new test templates.
-pub(crate) const OUTBOX_SCHEMA: &str = "
-    CREATE TABLE IF NOT EXISTS _ovation_outbox (
-        seq BIGSERIAL PRIMARY KEY,
-        id UUID NOT NULL,
-        topic TEXT NOT NULL,
-        payload JSONB NOT NULL,
-        published_at TIMESTAMPTZ NOT NULL DEFAULT now(),
-        traceparent TEXT
-    );";
-
-/// Quotes an identifier for Postgres.
-pub(crate) fn quote_ident(name: &str) -> String {
-    format!("\"{}\"", name.replace('"', "\"\""))
-}
-
 impl From<SetupError> for Error {
     fn from(e: SetupError) -> Self {
         Error::new(ErrCode::Internal, "database set-up failed").with_source(e)
     }
+}
+
+/// Quotes an identifier for Postgres.
+pub(crate) fn quote_ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
 }
