@@ -29,6 +29,8 @@ pub const GATEWAY: &str = "ovation-gateway";
 /// What the app's binary says about itself (`OVATION_DESCRIBE=1`).
 pub use ovation::tooling::AppModel;
 
+use crate::error::CliError;
+
 /// The app's `ovation.toml`. Optional; every field has a default.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -154,13 +156,13 @@ pub fn dns_label(name: &str) -> String {
 
 /// Builds the app at `manifest` in release mode, showing cargo's progress, and returns the
 /// path of its binary.
-pub fn build_release(manifest: &Path) -> Result<PathBuf, String> {
+pub fn build_release(manifest: &Path) -> Result<PathBuf, CliError> {
     build(manifest, true)
 }
 
 /// Builds the app at `manifest` (release or dev profile), showing cargo's progress, and
 /// returns the path of its binary.
-pub fn build(manifest: &Path, release: bool) -> Result<PathBuf, String> {
+pub fn build(manifest: &Path, release: bool) -> Result<PathBuf, CliError> {
     let profile = if release { "release" } else { "dev" };
     eprintln!("building {} ({profile} profile)", manifest.display());
     let mut command = Command::new(crate::cargo());
@@ -176,7 +178,11 @@ pub fn build(manifest: &Path, release: bool) -> Result<PathBuf, String> {
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
-        .map_err(|e| format!("cannot run cargo: {e}"))?;
+        .map_err(|e| {
+            CliError::MissingTool(format!(
+                "cannot run cargo: {e}\n  install Rust with rustup (https://rustup.rs), or set CARGO"
+            ))
+        })?;
     let wanted = std::fs::canonicalize(manifest)
         .map_err(|e| format!("cannot resolve {}: {e}", manifest.display()))?;
     let mut executables = Vec::new();
@@ -213,25 +219,25 @@ pub fn build(manifest: &Path, release: bool) -> Result<PathBuf, String> {
         .wait()
         .map_err(|e| format!("cargo did not finish: {e}"))?;
     if !status.success() {
-        return Err(match first_error {
+        return Err(CliError::Build(match first_error {
             Some(error) => format!("the build failed: {error} (the compiler's messages are above)"),
             None => format!("the build failed ({status}); cargo's messages are above"),
-        });
+        }));
     }
     match executables.as_slice() {
         [exe] => Ok(exe.clone()),
-        [] => Err(format!(
+        [] => Err(CliError::Usage(format!(
             "{} builds no binary: an Ovation app has a `src/main.rs` calling `ovation::run()`",
             manifest.display()
-        )),
-        many => Err(format!(
+        ))),
+        many => Err(CliError::Usage(format!(
             "{} builds several binaries ({}); deploy needs exactly one",
             manifest.display(),
             many.iter()
                 .map(|p| p.display().to_string())
                 .collect::<Vec<_>>()
                 .join(", ")
-        )),
+        ))),
     }
 }
 

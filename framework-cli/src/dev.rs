@@ -26,6 +26,7 @@ use tokio::net::TcpListener;
 use tokio::process::{Child, Command};
 
 use crate::dashboard::{AppState, AppStatus, SharedStatus};
+use crate::error::CliError;
 use crate::traces::Store;
 
 /// Options of `ovation run`.
@@ -47,30 +48,34 @@ fn tokio() -> Result<tokio::runtime::Runtime, String> {
         .map_err(|e| format!("cannot start the async runtime: {e}"))
 }
 
-async fn bind(port: u16, what: &str, flag: &str) -> Result<TcpListener, String> {
+async fn bind(port: u16, what: &str, flag: &str) -> Result<TcpListener, CliError> {
     TcpListener::bind(("127.0.0.1", port)).await.map_err(|e| {
-        format!(
+        let message = format!(
             "cannot listen on 127.0.0.1:{port} for the {what} ({e}): stop what uses it, or \
              choose another port with {flag}"
-        )
+        );
+        if e.kind() == std::io::ErrorKind::AddrInUse {
+            CliError::PortInUse(message)
+        } else {
+            CliError::Failed(message)
+        }
     })
 }
 
 /// The Postgres server of the app's databases and of the trace store.
-async fn database_server(data_dir: &Path) -> Result<ovation::tooling::PgServer, String> {
+async fn database_server(data_dir: &Path) -> Result<ovation::tooling::PgServer, CliError> {
     let url = match std::env::var("DATABASE_URL").ok().filter(|u| !u.is_empty()) {
         Some(url) => url,
         None => {
             let dir = data_dir.to_owned();
             let pg = tokio::task::spawn_blocking(move || ManagedPostgres::ensure(&dir))
                 .await
-                .map_err(|e| e.to_string())?
-                .map_err(|e| e.to_string())?;
+                .map_err(|e| e.to_string())??;
             eprintln!("managed Postgres on 127.0.0.1:{}", pg.port());
             pg.url("postgres")
         }
     };
-    ovation::tooling::PgServer::from_url(&url).map_err(|e| e.to_string())
+    Ok(ovation::tooling::PgServer::from_url(&url).map_err(|e| e.to_string())?)
 }
 
 /// Starts the trace store and its server on `listener`: the whole dashboard when there is an
@@ -81,7 +86,7 @@ async fn start_dashboard(
     status: Option<(SharedStatus, String)>,
     app: &Path,
     allowed_hosts: &[String],
-) -> Result<(), String> {
+) -> Result<(), CliError> {
     let server = database_server(data_dir).await?;
     let store = Store::open(&server).await?;
     match status {
@@ -108,7 +113,7 @@ fn set_state(status: &SharedStatus, state: AppState) {
 }
 
 /// Builds the app's binary (dev profile) on a blocking thread.
-async fn build(manifest: &Path) -> Result<PathBuf, String> {
+async fn build(manifest: &Path) -> Result<PathBuf, CliError> {
     let manifest = manifest.to_owned();
     tokio::task::spawn_blocking(move || crate::deploy::build(&manifest, false))
         .await
@@ -116,7 +121,7 @@ async fn build(manifest: &Path) -> Result<PathBuf, String> {
 }
 
 /// `ovation run`.
-pub fn run(options: RunOptions) -> Result<ExitCode, String> {
+pub fn run(options: RunOptions) -> Result<ExitCode, CliError> {
     let manifest = crate::manifest(&options.app)?;
     let data_dir = std::path::absolute(crate::data_dir(&options.app)).map_err(|e| e.to_string())?;
     let package = crate::deploy::kubernetes::package_name(&manifest)?;
@@ -140,7 +145,12 @@ pub fn run(options: RunOptions) -> Result<ExitCode, String> {
         let exe = match build(&manifest).await {
             Ok(exe) => exe,
             Err(e) => {
-                set_state(&status, AppState::CompileError { message: e.clone() });
+                set_state(
+                    &status,
+                    AppState::CompileError {
+                        message: e.to_string(),
+                    },
+                );
                 return Err(e);
             }
         };
@@ -160,7 +170,7 @@ pub fn run(options: RunOptions) -> Result<ExitCode, String> {
             let mut child = env.start(options.port)?;
             if let Err(e) = wait_healthy(&mut child, options.port).await {
                 stop(child).await;
-                return Err(e);
+                return Err(e.into());
             }
             set_state(&status, AppState::Running);
             announce(&options);
@@ -296,12 +306,12 @@ async fn watch(
     front: TcpListener,
     options: &RunOptions,
     status: &SharedStatus,
-) -> Result<ExitCode, String> {
+) -> Result<ExitCode, CliError> {
     let mut port = free_port()?;
     let mut child = env.start(port)?;
     if let Err(e) = wait_healthy(&mut child, port).await {
         stop(child).await;
-        return Err(e);
+        return Err(e.into());
     }
     let target = Arc::new(RwLock::new(
         reqwest::Url::parse(&format!("http://127.0.0.1:{port}")).expect("a valid URL"),
@@ -341,7 +351,12 @@ async fn watch(
             Ok(exe) => exe,
             Err(e) => {
                 eprintln!("{e}\nstill serving the previous build");
-                set_state(status, AppState::CompileError { message: e });
+                set_state(
+                    status,
+                    AppState::CompileError {
+                        message: e.to_string(),
+                    },
+                );
                 continue;
             }
         };
@@ -435,7 +450,7 @@ pub fn test(
     dashboard_port: u16,
     allowed_hosts: &[String],
     cargo_args: &[String],
-) -> Result<ExitCode, String> {
+) -> Result<ExitCode, CliError> {
     let manifest = crate::manifest(app)?;
     let data_dir = std::path::absolute(crate::data_dir(app)).map_err(|e| e.to_string())?;
     tokio()?.block_on(async move {

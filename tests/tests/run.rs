@@ -352,3 +352,80 @@ async fn ovation_test_runs_cargo_test_with_traces_and_returns_its_status() {
     assert_eq!(failed.status.code(), Some(101), "{}", text(&failed));
     let _ = std::fs::remove_dir_all(&app);
 }
+
+/// Each kind of failure has its exit code (`ovation --help` lists them), and its message says
+/// what to do.
+#[test]
+fn the_cli_exits_with_a_code_for_each_kind_of_failure() {
+    let run = |args: &[&str], env: &[(&str, &str)]| {
+        let out = Command::new(ovation())
+            .args(args)
+            .envs(env.iter().copied())
+            .env("CARGO_TARGET_DIR", target_dir())
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+
+    // Usage: a folder that is no app.
+    let (code, err) = run(&["graph", "--app", "/nonexistent-ovation-app"], &[]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("point --app at the folder"), "{err}");
+
+    // A port that is taken: found before any build.
+    let app = temp_app("exit-codes");
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port().to_string();
+    let dashboard = free_port().to_string();
+    let (code, err) = run(
+        &[
+            "run",
+            "--app",
+            app.to_str().unwrap(),
+            "--port",
+            &port,
+            "--dashboard-port",
+            &dashboard,
+        ],
+        &[],
+    );
+    assert_eq!(code, Some(4), "{err}");
+    assert!(
+        err.contains(&format!("127.0.0.1:{port}")) && err.contains("--port"),
+        "{err}"
+    );
+    drop(taken);
+
+    // cargo missing.
+    let (code, err) = run(
+        &["gen", "openapi", "--app", app.to_str().unwrap()],
+        &[("CARGO", "/nonexistent/cargo")],
+    );
+    assert_eq!(code, Some(5), "{err}");
+    assert!(
+        err.contains("cannot run cargo") && err.contains("rustup"),
+        "{err}"
+    );
+    let _ = std::fs::remove_dir_all(&app);
+
+    // An app that does not compile (no dependencies, so the build takes a moment).
+    let broken = target_dir().join(format!("ovation-broken-app-{}", std::process::id()));
+    std::fs::create_dir_all(broken.join("src")).unwrap();
+    std::fs::write(
+        broken.join("Cargo.toml"),
+        "[package]\nname = \"broken-app\"\nversion = \"0.1.0\"\nedition = \"2024\"\n\n[workspace]\n",
+    )
+    .unwrap();
+    std::fs::write(
+        broken.join("src/main.rs"),
+        "fn main() { let x: u8 = \"no\"; }\n",
+    )
+    .unwrap();
+    let (code, err) = run(&["gen", "openapi", "--app", broken.to_str().unwrap()], &[]);
+    assert_eq!(code, Some(3), "{err}");
+    assert!(err.contains("the build failed: error[E0308]"), "{err}");
+    let _ = std::fs::remove_dir_all(&broken);
+}

@@ -1,0 +1,228 @@
+//! `ovation deploy`: build once, then run as separate processes locally or write Kubernetes
+//! manifests; `status`, `restart` and `stop` of the local deployment.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Subcommand, ValueEnum};
+use ovation::tooling::ManagedPostgres;
+
+use crate::deploy::{self, kubernetes, local};
+use crate::error::CliError;
+
+#[derive(Debug, Args)]
+pub(super) struct DeployArgs {
+    #[command(subcommand)]
+    command: Option<DeployCmd>,
+    /// Where to deploy.
+    #[arg(long, value_enum, default_value_t = Target::Local)]
+    target: Target,
+    /// The app's folder (holding its Cargo.toml).
+    #[arg(long, default_value = ".")]
+    app: PathBuf,
+    /// local: the gateway's port on 127.0.0.1.
+    #[arg(long, default_value_t = 4000)]
+    port: u16,
+    /// local: stop the deployment when this process exits (for scripts and tests).
+    #[arg(long, value_name = "PID")]
+    stop_with_pid: Option<u32>,
+    /// kubernetes: the folder to write the manifests to.
+    #[arg(long, required_if_eq("target", "kubernetes"))]
+    out: Option<PathBuf>,
+    /// kubernetes: the image the Deployments run (default `<app>:latest`).
+    #[arg(long)]
+    image: Option<String>,
+    /// kubernetes: the host name the Ingress answers for (default: any).
+    #[arg(long)]
+    host: Option<String>,
+    /// kubernetes: the OTLP/HTTP collector traces go to.
+    #[arg(long, default_value = "http://otel-collector:4318")]
+    otlp_endpoint: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Target {
+    /// One process per service or group on 127.0.0.1, the gateway on --port.
+    Local,
+    /// Kubernetes manifests and a Dockerfile, written to --out.
+    Kubernetes,
+}
+
+#[derive(Debug, Subcommand)]
+enum DeployCmd {
+    /// Show the processes of the local deployment and whether each answers.
+    Status {
+        /// The app's folder.
+        #[arg(long, default_value = ".")]
+        app: PathBuf,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Restart one process of the local deployment gracefully: it stops accepting, finishes
+    /// its requests, and is started again at once; callers retry its port meanwhile.
+    Restart {
+        /// The process, as `ovation deploy status` names it.
+        process: String,
+        /// The app's folder.
+        #[arg(long, default_value = ".")]
+        app: PathBuf,
+    },
+    /// Stop the local deployment.
+    Stop {
+        /// The app's folder.
+        #[arg(long, default_value = ".")]
+        app: PathBuf,
+    },
+    /// Run the supervisor of a local deployment (started by `ovation deploy`).
+    #[command(hide = true)]
+    Supervise {
+        #[arg(long)]
+        state: PathBuf,
+    },
+}
+
+pub(super) fn run(args: DeployArgs) -> Result<ExitCode, CliError> {
+    if let Some(command) = args.command {
+        return manage(command);
+    }
+    let manifest = super::manifest(&args.app)?;
+    let exe = deploy::build_release(&manifest)?;
+    let model = deploy::describe(&exe)?;
+    let units = deploy::plan(&model.services, &deploy::AppManifest::load(&args.app)?)?;
+    match args.target {
+        Target::Local => {
+            let options = local::Options {
+                app: std::path::absolute(&args.app).map_err(|e| e.to_string())?,
+                data_dir: std::path::absolute(super::data_dir(&args.app))
+                    .map_err(|e| e.to_string())?,
+                port: args.port,
+                stop_with_pid: args.stop_with_pid,
+            };
+            if std::env::var_os("DATABASE_URL").is_none() {
+                let pg = ManagedPostgres::ensure(&options.data_dir)?;
+                eprintln!("managed Postgres on 127.0.0.1:{}", pg.port());
+            }
+            let deployment = local::deploy(&exe, units, &options)?;
+            print_status(&deployment);
+            eprintln!(
+                "\nthe app answers on http://127.0.0.1:{port}; logs in {}\n\
+                 `ovation deploy status --app {a}` shows the processes, \
+                 `ovation deploy stop --app {a}` stops them",
+                local::state_dir(&options.data_dir).join("logs").display(),
+                port = args.port,
+                a = args.app.display(),
+            );
+        }
+        Target::Kubernetes => {
+            let out = args.out.ok_or_else(|| {
+                CliError::Usage("--target kubernetes needs --out <folder>".to_owned())
+            })?;
+            let package = kubernetes::package_name(&manifest)?;
+            let binary = exe
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_else(|| package.clone());
+            let options = kubernetes::Options {
+                image: args.image.unwrap_or_else(|| format!("{package}:latest")),
+                app: package.clone(),
+                binary,
+                package,
+                host: args.host,
+                otlp_endpoint: args.otlp_endpoint,
+                out,
+            };
+            let files = kubernetes::write(&model, &units, &options)?;
+            for file in &files {
+                println!("{}", file.display());
+            }
+            eprintln!(
+                "wrote {} files for Kubernetes {}; next steps in {}",
+                files.len(),
+                kubernetes::KUBERNETES_VERSION,
+                options.out.join("NOTES.md").display()
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `status`, `restart`, `stop` and the hidden `supervise`.
+fn manage(command: DeployCmd) -> Result<ExitCode, CliError> {
+    match command {
+        DeployCmd::Status { app, json } => {
+            let dir = local::state_dir(&super::data_dir(&app));
+            let Some(deployment) = local::load(&dir)? else {
+                if json {
+                    println!("null");
+                } else {
+                    eprintln!(
+                        "no local deployment of {} runs; start one with `ovation deploy --app {}`",
+                        app.display(),
+                        app.display()
+                    );
+                }
+                return Ok(ExitCode::SUCCESS);
+            };
+            if json {
+                let health = local::health_of(&deployment);
+                let mut value = serde_json::to_value(&deployment).expect("state serializes");
+                for (p, h) in value["processes"]
+                    .as_array_mut()
+                    .expect("processes is a list")
+                    .iter_mut()
+                    .zip(health)
+                {
+                    p["health"] = serde_json::to_value(h).expect("health serializes");
+                }
+                println!("{value:#}");
+            } else {
+                print_status(&deployment);
+            }
+        }
+        DeployCmd::Restart { process, app } => {
+            let (old, new) =
+                local::restart(&super::data_dir(&app), &process, Duration::from_secs(60))?;
+            eprintln!("restarted {process}: pid {old} → {new}, healthy");
+        }
+        DeployCmd::Stop { app } => {
+            let stopped = local::stop(&super::data_dir(&app))?;
+            eprintln!(
+                "{}",
+                if stopped {
+                    "stopped"
+                } else {
+                    "no local deployment runs"
+                }
+            );
+        }
+        DeployCmd::Supervise { state } => local::supervise(&state)?,
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_status(deployment: &local::Deployment) {
+    let health = local::health_of(deployment);
+    println!(
+        "{:<18} {:<28} {:<24} {:>8} {:<9} {:>8}",
+        "PROCESS", "SERVICES", "URL", "PID", "HEALTH", "RESTARTS"
+    );
+    for (p, h) in deployment.processes.iter().zip(health) {
+        let services = if p.unit.gateway {
+            "(public endpoints)".to_owned()
+        } else {
+            p.unit.services.join(",")
+        };
+        let pid = p.pid.map(|p| p.to_string()).unwrap_or_else(|| "-".into());
+        println!(
+            "{:<18} {:<28} {:<24} {:>8} {:<9} {:>8}",
+            p.unit.name,
+            services,
+            p.url,
+            pid,
+            format!("{h:?}").to_lowercase(),
+            p.restarts
+        );
+    }
+}
