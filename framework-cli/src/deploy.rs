@@ -295,7 +295,7 @@ mod tests {
     use super::*;
 
     fn services() -> Vec<String> {
-        ["users", "products", "orders", "gateway"]
+        ["users", "products", "orders", "checkout"]
             .map(String::from)
             .to_vec()
     }
@@ -310,7 +310,7 @@ mod tests {
         let names: Vec<_> = units.iter().map(|u| u.name.as_str()).collect();
         assert_eq!(
             names,
-            ["users", "products", "orders", "gateway", "ovation-gateway"]
+            ["users", "products", "orders", "checkout", "ovation-gateway"]
         );
         assert!(units[4].gateway && units[4].services.is_empty());
         assert_eq!(units[0].services, ["users"]);

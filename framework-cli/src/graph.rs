@@ -580,7 +580,7 @@ mod tests {
         assert_eq!(
             services,
             [
-                "gateway",
+                "checkout",
                 "notifications",
                 "orders",
                 "payments",
@@ -588,7 +588,7 @@ mod tests {
                 "users"
             ]
         );
-        // Every service has a database; the gateway's (its sagas) is declared in a submodule.
+        // Every service has a database; checkout's (its sagas) is declared in a submodule.
         assert!(
             g.services.values().all(|has_db| *has_db),
             "{:?}",
@@ -600,10 +600,10 @@ mod tests {
             .map(|(a, b)| (a.as_str(), b.as_str()))
             .collect();
         for call in [
-            ("gateway", "orders"),
-            ("gateway", "payments"),
-            ("gateway", "products"),
-            ("gateway", "users"),
+            ("checkout", "orders"),
+            ("checkout", "payments"),
+            ("checkout", "products"),
+            ("checkout", "users"),
             ("orders", "products"),
             ("orders", "users"),
             ("notifications", "users"),
@@ -657,7 +657,7 @@ mod tests {
         );
         let svg = to_svg(&g);
         for name in [
-            "gateway",
+            "checkout",
             "notifications",
             "orders",
             "products",

@@ -31,7 +31,7 @@ try {
 
   // Services: every service of the shop, its endpoints and the topic it publishes.
   await page.goto(`${dashboard}/services`);
-  for (const service of ["users", "products", "orders", "gateway", "notifications"]) {
+  for (const service of ["users", "products", "orders", "checkout", "notifications"]) {
     await page.locator(`#service-${service}`).waitFor();
   }
   await page.locator("#service-orders", { hasText: "/orders" }).waitFor();
@@ -102,7 +102,7 @@ try {
 
   // Architecture: every service and the topic, drawn from the source.
   await page.goto(`${dashboard}/architecture`);
-  for (const node of ["users", "products", "orders", "gateway", "notifications", "order-created"]) {
+  for (const node of ["users", "products", "orders", "checkout", "notifications", "order-created"]) {
     await page.locator(`svg.architecture g[data-name="${node}"]`).waitFor();
   }
   const calls = await page.locator("svg.architecture path.edge.call").count();

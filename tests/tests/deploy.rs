@@ -423,7 +423,7 @@ fn kubernetes_manifests_pass_kubernetes_validate() {
         "users",
         "products",
         "orders",
-        "gateway",
+        "checkout",
         "notifications",
         "ovation-gateway",
     ] {

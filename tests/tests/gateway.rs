@@ -1,5 +1,5 @@
 //! Gateway mode and calls across processes, in one test process: A hosts users and products,
-//! B hosts orders, gateway and notifications, and G is a gateway hosting nothing, forwarding
+//! B hosts orders, checkout and notifications, and G is a gateway hosting nothing, forwarding
 //! public endpoints to A and B. Every hop is real HTTP over loopback.
 
 mod util;

@@ -310,7 +310,7 @@ async fn meta_lists_every_endpoint_with_schemas() {
     assert_eq!(
         dbs,
         [
-            "gateway",
+            "checkout",
             "notifications",
             "orders",
             "payments",

@@ -1,5 +1,5 @@
 //! The app split in two "processes" (two runtimes with their own servers, in one test
-//! process): A hosts users and products, B hosts orders and the gateway. Every call B makes
+//! process): A hosts users and products, B hosts orders and checkout. Every call B makes
 //! to users and products is a signed HTTP request to A over loopback.
 
 mod util;
@@ -17,7 +17,7 @@ async fn orders_reaches_users_and_products_over_http() {
         .unwrap();
     let b = env
         .serve(
-            Hosting::only(["orders", "gateway"])
+            Hosting::only(["orders", "checkout"])
                 .remote("users", a.url())
                 .remote("products", a.url()),
         )

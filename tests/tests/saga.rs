@@ -1,9 +1,9 @@
 //! The checkout saga across processes: a hundred concurrent checkouts for the last ten items,
 //! and a crash in the middle of one.
 //!
-//! The gateway service runs in a runtime of its own on a tokio runtime of its own; shutting
+//! The checkout service runs in a runtime of its own on a tokio runtime of its own; shutting
 //! that tokio runtime down drops every task at whatever `.await` it was — the saga stops dead,
-//! as in a crash. A new gateway runtime on the same databases must finish the saga.
+//! as in a crash. A new checkout runtime on the same databases must finish the saga.
 
 mod util;
 
@@ -21,13 +21,13 @@ fn tokio_runtime() -> tokio::runtime::Runtime {
         .unwrap()
 }
 
-/// Everything but the gateway service.
+/// Everything but the checkout service.
 fn others() -> Hosting {
     Hosting::only(["users", "products", "payments", "orders", "notifications"])
 }
 
-fn gateway(others: &str, orders: &str) -> Hosting {
-    Hosting::only(["gateway"])
+fn checkout_service(others: &str, orders: &str) -> Hosting {
+    Hosting::only(["checkout"])
         .remote("users", others)
         .remote("products", others)
         .remote("payments", others)
@@ -36,7 +36,7 @@ fn gateway(others: &str, orders: &str) -> Hosting {
         .call_timeout(Duration::from_secs(120))
 }
 
-/// `GET path` of a private endpoint, signed as the gateway service would.
+/// `GET path` of a private endpoint, signed as the checkout service would.
 async fn signed_get(env: &TestEnv, c: &Client, path: &str) -> util::Reply {
     let url = format!("{}{path}", c.base);
     let key = env.service_auth_key();
@@ -46,7 +46,7 @@ async fn signed_get(env: &TestEnv, c: &Client, path: &str) -> util::Reply {
         reqwest::Method::GET,
         &url,
         None,
-        "gateway",
+        "checkout",
     ))
     .await
 }
@@ -66,13 +66,13 @@ fn a_crash_between_charge_and_order_is_resumed_to_a_consistent_end() {
     let c = Client::new(rest.url());
     let (user, product) = main.block_on(c.user_and_product("crash@example.com", 1500, 5));
 
-    // The gateway's calls to orders go to a listener that never answers: the saga stops
+    // The checkout service's calls to orders go to a listener that never answers: the saga stops
     // after the charge, waiting for the order.
     let black_hole = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let hole = format!("http://{}", black_hole.local_addr().unwrap());
     let doomed = tokio_runtime();
     let g1 = doomed
-        .block_on(env.serve(gateway(&rest.url(), &hole)))
+        .block_on(env.serve(checkout_service(&rest.url(), &hole)))
         .unwrap();
     let body = json!({"userId": user, "productId": product, "quantity": 2});
     let checkout = c.http().post(format!("{}/checkout", g1.url())).json(&body);
@@ -98,16 +98,19 @@ fn a_crash_between_charge_and_order_is_resumed_to_a_consistent_end() {
         "the stock is reserved"
     );
 
-    // The crash: every task of the gateway process is dropped where it stands.
+    // The crash: every task of the checkout process is dropped where it stands.
     doomed.shutdown_background();
     std::mem::forget(g1);
     let reply = main.block_on(in_flight).unwrap();
-    assert!(reply.is_err(), "the crashed gateway answered: {reply:?}");
+    assert!(
+        reply.is_err(),
+        "the crashed checkout service answered: {reply:?}"
+    );
 
-    // The gateway comes back, with orders reachable; recovery takes the saga over once its
+    // The checkout service comes back, with orders reachable; recovery takes the saga over once its
     // lease (10 s) has run out, and places the order.
     let g2 = main
-        .block_on(env.serve(gateway(&rest.url(), &rest.url())))
+        .block_on(env.serve(checkout_service(&rest.url(), &rest.url())))
         .unwrap();
     main.block_on(async {
         let deadline = Instant::now() + Duration::from_secs(60);
@@ -151,7 +154,7 @@ fn a_crash_between_charge_and_order_is_resumed_to_a_consistent_end() {
             c.get(&format!("/products/{product}")).await.body["inventory"],
             3
         );
-        // And the saga is finished: a new checkout through the new gateway works end to end.
+        // And the saga is finished: a new checkout through the new checkout runtime works end to end.
         let r = Client::new(g2.url())
             .post(
                 "/checkout",

@@ -1,11 +1,11 @@
 //! The shop from the Encore microservices guide, written with Ovation.
 //!
 //! Each top-level module is a service with a database of its own: `users`, `products`,
-//! `orders` and `payments`; `gateway` runs the checkout saga over products, payments and
+//! `orders` and `payments`; `checkout` runs the checkout saga over products, payments and
 //! orders, and keeps each saga's progress in its database; `notifications` subscribes to
 //! `orders`' `OrderCreated` topic and sends confirmations.
 
-pub mod gateway;
+pub mod checkout;
 pub mod notifications;
 pub mod orders;
 pub mod payments;

@@ -198,7 +198,7 @@ fn logs_say_where_it_serves() {
     let _ = child.wait();
     assert!(
         seen.contains(&format!(
-            "serving gateway, notifications, orders, payments, products, users on http://127.0.0.1:{port}"
+            "serving checkout, notifications, orders, payments, products, users on http://127.0.0.1:{port}"
         )),
         "{seen}"
     );

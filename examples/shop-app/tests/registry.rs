@@ -97,12 +97,12 @@ fn the_topic_and_its_subscription_are_registered() {
 }
 
 #[test]
-fn the_gateways_saga_recovery_is_a_start_task() {
+fn the_checkout_saga_recovery_is_a_start_task() {
     let tasks: Vec<(&str, &str)> = ovation::tooling::start_tasks()
         .iter()
         .map(|t| (ovation::tooling::service_of(t.module), t.name))
         .collect();
-    assert_eq!(tasks, [("gateway", "resume_checkouts")]);
+    assert_eq!(tasks, [("checkout", "resume_checkouts")]);
 }
 
 #[test]
@@ -114,7 +114,7 @@ fn every_service_database_is_registered() {
     assert_eq!(
         names,
         [
-            ("gateway", "gateway"),
+            ("checkout", "checkout"),
             ("notifications", "notifications"),
             ("orders", "orders"),
             ("payments", "payments"),

@@ -447,7 +447,7 @@ impl Drop for Running {
 }
 
 /// The shop split in three "processes" in one test process: A hosts users, products and
-/// payments, B orders, gateway and notifications (calling A over HTTP), G is a gateway hosting
+/// payments, B orders, checkout and notifications (calling A over HTTP), G is a gateway hosting
 /// nothing.
 pub struct Split {
     pub env: ovation::testing::TestEnv,
@@ -465,7 +465,7 @@ pub async fn split() -> Split {
         .unwrap();
     let b = env
         .serve(
-            Hosting::only(["orders", "gateway", "notifications"])
+            Hosting::only(["orders", "checkout", "notifications"])
                 .remote("users", a.url())
                 .remote("products", a.url())
                 .remote("payments", a.url()),
@@ -479,7 +479,7 @@ pub async fn split() -> Split {
                 .remote("products", a.url())
                 .remote("payments", a.url())
                 .remote("orders", b.url())
-                .remote("gateway", b.url())
+                .remote("checkout", b.url())
                 .remote("notifications", b.url()),
         )
         .await

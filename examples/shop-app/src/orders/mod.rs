@@ -109,7 +109,7 @@ async fn record(p: &CreateOrderParams, total_cents: i64) -> Result<Order, Error>
     Ok(order)
 }
 
-/// An order the gateway's checkout places: stock reserved and payment taken already.
+/// An order the checkout service places: stock reserved and payment taken already.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PlaceOrderParams {

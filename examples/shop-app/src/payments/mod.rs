@@ -1,6 +1,6 @@
 //! The `payments` service: charges and refunds, each idempotent by the caller's key.
 //!
-//! Both endpoints are private: only the app's services (the gateway's checkout) may move money.
+//! Both endpoints are private: only the app's services (the checkout service) may move money.
 //!
 //! **The decline rule.** Every user has a credit limit of [`CREDIT_LIMIT_CENTS`]
 //! (10,000.00): a charge is declined (`failed_precondition`, "payment declined") when it

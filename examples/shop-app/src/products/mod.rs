@@ -1,7 +1,7 @@
 //! The `products` service: the catalogue and its stock.
 //!
 //! `reserve_inventory` and `release_inventory` are private: only other services (orders,
-//! the gateway) may call them; an outside request gets 404. Given a `reservationId`, both are
+//! the checkout service) may call them; an outside request gets 404. Given a `reservationId`, both are
 //! idempotent, so a saga can retry them (and its compensations) as often as it needs.
 
 use ovation::prelude::*;

@@ -1,10 +1,10 @@
-//! The `gateway` service: the public checkout, a saga over products, payments and orders.
+//! The `checkout` service: the public checkout, a saga over products, payments and orders.
 //!
 //! `POST /checkout` reserves the stock, charges the payment and places the order. When a step
 //! fails, every earlier step is undone (`release_inventory`, `refund`, `cancel_checkout`) and
 //! the client gets the step's error: a declined payment is 400 `failed_precondition`, short
-//! stock too. The saga's progress lives in the gateway's database, so a crash at any point
-//! ends consistently once the gateway is back: see [`saga`].
+//! stock too. The saga's progress lives in the service's database, so a crash at any point
+//! ends consistently once the service is back: see [`saga`].
 
 use ovation::prelude::*;
 

@@ -5,12 +5,12 @@
 //! `cancel_checkout`), which also spends the id: a step still in flight when its compensation
 //! runs is refused rather than done. So any step may be retried, by anyone, at any time.
 //!
-//! The saga's progress is a row in the gateway's own database, moved forward before and after
+//! The saga's progress is a row in the checkout service's own database, moved forward before and after
 //! each step under a lease. The request drives the saga while it holds the lease; when a step
 //! fails, the request undoes every earlier step (and the failed one, whose outcome may be
 //! unknown) and answers with the step's error. A saga whose lease ran out — its process
 //! crashed, or a compensation failed — is picked up by [`resume_checkouts`], which runs in the
-//! process hosting the gateway from start-up on:
+//! process hosting the checkout service from start-up on:
 //! - `started` / `reserved` (payment not known to be taken): compensated, then `failed`;
 //! - `charged` (stock and money taken): the order is placed, then `completed` — or, if placing
 //!   it fails for good, compensated;
@@ -22,7 +22,7 @@ use ovation::prelude::*;
 
 use crate::{orders, payments, products};
 
-static DB: Database = ovation::database!("gateway", migrations = "./migrations");
+static DB: Database = ovation::database!("checkout", migrations = "./migrations");
 
 /// How long the driver of a saga owns it between two steps before recovery may take over.
 const LEASE: Duration = Duration::from_secs(10);
@@ -294,7 +294,7 @@ async fn recover(c: &mut Checkout) -> Result<(), Error> {
     }
 }
 
-/// Recovery, from start-up to shutdown, in the process hosting the gateway.
+/// Recovery, from start-up to shutdown, in the process hosting the checkout service.
 async fn resume_checkouts() {
     loop {
         if let Err(e) = recover_due().await {

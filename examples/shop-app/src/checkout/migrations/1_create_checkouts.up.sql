@@ -1,5 +1,5 @@
 -- One row per checkout saga: how far it got, so that a crash never leaves stock reserved or
--- money taken without an order. See `gateway::saga`.
+-- money taken without an order. See `checkout::saga`.
 CREATE TABLE checkouts (
     id UUID PRIMARY KEY,
     user_id UUID NOT NULL,
