@@ -15,8 +15,8 @@ use axum::Router;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
+use ovation::tooling::{AppModel, EndpointModel};
 use serde::Serialize;
-use serde_json::Value;
 
 use self::html::{esc, shell};
 use crate::guard::Guard;
@@ -182,7 +182,7 @@ async fn not_found(State(d): State<Dashboard>, uri: axum::http::Uri) -> Response
 }
 
 /// The app model from the app's `/__ovation/meta`; `None` while the app does not answer.
-async fn app_model(d: &Dashboard, url: &str) -> Option<Value> {
+async fn app_model(d: &Dashboard, url: &str) -> Option<AppModel> {
     let response = d
         .internal(
             reqwest::Method::GET,
@@ -198,23 +198,18 @@ async fn app_model(d: &Dashboard, url: &str) -> Option<Value> {
 }
 
 /// The app's endpoints, from its model.
-async fn app_endpoints(d: &Dashboard, url: &str) -> Option<Vec<Value>> {
-    app_model(d, url).await?["endpoints"].as_array().cloned()
+async fn app_endpoints(d: &Dashboard, url: &str) -> Option<Vec<EndpointModel>> {
+    Some(app_model(d, url).await?.endpoints)
 }
 
 /// The databases the app declares, (name, service), from its model.
 async fn declared_databases(d: &Dashboard, url: &str) -> Option<Vec<(String, String)>> {
     let model = app_model(d, url).await?;
     Some(
-        model["databases"]
-            .as_array()?
-            .iter()
-            .map(|db| {
-                (
-                    db["name"].as_str().unwrap_or_default().to_owned(),
-                    db["service"].as_str().unwrap_or_default().to_owned(),
-                )
-            })
+        model
+            .databases
+            .into_iter()
+            .map(|db| (db.name, db.service))
             .collect(),
     )
 }

@@ -107,7 +107,9 @@ pub mod tooling {
     pub use crate::http::gateway::{Forward, forward_to};
     pub use crate::http::listener::LingeringClose;
     pub use crate::infra::{IDLE_STOP, InfraError, ManagedNats, ManagedPostgres};
-    pub use crate::model::{AppModel, services};
+    pub use crate::model::{
+        AppModel, DatabaseModel, EndpointModel, SubscriptionModel, TopicModel, services,
+    };
     pub use crate::registry::{endpoints, service_of};
     pub use crate::runtime::{Runtime, start_tasks};
     pub use crate::service_auth::{HEADER, ServiceAuthKey, Signed};

@@ -27,6 +27,17 @@ pub enum Access {
     Auth,
 }
 
+impl Access {
+    /// Its name, as the app model spells it: `public`, `private`, `auth`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Access::Public => "public",
+            Access::Private => "private",
+            Access::Auth => "auth",
+        }
+    }
+}
+
 /// The HTTP methods an endpoint can use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "UPPERCASE")]

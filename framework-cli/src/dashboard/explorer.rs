@@ -6,6 +6,8 @@
 use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
+use ovation::Access;
+use ovation::tooling::EndpointModel;
 use serde_json::{Value, json};
 
 use axum::extract::{Query, State};
@@ -68,41 +70,33 @@ pub fn example(schema: &Value, defs: &Value, depth: usize) -> Value {
 }
 
 /// The explorer page's body: the endpoint list, and the form of `selected`.
-pub fn render(endpoints: &[Value], selected: Option<&str>) -> String {
+pub fn render(endpoints: &[EndpointModel], selected: Option<&str>) -> String {
     let mut out = String::from(
         "<h1>API explorer</h1><div class=\"explorer\"><ul class=\"plain endpoint-list\">",
     );
     for e in endpoints {
-        let id = format!(
-            "{}.{}",
-            e["service"].as_str().unwrap_or_default(),
-            e["name"].as_str().unwrap_or_default()
-        );
-        let access = e["access"].as_str().unwrap_or("public");
+        let id = format!("{}.{}", e.service, e.name);
+        let access = e.access.as_str();
         let _ = write!(
             out,
             "<li><a href=\"/explorer?endpoint={id}\"{active}><span class=\"method\">{}</span> {} \
              <span class=\"badge {access}\">{access}</span></a></li>",
-            esc(e["method"].as_str().unwrap_or_default()),
-            esc(e["path"].as_str().unwrap_or_default()),
+            e.method.as_str(),
+            esc(&e.path),
             id = esc(&id),
             active = if selected == Some(id.as_str()) {
                 " class=\"active\""
             } else {
                 ""
             },
-            access = esc(access),
+            access = access,
         );
     }
     out.push_str("</ul><div class=\"call\">");
     let chosen = selected.and_then(|sel| {
-        endpoints.iter().find(|e| {
-            format!(
-                "{}.{}",
-                e["service"].as_str().unwrap_or_default(),
-                e["name"].as_str().unwrap_or_default()
-            ) == sel
-        })
+        endpoints
+            .iter()
+            .find(|e| sel.split_once('.') == Some((e.service.as_str(), e.name.as_str())))
     });
     match chosen {
         None => out.push_str("<p class=\"muted\">Pick an endpoint.</p>"),
@@ -112,40 +106,37 @@ pub fn render(endpoints: &[Value], selected: Option<&str>) -> String {
     out
 }
 
-fn form(e: &Value) -> String {
-    let service = e["service"].as_str().unwrap_or_default();
-    let name = e["name"].as_str().unwrap_or_default();
-    let method = e["method"].as_str().unwrap_or_default();
-    let access = e["access"].as_str().unwrap_or("public");
+fn form(e: &EndpointModel) -> String {
+    let (service, name) = (e.service.as_str(), e.name.as_str());
+    let method = e.method.as_str();
+    let access = e.access.as_str();
     let mut out = format!(
         "<h2><span class=\"method\">{}</span> <code>{}</code> <span class=\"badge {a}\">{a}</span></h2>\
          <p class=\"muted\">{}.{}{}</p><form id=\"explorer\" data-service=\"{}\" data-endpoint=\"{}\">",
-        esc(method),
-        esc(e["path"].as_str().unwrap_or_default()),
+        method,
+        esc(&e.path),
         esc(service),
         esc(name),
-        if access == "public" {
+        if e.access == Access::Public {
             ""
         } else {
             " · called with a service signature, as another service would"
         },
         esc(service),
         esc(name),
-        a = esc(access),
+        a = access,
     );
-    for p in e["pathParams"].as_array().into_iter().flatten() {
-        let p = p.as_str().unwrap_or_default();
+    for p in &e.path_params {
         let _ = write!(
             out,
             "<label>{p}<input name=\"path:{p}\" data-param=\"{p}\" required></label>",
             p = esc(p)
         );
     }
-    let schema = &e["requestSchema"];
-    if !schema.is_null() {
+    if let Some(schema) = &e.request_schema {
         let defs = schema.get("$defs").cloned().unwrap_or(Value::Null);
         let sample = serde_json::to_string_pretty(&example(schema, &defs, 0)).unwrap_or_default();
-        let (label, field) = if matches!(method, "GET" | "DELETE" | "HEAD") {
+        let (label, field) = if !e.method.has_body() {
             ("Query (as JSON)", "query")
         } else {
             ("Body", "body")
@@ -177,16 +168,16 @@ pub async fn send(
     http: &reqwest::Client,
     base: &str,
     key: &ovation::tooling::ServiceAuthKey,
-    endpoints: &[Value],
+    endpoints: &[EndpointModel],
     call: CallRequest,
 ) -> Result<Value, String> {
     let e = endpoints
         .iter()
-        .find(|e| e["service"] == call.service.as_str() && e["name"] == call.endpoint.as_str())
+        .find(|e| e.service == call.service && e.name == call.endpoint)
         .ok_or_else(|| format!("no endpoint {}.{}", call.service, call.endpoint))?;
-    let method = e["method"].as_str().unwrap_or("GET");
+    let method = e.method.as_str();
     let mut path = String::new();
-    for segment in e["path"].as_str().unwrap_or("/").split('/').skip(1) {
+    for segment in e.path.split('/').skip(1) {
         path.push('/');
         if let Some(name) = segment.strip_prefix(':') {
             path.push_str(&super::html::percent_encode(
@@ -223,7 +214,7 @@ pub async fn send(
         Some(body) => serde_json::to_vec(body).map_err(|e| e.to_string())?,
         None => Vec::new(),
     };
-    if e["access"] != "public" {
+    if e.access != Access::Public {
         let signed = ovation::tooling::Signed {
             method,
             path: url.path(),

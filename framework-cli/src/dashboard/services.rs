@@ -5,6 +5,7 @@ use std::fmt::Write as _;
 
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
+use ovation::tooling::AppModel;
 use serde_json::Value;
 
 use super::html::{esc, shell};
@@ -31,35 +32,25 @@ pub(super) async fn page(State(d): State<Dashboard>) -> Response {
 }
 
 /// The Services page's body from the app model.
-pub fn render_services(model: &Value) -> String {
-    let list = |key: &str| model[key].as_array().cloned().unwrap_or_default();
-    let (endpoints, databases, topics, subscriptions) = (
-        list("endpoints"),
-        list("databases"),
-        list("topics"),
-        list("subscriptions"),
-    );
+pub fn render_services(model: &AppModel) -> String {
     let mut out = String::from("<h1>Services</h1><div class=\"cards\">");
-    for service in list("services") {
-        let name = service.as_str().unwrap_or_default();
-        let of = |items: &[Value]| -> Vec<Value> {
-            items
-                .iter()
-                .filter(|i| i["service"] == name)
-                .cloned()
-                .collect()
-        };
+    for name in &model.services {
+        let name = name.as_str();
         let _ = write!(
             out,
             "<section class=\"card\" id=\"service-{id}\"><h2>{name}</h2>",
             id = esc(name),
             name = esc(name)
         );
-        let mine = of(&endpoints);
+        let mine: Vec<_> = model
+            .endpoints
+            .iter()
+            .filter(|e| e.service == name)
+            .collect();
         if !mine.is_empty() {
             out.push_str("<h3>Endpoints</h3><ul class=\"endpoints\">");
             for e in &mine {
-                let access = e["access"].as_str().unwrap_or("public");
+                let access = e.access.as_str();
                 let _ = write!(
                     out,
                     "<li><details><summary><span class=\"method\">{method}</span> \
@@ -67,12 +58,12 @@ pub fn render_services(model: &Value) -> String {
                      <span class=\"muted\">{name}</span></summary>\
                      <div class=\"schemas\"><div><h4>Request</h4>{req}</div>\
                      <div><h4>Response</h4>{resp}</div></div></details></li>",
-                    method = esc(e["method"].as_str().unwrap_or_default()),
-                    path = esc(e["path"].as_str().unwrap_or_default()),
-                    access = esc(access),
-                    name = esc(e["name"].as_str().unwrap_or_default()),
-                    req = schema_tree(&e["requestSchema"]),
-                    resp = schema_tree(&e["responseSchema"]),
+                    method = e.method.as_str(),
+                    path = esc(&e.path),
+                    access = access,
+                    name = esc(&e.name),
+                    req = schema_tree(e.request_schema.as_ref().unwrap_or(&Value::Null)),
+                    resp = schema_tree(&e.response_schema),
                 );
             }
             out.push_str("</ul>");
@@ -89,38 +80,39 @@ pub fn render_services(model: &Value) -> String {
         };
         out.push_str(&line(
             "Databases",
-            of(&databases)
+            model
+                .databases
                 .iter()
+                .filter(|d| d.service == name)
                 .map(|d| {
                     format!(
                         "<li><code>{}</code> <span class=\"muted\">{} migrations</span></li>",
-                        esc(d["name"].as_str().unwrap_or_default()),
-                        d["migrations"].as_array().map_or(0, Vec::len)
+                        esc(&d.name),
+                        d.migrations.len()
                     )
                 })
                 .collect(),
         ));
         out.push_str(&line(
             "Publishes to",
-            of(&topics)
+            model
+                .topics
                 .iter()
-                .map(|t| {
-                    format!(
-                        "<li><code>{}</code></li>",
-                        esc(t["name"].as_str().unwrap_or_default())
-                    )
-                })
+                .filter(|t| t.service == name)
+                .map(|t| format!("<li><code>{}</code></li>", esc(&t.name)))
                 .collect(),
         ));
         out.push_str(&line(
             "Subscriptions",
-            of(&subscriptions)
+            model
+                .subscriptions
                 .iter()
+                .filter(|s| s.service == name)
                 .map(|s| {
                     format!(
                         "<li><code>{}</code> on <code>{}</code></li>",
-                        esc(s["name"].as_str().unwrap_or_default()),
-                        esc(s["topic"].as_str().unwrap_or_default())
+                        esc(&s.name),
+                        esc(&s.topic)
                     )
                 })
                 .collect(),
