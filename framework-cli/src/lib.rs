@@ -5,6 +5,8 @@
 //! Postgres directly. `commands/` parses the command line, one file a command; the modules
 //! beside it do the work.
 
+#![warn(unreachable_pub)]
+
 mod commands;
 pub mod dashboard;
 pub mod deploy;

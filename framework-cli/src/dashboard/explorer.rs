@@ -17,7 +17,7 @@ use super::html::{esc, not_running, shell};
 use super::{Dashboard, app_endpoints, current};
 
 /// An example value for `schema`: what the body box starts with.
-pub fn example(schema: &Value, defs: &Value, depth: usize) -> Value {
+pub(super) fn example(schema: &Value, defs: &Value, depth: usize) -> Value {
     let schema = match schema["$ref"].as_str() {
         Some(r) => defs
             .get(r.rsplit('/').next().unwrap_or_default())
@@ -70,7 +70,7 @@ pub fn example(schema: &Value, defs: &Value, depth: usize) -> Value {
 }
 
 /// The explorer page's body: the endpoint list, and the form of `selected`.
-pub fn render(endpoints: &[EndpointModel], selected: Option<&str>) -> String {
+pub(super) fn render(endpoints: &[EndpointModel], selected: Option<&str>) -> String {
     let mut out = String::from(
         "<h1>API explorer</h1><div class=\"explorer\"><ul class=\"plain endpoint-list\">",
     );
@@ -154,7 +154,7 @@ fn form(e: &EndpointModel) -> String {
 /// What the page's script posts to `/api/explorer`.
 #[derive(Debug, serde::Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct CallRequest {
+pub(super) struct CallRequest {
     pub service: String,
     pub endpoint: String,
     #[serde(default)]
@@ -164,7 +164,7 @@ pub struct CallRequest {
 }
 
 /// Sends `call` to the app at `base` and describes the answer.
-pub async fn send(
+pub(super) async fn send(
     http: &reqwest::Client,
     base: &str,
     key: &ovation::tooling::ServiceAuthKey,

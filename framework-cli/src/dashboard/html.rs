@@ -6,7 +6,7 @@ use axum::response::{Html, IntoResponse, Response};
 use super::{AppState, AppStatus, Dashboard};
 
 /// `text` with HTML's special characters escaped.
-pub fn esc(text: &str) -> String {
+pub(crate) fn esc(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
         match c {

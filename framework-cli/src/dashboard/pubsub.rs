@@ -57,7 +57,7 @@ pub(super) async fn page(State(d): State<Dashboard>, Query(q): Query<PubSubQuery
 }
 
 /// The Pub/Sub page's body from the app's `/__ovation/pubsub`.
-pub fn render_pubsub(state: &Value, token: &str) -> String {
+pub(super) fn render_pubsub(state: &Value, token: &str) -> String {
     let mut out = String::from(
         "<h3>Topics</h3><table class=\"traces\"><thead><tr><th>Topic</th><th>Service</th>\
          <th>Published (24 h)</th></tr></thead><tbody>",

@@ -32,7 +32,7 @@ pub(super) async fn page(State(d): State<Dashboard>) -> Response {
 }
 
 /// The Services page's body from the app model.
-pub fn render_services(model: &AppModel) -> String {
+pub(super) fn render_services(model: &AppModel) -> String {
     let mut out = String::from("<h1>Services</h1><div class=\"cards\">");
     for name in &model.services {
         let name = name.as_str();
@@ -124,7 +124,7 @@ pub fn render_services(model: &AppModel) -> String {
 }
 
 /// A JSON Schema as a readable tree: fields with their types, required ones marked.
-pub fn schema_tree(schema: &Value) -> String {
+pub(super) fn schema_tree(schema: &Value) -> String {
     if schema.is_null() {
         return "<p class=\"muted\">none</p>".into();
     }

@@ -123,7 +123,7 @@ pub(super) async fn trace(State(d): State<Dashboard>, Path(trace_id): Path<Strin
 
 /// A trace as a waterfall: spans in depth-first call order, each with a bar on the trace's
 /// time axis; a click opens its attributes and logs.
-pub fn render_waterfall(trace_id: &str, spans: &[Value]) -> String {
+pub(super) fn render_waterfall(trace_id: &str, spans: &[Value]) -> String {
     let start = spans
         .iter()
         .filter_map(|s| s["startNs"].as_i64())
