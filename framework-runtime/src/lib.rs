@@ -80,6 +80,7 @@ pub use ovation_macros::{api, database, subscription, test};
 pub use pubsub::{MessageId, Topic};
 pub use registry::{Access, Method};
 pub use runtime::spawn;
+pub use telemetry::dropped_spans;
 pub use sqldb::Database;
 
 /// Re-exports for everyday service code: `use ovation::prelude::*;`.
@@ -114,7 +115,7 @@ pub mod tooling {
     pub use crate::runtime::{Runtime, start_tasks};
     pub use crate::service_auth::{HEADER, ServiceAuthKey, Signed};
     pub use crate::sqldb::server::{PgServer, SetupError};
-    pub use crate::telemetry::{dropped_spans, init, init_for_tests_exporting_to};
+    pub use crate::telemetry::{init, init_for_tests_exporting_to};
 }
 
 /// The request-decoding path, for the fuzz targets in `tests/fuzz`. Not public API.

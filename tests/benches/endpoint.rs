@@ -358,7 +358,7 @@ fn serve(variant: &str, otlp_endpoint: Option<String>) {
             drop(server);
             env.close().await;
         }
-        println!("dropped {}", ovation::tooling::dropped_spans());
+        println!("dropped {}", ovation::dropped_spans());
     })
 }
 
