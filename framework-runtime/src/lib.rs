@@ -80,8 +80,8 @@ pub use ovation_macros::{api, database, subscription, test};
 pub use pubsub::{MessageId, Topic};
 pub use registry::{Access, Method};
 pub use runtime::spawn;
-pub use telemetry::dropped_spans;
 pub use sqldb::Database;
+pub use telemetry::dropped_spans;
 
 /// Re-exports for everyday service code: `use ovation::prelude::*;`.
 pub mod prelude {
