@@ -69,6 +69,11 @@ pub fn subscription(attr: TokenStream, item: TokenStream) -> TokenStream {
 ///     assert_eq!(users::get(user.id).await.unwrap().email, user.email);
 /// }
 /// ```
+///
+/// `#[ovation::test(split)]` runs every service in a runtime of its own, serving over loopback
+/// HTTP, and the body's calls go over HTTP too, as between the processes of a deployment.
+/// `OVATION_TEST_SPLIT=1` runs every `#[ovation::test]` that way, so a suite can be run both
+/// ways.
 #[proc_macro_attribute]
 pub fn test(attr: TokenStream, item: TokenStream) -> TokenStream {
     test_attr::expand(attr.into(), item.into()).into()

@@ -7,9 +7,18 @@ use crate::errors::Errors;
 
 pub(crate) fn expand(attr: TokenStream, item: TokenStream) -> TokenStream {
     let mut errors = Errors::default();
-    if !attr.is_empty() {
-        errors.at(&attr, "`#[ovation::test]` takes no arguments");
-    }
+    let split = match syn::parse2::<Option<syn::Ident>>(attr.clone()) {
+        Ok(None) => false,
+        Ok(Some(word)) if word == "split" => true,
+        _ => {
+            errors.at(
+                &attr,
+                "`#[ovation::test]` takes no arguments, or `split` to run every service in a \
+                 runtime of its own, over loopback HTTP",
+            );
+            false
+        }
+    };
     let func: syn::ItemFn = match syn::parse2(item.clone()) {
         Ok(f) => f,
         Err(e) => return e.to_compile_error(),
@@ -36,12 +45,17 @@ pub(crate) fn expand(attr: TokenStream, item: TokenStream) -> TokenStream {
     let mut inner_sig = func.sig.clone();
     inner_sig.ident = inner.clone();
     let block = &func.block;
+    let run = if split {
+        quote!(run_split_test)
+    } else {
+        quote!(run_test)
+    };
     quote! {
         #[::core::prelude::v1::test]
         #(#attrs)*
         #vis fn #name() {
             #inner_sig #block
-            ::ovation::__private::run_test(#inner)
+            ::ovation::__private::#run(#inner)
         }
     }
 }

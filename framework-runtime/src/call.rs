@@ -4,18 +4,29 @@
 //! stub that calls [`call`]. At run time the stub asks the current runtime where the target
 //! service is hosted:
 //!
-//! - **here**: the body runs directly (no serialization), in a span, as code of the callee;
+//! - **here**: the body runs in this process, in a span, as code of the callee;
 //! - **elsewhere**: an HTTP request goes to the base URL service discovery gives, signed with
 //!   the service-auth key, and the error body is decoded back into an [`Error`] with its code.
+//!
+//! Either way the call has the same outcome, so where a service runs is a deployment decision,
+//! not a behaviour change: the request is encoded as the wire carries it (path segments, a
+//! query or a JSON body) and decoded as the callee reads it, and the response and the error
+//! come back the same way. A value that does not survive the trip (a `#[serde(skip)]` field, a
+//! NaN, a map with non-string keys) behaves as it would between processes, and one that cannot
+//! make it at all is an `internal` error naming the endpoint and the field, at the call site. A
+//! callee that panics gives `internal`; a write (`POST`, `PUT`, `PATCH`, `DELETE`) runs to its
+//! end even if its caller gives up, as it does on a server whose client hung up.
 
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 
+use futures_util::FutureExt;
 use tracing::Instrument;
 
 use crate::error::{ErrCode, Error};
 use crate::http::client::{error_chain, origin, send};
+use crate::http::wire::{decode_json, decode_query};
 use crate::registry::Endpoint;
-use crate::runtime::{self, Context};
+use crate::runtime::{self, Context, Runtime};
 use crate::service_auth;
 
 /// Calls endpoint `E`, in this process or over HTTP.
@@ -28,13 +39,138 @@ pub async fn call<E: Endpoint>(
     let service = E::service();
     let local = ctx.rt.hosts(service);
     let span = call_span(service, E::NAME, local);
-    if local {
-        runtime::scope_in(ctx.rt, service, E::NAME, E::handle(params, request))
-            .instrument(span)
-            .await
-    } else {
-        remote::<E>(ctx, params, request).instrument(span).await
+    async move {
+        let outgoing = Outgoing::encode::<E>(&params, &request)?;
+        // What the callee will read, read here: a value that cannot make the trip fails at the
+        // call site, the same way wherever the callee runs.
+        let (params, request) = outgoing.decode::<E>()?;
+        if local {
+            call_here::<E>(ctx.rt, params, request).await
+        } else {
+            remote::<E>(ctx, outgoing).await
+        }
     }
+    .instrument(span)
+    .await
+}
+
+/// Runs `E` in this process as a server in another would: a panic is `internal`, a write
+/// runs to its end in a task of its own, and the response and error come back as a caller
+/// over HTTP receives them.
+async fn call_here<E: Endpoint>(
+    rt: &'static Runtime,
+    params: E::Params,
+    request: E::Request,
+) -> Result<E::Response, Error> {
+    let work = std::panic::AssertUnwindSafe(runtime::scope_in(
+        rt,
+        E::service(),
+        E::NAME,
+        E::handle(params, request),
+    ))
+    .catch_unwind();
+    let outcome = if E::METHOD.is_safe() {
+        work.await
+    } else {
+        let write = rt.writes.clone();
+        let work = crate::telemetry::carry(work);
+        tokio::spawn(async move {
+            let _write = write;
+            work.await
+        })
+        .await
+        .unwrap_or_else(|e| Err(Box::new(e)))
+    };
+    match outcome {
+        Ok(Ok(response)) => decode_response::<E>(&encode_response::<E>(&response)?),
+        Ok(Err(e)) => Err(e.into_received()),
+        // The panic message went to the panic hook (stderr); the caller learns nothing of it.
+        Err(_) => Err(Error::internal("internal error")),
+    }
+}
+
+/// A request of `E` as it travels: path segments, and a query or a JSON body.
+struct Outgoing {
+    segments: Vec<String>,
+    query: Option<String>,
+    body: Vec<u8>,
+}
+
+impl Outgoing {
+    fn encode<E: Endpoint>(params: &E::Params, request: &E::Request) -> Result<Outgoing, Error> {
+        let segments = E::render_params(params);
+        for (name, value) in E::PATH_PARAMS.iter().zip(&segments) {
+            if value.is_empty() && !E::PATH.contains(&format!("*{name}")) {
+                return Err(trip_error::<E>(
+                    "request",
+                    "cannot be encoded",
+                    format!(
+                        "path parameter `{name}` is empty, and no route matches an empty segment"
+                    ),
+                ));
+            }
+        }
+        let (mut query, mut body) = (None, Vec::new());
+        if E::HAS_REQUEST && !E::METHOD.has_body() {
+            let encoded = serde_urlencoded::to_string(request).map_err(|e| {
+                trip_error::<E>("request", "cannot be encoded as a query", e.to_string())
+            })?;
+            query = Some(encoded).filter(|q| !q.is_empty());
+        } else if E::HAS_REQUEST {
+            body = serde_json::to_vec(request).map_err(|e| {
+                trip_error::<E>("request", "cannot be encoded as JSON", e.to_string())
+            })?;
+        }
+        Ok(Outgoing {
+            segments,
+            query,
+            body,
+        })
+    }
+
+    /// The parameters and request as the callee's server decodes them.
+    fn decode<E: Endpoint>(&self) -> Result<(E::Params, E::Request), Error> {
+        let failed =
+            |e: Error| trip_error::<E>("request", "does not decode", e.message().to_owned());
+        let segments: Vec<&str> = self.segments.iter().map(String::as_str).collect();
+        let params = E::parse_params(&segments).map_err(failed)?;
+        let request = if !E::HAS_REQUEST {
+            decode_json(b"null")
+        } else if E::METHOD.has_body() {
+            decode_json(&self.body)
+        } else {
+            decode_query(self.query.as_deref().unwrap_or(""))
+        }
+        .map_err(failed)?;
+        Ok((params, request))
+    }
+}
+
+/// `E`'s response as its server encodes it.
+pub(crate) fn encode_response<E: Endpoint>(response: &E::Response) -> Result<Vec<u8>, Error> {
+    serde_json::to_vec(response)
+        .map_err(|e| trip_error::<E>("response", "cannot be encoded as JSON", e.to_string()))
+}
+
+/// `E`'s response as its caller decodes it.
+fn decode_response<E: Endpoint>(body: &[u8]) -> Result<E::Response, Error> {
+    let body: &[u8] = if body.is_empty() { b"null" } else { body };
+    let mut de = serde_json::Deserializer::from_slice(body);
+    serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let reason = match e.path().to_string().as_str() {
+            "." => e.into_inner().to_string(),
+            path => format!("invalid field `{path}`: {}", e.into_inner()),
+        };
+        trip_error::<E>("response", "does not decode", reason)
+    })
+}
+
+/// A value of a call to `E` that cannot make the trip between services: `internal`, naming
+/// the endpoint and (in `reason`) the field.
+fn trip_error<E: Endpoint>(part: &str, what: &str, reason: String) -> Error {
+    let endpoint = format!("{}.{}", E::service(), E::NAME);
+    Error::internal(format!("the {part} of `{endpoint}` {what}: {reason}"))
+        .with_details(serde_json::json!({ "endpoint": endpoint, "part": part, "reason": reason }))
 }
 
 /// The span of a call: `internal` when the callee is in this process, `client` when it is
@@ -95,11 +231,7 @@ pub(crate) fn render_path(pattern: &str, names: &[&str], values: &[String]) -> S
     out
 }
 
-async fn remote<E: Endpoint>(
-    ctx: Context,
-    params: E::Params,
-    request: E::Request,
-) -> Result<E::Response, Error> {
+async fn remote<E: Endpoint>(ctx: Context, outgoing: Outgoing) -> Result<E::Response, Error> {
     let service = E::service();
     let base = ctx.rt.discovery.get(service).ok_or_else(|| {
         Error::unavailable(format!(
@@ -107,23 +239,12 @@ async fn remote<E: Endpoint>(
              discovery config (`services` in OVATION_CONFIG, or OVATION_SERVICE_URLS)"
         ))
     })?;
-    let path = render_path(E::PATH, E::PATH_PARAMS, &E::render_params(&params));
+    let path = render_path(E::PATH, E::PATH_PARAMS, &outgoing.segments);
     let mut url = base.clone();
     url.set_path(&format!("{}{}", base.path().trim_end_matches('/'), path));
+    url.set_query(outgoing.query.as_deref());
     let method = E::METHOD;
-    let mut body = Vec::new();
-    if E::HAS_REQUEST && !method.has_body() {
-        let query = serde_urlencoded::to_string(&request).map_err(|e| {
-            Error::internal(format!(
-                "cannot encode the request of {service}.{} as a query: {e}",
-                E::NAME
-            ))
-        })?;
-        url.set_query(Some(&query).filter(|q| !q.is_empty()).map(|q| q.as_str()));
-    } else if E::HAS_REQUEST {
-        body = serde_json::to_vec(&request)
-            .map_err(|e| Error::internal(format!("cannot encode the request: {e}")))?;
-    }
+    let body = outgoing.body;
     let caller = ctx.service.unwrap_or("-");
     let signature = ctx.rt.auth.sign(
         service_auth::Signed {
@@ -165,12 +286,7 @@ async fn remote<E: Endpoint>(
         }
     };
     if status.is_success() {
-        let body: &[u8] = if body.is_empty() { b"null" } else { &body };
-        return serde_json::from_slice(body).map_err(|e| {
-            Error::internal(format!(
-                "service `{service}` sent a response that does not decode: {e}"
-            ))
-        });
+        return decode_response::<E>(&body);
     }
     match serde_json::from_slice::<Error>(&body) {
         Ok(err) => Err(err),

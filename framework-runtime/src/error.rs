@@ -278,19 +278,41 @@ impl std::error::Error for Error {
     }
 }
 
+impl Error {
+    /// Logs a server error with its cause: the one place the cause is seen, since it never
+    /// travels to the caller.
+    fn log_if_server_error(&self) {
+        if !self.http_status().is_server_error() {
+            return;
+        }
+        match &self.source {
+            Some(source) => {
+                tracing::error!(code = %self.code, message = %self.message, cause = %source, "request failed")
+            }
+            None => tracing::error!(code = %self.code, message = %self.message, "request failed"),
+        }
+    }
+
+    /// The error as a caller in another process receives it: code, message and details; the
+    /// cause stays here (logged if it is a server error) and the status follows from the code.
+    /// A call to a service in this process returns this too, so where the callee runs makes
+    /// no difference to the caller.
+    pub(crate) fn into_received(self) -> Error {
+        self.log_if_server_error();
+        Error {
+            code: self.code,
+            message: self.message,
+            details: self.details,
+            status: None,
+            source: None,
+        }
+    }
+}
+
 impl IntoResponse for Error {
     fn into_response(self) -> Response {
         let status = self.http_status();
-        if status.is_server_error() {
-            match &self.source {
-                Some(source) => {
-                    tracing::error!(code = %self.code, message = %self.message, cause = %source, "request failed")
-                }
-                None => {
-                    tracing::error!(code = %self.code, message = %self.message, "request failed")
-                }
-            }
-        }
+        self.log_if_server_error();
         let code = self.code;
         let mut response = (status, axum::Json(self)).into_response();
         // For the request span (see `http::observe::record_outcome`).

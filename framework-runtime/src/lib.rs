@@ -165,7 +165,7 @@ pub mod __private {
     };
     pub use crate::runtime::{StartTask, StartTaskEntry};
     pub use crate::sqldb::{Database, DatabaseDef, DatabaseEntry, Migration};
-    pub use crate::testing::run_test;
+    pub use crate::testing::{run_split_test, run_test};
     pub use inventory;
     pub use schemars;
     pub use serde_json;

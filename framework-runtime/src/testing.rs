@@ -347,18 +347,23 @@ impl TestEnv {
     #[doc(hidden)]
     /// A runtime over this environment's databases, hosting what `hosting` says.
     pub fn runtime(&self, hosting: Hosting) -> Result<&'static Runtime, Error> {
-        let builder = app::RuntimeBuilder::from_config(&hosting.config)
-            .map_err(|e| Error::invalid_argument(e.to_string()))?;
-        let pubsub_db = crate::pubsub::postgres::DATABASE.name;
+        // A runtime hosting nothing is a gateway: it has no Pub/Sub.
         let hosts_nothing = hosting
             .config
             .hosted_services
             .as_ref()
             .is_some_and(Vec::is_empty);
+        self.runtime_with(hosting, !hosts_nothing)
+    }
+
+    fn runtime_with(&self, hosting: Hosting, with_pubsub: bool) -> Result<&'static Runtime, Error> {
+        let builder = app::RuntimeBuilder::from_config(&hosting.config)
+            .map_err(|e| Error::invalid_argument(e.to_string()))?;
+        let pubsub_db = crate::pubsub::postgres::DATABASE.name;
         let pubsub = self
             .databases
             .get(pubsub_db)
-            .filter(|_| !hosts_nothing)
+            .filter(|_| with_pubsub)
             .map(|db| {
                 let pool = sqldb::pool_options(5).connect_lazy_with(self.server.options(db));
                 let mut backend = crate::pubsub::postgres::PgPubSub::new(pool);
@@ -403,6 +408,49 @@ impl TestEnv {
         let server = Server::start(rt, listener).map_err(|e| Error::internal(e.to_string()))?;
         rt.start_tasks();
         Ok(server)
+    }
+
+    /// Every service in a runtime of its own, served over HTTP on loopback and calling the
+    /// others there, as if each ran in a process of its own. Returns the runtime a test body
+    /// runs in — it hosts nothing, so its calls go over HTTP too, but it reaches every
+    /// database and publishes to topics — and each service's server, which stops when dropped.
+    #[doc(hidden)]
+    pub async fn split(&self) -> Result<(&'static Runtime, Vec<(&'static str, Server)>), Error> {
+        let services = crate::model::services();
+        let mut listeners = Vec::with_capacity(services.len());
+        let mut urls = Vec::with_capacity(services.len());
+        for _ in &services {
+            let listener = crate::http::listener::bind(([127, 0, 0, 1], 0).into())
+                .await
+                .map_err(|e| Error::unavailable(format!("cannot listen on 127.0.0.1: {e}")))?;
+            let addr = listener
+                .local_addr()
+                .map_err(|e| Error::unavailable(format!("cannot listen on 127.0.0.1: {e}")))?;
+            urls.push(format!("http://{addr}"));
+            listeners.push(listener);
+        }
+        let elsewhere = |mut hosting: Hosting, here: Option<&str>| {
+            for (service, url) in services.iter().zip(&urls) {
+                if Some(*service) != here {
+                    hosting = hosting.remote(*service, url.clone());
+                }
+            }
+            hosting
+        };
+        let mut servers = Vec::with_capacity(services.len());
+        for (service, listener) in services.iter().zip(listeners) {
+            let rt = self.runtime(elsewhere(Hosting::only([*service]), Some(service)))?;
+            let server = Server::start(rt, listener).map_err(|e| Error::internal(e.to_string()))?;
+            servers.push((*service, server));
+        }
+        let body = self.runtime_with(elsewhere(Hosting::only(Vec::<String>::new()), None), true)?;
+        Ok((body, servers))
+    }
+
+    /// Runs `fut` inside `rt`, one of this environment's runtimes.
+    #[doc(hidden)]
+    pub async fn run_in<F: Future>(&self, rt: &'static Runtime, fut: F) -> F::Output {
+        runtime::scope(rt, None, fut).await
     }
 
     /// Runs `fut` inside a runtime hosting every service, as a test body does.
@@ -483,9 +531,36 @@ impl<F: Future> Future for CatchUnwind<F> {
     }
 }
 
-/// The body of a `#[ovation::test]`: own databases, every service local.
+/// Whether `OVATION_TEST_SPLIT=1` asks every `#[ovation::test]` to run split.
+fn split_requested() -> bool {
+    std::env::var("OVATION_TEST_SPLIT").is_ok_and(|v| v == "1" || v == "true")
+}
+
+/// The body of a `#[ovation::test]`: own databases, every service local — or, with
+/// `OVATION_TEST_SPLIT=1`, each in a runtime of its own (see [`TestEnv::split`]).
 #[doc(hidden)]
 pub fn run_test<F, Fut>(test: F)
+where
+    F: FnOnce() -> Fut,
+    Fut: Future,
+    Fut::Output: TestOutput,
+{
+    run_placed(test, split_requested());
+}
+
+/// The body of a `#[ovation::test(split)]`: own databases, each service in a runtime of its
+/// own, talking over loopback HTTP.
+#[doc(hidden)]
+pub fn run_split_test<F, Fut>(test: F)
+where
+    F: FnOnce() -> Fut,
+    Fut: Future,
+    Fut::Output: TestOutput,
+{
+    run_placed(test, true);
+}
+
+fn run_placed<F, Fut>(test: F, split: bool)
 where
     F: FnOnce() -> Fut,
     Fut: Future,
@@ -501,11 +576,17 @@ where
             Ok(env) => env,
             Err(e) => panic!("ovation test set-up failed: {e}"),
         };
-        let rt = match env.runtime(Hosting::all()) {
-            Ok(rt) => rt,
+        let placed = if split {
+            env.split().await
+        } else {
+            env.runtime(Hosting::all()).map(|rt| (rt, Vec::new()))
+        };
+        let (rt, servers) = match placed {
+            Ok(placed) => placed,
             Err(e) => panic!("ovation test set-up failed: {e}"),
         };
         let outcome = CatchUnwind(Box::pin(runtime::scope(rt, None, test()))).await;
+        drop(servers);
         env.close().await;
         outcome
     });

@@ -192,25 +192,20 @@ async fn serve<E: Endpoint>(
 
     let work = runtime::scope_in(rt, service, E::NAME, E::handle(params, request));
     match tokio::time::timeout_at(deadline, work).await {
-        Ok(Ok(response)) => Ok(json_response(&response)),
+        Ok(Ok(response)) => Ok(json_response(crate::call::encode_response::<E>(&response)?)),
         Ok(Err(e)) => Err(e),
         Err(_) => Err(Error::deadline_exceeded("the request took too long")),
     }
 }
 
-fn json_response<T: serde::Serialize>(value: &T) -> Response {
-    match serde_json::to_vec(value) {
-        Ok(body) => (
-            StatusCode::OK,
-            [(
-                header::CONTENT_TYPE,
-                header::HeaderValue::from_static("application/json"),
-            )],
-            body,
-        )
-            .into_response(),
-        Err(e) => Error::internal("the response could not be encoded")
-            .with_source(e)
-            .into_response(),
-    }
+fn json_response(body: Vec<u8>) -> Response {
+    (
+        StatusCode::OK,
+        [(
+            header::CONTENT_TYPE,
+            header::HeaderValue::from_static("application/json"),
+        )],
+        body,
+    )
+        .into_response()
 }

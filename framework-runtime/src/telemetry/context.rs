@@ -97,6 +97,12 @@ impl RequestTrace {
     }
 }
 
+/// `work` keeping this task's trace — the current span as its parent, the unsampled request's
+/// context — for work moved to a task of its own.
+pub(crate) fn carry<F: Future>(work: F) -> impl Future<Output = F::Output> {
+    UNSAMPLED.scope(unsampled_here(), work.instrument(tracing::Span::current()))
+}
+
 /// Whether spans are exported at all: when not, the framework makes none.
 pub(crate) fn exporting() -> bool {
     REQUEST_SAMPLING.get().is_some()

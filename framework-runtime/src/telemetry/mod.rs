@@ -41,7 +41,7 @@ mod sql;
 
 pub(crate) use context::current_traceparent;
 use context::{REQUEST_SAMPLING, RequestsDecided, traced_here};
-pub(crate) use context::{RequestTrace, exporting, request_span};
+pub(crate) use context::{RequestTrace, carry, exporting, request_span};
 use export::QueueProcessor;
 use log::LogLine;
 use sql::QuerySpans;
