@@ -37,9 +37,10 @@
 //! With `migrations = "./migrations"`, `database!` embeds the `<n>_<name>.up.sql` files of that
 //! folder (relative to the declaring file) and applies them at start-up.
 //!
-//! Another service calls `crate::users::get(id).await`: in the same process that is a direct
-//! call; when `users` runs in another process it is a signed HTTP request, and the error comes
-//! back with its code.
+//! Another service calls `crate::users::get(id).await`: in the same process the handler runs
+//! there; when `users` runs in another process it is a signed HTTP request. Either way the
+//! request, the response and the error make the same JSON trip, so a call has the same outcome
+//! wherever its callee runs (see `#[ovation::test(split)]`).
 //!
 //! What an app uses:
 //!

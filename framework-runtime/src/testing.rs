@@ -574,7 +574,10 @@ where
     let outcome = tokio.block_on(async {
         let env = match TestEnv::new().await {
             Ok(env) => env,
-            Err(e) => panic!("ovation test set-up failed: {e}"),
+            Err(e) => panic!(
+                "ovation test set-up failed: {}",
+                crate::http::client::error_chain(&e)
+            ),
         };
         let placed = if split {
             env.split().await
@@ -583,7 +586,10 @@ where
         };
         let (rt, servers) = match placed {
             Ok(placed) => placed,
-            Err(e) => panic!("ovation test set-up failed: {e}"),
+            Err(e) => panic!(
+                "ovation test set-up failed: {}",
+                crate::http::client::error_chain(&e)
+            ),
         };
         let outcome = CatchUnwind(Box::pin(runtime::scope(rt, None, test()))).await;
         drop(servers);
