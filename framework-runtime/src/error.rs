@@ -333,6 +333,15 @@ mod sqlstate {
     pub(super) const STRING_DATA_RIGHT_TRUNCATION: &str = "22001";
     pub(super) const CHARACTER_NOT_IN_REPERTOIRE: &str = "22021";
     pub(super) const UNTRANSLATABLE_CHARACTER: &str = "22P05";
+    /// The connection went away: the server shut down (`pg_ctl stop`, a crash restart) or
+    /// terminated the backend, or cannot take connections yet.
+    pub(super) const ADMIN_SHUTDOWN: &str = "57P01";
+    pub(super) const CRASH_SHUTDOWN: &str = "57P02";
+    pub(super) const CANNOT_CONNECT_NOW: &str = "57P03";
+    /// Class 08, connection exceptions, and class 53, insufficient resources (too many
+    /// connections, out of memory or disk).
+    pub(super) const CONNECTION_EXCEPTION_CLASS: &str = "08";
+    pub(super) const INSUFFICIENT_RESOURCES_CLASS: &str = "53";
 }
 
 /// Maps database errors to codes a caller can act on. The SQL text and Postgres' own message
@@ -381,9 +390,31 @@ impl From<sqlx::Error> for Error {
                     ErrCode::DeadlineExceeded,
                     "the query took too long".to_owned(),
                 ),
+                // Retryable: the same request succeeds once the server is back.
+                Some(
+                    sqlstate::ADMIN_SHUTDOWN
+                    | sqlstate::CRASH_SHUTDOWN
+                    | sqlstate::CANNOT_CONNECT_NOW,
+                ) => (
+                    ErrCode::Unavailable,
+                    "the database is unavailable".to_owned(),
+                ),
+                Some(code)
+                    if code.starts_with(sqlstate::CONNECTION_EXCEPTION_CLASS)
+                        || code.starts_with(sqlstate::INSUFFICIENT_RESOURCES_CLASS) =>
+                {
+                    (
+                        ErrCode::Unavailable,
+                        "the database is unavailable".to_owned(),
+                    )
+                }
                 _ => (ErrCode::Internal, "internal error".to_owned()),
             },
-            sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => (
+            sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::Io(_)
+            | sqlx::Error::Tls(_)
+            | sqlx::Error::WorkerCrashed => (
                 ErrCode::Unavailable,
                 "the database is unavailable".to_owned(),
             ),

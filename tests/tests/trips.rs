@@ -107,6 +107,18 @@ mod odd {
         panic!("a bug in a write");
     }
 
+    /// Steps taken by `two_steps`.
+    pub static STEPS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
+    /// A write in two steps with a wait between them.
+    #[api(private, method = "POST", path = "/odd/two-steps")]
+    pub async fn two_steps() -> Result<(), Error> {
+        STEPS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+        STEPS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Ok(())
+    }
+
     #[api(private, method = "GET", path = "/odd/failing")]
     pub async fn failing() -> Result<(), Error> {
         Err(Error::failed_precondition("not yet")
@@ -251,6 +263,38 @@ async fn a_call_has_the_same_outcome_in_one_process_and_across_two() {
         }
     );
 
+    drop(server);
+    env.close().await;
+}
+
+/// A caller that stops waiting does not cut a write in two, wherever the callee runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_runs_to_its_end_when_its_caller_stops_waiting() {
+    use std::sync::atomic::Ordering::SeqCst;
+    use std::time::{Duration, Instant};
+    let env = TestEnv::new().await.unwrap();
+    let server = env.serve(Hosting::only(["odd"])).await.unwrap();
+    let gives_up = || async {
+        let call = tokio::time::timeout(Duration::from_millis(250), odd::two_steps()).await;
+        assert!(call.is_err(), "the caller gave up first: {call:?}");
+    };
+    for (round, remote) in [(1, false), (2, true)] {
+        if remote {
+            let caller = Hosting::only(["users"]).remote("odd", server.url());
+            env.run_hosting(caller, gives_up()).await.unwrap();
+        } else {
+            env.run(gives_up()).await.unwrap();
+        }
+        assert_eq!(odd::STEPS.load(SeqCst), 2 * round - 1, "between the steps");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while odd::STEPS.load(SeqCst) < 2 * round {
+            assert!(
+                Instant::now() < deadline,
+                "the write was cut (remote: {remote})"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
     drop(server);
     env.close().await;
 }
