@@ -1,6 +1,8 @@
 //! What a service call costs in-process: `echo::ping` through the stub `#[api]` generates
-//! (the callee is hosted here, so no serialization and no socket: a span, the caller's
-//! context and the call) against the same body as a plain async function called directly.
+//! (the callee is hosted here, so no socket: the request and response make the wire's JSON
+//! trip, so the call behaves as it would across processes; a span, the caller's context and
+//! the call) against the same body as a plain async function called directly, for a short
+//! payload and a 64 KiB one.
 //! Criterion measures both in the same run; the difference is the stub's cost per call.
 //!
 //! `cargo bench -p ovation-tests --bench call`. Not a test: it asserts nothing about speed.
@@ -37,6 +39,14 @@ mod echo {
 fn ping() -> echo::Ping {
     echo::Ping {
         message: "a short payload, like most calls between services".into(),
+        n: 1,
+    }
+}
+
+/// A 64 KiB payload: the trip's cost grows with what travels.
+fn large() -> echo::Ping {
+    echo::Ping {
+        message: "x".repeat(64 * 1024),
         n: 1,
     }
 }
@@ -82,6 +92,30 @@ fn main() {
             .unwrap()
         });
     });
+    group.bench_function("direct-64KiB", |b| {
+        b.iter_custom(|iters| {
+            rt.block_on(env.run(async move {
+                let started = Instant::now();
+                for _ in 0..iters {
+                    black_box(echo::plain(black_box(large())).await.unwrap());
+                }
+                started.elapsed()
+            }))
+            .unwrap()
+        });
+    });
+    group.bench_function("stub-64KiB", |b| {
+        b.iter_custom(|iters| {
+            rt.block_on(env.run(async move {
+                let started = Instant::now();
+                for _ in 0..iters {
+                    black_box(echo::ping(black_box(large())).await.unwrap());
+                }
+                started.elapsed()
+            }))
+            .unwrap()
+        });
+    });
     group.finish();
     c.final_summary();
     rt.block_on(env.close());
@@ -89,6 +123,19 @@ fn main() {
     let direct = mean_ns(&out, "direct") / 1000.0;
     let stub = mean_ns(&out, "stub") / 1000.0;
     println!("call::direct {direct:.3} µs, call::stub {stub:.3} µs");
+    let (direct_large, stub_large) = (
+        mean_ns(&out, "direct-64KiB") / 1000.0,
+        mean_ns(&out, "stub-64KiB") / 1000.0,
+    );
+    println!("call::direct-64KiB {direct_large:.3} µs, call::stub-64KiB {stub_large:.3} µs");
+    Figure::new(
+        "Call overhead",
+        "in-process call through the stub, 64 KiB request and response",
+        stub_large,
+        "µs",
+    )
+    .against("the same async fn called directly", direct_large)
+    .record();
     Figure::new(
         "Call overhead",
         "in-process call through the stub",
