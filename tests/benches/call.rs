@@ -68,54 +68,32 @@ fn main() {
         .configure_from_args();
     let mut group = c.benchmark_group("call");
     // Both inside the Ovation context (`env.run`), as code in a handler is.
-    group.bench_function("direct", |b| {
-        b.iter_custom(|iters| {
-            rt.block_on(env.run(async move {
-                let started = Instant::now();
-                for _ in 0..iters {
-                    black_box(echo::plain(black_box(ping())).await.unwrap());
-                }
-                started.elapsed()
-            }))
-            .unwrap()
+    for (suffix, payload) in [("", ping as fn() -> echo::Ping), ("-64KiB", large)] {
+        group.bench_function(format!("direct{suffix}"), |b| {
+            b.iter_custom(|iters| {
+                rt.block_on(env.run(async move {
+                    let started = Instant::now();
+                    for _ in 0..iters {
+                        black_box(echo::plain(black_box(payload())).await.unwrap());
+                    }
+                    started.elapsed()
+                }))
+                .unwrap()
+            });
         });
-    });
-    group.bench_function("stub", |b| {
-        b.iter_custom(|iters| {
-            rt.block_on(env.run(async move {
-                let started = Instant::now();
-                for _ in 0..iters {
-                    black_box(echo::ping(black_box(ping())).await.unwrap());
-                }
-                started.elapsed()
-            }))
-            .unwrap()
+        group.bench_function(format!("stub{suffix}"), |b| {
+            b.iter_custom(|iters| {
+                rt.block_on(env.run(async move {
+                    let started = Instant::now();
+                    for _ in 0..iters {
+                        black_box(echo::ping(black_box(payload())).await.unwrap());
+                    }
+                    started.elapsed()
+                }))
+                .unwrap()
+            });
         });
-    });
-    group.bench_function("direct-64KiB", |b| {
-        b.iter_custom(|iters| {
-            rt.block_on(env.run(async move {
-                let started = Instant::now();
-                for _ in 0..iters {
-                    black_box(echo::plain(black_box(large())).await.unwrap());
-                }
-                started.elapsed()
-            }))
-            .unwrap()
-        });
-    });
-    group.bench_function("stub-64KiB", |b| {
-        b.iter_custom(|iters| {
-            rt.block_on(env.run(async move {
-                let started = Instant::now();
-                for _ in 0..iters {
-                    black_box(echo::ping(black_box(large())).await.unwrap());
-                }
-                started.elapsed()
-            }))
-            .unwrap()
-        });
-    });
+    }
     group.finish();
     c.final_summary();
     rt.block_on(env.close());
