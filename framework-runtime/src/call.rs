@@ -139,7 +139,10 @@ impl Outgoing {
     fn encode<E: Endpoint>(params: &E::Params, request: &E::Request) -> Result<Outgoing, Error> {
         let segments = E::render_params(params);
         for (name, value) in E::PATH_PARAMS.iter().zip(&segments) {
-            if value.is_empty() && !E::PATH.contains(&format!("*{name}")) {
+            let wildcard = E::PATH
+                .split('/')
+                .any(|s| s.strip_prefix('*') == Some(name));
+            if value.is_empty() && !wildcard {
                 return Err(trip_error::<E>(
                     "request",
                     "cannot be encoded",
