@@ -71,6 +71,7 @@ async fn database_server(data_dir: &Path) -> Result<ovation::tooling::PgServer, 
             let pg = tokio::task::spawn_blocking(move || ManagedPostgres::ensure(&dir))
                 .await
                 .map_err(|e| e.to_string())??;
+            pg.keep_running(data_dir);
             eprintln!("managed Postgres on 127.0.0.1:{}", pg.port());
             pg.url("postgres")
         }

@@ -155,9 +155,13 @@ pub(crate) async fn database_server(config: &Config) -> Result<sqldb::PgServer, 
         Some(url) => url.clone(),
         None => {
             let dir = config.data_dir();
-            let pg = tokio::task::spawn_blocking(move || ManagedPostgres::ensure(&dir))
-                .await
-                .expect("managed Postgres set-up does not panic")?;
+            let pg = {
+                let dir = dir.clone();
+                tokio::task::spawn_blocking(move || ManagedPostgres::ensure(&dir))
+                    .await
+                    .expect("managed Postgres set-up does not panic")?
+            };
+            pg.keep_running(&dir);
             tracing::info!(port = pg.port(), dir = %pg.dir().display(), "managed Postgres is ready");
             pg.url("postgres")
         }
@@ -172,9 +176,13 @@ pub(crate) async fn nats_url(config: &Config) -> Result<Option<String>, StartupE
         PubSubBackend::Postgres => Ok(None),
         PubSubBackend::ManagedNats => {
             let dir = config.data_dir();
-            let nats = tokio::task::spawn_blocking(move || crate::infra::ManagedNats::ensure(&dir))
-                .await
-                .expect("managed NATS set-up does not panic")?;
+            let nats = {
+                let dir = dir.clone();
+                tokio::task::spawn_blocking(move || crate::infra::ManagedNats::ensure(&dir))
+                    .await
+                    .expect("managed NATS set-up does not panic")?
+            };
+            nats.keep_running(&dir);
             Ok(Some(nats.url()))
         }
         PubSubBackend::Nats(url) => Ok(Some(url.clone())),

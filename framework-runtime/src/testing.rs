@@ -162,7 +162,8 @@ pub async fn test_server() -> Result<&'static sqldb::PgServer, Error> {
             };
             let server = app::database_server(&config)
                 .await
-                .map_err(|e| Error::unavailable(format!("test database server: {e}")))?;
+                .map_err(|e| Error::unavailable(format!("test database server: {e}")))?
+                .throwaway();
             drop_orphans(&server).await;
             Ok(server)
         })

@@ -99,6 +99,20 @@ mod bus {
         attempt
     }
 
+    pub static MIXED: Topic<Ping> = ovation::topic!("mixed");
+
+    /// Fails every attempt for poison messages (`n` ≥ 1000), whose retries then wait 30 s;
+    /// handles the others.
+    #[subscription(topic = MIXED, name = "mixed-sub", max_concurrency = 4, min_backoff = "30s", max_retries = 10)]
+    async fn mixed(p: Ping) -> Result<(), Error> {
+        record("mixed-sub", &p);
+        if p.n >= 1000 {
+            Err(Error::failed_precondition("its user was deleted"))
+        } else {
+            Ok(())
+        }
+    }
+
     #[subscription(topic = NARROW, name = "narrow-sub", max_concurrency = 2)]
     async fn narrow(p: Ping) -> Result<(), Error> {
         {
@@ -408,6 +422,53 @@ async fn the_outbox_publishes_only_what_commits(env: TestEnv) {
     env.close().await;
 }
 
+async fn failing_messages_waiting_for_a_retry_do_not_hold_up_the_others(env: TestEnv) {
+    let run = Uuid::new_v4();
+    env.run(async {
+        // Three times `max_concurrency` messages that fail, each tried once and now waiting
+        // 30 s for its retry...
+        let poison: Vec<bus::Ping> = (1000..1012).map(|n| bus::Ping { run, n }).collect();
+        bus::MIXED.publish_batch(&poison).await.unwrap();
+        eventually(
+            "every poison message tried once",
+            Duration::from_secs(10),
+            || handled("mixed-sub", run).len() == 12,
+        )
+        .await;
+        // ...take no delivery capacity: the next messages are handled at once, one by one.
+        for n in 0..20 {
+            let sent = Instant::now();
+            bus::MIXED.publish(&bus::Ping { run, n }).await.unwrap();
+            eventually(
+                &format!("message {n} handled"),
+                Duration::from_secs(5),
+                || handled("mixed-sub", run).contains(&n),
+            )
+            .await;
+            assert!(
+                sent.elapsed() < Duration::from_secs(2),
+                "message {n} took {:?} behind the poison messages",
+                sent.elapsed()
+            );
+        }
+        stats_eventually(
+            "mixed-sub",
+            SubscriptionStats {
+                pending: 12,
+                delivered: 20,
+                dead: 0,
+            },
+            Duration::from_secs(5),
+        )
+        .await;
+        // Tried once each, no more: their retries wait out the backoff.
+        assert_eq!(handled("mixed-sub", run).len(), 32);
+    })
+    .await
+    .unwrap();
+    env.close().await;
+}
+
 /// Each behaviour test, once per backend: `postgres::name` and `nats::name`.
 macro_rules! on_both_backends {
     ($($name:ident),* $(,)?) => {
@@ -437,5 +498,6 @@ on_both_backends!(
     exhausted_messages_become_dead_letters_and_can_be_redriven,
     a_handler_past_its_ack_deadline_is_cancelled_and_retried,
     max_concurrency_is_respected,
+    failing_messages_waiting_for_a_retry_do_not_hold_up_the_others,
     the_outbox_publishes_only_what_commits,
 );

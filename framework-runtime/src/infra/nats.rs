@@ -9,7 +9,8 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use super::process::{
-    free_port, hold_client_lock, is_executable, open_lock_file, spawn_idle_watchdog,
+    STOPPED_ON_PURPOSE, hold_client_lock, is_executable, keep_running, open_lock_file, owns_sh,
+    process_has_arg, same_or_free_port, spawn_idle_watchdog,
 };
 use super::{InfraError, io_err};
 
@@ -17,6 +18,7 @@ use super::{InfraError, io_err};
 #[derive(Debug, Clone)]
 pub struct ManagedNats {
     port: u16,
+    dir: PathBuf,
 }
 
 impl ManagedNats {
@@ -42,16 +44,35 @@ impl ManagedNats {
             Some(port) => port,
             None => start_nats(&bin, &dir)?,
         };
-        spawn_idle_watchdog(
-            &dir,
-            "ovation-nats-watchdog",
-            "nats.pid",
-            r#"kill "$(cat "$1/nats.pid")" && rm -f "$1/nats.pid""#,
-            None,
+        let _ = fs::remove_file(dir.join(STOPPED_ON_PURPOSE));
+        // Stopped only if the pid in `nats.pid` is this folder's server (its command line
+        // names its JetStream folder), and waited for; the pid file goes either way.
+        let owns = owns_sh("$1/jetstream");
+        let stop = format!(
+            r#"{{ pid=$(cat "$1/nats.pid" 2>/dev/null); if [ -n "$pid" ] && {owns}; then kill "$pid"; n=0; while {owns} && [ $n -lt 100 ]; do sleep 0.1; n=$((n+1)); done; fi; rm -f "$1/nats.pid"; }}"#
         );
+        spawn_idle_watchdog(&dir, "ovation-nats-watchdog", &stop, None);
         hold_client_lock(&dir)?;
         drop(setup);
-        Ok(ManagedNats { port })
+        Ok(ManagedNats { port, dir })
+    }
+
+    /// Restarts the server whenever it is found not running, for as long as this process
+    /// lives, on the same port while it is free (the NATS client reconnects by itself).
+    pub fn keep_running(&self, data_dir: &Path) {
+        let (data_dir, port) = (data_dir.to_owned(), self.port);
+        keep_running("nats-server", &self.dir, server_alive, move || {
+            let nats = ManagedNats::ensure(&data_dir)?;
+            if nats.port == port {
+                Ok(format!("port {port}"))
+            } else {
+                Ok(format!(
+                    "port {} instead of {port}, which another program took: restart this app \
+                     to reconnect",
+                    nats.port
+                ))
+            }
+        });
     }
 
     /// The server's URL.
@@ -71,10 +92,27 @@ pub(super) fn find_nats() -> Result<PathBuf, InfraError> {
         .ok_or(InfraError::NatsNotFound)
 }
 
+/// Whether the server of `dir` runs: the pid in `nats.pid` is a process started on this
+/// folder's JetStream store.
+fn server_alive(dir: &Path) -> bool {
+    fs::read_to_string(dir.join("nats.pid"))
+        .ok()
+        .and_then(|pid| pid.trim().parse().ok())
+        .is_some_and(|pid| process_has_arg(pid, &dir.join("jetstream").to_string_lossy()))
+}
+
+/// The port the server last ran on.
+fn previous_port(dir: &Path) -> Option<u16> {
+    fs::read_to_string(dir.join("port"))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
 /// The port of the managed NATS server in `dir`, if it runs and accepts connections.
 pub(super) fn nats_port(dir: &Path) -> Option<u16> {
-    let pid = fs::read_to_string(dir.join("nats.pid")).ok()?;
-    if Path::new("/proc/self").exists() && !Path::new("/proc").join(pid.trim()).exists() {
+    if !server_alive(dir) {
         return None;
     }
     let port: u16 = fs::read_to_string(dir.join("port"))
@@ -91,7 +129,7 @@ pub(super) fn nats_port(dir: &Path) -> Option<u16> {
 }
 
 pub(super) fn start_nats(bin: &Path, dir: &Path) -> Result<u16, InfraError> {
-    let port = free_port()?;
+    let port = same_or_free_port(previous_port(dir))?;
     let _ = fs::remove_file(dir.join("nats.pid"));
     let mut cmd = Command::new(bin);
     cmd.args(["-js", "-a", "127.0.0.1", "-p", &port.to_string()])
@@ -106,7 +144,12 @@ pub(super) fn start_nats(bin: &Path, dir: &Path) -> Result<u16, InfraError> {
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .process_group(0);
-    cmd.spawn().map_err(io_err("starting nats-server"))?;
+    let mut child = cmd.spawn().map_err(io_err("starting nats-server"))?;
+    // Reaped when it exits, so that it is not left a zombie of this process (which would still
+    // hold its pid).
+    let _ = std::thread::Builder::new()
+        .name("ovation-nats-reaper".into())
+        .spawn(move || child.wait());
     fs::write(dir.join("port"), port.to_string()).map_err(io_err("writing the NATS port"))?;
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     while std::time::Instant::now() < deadline {

@@ -10,8 +10,9 @@ use std::process::Command;
 use std::time::Duration;
 
 use super::process::{
-    Account, free_port, hold_client_lock, is_executable, open_lock_file, run, shell_quote,
-    spawn_idle_watchdog, write_private,
+    Account, STOPPED_ON_PURPOSE, hold_client_lock, is_executable, keep_running, open_lock_file,
+    owns_sh, process_has_arg, run, same_or_free_port, shell_quote, spawn_idle_watchdog,
+    write_private,
 };
 use super::{InfraError, io_err};
 
@@ -55,9 +56,16 @@ impl ManagedPostgres {
             .to_owned();
 
         let port = match running_port(&dir) {
+            Some(_) if started_unsafe(&dir) && unused(&dir) => {
+                // Started by an older Ovation with asynchronous commits; nobody uses it.
+                tracing::info!("restarting the managed Postgres with synchronous commits");
+                stop_server(&bins, account.as_ref(), &dir)?;
+                start_server(&bins, account.as_ref(), &dir)?
+            }
             Some(port) => port,
             None => start_server(&bins, account.as_ref(), &dir)?,
         };
+        let _ = fs::remove_file(dir.join(STOPPED_ON_PURPOSE));
         spawn_watchdog(&bins, account.as_ref(), &dir);
         hold_client_lock(&dir)?;
         // `setup` unlocks on drop, after our client lock is held: the watchdog stops the
@@ -112,12 +120,29 @@ impl ManagedPostgres {
         setup
             .lock()
             .map_err(io_err("locking the managed Postgres set-up"))?;
-        let mut cmd = Command::new(&bins.pg_ctl);
-        cmd.arg("-D")
-            .arg(dir.join("data"))
-            .args(["-m", "fast", "-w", "stop"]);
-        run(cmd, account.as_ref(), &dir, "pg_ctl stop")?;
+        stop_server(&bins, account.as_ref(), &dir)?;
+        // Processes using it see this and leave it stopped (see `keep_running`).
+        let _ = fs::write(dir.join(STOPPED_ON_PURPOSE), "");
         Ok(true)
+    }
+
+    /// Restarts the server whenever it is found not running (killed, crashed, stopped by hand),
+    /// for as long as this process lives, on the same port while it is free — so this
+    /// process's connection pools reconnect to it by themselves. Not after `ovation db stop`.
+    pub fn keep_running(&self, data_dir: &Path) {
+        let (data_dir, port) = (data_dir.to_owned(), self.port);
+        keep_running("Postgres", &self.dir, server_alive, move || {
+            let pg = ManagedPostgres::ensure(&data_dir)?;
+            if pg.port == port {
+                Ok(format!("port {port}"))
+            } else {
+                Ok(format!(
+                    "port {} instead of {port}, which another program took: restart this app \
+                     to reconnect",
+                    pg.port
+                ))
+            }
+        });
     }
 
     /// The URL of database `database` on this server.
@@ -267,12 +292,21 @@ pub(super) fn start_server(
 ) -> Result<u16, InfraError> {
     let mut last_err = None;
     // Another program may take the port between our probe and the server's bind: retry.
+    // A `postmaster.pid` left by a server that died, whose pid another process may have
+    // taken since: Postgres would take that process for a server still running.
+    if !server_alive(dir) {
+        let _ = fs::remove_file(dir.join("data/postmaster.pid"));
+    }
+    let mut previous = previous_port(dir);
     for _ in 0..3 {
-        let port = free_port()?;
+        let port = same_or_free_port(previous.take())?;
         let options = format!(
             "-p {port} -c listen_addresses=127.0.0.1 -c unix_socket_directories='' \
-             -c max_connections=300 -c shared_buffers=64MB -c synchronous_commit=off"
+             -c max_connections=300 -c shared_buffers=64MB"
         );
+        // Commits are synchronous (Postgres's default): an answered write survives a crash of
+        // the server. Only tests, whose databases are thrown away, turn that off, per
+        // connection (`PgServer::throwaway`).
         let mut cmd = Command::new(&bins.pg_ctl);
         cmd.arg("-D")
             .arg(dir.join("data"))
@@ -301,15 +335,52 @@ pub(super) fn start_server(
     }
     Err(last_err.expect("at least one attempt"))
 }
+fn stop_server(bins: &PgBinaries, account: Option<&Account>, dir: &Path) -> Result<(), InfraError> {
+    let mut cmd = Command::new(&bins.pg_ctl);
+    cmd.arg("-D")
+        .arg(dir.join("data"))
+        .args(["-m", "fast", "-w", "stop"]);
+    run(cmd, account, dir, "pg_ctl stop").map(drop)
+}
+
+/// The port the server last ran on, from the command line Postgres keeps in `postmaster.opts`.
+fn previous_port(dir: &Path) -> Option<u16> {
+    let opts = fs::read_to_string(dir.join("data/postmaster.opts")).ok()?;
+    let mut words = opts.split_whitespace().map(|w| w.trim_matches('"'));
+    words.find(|w| *w == "-p")?;
+    words.next()?.parse().ok()
+}
+
+/// Whether the postmaster of the cluster in `dir` is running (its pid, from `postmaster.pid`,
+/// is a process started on this cluster's data folder).
+fn server_alive(dir: &Path) -> bool {
+    let data = dir.join("data");
+    fs::read_to_string(data.join("postmaster.pid"))
+        .ok()
+        .and_then(|f| f.lines().next()?.trim().parse().ok())
+        .is_some_and(|pid| process_has_arg(pid, &data.to_string_lossy()))
+}
+
+/// Whether the running server was started with `synchronous_commit=off` (by an earlier
+/// Ovation): Postgres keeps its command line in `postmaster.opts`.
+fn started_unsafe(dir: &Path) -> bool {
+    fs::read_to_string(dir.join("data/postmaster.opts"))
+        .is_ok_and(|opts| opts.contains("synchronous_commit=off"))
+}
+
+/// Whether no process holds `clients.lock` (call with `setup.lock` held).
+fn unused(dir: &Path) -> bool {
+    open_lock_file(&dir.join("clients.lock")).is_ok_and(|f| f.try_lock().is_ok())
+}
+
 /// Starts the idle watchdog of this cluster unless one is running.
 pub(super) fn spawn_watchdog(bins: &PgBinaries, account: Option<&Account>, dir: &Path) {
     let pg_ctl = shell_quote(&bins.pg_ctl.to_string_lossy());
-    let stop = format!("{pg_ctl} -D \"$1/data\" -m fast -w stop");
-    spawn_idle_watchdog(
-        dir,
-        "ovation-pg-watchdog",
-        "data/postmaster.pid",
-        &stop,
-        account,
+    // Stopped only if the pid in `postmaster.pid` is this cluster's postmaster (its command
+    // line names the data folder): a server that died leaves a pid another process may reuse.
+    let owns = owns_sh("$1/data");
+    let stop = format!(
+        r#"{{ pid=$(head -n 1 "$1/data/postmaster.pid" 2>/dev/null); if [ -n "$pid" ] && {owns}; then {pg_ctl} -D "$1/data" -m fast -w stop; fi; }}"#
     );
+    spawn_idle_watchdog(dir, "ovation-pg-watchdog", &stop, account);
 }

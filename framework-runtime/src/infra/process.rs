@@ -139,25 +139,39 @@ pub(super) fn free_port() -> Result<u16, InfraError> {
         .map_err(io_err("finding a free port"))?
         .port())
 }
+/// Shell text that is true when process `$pid` has `arg` (shell text, expanded) as one of its
+/// arguments: [`process_has_arg`] for the watchdogs' stop commands.
+pub(super) fn owns_sh(arg: &str) -> String {
+    format!(r#"tr '\0' '\n' < "/proc/$pid/cmdline" 2>/dev/null | grep -qxF -- "{arg}""#)
+}
+
+/// How long a managed server keeps running after the last process using it exits:
+/// [`IDLE_STOP`], or `OVATION_IDLE_STOP_SECS` (for tests of the watchdog itself).
+pub(super) fn idle_stop() -> std::time::Duration {
+    std::env::var("OVATION_IDLE_STOP_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .map_or(IDLE_STOP, std::time::Duration::from_secs)
+}
+
 /// Starts a watchdog that stops the server in `dir` once no process has held `clients.lock`
-/// for [`IDLE_STOP`]: it runs `stop` (a shell command; `$1` is `dir`) while holding
-/// `setup.lock` and seeing `clients.lock` free, so a process that is starting to use the server
-/// never sees it stop. It exits when `alive` (a file in `dir`) is gone.
+/// for [`idle_stop`], unless one runs already.
+///
+/// It runs `stop` (a shell command; `$1` is `dir`) while holding `setup.lock` and seeing
+/// `clients.lock` free, so a process that is starting to use the server never sees it stop.
+/// `stop` must succeed when the server is already gone (it died by itself). Then the watchdog
+/// removes its pid file, still under the lock (so the next set-up starts a new one), and exits:
+/// it never outlives its server's users by more than the idle time, whatever happened to the
+/// server meanwhile — an outage while processes use it does not end it, a server that died does
+/// not keep it looping.
 ///
 /// A tiny shell loop (util-linux `flock` does the locking) rather than a thread of ours,
 /// because the process that started the server may exit long before the last one using it.
-pub(super) fn spawn_idle_watchdog(
-    dir: &Path,
-    name: &str,
-    alive: &str,
-    stop: &str,
-    account: Option<&Account>,
-) {
+pub(super) fn spawn_idle_watchdog(dir: &Path, name: &str, stop: &str, account: Option<&Account>) {
     let pidfile = dir.join("watchdog.pid");
     if let Ok(pid) = fs::read_to_string(&pidfile)
-        && fs::read_to_string(Path::new("/proc").join(pid.trim()).join("cmdline"))
-            .map(|c| c.contains(name))
-            .unwrap_or(false)
+        && let Ok(pid) = pid.trim().parse()
+        && process_has_arg(pid, name)
     {
         return;
     }
@@ -171,14 +185,18 @@ pub(super) fn spawn_idle_watchdog(
         );
         return;
     }
+    // Gives up after 10 failed stops (a broken server binary, say) rather than loop forever.
     let script = r#"
-idle=0
+idle=0; failed=0
 while sleep 1; do
-  [ -e "$1/$2" ] || exit 0
   if flock -n -x "$1/clients.lock" true; then idle=$((idle+1)); else idle=0; fi
-  if [ "$idle" -ge "$3" ]; then
-    flock -x "$1/setup.lock" flock -n -x "$1/clients.lock" sh -c "$4" sh "$1" >/dev/null 2>&1
-    idle=0
+  if [ "$idle" -ge "$2" ]; then
+    if flock -x "$1/setup.lock" flock -n -x "$1/clients.lock" \
+         sh -c "$3 && rm -f \"\$1/watchdog.pid\"" sh "$1" >/dev/null 2>&1; then
+      exit 0
+    fi
+    idle=0; failed=$((failed+1))
+    [ "$failed" -lt 10 ] || exit 1
   fi
 done
 "#;
@@ -187,8 +205,7 @@ done
         .arg(script)
         .arg(name)
         .arg(dir)
-        .arg(alive)
-        .arg(IDLE_STOP.as_secs().to_string())
+        .arg(idle_stop().as_secs().max(1).to_string())
         .arg(stop)
         .current_dir(dir)
         .stdin(Stdio::null())
@@ -204,6 +221,91 @@ done
         }
         Err(e) => tracing::debug!("could not start the watchdog of {}: {e}", dir.display()),
     }
+}
+
+/// Whether process `pid` runs with `arg` as one of its arguments: how Ovation tells its own
+/// server or watchdog from an unrelated process that was given a recycled pid. (Linux: from
+/// `/proc`; elsewhere a live pid counts.)
+pub(super) fn process_has_arg(pid: u32, arg: &str) -> bool {
+    let proc = Path::new("/proc").join(pid.to_string());
+    if !Path::new("/proc/self").exists() {
+        return Command::new("kill")
+            .args(["-0", &pid.to_string()])
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+    }
+    // A zombie (exited, not yet reaped) has an empty command line: not running.
+    fs::read(proc.join("cmdline"))
+        .is_ok_and(|cmdline| cmdline.split(|&b| b == 0).any(|a| a == arg.as_bytes()))
+}
+
+/// Keeps a managed server running for as long as this process lives: every second, `alive`
+/// says whether it runs; when it does not, `restart` is called (with backoff from 1 s to 30 s
+/// while it fails), and the outcome is logged. One thread per server and process, whatever the
+/// number of async runtimes (a test binary has one per test).
+pub(super) fn keep_running(
+    what: &'static str,
+    dir: &Path,
+    alive: fn(&Path) -> bool,
+    restart: impl Fn() -> Result<String, InfraError> + Send + 'static,
+) {
+    static KEPT: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+    {
+        let mut kept = KEPT.lock().unwrap_or_else(|p| p.into_inner());
+        if kept.iter().any(|d| d == dir) {
+            return;
+        }
+        kept.push(dir.to_owned());
+    }
+    let dir = dir.to_owned();
+    let spawned = std::thread::Builder::new()
+        .name(format!("ovation-keep-{what}"))
+        .spawn(move || {
+            let mut backoff = std::time::Duration::from_secs(1);
+            loop {
+                std::thread::sleep(std::time::Duration::from_secs(1));
+                // `ovation db stop` means it: a server stopped on purpose stays stopped.
+                if alive(&dir) || dir.join(STOPPED_ON_PURPOSE).exists() {
+                    continue;
+                }
+                tracing::warn!(
+                    "the managed {what} in {} is not running; restarting it",
+                    dir.display()
+                );
+                match restart() {
+                    Ok(how) => {
+                        tracing::warn!("the managed {what} is running again ({how})");
+                        backoff = std::time::Duration::from_secs(1);
+                    }
+                    Err(e) => {
+                        tracing::error!(
+                            "could not restart the managed {what} (next try in {backoff:?}): {e}"
+                        );
+                        std::thread::sleep(backoff);
+                        backoff = (backoff * 2).min(std::time::Duration::from_secs(30));
+                    }
+                }
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::debug!("could not start the keeper of the managed {what}: {e}");
+    }
+}
+
+/// A file in a server's folder saying it was stopped on purpose (`ovation db stop`): processes
+/// using it do not restart it. The next set-up removes it.
+pub(super) const STOPPED_ON_PURPOSE: &str = "stopped-on-purpose";
+
+/// `port` if it is free on 127.0.0.1 (a restarted server keeps its clients' URLs), else a free
+/// one.
+pub(super) fn same_or_free_port(port: Option<u16>) -> Result<u16, InfraError> {
+    if let Some(port) = port
+        && TcpListener::bind(("127.0.0.1", port)).is_ok()
+    {
+        return Ok(port);
+    }
+    free_port()
 }
 
 /// `text` as one single-quoted shell word.

@@ -70,6 +70,15 @@ impl PgServer {
         })
     }
 
+    /// This server with commits that return before they are flushed to disk
+    /// (`synchronous_commit = off`), for databases that are thrown away anyway: a crash of the
+    /// server may lose the last few hundred milliseconds of commits, never corrupt a database.
+    /// Tests use it; apps never do.
+    pub fn throwaway(mut self) -> PgServer {
+        self.options = self.options.options([("synchronous_commit", "off")]);
+        self
+    }
+
     /// A secret for `purpose`, derived from the server's URL (its credentials included): the
     /// same for every process that reaches the server with the same URL, and unknown to any
     /// that does not. The dashboard's read-only role takes its password from it.

@@ -119,9 +119,6 @@ const RETENTION: Duration = Duration::from_secs(24 * 3600);
 const CLAIM_BATCH: usize = 100;
 /// Successes wait this long for others to be recorded with (one statement for all of them).
 const ACK_GATHER: Duration = Duration::from_millis(5);
-/// How long the delivered count of a NATS subscription gathers before it is written: how
-/// stale the dashboard's count may be.
-const COUNT_GATHER: Duration = Duration::from_millis(100);
 
 /// The Postgres Pub/Sub of one runtime.
 #[derive(Debug)]
@@ -432,29 +429,35 @@ pub(crate) fn start(rt: &'static Runtime, pubsub: &'static PgPubSub) {
     let mut locals = Vec::new();
     for sub in super::subscriptions() {
         if rt.hosts(sub.service()) {
-            match &pubsub.nats {
-                Some(nats) => {
-                    tokio::spawn(work_nats(rt, sub, pubsub, nats, pubsub.stop.subscribe()));
-                }
-                None => {
-                    let permits = Arc::new(Semaphore::new(sub.config.max_concurrency.max(1)));
-                    let (handoff, handed) = tokio::sync::mpsc::unbounded_channel();
-                    locals.push(Local {
-                        subscription: sub.name,
-                        permits: permits.clone(),
-                        lease: lease(sub),
-                        handoff,
-                    });
-                    let worker = Worker {
-                        rt,
-                        sub,
-                        pubsub,
-                        permits,
-                        handed,
-                    };
-                    tokio::spawn(worker.run(pubsub.stop.subscribe()));
-                }
+            // On NATS too: there it claims the retries (see `nats_worker`), under the same
+            // permits as the JetStream consumer's handlers.
+            let permits = Arc::new(Semaphore::new(sub.config.max_concurrency.max(1)));
+            let (handoff, handed) = tokio::sync::mpsc::unbounded_channel();
+            locals.push(Local {
+                subscription: sub.name,
+                permits: permits.clone(),
+                lease: lease(sub),
+                handoff,
+            });
+            if let Some(nats) = &pubsub.nats {
+                let permits = permits.clone();
+                tokio::spawn(work_nats(
+                    rt,
+                    sub,
+                    pubsub,
+                    nats,
+                    permits,
+                    pubsub.stop.subscribe(),
+                ));
             }
+            let worker = Worker {
+                rt,
+                sub,
+                pubsub,
+                permits,
+                handed,
+            };
+            tokio::spawn(worker.run(pubsub.stop.subscribe()));
         }
     }
     // The workers claiming from these tables: the ones whose dead peers' claims to look for.

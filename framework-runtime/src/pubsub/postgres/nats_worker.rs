@@ -1,7 +1,15 @@
-//! Delivery from NATS JetStream: the same handlers and retry policy, with dead letters and
-//! counts kept in Pub/Sub's Postgres store.
+//! Delivery from NATS JetStream: the same handlers and retry policy, with retries, dead letters
+//! and counts kept in Pub/Sub's Postgres store.
+//!
+//! A message that fails with retries left is not NAKed with a delay (it would hold one of the
+//! consumer's `max_ack_pending` slots while it waits, and enough failing messages would stop
+//! the subscription): it is stored as a pending delivery in `ovation_deliveries`, due after its
+//! backoff, and then acknowledged in JetStream. The subscription's Postgres worker, which runs
+//! beside this one under the same `max_concurrency` permits, claims it when due; from then on it
+//! is retried, and ends done or dead, exactly as on the Postgres transport.
 
 use super::*;
+use crate::pubsub::nats::Received;
 
 /// Handles the messages of one subscription from its JetStream consumer until stopped.
 pub(super) async fn work_nats(
@@ -9,14 +17,14 @@ pub(super) async fn work_nats(
     sub: &'static SubscriptionDef,
     pubsub: &'static PgPubSub,
     nats: &'static crate::pubsub::nats::Nats,
+    permits: Arc<Semaphore>,
     mut stop: watch::Receiver<bool>,
 ) {
     use futures_util::StreamExt;
-    let permits = Arc::new(Semaphore::new(sub.config.max_concurrency.max(1)));
-    let (acks, ack_queue) = tokio::sync::mpsc::unbounded_channel::<Uuid>();
+    let (acks, ack_queue) = tokio::sync::mpsc::unbounded_channel::<Received>();
     let busy = pubsub.busy.clone();
     tokio::spawn(async move {
-        count_delivered(pubsub.pool.clone(), sub.name, ack_queue).await;
+        count_and_ack(pubsub.pool.clone(), sub.name, ack_queue).await;
         drop(busy);
     });
     while !*stop.borrow() {
@@ -69,8 +77,8 @@ pub(super) async fn handle_nats(
     rt: &'static Runtime,
     sub: &'static SubscriptionDef,
     pubsub: &PgPubSub,
-    acks: &tokio::sync::mpsc::UnboundedSender<Uuid>,
-    received: crate::pubsub::nats::Received,
+    acks: &tokio::sync::mpsc::UnboundedSender<Received>,
+    received: Received,
 ) {
     use async_nats::jetstream::AckKind;
     // A redrive for another subscription of this topic: not ours.
@@ -94,16 +102,30 @@ pub(super) async fn handle_nats(
     let outcome = run_handler(rt, sub, payload, delivery).await;
     let settled = match outcome {
         Outcome::Done => {
-            let settled = crate::pubsub::nats::settle(&received.message, AckKind::Ack).await;
-            if settled.is_ok() {
-                let _ = acks.send(received.id);
-            }
-            settled
+            // Counted, then acknowledged (by `count_and_ack`): a crash in between delivers
+            // it again, and never loses a count.
+            let _ = acks.send(received);
+            return;
         }
         Outcome::Failed(error) if attempt <= sub.config.max_retries => {
             let backoff = sub.config.backoff(attempt);
             tracing::info!(subscription = sub.name, message = %received.id, attempt, retry_in = ?backoff, "delivery failed: {error}");
-            crate::pubsub::nats::settle(&received.message, AckKind::Nak(Some(backoff))).await
+            // Stored before JetStream lets go of it: a crash in between delivers it twice
+            // (at least once), never loses it.
+            let payload = nats_payload(&received.message.payload);
+            match schedule_retry(pubsub, sub, &received, payload, attempt, backoff, &error).await {
+                Ok(()) => {
+                    // The worker sleeps until its next due delivery: this one may be sooner.
+                    pubsub.wake.notify_waiters();
+                    crate::pubsub::nats::settle(&received.message, AckKind::Ack).await
+                }
+                // Not stored: JetStream keeps it, and delivers it again after the backoff.
+                Err(e) => {
+                    crate::pubsub::nats::settle(&received.message, AckKind::Nak(Some(backoff)))
+                        .await
+                        .and(Err(e))
+                }
+            }
         }
         Outcome::Failed(error) | Outcome::Poison(error) => {
             tracing::warn!(subscription = sub.name, message = %received.id, attempt, "dead letter: {error}");
@@ -127,15 +149,41 @@ pub(super) fn nats_payload(bytes: &[u8]) -> serde_json::Value {
         .unwrap_or_else(|e| serde_json::Value::String(format!("(not JSON: {e})")))
 }
 
-pub(super) async fn store_dead(
+/// Stores a failed message as a delivery of `sub` due after `backoff`: its retries are the
+/// Postgres worker's from now on.
+async fn schedule_retry(
     pubsub: &PgPubSub,
     sub: &SubscriptionDef,
-    received: &crate::pubsub::nats::Received,
+    received: &Received,
     payload: serde_json::Value,
     attempt: u32,
+    backoff: Duration,
     error: &str,
 ) -> Result<(), Error> {
     let mut tx = pubsub.pool.begin().await?;
+    insert_message(&mut tx, sub, received, payload).await?;
+    sqlx::query(
+        "INSERT INTO ovation_deliveries (subscription, message_id, state, attempt, next_at, last_error)
+         VALUES ($1, $2, 'pending', $3, now() + make_interval(secs => $4), $5)
+         ON CONFLICT (subscription, message_id) DO NOTHING",
+    )
+    .bind(sub.name)
+    .bind(received.id)
+    .bind(i32::try_from(attempt).unwrap_or(i32::MAX))
+    .bind(backoff.as_secs_f64())
+    .bind(error)
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+async fn insert_message(
+    tx: &mut Transaction<'_, Postgres>,
+    sub: &SubscriptionDef,
+    received: &Received,
+    payload: serde_json::Value,
+) -> Result<(), Error> {
     sqlx::query(
         "INSERT INTO ovation_messages (id, topic, payload, published_at, traceparent)
          VALUES ($1, $2, $3, $4, $5) ON CONFLICT (id) DO NOTHING",
@@ -145,8 +193,21 @@ pub(super) async fn store_dead(
     .bind(payload)
     .bind(received.published_at)
     .bind(&received.traceparent)
-    .execute(&mut *tx)
+    .execute(&mut **tx)
     .await?;
+    Ok(())
+}
+
+pub(super) async fn store_dead(
+    pubsub: &PgPubSub,
+    sub: &SubscriptionDef,
+    received: &Received,
+    payload: serde_json::Value,
+    attempt: u32,
+    error: &str,
+) -> Result<(), Error> {
+    let mut tx = pubsub.pool.begin().await?;
+    insert_message(&mut tx, sub, received, payload).await?;
     sqlx::query(
         "INSERT INTO ovation_deliveries (subscription, message_id, state, attempt, last_error)
          VALUES ($1, $2, 'dead', $3, $4)
@@ -163,15 +224,17 @@ pub(super) async fn store_dead(
     Ok(())
 }
 
-/// Counts successes of a NATS subscription, in batches.
-pub(super) async fn count_delivered(
+/// Counts successes of a NATS subscription in batches, then acknowledges them in JetStream:
+/// a crash between the two delivers a message again (counted twice, handled twice: at least
+/// once), never loses a count.
+pub(super) async fn count_and_ack(
     pool: PgPool,
     subscription: &'static str,
-    mut queue: tokio::sync::mpsc::UnboundedReceiver<Uuid>,
+    mut queue: tokio::sync::mpsc::UnboundedReceiver<Received>,
 ) {
+    use async_nats::jetstream::AckKind;
     let mut batch = Vec::with_capacity(GATHER_MAX);
-    // A count, not a state: one statement per gathering, not per handful of messages.
-    while gather(&mut queue, &mut batch, COUNT_GATHER).await {
+    while gather(&mut queue, &mut batch, ACK_GATHER).await {
         let counted = sqlx::query(
             "INSERT INTO ovation_nats_delivered (subscription, delivered) VALUES ($1, $2)
              ON CONFLICT (subscription) DO UPDATE
@@ -181,8 +244,25 @@ pub(super) async fn count_delivered(
         .bind(i64::try_from(batch.len()).unwrap_or(0))
         .execute(&pool)
         .await;
-        if let Err(e) = counted {
-            tracing::warn!(subscription, "could not count deliveries: {e}");
+        match counted {
+            Ok(_) => {
+                let acks = batch
+                    .iter()
+                    .map(|r| crate::pubsub::nats::settle(&r.message, AckKind::Ack));
+                for (received, acked) in
+                    batch.iter().zip(futures_util::future::join_all(acks).await)
+                {
+                    if let Err(e) = acked {
+                        tracing::warn!(subscription, message = %received.id, "{e}; it will be delivered again");
+                    }
+                }
+            }
+            // Not acknowledged either: JetStream delivers them again after the ack wait.
+            Err(e) => tracing::warn!(
+                subscription,
+                "could not count {} deliveries: {e}; they will be delivered again",
+                batch.len()
+            ),
         }
         batch.clear();
     }

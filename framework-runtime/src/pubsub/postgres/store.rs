@@ -116,18 +116,24 @@ impl PgPubSub {
                 .iter()
                 .find(|s| s.name == subscription)
                 .ok_or_else(|| Error::not_found(format!("no subscription `{subscription}`")))?;
-            let pending = nats.pending(sub).await?;
-            let (delivered, dead): (i64, i64) = sqlx::query_as(
+            let waiting = nats.pending(sub).await?;
+            // JetStream holds the messages not yet handled; this database the counted
+            // successes, the retries waiting (and how they ended) and the dead letters.
+            let (counted, retrying, retried, dead): (i64, i64, i64, i64) = sqlx::query_as(
                 "SELECT (SELECT coalesce(max(delivered), 0) FROM ovation_nats_delivered WHERE subscription = $1),
-                        (SELECT count(*) FROM ovation_deliveries WHERE subscription = $1 AND state = 'dead')",
+                        count(*) FILTER (WHERE state = 'pending'),
+                        count(*) FILTER (WHERE state = 'done'),
+                        count(*) FILTER (WHERE state = 'dead')
+                 FROM ovation_deliveries WHERE subscription = $1",
             )
             .bind(subscription)
             .fetch_one(&self.pool)
             .await?;
             let n = |v: i64| u64::try_from(v).unwrap_or(0);
+            let (pending, delivered) = (waiting + n(retrying), n(counted + retried));
             return Ok(SubscriptionStats {
                 pending,
-                delivered: n(delivered),
+                delivered,
                 dead: n(dead),
             });
         }
