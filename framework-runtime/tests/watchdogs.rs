@@ -48,7 +48,13 @@ fn ensure(kind: Kind, data_dir: &Path) -> PathBuf {
         Kind::Nats => "nats",
     };
     let out = Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "helper", "--ignored", "--nocapture", "--test-threads=1"])
+        .args([
+            "--exact",
+            "helper",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
         .env(
             "OVATION_WATCHDOG_HELPER",
             format!("{name}:{}", data_dir.display()),

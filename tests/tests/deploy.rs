@@ -372,6 +372,109 @@ async fn the_shop_app_runs_as_separate_processes_behind_the_gateway() {
     }
 }
 
+/// A deploy supervisor that is SIGKILLed takes its processes with it, `deploy status` says
+/// so (first, and with a failing exit code), and the next `ovation deploy` brings everything
+/// back, `deploy restart` included.
+#[tokio::test]
+async fn a_killed_supervisor_takes_its_processes_with_it_and_says_so() {
+    let data_dir = target_dir().join("ovation-deploy-supervisor-test");
+    let app = workspace().join("examples/shop-app");
+    let port = free_port().to_string();
+    let me = std::process::id().to_string();
+    let deployed = Deployed {
+        data_dir: data_dir.clone(),
+        app: app.display().to_string(),
+    };
+    let deploy = || {
+        let out = cli(
+            &data_dir,
+            &[
+                "deploy",
+                "--target",
+                "local",
+                "--app",
+                &deployed.app,
+                "--port",
+                &port,
+                "--stop-with-pid",
+                &me,
+            ],
+        );
+        assert!(
+            out.status.success(),
+            "deploy failed:\n{}",
+            text(&out.stderr)
+        );
+    };
+    deploy();
+    let s = status(&deployed);
+    assert_eq!(s["supervisor"]["running"], true, "{s:#}");
+    let supervisor = s["supervisor"]["pid"].as_u64().unwrap();
+    let pids: Vec<u64> = s["processes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["pid"].as_u64().unwrap())
+        .collect();
+
+    assert!(
+        Command::new("kill")
+            .args(["-KILL", &supervisor.to_string()])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !pids.iter().all(|p| gone(*p)) {
+        assert!(
+            Instant::now() < deadline,
+            "processes outlived their supervisor: {pids:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let out = cli(&data_dir, &["deploy", "status", "--app", &deployed.app]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stdout));
+    let shown = text(&out.stdout);
+    assert!(
+        shown
+            .lines()
+            .next()
+            .unwrap_or("")
+            .starts_with("supervisor: NOT RUNNING"),
+        "{shown}"
+    );
+    assert!(
+        text(&out.stderr).contains("ovation deploy"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = cli(
+        &data_dir,
+        &["deploy", "restart", "users", "--app", &deployed.app],
+    );
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("supervisor is not running"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    // Deployed again: a new supervisor, and restarts work again.
+    deploy();
+    let s = status(&deployed);
+    assert_eq!(s["supervisor"]["running"], true, "{s:#}");
+    assert_ne!(s["supervisor"]["pid"].as_u64(), Some(supervisor));
+    let out = cli(
+        &data_dir,
+        &["deploy", "restart", "users", "--app", &deployed.app],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let health = Client::new(format!("http://127.0.0.1:{port}"))
+        .get("/__ovation/health")
+        .await;
+    assert_eq!(health.status, 200);
+}
+
 /// Whether `pid` has exited (gone, or a zombie waiting for its parent).
 fn gone(pid: u64) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {

@@ -165,9 +165,14 @@ fn manage(command: DeployCmd) -> Result<ExitCode, CliError> {
                 }
                 return Ok(ExitCode::SUCCESS);
             };
+            let supervisor = local::supervisor_running(&deployment);
             if json {
                 let health = local::health_of(&deployment);
                 let mut value = serde_json::to_value(&deployment).expect("state serializes");
+                value["supervisor"] = serde_json::json!({
+                    "pid": deployment.supervisor_pid,
+                    "running": supervisor.is_some(),
+                });
                 for (p, h) in value["processes"]
                     .as_array_mut()
                     .expect("processes is a list")
@@ -178,7 +183,24 @@ fn manage(command: DeployCmd) -> Result<ExitCode, CliError> {
                 }
                 println!("{value:#}");
             } else {
+                match (supervisor, deployment.supervisor_pid) {
+                    (Some(pid), _) => println!("supervisor: running (pid {pid})\n"),
+                    (None, pid) => println!(
+                        "supervisor: NOT RUNNING{}: nothing restarts a process that exits\n",
+                        pid.map(|p| format!(" (pid {p} is gone)"))
+                            .unwrap_or_default()
+                    ),
+                }
                 print_status(&deployment);
+            }
+            if supervisor.is_none() {
+                return Err(CliError::Failed(format!(
+                    "the deployment's supervisor is not running, so neither are its processes; \
+                     deploy again with `ovation deploy --app {}` (or remove it with \
+                     `ovation deploy stop --app {}`)",
+                    app.display(),
+                    app.display()
+                )));
             }
         }
         DeployCmd::Restart { process, app } => {

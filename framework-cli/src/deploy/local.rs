@@ -150,6 +150,12 @@ pub fn deploy(exe: &Path, units: Vec<Unit>, options: &Options) -> Result<Deploym
     }
     let logs = dir.join("logs");
     std::fs::create_dir_all(&logs).map_err(|e| format!("cannot create {}: {e}", logs.display()))?;
+    // Restart requests a dead supervisor never took: not for this deployment's processes.
+    for stale in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+        if stale.file_name().to_string_lossy().ends_with(".request") {
+            let _ = std::fs::remove_file(stale.path());
+        }
+    }
 
     // Every process reaches every service it does not host through service discovery.
     let mut processes = Vec::new();
@@ -594,7 +600,7 @@ fn start(state: &Deployment, i: usize) -> Result<tokio::process::Child, String> 
     let log2 = log
         .try_clone()
         .map_err(|e| format!("cannot open {}: {e}", p.log.display()))?;
-    let mut cmd = tokio::process::Command::new(&state.exe);
+    let mut cmd = command_dying_with_supervisor(&state.exe);
     // The config file says everything; variables in the supervisor's environment would
     // override it.
     for var in [
@@ -619,6 +625,32 @@ fn start(state: &Deployment, i: usize) -> Result<tokio::process::Child, String> 
         .stderr(log2);
     cmd.spawn()
         .map_err(|e| format!("cannot start {}: {e}", state.exe.display()))
+}
+
+/// The command that starts `exe` so that it gets SIGTERM (a graceful stop) when the
+/// supervisor dies, however it dies: a process nobody supervises would run on unseen, never
+/// restarted, and hold its port against the next deployment. util-linux's `setpriv` sets the
+/// parent-death signal and then becomes `exe` (this crate has no `unsafe` for a `pre_exec`).
+/// Without `setpriv` (not Linux), `ovation deploy status` still says when the supervisor is
+/// gone, and the next `ovation deploy` or `stop` ends its processes.
+fn command_dying_with_supervisor(exe: &Path) -> tokio::process::Command {
+    match ["/usr/bin/setpriv", "/bin/setpriv"]
+        .into_iter()
+        .find(|p| Path::new(p).exists())
+    {
+        Some(setpriv) => {
+            let mut cmd = tokio::process::Command::new(setpriv);
+            cmd.args(["--pdeathsig", "TERM", "--"]).arg(exe);
+            cmd
+        }
+        None => tokio::process::Command::new(exe),
+    }
+}
+
+/// Whether the deployment's supervisor runs: `Some(pid)` if it does, `None` if it is gone (its
+/// processes are not restarted, and on Linux they were stopped with it).
+pub fn supervisor_running(state: &Deployment) -> Option<u32> {
+    state.supervisor_pid.filter(|pid| alive(*pid))
 }
 
 #[cfg(test)]
