@@ -553,35 +553,24 @@ fn kubernetes_manifests_pass_kubernetes_validate() {
     assert_eq!(mode & 0o077, 0, "secret.yaml is private to its owner");
     assert!(out_dir.join("Dockerfile").is_file());
 
-    // The command, or the module when pip's script folder is not on PATH.
-    let args = ["--strict", "-k", "1.34.0"];
-    let validate = Command::new("kubernetes-validate")
-        .args(args)
+    let validate = match util::python_tool("kubernetes-validate") {
+        Ok(tool) => tool,
+        Err(why) => {
+            eprintln!("SKIPPED: {why}");
+            let _ = std::fs::remove_dir_all(&out_dir);
+            return;
+        }
+    };
+    let v = Command::new(validate)
+        .args(["--strict", "-k", "1.34.0"])
         .args(&manifests)
         .output()
-        .or_else(|_| {
-            Command::new("python3")
-                .args(["-m", "kubernetes_validate"])
-                .args(args)
-                .args(&manifests)
-                .output()
-        })
-        .ok()
-        .filter(|v| !text(&v.stderr).contains("No module named kubernetes_validate"));
-    match validate {
-        Some(v) => assert!(
-            v.status.success(),
-            "kubernetes-validate rejected the manifests:\n{}{}",
-            text(&v.stdout),
-            text(&v.stderr)
-        ),
-        None if std::env::var("CI").is_ok_and(|v| v == "true") => {
-            panic!("kubernetes-validate is missing in CI; .ci/run installs it")
-        }
-        None => eprintln!(
-            "SKIPPED: kubernetes-validate is not installed; `pip install kubernetes-validate` \
-             runs this check"
-        ),
-    }
+        .unwrap();
+    assert!(
+        v.status.success(),
+        "kubernetes-validate rejected the manifests:\n{}{}",
+        text(&v.stdout),
+        text(&v.stderr)
+    );
     let _ = std::fs::remove_dir_all(&out_dir);
 }

@@ -1,8 +1,10 @@
 //! OpenAPI: the document the app serves and `ovation gen openapi` prints, and schemathesis
 //! fuzzing the running shop against it.
 //!
-//! The schemathesis test needs `schemathesis` (PyPI) on the PATH: without it, it skips with a
-//! message, except under `CI=true`, where it fails (`.ci/run` installs it).
+//! The schemathesis test runs the version `tests/python/requirements.txt` pins, installed by
+//! the test into a virtualenv under the target folder (`util::python_tool`), whatever version
+//! the machine has. Where it cannot be installed (no `python3`, no network) it skips with a
+//! message, except under `CI=true`, where it fails.
 
 mod util;
 
@@ -108,26 +110,14 @@ async fn the_app_serves_an_openapi_document_of_its_public_endpoints() {
     env.close().await;
 }
 
-/// `schemathesis`, if installed.
-fn schemathesis() -> Option<&'static str> {
-    let found = Command::new("schemathesis")
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    match found {
-        true => Some("schemathesis"),
-        false if std::env::var("CI").is_ok_and(|v| v == "true") => {
-            panic!("schemathesis is missing in CI; .ci/run installs it")
-        }
-        false => None,
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn schemathesis_finds_no_server_error_and_no_response_off_its_schema() {
-    let Some(st) = schemathesis() else {
-        eprintln!("skipped: schemathesis is not installed (pip install schemathesis)");
-        return;
+    let st = match util::python_tool("schemathesis") {
+        Ok(st) => st,
+        Err(why) => {
+            eprintln!("SKIPPED: {why}");
+            return;
+        }
     };
     let env = TestEnv::new().await.unwrap();
     let server = env.serve(Hosting::all()).await.unwrap();

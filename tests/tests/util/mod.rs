@@ -328,6 +328,73 @@ pub fn ovation() -> &'static std::path::Path {
     })
 }
 
+/// A command-line tool from `tests/python/requirements.txt` (`schemathesis`,
+/// `kubernetes-validate`), at the version pinned there: installed on first use into a
+/// virtualenv under the target folder (one per version of the requirements), never taken from
+/// the machine, whose copy may be newer and broken. `Err` says why it is not available (no
+/// `python3`, no network for pip): the caller skips naming it, except in CI, which fails.
+pub fn python_tool(name: &str) -> Result<PathBuf, String> {
+    static VENV: std::sync::OnceLock<Result<PathBuf, String>> = std::sync::OnceLock::new();
+    let venv = VENV.get_or_init(|| {
+        let requirements = workspace().join("tests/python/requirements.txt");
+        let pins =
+            std::fs::read(&requirements).map_err(|e| format!("{}: {e}", requirements.display()))?;
+        let digest: u64 = pins.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+            (h ^ u64::from(*b)).wrapping_mul(0x100_0000_01b3)
+        });
+        let venv = target_dir().join(format!("ovation-python-{digest:016x}"));
+        let ready = venv.join("ready");
+        // Test binaries run in parallel: one installs, the others wait for it.
+        std::fs::create_dir_all(target_dir()).map_err(|e| e.to_string())?;
+        let lock = std::fs::File::create(target_dir().join("ovation-python.lock"))
+            .map_err(|e| e.to_string())?;
+        lock.lock().map_err(|e| e.to_string())?;
+        if ready.exists() {
+            return Ok(venv);
+        }
+        let _ = std::fs::remove_dir_all(&venv);
+        let run = |cmd: &mut Command, what: &str| -> Result<(), String> {
+            let out = cmd.output().map_err(|e| format!("{what}: {e}"))?;
+            if out.status.success() {
+                Ok(())
+            } else {
+                Err(format!(
+                    "{what} failed:\n{}{}",
+                    String::from_utf8_lossy(&out.stdout),
+                    String::from_utf8_lossy(&out.stderr)
+                ))
+            }
+        };
+        run(
+            Command::new("python3").args(["-m", "venv"]).arg(&venv),
+            "python3 -m venv",
+        )?;
+        run(
+            Command::new(venv.join("bin/python"))
+                .args([
+                    "-m",
+                    "pip",
+                    "install",
+                    "--quiet",
+                    "--disable-pip-version-check",
+                    "-r",
+                ])
+                .arg(&requirements),
+            "pip install -r tests/python/requirements.txt",
+        )?;
+        std::fs::write(&ready, b"").map_err(|e| e.to_string())?;
+        Ok(venv)
+    });
+    let venv = venv
+        .clone()
+        .map_err(|e| format!("{name} from tests/python/requirements.txt: {e}"));
+    match venv {
+        Ok(venv) => Ok(venv.join("bin").join(name)),
+        Err(e) if std::env::var("CI").is_ok_and(|v| v == "true") => panic!("{e}"),
+        Err(e) => Err(e),
+    }
+}
+
 /// A free port on 127.0.0.1.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")

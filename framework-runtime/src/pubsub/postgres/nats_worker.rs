@@ -49,9 +49,19 @@ pub(super) async fn work_nats(
             };
             match next {
                 Some(Ok(message)) => {
+                    let waiting = tokio::time::Instant::now();
                     let Ok(permit) = permits.clone().acquire_owned().await else {
                         return;
                     };
+                    // Waited for a handler to finish: JetStream's redelivery timer (the ack
+                    // deadline + 5 s) starts again now, so the wait does not count against it.
+                    if waiting.elapsed() > Duration::from_secs(1) {
+                        let _ = crate::pubsub::nats::settle(
+                            &message,
+                            async_nats::jetstream::AckKind::Progress,
+                        )
+                        .await;
+                    }
                     let (acks, busy) = (acks.clone(), pubsub.busy.clone());
                     tokio::spawn(async move {
                         let _busy = busy;
@@ -235,15 +245,7 @@ pub(super) async fn count_and_ack(
     use async_nats::jetstream::AckKind;
     let mut batch = Vec::with_capacity(GATHER_MAX);
     while gather(&mut queue, &mut batch, ACK_GATHER).await {
-        let counted = sqlx::query(
-            "INSERT INTO ovation_nats_delivered (subscription, delivered) VALUES ($1, $2)
-             ON CONFLICT (subscription) DO UPDATE
-             SET delivered = ovation_nats_delivered.delivered + excluded.delivered",
-        )
-        .bind(subscription)
-        .bind(i64::try_from(batch.len()).unwrap_or(0))
-        .execute(&pool)
-        .await;
+        let counted = count(&pool, subscription, batch.len()).await;
         match counted {
             Ok(_) => {
                 let acks = batch
@@ -266,4 +268,24 @@ pub(super) async fn count_and_ack(
         }
         batch.clear();
     }
+}
+
+/// Adds `n` to the delivered count of `subscription`, without waiting for the disk: only a crash
+/// of Postgres itself can lose it (the app's crash cannot: it is acked after this commits).
+async fn count(pool: &PgPool, subscription: &str, n: usize) -> Result<(), Error> {
+    let mut tx = pool.begin().await?;
+    sqlx::query("SET LOCAL synchronous_commit = off")
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query(
+        "INSERT INTO ovation_nats_delivered (subscription, delivered) VALUES ($1, $2)
+         ON CONFLICT (subscription) DO UPDATE
+         SET delivered = ovation_nats_delivered.delivered + excluded.delivered",
+    )
+    .bind(subscription)
+    .bind(i64::try_from(n).unwrap_or(0))
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(())
 }

@@ -362,6 +362,13 @@ pub(super) async fn mark_done(
     subscription: &str,
     ids: &[Uuid],
 ) -> Result<(), Error> {
+    // Committed without waiting for the disk: a crash of Postgres that loses the mark delivers
+    // the message again (at least once), never loses it, and the batch's acker does not wait
+    // for an fsync (a third of the delivered messages/s with synchronous commits).
+    let mut tx = pool.begin().await?;
+    sqlx::query("SET LOCAL synchronous_commit = off")
+        .execute(&mut *tx)
+        .await?;
     sqlx::query(
         "UPDATE ovation_deliveries
          SET state = 'done', done_at = now(), last_error = NULL, claimed_by = NULL
@@ -369,8 +376,9 @@ pub(super) async fn mark_done(
     )
     .bind(subscription)
     .bind(ids)
-    .execute(pool)
+    .execute(&mut *tx)
     .await?;
+    tx.commit().await?;
     Ok(())
 }
 
