@@ -70,7 +70,18 @@ pub(super) async fn apply_migrations(
             database: def.name.to_owned(),
             file: m.file.to_owned(),
             message: match &e {
-                sqlx::Error::Database(db) => db.message().to_owned(),
+                sqlx::Error::Database(db) => {
+                    let at = db
+                        .try_downcast_ref::<sqlx::postgres::PgDatabaseError>()
+                        .and_then(|pg| match pg.position() {
+                            Some(sqlx::postgres::PgErrorPosition::Original(at)) => Some(at),
+                            _ => None,
+                        })
+                        .map(|at| line_and_column(m.sql, at))
+                        .map(|(line, column)| format!(" (line {line}, column {column})"))
+                        .unwrap_or_default();
+                    format!("{}{at}", db.message())
+                }
                 other => other.to_string(),
             },
         };
@@ -92,6 +103,14 @@ pub(super) async fn apply_migrations(
         tracing::info!(database = def.name, file = m.file, "applied migration");
     }
     Ok(())
+}
+
+/// The 1-based line and column of character `at` (1-based, as Postgres counts) of `sql`.
+fn line_and_column(sql: &str, at: usize) -> (usize, usize) {
+    let before: String = sql.chars().take(at.saturating_sub(1)).collect();
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    (line, column)
 }
 
 /// Tables Ovation keeps in every service database, beside the user's migrations. Part of the
