@@ -225,6 +225,8 @@ impl AppEnv {
         Command::new(&self.exe)
             .current_dir(&self.app)
             .env("OVATION_LISTEN", format!("127.0.0.1:{port}"))
+            // Development: hints in the log a deployment would not give (see `hint_private`).
+            .env("OVATION_DEV", "1")
             .env("OVATION_DATA_DIR", &self.data_dir)
             .env("OVATION_SERVICE_AUTH_KEY", &self.auth_key)
             .env("OTEL_EXPORTER_OTLP_ENDPOINT", &self.otlp)

@@ -20,7 +20,12 @@ async fn needs_the_broken_database() {
 #[test]
 fn a_failing_migration_says_which_file_line_and_why() {
     let out = Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "needs_the_broken_database", "--ignored", "--nocapture"])
+        .args([
+            "--exact",
+            "needs_the_broken_database",
+            "--ignored",
+            "--nocapture",
+        ])
         .output()
         .unwrap();
     assert!(!out.status.success());

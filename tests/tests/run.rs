@@ -55,6 +55,29 @@ async fn ovation_run_serves_the_shop_and_the_traces_of_its_requests() {
         .await;
     assert_eq!(order.status, 200, "{order:?}");
 
+    // A private endpoint called from outside: the same 404 as an unknown route, and in
+    // development a line in the log that says why.
+    let reserve = c
+        .post(
+            &format!("/products/{product}/reserve"),
+            json!({"quantity": 1}),
+        )
+        .await;
+    assert_eq!((reserve.status, reserve.code()), (404, "not_found"));
+    assert!(!reserve.message().contains("private"), "{reserve:?}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !run
+        .output()
+        .contains("products.reserve_inventory matches, but it is private")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "no hint about the private endpoint:\n{}",
+            run.output()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
     // GET /api/traces lists the order; its spans cover orders, users, products, the
     // database and the publish.
     let api = format!("http://127.0.0.1:{dashboard}");

@@ -105,6 +105,7 @@ pub(super) fn run(args: DeployArgs) -> Result<ExitCode, CliError> {
                 eprintln!("managed Postgres on 127.0.0.1:{}", pg.port());
             }
             let deployment = local::deploy(&exe, units, &options)?;
+            remember_data_dir(&args.app, &options.data_dir);
             print_status(&deployment);
             eprintln!(
                 "\nthe app answers on http://127.0.0.1:{port}; logs in {}\n\
@@ -148,11 +149,44 @@ pub(super) fn run(args: DeployArgs) -> Result<ExitCode, CliError> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// The file in the app's default data folder naming the data folder of its last deployment,
+/// when `OVATION_DATA_DIR` put it elsewhere.
+fn pointer(app: &std::path::Path) -> std::path::PathBuf {
+    app.join(".ovation/deployed-data-dir")
+}
+
+/// Remembers where `app` was deployed from, so that `status`, `restart` and `stop` find it
+/// without the same `OVATION_DATA_DIR`.
+fn remember_data_dir(app: &std::path::Path, data_dir: &std::path::Path) {
+    let default = std::path::absolute(app.join(".ovation")).unwrap_or_default();
+    if data_dir == default {
+        let _ = std::fs::remove_file(pointer(app));
+    } else if std::fs::create_dir_all(app.join(".ovation")).is_ok() {
+        let _ = std::fs::write(pointer(app), data_dir.as_os_str().as_encoded_bytes());
+    }
+}
+
+/// The data folder of `app`'s local deployment: `OVATION_DATA_DIR` when set; else the app's own
+/// `.ovation`, unless the last deployment was made from another one and still runs.
+fn deployed_data_dir(app: &std::path::Path) -> std::path::PathBuf {
+    let default = super::data_dir(app);
+    if std::env::var_os("OVATION_DATA_DIR").is_some()
+        || local::state_dir(&default).join("deployment.json").exists()
+    {
+        return default;
+    }
+    std::fs::read_to_string(pointer(app))
+        .ok()
+        .map(std::path::PathBuf::from)
+        .filter(|dir| local::state_dir(dir).join("deployment.json").exists())
+        .unwrap_or(default)
+}
+
 /// `status`, `restart`, `stop` and the hidden `supervise`.
 fn manage(command: DeployCmd) -> Result<ExitCode, CliError> {
     match command {
         DeployCmd::Status { app, json } => {
-            let dir = local::state_dir(&super::data_dir(&app));
+            let dir = local::state_dir(&deployed_data_dir(&app));
             let Some(deployment) = local::load(&dir)? else {
                 if json {
                     println!("null");
@@ -205,11 +239,15 @@ fn manage(command: DeployCmd) -> Result<ExitCode, CliError> {
         }
         DeployCmd::Restart { process, app } => {
             let (old, new) =
-                local::restart(&super::data_dir(&app), &process, Duration::from_secs(60))?;
+                local::restart(&deployed_data_dir(&app), &process, Duration::from_secs(60))?;
             eprintln!("restarted {process}: pid {old} → {new}, healthy");
         }
         DeployCmd::Stop { app } => {
-            let stopped = local::stop(&super::data_dir(&app))?;
+            let data_dir = deployed_data_dir(&app);
+            let stopped = local::stop(&data_dir)?;
+            if data_dir != super::data_dir(&app) {
+                let _ = std::fs::remove_file(pointer(&app));
+            }
             eprintln!(
                 "{}",
                 if stopped {
@@ -246,5 +284,34 @@ fn print_status(deployment: &local::Deployment) {
             format!("{h:?}").to_lowercase(),
             p.restarts
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // `status`, `restart` and `stop` found no deployment made with another OVATION_DATA_DIR,
+    // and said "no local deployment runs" while one ran.
+    #[test]
+    fn a_deployment_from_another_data_folder_is_found_from_the_app() {
+        if std::env::var_os("OVATION_DATA_DIR").is_some() {
+            eprintln!("skipped: OVATION_DATA_DIR is set, and it wins by design");
+            return;
+        }
+        let root = std::env::temp_dir().join(format!("ovation-pointer-{}", std::process::id()));
+        let (app, elsewhere) = (root.join("app"), root.join("elsewhere"));
+        std::fs::create_dir_all(&app).unwrap();
+        std::fs::create_dir_all(local::state_dir(&elsewhere)).unwrap();
+        assert_eq!(deployed_data_dir(&app), app.join(".ovation"));
+
+        std::fs::write(local::state_dir(&elsewhere).join("deployment.json"), "{}").unwrap();
+        remember_data_dir(&app, &elsewhere);
+        assert_eq!(deployed_data_dir(&app), elsewhere);
+
+        // Stopped (its state removed): back to the app's own folder.
+        std::fs::remove_file(local::state_dir(&elsewhere).join("deployment.json")).unwrap();
+        assert_eq!(deployed_data_dir(&app), app.join(".ovation"));
+        let _ = std::fs::remove_dir_all(&root);
     }
 }

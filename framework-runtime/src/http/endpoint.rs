@@ -104,6 +104,21 @@ pub(crate) fn route<E: Endpoint>(rt: &'static Runtime) -> MethodRouter {
     })
 }
 
+/// Says in the log, never in the answer, that a 404 came from a private endpoint: at INFO
+/// under `ovation run` (which sets `OVATION_DEV`), at DEBUG elsewhere, where it would be noise
+/// an attacker can cause.
+fn hint_private(service: &str, name: &str, method: &str, path: &str) {
+    static DEV: std::sync::LazyLock<bool> =
+        std::sync::LazyLock::new(|| std::env::var_os("OVATION_DEV").is_some_and(|v| v == "1"));
+    let hint = "it is private: only a signed call from another service reaches it (a typed \
+                call, or the dashboard's API explorer); mark it `public` to serve clients";
+    if *DEV {
+        tracing::info!("{method} {path} answered 404: {service}.{name} matches, but {hint}");
+    } else {
+        tracing::debug!("{method} {path} answered 404: {service}.{name} matches, but {hint}");
+    }
+}
+
 async fn serve<E: Endpoint>(
     rt: &'static Runtime,
     service: &'static str,
@@ -130,7 +145,10 @@ async fn serve<E: Endpoint>(
             .await;
             match read {
                 Ok(body) if verified_caller(rt, &parts, &body).is_some() => Some(body),
-                _ => return Ok(not_found_response(method, path)),
+                _ => {
+                    hint_private(service, E::NAME, method, path);
+                    return Ok(not_found_response(method, path));
+                }
             }
         }
         Access::Auth => {
