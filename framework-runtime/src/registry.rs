@@ -144,6 +144,8 @@ pub trait Endpoint: Send + Sync + 'static {
     const PATH_PARAMS: &'static [&'static str];
     /// Whether the function takes a request parameter.
     const HAS_REQUEST: bool;
+    /// Whether the function returns `()` (written so): it answers `204 No Content`, no body.
+    const NO_CONTENT: bool = false;
     /// Source location, for diagnostics.
     const LOCATION: &'static str;
 
@@ -232,6 +234,8 @@ pub struct EndpointInfo {
     pub location: &'static str,
     /// `module_path!()` of the declaring module.
     pub module: &'static str,
+    /// Answers `204 No Content` (see [`Endpoint::NO_CONTENT`]).
+    pub no_content: bool,
 }
 
 /// The object-safe face of an [`Endpoint`], stored in the registry.

@@ -75,7 +75,7 @@ fn main() {
         ],
     );
     let target = root.join("target");
-    let shop_edit = rebuilds(&shop, &target, "src/users/mod.rs", "user not found");
+    let shop_edit = rebuilds(&shop, &target, "src/users/mod.rs", "no user {id}");
     let axum_edit = rebuilds(&axum, &target, "src/main.rs", "product not found");
     println!(
         "incremental rebuild after one handler edit: shop {shop_edit:.2} s, axum {axum_edit:.2} s"

@@ -113,10 +113,11 @@ async fn client_mistakes_get_4xx_with_the_field_named() {
     assert!(r.message().contains("`id`"), "{r:?}");
 
     // Not found, with the service's message.
-    let r = c.get(&format!("/users/{}", uuid::Uuid::new_v4())).await;
+    let unknown = uuid::Uuid::new_v4();
+    let r = c.get(&format!("/users/{unknown}")).await;
     assert_eq!(
         (r.status, r.code(), r.message()),
-        (404, "not_found", "user not found"),
+        (404, "not_found", format!("no user {unknown}").as_str()),
         "{r:?}"
     );
 

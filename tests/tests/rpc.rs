@@ -84,15 +84,16 @@ async fn orders_reaches_users_and_products_over_http() {
         (r.status, r.code(), r.message()),
         (400, "failed_precondition", "insufficient inventory")
     );
+    let unknown = uuid::Uuid::new_v4();
     let r = cb
         .post(
             "/checkout",
-            json!({"userId": uuid::Uuid::new_v4(), "productId": product, "quantity": 1}),
+            json!({"userId": unknown, "productId": product, "quantity": 1}),
         )
         .await;
     assert_eq!(
         (r.status, r.code(), r.message()),
-        (404, "not_found", "user not found")
+        (404, "not_found", format!("no user {unknown}").as_str())
     );
 
     // The private endpoint B just used through its stub still refuses unsigned requests.

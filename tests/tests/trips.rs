@@ -119,6 +119,16 @@ mod odd {
         Ok(())
     }
 
+    /// Ids `forget` was called with.
+    pub static FORGOTTEN: std::sync::Mutex<Vec<u32>> = std::sync::Mutex::new(Vec::new());
+
+    /// Returns nothing: `204 No Content`.
+    #[api(public, method = "DELETE", path = "/odd/things/:id")]
+    pub async fn forget(id: u32) -> Result<(), Error> {
+        FORGOTTEN.lock().unwrap().push(id);
+        Ok(())
+    }
+
     #[api(private, method = "GET", path = "/odd/failing")]
     pub async fn failing() -> Result<(), Error> {
         Err(Error::failed_precondition("not yet")
@@ -349,5 +359,39 @@ async fn a_split_environment_has_a_server_per_service_and_calls_go_through_them(
         .await;
     assert_eq!(users.unwrap_err().code(), ovation::ErrCode::NotFound);
     drop(servers);
+    env.close().await;
+}
+
+#[tokio::test]
+async fn an_endpoint_returning_nothing_answers_204_with_no_body() {
+    let env = TestEnv::new().await.unwrap();
+    let server = env.serve(Hosting::only(["odd"])).await.unwrap();
+
+    // Over HTTP: 204, no body, no content type; the OpenAPI document says so.
+    let response = reqwest::Client::new()
+        .delete(format!("{}/odd/things/7", server.url()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 204);
+    assert!(response.headers().get("content-type").is_none());
+    assert!(response.bytes().await.unwrap().is_empty());
+    assert!(odd::FORGOTTEN.lock().unwrap().contains(&7));
+    let doc: Value = reqwest::get(format!("{}/__ovation/openapi.json", server.url()))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let responses = &doc["paths"]["/odd/things/{id}"]["delete"]["responses"];
+    assert!(
+        responses["204"].is_object() && responses["200"].is_null(),
+        "{responses:#}"
+    );
+
+    // A typed call gets `()` either way.
+    let got = both(&env, &server.url(), || odd::forget(8)).await;
+    assert_eq!(got, Outcome::Ok(Value::Null));
+    drop(server);
     env.close().await;
 }

@@ -75,6 +75,7 @@ pub(crate) fn endpoint(e: &Endpoint<'_>) -> TokenStream {
     let param_types: Vec<_> = e.path_params.iter().map(|pp| &pp.ty).collect();
     let indices: Vec<syn::Index> = (0..e.path_params.len()).map(syn::Index::from).collect();
     let has_request = e.request.is_some();
+    let no_content = matches!(&e.response, syn::Type::Tuple(t) if t.elems.is_empty());
     let request_ty = e.request.as_ref().map(|t| quote!(#t)).unwrap_or(quote!(()));
     let response_ty = &e.response;
     let call_args = e.args.iter().map(|a| match a.kind {
@@ -113,6 +114,7 @@ pub(crate) fn endpoint(e: &Endpoint<'_>) -> TokenStream {
                 const ACCESS: #p::Access = #p::Access::#access;
                 const PATH_PARAMS: &'static [&'static str] = &[#(#param_names),*];
                 const HAS_REQUEST: bool = #has_request;
+                const NO_CONTENT: bool = #no_content;
                 const LOCATION: &'static str = ::core::concat!(::core::file!(), ":", ::core::line!());
 
                 type Params = (#(#param_types,)*);

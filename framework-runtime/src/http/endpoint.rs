@@ -49,6 +49,7 @@ impl<E: Endpoint> DynEndpoint for EndpointDecl<E> {
             path_params: E::PATH_PARAMS,
             location: E::LOCATION,
             module: E::MODULE,
+            no_content: E::NO_CONTENT,
         }
     }
 
@@ -210,6 +211,7 @@ async fn serve<E: Endpoint>(
 
     let work = runtime::scope_in(rt, service, E::NAME, E::handle(params, request));
     match tokio::time::timeout_at(deadline, work).await {
+        Ok(Ok(_)) if E::NO_CONTENT => Ok(StatusCode::NO_CONTENT.into_response()),
         Ok(Ok(response)) => Ok(json_response(crate::call::encode_response::<E>(&response)?)),
         Ok(Err(e)) => Err(e),
         Err(_) => Err(Error::deadline_exceeded("the request took too long")),

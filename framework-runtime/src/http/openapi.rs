@@ -7,8 +7,9 @@
 //! `GET`/`DELETE`/`HEAD` endpoint is one query parameter per field, of any other method the
 //! JSON body. Schemas are JSON Schema 2020-12 (what schemars generates, and what OpenAPI 3.1
 //! uses); named types go to `components/schemas`, renamed `Name2`, `Name3`, ... when two
-//! different types share a name. Every operation answers `200` with its response, and any
-//! other status with the [`Error`](crate::Error) body.
+//! different types share a name. Every operation answers `200` with its response (`204` with
+//! no body for a function returning `()`), and any other status with the
+//! [`Error`](crate::Error) body.
 //!
 //! Served at `/__ovation/openapi.json`; `ovation gen openapi` prints it.
 
@@ -72,14 +73,22 @@ pub(crate) fn spec() -> Value {
                 json!("Needs an authenticated caller: `401 unauthenticated` otherwise."),
             );
         }
-        let response = components.adopt(e.response_schema().to_value());
+        let success = if info.no_content {
+            ("204", json!({ "description": "Success, no content" }))
+        } else {
+            let response = components.adopt(e.response_schema().to_value());
+            (
+                "200",
+                json!({
+                    "description": "Success",
+                    "content": { "application/json": { "schema": response } },
+                }),
+            )
+        };
         op.insert(
             "responses".into(),
             json!({
-                "200": {
-                    "description": "Success",
-                    "content": { "application/json": { "schema": response } },
-                },
+                success.0: success.1,
                 "default": {
                     "description": "An error: the status follows from its code",
                     "content": { "application/json": {

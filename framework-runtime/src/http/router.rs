@@ -152,6 +152,7 @@ mod tests {
                 path_params: &[],
                 location: "test",
                 module: "app::svc",
+                no_content: false,
             }
         }
         fn request_schema(&self) -> Option<schemars::Schema> {

@@ -190,7 +190,7 @@ pub async fn cancel_checkout(checkout_id: Uuid, p: PlaceOrderParams) -> Result<(
 pub async fn get_by_checkout(checkout_id: Uuid) -> Result<Order, Error> {
     by_checkout(DB.pool(), checkout_id)
         .await?
-        .ok_or_else(|| Error::not_found("no order for this checkout"))
+        .ok_or_else(|| Error::not_found(format!("no order for checkout {checkout_id}")))
 }
 
 async fn by_checkout<'e>(
@@ -212,7 +212,7 @@ pub async fn get(id: Uuid) -> Result<Order, Error> {
         .bind(id)
         .fetch_optional(DB.pool())
         .await?
-        .ok_or_else(|| Error::not_found("order not found"))
+        .ok_or_else(|| Error::not_found(format!("no order {id}")))
 }
 
 #[cfg(test)]

@@ -78,7 +78,7 @@ pub async fn get(id: Uuid) -> Result<Product, Error> {
     .bind(id)
     .fetch_optional(DB.pool())
     .await?
-    .ok_or_else(|| Error::not_found("product not found"))
+    .ok_or_else(|| Error::not_found(format!("no product {id}")))
 }
 
 /// Takes `quantity` items out of stock, atomically: concurrent reservations never oversell.
@@ -137,7 +137,7 @@ pub async fn reserve_inventory(id: Uuid, p: ReserveParams) -> Result<(), Error> 
         return Err(if exists {
             Error::failed_precondition("insufficient inventory")
         } else {
-            Error::not_found("product not found")
+            Error::not_found(format!("no product {id}"))
         });
     }
     tx.commit().await?;
@@ -187,7 +187,7 @@ pub async fn release_inventory(id: Uuid, p: ReleaseParams) -> Result<(), Error> 
         .execute(&mut *tx)
         .await?;
     if updated.rows_affected() == 0 {
-        return Err(Error::not_found("product not found"));
+        return Err(Error::not_found(format!("no product {id}")));
     }
     tx.commit().await?;
     Ok(())

@@ -52,7 +52,7 @@ pub async fn get(id: Uuid) -> Result<User, Error> {
         .bind(id)
         .fetch_optional(DB.pool())
         .await?
-        .ok_or_else(|| Error::not_found("user not found"))
+        .ok_or_else(|| Error::not_found(format!("no user {id}")))
 }
 
 #[cfg(test)]
@@ -87,9 +87,10 @@ mod tests {
 
     #[ovation::test]
     async fn unknown_user_is_not_found() {
-        let err = get(Uuid::new_v4()).await.unwrap_err();
+        let id = Uuid::new_v4();
+        let err = get(id).await.unwrap_err();
         assert_eq!(err.code(), ErrCode::NotFound);
-        assert_eq!(err.message(), "user not found");
+        assert_eq!(err.message(), format!("no user {id}"));
     }
 
     #[ovation::test]
