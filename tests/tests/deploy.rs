@@ -245,7 +245,7 @@ async fn the_shop_app_runs_as_separate_processes_behind_the_gateway() {
         ))
         .await;
     assert_eq!(
-        signed.status, 200,
+        signed.status, 204,
         "a valid signature is accepted: {signed:?}"
     );
     assert_eq!(
