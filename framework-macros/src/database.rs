@@ -65,9 +65,13 @@ pub(crate) fn expand(input: TokenStream, declaring_file: Option<PathBuf>) -> Tok
         );
     }
     let mut migrations = Vec::new();
+    let mut folder = None;
     if let Some(dir_lit) = &input.migrations {
         match resolve(dir_lit, declaring_file) {
-            Ok(dir) => migrations = read_migrations(&dir, dir_lit, &mut errors),
+            Ok(dir) => {
+                migrations = read_migrations(&dir, dir_lit, &mut errors);
+                folder = Some(dir.to_string_lossy().into_owned());
+            }
             Err(e) => errors.push(e),
         }
     }
@@ -77,6 +81,7 @@ pub(crate) fn expand(input: TokenStream, declaring_file: Option<PathBuf>) -> Tok
                 name: "invalid",
                 module: "",
                 migrations: &[],
+                folder: ::core::option::Option::None,
             };
             &DEF
         })));
@@ -87,6 +92,10 @@ pub(crate) fn expand(input: TokenStream, declaring_file: Option<PathBuf>) -> Tok
         quote!(#p::Migration { version: #version, file: #file, sql: ::core::include_str!(#path) })
     });
     let count = migrations.len();
+    let folder = match folder {
+        Some(f) => quote!(::core::option::Option::Some(#f)),
+        None => quote!(::core::option::Option::None),
+    };
     let name_lit = &input.name;
     quote! {{
         static __OVATION_MIGRATIONS: [#p::Migration; #count] = [#(#entries),*];
@@ -94,6 +103,7 @@ pub(crate) fn expand(input: TokenStream, declaring_file: Option<PathBuf>) -> Tok
             name: #name_lit,
             module: ::core::module_path!(),
             migrations: &__OVATION_MIGRATIONS,
+            folder: #folder,
         };
         #p::inventory::submit! { #p::DatabaseEntry(&__OVATION_DATABASE) }
         #p::Database::__new(&__OVATION_DATABASE)

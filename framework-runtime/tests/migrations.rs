@@ -34,6 +34,7 @@ fn def(migrations: &'static [Migration]) -> DatabaseDef {
         name: "things",
         module: "app::things",
         migrations,
+        folder: None,
     }
 }
 
@@ -128,4 +129,45 @@ async fn template_clones_are_migrated_and_independent() {
     for db in [&a, &b] {
         server.drop_database(db).await.unwrap();
     }
+}
+
+// A migration file added after the build: cargo does not rebuild for it, and the app served
+// on the old schema without a word. Now start-up (and every test's set-up) says so.
+#[tokio::test]
+async fn a_migration_added_after_the_build_stops_start_up_naming_it() {
+    let folder = std::env::temp_dir().join(format!("ovation-unbuilt-{}", std::process::id()));
+    std::fs::create_dir_all(&folder).unwrap();
+    std::fs::write(folder.join("1_create_things.up.sql"), GOOD[0].sql).unwrap();
+    let def = DatabaseDef {
+        folder: Some(Box::leak(
+            folder.to_string_lossy().into_owned().into_boxed_str(),
+        )),
+        ..def(&GOOD)
+    };
+    let server = ovation::testing::test_server().await.unwrap();
+    let db = format!("ovt_{}_unbuilt_test", std::process::id());
+    server.create_database(&db).await.unwrap();
+    server.migrate(&db, &def).await.unwrap();
+
+    std::fs::write(
+        folder.join("2_add_colour.up.sql"),
+        "ALTER TABLE things ADD colour TEXT;",
+    )
+    .unwrap();
+    for err in [
+        server.migrate(&db, &def).await.unwrap_err(),
+        server.clone_from_template(&def, &db).await.unwrap_err(),
+    ] {
+        assert!(
+            matches!(&err, SetupError::MigrationNotBuilt { file, .. } if file == "2_add_colour.up.sql"),
+            "{err:?}"
+        );
+        let text = err.to_string();
+        assert!(
+            text.contains("not in this build") && text.contains("build.rs"),
+            "{text}"
+        );
+    }
+    server.drop_database(&db).await.unwrap();
+    let _ = std::fs::remove_dir_all(&folder);
 }

@@ -45,6 +45,7 @@ static DATABASE: DatabaseDef = DatabaseDef {
     name: "ovation_traces",
     module: "ovation_cli::traces",
     migrations: &MIGRATIONS,
+    folder: None,
 };
 
 static MIGRATIONS: [Migration; 1] = [Migration {

@@ -51,9 +51,40 @@ pub struct DatabaseDef {
     pub name: &'static str,
     pub module: &'static str,
     pub migrations: &'static [Migration],
+    /// The migrations folder the files were embedded from (absolute), for
+    /// [`DatabaseDef::check_built`]; `None` for the framework's own databases.
+    pub folder: Option<&'static str>,
 }
 
 impl DatabaseDef {
+    /// Fails when the migrations folder, where it still exists (a checkout, not a deployed
+    /// image), holds a migration this build did not embed: cargo rebuilds a crate when an
+    /// embedded file changes, but not when a file is added to a folder, and the app would
+    /// otherwise serve on the old schema without a word.
+    pub fn check_built(&self) -> Result<(), SetupError> {
+        let Some(folder) = self.folder else {
+            return Ok(());
+        };
+        let Ok(entries) = std::fs::read_dir(folder) else {
+            return Ok(());
+        };
+        let mut missing: Vec<String> = entries
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|f| f.ends_with(".up.sql"))
+            .filter(|f| !self.migrations.iter().any(|m| m.file == f))
+            .collect();
+        missing.sort();
+        match missing.into_iter().next() {
+            None => Ok(()),
+            Some(file) => Err(SetupError::MigrationNotBuilt {
+                database: self.name.to_owned(),
+                file,
+                folder: folder.to_owned(),
+            }),
+        }
+    }
+
     /// The service that declares this database.
     pub fn service(&self) -> &'static str {
         service_of(self.module)

@@ -47,6 +47,17 @@ pub enum SetupError {
          add a new migration instead of editing an applied one"
     )]
     MigrationChanged { database: String, file: String },
+    #[error(
+        "migration {file} of database `{database}` is in {folder} but not in this build of the \
+         app: cargo rebuilds when an embedded migration changes, not when a new file appears. \
+         Build again after touching the file that declares `database!(\"{database}\")`, or add \
+         a build.rs with `println!(\"cargo:rerun-if-changed={folder}\");`"
+    )]
+    MigrationNotBuilt {
+        database: String,
+        file: String,
+        folder: String,
+    },
     #[error("database `{database}`: {source}")]
     Other {
         database: String,
@@ -162,6 +173,7 @@ impl PgServer {
 
     /// Applies the pending migrations of `def` to the database `database` on this server.
     pub async fn migrate(&self, database: &str, def: &DatabaseDef) -> Result<(), SetupError> {
+        def.check_built()?;
         let other = |source| SetupError::Other {
             database: database.to_owned(),
             source,
@@ -203,6 +215,7 @@ impl PgServer {
         def: &DatabaseDef,
         database: &str,
     ) -> Result<(), SetupError> {
+        def.check_built()?;
         let template = format!("ovation_tpl_{}_{}", def.name, def.schema_hash());
         let other = |source| SetupError::Other {
             database: template.clone(),

@@ -55,6 +55,7 @@ pub(crate) static DATABASE: DatabaseDef = DatabaseDef {
     name: "ovation_pubsub",
     module: "ovation::pubsub",
     migrations: &MIGRATIONS,
+    folder: None,
 };
 
 static MIGRATIONS: [Migration; 3] = [
