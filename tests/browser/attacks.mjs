@@ -145,7 +145,7 @@ try {
   await own.locator('input[data-param="id"]').fill(product);
   await own.locator('textarea[name="body"]').fill('{"quantity": 1}');
   await own.locator("#explorer button").click();
-  await own.locator("#response-status .badge", { hasText: "200" }).waitFor();
+  await own.locator("#response-status .badge", { hasText: "204" }).waitFor();
   await own.goto(`${dashboard}/databases`);
   await own.locator("#database-products textarea").fill("SELECT inventory FROM products");
   await own.locator("#database-products form.sql button").click();

@@ -41,15 +41,15 @@ try {
   await page.locator("#service-orders .tree", { hasText: "userId" }).first().waitFor();
   await page.screenshot({ path: `${out}/services.png`, fullPage: false });
 
-  // API explorer: a private endpoint is marked and answers the explorer's signed call; a
-  // POST /orders sent from the form answers 200 and links to its trace.
+  // API explorer: a private endpoint is marked and answers the explorer's signed call (204: it
+  // returns nothing); a POST /orders sent from the form answers 200 and links to its trace.
   await page.goto(`${dashboard}/explorer?endpoint=products.reserve_inventory`);
   await page.locator("#explorer").waitFor();
   await page.locator(".call .badge.private").waitFor();
   await page.locator('input[data-param="id"]').fill(env("PRODUCT_ID"));
   await page.locator('textarea[name="body"]').fill('{"quantity": 1}');
   await page.locator("#explorer button").click();
-  await page.locator("#response-status .badge", { hasText: "200" }).waitFor();
+  await page.locator("#response-status .badge", { hasText: "204" }).waitFor();
   await page.goto(`${dashboard}/explorer?endpoint=orders.create`);
   const body = await page.locator('textarea[name="body"]').inputValue();
   if (!body.includes("userId")) throw new Error(`the body is not prefilled from the schema: ${body}`);

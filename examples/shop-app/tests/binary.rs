@@ -238,24 +238,14 @@ async fn crash_test(extra: &[(&str, String)], within: Duration) {
     assert_eq!(order_ids.len(), 300);
 
     // Kill it while the confirmations are going out.
-    let path = format!("/notifications/{user_id}");
-    let (_, sent) = get_json(&app.base, &path).await;
-    let before = sent["notifications"].as_array().map_or(0, Vec::len);
+    let before = confirmations(&app.base, &user_id).await.1.len();
     sigkill(&mut app.child);
     eprintln!("SIGKILL with {before} of 300 confirmations sent");
 
     let app = start_on(port, extra).await;
     let restarted = Instant::now();
     loop {
-        let (_, sent) = get_json(&app.base, &path).await;
-        let sent = sent["notifications"]
-            .as_array()
-            .cloned()
-            .unwrap_or_default();
-        let confirmed: std::collections::BTreeSet<String> = sent
-            .iter()
-            .map(|n| n["orderId"].as_str().unwrap().to_owned())
-            .collect();
+        let (confirmed, sent) = confirmations(&app.base, &user_id).await;
         if confirmed == order_ids {
             assert_eq!(sent.len(), 300, "one confirmation per order, no more");
             let deliveries: i64 = sent.iter().map(|n| n["deliveries"].as_i64().unwrap()).sum();

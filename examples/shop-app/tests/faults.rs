@@ -225,18 +225,10 @@ async fn a_killed_nats_server_is_restarted_by_the_app_and_nothing_is_lost() {
         "{:?}",
         seen.lock().unwrap().failed
     );
-    let path = format!("/notifications/{}", body["userId"].as_str().unwrap());
+    let user = body["userId"].as_str().unwrap();
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let (_, sent) = get_json(&app.base, &path).await;
-        let sent = sent["notifications"]
-            .as_array()
-            .cloned()
-            .unwrap_or_default();
-        let confirmed: std::collections::BTreeSet<String> = sent
-            .iter()
-            .map(|n| n["orderId"].as_str().unwrap().to_owned())
-            .collect();
+        let (confirmed, sent) = confirmations(&app.base, user).await;
         if confirmed == answered {
             assert_eq!(
                 sent.len(),

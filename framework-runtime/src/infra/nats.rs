@@ -60,19 +60,14 @@ impl ManagedNats {
     /// Restarts the server whenever it is found not running, for as long as this process
     /// lives, on the same port while it is free (the NATS client reconnects by itself).
     pub fn keep_running(&self, data_dir: &Path) {
-        let (data_dir, port) = (data_dir.to_owned(), self.port);
-        keep_running("nats-server", &self.dir, server_alive, move || {
-            let nats = ManagedNats::ensure(&data_dir)?;
-            if nats.port == port {
-                Ok(format!("port {port}"))
-            } else {
-                Ok(format!(
-                    "port {} instead of {port}, which another program took: restart this app \
-                     to reconnect",
-                    nats.port
-                ))
-            }
-        });
+        let data_dir = data_dir.to_owned();
+        keep_running(
+            "nats-server",
+            &self.dir,
+            self.port,
+            server_alive,
+            move || Ok(ManagedNats::ensure(&data_dir)?.port),
+        );
     }
 
     /// The server's URL.

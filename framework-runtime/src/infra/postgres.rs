@@ -130,18 +130,9 @@ impl ManagedPostgres {
     /// for as long as this process lives, on the same port while it is free — so this
     /// process's connection pools reconnect to it by themselves. Not after `ovation db stop`.
     pub fn keep_running(&self, data_dir: &Path) {
-        let (data_dir, port) = (data_dir.to_owned(), self.port);
-        keep_running("Postgres", &self.dir, server_alive, move || {
-            let pg = ManagedPostgres::ensure(&data_dir)?;
-            if pg.port == port {
-                Ok(format!("port {port}"))
-            } else {
-                Ok(format!(
-                    "port {} instead of {port}, which another program took: restart this app \
-                     to reconnect",
-                    pg.port
-                ))
-            }
+        let data_dir = data_dir.to_owned();
+        keep_running("Postgres", &self.dir, self.port, server_alive, move || {
+            Ok(ManagedPostgres::ensure(&data_dir)?.port)
         });
     }
 

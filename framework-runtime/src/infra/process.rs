@@ -240,15 +240,17 @@ pub(super) fn process_has_arg(pid: u32, arg: &str) -> bool {
         .is_ok_and(|cmdline| cmdline.split(|&b| b == 0).any(|a| a == arg.as_bytes()))
 }
 
-/// Keeps a managed server running for as long as this process lives: every second, `alive`
-/// says whether it runs; when it does not, `restart` is called (with backoff from 1 s to 30 s
-/// while it fails), and the outcome is logged. One thread per server and process, whatever the
-/// number of async runtimes (a test binary has one per test).
+/// Keeps a managed server, running on `port`, running for as long as this process lives:
+/// every second, `alive` says whether it runs; when it does not, `restart` starts it again and
+/// returns its port (with backoff from 1 s to 30 s while it fails), and the outcome is logged.
+/// One thread per server and process, whatever the number of async runtimes (a test binary has
+/// one per test).
 pub(super) fn keep_running(
     what: &'static str,
     dir: &Path,
+    port: u16,
     alive: fn(&Path) -> bool,
-    restart: impl Fn() -> Result<String, InfraError> + Send + 'static,
+    restart: impl Fn() -> Result<u16, InfraError> + Send + 'static,
 ) {
     static KEPT: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
     {
@@ -274,8 +276,15 @@ pub(super) fn keep_running(
                     dir.display()
                 );
                 match restart() {
-                    Ok(how) => {
-                        tracing::warn!("the managed {what} is running again ({how})");
+                    Ok(now) if now == port => {
+                        tracing::warn!("the managed {what} is running again (port {port})");
+                        backoff = std::time::Duration::from_secs(1);
+                    }
+                    Ok(now) => {
+                        tracing::error!(
+                            "the managed {what} is running again, but on port {now}: another \
+                             program took {port}; restart this app to reconnect"
+                        );
                         backoff = std::time::Duration::from_secs(1);
                     }
                     Err(e) => {

@@ -138,3 +138,21 @@ pub fn uuid_like() -> String {
         .as_nanos();
     format!("{}-{nanos}", std::process::id())
 }
+
+/// The confirmations sent to `user_id` so far: the ids of the orders they confirm, and all of
+/// them (a duplicate shows as more entries than ids).
+pub async fn confirmations(
+    base: &str,
+    user_id: &str,
+) -> (std::collections::BTreeSet<String>, Vec<Value>) {
+    let (_, sent) = get_json(base, &format!("/notifications/{user_id}")).await;
+    let sent = sent["notifications"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let orders = sent
+        .iter()
+        .map(|n| n["orderId"].as_str().unwrap().to_owned())
+        .collect();
+    (orders, sent)
+}
