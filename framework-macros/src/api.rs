@@ -2,7 +2,7 @@
 //! generate the stub, the endpoint impl and its registration (`expand`).
 
 #[path = "api/ast.rs"]
-mod ast;
+pub(crate) mod ast;
 #[path = "api/expand.rs"]
 mod expand;
 

@@ -49,15 +49,19 @@ pub(crate) struct ApiAttr {
     pub access: (Access, Option<Ident>),
     pub method: Option<LitStr>,
     pub path: Option<LitStr>,
+    /// `tags = ["a", "b"]`: select middleware.
+    pub tags: Vec<LitStr>,
 }
 
-pub(crate) const KEYS: &str = "`public`, `auth`, `method = \"...\"`, `path = \"...\"`";
+pub(crate) const KEYS: &str =
+    "`public`, `auth`, `method = \"...\"`, `path = \"...\"`, `tags = [\"...\"]`";
 
 pub(crate) fn parse(tokens: TokenStream, errors: &mut Errors) -> ApiAttr {
     let mut attr = ApiAttr {
         access: (Access::Private, None),
         method: None,
         path: None,
+        tags: Vec::new(),
     };
     let items =
         match syn::parse::Parser::parse2(Punctuated::<Item, Token![,]>::parse_terminated, tokens) {
@@ -114,6 +118,18 @@ pub(crate) fn parse(tokens: TokenStream, errors: &mut Errors) -> ApiAttr {
                     ),
                 ),
             },
+            ("tags", Some(syn::Expr::Array(array))) => {
+                for elem in &array.elems {
+                    match string_literal(elem) {
+                        Some(tag) if !tag.value().is_empty() => attr.tags.push(tag),
+                        _ => errors.at(elem, "a tag is a non-empty string, e.g. \"admin\""),
+                    }
+                }
+            }
+            ("tags", _) => errors.at(
+                &item.key,
+                "`tags` takes a list of strings, e.g. tags = [\"admin\"]",
+            ),
             ("method" | "path", None) => {
                 errors.at(
                     &item.key,

@@ -4,8 +4,10 @@
 
 mod api;
 mod attr;
+mod auth_handler;
 mod database;
 mod errors;
+mod middleware;
 mod subscription;
 mod test_attr;
 
@@ -33,6 +35,38 @@ use proc_macro::TokenStream;
 #[proc_macro_attribute]
 pub fn api(attr: TokenStream, item: TokenStream) -> TokenStream {
     api::expand(attr.into(), item.into()).into()
+}
+
+/// Makes an async function the app's auth handler: it turns the credential of a request into
+/// the app's auth data, or an error.
+///
+/// ```ignore
+/// #[ovation::auth_handler(bearer)]
+/// async fn authenticate(token: String) -> Result<Session, Error> { ... }
+/// ```
+///
+/// The attribute says where the credential is: `bearer` (`Authorization: Bearer <token>`),
+/// `cookie = "name"`, `header = "name"`; with several, the first present is used. The return
+/// type implements `ovation::auth::AuthData`. An app has one auth handler: a second one is a
+/// compile error (`only_one_auth_handler_per_app` is defined multiple times).
+#[proc_macro_attribute]
+pub fn auth_handler(attr: TokenStream, item: TokenStream) -> TokenStream {
+    auth_handler::expand(attr.into(), item.into()).into()
+}
+
+/// Makes an async function a middleware around endpoint handlers.
+///
+/// ```ignore
+/// #[ovation::middleware(target = tags("admin"))]
+/// async fn admins_only(req: middleware::Request, next: middleware::Next)
+///     -> Result<middleware::Response, Error> { ... next.run(req).await }
+/// ```
+///
+/// `target = all` wraps every endpoint, `target = tags("a", ...)` the endpoints with one of
+/// the tags. See `ovation::middleware`.
+#[proc_macro_attribute]
+pub fn middleware(attr: TokenStream, item: TokenStream) -> TokenStream {
+    middleware::expand(attr.into(), item.into()).into()
 }
 
 /// Declares a service database: `static DB: Database = ovation::database!("users", migrations = "./migrations");`

@@ -38,6 +38,8 @@ pub enum StartupError {
     },
     #[error("Pub/Sub: {0}")]
     PubSub(String),
+    #[error("{0}")]
+    Secrets(String),
     #[error("cannot listen on {addr}: {source}{hint}")]
     Bind {
         addr: SocketAddr,
@@ -192,6 +194,7 @@ pub(crate) async fn nats_url(config: &Config) -> Result<Option<String>, StartupE
 /// Builds this process's runtime from `config`: creates and migrates the databases of the
 /// hosted services.
 pub(crate) async fn build_runtime(config: &Config) -> Result<&'static Runtime, StartupError> {
+    crate::secrets::load_all(config.deployment).map_err(StartupError::Secrets)?;
     let builder = RuntimeBuilder::from_config(config)?;
     let is_hosted = |s: &str| builder.hosts(s);
     let needed: Vec<_> = sqldb::declared()
@@ -281,6 +284,7 @@ impl RuntimeBuilder {
                 body_limit: config.body_limit(),
                 pubsub: None,
                 gateway: config.gateway,
+                cors: config.cors.clone(),
                 tasks: Default::default(),
                 writes: Default::default(),
             },

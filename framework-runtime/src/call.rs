@@ -41,6 +41,13 @@ pub async fn call<E: Endpoint>(
 ) -> Result<E::Response, Error> {
     let ctx = runtime::context()?;
     let service = E::service();
+    let user = crate::auth::current();
+    if E::ACCESS == crate::registry::Access::Auth && user.is_none() {
+        return Err(Error::unauthenticated(format!(
+            "{service}.{} needs an authenticated user, and this call is made for none: call              it while serving an authenticated request, or within `ovation::auth::with_data`",
+            E::NAME
+        )));
+    }
     let local = ctx.rt.hosts(service);
     let span = call_span(service, E::NAME, local);
     async move {
@@ -49,9 +56,9 @@ pub async fn call<E: Endpoint>(
         // call site, the same way wherever the callee runs.
         let (params, request) = outgoing.decode::<E>()?;
         if local {
-            call_here::<E>(ctx.rt, params, request).await
+            call_here::<E>(ctx.rt, user, params, request).await
         } else {
-            remote::<E>(ctx, outgoing).await
+            remote::<E>(ctx, user, outgoing).await
         }
     }
     .instrument(span)
@@ -63,14 +70,22 @@ pub async fn call<E: Endpoint>(
 /// over HTTP receives them.
 async fn call_here<E: Endpoint>(
     rt: &'static Runtime,
+    user: Option<crate::auth::Authenticated>,
     params: E::Params,
     request: E::Request,
 ) -> Result<E::Response, Error> {
-    let work = std::panic::AssertUnwindSafe(runtime::scope_in(
-        rt,
-        E::service(),
-        E::NAME,
-        E::handle(params, request),
+    if let Err(e) = E::validate(&request) {
+        return Err(e.into_received());
+    }
+    // The callee runs for the caller's user, also if it is moved to a task of its own.
+    let work = std::panic::AssertUnwindSafe(crate::auth::scope(
+        user,
+        runtime::scope_in(
+            rt,
+            E::service(),
+            E::NAME,
+            crate::middleware::handle::<E>(params, request),
+        ),
     ))
     .catch_unwind();
     let outcome = if E::METHOD.is_safe() {
@@ -273,7 +288,11 @@ pub(crate) fn render_path(pattern: &str, names: &[&str], values: &[String]) -> S
     out
 }
 
-async fn remote<E: Endpoint>(ctx: Context, outgoing: Outgoing) -> Result<E::Response, Error> {
+async fn remote<E: Endpoint>(
+    ctx: Context,
+    user: Option<crate::auth::Authenticated>,
+    outgoing: Outgoing,
+) -> Result<E::Response, Error> {
     let service = E::service();
     let base = ctx.rt.discovery.get(service).ok_or_else(|| {
         Error::unavailable(format!(
@@ -296,6 +315,7 @@ async fn remote<E: Endpoint>(ctx: Context, outgoing: Outgoing) -> Result<E::Resp
             body: &body,
         },
         caller,
+        user.as_ref().map(|u| u.json()),
     );
     let mut builder = ctx.rt.http.request(method.http(), url.clone());
     if E::HAS_REQUEST && method.has_body() {

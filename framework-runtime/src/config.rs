@@ -18,6 +18,9 @@
 //! | `OTEL_EXPORTER_OTLP_ENDPOINT` | OTLP/HTTP collector receiving traces, e.g. `http://127.0.0.1:4318` | none: no export |
 //! | `OVATION_TRACE_SAMPLING` | share of traces exported, 0.0 to 1.0 | 1.0 |
 //! | `OVATION_GATEWAY` | `true`: also route public endpoints of services hosted elsewhere | `false` |
+//! | `OVATION_DEPLOYMENT` | `true`: a deployment, where a secret that is not set stops start-up | `false` |
+//! | `OVATION_CORS_ORIGINS` | comma-separated origins allowed cross-origin access (`cors.allowed_origins`) | none |
+//! | `OVATION_SECRET_<NAME>` | the value of secret `<Name>` (`SessionKey` → `OVATION_SECRET_SESSION_KEY`) | see [`crate::secrets`] |
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -99,6 +102,43 @@ pub struct Config {
     /// follows its caller's decision.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub trace_sampling: Option<f64>,
+    /// Part of a deployment (`ovation deploy` sets it): a secret that is not set stops
+    /// start-up, where in development it gets a generated value (see [`crate::secrets`]).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub deployment: bool,
+    /// Which web pages of other origins may call the app's endpoints from a browser. By
+    /// default none: no CORS headers are sent, and browsers refuse such calls.
+    #[serde(skip_serializing_if = "Cors::is_default")]
+    pub cors: Cors,
+}
+
+/// Cross-origin access from browsers (CORS), answered for preflights and on every response.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Cors {
+    /// Origins allowed, e.g. `https://shop.example.com` (scheme, host and port, no path).
+    /// `*` allows every origin, but not with `allow_credentials`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub allowed_origins: Vec<String>,
+    /// Request headers allowed besides `Content-Type` (e.g. `Authorization`, which bearer
+    /// tokens need).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub allowed_headers: Vec<String>,
+    /// Response headers a page may read besides the CORS-safelisted ones.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub exposed_headers: Vec<String>,
+    /// Whether cookies and `Authorization` travel with cross-origin requests.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub allow_credentials: bool,
+    /// How long a browser may cache a preflight's answer, in seconds (default 600).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_age_secs: Option<u64>,
+}
+
+impl Cors {
+    fn is_default(&self) -> bool {
+        *self == Cors::default()
+    }
 }
 
 /// Where Pub/Sub messages travel. Written in a config as `postgres`, `nats` or a
@@ -278,18 +318,24 @@ impl Config {
                 })?;
             self.trace_sampling = Some(ratio);
         }
-        if let Some(v) = var("OVATION_GATEWAY").filter(|v| !v.is_empty()) {
-            self.gateway = match v.to_ascii_lowercase().as_str() {
-                "1" | "true" | "yes" => true,
-                "0" | "false" | "no" => false,
-                _ => {
-                    return Err(env_err(
-                        "OVATION_GATEWAY",
-                        &v,
-                        "expected `true` or `false`".into(),
-                    ));
-                }
-            };
+        for (name, field) in [
+            ("OVATION_GATEWAY", &mut self.gateway),
+            ("OVATION_DEPLOYMENT", &mut self.deployment),
+        ] {
+            if let Some(v) = var(name).filter(|v| !v.is_empty()) {
+                *field = match v.to_ascii_lowercase().as_str() {
+                    "1" | "true" | "yes" => true,
+                    "0" | "false" | "no" => false,
+                    _ => return Err(env_err(name, &v, "expected `true` or `false`".into())),
+                };
+            }
+        }
+        if let Some(v) = var("OVATION_CORS_ORIGINS").filter(|v| !v.is_empty()) {
+            self.cors.allowed_origins = v
+                .split(',')
+                .map(|o| o.trim().to_owned())
+                .filter(|o| !o.is_empty())
+                .collect();
         }
         Ok(())
     }

@@ -47,9 +47,13 @@
 //! | item | what it is |
 //! |---|---|
 //! | [`api`], [`database!`], [`topic!`], [`subscription`], [`on_start!`] | declare endpoints, databases, topics, subscriptions, start-up tasks |
+//! | [`auth_handler`], [`auth`] | who the caller is: the app's auth handler, the request's auth data |
+//! | [`Validate`] ([`validate`], [`garde`]) | rules a request must meet before its handler runs |
 //! | [`Error`], [`ErrCode`] | errors with Encore's codes and HTTP statuses |
 //! | [`Database`] ([`sqldb`]) | a service's Postgres database: its pool, transactions |
 //! | [`Topic`] ([`pubsub`]) | publishing, the transactional outbox, dead letters and redrive |
+//! | [`Secret`] ([`secret!`], [`secrets`]) | values kept out of code and config: env, local file, Kubernetes Secret |
+//! | [`middleware`](macro@middleware) ([`mod@middleware`]) | code around the handlers of tagged (or all) endpoints |
 //! | [`spawn`] | background work that keeps the request's trace and service |
 //! | [`run`], [`start`], [`Config`] | the app's `main`, and serving from your own `main` |
 //! | [`test`], [`testing`] | `#[ovation::test]` with databases of its own, end-to-end test support |
@@ -60,41 +64,49 @@
 #![warn(unreachable_pub)]
 
 mod app;
+pub mod auth;
 mod call;
 pub mod config;
 pub mod error;
 mod http;
 mod infra;
+pub mod middleware;
 mod model;
 pub mod pubsub;
 mod registry;
 mod runtime;
+pub mod secrets;
 mod service_auth;
 pub mod sqldb;
 mod telemetry;
 pub mod testing;
+pub mod validate;
 
 pub use app::{Server, StartupError, run, start};
 pub use config::Config;
 pub use error::{ErrCode, Error, Result};
-pub use ovation_macros::{api, database, subscription, test};
+pub use ovation_macros::{api, auth_handler, database, middleware, subscription, test};
 pub use pubsub::{MessageId, Topic};
 pub use registry::{Access, Method};
 pub use runtime::spawn;
+pub use secrets::Secret;
 pub use sqldb::Database;
 pub use telemetry::dropped_spans;
+pub use validate::Validate;
 
 /// Re-exports for everyday service code: `use ovation::prelude::*;`.
 pub mod prelude {
     pub use crate::error::{ErrCode, Error};
     pub use crate::pubsub::Topic;
+    pub use crate::secrets::Secret;
     pub use crate::sqldb::Database;
-    pub use ovation_macros::{api, subscription};
+    pub use ovation_macros::{api, auth_handler, subscription};
     pub use schemars::JsonSchema;
     pub use serde::{Deserialize, Serialize};
     pub use uuid::Uuid;
 }
 
+pub use garde;
 pub use schemars;
 pub use serde;
 pub use sqlx;
@@ -114,7 +126,7 @@ pub mod tooling {
     };
     pub use crate::registry::{endpoints, service_of};
     pub use crate::runtime::{Runtime, start_tasks};
-    pub use crate::service_auth::{HEADER, ServiceAuthKey, Signed};
+    pub use crate::service_auth::{GATEWAY, HEADER, ServiceAuthKey, Signed, Verified};
     pub use crate::sqldb::server::{PgServer, SetupError};
     pub use crate::telemetry::{init, init_for_tests_exporting_to};
 }
@@ -154,8 +166,13 @@ pub mod fuzzing {
 /// What generated code names. Not public API: may change in any release.
 #[doc(hidden)]
 pub mod __private {
+    pub use crate::auth::{
+        AuthHandler, AuthHandlerEntry, Credential, HandlerFuture, authenticated,
+        decode as decode_auth,
+    };
     pub use crate::call::call;
     pub use crate::error::Error;
+    pub use crate::middleware::{Middleware, MiddlewareEntry, MiddlewareFuture, Target};
     pub use crate::pubsub::{
         SubscriptionConfig, SubscriptionDef, SubscriptionEntry, Topic, TopicDef, TopicEntry,
         decode as decode_message,
@@ -167,6 +184,7 @@ pub mod __private {
     pub use crate::runtime::{StartTask, StartTaskEntry};
     pub use crate::sqldb::{Database, DatabaseDef, DatabaseEntry, Migration};
     pub use crate::testing::{run_split_test, run_test};
+    pub use crate::validate::{NoValidate, ValidateOf, ValidateProbe};
     pub use inventory;
     pub use schemars;
     pub use serde_json;

@@ -22,8 +22,9 @@ pub enum Access {
     Public,
     /// Only the app's own services (and subscriptions); outside requests get 404.
     Private,
-    /// Public, but needs the app's auth handler. Reserved: served as `unauthenticated` until
-    /// auth handlers exist.
+    /// Public, but runs only for an authenticated user: the app's auth handler must accept
+    /// the request's credential (`401 unauthenticated` otherwise), or a call must be made
+    /// for a user.
     Auth,
 }
 
@@ -144,6 +145,8 @@ pub trait Endpoint: Send + Sync + 'static {
     const PATH_PARAMS: &'static [&'static str];
     /// Whether the function takes a request parameter.
     const HAS_REQUEST: bool;
+    /// Tags (`#[api(tags = [...])]`), which select middleware.
+    const TAGS: &'static [&'static str] = &[];
     /// Whether the function returns `()` (written so): it answers `204 No Content`, no body.
     const NO_CONTENT: bool = false;
     /// Source location, for diagnostics.
@@ -158,6 +161,12 @@ pub trait Endpoint: Send + Sync + 'static {
     fn parse_params(segments: &[&str]) -> Result<Self::Params, Error>;
     /// Renders path parameters to segments (in `PATH_PARAMS` order).
     fn render_params(params: &Self::Params) -> Vec<String>;
+    /// Checks the decoded request's own rules (see [`crate::validate`]).
+    fn validate(request: &Self::Request) -> Result<(), Error> {
+        let _ = request;
+        Ok(())
+    }
+
     /// Runs the user's function.
     fn handle(
         params: Self::Params,
@@ -236,6 +245,8 @@ pub struct EndpointInfo {
     pub module: &'static str,
     /// Answers `204 No Content` (see [`Endpoint::NO_CONTENT`]).
     pub no_content: bool,
+    /// Its tags (see [`Endpoint::TAGS`]).
+    pub tags: &'static [&'static str],
 }
 
 /// The object-safe face of an [`Endpoint`], stored in the registry.

@@ -46,6 +46,8 @@ pub struct Runtime {
     pub(crate) pubsub: Option<&'static crate::pubsub::postgres::PgPubSub>,
     /// Gateway mode: forward public endpoints of services hosted elsewhere.
     pub(crate) gateway: bool,
+    /// Cross-origin access from browsers.
+    pub(crate) cors: crate::config::Cors,
     /// The running [`crate::on_start!`] tasks, aborted at shutdown.
     pub(crate) tasks: Mutex<Vec<tokio::task::AbortHandle>>,
     /// Held by each handler of a request that changes something, which runs in a task of its
@@ -267,12 +269,14 @@ pub(crate) fn log_context() -> Option<(&'static str, Option<&'static str>)> {
         .flatten()
 }
 
-/// `tokio::spawn`, keeping the current Ovation context (runtime and service) in the new task.
+/// `tokio::spawn`, keeping the current Ovation context (runtime, service and the
+/// authenticated user) in the new task.
 pub fn spawn<F>(fut: F) -> tokio::task::JoinHandle<F::Output>
 where
     F: Future + Send + 'static,
     F::Output: Send + 'static,
 {
+    let fut = crate::auth::scope(crate::auth::current(), fut);
     match CONTEXT.try_with(|c| *c) {
         Ok(ctx) => tokio::spawn(CONTEXT.scope(ctx, fut)),
         Err(_) => tokio::spawn(fut),

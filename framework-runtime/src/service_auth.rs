@@ -3,11 +3,16 @@
 //! A signed request carries
 //!
 //! ```text
-//! x-ovation-service-auth: v2 <key id> <caller> <unix seconds> <nonce> <hex HMAC-SHA256>
+//! x-ovation-service-auth: v3 <key id> <caller> <unix seconds> <nonce> <auth data> <hex HMAC-SHA256>
 //! ```
 //!
+//! `<auth data>` is the JSON of the end user's auth data the call is made for, hex-encoded, or
+//! `-` when it is made for nobody: the envelope carries it, so a callee reads who the user is
+//! only from a request the app's key signed, never from a header a client could set.
+//!
 //! The HMAC is keyed by the app's service-auth key and covers the method, the path, the query
-//! string, the SHA-256 of the body, the timestamp, the caller and a random 128-bit nonce. The
+//! string, the SHA-256 of the body, the timestamp, the caller, a random 128-bit nonce and the
+//! auth data. The
 //! callee accepts a signature only within [`MAX_SKEW`] of its own clock and only once: it keeps
 //! the nonces it has accepted for as long as they could still verify (a bounded cache, see
 //! [`ReplayCache`]). So a captured signature is worth nothing: not for another body, not for
@@ -27,6 +32,29 @@ use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
 
 pub const HEADER: &str = "x-ovation-service-auth";
+
+/// The caller a gateway signs as when it forwards a client's request: not a service, so what
+/// it forwards reaches only what the client could reach itself (never a private endpoint).
+/// Service names are Rust module names and cannot start with `@`.
+pub const GATEWAY: &str = "@gateway";
+
+/// A verified signature: who signed, and the auth data the request is made for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verified {
+    /// The calling service; [`GATEWAY`] for a client's request forwarded by a gateway, `-` for
+    /// code outside any service (a test body), `dashboard` or `cli` for the tools.
+    pub caller: String,
+    /// The JSON of the end user's auth data, when the call is made for one.
+    pub auth: Option<Vec<u8>>,
+}
+
+impl Verified {
+    /// Whether the request comes from the app's own code (or tools), not from a client by
+    /// way of a gateway.
+    pub fn is_internal(&self) -> bool {
+        self.caller != GATEWAY
+    }
+}
 
 /// How far a signature's timestamp may be from the callee's clock.
 pub(crate) const MAX_SKEW: Duration = Duration::from_secs(120);
@@ -81,7 +109,14 @@ impl ServiceAuthKey {
         &self.id
     }
 
-    fn mac(&self, request: &Signed<'_>, timestamp: u64, caller: &str, nonce: &str) -> Hmac<Sha256> {
+    fn mac(
+        &self,
+        request: &Signed<'_>,
+        timestamp: u64,
+        caller: &str,
+        nonce: &str,
+        auth: &str,
+    ) -> Hmac<Sha256> {
         let mut mac =
             Hmac::<Sha256>::new_from_slice(&self.secret).expect("HMAC accepts keys of any length");
         let body = hex::encode(Sha256::digest(request.body));
@@ -93,7 +128,7 @@ impl ServiceAuthKey {
         } = request;
         mac.update(
             format!(
-                "ovation-v2\n{}\n{method}\n{path}\n{query}\n{body}\n{timestamp}\n{caller}\n{nonce}",
+                "ovation-v3\n{}\n{method}\n{path}\n{query}\n{body}\n{timestamp}\n{caller}\n{nonce}\n{auth}",
                 self.id
             )
             .as_bytes(),
@@ -103,8 +138,14 @@ impl ServiceAuthKey {
 
     /// The header value ([`HEADER`]) signing `request` by `caller`, now, with a fresh nonce.
     pub fn sign(&self, request: Signed<'_>, caller: &str) -> String {
+        self.sign_for(request, caller, None)
+    }
+
+    /// [`sign`](Self::sign), for the end user whose auth data (its JSON) is `auth`.
+    pub fn sign_for(&self, request: Signed<'_>, caller: &str, auth: Option<&[u8]>) -> String {
         let nonce = format!("{:032x}", rand::random::<u128>());
-        self.sign_with(request, caller, unix_now(), &nonce)
+        let auth = auth.map_or_else(|| "-".to_owned(), hex::encode);
+        self.sign_full(request, caller, unix_now(), &nonce, &auth)
     }
 
     /// The header value signing `request` at `timestamp` (Unix seconds) with `nonce`: for
@@ -116,12 +157,23 @@ impl ServiceAuthKey {
         timestamp: u64,
         nonce: &str,
     ) -> String {
+        self.sign_full(request, caller, timestamp, nonce, "-")
+    }
+
+    fn sign_full(
+        &self,
+        request: Signed<'_>,
+        caller: &str,
+        timestamp: u64,
+        nonce: &str,
+        auth: &str,
+    ) -> String {
         let sig = self
-            .mac(&request, timestamp, caller, nonce)
+            .mac(&request, timestamp, caller, nonce, auth)
             .finalize()
             .into_bytes();
         format!(
-            "v2 {} {caller} {timestamp} {nonce} {}",
+            "v3 {} {caller} {timestamp} {nonce} {auth} {}",
             self.id,
             hex::encode(sig)
         )
@@ -147,19 +199,30 @@ impl ServiceAuth {
         }
     }
 
-    /// The header value signing `request` by `caller`.
-    pub(crate) fn sign(&self, request: Signed<'_>, caller: &str) -> String {
-        self.signing.sign(request, caller)
+    /// The header value signing `request` by `caller`, for the end user whose auth data (its
+    /// JSON) is `auth`.
+    pub(crate) fn sign(&self, request: Signed<'_>, caller: &str, auth: Option<&[u8]>) -> String {
+        self.signing.sign_for(request, caller, auth)
     }
 
-    /// The calling service, if `header` is a valid, fresh, first-seen signature of `request`.
-    pub(crate) fn verify(&self, header: &str, request: Signed<'_>) -> Option<String> {
+    /// The caller and auth data, if `header` is a valid, fresh, first-seen signature of
+    /// `request`.
+    pub(crate) fn verify(&self, header: &str, request: Signed<'_>) -> Option<Verified> {
         self.verify_at(header, request, unix_now())
     }
 
-    fn verify_at(&self, header: &str, request: Signed<'_>, now: u64) -> Option<String> {
+    fn verify_at(&self, header: &str, request: Signed<'_>, now: u64) -> Option<Verified> {
         let mut parts = header.split(' ');
-        let (Some("v2"), Some(key_id), Some(caller), Some(ts), Some(nonce), Some(sig), None) = (
+        let (
+            Some("v3"),
+            Some(key_id),
+            Some(caller),
+            Some(ts),
+            Some(nonce),
+            Some(auth),
+            Some(sig),
+            None,
+        ) = (
             parts.next(),
             parts.next(),
             parts.next(),
@@ -167,7 +230,9 @@ impl ServiceAuth {
             parts.next(),
             parts.next(),
             parts.next(),
-        ) else {
+            parts.next(),
+        )
+        else {
             return None;
         };
         let ts: u64 = ts.parse().ok()?;
@@ -182,13 +247,18 @@ impl ServiceAuth {
             .find(|k| k.id == key_id)?;
         let sig = hex::decode(sig).ok()?;
         // `verify_slice` compares in constant time.
-        key.mac(&request, ts, caller, nonce)
+        key.mac(&request, ts, caller, nonce, auth)
             .verify_slice(&sig)
             .ok()?;
+        let auth = match auth {
+            "-" => None,
+            hex_json => Some(hex::decode(hex_json).ok()?),
+        };
         // Only a genuine signature reaches the cache, so forgeries cannot fill it.
-        self.replay
-            .first_use(nonce_value, now)
-            .then(|| caller.to_owned())
+        self.replay.first_use(nonce_value, now).then(|| Verified {
+            caller: caller.to_owned(),
+            auth,
+        })
     }
 }
 
@@ -286,7 +356,10 @@ mod tests {
         let h = key.sign_with(post("/products/1/reserve", "", body), "orders", 1000, NONCE);
         let fresh = || ServiceAuth::new(key.clone(), vec![]);
         let ok = post("/products/1/reserve", "", body);
-        assert_eq!(fresh().verify_at(&h, ok, 1000).as_deref(), Some("orders"));
+        assert_eq!(
+            fresh().verify_at(&h, ok, 1000).map(|v| v.caller).as_deref(),
+            Some("orders")
+        );
         for other in [
             post("/products/2/reserve", "", body),
             post("/products/1/reserve", "a=1", body),
@@ -303,11 +376,11 @@ mod tests {
     #[test]
     fn a_signature_verifies_once() {
         let auth = ServiceAuth::new(ServiceAuthKey::new("secret"), vec![]);
-        let h = auth.sign(post("/x", "", b""), "orders");
+        let h = auth.sign(post("/x", "", b""), "orders", None);
         assert!(auth.verify(&h, post("/x", "", b"")).is_some());
         assert!(auth.verify(&h, post("/x", "", b"")).is_none());
         // A second signature of the same request has its own nonce.
-        let again = auth.sign(post("/x", "", b""), "orders");
+        let again = auth.sign(post("/x", "", b""), "orders", None);
         assert!(auth.verify(&again, post("/x", "", b"")).is_some());
     }
 
@@ -366,9 +439,31 @@ mod tests {
                 .verify_at(&tampered, post("/x", "", b""), 1000)
                 .is_none()
         );
+        let v2 = h.replacen("v3", "v2", 1);
+        assert!(fresh().verify_at(&v2, post("/x", "", b""), 1000).is_none());
         let v1 = "v1 orders 1000 00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
         assert!(fresh().verify_at(v1, post("/x", "", b""), 1000).is_none());
         assert!(fresh().verify_at("", post("/x", "", b""), 1000).is_none());
+    }
+
+    #[test]
+    fn the_auth_data_is_part_of_the_signature() {
+        let key = ServiceAuthKey::new("secret");
+        let auth = ServiceAuth::new(key.clone(), vec![]);
+        let alice = br#"{"userId":"alice"}"#;
+        let h = key.sign_for(post("/x", "", b""), GATEWAY, Some(alice));
+        let v = auth.verify(&h, post("/x", "", b"")).unwrap();
+        assert_eq!(v.auth.as_deref(), Some(&alice[..]));
+        assert!(!v.is_internal());
+        // Another user's data in the same envelope: the MAC no longer verifies.
+        let mallory = hex::encode(br#"{"userId":"mallory"}"#);
+        let h = key.sign_for(post("/x", "", b""), "orders", Some(alice));
+        let swapped = h.replacen(&hex::encode(alice), &mallory, 1);
+        assert!(auth.verify(&swapped, post("/x", "", b"")).is_none());
+        // Nor does dropping it.
+        let h = key.sign_for(post("/x", "", b""), "orders", Some(alice));
+        let dropped = h.replacen(&hex::encode(alice), "-", 1);
+        assert!(auth.verify(&dropped, post("/x", "", b"")).is_none());
     }
 
     #[test]

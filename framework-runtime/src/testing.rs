@@ -317,6 +317,7 @@ impl TestEnv {
     /// Fresh, migrated copies of every database the app declares.
     pub async fn new() -> Result<TestEnv, Error> {
         crate::telemetry::init_for_tests();
+        crate::auth::check_setup().map_err(Error::internal)?;
         let server = test_server().await?.clone();
         let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
         let pid = std::process::id();

@@ -38,6 +38,7 @@ pub(crate) struct Endpoint<'a> {
     pub args: Vec<Arg>,
     pub request: Option<Type>,
     pub response: Type,
+    pub tags: Vec<LitStr>,
 }
 
 impl<'a> Endpoint<'a> {
@@ -88,8 +89,14 @@ impl<'a> Endpoint<'a> {
             }
             Some(lit) => parse_path(lit, errors),
         };
-        let response = response_type(&sig.output, &sig.ident, errors);
+        let response = result_ok_type(
+            &sig.output,
+            &sig.ident,
+            "`#[api]` functions return `Result<T, ovation::Error>` (T may be `()`)",
+            errors,
+        );
 
+        let tags = attr.tags.clone();
         // Bind parameters: path parameters by name, the one left over is the request.
         let mut args = Vec::new();
         let mut path_types: Vec<Option<Type>> = vec![None; path_names.as_ref().map_or(0, Vec::len)];
@@ -189,6 +196,7 @@ impl<'a> Endpoint<'a> {
             args,
             request: request.map(|(_, ty)| ty),
             response,
+            tags,
         })
     }
 }
@@ -247,11 +255,16 @@ fn parse_path(lit: &LitStr, errors: &mut Errors) -> Option<Vec<String>> {
 }
 
 /// `T` of `Result<T, ovation::Error>`; reports any other return type.
-fn response_type(output: &ReturnType, name: &Ident, errors: &mut Errors) -> Option<Type> {
-    const HINT: &str = "`#[api]` functions return `Result<T, ovation::Error>` (T may be `()`)";
+/// The `T` of a function returning `Result<T, ovation::Error>`; otherwise an error ending with `hint`.
+pub(crate) fn result_ok_type(
+    output: &ReturnType,
+    name: &Ident,
+    hint: &str,
+    errors: &mut Errors,
+) -> Option<Type> {
     let ty = match output {
         ReturnType::Default => {
-            errors.at(name, format_args!("missing return type: {HINT}"));
+            errors.at(name, format_args!("missing return type: {hint}"));
             return None;
         }
         ReturnType::Type(_, ty) => ty,
@@ -292,7 +305,7 @@ fn response_type(output: &ReturnType, name: &Ident, errors: &mut Errors) -> Opti
     if found.is_none() {
         errors.push(syn::Error::new(
             ty.span(),
-            format!("unsupported return type: {HINT}"),
+            format!("unsupported return type: {hint}"),
         ));
     }
     found

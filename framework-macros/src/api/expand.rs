@@ -86,6 +86,7 @@ pub(crate) fn endpoint(e: &Endpoint<'_>) -> TokenStream {
         ArgKind::Request => quote!(request),
     });
     let name_str = LitStr::new(&name.to_string(), name.span());
+    let tags = &e.tags;
 
     quote! {
         #(#attrs)*
@@ -115,6 +116,7 @@ pub(crate) fn endpoint(e: &Endpoint<'_>) -> TokenStream {
                 const PATH_PARAMS: &'static [&'static str] = &[#(#param_names),*];
                 const HAS_REQUEST: bool = #has_request;
                 const NO_CONTENT: bool = #no_content;
+                const TAGS: &'static [&'static str] = &[#(#tags),*];
                 const LOCATION: &'static str = ::core::concat!(::core::file!(), ":", ::core::line!());
 
                 type Params = (#(#param_types,)*);
@@ -129,6 +131,12 @@ pub(crate) fn endpoint(e: &Endpoint<'_>) -> TokenStream {
                     #[allow(unused_imports)]
                     use #p::{NoParamSchema as _, ParamSchemaOf as _};
                     #p::Vec::from([#((&#p::ParamSchema::<#param_types>::NEW).param_schema()),*])
+                }
+
+                fn validate(request: &Self::Request) -> #p::Result<(), #p::Error> {
+                    #[allow(unused_imports)]
+                    use #p::{NoValidate as _, ValidateOf as _};
+                    (&#p::ValidateProbe::<Self::Request>::NEW).validate_request(request)
                 }
 
                 fn render_params(params: &Self::Params) -> #p::Vec<#p::String> {

@@ -36,7 +36,7 @@ async fn internal_request(rt: &Runtime, req: Request) -> Result<Bytes, Response>
     let Ok(body) = read_body(body, 64 * 1024, deadline).await else {
         return Err(hidden());
     };
-    if verified_caller(rt, &parts, &body).is_none() {
+    if !verified_caller(rt, &parts, &body).is_some_and(|v| v.is_internal()) {
         return Err(hidden());
     }
     Ok(body)

@@ -13,18 +13,19 @@ use super::observe::{record_outcome, request_span, span_name};
 use super::wire::{
     check_json_content_type, decode_json, decode_query, not_found_response, read_body,
 };
+use crate::auth;
 use crate::error::Error;
 use crate::registry::{Access, DynEndpoint, Endpoint, EndpointDecl, EndpointInfo};
 use crate::runtime::{self, Runtime};
 use crate::service_auth;
 
-/// The calling service, if the request carries a valid, fresh, first-seen signature of its
-/// method, path, query and `body`.
+/// The caller and auth data, if the request carries a valid, fresh, first-seen signature of
+/// its method, path, query and `body`.
 pub(crate) fn verified_caller(
     rt: &Runtime,
     parts: &axum::http::request::Parts,
     body: &[u8],
-) -> Option<String> {
+) -> Option<service_auth::Verified> {
     let header = parts.headers.get(service_auth::HEADER)?.to_str().ok()?;
     rt.auth.verify(
         header,
@@ -50,6 +51,7 @@ impl<E: Endpoint> DynEndpoint for EndpointDecl<E> {
             location: E::LOCATION,
             module: E::MODULE,
             no_content: E::NO_CONTENT,
+            tags: E::TAGS,
         }
     }
 
@@ -134,8 +136,19 @@ async fn serve<E: Endpoint>(
     // A signed request's body is part of its signature: read before it is checked. A request
     // to a private endpoint that fails in any way before its signature is checked gets the
     // same 404 as a bad signature, so private endpoints cannot be discovered.
-    let body = match E::ACCESS {
-        Access::Public => None,
+    let signed = parts.headers.contains_key(service_auth::HEADER);
+    let (body, verified) = match E::ACCESS {
+        Access::Public | Access::Auth if !signed => (None, None),
+        Access::Public | Access::Auth => {
+            let body = read_body(
+                std::mem::take(&mut body_stream),
+                rt.body_limit,
+                body_deadline,
+            )
+            .await?;
+            let verified = verified_caller(rt, &parts, &body);
+            (Some(body), verified)
+        }
         Access::Private => {
             let (method, path) = (parts.method.as_str(), parts.uri.path());
             let read = read_body(
@@ -145,28 +158,44 @@ async fn serve<E: Endpoint>(
             )
             .await;
             match read {
-                Ok(body) if verified_caller(rt, &parts, &body).is_some() => Some(body),
-                _ => {
+                Ok(body) => match verified_caller(rt, &parts, &body) {
+                    // A gateway forwards clients' requests: those never reach a private one.
+                    Some(v) if v.is_internal() => (Some(body), Some(v)),
+                    _ => {
+                        hint_private(service, E::NAME, method, path);
+                        return Ok(not_found_response(method, path));
+                    }
+                },
+                Err(_) => {
                     hint_private(service, E::NAME, method, path);
                     return Ok(not_found_response(method, path));
                 }
             }
         }
-        Access::Auth => {
-            let body = read_body(
-                std::mem::take(&mut body_stream),
-                rt.body_limit,
-                body_deadline,
-            )
-            .await?;
-            if verified_caller(rt, &parts, &body).is_none() {
-                return Err(Error::unauthenticated(
-                    "this endpoint needs authentication, and the app defines no auth handler",
-                ));
-            }
-            Some(body)
-        }
     };
+    // Who the request is for: the user in the envelope of a signed request (a call, or a
+    // request a gateway authenticated); otherwise the auth handler's answer to the
+    // credential it carries.
+    let user = match &verified {
+        Some(v) => match (&v.auth, auth::handler()) {
+            (Some(json), Some(handler)) => Some((handler.decode)(json)?),
+            _ => None,
+        },
+        None => auth::for_external_request(rt, E::ACCESS, &parts.headers).await?,
+    };
+    if E::ACCESS == Access::Auth && user.is_none() {
+        return Err(match &verified {
+            Some(v) if v.is_internal() => Error::unauthenticated(format!(
+                "{service}.{} needs an authenticated user, and `{}` called it for none",
+                E::NAME,
+                v.caller
+            )),
+            _ => auth::missing_credential(),
+        });
+    }
+    if let Some(user) = &user {
+        tracing::Span::current().record("enduser.id", user.user_id());
+    }
 
     // Path parameters, in `PATH_PARAMS` order (none to extract for most `GET`s of a list).
     let raw = if E::PATH_PARAMS.is_empty() {
@@ -209,7 +238,16 @@ async fn serve<E: Endpoint>(
         decode_query(parts.uri.query().unwrap_or(""))?
     };
 
-    let work = runtime::scope_in(rt, service, E::NAME, E::handle(params, request));
+    E::validate(&request)?;
+    let work = auth::scope(
+        user,
+        runtime::scope_in(
+            rt,
+            service,
+            E::NAME,
+            crate::middleware::handle::<E>(params, request),
+        ),
+    );
     match tokio::time::timeout_at(deadline, work).await {
         Ok(Ok(_)) if E::NO_CONTENT => Ok(StatusCode::NO_CONTENT.into_response()),
         Ok(Ok(response)) => Ok(json_response(crate::call::encode_response::<E>(&response)?)),

@@ -7,9 +7,13 @@
 //! endpoint does not take, or a private endpoint is 404 at the gateway itself and never
 //! reaches a service.
 //!
-//! The gateway does not sign what it forwards: a client's request reaches the service as the
-//! client's, so an `auth` endpoint still demands the client's credentials, and a signature a
-//! client sends along is removed (it could only be a forgery or a replay).
+//! The gateway is where a client's request is authenticated: it runs the app's auth handler
+//! (an `auth` endpoint's request without a valid credential is answered 401 here), then signs
+//! what it forwards as [`service_auth::GATEWAY`] with the auth data in the envelope, so the
+//! service reads who the user is from the signature and does not run the handler again. A
+//! gateway-signed request counts as a client's: it reaches no private endpoint, even where the
+//! service would route its path to one. Every `x-ovation-*` header a client sends is removed
+//! before forwarding (a signature it sends could only be a forgery or a replay).
 
 use std::net::SocketAddr;
 
@@ -32,7 +36,7 @@ pub(crate) fn route(rt: &'static Runtime, info: EndpointInfo) -> MethodRouter {
     axum::routing::on(filter, move |req: Request| async move {
         let trace = crate::http::observe::request_span(name, info.service, info.name, &req);
         let response = trace
-            .run(forward(rt, info.service, req))
+            .run(forward(rt, info, req))
             .await
             .unwrap_or_else(IntoResponse::into_response);
         crate::http::observe::record_outcome(trace.span(), &response);
@@ -59,7 +63,12 @@ fn is_hop_by_hop(name: &HeaderName) -> bool {
     )
 }
 
-async fn forward(rt: &'static Runtime, service: &str, req: Request) -> Result<Response, Error> {
+async fn forward(
+    rt: &'static Runtime,
+    info: EndpointInfo,
+    req: Request,
+) -> Result<Response, Error> {
+    let service = info.service;
     let base = rt.discovery.get(service).ok_or_else(|| {
         tracing::error!(
             service,
@@ -74,8 +83,28 @@ async fn forward(rt: &'static Runtime, service: &str, req: Request) -> Result<Re
         connect_retry: rt.connect_retry,
         keep_signature: false,
     };
-    forward_to(&rt.http, service, base, req, &options).await
+    // The auth handler runs once per request, here, where it was received.
+    let user = crate::auth::for_external_request(rt, info.access, req.headers()).await?;
+    if let Some(user) = &user {
+        tracing::Span::current().record("enduser.id", user.user_id());
+    }
+    let sign = |method: &str, url: &reqwest::Url, body: &[u8]| {
+        rt.auth.sign(
+            service_auth::Signed {
+                method,
+                path: url.path(),
+                query: url.query().unwrap_or(""),
+                body,
+            },
+            service_auth::GATEWAY,
+            user.as_ref().map(|u| u.json()),
+        )
+    };
+    forward_with(&rt.http, service, base, req, &options, Some(&sign)).await
 }
+
+/// Signs a forwarded request: its method, URL and body to the header value.
+type Signer<'a> = &'a (dyn Fn(&str, &reqwest::Url, &[u8]) -> String + Sync);
 
 /// How [`forward_to`] forwards.
 #[derive(Debug, Clone)]
@@ -96,7 +125,7 @@ pub struct Forward {
 }
 
 /// Forwards `req` to the same path and query under `base`, as a reverse proxy: hop-by-hop
-/// headers and (unless `keep_signature`) any service signature dropped,
+/// headers and (unless `keep_signature`) every `x-ovation-*` header dropped,
 /// `x-forwarded-for`/`-host` and the current trace context added, a refused connection
 /// retried. `target` names the upstream in errors (`unavailable` when it cannot be reached,
 /// `deadline_exceeded` past the timeout); its address goes only to the log. The gateway uses
@@ -107,6 +136,18 @@ pub async fn forward_to(
     base: &reqwest::Url,
     req: Request,
     options: &Forward,
+) -> Result<Response, Error> {
+    forward_with(http, target, base, req, options, None).await
+}
+
+/// [`forward_to`], signing the forwarded request with `sign` when given.
+async fn forward_with(
+    http: &reqwest::Client,
+    target: &str,
+    base: &reqwest::Url,
+    req: Request,
+    options: &Forward,
+    sign: Option<Signer<'_>>,
 ) -> Result<Response, Error> {
     let service = target;
     let peer = req
@@ -132,10 +173,19 @@ pub async fn forward_to(
 
     let mut headers = HeaderMap::with_capacity(parts.headers.len() + 2);
     for (name, value) in &parts.headers {
-        let signature = name.as_str() == service_auth::HEADER;
-        if !is_hop_by_hop(name) && (options.keep_signature || !signature) {
+        let internal = if options.keep_signature {
+            name.as_str() == service_auth::HEADER && sign.is_some()
+        } else {
+            name.as_str().starts_with("x-ovation-")
+        };
+        if !is_hop_by_hop(name) && !internal {
             headers.append(name.clone(), value.clone());
         }
+    }
+    if let Some(sign) = sign
+        && let Ok(value) = HeaderValue::from_str(&sign(parts.method.as_str(), &url, &body))
+    {
+        headers.insert(service_auth::HEADER, value);
     }
     if let Some(ip) = peer {
         let forwarded_for = match parts.headers.get("x-forwarded-for") {

@@ -48,6 +48,7 @@ pub(crate) fn request_span(
             http.path = req.uri().path(),
             http.status_code = tracing::field::Empty,
             error.code = tracing::field::Empty,
+            enduser.id = tracing::field::Empty,
         )
     })
 }

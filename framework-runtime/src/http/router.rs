@@ -49,6 +49,7 @@ pub(crate) fn router(rt: &'static Runtime) -> Result<Router, RouteError> {
         })
         .collect();
     check_routes(&endpoints)?;
+    crate::auth::check_setup().map_err(RouteError)?;
     let mut by_path: BTreeMap<String, MethodRouter> = BTreeMap::new();
     for e in &endpoints {
         let info = e.info();
@@ -89,7 +90,73 @@ pub(crate) fn router(rt: &'static Runtime) -> Result<Router, RouteError> {
             axum::routing::post(move |req: Request| pubsub_redrive(rt, req)).layer(catch_panic()),
         )
         .fallback(not_found_handler);
-    Ok(router)
+    Ok(match cors_layer(&rt.cors)? {
+        Some(cors) => router.layer(cors),
+        None => router,
+    })
+}
+
+/// The CORS layer of `cors`, if it allows any origin. Without one no response carries CORS
+/// headers, so browsers refuse every cross-origin call (and a preflight gets the 404 of a
+/// route without `OPTIONS`).
+fn cors_layer(
+    cors: &crate::config::Cors,
+) -> Result<Option<tower_http::cors::CorsLayer>, RouteError> {
+    use axum::http::{HeaderName, HeaderValue, Method, header};
+    use tower_http::cors::{AllowOrigin, CorsLayer};
+    if cors.allowed_origins.is_empty() {
+        return Ok(None);
+    }
+    let bad =
+        |what: &str, value: &str| RouteError(format!("cors: {value:?} is not a valid {what}"));
+    let origin = if cors.allowed_origins.iter().any(|o| o == "*") {
+        if cors.allow_credentials {
+            return Err(RouteError(
+                "cors: `*` cannot be combined with `allow_credentials` (browsers refuse it): \
+                 list the origins"
+                    .into(),
+            ));
+        }
+        AllowOrigin::any()
+    } else {
+        let mut origins = Vec::new();
+        for o in &cors.allowed_origins {
+            let parsed = url::Url::parse(o).ok().filter(|u| {
+                matches!(u.scheme(), "http" | "https") && u.path() == "/" && !o.ends_with('/')
+            });
+            if parsed.is_none() {
+                return Err(bad("origin (scheme://host[:port], no path)", o));
+            }
+            origins.push(HeaderValue::from_str(o).map_err(|_| bad("origin", o))?);
+        }
+        AllowOrigin::list(origins)
+    };
+    let mut headers = vec![header::CONTENT_TYPE];
+    for h in &cors.allowed_headers {
+        headers.push(HeaderName::try_from(h.as_str()).map_err(|_| bad("header name", h))?);
+    }
+    let mut exposed = Vec::new();
+    for h in &cors.exposed_headers {
+        exposed.push(HeaderName::try_from(h.as_str()).map_err(|_| bad("header name", h))?);
+    }
+    Ok(Some(
+        CorsLayer::new()
+            .allow_origin(origin)
+            .allow_methods([
+                Method::GET,
+                Method::POST,
+                Method::PUT,
+                Method::PATCH,
+                Method::DELETE,
+                Method::HEAD,
+            ])
+            .allow_headers(headers)
+            .expose_headers(exposed)
+            .allow_credentials(cors.allow_credentials)
+            .max_age(std::time::Duration::from_secs(
+                cors.max_age_secs.unwrap_or(600),
+            )),
+    ))
 }
 
 /// A panic becomes a 500 `internal`, and the server keeps serving. (Per route rather than
@@ -153,6 +220,7 @@ mod tests {
                 location: "test",
                 module: "app::svc",
                 no_content: false,
+                tags: &[],
             }
         }
         fn request_schema(&self) -> Option<schemars::Schema> {

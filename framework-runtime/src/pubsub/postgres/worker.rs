@@ -280,11 +280,15 @@ pub(in crate::pubsub) async fn run_handler(
                     attempt
                 )
             });
-            let fut = runtime::scope_in(
-                rt,
-                sub.service(),
-                sub.name,
-                crate::pubsub::DELIVERY.scope(delivery, fut),
+            // A message carries no auth data: its handler runs for nobody, whoever published.
+            let fut = crate::auth::scope(
+                None,
+                runtime::scope_in(
+                    rt,
+                    sub.service(),
+                    sub.name,
+                    crate::pubsub::DELIVERY.scope(delivery, fut),
+                ),
             );
             // In the caller's task (each delivery has one): a panic is caught here, and a
             // handler past its deadline is dropped where it waits.
