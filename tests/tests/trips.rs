@@ -320,6 +320,7 @@ async fn a_split_test_calls_every_service_over_http() {
     let user = shop_app::users::create(shop_app::users::CreateUserParams {
         email: "split@example.com".into(),
         name: "Split".into(),
+        password: None,
     })
     .await
     .unwrap();

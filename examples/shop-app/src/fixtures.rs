@@ -7,6 +7,7 @@ pub(crate) async fn user(email: &str, name: &str) -> users::User {
     users::create(users::CreateUserParams {
         email: email.into(),
         name: name.into(),
+        password: None,
     })
     .await
     .expect("the user is created")

@@ -215,6 +215,46 @@ pub async fn get(id: Uuid) -> Result<Order, Error> {
         .ok_or_else(|| Error::not_found(format!("no order {id}")))
 }
 
+/// Orders, newest first.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct OrderList {
+    pub orders: Vec<Order>,
+}
+
+/// The signed-in user's orders, newest first.
+#[api(auth, method = "GET", path = "/me/orders", tags = ["account"])]
+pub async fn my_orders() -> Result<OrderList, Error> {
+    let session = ovation::auth::require::<users::Session>()?;
+    let orders = sqlx::query_as::<_, Order>(&format!(
+        "SELECT {ORDER_COLUMNS} FROM orders WHERE user_id = $1
+         ORDER BY created_at DESC, id DESC LIMIT 1000"
+    ))
+    .bind(session.user_id)
+    .fetch_all(DB.pool())
+    .await?;
+    Ok(OrderList { orders })
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MyOrderParams {
+    pub product_id: Uuid,
+    pub quantity: i32,
+}
+
+/// Places an order for the signed-in user. The user comes from `users::me`, a call that
+/// carries the caller's auth data to the `users` service wherever it runs.
+#[api(auth, method = "POST", path = "/me/orders", tags = ["account"])]
+pub async fn place_my_order(p: MyOrderParams) -> Result<Order, Error> {
+    let me = users::me().await?;
+    create(CreateOrderParams {
+        user_id: me.id,
+        product_id: p.product_id,
+        quantity: p.quantity,
+    })
+    .await
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

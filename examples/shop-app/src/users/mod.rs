@@ -1,8 +1,13 @@
-//! The `users` service: accounts, each with a unique email.
+//! The `users` service: accounts, each with a unique email, and their sessions: a user with a
+//! password logs in for a token, which the app's auth handler turns back into the user.
 
 use ovation::prelude::*;
 
 use crate::check_text;
+
+mod sessions;
+
+pub use sessions::{CreateSessionParams, Session, SessionToken, authenticate, create_session};
 
 static DB: Database = ovation::database!("users", migrations = "./migrations");
 
@@ -14,11 +19,17 @@ pub struct User {
     pub name: String,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, garde::Validate)]
 #[serde(rename_all = "camelCase")]
 pub struct CreateUserParams {
+    #[garde(skip)]
     pub email: String,
+    #[garde(skip)]
     pub name: String,
+    /// To log in with (`POST /sessions`); a user without one cannot log in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[garde(length(chars, min = 8, max = 1024))]
+    pub password: Option<String>,
 }
 
 /// Creates a user. A second user with the same email is `already_exists`.
@@ -29,11 +40,17 @@ pub async fn create(p: CreateUserParams) -> Result<User, Error> {
     if !p.email.contains('@') {
         return Err(Error::invalid_argument("`email` must be an email address"));
     }
+    let password_hash = match p.password {
+        Some(password) => Some(sessions::hash_password(password).await?),
+        None => None,
+    };
     sqlx::query_as::<_, User>(
-        "INSERT INTO users (email, name) VALUES ($1, $2) RETURNING id, email, name",
+        "INSERT INTO users (email, name, password_hash) VALUES ($1, $2, $3)
+         RETURNING id, email, name",
     )
     .bind(p.email.trim())
     .bind(p.name.trim())
+    .bind(password_hash)
     .fetch_one(DB.pool())
     .await
     .map_err(|e| match Error::from(e) {
@@ -55,6 +72,24 @@ pub async fn get(id: Uuid) -> Result<User, Error> {
         .ok_or_else(|| Error::not_found(format!("no user {id}")))
 }
 
+/// The signed-in user.
+#[api(auth, method = "GET", path = "/me", tags = ["account"])]
+pub async fn me() -> Result<User, Error> {
+    let session = ovation::auth::require::<Session>()?;
+    get(session.user_id).await
+}
+
+/// Deletes the signed-in user's account; its sessions stop working at once.
+#[api(auth, method = "DELETE", path = "/me", tags = ["account"])]
+pub async fn delete_me() -> Result<(), Error> {
+    let session = ovation::auth::require::<Session>()?;
+    sqlx::query("DELETE FROM users WHERE id = $1")
+        .bind(session.user_id)
+        .execute(DB.pool())
+        .await?;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -65,6 +100,7 @@ mod tests {
         let user = create(CreateUserParams {
             email: "test@example.com".into(),
             name: "Test User".into(),
+            password: None,
         })
         .await
         .unwrap();
@@ -78,6 +114,7 @@ mod tests {
         let p = CreateUserParams {
             email: "dup@example.com".into(),
             name: "A".into(),
+            password: None,
         };
         create(p.clone()).await.unwrap();
         let err = create(p).await.unwrap_err();
@@ -99,6 +136,7 @@ mod tests {
             let err = create(CreateUserParams {
                 email: email.into(),
                 name: name.into(),
+                password: None,
             })
             .await
             .unwrap_err();
@@ -122,6 +160,7 @@ mod tests {
         create(CreateUserParams {
             email: "test@example.com".into(),
             name: "Other".into(),
+            password: None,
         })
         .await
         .unwrap();
