@@ -105,6 +105,12 @@ impl Hosting {
         self
     }
 
+    /// Which web pages of other origins may call the endpoints (default: none).
+    pub fn cors(mut self, cors: crate::config::Cors) -> Hosting {
+        self.config.cors = cors;
+        self
+    }
+
     #[doc(hidden)]
     /// Signs with `signing` and accepts it and `accepted`, instead of the environment's
     /// shared key: to test a key rotation.
