@@ -32,4 +32,49 @@ pub async fn search(q: Params) -> std::result::Result<(), Error> {
     Ok(())
 }
 
+
+#[derive(Serialize, Deserialize)]
+pub struct Session {
+    pub user: std::string::String,
+}
+
+impl ovation::auth::AuthData for Session {
+    fn user_id(&self) -> std::string::String {
+        self.user.clone()
+    }
+}
+
+#[ovation::auth_handler(bearer, cookie = "session")]
+async fn authenticate(token: std::string::String) -> std::result::Result<Session, Error> {
+    Ok(Session { user: token })
+}
+
+#[derive(Serialize, Deserialize, JsonSchema, garde::Validate)]
+pub struct Signup {
+    #[garde(length(chars, min = 8))]
+    pub password: std::string::String,
+}
+
+#[api(auth, method = "POST", path = "/signups", tags = ["admin", "audit"])]
+pub async fn signup(p: Signup) -> std::result::Result<(), Error> {
+    let _ = (p, ovation::auth::data::<Session>());
+    Ok(())
+}
+
+#[ovation::middleware(target = tags("admin"))]
+async fn admins(
+    req: ovation::middleware::Request,
+    next: ovation::middleware::Next,
+) -> std::result::Result<ovation::middleware::Response, Error> {
+    next.run(req).await
+}
+
+#[ovation::middleware(target = all)]
+async fn everything(
+    req: ovation::middleware::Request,
+    next: ovation::middleware::Next,
+) -> ovation::Result<ovation::middleware::Response> {
+    next.run(req).await
+}
+
 fn main() {}
