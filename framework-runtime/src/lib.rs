@@ -122,7 +122,8 @@ pub mod tooling {
     pub use crate::http::listener::LingeringClose;
     pub use crate::infra::{IDLE_STOP, InfraError, ManagedNats, ManagedPostgres};
     pub use crate::model::{
-        AppModel, DatabaseModel, EndpointModel, SubscriptionModel, TopicModel, services,
+        AppModel, AuthModel, CredentialModel, DatabaseModel, EndpointModel, SecretModel,
+        SubscriptionModel, TopicModel, services,
     };
     pub use crate::registry::{endpoints, service_of};
     pub use crate::runtime::{Runtime, start_tasks};

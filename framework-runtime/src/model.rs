@@ -36,6 +36,39 @@ pub struct AppModel {
     pub databases: Vec<DatabaseModel>,
     pub topics: Vec<TopicModel>,
     pub subscriptions: Vec<SubscriptionModel>,
+    /// The app's auth handler, if it has one.
+    #[serde(default)]
+    pub auth: Option<AuthModel>,
+    /// The secrets the app declares (names only: values never leave the process).
+    #[serde(default)]
+    pub secrets: Vec<SecretModel>,
+}
+
+/// The app's auth handler in the [`AppModel`]: where it is and where it reads the credential.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AuthModel {
+    pub service: String,
+    pub handler: String,
+    /// In order of preference: `{"kind": "bearer"}`, `{"kind": "cookie", "name": "session"}`,
+    /// `{"kind": "header", "name": "x-api-key"}`.
+    pub credentials: Vec<CredentialModel>,
+}
+
+/// Where an auth handler reads the credential.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CredentialModel {
+    /// `bearer`, `cookie` or `header`.
+    pub kind: String,
+    /// The cookie's or header's name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+}
+
+/// A secret of the [`AppModel`]: its name and the environment variable that sets it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SecretModel {
+    pub name: String,
+    pub env: String,
 }
 
 /// One endpoint of the [`AppModel`].
@@ -54,6 +87,9 @@ pub struct EndpointModel {
     /// The JSON Schema of the request (`None` for an endpoint that takes none).
     pub request_schema: Option<serde_json::Value>,
     pub response_schema: serde_json::Value,
+    /// Its tags, which select middleware.
+    #[serde(default)]
+    pub tags: Vec<String>,
 }
 
 /// One database of the [`AppModel`].
@@ -103,6 +139,7 @@ pub(crate) fn app_model(rt: Option<&Runtime>) -> AppModel {
                     hosted: rt.map(|rt| rt.hosts(i.service)),
                     request_schema: e.request_schema().map(schema),
                     response_schema: schema(e.response_schema()),
+                    tags: i.tags.iter().map(|t| (*t).to_owned()).collect(),
                 }
             })
             .collect(),
@@ -129,6 +166,32 @@ pub(crate) fn app_model(rt: Option<&Runtime>) -> AppModel {
                 topic: (s.topic)().to_owned(),
                 config: serde_json::to_value(s.config).unwrap_or_default(),
                 hosted: rt.map(|rt| rt.hosts(s.service())),
+            })
+            .collect(),
+        auth: crate::auth::handler().map(|h| AuthModel {
+            service: service_of(h.module).to_owned(),
+            handler: h.name.to_owned(),
+            credentials: h
+                .credentials
+                .iter()
+                .map(|c| {
+                    let (kind, name) = match c {
+                        crate::auth::Credential::Bearer => ("bearer", None),
+                        crate::auth::Credential::Cookie(n) => ("cookie", Some(*n)),
+                        crate::auth::Credential::Header(n) => ("header", Some(*n)),
+                    };
+                    CredentialModel {
+                        kind: kind.to_owned(),
+                        name: name.map(str::to_owned),
+                    }
+                })
+                .collect(),
+        }),
+        secrets: crate::secrets::declared()
+            .iter()
+            .map(|s| SecretModel {
+                name: s.name.to_owned(),
+                env: crate::secrets::env_var(s.name),
             })
             .collect(),
     }

@@ -550,3 +550,34 @@ async fn cors_allows_only_the_configured_origins() {
     let no = get("https://evil.example").await.unwrap();
     assert!(no.headers().get("access-control-allow-origin").is_none());
 }
+
+#[tokio::test]
+async fn openapi_shows_the_security_scheme_and_the_validation_rules() {
+    let env = TestEnv::new().await.unwrap();
+    let server = env.serve(Hosting::all()).await.unwrap();
+    let spec = Client::new(server.url())
+        .get("/__ovation/openapi.json")
+        .await;
+    let spec = &spec.body;
+    assert_eq!(
+        spec["components"]["securitySchemes"]["bearer"],
+        json!({"type": "http", "scheme": "bearer"})
+    );
+    assert_eq!(
+        spec["paths"]["/me"]["get"]["security"],
+        json!([{"bearer": []}])
+    );
+    assert_eq!(
+        spec["paths"]["/me/orders"]["post"]["security"],
+        json!([{"bearer": []}])
+    );
+    // A public endpoint takes the credential optionally.
+    assert_eq!(
+        spec["paths"]["/users/{id}"]["get"]["security"],
+        json!([{}, {"bearer": []}])
+    );
+    let body = &spec["paths"]["/users"]["post"]["requestBody"]["content"]["application/json"];
+    let password = &body["schema"]["properties"]["password"];
+    assert_eq!(password["minLength"], 8, "{body}");
+    assert_eq!(password["maxLength"], 1024, "{password}");
+}
