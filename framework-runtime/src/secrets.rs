@@ -246,7 +246,29 @@ pub fn store(
     value: &str,
     replace: bool,
 ) -> std::io::Result<String> {
-    use std::io::Write;
+    update(file, |secrets| match secrets.get(name) {
+        Some(existing) if !replace => (existing.clone(), false),
+        _ => {
+            secrets.insert(name.to_owned(), value.to_owned());
+            (value.to_owned(), true)
+        }
+    })
+}
+
+/// Removes `name` from `file`; whether it was there.
+pub fn remove(file: &std::path::Path, name: &str) -> std::io::Result<bool> {
+    update(file, |secrets| {
+        let removed = secrets.remove(name).is_some();
+        (removed, removed)
+    })
+}
+
+/// Runs `change` on the secrets of `file` under the folder's lock, and writes them back when
+/// it says it changed them.
+fn update<T>(
+    file: &std::path::Path,
+    change: impl FnOnce(&mut BTreeMap<String, String>) -> (T, bool),
+) -> std::io::Result<T> {
     use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
     let dir = file.parent().unwrap_or(std::path::Path::new("."));
     std::fs::DirBuilder::new()
@@ -261,12 +283,17 @@ pub fn store(
         .open(dir.join("secrets.lock"))?;
     lock.lock()?;
     let mut secrets = read_file(file)?;
-    if let Some(existing) = secrets.get(name)
-        && !replace
-    {
-        return Ok(existing.clone());
+    let (outcome, changed) = change(&mut secrets);
+    if changed {
+        write_file(file, &secrets)?;
     }
-    secrets.insert(name.to_owned(), value.to_owned());
+    Ok(outcome)
+}
+
+/// Replaces `file` with `secrets`, atomically, mode 0600.
+fn write_file(file: &std::path::Path, secrets: &BTreeMap<String, String>) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
     let tmp = file.with_extension("json.tmp");
     let mut out = std::fs::OpenOptions::new()
         .create(true)
@@ -274,10 +301,9 @@ pub fn store(
         .write(true)
         .mode(0o600)
         .open(&tmp)?;
-    out.write_all(&serde_json::to_vec_pretty(&secrets).map_err(std::io::Error::other)?)?;
+    out.write_all(&serde_json::to_vec_pretty(secrets).map_err(std::io::Error::other)?)?;
     out.sync_all()?;
-    std::fs::rename(&tmp, file)?;
-    Ok(value.to_owned())
+    std::fs::rename(&tmp, file)
 }
 
 #[cfg(test)]
@@ -306,6 +332,9 @@ mod tests {
         let all = read_file(&file).unwrap();
         assert_eq!(all.get("A").map(String::as_str), Some("three"));
         assert_eq!(all.len(), 2);
+        assert!(remove(&file, "B").unwrap());
+        assert!(!remove(&file, "B").unwrap());
+        assert_eq!(read_file(&file).unwrap().len(), 1);
         let mode = std::fs::metadata(&file).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o600);
         std::fs::remove_dir_all(&dir).unwrap();

@@ -17,6 +17,9 @@ fn cli(data_dir: &Path, args: &[&str]) -> Output {
     cli_with(data_dir, args, &[])
 }
 
+/// The shop's `SessionKey` in these deployments: set in the environment, as an operator would.
+const SESSION_KEY: &str = "deploy-test-session-key-3f9a1c";
+
 fn cli_with(data_dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
     Command::new(ovation())
         .args(args)
@@ -25,6 +28,9 @@ fn cli_with(data_dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
         .env_remove("DATABASE_URL")
         .env_remove("OVATION_PUBSUB")
         .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
+        .env("OVATION_SECRET_SESSION_KEY", SESSION_KEY)
+        // Not the developer's own secrets file: only what the test sets.
+        .env("OVATION_SECRETS_FILE", data_dir.join("no-secrets.json"))
         .envs(env.iter().copied())
         .output()
         .unwrap()
@@ -203,6 +209,84 @@ async fn the_shop_app_runs_as_separate_processes_behind_the_gateway() {
                 .all(|s| s["parent"] == caller.as_str() || ids.contains(&&s["parent"]))
     })
     .await;
+
+    // A login through the gateway: the auth handler runs there, the user id is on the trace,
+    // and the secret that signs the token is nowhere: not in a log, a span or the app model.
+    let email = format!("{}@login.example.com", uuid::Uuid::new_v4());
+    let created = gateway
+        .post(
+            "/users",
+            json!({"email": email, "name": "Login", "password": "long enough"}),
+        )
+        .await;
+    assert_eq!(created.status, 200, "{created:?}");
+    let session = gateway
+        .post(
+            "/sessions",
+            json!({"email": email, "password": "long enough"}),
+        )
+        .await;
+    assert_eq!(session.status, 200, "{session:?}");
+    let token = session.body["token"].as_str().unwrap();
+    let (login_trace, traceparent) = util::new_traceparent();
+    let me = gateway
+        .send(
+            gateway
+                .http()
+                .get(format!("{}/me", gateway.base))
+                .bearer_auth(token)
+                .header("traceparent", &traceparent),
+        )
+        .await;
+    assert_eq!(me.body["email"], json!(email), "{me:?}");
+    let user_id = created.body["id"].as_str().unwrap();
+    let spans = util::wait_for_trace(receiver, &login_trace, |spans| {
+        ["ovation-gateway", "users"].iter().all(|p| {
+            spans
+                .iter()
+                .any(|s| s["process"] == *p && s["kind"] == "server")
+        })
+    })
+    .await;
+    for s in spans.iter().filter(|s| s["kind"] == "server") {
+        assert_eq!(s["attributes"]["enduser.id"], json!(user_id), "{s:#}");
+    }
+    let traces = Value::Array(spans).to_string();
+    assert!(!traces.contains(token), "the token is in a span");
+    let mut everything = traces;
+    for p in processes {
+        let log = std::fs::read_to_string(p["log"].as_str().unwrap()).unwrap();
+        everything.push_str(&log);
+    }
+    let products_config: Value = serde_json::from_slice(
+        &std::fs::read(process(&s, "products")["config"].as_str().unwrap()).unwrap(),
+    )
+    .unwrap();
+    let app_key = ServiceAuthKey::new(products_config["service_auth_key"].as_str().unwrap());
+    for p in processes {
+        let client = Client::new(p["url"].as_str().unwrap());
+        let url = format!("{}/__ovation/meta", client.base);
+        let meta = client
+            .send(util::signed(
+                client.http(),
+                &app_key,
+                reqwest::Method::GET,
+                &url,
+                None,
+                "cli",
+            ))
+            .await;
+        assert_eq!(meta.status, 200, "{meta:?}");
+        assert_eq!(
+            meta.body["secrets"],
+            json!([{"name": "SessionKey", "env": "OVATION_SECRET_SESSION_KEY"}])
+        );
+        everything.push_str(&meta.body.to_string());
+    }
+    assert!(
+        !everything.contains(SESSION_KEY),
+        "the SessionKey's value leaked into a log, a span or the app model"
+    );
 
     // Private endpoints: unreachable from outside, at every port, with every forgery.
     let products = process(&s, "products");
@@ -486,6 +570,81 @@ fn gone(pid: u64) -> bool {
 }
 
 #[test]
+fn a_local_deployment_without_its_secrets_is_refused_naming_them() {
+    let out = cli_with(
+        &target_dir().join("ovation-deploy-test"),
+        &[
+            "deploy",
+            "--target",
+            "local",
+            "--app",
+            &workspace().join("examples/shop-app").display().to_string(),
+            "--port",
+            &free_port().to_string(),
+        ],
+        &[("OVATION_SECRET_SESSION_KEY", "")],
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains(
+            "`SessionKey` (OVATION_SECRET_SESSION_KEY or `ovation secret set SessionKey`)"
+        ),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn ovation_secret_sets_lists_and_unsets_without_printing_values() {
+    let file = target_dir().join(format!("ovation-secrets-{}.json", std::process::id()));
+    let app = workspace().join("examples/shop-app").display().to_string();
+    let secret = |args: &[&str], stdin: &str| {
+        use std::io::Write;
+        let mut child = Command::new(ovation())
+            .arg("secret")
+            .args(args)
+            .args(["--app", &app])
+            .env("OVATION_SECRETS_FILE", &file)
+            .env_remove("OVATION_SECRET_SESSION_KEY")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(stdin.as_bytes())
+            .unwrap();
+        child.wait_with_output().unwrap()
+    };
+    let set = secret(&["set", "SessionKey"], "s3cret value\n");
+    assert!(set.status.success(), "{}", text(&set.stderr));
+    let stored = ovation::secrets::read_file(&file).unwrap();
+    assert_eq!(stored["SessionKey"], "s3cret value");
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&file).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600);
+    let list = secret(&["list"], "");
+    let listed = text(&list.stdout);
+    assert!(
+        listed.contains("SessionKey") && !listed.contains("s3cret"),
+        "{listed}"
+    );
+    let bad = secret(&["set", "not-a-name"], "x");
+    assert_eq!(bad.status.code(), Some(2));
+    let empty = secret(&["set", "Other"], "");
+    assert_eq!(empty.status.code(), Some(2), "{}", text(&empty.stderr));
+    let unset = secret(&["unset", "SessionKey"], "");
+    assert!(unset.status.success());
+    assert!(ovation::secrets::read_file(&file).unwrap().is_empty());
+    let again = secret(&["unset", "SessionKey"], "");
+    assert_eq!(again.status.code(), Some(2));
+    let _ = std::fs::remove_file(&file);
+}
+
+#[test]
 fn kubernetes_manifests_pass_kubernetes_validate() {
     let out_dir = target_dir().join(format!("ovation-k8s-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&out_dir);
@@ -536,6 +695,15 @@ fn kubernetes_manifests_pass_kubernetes_validate() {
         );
     }
     assert!(all.contains("/__ovation/health"));
+    // The app's secrets come from the Secret the operator creates, never from the manifests.
+    assert!(all.contains("OVATION_SECRET_SESSION_KEY"), "{all}");
+    assert!(all.contains("shop-app-secrets"));
+    assert!(!all.contains(SESSION_KEY));
+    let notes = std::fs::read_to_string(out_dir.join("NOTES.md")).unwrap();
+    assert!(
+        notes.contains("kubectl create secret generic shop-app-secrets --from-literal=SessionKey="),
+        "{notes}"
+    );
     assert!(all.contains("nats://shop-app-nats:4222"));
     assert!(
         !all.contains("postgres://"),

@@ -265,3 +265,85 @@ async fn crash_test(extra: &[(&str, String)], within: Duration) {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// A secrets file of this test's own, under the target folder.
+fn secrets_file(name: &str) -> std::path::PathBuf {
+    let dir = data_dir().with_file_name("shop-app-test-secrets");
+    std::fs::create_dir_all(&dir).unwrap();
+    dir.join(format!("{name}-{}.json", std::process::id()))
+}
+
+#[test]
+fn a_deployed_binary_without_its_secret_does_not_start_and_says_how_to_set_it() {
+    let out = command(&[
+        ("OVATION_DEPLOYMENT", "true".into()),
+        ("OVATION_SECRET_SESSION_KEY", String::new()),
+        (
+            "OVATION_SECRETS_FILE",
+            secrets_file("none").display().to_string(),
+        ),
+        ("OVATION_LISTEN", "127.0.0.1:0".into()),
+    ])
+    .output()
+    .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("secret `SessionKey` is not set")
+            && stderr.contains("OVATION_SECRET_SESSION_KEY")
+            && stderr.contains("ovation secret set SessionKey"),
+        "{stderr}"
+    );
+}
+
+#[tokio::test]
+async fn a_deployed_binary_reads_its_secret_from_the_environment_or_the_secrets_file() {
+    // From the environment.
+    let none = secrets_file("none").display().to_string();
+    let from_env = start_on(
+        free_port(),
+        &[
+            ("OVATION_DEPLOYMENT", "true".into()),
+            ("OVATION_SECRET_SESSION_KEY", "from the environment".into()),
+            ("OVATION_SECRETS_FILE", none),
+        ],
+    )
+    .await;
+    drop(from_env);
+    // From the local secrets file, as `ovation secret set` writes it.
+    let file = secrets_file("set");
+    ovation::secrets::store(&file, "SessionKey", "from the file", true).unwrap();
+    let app = start_on(
+        free_port(),
+        &[
+            ("OVATION_DEPLOYMENT", "true".into()),
+            ("OVATION_SECRET_SESSION_KEY", String::new()),
+            ("OVATION_SECRETS_FILE", file.display().to_string()),
+        ],
+    )
+    .await;
+    // The key signs sessions: a login and its token work.
+    let email = format!("secret-{}@example.com", std::process::id());
+    let (s, _) = post(
+        &app.base,
+        "/users",
+        json!({"email": email, "name": "S", "password": "long enough"}),
+    )
+    .await;
+    assert_eq!(s, 200);
+    let (s, session) = post(
+        &app.base,
+        "/sessions",
+        json!({"email": email, "password": "long enough"}),
+    )
+    .await;
+    assert_eq!(s, 200, "{session}");
+    let me = http()
+        .get(format!("{}/me", app.base))
+        .bearer_auth(session["token"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(me.status(), 200);
+    let _ = std::fs::remove_file(file);
+}

@@ -100,6 +100,7 @@ pub(super) fn run(args: DeployArgs) -> Result<ExitCode, CliError> {
                 port: args.port,
                 stop_with_pid: args.stop_with_pid,
             };
+            check_secrets(&model, &options.app)?;
             if std::env::var_os("DATABASE_URL").is_none() {
                 let pg = ManagedPostgres::ensure(&options.data_dir)?;
                 eprintln!("managed Postgres on 127.0.0.1:{}", pg.port());
@@ -147,6 +148,41 @@ pub(super) fn run(args: DeployArgs) -> Result<ExitCode, CliError> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Refuses to deploy locally when a secret the app declares is set neither in the environment
+/// nor in the app's local secrets file: every process would stop at start-up over it.
+fn check_secrets(
+    model: &ovation::tooling::AppModel,
+    app: &std::path::Path,
+) -> Result<(), CliError> {
+    let app = app.canonicalize().unwrap_or_else(|_| app.to_owned());
+    let file = ovation::secrets::local_file(&app.to_string_lossy());
+    let stored = ovation::secrets::read_file(&file)
+        .map_err(|e| format!("cannot read {}: {e}", file.display()))?;
+    let missing: Vec<String> = model
+        .secrets
+        .iter()
+        .filter(|s| {
+            std::env::var_os(&s.env).is_none_or(|v| v.is_empty()) && !stored.contains_key(&s.name)
+        })
+        .map(|s| {
+            format!(
+                "`{}` ({} or `ovation secret set {}`)",
+                s.name, s.env, s.name
+            )
+        })
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    Err(CliError::Usage(format!(
+        "the app's secrets are not all set, and a deployment does not make them up: {}. Set \
+         each in the environment, or in {} with `ovation secret set NAME --app {}`",
+        missing.join(", "),
+        file.display(),
+        app.display()
+    )))
 }
 
 /// The file in the app's default data folder naming the data folder of its last deployment,

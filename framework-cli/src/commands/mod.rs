@@ -12,6 +12,7 @@ mod deploy;
 mod generate;
 mod graph;
 mod run;
+mod secret;
 
 /// Backends as services, in Rust.
 #[derive(Debug, Parser)]
@@ -40,6 +41,8 @@ enum Cmd {
     },
     /// Manage the app's local Postgres.
     Db(db::DbArgs),
+    /// Manage the app's local secrets (`ovation::secret!`).
+    Secret(secret::SecretArgs),
 }
 
 /// Parses the command line and runs it.
@@ -62,6 +65,7 @@ pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
         Cmd::Graph(args) => graph::run(args),
         Cmd::Gen { command } => generate::run(command),
         Cmd::Db(args) => db::run(args),
+        Cmd::Secret(args) => secret::run(args),
     }
 }
 

@@ -88,7 +88,7 @@ pub fn write(model: &AppModel, units: &[Unit], options: &Options) -> Result<Vec<
     }
     put("nats.yaml", to_yaml(&nats(&app)), false)?;
     put("Dockerfile", dockerfile(options), false)?;
-    put("NOTES.md", notes(&app, options), false)?;
+    put("NOTES.md", notes(&app, model, options), false)?;
     Ok(files)
 }
 
@@ -126,6 +126,7 @@ fn config_map(app: &str, units: &[Unit]) -> Value {
                     .collect(),
                 pubsub: ovation::config::PubSubBackend::Nats(format!("nats://{app}-nats:4222")),
                 gateway: u.gateway,
+                deployment: true,
                 ..ovation::Config::default()
             };
             let text = serde_json::to_string_pretty(&config).expect("the config serializes");
@@ -162,6 +163,14 @@ fn deployment(app: &str, unit: &Unit, model: &AppModel, options: &Options) -> Va
         json!({ "name": "OTEL_SERVICE_NAME", "value": name }),
         json!({ "name": "RUST_LOG", "value": "info,sqlx=warn" }),
     ];
+    // The app's secrets, from the Secret the operator creates (see NOTES.md); a missing key
+    // keeps the pod from starting, and the app names it.
+    for secret in &model.secrets {
+        env.push(json!({
+            "name": secret.env,
+            "valueFrom": { "secretKeyRef": { "name": format!("{app}-secrets"), "key": secret.name } },
+        }));
+    }
     // Processes with a database, or with Pub/Sub (which keeps its bookkeeping in Postgres),
     // need the database server.
     let needs_database = !unit.gateway
@@ -351,7 +360,21 @@ fn dockerfile(o: &Options) -> String {
     )
 }
 
-fn notes(app: &str, o: &Options) -> String {
+fn notes(app: &str, model: &AppModel, o: &Options) -> String {
+    let secrets = if model.secrets.is_empty() {
+        String::new()
+    } else {
+        let literals: Vec<String> = model
+            .secrets
+            .iter()
+            .map(|s| format!("--from-literal={}='...'", s.name))
+            .collect();
+        format!(
+            "   And the app's own secrets (`ovation::secret!`), one key each:\n\n   \
+             kubectl create secret generic {app}-secrets {}\n\n",
+            literals.join(" ")
+        )
+    };
     format!(
         "# Deploying {app} to Kubernetes {KUBERNETES_VERSION}\n\n\
          1. Build and push the image (from the workspace root):\n\n   \
@@ -359,6 +382,7 @@ fn notes(app: &str, o: &Options) -> String {
          2. Create the database Secret the Deployments reference (a Postgres server whose\n   \
          user may create databases; each service creates and migrates its own):\n\n   \
          kubectl create secret generic {app}-database --from-literal=url='postgres://USER:PASSWORD@HOST:5432/postgres'\n\n\
+         {secrets}\
          3. Apply: `kubectl apply -f {out}`\n\n\
          `secret.yaml` holds the generated service-auth key: keep it out of version control\n\
          (or delete it and create `{app}-service-auth` yourself, key `service-auth-key`).\n\

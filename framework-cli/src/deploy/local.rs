@@ -207,6 +207,7 @@ pub fn deploy(exe: &Path, units: Vec<Unit>, options: &Options) -> Result<Deploym
             pubsub: pubsub.clone(),
             gateway: p.unit.gateway,
             otlp_endpoint: otlp_endpoint.clone(),
+            deployment: true,
             ..Config::default()
         };
         let json = serde_json::to_vec_pretty(&config).expect("the config serializes");
