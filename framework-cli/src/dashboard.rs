@@ -15,7 +15,7 @@ use axum::Router;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
-use ovation::tooling::{AppModel, EndpointModel};
+use ovation::tooling::AppModel;
 use serde::Serialize;
 
 use self::html::{esc, shell};
@@ -195,11 +195,6 @@ async fn app_model(d: &Dashboard, url: &str) -> Option<AppModel> {
         .ok()
         .filter(|r| r.status().is_success())?;
     response.json().await.ok()
-}
-
-/// The app's endpoints, from its model.
-async fn app_endpoints(d: &Dashboard, url: &str) -> Option<Vec<EndpointModel>> {
-    Some(app_model(d, url).await?.endpoints)
 }
 
 /// The databases the app declares, (name, service), from its model.

@@ -60,6 +60,33 @@ try {
   await page.locator("#response-status .badge", { hasText: "200" }).waitFor();
   await page.locator("#response-body", { hasText: "confirmed" }).waitFor();
   await page.screenshot({ path: `${out}/explorer.png`, fullPage: false });
+  // An `auth` endpoint takes the credential in the form: without it 401, with the token a
+  // login through the explorer returned, the signed-in user.
+  const email = `explorer-${Date.now()}@example.com`;
+  const explore = async (endpoint, fill) => {
+    await page.goto(`${dashboard}/explorer?endpoint=${endpoint}`);
+    await page.locator("#explorer").waitFor();
+    await fill();
+    await page.locator("#explorer button").click();
+    await page.locator("#response-status .badge").waitFor();
+    return {
+      status: await page.locator("#response-status .badge").innerText(),
+      body: await page.locator("#response-body").innerText(),
+    };
+  };
+  const signup = await explore("users.create", () =>
+    page.locator('textarea[name="body"]').fill(JSON.stringify({ email, name: "Explorer", password: "long enough" })));
+  if (signup.status !== "200") throw new Error(`sign-up: ${signup.status} ${signup.body}`);
+  const login = await explore("users.create_session", () =>
+    page.locator('textarea[name="body"]').fill(JSON.stringify({ email, password: "long enough" })));
+  if (login.status !== "200") throw new Error(`login: ${login.status} ${login.body}`);
+  const token = JSON.parse(login.body).token;
+  const anonymous = await explore("users.me", async () => {
+    await page.locator(".call .badge.auth").waitFor();
+  });
+  if (anonymous.status !== "401") throw new Error(`/me without a credential: ${anonymous.status}`);
+  const me = await explore("users.me", () => page.locator("input[data-credential]").fill(token));
+  if (me.status !== "200" || !me.body.includes(email)) throw new Error(`/me: ${me.status} ${me.body}`);
   // The explorer's order appears in Traces (live, no reload) and opens as its waterfall.
   const explored = (await page.locator("#response-trace").getAttribute("href")).split("/").pop();
   await page.goto(`${dashboard}/traces`);

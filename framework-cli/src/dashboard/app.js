@@ -69,6 +69,8 @@ async function sendExplorer(event) {
   const out = document.getElementById("response");
   const call = { service: form.dataset.service, endpoint: form.dataset.endpoint, params: {} };
   for (const input of form.querySelectorAll("[data-param]")) call.params[input.dataset.param] = input.value;
+  const credential = form.querySelector("[data-credential]");
+  if (credential && credential.value.trim()) call.credential = credential.value.trim();
   try {
     for (const field of ["body", "query"]) {
       const box = form.querySelector(`textarea[name="${field}"]`);

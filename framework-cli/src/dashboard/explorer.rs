@@ -1,20 +1,21 @@
 //! The API explorer: every endpoint with a form generated from its schema; the call goes
-//! through the dashboard to the app (signed with the app's service-auth key for private and
-//! `auth` endpoints, which are marked as such) with a fresh trace context, so the answer links
-//! to its trace.
+//! through the dashboard to the app with a fresh trace context, so the answer links to its
+//! trace. A private endpoint is called with the app's service signature, as another service
+//! would; a public or `auth` one as a client would, with the credential typed into the form
+//! (sent where the app's auth handler reads it, never kept by the dashboard).
 
 use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
 use ovation::Access;
-use ovation::tooling::EndpointModel;
+use ovation::tooling::{AppModel, AuthModel, EndpointModel};
 use serde_json::{Value, json};
 
 use axum::extract::{Query, State};
 use axum::response::{IntoResponse, Response};
 
 use super::html::{esc, not_running, shell};
-use super::{Dashboard, app_endpoints, current};
+use super::{Dashboard, app_model, current};
 
 /// An example value for `schema`: what the body box starts with.
 pub(super) fn example(schema: &Value, defs: &Value, depth: usize) -> Value {
@@ -70,7 +71,11 @@ pub(super) fn example(schema: &Value, defs: &Value, depth: usize) -> Value {
 }
 
 /// The explorer page's body: the endpoint list, and the form of `selected`.
-pub(super) fn render(endpoints: &[EndpointModel], selected: Option<&str>) -> String {
+pub(super) fn render(
+    endpoints: &[EndpointModel],
+    auth: Option<&AuthModel>,
+    selected: Option<&str>,
+) -> String {
     let mut out = String::from(
         "<h1>API explorer</h1><div class=\"explorer\"><ul class=\"plain endpoint-list\">",
     );
@@ -100,13 +105,26 @@ pub(super) fn render(endpoints: &[EndpointModel], selected: Option<&str>) -> Str
     });
     match chosen {
         None => out.push_str("<p class=\"muted\">Pick an endpoint.</p>"),
-        Some(e) => out.push_str(&form(e)),
+        Some(e) => out.push_str(&form(e, auth)),
     }
     out.push_str("</div></div>");
     out
 }
 
-fn form(e: &EndpointModel) -> String {
+/// How a client sends the credential `auth` reads first, for the form's label.
+fn credential_label(auth: &AuthModel) -> String {
+    match auth.credentials.first() {
+        Some(c) if c.kind == "cookie" => {
+            format!("the `{}` cookie", c.name.as_deref().unwrap_or(""))
+        }
+        Some(c) if c.kind == "header" => {
+            format!("the `{}` header", c.name.as_deref().unwrap_or(""))
+        }
+        _ => "Authorization: Bearer".to_owned(),
+    }
+}
+
+fn form(e: &EndpointModel, auth: Option<&AuthModel>) -> String {
     let (service, name) = (e.service.as_str(), e.name.as_str());
     let method = e.method.as_str();
     let access = e.access.as_str();
@@ -117,10 +135,10 @@ fn form(e: &EndpointModel) -> String {
         esc(&e.path),
         esc(service),
         esc(name),
-        if e.access == Access::Public {
-            ""
-        } else {
-            " · called with a service signature, as another service would"
+        match e.access {
+            Access::Private => " · called with a service signature, as another service would",
+            Access::Auth => " · called as a client, with the credential below",
+            Access::Public => "",
         },
         esc(service),
         esc(name),
@@ -131,6 +149,19 @@ fn form(e: &EndpointModel) -> String {
             out,
             "<label>{p}<input name=\"path:{p}\" data-param=\"{p}\" required></label>",
             p = esc(p)
+        );
+    }
+    if let Some(auth) = auth.filter(|_| e.access != Access::Private) {
+        let _ = write!(
+            out,
+            "<label>Credential ({}){}<input name=\"credential\" data-credential \
+             autocomplete=\"off\" spellcheck=\"false\"></label>",
+            esc(&credential_label(auth)),
+            if e.access == Access::Auth {
+                ""
+            } else {
+                ", optional"
+            },
         );
     }
     if let Some(schema) = &e.request_schema {
@@ -161,6 +192,8 @@ pub(super) struct CallRequest {
     pub params: std::collections::BTreeMap<String, String>,
     pub query: Option<Value>,
     pub body: Option<Value>,
+    /// The credential for the app's auth handler (a token), if the user typed one.
+    pub credential: Option<String>,
 }
 
 /// Sends `call` to the app at `base` and describes the answer.
@@ -168,10 +201,11 @@ pub(super) async fn send(
     http: &reqwest::Client,
     base: &str,
     key: &ovation::tooling::ServiceAuthKey,
-    endpoints: &[EndpointModel],
+    model: &AppModel,
     call: CallRequest,
 ) -> Result<Value, String> {
-    let e = endpoints
+    let e = model
+        .endpoints
         .iter()
         .find(|e| e.service == call.service && e.name == call.endpoint)
         .ok_or_else(|| format!("no endpoint {}.{}", call.service, call.endpoint))?;
@@ -214,7 +248,26 @@ pub(super) async fn send(
         Some(body) => serde_json::to_vec(body).map_err(|e| e.to_string())?,
         None => Vec::new(),
     };
-    if e.access != Access::Public {
+    if let (Some(credential), Some(auth)) = (
+        call.credential
+            .as_deref()
+            .map(str::trim)
+            .filter(|c| !c.is_empty()),
+        model.auth.as_ref(),
+    ) && e.access != Access::Private
+    {
+        request = match auth.credentials.first() {
+            Some(c) if c.kind == "cookie" => request.header(
+                reqwest::header::COOKIE,
+                format!("{}={credential}", c.name.as_deref().unwrap_or_default()),
+            ),
+            Some(c) if c.kind == "header" => {
+                request.header(c.name.as_deref().unwrap_or_default(), credential)
+            }
+            _ => request.bearer_auth(credential),
+        };
+    }
+    if e.access == Access::Private {
         let signed = ovation::tooling::Signed {
             method,
             path: url.path(),
@@ -256,10 +309,10 @@ pub(super) struct ExplorerQuery {
 
 pub(super) async fn page(State(d): State<Dashboard>, Query(q): Query<ExplorerQuery>) -> Response {
     let status = current(&d.status);
-    let Some(endpoints) = app_endpoints(&d, &status.url).await else {
+    let Some(model) = app_model(&d, &status.url).await else {
         return not_running(&d, &status, "API explorer", "explorer");
     };
-    let body = render(&endpoints, q.endpoint.as_deref());
+    let body = render(&model.endpoints, model.auth.as_ref(), q.endpoint.as_deref());
     shell(&d, "API explorer", "explorer", &status, &body).into_response()
 }
 
@@ -272,10 +325,10 @@ pub(super) async fn call(
         Ok(c) => c,
         Err(e) => return ovation::Error::invalid_argument(e.body_text()).into_response(),
     };
-    let Some(endpoints) = app_endpoints(&d, &status.url).await else {
+    let Some(model) = app_model(&d, &status.url).await else {
         return ovation::Error::unavailable("the app does not answer").into_response();
     };
-    match send(&d.http, &status.url, &d.key, &endpoints, call).await {
+    match send(&d.http, &status.url, &d.key, &model, call).await {
         Ok(answer) => axum::Json(answer).into_response(),
         Err(e) => ovation::Error::unavailable(e).into_response(),
     }
