@@ -38,6 +38,10 @@ pub struct AppManifest {
     /// Group name → the services deployed together in it.
     #[serde(default)]
     pub groups: BTreeMap<String, Vec<String>>,
+    /// `[cors]`: which web pages of other origins may call the app (see `ovation::config::Cors`),
+    /// for `ovation run` and both deploy targets.
+    #[serde(default)]
+    pub cors: ovation::config::Cors,
 }
 
 impl AppManifest {

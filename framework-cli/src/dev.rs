@@ -155,6 +155,7 @@ pub fn run(options: RunOptions) -> Result<ExitCode, CliError> {
                 return Err(e);
             }
         };
+        let cors = crate::deploy::AppManifest::load(&options.app)?.cors;
         let env = AppEnv {
             auth_key,
             exe,
@@ -162,6 +163,8 @@ pub fn run(options: RunOptions) -> Result<ExitCode, CliError> {
             data_dir,
             otlp: format!("http://127.0.0.1:{}", options.dashboard_port),
             service_name: package,
+            cors: (!cors.allowed_origins.is_empty())
+                .then(|| serde_json::to_string(&cors).expect("the cors setting serializes")),
         };
         if options.watch {
             watch(env, manifest, front, &options, &status).await
@@ -218,6 +221,8 @@ struct AppEnv {
     data_dir: PathBuf,
     otlp: String,
     service_name: String,
+    /// `[cors]` of `ovation.toml`, as JSON, when it allows any origin.
+    cors: Option<String>,
 }
 
 impl AppEnv {
@@ -231,6 +236,7 @@ impl AppEnv {
             .env("OVATION_SERVICE_AUTH_KEY", &self.auth_key)
             .env("OTEL_EXPORTER_OTLP_ENDPOINT", &self.otlp)
             .env("OTEL_SERVICE_NAME", &self.service_name)
+            .envs(self.cors.iter().map(|c| ("OVATION_CORS", c)))
             .kill_on_drop(true)
             .spawn()
             .map_err(|e| format!("cannot start {}: {e}", self.exe.display()))
@@ -370,6 +376,7 @@ async fn watch(
             data_dir: env.data_dir.clone(),
             otlp: env.otlp.clone(),
             service_name: env.service_name.clone(),
+            cors: env.cors.clone(),
         };
         let next_port = free_port()?;
         let mut next = next_env.start(next_port)?;

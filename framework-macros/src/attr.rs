@@ -37,6 +37,52 @@ impl ParseAnyIdent for Ident {
     }
 }
 
+/// The items of an attribute, or `None` with the parse error pushed.
+pub(crate) fn items(
+    tokens: TokenStream,
+    errors: &mut Errors,
+) -> Option<Punctuated<Item, Token![,]>> {
+    match syn::parse::Parser::parse2(Punctuated::<Item, Token![,]>::parse_terminated, tokens) {
+        Ok(items) => Some(items),
+        Err(e) => {
+            errors.push(e);
+            None
+        }
+    }
+}
+
+/// The function `#[attribute]` goes on, with the checks every such function gets: `async`, not
+/// generic, each failure pushed at its token naming `what` the function is. `None` when the
+/// item is no function at all.
+pub(crate) fn async_fn(
+    item: &TokenStream,
+    attribute: &str,
+    what: &str,
+    errors: &mut Errors,
+) -> Option<syn::ItemFn> {
+    let func: syn::ItemFn = match syn::parse2(item.clone()) {
+        Ok(f) => f,
+        Err(e) => {
+            errors.at_span(
+                e.span(),
+                format_args!("`#[{attribute}]` goes on an `async fn`"),
+            );
+            return None;
+        }
+    };
+    let sig = &func.sig;
+    if sig.asyncness.is_none() {
+        errors.at(
+            sig.fn_token,
+            format_args!("{what} must be `async`: write `async fn`"),
+        );
+    }
+    if !sig.generics.params.is_empty() {
+        errors.at(&sig.generics, format_args!("{what} cannot be generic"));
+    }
+    Some(func)
+}
+
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Access {
     Public,

@@ -4,34 +4,20 @@
 
 use proc_macro2::{Span, TokenStream};
 use quote::quote;
-use syn::punctuated::Punctuated;
-use syn::{FnArg, Ident, ItemFn, LitStr, Token};
+use syn::{FnArg, Ident, LitStr};
 
-use crate::attr::Item;
+use crate::attr;
 use crate::errors::Errors;
 
 const KEYS: &str = "`bearer`, `cookie = \"name\"`, `header = \"name\"`";
 
 pub(crate) fn expand(attr: TokenStream, item: TokenStream) -> TokenStream {
     let mut errors = Errors::default();
-    let func: ItemFn = match syn::parse2(item.clone()) {
-        Ok(f) => f,
-        Err(e) => {
-            errors.at_span(e.span(), "`#[auth_handler]` goes on an `async fn`");
-            return errors.into_output(item);
-        }
+    let Some(func) = attr::async_fn(&item, "auth_handler", "an auth handler", &mut errors) else {
+        return errors.into_output(item);
     };
     let credentials = credentials(attr, &mut errors);
     let sig = &func.sig;
-    if sig.asyncness.is_none() {
-        errors.at(
-            sig.fn_token,
-            "an auth handler must be `async`: write `async fn`",
-        );
-    }
-    if !sig.generics.params.is_empty() {
-        errors.at(&sig.generics, "an auth handler cannot be generic");
-    }
     let takes_string = match sig.inputs.iter().collect::<Vec<_>>().as_slice() {
         [FnArg::Typed(arg)] => {
             matches!(&*arg.ty, syn::Type::Path(p) if p.path.is_ident("String") || p.path.segments.last().is_some_and(|s| s.ident == "String" && p.path.segments.len() > 1))
@@ -86,14 +72,9 @@ pub(crate) fn expand(attr: TokenStream, item: TokenStream) -> TokenStream {
 /// The credentials the attribute names, in order, as `Credential` expressions.
 fn credentials(attr: TokenStream, errors: &mut Errors) -> Vec<TokenStream> {
     let p = quote!(::ovation::__private);
-    let items =
-        match syn::parse::Parser::parse2(Punctuated::<Item, Token![,]>::parse_terminated, attr) {
-            Ok(items) => items,
-            Err(e) => {
-                errors.push(e);
-                return Vec::new();
-            }
-        };
+    let Some(items) = attr::items(attr, errors) else {
+        return Vec::new();
+    };
     let mut out = Vec::new();
     for item in &items {
         let key = item.key.to_string();

@@ -3,10 +3,9 @@
 
 use proc_macro2::{Span, TokenStream};
 use quote::quote;
-use syn::punctuated::Punctuated;
-use syn::{FnArg, ItemFn, LitStr, Token};
+use syn::{FnArg, LitStr};
 
-use crate::attr::Item;
+use crate::attr;
 use crate::errors::Errors;
 
 const SIGNATURE: &str = "a middleware is `async fn(req: ovation::middleware::Request, next: \
@@ -14,21 +13,11 @@ const SIGNATURE: &str = "a middleware is `async fn(req: ovation::middleware::Req
 
 pub(crate) fn expand(attr: TokenStream, item: TokenStream) -> TokenStream {
     let mut errors = Errors::default();
-    let func: ItemFn = match syn::parse2(item.clone()) {
-        Ok(f) => f,
-        Err(e) => {
-            errors.at_span(e.span(), "`#[middleware]` goes on an `async fn`");
-            return errors.into_output(item);
-        }
+    let Some(func) = attr::async_fn(&item, "middleware", "a middleware", &mut errors) else {
+        return errors.into_output(item);
     };
     let target = target(attr, &mut errors);
     let sig = &func.sig;
-    if sig.asyncness.is_none() {
-        errors.at(sig.fn_token, format_args!("not `async`: {SIGNATURE}"));
-    }
-    if !sig.generics.params.is_empty() {
-        errors.at(&sig.generics, format_args!("generic: {SIGNATURE}"));
-    }
     let inputs: Vec<&FnArg> = sig.inputs.iter().collect();
     let named = |arg: &FnArg, wanted: &str| match arg {
         FnArg::Typed(t) => {
@@ -85,14 +74,7 @@ pub(crate) fn expand(attr: TokenStream, item: TokenStream) -> TokenStream {
 fn target(attr: TokenStream, errors: &mut Errors) -> Option<TokenStream> {
     const HINT: &str = "`#[middleware]` takes `target = all` or `target = tags(\"admin\", ...)`";
     let p = quote!(::ovation::__private);
-    let items =
-        match syn::parse::Parser::parse2(Punctuated::<Item, Token![,]>::parse_terminated, attr) {
-            Ok(items) => items,
-            Err(e) => {
-                errors.push(e);
-                return None;
-            }
-        };
+    let items = attr::items(attr, errors)?;
     let mut found = None;
     for item in &items {
         match (item.key.to_string().as_str(), &item.value) {

@@ -19,6 +19,7 @@
 //! | `OVATION_TRACE_SAMPLING` | share of traces exported, 0.0 to 1.0 | 1.0 |
 //! | `OVATION_GATEWAY` | `true`: also route public endpoints of services hosted elsewhere | `false` |
 //! | `OVATION_DEPLOYMENT` | `true`: a deployment, where a secret that is not set stops start-up | `false` |
+//! | `OVATION_CORS` | the whole `cors` setting, as JSON (`ovation run` passes `[cors]` of `ovation.toml` so) | none |
 //! | `OVATION_CORS_ORIGINS` | comma-separated origins allowed cross-origin access (`cors.allowed_origins`) | none |
 //! | `OVATION_SECRET_<NAME>` | the value of secret `<Name>` (`SessionKey` → `OVATION_SECRET_SESSION_KEY`) | see [`crate::secrets`] |
 
@@ -329,6 +330,15 @@ impl Config {
                     _ => return Err(env_err(name, &v, "expected `true` or `false`".into())),
                 };
             }
+        }
+        if let Some(v) = var("OVATION_CORS").filter(|v| !v.is_empty()) {
+            self.cors = serde_json::from_str(&v).map_err(|e| {
+                env_err(
+                    "OVATION_CORS",
+                    &v,
+                    format!("expected the `cors` setting as JSON: {e}"),
+                )
+            })?;
         }
         if let Some(v) = var("OVATION_CORS_ORIGINS").filter(|v| !v.is_empty()) {
             self.cors.allowed_origins = v

@@ -421,22 +421,28 @@ async fn no_header_impersonates_a_user_or_a_service_through_the_gateway() {
     impersonation_fails(&Client::new(s.a.url()), s.env.service_auth_key(), true).await;
 }
 
+/// A user made through the `users` service, and a session of theirs for a minute.
+async fn user_and_session(email: &str) -> (shop_app::users::User, shop_app::users::Session) {
+    let user = shop_app::users::create(shop_app::users::CreateUserParams {
+        email: email.into(),
+        name: "Someone".into(),
+        password: None,
+    })
+    .await
+    .unwrap();
+    let session = shop_app::users::Session {
+        user_id: user.id,
+        expires_at: chrono_now() + 60,
+    };
+    (user, session)
+}
+
 #[ovation::test]
 async fn calls_carry_the_auth_data_and_auth_endpoints_need_it() {
     use shop_app::{orders, users};
     let err = users::me().await.unwrap_err();
     assert_eq!(err.code(), ErrCode::Unauthenticated, "{err}");
-    let user = users::create(users::CreateUserParams {
-        email: "local@example.com".into(),
-        name: "Local".into(),
-        password: None,
-    })
-    .await
-    .unwrap();
-    let session = users::Session {
-        user_id: user.id,
-        expires_at: chrono_now() + 60,
-    };
+    let (user, session) = user_and_session("local@example.com").await;
     let me = ovation::auth::with_data(session, async {
         assert_eq!(ovation::auth::user_id(), Some(user.id.to_string()));
         // Two calls deep: orders.my_orders, and users.me from a task of its own.
@@ -462,17 +468,7 @@ async fn calls_carry_the_auth_data_and_auth_endpoints_need_it() {
 #[ovation::test(split)]
 async fn a_split_call_carries_the_auth_data_across_processes() {
     use shop_app::users;
-    let user = users::create(users::CreateUserParams {
-        email: "remote@example.com".into(),
-        name: "Remote".into(),
-        password: None,
-    })
-    .await
-    .unwrap();
-    let session = users::Session {
-        user_id: user.id,
-        expires_at: chrono_now() + 60,
-    };
+    let (user, session) = user_and_session("remote@example.com").await;
     let me = ovation::auth::with_data(session, users::me())
         .await
         .unwrap()

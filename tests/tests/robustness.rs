@@ -97,8 +97,8 @@ async fn a_client_that_hangs_up_does_not_cut_a_write_in_two() {
     env.close().await;
 }
 
-// `auth` is reserved until apps can declare an auth handler: such endpoints refuse outside
-// callers with 401, and answer the app's own services.
+// An `auth` endpoint answers only for a user: not a client without a credential, not a call
+// made for nobody; a call made for a user (here in another process) reaches it.
 #[tokio::test]
 async fn auth_endpoints_refuse_unauthenticated_callers() {
     let env = TestEnv::new().await.unwrap();
@@ -106,7 +106,20 @@ async fn auth_endpoints_refuse_unauthenticated_callers() {
     let r = Client::new(server.url()).get("/chaos/me").await;
     assert_eq!((r.status, r.code()), (401, "unauthenticated"), "{r:?}");
     let caller = Hosting::only(["users"]).remote("chaos", server.url());
-    let me = env.run_hosting(caller, chaos::me()).await.unwrap();
+    let nobody = env.run_hosting(caller.clone(), chaos::me()).await.unwrap();
+    assert_eq!(
+        nobody.unwrap_err().code(),
+        ovation::ErrCode::Unauthenticated
+    );
+    let session = shop_app::users::Session {
+        user_id: uuid::Uuid::new_v4(),
+        expires_at: i64::MAX,
+    };
+    let me = env
+        .run_hosting(caller, ovation::auth::with_data(session, chaos::me()))
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(me.unwrap(), "someone");
     drop(server);
     env.close().await;

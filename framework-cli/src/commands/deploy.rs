@@ -90,7 +90,8 @@ pub(super) fn run(args: DeployArgs) -> Result<ExitCode, CliError> {
     let manifest = super::manifest(&args.app)?;
     let exe = deploy::build_release(&manifest)?;
     let model = deploy::describe(&exe)?;
-    let units = deploy::plan(&model.services, &deploy::AppManifest::load(&args.app)?)?;
+    let app_manifest = deploy::AppManifest::load(&args.app)?;
+    let units = deploy::plan(&model.services, &app_manifest)?;
     match args.target {
         Target::Local => {
             let options = local::Options {
@@ -99,6 +100,7 @@ pub(super) fn run(args: DeployArgs) -> Result<ExitCode, CliError> {
                     .map_err(|e| e.to_string())?,
                 port: args.port,
                 stop_with_pid: args.stop_with_pid,
+                cors: app_manifest.cors.clone(),
             };
             check_secrets(&model, &options.app)?;
             if std::env::var_os("DATABASE_URL").is_none() {
@@ -134,6 +136,7 @@ pub(super) fn run(args: DeployArgs) -> Result<ExitCode, CliError> {
                 host: args.host,
                 otlp_endpoint: args.otlp_endpoint,
                 out,
+                cors: app_manifest.cors.clone(),
             };
             let files = kubernetes::write(&model, &units, &options)?;
             for file in &files {

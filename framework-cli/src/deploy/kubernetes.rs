@@ -47,6 +47,8 @@ pub struct Options {
     pub host: Option<String>,
     /// Where traces go (OTLP/HTTP).
     pub otlp_endpoint: String,
+    /// The `[cors]` of the app's `ovation.toml`.
+    pub cors: ovation::config::Cors,
     pub out: PathBuf,
 }
 
@@ -70,7 +72,11 @@ pub fn write(model: &AppModel, units: &[Unit], options: &Options) -> Result<Vec<
         Ok(())
     };
 
-    put("config.yaml", to_yaml(&[config_map(&app, units)]), false)?;
+    put(
+        "config.yaml",
+        to_yaml(&[config_map(&app, units, &options.cors)]),
+        false,
+    )?;
     put(
         "secret.yaml",
         to_yaml(&[secret(&app, &super::generate_key())]),
@@ -105,7 +111,7 @@ fn object_name(app: &str, unit: &str) -> String {
 }
 
 /// The runtime config of each process, as Ovation reads it from `OVATION_CONFIG`.
-fn config_map(app: &str, units: &[Unit]) -> Value {
+fn config_map(app: &str, units: &[Unit], cors: &ovation::config::Cors) -> Value {
     let discovery: BTreeMap<&str, String> = units
         .iter()
         .flat_map(|u| {
@@ -127,6 +133,7 @@ fn config_map(app: &str, units: &[Unit]) -> Value {
                 pubsub: ovation::config::PubSubBackend::Nats(format!("nats://{app}-nats:4222")),
                 gateway: u.gateway,
                 deployment: true,
+                cors: cors.clone(),
                 ..ovation::Config::default()
             };
             let text = serde_json::to_string_pretty(&config).expect("the config serializes");

@@ -64,6 +64,8 @@ pub struct Options {
     pub data_dir: PathBuf,
     pub port: u16,
     pub stop_with_pid: Option<u32>,
+    /// The `[cors]` of the app's `ovation.toml`.
+    pub cors: ovation::config::Cors,
 }
 
 pub fn state_dir(data_dir: &Path) -> PathBuf {
@@ -208,6 +210,7 @@ pub fn deploy(exe: &Path, units: Vec<Unit>, options: &Options) -> Result<Deploym
             gateway: p.unit.gateway,
             otlp_endpoint: otlp_endpoint.clone(),
             deployment: true,
+            cors: options.cors.clone(),
             ..Config::default()
         };
         let json = serde_json::to_vec_pretty(&config).expect("the config serializes");
