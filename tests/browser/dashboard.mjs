@@ -60,9 +60,15 @@ try {
   await page.locator("#response-status .badge", { hasText: "200" }).waitFor();
   await page.locator("#response-body", { hasText: "confirmed" }).waitFor();
   await page.screenshot({ path: `${out}/explorer.png`, fullPage: false });
+  // The explorer's order appears in Traces (live, no reload) and opens as its waterfall.
+  const explored = (await page.locator("#response-trace").getAttribute("href")).split("/").pop();
+  await page.goto(`${dashboard}/traces`);
+  await page.locator(`#trace-rows tr[data-trace="${explored}"]`).waitFor({ timeout: 20000 });
+  await page.locator(`#trace-rows tr[data-trace="${explored}"] a`).click();
+  await page.locator("#waterfall summary", { hasText: "orders.create" }).first().waitFor();
   // An `auth` endpoint takes the credential in the form: without it 401, with the token a
   // login through the explorer returned, the signed-in user.
-  const email = `explorer-${Date.now()}@example.com`;
+  const explorerEmail = `explorer-${Date.now()}@example.com`;
   const explore = async (endpoint, fill) => {
     await page.goto(`${dashboard}/explorer?endpoint=${endpoint}`);
     await page.locator("#explorer").waitFor();
@@ -75,10 +81,10 @@ try {
     };
   };
   const signup = await explore("users.create", () =>
-    page.locator('textarea[name="body"]').fill(JSON.stringify({ email, name: "Explorer", password: "long enough" })));
+    page.locator('textarea[name="body"]').fill(JSON.stringify({ email: explorerEmail, name: "Explorer", password: "long enough" })));
   if (signup.status !== "200") throw new Error(`sign-up: ${signup.status} ${signup.body}`);
   const login = await explore("users.create_session", () =>
-    page.locator('textarea[name="body"]').fill(JSON.stringify({ email, password: "long enough" })));
+    page.locator('textarea[name="body"]').fill(JSON.stringify({ email: explorerEmail, password: "long enough" })));
   if (login.status !== "200") throw new Error(`login: ${login.status} ${login.body}`);
   const token = JSON.parse(login.body).token;
   const anonymous = await explore("users.me", async () => {
@@ -86,13 +92,7 @@ try {
   });
   if (anonymous.status !== "401") throw new Error(`/me without a credential: ${anonymous.status}`);
   const me = await explore("users.me", () => page.locator("input[data-credential]").fill(token));
-  if (me.status !== "200" || !me.body.includes(email)) throw new Error(`/me: ${me.status} ${me.body}`);
-  // The explorer's order appears in Traces (live, no reload) and opens as its waterfall.
-  const explored = (await page.locator("#response-trace").getAttribute("href")).split("/").pop();
-  await page.goto(`${dashboard}/traces`);
-  await page.locator(`#trace-rows tr[data-trace="${explored}"]`).waitFor({ timeout: 20000 });
-  await page.locator(`#trace-rows tr[data-trace="${explored}"] a`).click();
-  await page.locator("#waterfall summary", { hasText: "orders.create" }).first().waitFor();
+  if (me.status !== "200" || !me.body.includes(explorerEmail)) throw new Error(`/me: ${me.status} ${me.body}`);
 
   // Traces: a new order appears without a reload, and opens as a waterfall.
   await page.goto(`${dashboard}/traces`);
