@@ -13,10 +13,11 @@ const KEYS: &str = "`bearer`, `cookie = \"name\"`, `header = \"name\"`";
 
 pub(crate) fn expand(attr: TokenStream, item: TokenStream) -> TokenStream {
     let mut errors = Errors::default();
+    // The attribute's mistakes first, as they read.
+    let credentials = credentials(attr, &mut errors);
     let Some(func) = attr::async_fn(&item, "auth_handler", "an auth handler", &mut errors) else {
         return errors.into_output(item);
     };
-    let credentials = credentials(attr, &mut errors);
     let sig = &func.sig;
     let takes_string = match sig.inputs.iter().collect::<Vec<_>>().as_slice() {
         [FnArg::Typed(arg)] => {

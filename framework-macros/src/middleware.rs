@@ -13,10 +13,11 @@ const SIGNATURE: &str = "a middleware is `async fn(req: ovation::middleware::Req
 
 pub(crate) fn expand(attr: TokenStream, item: TokenStream) -> TokenStream {
     let mut errors = Errors::default();
+    // The attribute's mistakes first, as they read.
+    let target = target(attr, &mut errors);
     let Some(func) = attr::async_fn(&item, "middleware", "a middleware", &mut errors) else {
         return errors.into_output(item);
     };
-    let target = target(attr, &mut errors);
     let sig = &func.sig;
     let inputs: Vec<&FnArg> = sig.inputs.iter().collect();
     let named = |arg: &FnArg, wanted: &str| match arg {
