@@ -181,7 +181,14 @@ async fn serve<E: Endpoint>(
             (Some(json), Some(handler)) => Some((handler.decode)(json)?),
             _ => None,
         },
-        None => auth::for_external_request(rt, E::ACCESS, &parts.headers).await?,
+        None => {
+            let authenticating = auth::for_external_request(rt, E::ACCESS, &parts.headers);
+            tokio::time::timeout_at(deadline, authenticating)
+                .await
+                .map_err(|_| {
+                    Error::deadline_exceeded("authenticating the request took too long")
+                })??
+        }
     };
     if E::ACCESS == Access::Auth && user.is_none() {
         return Err(match &verified {

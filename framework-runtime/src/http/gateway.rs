@@ -84,7 +84,10 @@ async fn forward(
         keep_signature: false,
     };
     // The auth handler runs once per request, here, where it was received.
-    let user = crate::auth::for_external_request(rt, info.access, req.headers()).await?;
+    let authenticating = crate::auth::for_external_request(rt, info.access, req.headers());
+    let user = tokio::time::timeout(rt.request_timeout, authenticating)
+        .await
+        .map_err(|_| Error::deadline_exceeded("authenticating the request took too long"))??;
     if let Some(user) = &user {
         tracing::Span::current().record("enduser.id", user.user_id());
     }
