@@ -276,7 +276,7 @@ where
     F: Future + Send + 'static,
     F::Output: Send + 'static,
 {
-    let fut = crate::auth::scope(crate::auth::current(), fut);
+    let fut = crate::auth::data::scope(crate::auth::data::current(), fut);
     match CONTEXT.try_with(|c| *c) {
         Ok(ctx) => tokio::spawn(CONTEXT.scope(ctx, fut)),
         Err(_) => tokio::spawn(fut),

@@ -281,7 +281,7 @@ pub(in crate::pubsub) async fn run_handler(
                 )
             });
             // A message carries no auth data: its handler runs for nobody, whoever published.
-            let fut = crate::auth::scope(
+            let fut = crate::auth::data::scope(
                 None,
                 runtime::scope_in(
                     rt,
