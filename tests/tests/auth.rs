@@ -270,27 +270,37 @@ const IMPERSONATING_HEADERS: [&str; 10] = [
     "remote-user",
 ];
 
-/// `GET path` signed with `key` as `caller`, for the user whose auth data is `auth`.
+/// `method path` (with the JSON `body`, if any) signed with `key` as `caller`, for the user
+/// whose auth data is `auth`.
 fn signed_for(
     c: &Client,
     key: &ServiceAuthKey,
-    path: &str,
+    (method, path, body): (Method, &str, Option<&Value>),
     caller: &str,
     auth: Option<&Value>,
 ) -> reqwest::RequestBuilder {
     let url = reqwest::Url::parse(&format!("{}{path}", c.base)).unwrap();
     let auth = auth.map(|a| serde_json::to_vec(a).unwrap());
+    let bytes = body
+        .map(|b| serde_json::to_vec(b).unwrap())
+        .unwrap_or_default();
     let signature = key.sign_for(
         Signed {
-            method: "GET",
+            method: method.as_str(),
             path: url.path(),
             query: url.query().unwrap_or(""),
-            body: b"",
+            body: &bytes,
         },
         caller,
         auth.as_deref(),
     );
-    c.http().get(url).header(HEADER, signature)
+    let request = c.http().request(method, url).header(HEADER, signature);
+    match body {
+        Some(_) => request
+            .header("content-type", "application/json")
+            .body(bytes),
+        None => request,
+    }
 }
 
 /// Every forged header against a server (`direct`: the process hosting `users`, whose key
@@ -340,7 +350,7 @@ async fn impersonation_fails(c: &Client, key: &ServiceAuthKey, direct: bool) {
         .send(signed_for(
             c,
             &foreign,
-            "/me",
+            (Method::GET, "/me", None),
             "orders",
             Some(&alice_session),
         ))
@@ -348,9 +358,15 @@ async fn impersonation_fails(c: &Client, key: &ServiceAuthKey, direct: bool) {
     assert_eq!((r.status, r.code()), (401, "unauthenticated"), "{r:?}");
 
     // A genuine envelope, as a service sends it, copied: to another path, and a second time.
-    let genuine = signed_for(c, key, "/me", "orders", Some(&alice_session))
-        .build()
-        .unwrap();
+    let genuine = signed_for(
+        c,
+        key,
+        (Method::GET, "/me", None),
+        "orders",
+        Some(&alice_session),
+    )
+    .build()
+    .unwrap();
     let header = genuine.headers()[HEADER].clone();
     let first = c
         .send(
@@ -386,21 +402,74 @@ async fn impersonation_fails(c: &Client, key: &ServiceAuthKey, direct: bool) {
     }
     assert_eq!(c.get(&format!("/users/{alice}")).await.status, 200);
 
-    // A client's credential opens no private endpoint.
-    let private = format!("/orders/checkouts/{}", uuid::Uuid::new_v4());
-    let r = as_user(c, Method::GET, &private, &bob_token).await;
+    // A client's credential opens no private endpoint (reserve answers 204 to a service).
+    let product = c
+        .post(
+            "/products",
+            json!({"name": "Widget", "priceCents": 100, "inventory": 5}),
+        )
+        .await;
+    let product = product.body["id"].as_str().unwrap().to_owned();
+    let reserve = format!("/products/{product}/reserve");
+    let one = json!({"quantity": 1});
+    let r = c
+        .send(
+            c.http()
+                .post(format!("{}{reserve}", c.base))
+                .bearer_auth(&bob_token)
+                .json(&one),
+        )
+        .await;
     assert_eq!(r.status, 404, "{r:?}");
     if direct {
         // Nor does a request a gateway signed: it is a client's, whatever the path.
         let r = c
-            .send(signed_for(c, key, &private, GATEWAY, Some(&alice_session)))
+            .send(signed_for(
+                c,
+                key,
+                (Method::POST, &reserve, Some(&one)),
+                GATEWAY,
+                Some(&alice_session),
+            ))
             .await;
         assert_eq!(r.status, 404, "{r:?}");
+        // While a service's signature of the same request is honoured.
+        let r = c
+            .send(signed_for(
+                c,
+                key,
+                (Method::POST, &reserve, Some(&one)),
+                "orders",
+                None,
+            ))
+            .await;
+        assert_eq!(r.status, 204, "{r:?}");
+    }
+    let stock = c.get(&format!("/products/{product}")).await;
+    let expected = if direct { 4 } else { 5 };
+    assert_eq!(stock.body["inventory"], expected, "{stock:?}");
+    if direct {
         // And a gateway's request for nobody reaches no `auth` endpoint.
-        let r = c.send(signed_for(c, key, "/me", GATEWAY, None)).await;
+        let r = c
+            .send(signed_for(
+                c,
+                key,
+                (Method::GET, "/me", None),
+                GATEWAY,
+                None,
+            ))
+            .await;
         assert_eq!((r.status, r.code()), (401, "unauthenticated"), "{r:?}");
         // While a service's signed call for nobody is refused with the reason.
-        let r = c.send(signed_for(c, key, "/me", "orders", None)).await;
+        let r = c
+            .send(signed_for(
+                c,
+                key,
+                (Method::GET, "/me", None),
+                "orders",
+                None,
+            ))
+            .await;
         assert_eq!(r.status, 401, "{r:?}");
         assert!(r.message().contains("called it for none"), "{r:?}");
     }
