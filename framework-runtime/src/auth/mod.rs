@@ -178,18 +178,25 @@ pub(crate) async fn authenticate(
 }
 
 /// Who an endpoint of access `access` runs for, on an external request (one no service
-/// signed): the handler's outcome for an `auth` endpoint must be a user, for a `public` one a
-/// missing or rejected credential means nobody.
+/// signed), decided by `deadline`: the handler's outcome for an `auth` endpoint must be a
+/// user, for a `public` one a missing or rejected credential means nobody. A private endpoint
+/// never serves one.
 pub(crate) async fn for_external_request(
     rt: &'static crate::runtime::Runtime,
     access: crate::registry::Access,
     headers: &HeaderMap,
+    deadline: tokio::time::Instant,
 ) -> Result<Option<Authenticated>, Error> {
     use crate::registry::Access;
-    match (access, authenticate(rt, headers).await) {
+    if access == Access::Private {
+        return Ok(None);
+    }
+    let outcome = tokio::time::timeout_at(deadline, authenticate(rt, headers))
+        .await
+        .map_err(|_| Error::deadline_exceeded("authenticating the request took too long"))?;
+    match (access, outcome) {
         (Access::Auth, Ok(None)) => Err(missing_credential()),
         (Access::Public, Err(e)) if e.code() == ErrCode::Unauthenticated => Ok(None),
-        (Access::Private, _) => Ok(None),
         (_, outcome) => outcome,
     }
 }

@@ -181,14 +181,7 @@ async fn serve<E: Endpoint>(
             (Some(json), Some(handler)) => Some((handler.decode)(json)?),
             _ => None,
         },
-        None => {
-            let authenticating = auth::for_external_request(rt, E::ACCESS, &parts.headers);
-            tokio::time::timeout_at(deadline, authenticating)
-                .await
-                .map_err(|_| {
-                    Error::deadline_exceeded("authenticating the request took too long")
-                })??
-        }
+        None => auth::for_external_request(rt, E::ACCESS, &parts.headers, deadline).await?,
     };
     if E::ACCESS == Access::Auth && user.is_none() {
         return Err(match &verified {
