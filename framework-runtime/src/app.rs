@@ -40,6 +40,8 @@ pub enum StartupError {
     PubSub(String),
     #[error("{0}")]
     Secrets(String),
+    #[error("cache: {0}")]
+    Cache(String),
     #[error("cannot listen on {addr}: {source}{hint}")]
     Bind {
         addr: SocketAddr,
@@ -191,10 +193,28 @@ pub(crate) async fn nats_url(config: &Config) -> Result<Option<String>, StartupE
     }
 }
 
+/// The Redis the app's caches live on: `REDIS_URL`, or the managed `redis-server`.
+pub(crate) async fn redis_url(config: &Config) -> Result<String, StartupError> {
+    if let Some(url) = &config.redis_url {
+        return Ok(url.clone());
+    }
+    let dir = config.data_dir();
+    let redis = {
+        let dir = dir.clone();
+        tokio::task::spawn_blocking(move || crate::infra::ManagedRedis::ensure(&dir))
+            .await
+            .expect("managed Redis set-up does not panic")?
+    };
+    redis.keep_running(&dir);
+    tracing::info!(port = redis.port(), "managed Redis is ready");
+    Ok(redis.url())
+}
+
 /// Builds this process's runtime from `config`: creates and migrates the databases of the
 /// hosted services.
 pub(crate) async fn build_runtime(config: &Config) -> Result<&'static Runtime, StartupError> {
     crate::secrets::load_all(config.deployment).map_err(StartupError::Secrets)?;
+    crate::cache::check_setup().map_err(StartupError::Cache)?;
     let builder = RuntimeBuilder::from_config(config)?;
     let is_hosted = |s: &str| builder.hosts(s);
     let needed: Vec<_> = sqldb::declared()
@@ -237,7 +257,18 @@ pub(crate) async fn build_runtime(config: &Config) -> Result<&'static Runtime, S
             pubsub = Some(&*Box::leak(Box::new(backend)));
         }
     }
-    let rt = builder.pools(pools).pubsub(pubsub).global().build();
+    let cache = if crate::cache::in_use() && !hosts_nothing {
+        let url = redis_url(config).await?;
+        Some(crate::cache::Store::open(&url, String::new()).map_err(StartupError::Cache)?)
+    } else {
+        None
+    };
+    let rt = builder
+        .pools(pools)
+        .pubsub(pubsub)
+        .cache(cache)
+        .global()
+        .build();
     Ok(rt)
 }
 
@@ -283,6 +314,7 @@ impl RuntimeBuilder {
                 body_read_timeout: config.body_read_timeout(),
                 body_limit: config.body_limit(),
                 pubsub: None,
+                cache: None,
                 gateway: config.gateway,
                 cors: config.cors.clone(),
                 tasks: Default::default(),
@@ -309,6 +341,12 @@ impl RuntimeBuilder {
         pubsub: Option<&'static crate::pubsub::postgres::PgPubSub>,
     ) -> RuntimeBuilder {
         self.runtime.pubsub = pubsub;
+        self
+    }
+
+    /// The caches' store, when the app declares a cache and this process hosts a service.
+    pub(crate) fn cache(mut self, cache: Option<crate::cache::Store>) -> RuntimeBuilder {
+        self.runtime.cache = cache;
         self
     }
 

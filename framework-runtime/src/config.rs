@@ -14,6 +14,7 @@
 //! | `OVATION_DATA_DIR` | folder of the managed Postgres cluster | `.ovation/` |
 //! | `OVATION_SERVICE_AUTH_KEY` | key signing service-to-service calls | random per process |
 //! | `OVATION_SERVICE_AUTH_ACCEPTED_KEYS` | comma-separated keys also accepted (a rotation) | none |
+//! | `REDIS_URL` | Redis server the caches live on, `redis://[:password@]host:port/[db]` | managed local `redis-server` |
 //! | `OVATION_PUBSUB` | `postgres`, `nats` (managed `nats-server`) or `nats://host:port` | `postgres` |
 //! | `OTEL_EXPORTER_OTLP_ENDPOINT` | OTLP/HTTP collector receiving traces, e.g. `http://127.0.0.1:4318` | none: no export |
 //! | `OVATION_TRACE_SAMPLING` | share of traces exported, 0.0 to 1.0 | 1.0 |
@@ -46,6 +47,10 @@ pub struct Config {
     /// The Postgres server on which service databases are created. `None`: managed Postgres.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub database_url: Option<String>,
+    /// The Redis server the app's caches live on. `None`: a managed `redis-server` (only
+    /// started when the app declares a cache).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub redis_url: Option<String>,
     /// Folder of the managed Postgres cluster (default `.ovation/` under the current folder).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub data_dir: Option<PathBuf>,
@@ -275,6 +280,9 @@ impl Config {
         }
         if let Some(v) = var("DATABASE_URL").filter(|v| !v.is_empty()) {
             self.database_url = Some(v);
+        }
+        if let Some(v) = var("REDIS_URL").filter(|v| !v.is_empty()) {
+            self.redis_url = Some(v);
         }
         if let Some(v) = var("OVATION_DATA_DIR").filter(|v| !v.is_empty()) {
             self.data_dir = Some(PathBuf::from(v));

@@ -65,6 +65,7 @@
 
 mod app;
 pub mod auth;
+pub mod cache;
 mod call;
 pub mod config;
 pub mod error;
@@ -96,6 +97,7 @@ pub use validate::Validate;
 
 /// Re-exports for everyday service code: `use ovation::prelude::*;`.
 pub mod prelude {
+    pub use crate::cache::CacheCluster;
     pub use crate::error::{ErrCode, Error};
     pub use crate::pubsub::Topic;
     pub use crate::secrets::Secret;
@@ -120,10 +122,10 @@ pub use uuid;
 pub mod tooling {
     pub use crate::http::gateway::{Forward, forward_to};
     pub use crate::http::listener::LingeringClose;
-    pub use crate::infra::{IDLE_STOP, InfraError, ManagedNats, ManagedPostgres};
+    pub use crate::infra::{IDLE_STOP, InfraError, ManagedNats, ManagedPostgres, ManagedRedis};
     pub use crate::model::{
-        AppModel, AuthModel, CredentialModel, DatabaseModel, EndpointModel, SecretModel,
-        SubscriptionModel, TopicModel, services,
+        AppModel, AuthModel, CacheModel, CredentialModel, DatabaseModel, EndpointModel,
+        SecretModel, SubscriptionModel, TopicModel, services,
     };
     pub use crate::registry::{endpoints, service_of};
     pub use crate::runtime::{Runtime, start_tasks};

@@ -21,6 +21,11 @@ pub fn services() -> Vec<&'static str> {
     all.extend(crate::sqldb::declared().iter().map(|d| d.service()));
     all.extend(crate::pubsub::topics().iter().map(|t| service_of(t.module)));
     all.extend(crate::pubsub::subscriptions().iter().map(|s| s.service()));
+    all.extend(
+        crate::cache::declared()
+            .iter()
+            .map(|c| service_of(c.module)),
+    );
     all.sort_unstable();
     all.dedup();
     all
@@ -42,6 +47,16 @@ pub struct AppModel {
     /// The secrets the app declares (names only: values never leave the process).
     #[serde(default)]
     pub secrets: Vec<SecretModel>,
+    /// The cache clusters the app declares.
+    #[serde(default)]
+    pub caches: Vec<CacheModel>,
+}
+
+/// A cache cluster of the [`AppModel`].
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CacheModel {
+    pub name: String,
+    pub service: String,
 }
 
 /// The app's auth handler in the [`AppModel`]: where it is and where it reads the credential.
@@ -192,6 +207,13 @@ pub(crate) fn app_model(rt: Option<&Runtime>) -> AppModel {
             .map(|s| SecretModel {
                 name: s.name.to_owned(),
                 env: crate::secrets::env_var(s.name),
+            })
+            .collect(),
+        caches: crate::cache::declared()
+            .iter()
+            .map(|c| CacheModel {
+                name: c.name.to_owned(),
+                service: service_of(c.module).to_owned(),
             })
             .collect(),
     }

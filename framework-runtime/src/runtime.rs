@@ -44,6 +44,8 @@ pub struct Runtime {
     pub(crate) body_limit: usize,
     /// Pub/Sub, when the app declares topics or subscriptions.
     pub(crate) pubsub: Option<&'static crate::pubsub::postgres::PgPubSub>,
+    /// The caches' Redis, when the app declares a cache and this process hosts a service.
+    pub(crate) cache: Option<crate::cache::Store>,
     /// Gateway mode: forward public endpoints of services hosted elsewhere.
     pub(crate) gateway: bool,
     /// Cross-origin access from browsers.

@@ -134,6 +134,8 @@ pub struct TestEnv {
     runtimes: Mutex<Vec<&'static Runtime>>,
     /// The NATS transport of Pub/Sub, for [`TestEnv::with_nats`].
     nats: Option<crate::pubsub::nats::Nats>,
+    /// The caches, with keys of this environment's own (deleted by [`TestEnv::close`]).
+    cache: Option<crate::cache::Store>,
 }
 
 static SERVER: OnceCell<sqldb::PgServer> = OnceCell::const_new();
@@ -154,6 +156,24 @@ fn test_data_dir() -> PathBuf {
                 .map(|t| t.join("ovation"))
         })
         .unwrap_or_else(|| std::env::temp_dir().join("ovation-test"))
+}
+
+/// The Redis tests' caches live on: `REDIS_URL`, or the managed `redis-server` in the tests'
+/// data folder (started on first use, stopped when idle).
+async fn test_redis_url() -> Result<&'static str, Error> {
+    static URL: OnceCell<String> = OnceCell::const_new();
+    URL.get_or_try_init(|| async {
+        let config = Config {
+            redis_url: std::env::var("REDIS_URL").ok().filter(|u| !u.is_empty()),
+            data_dir: Some(test_data_dir()),
+            ..Config::default()
+        };
+        app::redis_url(&config)
+            .await
+            .map_err(|e| Error::unavailable(format!("ovation test set-up failed: {e}")))
+    })
+    .await
+    .map(String::as_str)
 }
 
 #[doc(hidden)]
@@ -324,6 +344,7 @@ impl TestEnv {
     pub async fn new() -> Result<TestEnv, Error> {
         crate::telemetry::init_for_tests();
         crate::auth::check_setup().map_err(Error::internal)?;
+        crate::cache::check_setup().map_err(Error::internal)?;
         let server = test_server().await?.clone();
         let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
         let pid = std::process::id();
@@ -337,12 +358,21 @@ impl TestEnv {
             server.clone_from_template(def, &name).await?;
             databases.insert(def.name, name);
         }
+        let cache = if crate::cache::in_use() {
+            let url = test_redis_url().await?;
+            let store = crate::cache::Store::open(url, format!("ovt{pid}x{id}:"))
+                .map_err(Error::internal)?;
+            Some(store)
+        } else {
+            None
+        };
         Ok(TestEnv {
             server,
             databases,
             auth_key: ServiceAuthKey::random(),
             runtimes: Mutex::new(Vec::new()),
             nats: None,
+            cache,
         })
     }
 
@@ -394,9 +424,12 @@ impl TestEnv {
         let (signing, accepted) = hosting
             .service_auth
             .unwrap_or_else(|| (self.auth_key.clone(), Vec::new()));
+        // Like Pub/Sub, the caches are for runtimes hosting services.
+        let cache = self.cache.clone().filter(|_| with_pubsub);
         let rt = builder
             .pools(pools)
             .pubsub(pubsub)
+            .cache(cache)
             .auth(ServiceAuth::new(signing, accepted))
             .build();
         self.runtimes
@@ -495,6 +528,9 @@ impl TestEnv {
             crate::telemetry::flush(std::time::Duration::from_secs(5))
         })
         .await;
+        if let Some(cache) = &self.cache {
+            cache.delete_all().await;
+        }
         if let Some(nats) = &self.nats {
             let topics: Vec<&str> = crate::pubsub::topics().iter().map(|t| t.name).collect();
             nats.delete_streams(&topics).await;

@@ -17,6 +17,7 @@ const IDLE: u64 = 2;
 enum Kind {
     Postgres,
     Nats,
+    Redis,
 }
 
 /// Not a test of its own: the set-up the tests run in a child process.
@@ -32,6 +33,10 @@ fn helper() {
             .unwrap()
             .dir()
             .to_owned(),
+        "redis" => {
+            ovation::tooling::ManagedRedis::ensure(Path::new(data_dir)).unwrap();
+            Path::new(data_dir).canonicalize().unwrap().join("redis")
+        }
         _ => {
             ovation::tooling::ManagedNats::ensure(Path::new(data_dir)).unwrap();
             Path::new(data_dir).canonicalize().unwrap().join("nats")
@@ -46,6 +51,7 @@ fn ensure(kind: Kind, data_dir: &Path) -> PathBuf {
     let name = match kind {
         Kind::Postgres => "postgres",
         Kind::Nats => "nats",
+        Kind::Redis => "redis",
     };
     let out = Command::new(std::env::current_exe().unwrap())
         .args([
@@ -90,6 +96,7 @@ fn server_pid(kind: Kind, dir: &Path) -> u32 {
     let file = match kind {
         Kind::Postgres => dir.join("data/postmaster.pid"),
         Kind::Nats => dir.join("nats.pid"),
+        Kind::Redis => dir.join("redis.pid"),
     };
     read_pid(&file).unwrap_or_else(|| panic!("no pid in {}", file.display()))
 }
@@ -138,11 +145,20 @@ fn user_for(dir: &Path, secs: u64) -> Child {
         .unwrap()
 }
 
-/// Waits until nothing of the server in `dir` runs, at most `within`.
-fn nothing_left_within(dir: &Path, within: Duration) -> Duration {
+/// Whether `pid` runs (a zombie, exited but not reaped, does not).
+fn alive(pid: u32) -> bool {
+    std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| !c.is_empty())
+}
+
+/// Waits until nothing of the server in `dir` runs, at most `within`: no process naming `dir`,
+/// and not `server` (Redis rewrites its command line to its address).
+fn nothing_left_within(dir: &Path, server: u32, within: Duration) -> Duration {
     let start = Instant::now();
     loop {
-        let left = processes_of(dir);
+        let mut left = processes_of(dir);
+        if alive(server) {
+            left.push((server, "the server".into()));
+        }
         if left.is_empty() {
             return start.elapsed();
         }
@@ -163,8 +179,9 @@ fn died_on_its_own(kind: Kind) {
     );
     assert!(!processes_of(&dir).is_empty());
     // The server dies with nobody using it: the watchdog finds nothing to stop, and goes.
-    kill("-KILL", server_pid(kind, &dir));
-    let took = nothing_left_within(&dir, Duration::from_secs(IDLE + 8));
+    let server = server_pid(kind, &dir);
+    kill("-KILL", server);
+    let took = nothing_left_within(&dir, server, Duration::from_secs(IDLE + 8));
     eprintln!("{kind:?}: nothing left {took:?} after the server died");
     let _ = std::fs::remove_dir_all(&data);
 }
@@ -178,7 +195,7 @@ fn outage(kind: Kind) {
     // as an app's keeper would).
     let (signal, what) = match kind {
         Kind::Postgres => ("-QUIT", "crash"),
-        Kind::Nats => ("-KILL", "kill"),
+        Kind::Nats | Kind::Redis => ("-KILL", "kill"),
     };
     kill(signal, server_pid(kind, &dir));
     eprintln!("{kind:?}: {what}");
@@ -189,9 +206,10 @@ fn outage(kind: Kind) {
         Some(watchdog),
         "the watchdog did not live through the outage"
     );
+    let server = server_pid(kind, &dir);
     user.wait().unwrap();
     // Stopped within the idle time (and a second per look) of the last user leaving.
-    let took = nothing_left_within(&dir, Duration::from_secs(IDLE + 8));
+    let took = nothing_left_within(&dir, server, Duration::from_secs(IDLE + 8));
     eprintln!("{kind:?}: stopped {took:?} after the last user left");
     assert!(!dir.join("watchdog.pid").exists());
     let _ = std::fs::remove_dir_all(&data);
@@ -215,4 +233,14 @@ fn the_postgres_watchdog_lives_through_an_outage_and_stops_the_server_on_time() 
 #[test]
 fn the_nats_watchdog_lives_through_an_outage_and_stops_the_server_on_time() {
     outage(Kind::Nats);
+}
+
+#[test]
+fn the_redis_watchdog_goes_when_its_server_died() {
+    died_on_its_own(Kind::Redis);
+}
+
+#[test]
+fn the_redis_watchdog_lives_through_an_outage_and_stops_the_server_on_time() {
+    outage(Kind::Redis);
 }

@@ -1,4 +1,5 @@
-//! Managed local infrastructure: a private Postgres cluster, without Docker.
+//! Managed local infrastructure: a private Postgres cluster (and, when the app needs them, a
+//! `nats-server` and a `redis-server`), without Docker.
 //!
 //! When no `DATABASE_URL` is given, Ovation runs its own Postgres from the server binaries
 //! installed on the machine:
@@ -24,9 +25,11 @@ use std::time::Duration;
 mod nats;
 mod postgres;
 mod process;
+mod redis;
 
 pub use nats::ManagedNats;
 pub use postgres::ManagedPostgres;
+pub use redis::ManagedRedis;
 
 /// How long the managed server keeps running after the last process using it exits.
 pub const IDLE_STOP: Duration = Duration::from_secs(20);
@@ -58,6 +61,12 @@ pub enum InfraError {
          server with OVATION_PUBSUB=nats://HOST:PORT, or use the default Postgres backend."
     )]
     NatsNotFound,
+    #[error(
+        "the app declares a cache (ovation::cache!) but `redis-server` was not found on PATH \
+         nor in /usr/bin.\n  Install it (Debian/Ubuntu: `apt install redis-server`, Fedora: \
+         `dnf install redis`, macOS: `brew install redis`), or set REDIS_URL to a Redis server."
+    )]
+    RedisNotFound,
     #[error("{action} failed: {source}")]
     Io {
         action: String,

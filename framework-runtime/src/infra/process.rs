@@ -240,6 +240,18 @@ pub(super) fn process_has_arg(pid: u32, arg: &str) -> bool {
         .is_ok_and(|cmdline| cmdline.split(|&b| b == 0).any(|a| a == arg.as_bytes()))
 }
 
+/// Whether process `pid` runs the program `name` (its `comm`, the executable's name, which a
+/// program that rewrites its command line keeps) and has not exited (a zombie keeps its name
+/// but has an empty command line). Elsewhere than Linux a live pid counts.
+pub(super) fn process_is_named(pid: u32, name: &str) -> bool {
+    let proc = Path::new("/proc").join(pid.to_string());
+    if !Path::new("/proc/self").exists() {
+        return process_has_arg(pid, name);
+    }
+    fs::read_to_string(proc.join("comm")).is_ok_and(|comm| comm.trim_end() == name)
+        && fs::read(proc.join("cmdline")).is_ok_and(|c| !c.is_empty())
+}
+
 /// Keeps a managed server, running on `port`, running for as long as this process lives:
 /// every second, `alive` says whether it runs; when it does not, `restart` starts it again and
 /// returns its port (with backoff from 1 s to 30 s while it fails), and the outcome is logged.

@@ -1,7 +1,14 @@
 //! Sessions: a user with a password logs in for a token signed with the `SessionKey` secret,
 //! valid 24 hours; the app's auth handler turns the token back into the user.
+//!
+//! Guessing is throttled: after [`MAX_FAILED_LOGINS`] failed logins for an email, the next ones
+//! are `resource_exhausted` (429) until a minute has passed since the first failure. The count
+//! lives in the cache, so every process hosting `users` sees the same one.
 
 use std::sync::LazyLock;
+use std::time::Duration;
+
+use ovation::cache::{CacheCluster, IntKeyspace};
 
 use hmac::{Hmac, Mac};
 use ovation::prelude::*;
@@ -10,6 +17,15 @@ use sha2::Sha256;
 use super::{DB, get};
 
 static SESSION_KEY: Secret = ovation::secret!("SessionKey");
+
+static CACHE: CacheCluster = ovation::cache!("users");
+
+/// Failed logins per email (lower case), counted for a minute from the first failure.
+static FAILED_LOGINS: IntKeyspace<String> =
+    IntKeyspace::new(&CACHE, "failed-logins/:email").expire_after(Duration::from_secs(60));
+
+/// Failed logins for one email within a minute, after which logins for it are refused.
+pub const MAX_FAILED_LOGINS: i64 = 5;
 
 /// How long a session token is valid.
 const LIFETIME: chrono::TimeDelta = chrono::TimeDelta::hours(24);
@@ -50,9 +66,17 @@ fn wrong_credentials() -> Error {
     Error::unauthenticated("wrong email or password")
 }
 
-/// Logs in: a token for the user with this email and password, valid 24 hours.
+/// Logs in: a token for the user with this email and password, valid 24 hours. After
+/// [`MAX_FAILED_LOGINS`] failures for an email within a minute, `resource_exhausted` until the
+/// minute has passed.
 #[api(public, method = "POST", path = "/sessions")]
 pub async fn create_session(p: CreateSessionParams) -> Result<SessionToken, Error> {
+    let throttle_key = p.email.trim().to_lowercase();
+    if FAILED_LOGINS.get(&throttle_key).await?.unwrap_or(0) >= MAX_FAILED_LOGINS {
+        return Err(Error::resource_exhausted(
+            "too many failed logins for this email; try again in a minute",
+        ));
+    }
     let row: Option<(Uuid, Option<String>)> =
         sqlx::query_as("SELECT id, password_hash FROM users WHERE email = $1")
             .bind(p.email.trim())
@@ -64,7 +88,10 @@ pub async fn create_session(p: CreateSessionParams) -> Result<SessionToken, Erro
         _ => (None, UNUSABLE_HASH.clone()),
     };
     let matches = verify_password(p.password, hash).await?;
-    let user = user.filter(|_| matches).ok_or_else(wrong_credentials)?;
+    let Some(user) = user.filter(|_| matches) else {
+        FAILED_LOGINS.increment(&throttle_key, 1).await?;
+        return Err(wrong_credentials());
+    };
     let expires_at = chrono::Utc::now() + LIFETIME;
     Ok(SessionToken {
         token: sign(user, expires_at.timestamp()),

@@ -1,0 +1,219 @@
+//! The managed `redis-server`, for the app's caches when no `REDIS_URL` is given: the same life
+//! as the managed Postgres, in `<data dir>/redis`.
+//!
+//! A cache needs no persistence, so the server keeps nothing on disk (`save ""`, no AOF): a
+//! restart empties it, which a cache must survive anyway. It listens on 127.0.0.1 only and
+//! requires a password, generated once and kept in `<data dir>/redis/redis.conf` (readable only
+//! by its owner): a web page the developer has open can reach 127.0.0.1 too, and Redis speaks
+//! to whatever connects.
+
+use std::fs;
+use std::net::{SocketAddr, TcpStream};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use super::process::{
+    STOPPED_ON_PURPOSE, hold_client_lock, is_executable, keep_running, open_lock_file,
+    process_is_named, same_or_free_port, spawn_idle_watchdog, write_private,
+};
+use super::{InfraError, io_err};
+
+/// A running managed `redis-server`, on 127.0.0.1 only.
+#[derive(Clone)]
+pub struct ManagedRedis {
+    port: u16,
+    password: String,
+    dir: PathBuf,
+}
+
+impl std::fmt::Debug for ManagedRedis {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ManagedRedis")
+            .field("port", &self.port)
+            .field("dir", &self.dir)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ManagedRedis {
+    /// Makes the managed Redis of `data_dir` ready: starts it unless it runs, and registers this
+    /// process as one of its users (the watchdog stops it after [`super::IDLE_STOP`] without
+    /// users).
+    pub fn ensure(data_dir: &Path) -> Result<ManagedRedis, InfraError> {
+        let bin = find_redis()?;
+        fs::create_dir_all(data_dir).map_err(io_err(format!(
+            "creating the data folder {}",
+            data_dir.display()
+        )))?;
+        let dir = data_dir
+            .canonicalize()
+            .map_err(io_err(format!("resolving {}", data_dir.display())))?
+            .join("redis");
+        fs::create_dir_all(&dir).map_err(io_err(format!("creating {}", dir.display())))?;
+        let setup = open_lock_file(&dir.join("setup.lock"))?;
+        setup
+            .lock()
+            .map_err(io_err("locking the managed Redis set-up"))?;
+        let password = password(&dir)?;
+        let port = match redis_port(&dir) {
+            Some(port) => port,
+            None => start_redis(&bin, &dir, &password)?,
+        };
+        let _ = fs::remove_file(dir.join(STOPPED_ON_PURPOSE));
+        // Stopped only if the pid in `redis.pid` is a `redis-server` (see `server_alive`), and
+        // waited for; the pid file goes either way.
+        let owns = r#"{ [ "$(cat "/proc/$pid/comm" 2>/dev/null)" = redis-server ] && [ -n "$(tr -d '\0' < "/proc/$pid/cmdline" 2>/dev/null)" ]; }"#;
+        let stop = format!(
+            r#"{{ pid=$(cat "$1/redis.pid" 2>/dev/null); if [ -n "$pid" ] && {owns}; then kill "$pid"; n=0; while {owns} && [ $n -lt 100 ]; do sleep 0.1; n=$((n+1)); done; fi; rm -f "$1/redis.pid"; }}"#
+        );
+        spawn_idle_watchdog(&dir, "ovation-redis-watchdog", &stop, None);
+        hold_client_lock(&dir)?;
+        drop(setup);
+        Ok(ManagedRedis {
+            port,
+            password,
+            dir,
+        })
+    }
+
+    /// Restarts the server whenever it is found not running, for as long as this process lives,
+    /// on the same port while it is free (the cache client reconnects by itself).
+    pub fn keep_running(&self, data_dir: &Path) {
+        let data_dir = data_dir.to_owned();
+        keep_running(
+            "redis-server",
+            &self.dir,
+            self.port,
+            server_alive,
+            move || Ok(ManagedRedis::ensure(&data_dir)?.port),
+        );
+    }
+
+    /// The server's URL, with its password.
+    pub fn url(&self) -> String {
+        format!("redis://:{}@127.0.0.1:{}/", self.password, self.port)
+    }
+
+    /// The server's port.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+}
+
+pub(super) fn find_redis() -> Result<PathBuf, InfraError> {
+    let mut dirs: Vec<PathBuf> = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).collect())
+        .unwrap_or_default();
+    dirs.extend(
+        [
+            "/usr/bin",
+            "/usr/local/bin",
+            "/usr/sbin",
+            "/opt/homebrew/bin",
+        ]
+        .map(PathBuf::from),
+    );
+    dirs.into_iter()
+        .map(|d| d.join("redis-server"))
+        .find(|p| is_executable(p))
+        .ok_or(InfraError::RedisNotFound)
+}
+
+/// The server's password: made once, with the config file that holds it.
+fn password(dir: &Path) -> Result<String, InfraError> {
+    let file = dir.join("password");
+    if let Ok(existing) = fs::read_to_string(&file)
+        && existing.trim().len() >= 32
+    {
+        return Ok(existing.trim().to_owned());
+    }
+    let password: String = {
+        use rand::Rng;
+        rand::rng()
+            .sample_iter(rand::distr::Alphanumeric)
+            .take(32)
+            .map(char::from)
+            .collect()
+    };
+    write_private(&file, &password)?;
+    Ok(password)
+}
+
+/// Whether the server of `dir` runs: the pid in `redis.pid` is a `redis-server`. (Not by its
+/// arguments, as for Postgres and NATS: Redis rewrites its command line to its address. Its
+/// name stays, and the pid file is this folder's own.)
+fn server_alive(dir: &Path) -> bool {
+    fs::read_to_string(dir.join("redis.pid"))
+        .ok()
+        .and_then(|pid| pid.trim().parse().ok())
+        .is_some_and(|pid: u32| process_is_named(pid, "redis-server"))
+}
+
+/// The port of the managed Redis in `dir`, if it runs and accepts connections.
+fn redis_port(dir: &Path) -> Option<u16> {
+    if !server_alive(dir) {
+        return None;
+    }
+    let port = previous_port(dir)?;
+    TcpStream::connect_timeout(
+        &SocketAddr::from(([127, 0, 0, 1], port)),
+        Duration::from_secs(1),
+    )
+    .ok()?;
+    Some(port)
+}
+
+fn previous_port(dir: &Path) -> Option<u16> {
+    fs::read_to_string(dir.join("port"))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+fn start_redis(bin: &Path, dir: &Path, password: &str) -> Result<u16, InfraError> {
+    let port = same_or_free_port(previous_port(dir))?;
+    let _ = fs::remove_file(dir.join("redis.pid"));
+    // The password goes in the config file, not on the command line, where `ps` would show it.
+    let conf = dir.join("redis.conf");
+    write_private(
+        &conf,
+        &format!(
+            "bind 127.0.0.1\nport {port}\nrequirepass {password}\nprotected-mode yes\n\
+             save \"\"\nappendonly no\ndaemonize no\ndir {dir}\npidfile {pid}\nlogfile {log}\n",
+            dir = dir.display(),
+            pid = dir.join("redis.pid").display(),
+            log = dir.join("redis.log").display(),
+        ),
+    )?;
+    let mut cmd = Command::new(bin);
+    cmd.arg(&conf)
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .process_group(0);
+    let mut child = cmd.spawn().map_err(io_err("starting redis-server"))?;
+    // Reaped when it exits, so that it is not left a zombie of this process.
+    let _ = std::thread::Builder::new()
+        .name("ovation-redis-reaper".into())
+        .spawn(move || child.wait());
+    fs::write(dir.join("port"), port.to_string()).map_err(io_err("writing the Redis port"))?;
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while std::time::Instant::now() < deadline {
+        if redis_port(dir).is_some() {
+            return Ok(port);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Err(InfraError::Command {
+        command: "redis-server".into(),
+        status: "not listening".into(),
+        output: format!(
+            "it did not accept connections within 20 s; see {}",
+            dir.join("redis.log").display()
+        ),
+    })
+}
