@@ -256,6 +256,48 @@ async fn accounts_split_behind_the_gateway() {
     accounts(&Client::new(s.g.url())).await;
 }
 
+/// Login throttling, across two processes hosting `users` (two replicas sharing the cache):
+/// failures on either count together; past five, both refuse that email with 429 — even the
+/// right password — while another email logs in.
+#[tokio::test]
+async fn failed_logins_are_throttled_across_replicas() {
+    let env = TestEnv::new().await.unwrap();
+    let replicas = [
+        env.serve(Hosting::all()).await.unwrap(),
+        env.serve(Hosting::all()).await.unwrap(),
+    ];
+    let clients = replicas.each_ref().map(|r| Client::new(r.url()));
+    signup(&clients[0], "mallory@example.com", Some("right password")).await;
+    signup(&clients[1], "bob@example.com", Some("bob's password")).await;
+    let max = shop_app::users::MAX_FAILED_LOGINS;
+    for attempt in 0..max {
+        // Alternating replicas, and the email's case: one count per address.
+        let c = &clients[usize::try_from(attempt % 2).unwrap()];
+        let email = if attempt % 2 == 0 {
+            "mallory@example.com"
+        } else {
+            "Mallory@Example.com"
+        };
+        let r = login(c, email, "wrong guess").await;
+        assert_eq!((r.status, r.code()), (401, "unauthenticated"), "{r:?}");
+    }
+    for c in &clients {
+        let r = login(c, "mallory@example.com", "another guess").await;
+        assert_eq!((r.status, r.code()), (429, "resource_exhausted"), "{r:?}");
+        let r = login(c, "mallory@example.com", "right password").await;
+        assert_eq!(r.status, 429, "the right password is refused too: {r:?}");
+        assert!(
+            r.body["message"]
+                .as_str()
+                .unwrap()
+                .contains("try again in a minute")
+        );
+    }
+    token(&clients[0], "bob@example.com", "bob's password").await;
+    token(&clients[1], "bob@example.com", "bob's password").await;
+    env.close().await;
+}
+
 /// Headers a client might try in the hope that some layer reads them as "the user is".
 const IMPERSONATING_HEADERS: [&str; 10] = [
     "x-ovation-user-id",

@@ -631,6 +631,11 @@ fn kubernetes_manifests_pass_kubernetes_validate() {
         "{notes}"
     );
     assert!(all.contains("nats://shop-app-nats:4222"));
+    // The shop has a cache: a Redis with a generated password, and every service process has
+    // its URL.
+    assert!(out_dir.join("redis.yaml").is_file());
+    assert!(all.contains("redis://:$(REDIS_PASSWORD)@shop-app-redis:6379/"), "{all}");
+    assert!(all.contains("redis-password"));
     assert!(
         !all.contains("postgres://"),
         "no database credentials in the manifests"

@@ -11,6 +11,9 @@
 //!   `/__ovation/health`, resource requests and a locked-down security context;
 //! - `ovation-gateway.yaml`: the gateway's Deployment and Service, and the Ingress;
 //! - `nats.yaml`: a one-node NATS JetStream StatefulSet and its Service;
+//! - `redis.yaml`, when the app declares a cache: a Redis Deployment (no persistence: a cache)
+//!   and its Service, with a password generated into `secret.yaml`; processes get `REDIS_URL`
+//!   built from it. To use a managed Redis instead, drop `redis.yaml` and set `REDIS_URL`;
 //! - `Dockerfile`: the app image, built from the workspace root;
 //! - `NOTES.md`: the commands to build, create the database Secret and apply.
 //!
@@ -77,9 +80,14 @@ pub fn write(model: &AppModel, units: &[Unit], options: &Options) -> Result<Vec<
         to_yaml(&[config_map(&app, units, &options.cors)]),
         false,
     )?;
+    let uses_cache = !model.caches.is_empty();
     put(
         "secret.yaml",
-        to_yaml(&[secret(&app, &super::generate_key())]),
+        to_yaml(&[secret(
+            &app,
+            &super::generate_key(),
+            uses_cache.then(super::generate_key).as_deref(),
+        )]),
         true,
     )?;
     for unit in units {
@@ -93,6 +101,9 @@ pub fn write(model: &AppModel, units: &[Unit], options: &Options) -> Result<Vec<
         put(&format!("{}.yaml", unit.name), to_yaml(&objects), false)?;
     }
     put("nats.yaml", to_yaml(&nats(&app)), false)?;
+    if uses_cache {
+        put("redis.yaml", to_yaml(&redis(&app)), false)?;
+    }
     put("Dockerfile", dockerfile(options), false)?;
     put("NOTES.md", notes(&app, model, options), false)?;
     Ok(files)
@@ -148,14 +159,81 @@ fn config_map(app: &str, units: &[Unit], cors: &ovation::config::Cors) -> Value 
     })
 }
 
-fn secret(app: &str, key: &str) -> Value {
+/// The generated Secret: the service-auth key and, with a cache, the Redis password.
+fn secret(app: &str, key: &str, redis_password: Option<&str>) -> Value {
+    let mut data = json!({ "service-auth-key": base64(key.as_bytes()) });
+    if let Some(password) = redis_password {
+        data["redis-password"] = json!(base64(password.as_bytes()));
+    }
     json!({
         "apiVersion": "v1",
         "kind": "Secret",
         "metadata": { "name": format!("{app}-service-auth"), "labels": labels(app, "secret") },
         "type": "Opaque",
-        "data": { "service-auth-key": base64(key.as_bytes()) },
+        "data": data,
     })
+}
+
+/// The Redis password from the generated Secret, as an env entry.
+fn redis_password_env(app: &str) -> Value {
+    json!({
+        "name": "REDIS_PASSWORD",
+        "valueFrom": { "secretKeyRef": { "name": format!("{app}-service-auth"), "key": "redis-password" } },
+    })
+}
+
+/// A one-replica Redis for the caches: nothing persisted (a cache is rebuilt from the source of
+/// truth), a password, and a memory cap with LRU eviction so a full cache evicts rather than
+/// fails writes.
+fn redis(app: &str) -> Vec<Value> {
+    let name = format!("{app}-redis");
+    let selector = json!({ "app.kubernetes.io/name": app, "app.kubernetes.io/component": "redis" });
+    vec![
+        json!({
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": { "name": name, "labels": labels(app, "redis") },
+            "spec": {
+                "replicas": 1,
+                "selector": { "matchLabels": selector },
+                "template": {
+                    "metadata": { "labels": labels(app, "redis") },
+                    "spec": {
+                        "automountServiceAccountToken": false,
+                        "containers": [{
+                            "name": "redis",
+                            "image": "redis:7-alpine",
+                            "args": [
+                                "--requirepass", "$(REDIS_PASSWORD)",
+                                "--save", "", "--appendonly", "no",
+                                "--maxmemory", "200mb", "--maxmemory-policy", "allkeys-lru",
+                            ],
+                            "env": [redis_password_env(app)],
+                            "ports": [{ "name": "redis", "containerPort": 6379, "protocol": "TCP" }],
+                            "readinessProbe": { "tcpSocket": { "port": "redis" }, "periodSeconds": 5 },
+                            "livenessProbe": { "tcpSocket": { "port": "redis" }, "initialDelaySeconds": 10, "periodSeconds": 10 },
+                            "resources": { "requests": { "cpu": "50m", "memory": "64Mi" }, "limits": { "memory": "256Mi" } },
+                            "securityContext": {
+                                "runAsNonRoot": true,
+                                "runAsUser": 999,
+                                "allowPrivilegeEscalation": false,
+                                "capabilities": { "drop": ["ALL"] },
+                            },
+                        }],
+                    },
+                },
+            },
+        }),
+        json!({
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": { "name": name, "labels": labels(app, "redis") },
+            "spec": {
+                "selector": selector,
+                "ports": [{ "name": "redis", "port": 6379, "targetPort": "redis", "protocol": "TCP" }],
+            },
+        }),
+    ]
 }
 
 fn deployment(app: &str, unit: &Unit, model: &AppModel, options: &Options) -> Value {
@@ -190,6 +268,16 @@ fn deployment(app: &str, unit: &Unit, model: &AppModel, options: &Options) -> Va
         env.push(json!({
             "name": "DATABASE_URL",
             "valueFrom": { "secretKeyRef": { "name": format!("{app}-database"), "key": "url" } },
+        }));
+    }
+    // Every process hosting a service reaches the caches (a keyspace is used by whichever
+    // service refers to it); `$(REDIS_PASSWORD)` is expanded by Kubernetes from the entry
+    // before it.
+    if !unit.gateway && !model.caches.is_empty() {
+        env.push(redis_password_env(app));
+        env.push(json!({
+            "name": "REDIS_URL",
+            "value": format!("redis://:$(REDIS_PASSWORD)@{app}-redis:6379/"),
         }));
     }
     let probe = |initial: u32, period: u32| {

@@ -183,6 +183,7 @@ pub fn deploy(exe: &Path, units: Vec<Unit>, options: &Options) -> Result<Deploym
         .collect();
     let key = super::generate_key();
     let database_url = std::env::var("DATABASE_URL").ok().filter(|u| !u.is_empty());
+    let redis_url = std::env::var("REDIS_URL").ok().filter(|u| !u.is_empty());
     let pubsub: ovation::config::PubSubBackend = match std::env::var("OVATION_PUBSUB") {
         Ok(v) if !v.is_empty() => v
             .parse()
@@ -204,6 +205,7 @@ pub fn deploy(exe: &Path, units: Vec<Unit>, options: &Options) -> Result<Deploym
                 .map(|(s, u)| (s.clone(), u.clone()))
                 .collect(),
             database_url: database_url.clone(),
+            redis_url: redis_url.clone(),
             data_dir: Some(data_dir.clone()),
             service_auth_key: Some(key.clone()),
             pubsub: pubsub.clone(),
@@ -618,6 +620,7 @@ fn start(state: &Deployment, i: usize) -> Result<tokio::process::Child, String> 
         "OVATION_TRACE_SAMPLING",
         "OTEL_EXPORTER_OTLP_ENDPOINT",
         "DATABASE_URL",
+        "REDIS_URL",
     ] {
         cmd.env_remove(var);
     }

@@ -7,7 +7,9 @@ use crate::check_text;
 
 mod sessions;
 
-pub use sessions::{CreateSessionParams, Session, SessionToken, authenticate, create_session};
+pub use sessions::{
+    CreateSessionParams, MAX_FAILED_LOGINS, Session, SessionToken, authenticate, create_session,
+};
 
 static DB: Database = ovation::database!("users", migrations = "./migrations");
 
