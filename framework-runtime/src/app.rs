@@ -42,6 +42,8 @@ pub enum StartupError {
     Secrets(String),
     #[error("cache: {0}")]
     Cache(String),
+    #[error("{0}")]
+    Cron(String),
     #[error("cannot listen on {addr}: {source}{hint}")]
     Bind {
         addr: SocketAddr,
@@ -215,6 +217,7 @@ pub(crate) async fn redis_url(config: &Config) -> Result<String, StartupError> {
 pub(crate) async fn build_runtime(config: &Config) -> Result<&'static Runtime, StartupError> {
     crate::secrets::load_all(config.deployment).map_err(StartupError::Secrets)?;
     crate::cache::check_setup().map_err(StartupError::Cache)?;
+    crate::cron::check_setup().map_err(StartupError::Cron)?;
     let builder = RuntimeBuilder::from_config(config)?;
     let is_hosted = |s: &str| builder.hosts(s);
     let needed: Vec<_> = sqldb::declared()
@@ -226,13 +229,20 @@ pub(crate) async fn build_runtime(config: &Config) -> Result<&'static Runtime, S
     // A process hosting no service (a gateway) publishes and receives nothing.
     let hosts_nothing = config.hosted_services.as_ref().is_some_and(Vec::is_empty);
     let pubsub_needed = crate::pubsub::in_use() && !hosts_nothing;
-    if !needed.is_empty() || pubsub_needed {
+    let cron_needed = crate::cron::in_use() && !hosts_nothing;
+    let mut cron = None;
+    if !needed.is_empty() || pubsub_needed || cron_needed {
         let server = database_server(config).await?;
         for def in needed {
             pools.insert(
                 def.name,
                 server.open(def, config.max_db_connections()).await?,
             );
+        }
+        if cron_needed {
+            let pool = server.open(&crate::cron::store::DATABASE, 3).await?;
+            let store = crate::cron::store::CronStore::new(pool, config.cron.unwrap_or(true));
+            cron = Some(&*Box::leak(Box::new(store)));
         }
         if pubsub_needed {
             let pool = server
@@ -267,6 +277,7 @@ pub(crate) async fn build_runtime(config: &Config) -> Result<&'static Runtime, S
         .pools(pools)
         .pubsub(pubsub)
         .cache(cache)
+        .cron(cron)
         .global()
         .build();
     Ok(rt)
@@ -315,6 +326,7 @@ impl RuntimeBuilder {
                 body_limit: config.body_limit(),
                 pubsub: None,
                 cache: None,
+                cron: None,
                 gateway: config.gateway,
                 cors: config.cors.clone(),
                 tasks: Default::default(),
@@ -341,6 +353,15 @@ impl RuntimeBuilder {
         pubsub: Option<&'static crate::pubsub::postgres::PgPubSub>,
     ) -> RuntimeBuilder {
         self.runtime.pubsub = pubsub;
+        self
+    }
+
+    /// The cron database, when the app declares a cron job and this process hosts a service.
+    pub(crate) fn cron(
+        mut self,
+        cron: Option<&'static crate::cron::store::CronStore>,
+    ) -> RuntimeBuilder {
+        self.runtime.cron = cron;
         self
     }
 

@@ -15,6 +15,7 @@
 //! | `OVATION_SERVICE_AUTH_KEY` | key signing service-to-service calls | random per process |
 //! | `OVATION_SERVICE_AUTH_ACCEPTED_KEYS` | comma-separated keys also accepted (a rotation) | none |
 //! | `REDIS_URL` | Redis server the caches live on, `redis://[:password@]host:port/[db]` | managed local `redis-server` |
+//! | `OVATION_CRON` | `false`: cron jobs do not run on their schedule in this process | `true` (`false` in tests) |
 //! | `OVATION_PUBSUB` | `postgres`, `nats` (managed `nats-server`) or `nats://host:port` | `postgres` |
 //! | `OTEL_EXPORTER_OTLP_ENDPOINT` | OTLP/HTTP collector receiving traces, e.g. `http://127.0.0.1:4318` | none: no export |
 //! | `OVATION_TRACE_SAMPLING` | share of traces exported, 0.0 to 1.0 | 1.0 |
@@ -95,6 +96,10 @@ pub struct Config {
     /// `nats://host:port` URL.
     #[serde(skip_serializing_if = "PubSubBackend::is_default")]
     pub pubsub: PubSubBackend,
+    /// Whether the cron jobs of the services hosted here run on their schedule (default: yes;
+    /// in `#[ovation::test]`, no). Jobs can still be run by hand.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cron: Option<bool>,
     /// Gateway mode: besides its own services, this process serves every public (and `auth`)
     /// endpoint of the services hosted elsewhere by forwarding the request to the process
     /// service discovery names. Private endpoints are never forwarded.
@@ -326,6 +331,19 @@ impl Config {
                     )
                 })?;
             self.trace_sampling = Some(ratio);
+        }
+        if let Some(v) = var("OVATION_CRON").filter(|v| !v.is_empty()) {
+            self.cron = Some(match v.to_ascii_lowercase().as_str() {
+                "1" | "true" | "yes" | "on" => true,
+                "0" | "false" | "no" | "off" => false,
+                _ => {
+                    return Err(env_err(
+                        "OVATION_CRON",
+                        &v,
+                        "expected `true` or `false`".into(),
+                    ));
+                }
+            });
         }
         for (name, field) in [
             ("OVATION_GATEWAY", &mut self.gateway),

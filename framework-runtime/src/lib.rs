@@ -68,6 +68,7 @@ pub mod auth;
 pub mod cache;
 mod call;
 pub mod config;
+pub mod cron;
 pub mod error;
 mod http;
 mod infra;

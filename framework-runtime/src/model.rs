@@ -26,6 +26,7 @@ pub fn services() -> Vec<&'static str> {
             .iter()
             .map(|c| service_of(c.module)),
     );
+    all.extend(crate::cron::jobs().iter().map(|j| j.service()));
     all.sort_unstable();
     all.dedup();
     all

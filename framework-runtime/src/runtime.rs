@@ -44,6 +44,8 @@ pub struct Runtime {
     pub(crate) body_limit: usize,
     /// Pub/Sub, when the app declares topics or subscriptions.
     pub(crate) pubsub: Option<&'static crate::pubsub::postgres::PgPubSub>,
+    /// The cron database, when the app declares a cron job and this process hosts a service.
+    pub(crate) cron: Option<&'static crate::cron::store::CronStore>,
     /// The caches' Redis, when the app declares a cache and this process hosts a service.
     pub(crate) cache: Option<crate::cache::Store>,
     /// Gateway mode: forward public endpoints of services hosted elsewhere.
@@ -150,6 +152,7 @@ impl Runtime {
             let handle = tokio::spawn(scope(self, Some(service), (task.run)()));
             tasks.push(handle.abort_handle());
         }
+        tasks.extend(crate::cron::store::start(self));
     }
 
     /// Stops background work: start-up tasks, claiming messages, relaying the outbox.
@@ -180,6 +183,9 @@ impl Runtime {
         self.drain_background(Duration::from_secs(5)).await;
         if let Some(pubsub) = self.pubsub {
             pubsub.close().await;
+        }
+        if let Some(cron) = self.cron {
+            cron.close().await;
         }
         for pool in self.pools.values() {
             pool.close().await;

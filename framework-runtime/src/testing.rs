@@ -50,6 +50,13 @@ impl Hosting {
         Hosting::default()
     }
 
+    /// Whether cron jobs run on their schedule (off by default in tests: run one with
+    /// [`crate::cron::run_now`]).
+    pub fn cron_jobs(mut self, on: bool) -> Hosting {
+        self.config.cron = Some(on);
+        self
+    }
+
     /// Only these services; calls to the others go over HTTP to their [`Hosting::remote`] URL.
     pub fn only<I, S>(services: I) -> Hosting
     where
@@ -345,6 +352,7 @@ impl TestEnv {
         crate::telemetry::init_for_tests();
         crate::auth::check_setup().map_err(Error::internal)?;
         crate::cache::check_setup().map_err(Error::internal)?;
+        crate::cron::check_setup().map_err(Error::internal)?;
         let server = test_server().await?.clone();
         let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
         let pid = std::process::id();
@@ -352,6 +360,9 @@ impl TestEnv {
         let mut defs = sqldb::declared();
         if crate::pubsub::in_use() {
             defs.push(&crate::pubsub::postgres::DATABASE);
+        }
+        if crate::cron::in_use() {
+            defs.push(&crate::cron::store::DATABASE);
         }
         for def in defs {
             let name = format!("{TEST_DB_PREFIX}{pid}_{id}_{}", def.name);
@@ -410,10 +421,23 @@ impl TestEnv {
                 }
                 &*Box::leak(Box::new(backend))
             });
+        let cron_db = crate::cron::store::DATABASE.name;
+        let cron = self
+            .databases
+            .get(cron_db)
+            .filter(|_| with_pubsub)
+            .map(|db| {
+                let pool = sqldb::pool_options(3).connect_lazy_with(self.server.options(db));
+                // Off unless the test asks: a test decides when its jobs run.
+                let scheduled = hosting.config.cron.unwrap_or(false);
+                &*Box::leak(Box::new(crate::cron::store::CronStore::new(
+                    pool, scheduled,
+                )))
+            });
         let pools = self
             .databases
             .iter()
-            .filter(|(name, _)| **name != pubsub_db)
+            .filter(|(name, _)| **name != pubsub_db && **name != cron_db)
             .map(|(name, db)| {
                 (
                     *name,
@@ -430,6 +454,7 @@ impl TestEnv {
             .pools(pools)
             .pubsub(pubsub)
             .cache(cache)
+            .cron(cron)
             .auth(ServiceAuth::new(signing, accepted))
             .build();
         self.runtimes

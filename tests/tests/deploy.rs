@@ -634,7 +634,10 @@ fn kubernetes_manifests_pass_kubernetes_validate() {
     // The shop has a cache: a Redis with a generated password, and every service process has
     // its URL.
     assert!(out_dir.join("redis.yaml").is_file());
-    assert!(all.contains("redis://:$(REDIS_PASSWORD)@shop-app-redis:6379/"), "{all}");
+    assert!(
+        all.contains("redis://:$(REDIS_PASSWORD)@shop-app-redis:6379/"),
+        "{all}"
+    );
     assert!(all.contains("redis-password"));
     assert!(
         !all.contains("postgres://"),

@@ -125,3 +125,45 @@ pub(crate) async fn pubsub_redrive(rt: &'static Runtime, req: Request) -> Respon
         Err(e) => e.into_response(),
     }
 }
+
+/// Every cron job with its schedule, next run and recent runs, for the dashboard.
+pub(crate) async fn cron_state(rt: &'static Runtime, req: Request) -> Response {
+    if let Err(denied) = internal_request(rt, req).await {
+        return denied;
+    }
+    match crate::cron::store::state(rt).await {
+        Ok(jobs) => axum::Json(json!({ "jobs": jobs })).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+/// Starts a cron job now (the dashboard's "Run now"): `{"runId": ..}` once claimed, `aborted`
+/// (409) while it runs already, `failed_precondition` if this process does not host its service.
+pub(crate) async fn cron_run(rt: &'static Runtime, req: Request) -> Response {
+    let (mut parts, body) = req.into_parts();
+    let Ok(raw) = RawPathParams::from_request_parts(&mut parts, &()).await else {
+        return not_found_response("POST", parts.uri.path());
+    };
+    let name = raw
+        .iter()
+        .next()
+        .map(|(_, v)| v.to_owned())
+        .unwrap_or_default();
+    if let Err(denied) = internal_request(rt, Request::from_parts(parts, body)).await {
+        return denied;
+    }
+    let Some(job) = crate::cron::job(&name) else {
+        return Error::not_found(format!("no cron job `{name}`")).into_response();
+    };
+    if !rt.hosts(job.service()) {
+        return Error::failed_precondition(format!(
+            "cron job `{name}` belongs to service `{}`, which this process does not host",
+            job.service()
+        ))
+        .into_response();
+    }
+    match crate::cron::store::start_manually(rt, job).await {
+        Ok(id) => axum::Json(json!({ "runId": id })).into_response(),
+        Err(e) => e.into_response(),
+    }
+}

@@ -9,7 +9,7 @@ use axum::extract::Request;
 use axum::response::{IntoResponse, Response};
 use axum::routing::MethodRouter;
 
-use super::admin::{health, meta, pubsub_redrive, pubsub_state};
+use super::admin::{cron_run, cron_state, health, meta, pubsub_redrive, pubsub_state};
 use super::wire::not_found_response;
 use crate::error::Error;
 use crate::registry::{self, Access, DynEndpoint};
@@ -88,6 +88,14 @@ pub(crate) fn router(rt: &'static Runtime) -> Result<Router, RouteError> {
         .route(
             "/__ovation/pubsub/{subscription}/redrive",
             axum::routing::post(move |req: Request| pubsub_redrive(rt, req)).layer(catch_panic()),
+        )
+        .route(
+            "/__ovation/cron",
+            axum::routing::get(move |req: Request| cron_state(rt, req)).layer(catch_panic()),
+        )
+        .route(
+            "/__ovation/cron/{job}/run",
+            axum::routing::post(move |req: Request| cron_run(rt, req)).layer(catch_panic()),
         )
         .fallback(not_found_handler);
     Ok(match cors_layer(&rt.cors)? {
