@@ -5,7 +5,7 @@
 //! One file per page: `services` (endpoints with access and schema trees, databases, topics,
 //! subscriptions), `explorer` (the API explorer), `traces` (the live list, filters, a trace's
 //! waterfall), `architecture` (`crate::graph`), `databases` (tables, rows, the SQL box) and
-//! `pubsub` (counts, dead letters, redrive); `html` is the shell they share, with the status bar
+//! `pubsub` (counts, dead letters, redrive), `cron` (jobs, their runs, "Run now"); `html` is the shell they share, with the status bar
 //! showing the app's URL and whether it runs, rebuilds, or failed to compile. Anything else is a
 //! 404 page. This file holds the router and what the pages ask of the app.
 
@@ -23,6 +23,7 @@ use crate::guard::Guard;
 use crate::traces::Store;
 
 mod architecture;
+mod cron;
 pub mod databases;
 mod explorer;
 pub(crate) mod html;
@@ -142,6 +143,9 @@ pub fn router(
             "/pubsub/{subscription}/redrive",
             axum::routing::post(pubsub::redrive),
         )
+        .route("/cron", axum::routing::get(cron::page))
+        .route("/cron/{job}/run", axum::routing::post(cron::run))
+        .route("/api/cron", axum::routing::get(cron::api))
         .route("/api/status", axum::routing::get(app_status))
         .route(
             "/assets/style.css",

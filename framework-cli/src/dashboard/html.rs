@@ -35,6 +35,7 @@ pub(super) fn shell(
         ("architecture", "Architecture"),
         ("databases", "Databases"),
         ("pubsub", "Pub/Sub"),
+        ("cron", "Cron"),
     ]
     .iter()
     .map(|(href, label)| {

@@ -59,7 +59,10 @@ pub async fn create(p: CreateOrderParams) -> Result<Order, Error> {
         .checked_mul(i64::from(p.quantity))
         .ok_or_else(|| Error::invalid_argument("the order's total is too large"))?;
 
-    let reservation_id = Some(Uuid::new_v4());
+    // Should this process die before the order is recorded, the reservation is left unconfirmed
+    // and `products`' `expire-reservations` job gives the stock back.
+    let reservation = Uuid::new_v4();
+    let reservation_id = Some(reservation);
     products::reserve_inventory(
         p.product_id,
         products::ReserveParams {
@@ -68,7 +71,7 @@ pub async fn create(p: CreateOrderParams) -> Result<Order, Error> {
         },
     )
     .await?;
-    match record(&p, total_cents).await {
+    match record(&p, total_cents, reservation).await {
         Ok(order) => Ok(order),
         Err(e) => {
             // The stock is reserved but no order records it: give it back.
@@ -86,17 +89,22 @@ pub async fn create(p: CreateOrderParams) -> Result<Order, Error> {
 
 /// Inserts the order and publishes `OrderCreated` in one transaction: the event exists if and
 /// only if the order does.
-async fn record(p: &CreateOrderParams, total_cents: i64) -> Result<Order, Error> {
+async fn record(
+    p: &CreateOrderParams,
+    total_cents: i64,
+    reservation: Uuid,
+) -> Result<Order, Error> {
     let mut tx = DB.begin().await?;
     let order = sqlx::query_as::<_, Order>(&format!(
-        "INSERT INTO orders (user_id, product_id, quantity, total_cents, status)
-         VALUES ($1, $2, $3, $4, 'confirmed')
+        "INSERT INTO orders (user_id, product_id, quantity, total_cents, status, reservation_id)
+         VALUES ($1, $2, $3, $4, 'confirmed', $5)
          RETURNING {ORDER_COLUMNS}"
     ))
     .bind(p.user_id)
     .bind(p.product_id)
     .bind(p.quantity)
     .bind(total_cents)
+    .bind(reservation)
     .fetch_one(&mut *tx)
     .await?;
     let event = OrderCreated {
@@ -117,6 +125,32 @@ pub struct PlaceOrderParams {
     pub product_id: Uuid,
     pub quantity: i32,
     pub total_cents: i64,
+}
+
+/// Stock reservations, by id.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Reservations {
+    pub reservation_ids: Vec<Uuid>,
+}
+
+/// Of `p`'s reservations, those a confirmed order took (a checkout's order takes its
+/// checkout's): what `products`' `expire-reservations` job must not give back.
+#[api(method = "POST", path = "/orders/reservations/taken")]
+pub async fn taken_reservations(p: Reservations) -> Result<Reservations, Error> {
+    if p.reservation_ids.len() > 1000 {
+        return Err(Error::invalid_argument(
+            "at most 1000 reservations at a time",
+        ));
+    }
+    let reservation_ids = sqlx::query_scalar(
+        "SELECT coalesce(reservation_id, checkout_id) FROM orders
+          WHERE (reservation_id = ANY($1) OR checkout_id = ANY($1)) AND status = 'confirmed'",
+    )
+    .bind(&p.reservation_ids)
+    .fetch_all(DB.pool())
+    .await?;
+    Ok(Reservations { reservation_ids })
 }
 
 const ORDER_COLUMNS: &str = "id, user_id, product_id, quantity, total_cents, status";

@@ -1,5 +1,8 @@
 //! The `products` service: the catalogue and its stock.
 //!
+//! Stock reserved for an order that was never recorded (its process died in between) is given
+//! back by the `expire-reservations` cron job: see [`expire_reservations`].
+//!
 //! `reserve_inventory` and `release_inventory` are private: only other services (orders,
 //! the checkout service) may call them; an outside request gets 404. Given a `reservationId`, both are
 //! idempotent, so a saga can retry them (and its compensations) as often as it needs.
@@ -7,6 +10,10 @@
 use ovation::prelude::*;
 
 use crate::check_text;
+
+mod expiry;
+
+pub use expiry::{RESERVATION_TIMEOUT, expire_reservations};
 
 static DB: Database = ovation::database!("products", migrations = "./migrations");
 
@@ -169,7 +176,8 @@ pub async fn release_inventory(id: Uuid, p: ReleaseParams) -> Result<(), Error> 
         }
         let released: Option<i32> = sqlx::query_scalar(
             "UPDATE reservations SET status = 'released'
-             WHERE id = $1 AND product_id = $2 AND status = 'reserved' RETURNING quantity",
+             WHERE id = $1 AND product_id = $2 AND status IN ('reserved', 'confirmed')
+             RETURNING quantity",
         )
         .bind(reservation)
         .bind(id)
