@@ -172,6 +172,31 @@ try {
   await letter.locator("button.redrive").click();
   await page.locator("#redriven", { hasText: "Put 1 message back" }).waitFor();
 
+  // Cron: the shop's job is listed with its schedule; "Run now" runs it, and /api/cron shows
+  // the run (by hand, succeeded).
+  await page.goto(`${dashboard}/cron`);
+  const job = page.locator("#cron-expire-reservations");
+  await job.locator("code", { hasText: "every 1m" }).waitFor();
+  await page.screenshot({ path: `${out}/cron.png`, fullPage: false });
+  await job.locator("button.run-now").click();
+  await page.locator("#started", { hasText: "expire-reservations" }).waitFor();
+  let lastRun = null;
+  for (let i = 0; i < 100; i++) {
+    const jobs = await page.evaluate(() => fetch("/api/cron").then((r) => r.json()));
+    const found = jobs.find((j) => j.name === "expire-reservations");
+    if (!found || found.service !== "products" || !found.nextRun) {
+      throw new Error(`/api/cron: ${JSON.stringify(jobs)}`);
+    }
+    lastRun = found.lastRun;
+    if (lastRun && lastRun.manual && lastRun.status === "succeeded") break;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  if (!(lastRun && lastRun.manual && lastRun.status === "succeeded")) {
+    throw new Error(`"Run now" left no successful run: ${JSON.stringify(lastRun)}`);
+  }
+  await page.goto(`${dashboard}/cron`);
+  await job.locator("tr.run.succeeded").first().waitFor();
+
   // An unknown page is a 404 page, not a blank one.
   const missing = await page.goto(`${dashboard}/no-such-page`);
   if (missing.status() !== 404) throw new Error(`an unknown page answered ${missing.status()}`);

@@ -121,6 +121,7 @@ async fn the_dashboard_works_in_a_browser_offline() {
         "trace.png",
         "architecture.png",
         "pubsub.png",
+        "cron.png",
         "explorer.png",
         "databases.png",
         "table.png",
@@ -203,6 +204,23 @@ async fn pages_of_other_origins_cannot_use_the_dashboard_or_the_app() {
         c.get(&format!("/products/{product}")).await.body["inventory"],
         9,
         "only the dashboard's own explorer call (1) took stock: {report}"
+    );
+    // No "Run now" reached the app: the job's last run, if any, is a scheduled one.
+    let jobs: serde_json::Value = reqwest::get(format!("{dashboard}/api/cron"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let job = jobs
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|j| j["name"] == "expire-reservations")
+        .unwrap_or_else(|| panic!("{jobs}"));
+    assert!(
+        job["lastRun"].is_null() || job["lastRun"]["manual"] == false,
+        "a page elsewhere ran the job: {job}"
     );
     // (the own page's redrive found the letter still dead)
     assert_eq!(
