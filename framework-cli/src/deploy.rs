@@ -8,6 +8,11 @@
 //! # its own. The Ovation gateway is always a process of its own, `ovation-gateway`.
 //! [groups]
 //! catalog = ["users", "products"]
+//!
+//! # How many processes run a group or service (default 1): the gateway and callers take
+//! # them in turn. `ovation deploy --replicas users=2` overrides it.
+//! [replicas]
+//! users = 2
 //! ```
 //!
 //! - [`local`]: every process on 127.0.0.1 under a supervisor that restarts what dies;
@@ -42,6 +47,9 @@ pub struct AppManifest {
     /// for `ovation run` and both deploy targets.
     #[serde(default)]
     pub cors: ovation::config::Cors,
+    /// `[replicas]`: group or service name → how many processes run it (default 1).
+    #[serde(default)]
+    pub replicas: BTreeMap<String, u32>,
 }
 
 impl AppManifest {
@@ -67,6 +75,35 @@ pub struct Unit {
     pub services: Vec<String>,
     /// Whether it is the gateway.
     pub gateway: bool,
+    /// How many processes run it (the gateway: one locally, two in Kubernetes).
+    #[serde(default = "one", skip_serializing_if = "is_one")]
+    pub replicas: u32,
+}
+
+fn one() -> u32 {
+    1
+}
+
+fn is_one(n: &u32) -> bool {
+    *n == 1
+}
+
+/// Most processes one unit may have: more is a typo, and each is a process of this machine.
+const MAX_REPLICAS: u32 = 16;
+
+/// Parses `--replicas users=2,catalog=3` into the manifest's `[replicas]`, over its values.
+pub fn parse_replicas(text: &str, into: &mut BTreeMap<String, u32>) -> Result<(), String> {
+    for pair in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (name, n) = pair
+            .split_once('=')
+            .ok_or_else(|| format!("--replicas: `{pair}` is not NAME=COUNT (e.g. users=2)"))?;
+        let n: u32 = n
+            .trim()
+            .parse()
+            .map_err(|_| format!("--replicas: `{n}` in `{pair}` is not a count"))?;
+        into.insert(name.trim().to_owned(), n);
+    }
+    Ok(())
 }
 
 /// The processes of a deployment: the groups of `manifest`, a process for each service in no
@@ -112,6 +149,7 @@ pub fn plan(services: &[String], manifest: &AppManifest) -> Result<Vec<Unit>, St
                         name: (*group).to_owned(),
                         services: manifest.groups[*group].clone(),
                         gateway: false,
+                        replicas: 1,
                     });
                 }
             }
@@ -119,13 +157,38 @@ pub fn plan(services: &[String], manifest: &AppManifest) -> Result<Vec<Unit>, St
                 name: service.clone(),
                 services: vec![service.clone()],
                 gateway: false,
+                replicas: 1,
             }),
         }
+    }
+    for (name, &n) in &manifest.replicas {
+        let Some(unit) = units.iter_mut().find(|u| u.name == *name) else {
+            let grouped = group_of
+                .get(name.as_str())
+                .map(|g| format!(" (`{name}` runs in group `{g}`: give the group's count)"))
+                .unwrap_or_default();
+            return Err(format!(
+                "replicas: `{name}` is not a process of the deployment{grouped}; the processes \
+                 are: {}",
+                units
+                    .iter()
+                    .map(|u| u.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+        };
+        if !(1..=MAX_REPLICAS).contains(&n) {
+            return Err(format!(
+                "replicas: `{name}` = {n}; a process runs 1 to {MAX_REPLICAS} times"
+            ));
+        }
+        unit.replicas = n;
     }
     units.push(Unit {
         name: GATEWAY.to_owned(),
         services: Vec::new(),
         gateway: true,
+        replicas: 1,
     });
     Ok(units)
 }
@@ -347,5 +410,41 @@ mod tests {
         assert!(err.contains("lists no service"), "{err}");
         let err = toml::from_str::<AppManifest>("[grups]\n").unwrap_err();
         assert!(err.to_string().contains("unknown field"), "{err}");
+    }
+
+    #[test]
+    fn replicas_apply_to_processes_and_the_flag_overrides_the_file() {
+        let mut m =
+            manifest("[groups]\ncatalog = [\"products\", \"users\"]\n[replicas]\ncatalog = 3\n");
+        parse_replicas("orders=2", &mut m.replicas).unwrap();
+        let units = plan(&services(), &m).unwrap();
+        let count = |name: &str| units.iter().find(|u| u.name == name).unwrap().replicas;
+        assert_eq!(
+            (count("catalog"), count("orders"), count("checkout")),
+            (3, 2, 1)
+        );
+        parse_replicas("catalog=1", &mut m.replicas).unwrap();
+        assert_eq!(plan(&services(), &m).unwrap()[0].replicas, 1);
+
+        let err = plan(&services(), &manifest("[replicas]\nnope = 2\n")).unwrap_err();
+        assert!(err.contains("`nope` is not a process"), "{err}");
+        let err = plan(
+            &services(),
+            &manifest("[groups]\ncatalog = [\"users\"]\n[replicas]\nusers = 2\n"),
+        )
+        .unwrap_err();
+        assert!(err.contains("runs in group `catalog`"), "{err}");
+        let err = plan(&services(), &manifest("[replicas]\nusers = 0\n")).unwrap_err();
+        assert!(err.contains("1 to 16"), "{err}");
+        assert!(
+            parse_replicas("users", &mut m.replicas)
+                .unwrap_err()
+                .contains("NAME=COUNT")
+        );
+        assert!(
+            parse_replicas("users=two", &mut m.replicas)
+                .unwrap_err()
+                .contains("not a count")
+        );
     }
 }

@@ -135,22 +135,31 @@ pub(crate) fn hosted_services(
     Ok(Some(names.iter().cloned().collect()))
 }
 
+/// Service discovery from the config: each service's base URL, or several separated by commas
+/// (one per replica).
 pub(crate) fn service_urls(
     services: &BTreeMap<String, String>,
-) -> Result<BTreeMap<String, reqwest::Url>, StartupError> {
+) -> Result<BTreeMap<String, crate::runtime::Replicas>, StartupError> {
     services
         .iter()
-        .map(|(service, url)| {
-            let bad = |reason: String| StartupError::BadServiceUrl {
+        .map(|(service, urls)| {
+            let bad = |url: &str, reason: String| StartupError::BadServiceUrl {
                 service: service.clone(),
-                url: url.clone(),
+                url: url.to_owned(),
                 reason,
             };
-            let parsed = reqwest::Url::parse(url).map_err(|e| bad(e.to_string()))?;
-            if !matches!(parsed.scheme(), "http" | "https") {
-                return Err(bad("expected an http:// or https:// URL".into()));
-            }
-            Ok((service.clone(), parsed))
+            let parsed = urls
+                .split(',')
+                .map(str::trim)
+                .map(|url| {
+                    let parsed = reqwest::Url::parse(url).map_err(|e| bad(url, e.to_string()))?;
+                    if !matches!(parsed.scheme(), "http" | "https") {
+                        return Err(bad(url, "expected an http:// or https:// URL".into()));
+                    }
+                    Ok(parsed)
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok((service.clone(), crate::runtime::Replicas::new(parsed)))
         })
         .collect()
 }

@@ -294,12 +294,17 @@ async fn remote<E: Endpoint>(
     outgoing: Outgoing,
 ) -> Result<E::Response, Error> {
     let service = E::service();
-    let base = ctx.rt.discovery.get(service).ok_or_else(|| {
-        Error::unavailable(format!(
-            "service `{service}` is not hosted in this process and has no URL in the service \
-             discovery config (`services` in OVATION_CONFIG, or OVATION_SERVICE_URLS)"
-        ))
-    })?;
+    let base = ctx
+        .rt
+        .discovery
+        .get(service)
+        .ok_or_else(|| {
+            Error::unavailable(format!(
+                "service `{service}` is not hosted in this process and has no URL in the service \
+                 discovery config (`services` in OVATION_CONFIG, or OVATION_SERVICE_URLS)"
+            ))
+        })?
+        .pick();
     let path = render_path(E::PATH, E::PATH_PARAMS, &outgoing.segments);
     let mut url = base.clone();
     url.set_path(&format!("{}{}", base.path().trim_end_matches('/'), path));

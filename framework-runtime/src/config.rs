@@ -9,7 +9,7 @@
 //! | `OVATION_CONFIG` | path of a JSON config file | none |
 //! | `OVATION_LISTEN` | listen address | `127.0.0.1:4000` |
 //! | `OVATION_HOSTED_SERVICES` | comma-separated services this process hosts (`none`: none) | all |
-//! | `OVATION_SERVICE_URLS` | `name=url,...`: where the services not hosted here run | none |
+//! | `OVATION_SERVICE_URLS` | `name=url,...`: where the services not hosted here run (a name given twice: replicas, called in turn) | none |
 //! | `DATABASE_URL` | Postgres server on which the service databases are created | managed local Postgres |
 //! | `OVATION_DATA_DIR` | folder of the managed Postgres cluster | `.ovation/` |
 //! | `OVATION_SERVICE_AUTH_KEY` | key signing service-to-service calls | random per process |
@@ -42,7 +42,8 @@ pub struct Config {
     /// The services this process hosts; `None` hosts every service of the app.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub hosted_services: Option<Vec<String>>,
-    /// Service discovery: base URL of each service hosted by another process.
+    /// Service discovery: base URL of each service hosted by another process; several,
+    /// separated by commas, for a service with replicas (requests take them in turn).
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub services: BTreeMap<String, String>,
     /// The Postgres server on which service databases are created. `None`: managed Postgres.
@@ -271,6 +272,9 @@ impl Config {
             );
         }
         if let Some(v) = var("OVATION_SERVICE_URLS").filter(|v| !v.is_empty()) {
+            // Each service named here replaces the config file's URLs for it; a name given
+            // again is another replica.
+            let mut from_env: BTreeMap<String, String> = BTreeMap::new();
             for pair in v.split(',').filter(|p| !p.trim().is_empty()) {
                 let (name, url) = pair.split_once('=').ok_or_else(|| {
                     env_err(
@@ -279,9 +283,15 @@ impl Config {
                         format!("`{pair}` is not name=url"),
                     )
                 })?;
-                self.services
-                    .insert(name.trim().to_owned(), url.trim().to_owned());
+                from_env
+                    .entry(name.trim().to_owned())
+                    .and_modify(|urls| {
+                        urls.push(',');
+                        urls.push_str(url.trim());
+                    })
+                    .or_insert_with(|| url.trim().to_owned());
             }
+            self.services.extend(from_env);
         }
         if let Some(v) = var("DATABASE_URL").filter(|v| !v.is_empty()) {
             self.database_url = Some(v);
@@ -468,6 +478,27 @@ mod tests {
             err.to_string().contains("expected `true` or `false`"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn a_service_named_twice_has_replicas_and_the_environment_replaces_the_file() {
+        let mut c = Config::default();
+        c.services
+            .insert("users".into(), "http://127.0.0.1:9".into());
+        c.services
+            .insert("orders".into(), "http://127.0.0.1:8".into());
+        c.apply_env(env(&[(
+            "OVATION_SERVICE_URLS",
+            "users=http://127.0.0.1:1, users=http://127.0.0.1:2",
+        )]))
+        .unwrap();
+        assert_eq!(c.services["users"], "http://127.0.0.1:1,http://127.0.0.1:2");
+        assert_eq!(c.services["orders"], "http://127.0.0.1:8");
+        let replicas = crate::app::service_urls(&c.services).unwrap();
+        let picked: Vec<u16> = (0..4)
+            .map(|_| replicas["users"].pick().port().unwrap())
+            .collect();
+        assert_eq!(picked, [1, 2, 1, 2], "taken in turn");
     }
 
     #[test]

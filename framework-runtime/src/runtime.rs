@@ -24,12 +24,37 @@ pub fn service_of(module_path: &'static str) -> &'static str {
     parts.next().unwrap_or(krate)
 }
 
+/// Where a service hosted elsewhere runs: a base URL per replica, taken in turn, so calls and
+/// the gateway's forwarding spread evenly over them.
+#[derive(Debug)]
+pub(crate) struct Replicas {
+    urls: Vec<reqwest::Url>,
+    next: std::sync::atomic::AtomicUsize,
+}
+
+impl Replicas {
+    /// `urls` must not be empty (the config's parser never makes an empty one).
+    pub(crate) fn new(urls: Vec<reqwest::Url>) -> Replicas {
+        assert!(!urls.is_empty(), "a service has at least one URL");
+        Replicas {
+            urls,
+            next: std::sync::atomic::AtomicUsize::new(0),
+        }
+    }
+
+    /// The replica the next request goes to (round robin).
+    pub(crate) fn pick(&self) -> &reqwest::Url {
+        let i = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        &self.urls[i % self.urls.len()]
+    }
+}
+
 /// One process's view of the app.
 #[derive(Debug)]
 pub struct Runtime {
     /// `None`: every service is hosted here.
     pub(crate) hosted: Option<BTreeSet<String>>,
-    pub(crate) discovery: BTreeMap<String, reqwest::Url>,
+    pub(crate) discovery: BTreeMap<String, Replicas>,
     pub(crate) pools: BTreeMap<&'static str, PgPool>,
     pub(crate) auth: ServiceAuth,
     pub(crate) http: reqwest::Client,

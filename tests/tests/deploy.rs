@@ -561,6 +561,144 @@ async fn a_killed_supervisor_takes_its_processes_with_it_and_says_so() {
 }
 
 /// Whether `pid` has exited (gone, or a zombie waiting for its parent).
+/// `--replicas users=2,notifications=2`: each runs twice; the gateway spreads requests over
+/// the two `users` (both serve, as their traces show), the login throttle counts across them,
+/// and the two `notifications` share the subscription (one confirmation per order).
+#[tokio::test]
+async fn replicas_share_the_requests_the_throttle_and_the_messages() {
+    let data_dir = target_dir().join("ovation-deploy-replicas-test");
+    let app = workspace().join("examples/shop-app");
+    let port = free_port().to_string();
+    let me = std::process::id().to_string();
+    let deployed = Deployed {
+        data_dir: data_dir.clone(),
+        app: app.display().to_string(),
+    };
+    let receiver = util::trace_receiver();
+    let out = cli_with(
+        &data_dir,
+        &[
+            "deploy",
+            "--app",
+            &deployed.app,
+            "--port",
+            &port,
+            "--stop-with-pid",
+            &me,
+            "--replicas",
+            "users=2,notifications=2",
+        ],
+        &[("OTEL_EXPORTER_OTLP_ENDPOINT", receiver)],
+    );
+    assert!(
+        out.status.success(),
+        "deploy failed:\n{}",
+        text(&out.stderr)
+    );
+    let s = status(&deployed);
+    for name in ["users.1", "users.2", "notifications.1", "notifications.2"] {
+        assert_eq!(process(&s, name)["health"], "healthy", "{s:#}");
+    }
+    assert!(
+        s["processes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|p| p["name"] != "users"),
+        "{s:#}"
+    );
+
+    let gateway = Client::new(format!("http://127.0.0.1:{port}"));
+    let email = format!("{}@replicas.example.com", uuid::Uuid::new_v4());
+    let (user, product) = gateway.user_and_product(&email, 300, 10).await;
+    // Four reads, each its own trace: the `users` replicas serve them in turn.
+    let mut served_by = std::collections::BTreeSet::new();
+    for _ in 0..4 {
+        let (trace, traceparent) = util::new_traceparent();
+        let r = gateway
+            .send(
+                gateway
+                    .http()
+                    .get(format!("{}/users/{user}", gateway.base))
+                    .header("traceparent", &traceparent),
+            )
+            .await;
+        assert_eq!(r.status, 200, "{r:?}");
+        let serves = |s: &Value| s["kind"] == "server" && s["attributes"]["endpoint"] == "get";
+        let spans = util::wait_for_trace(receiver, &trace, |spans| {
+            spans
+                .iter()
+                .any(|s| serves(s) && s["process"] != "ovation-gateway")
+        })
+        .await;
+        for s in spans
+            .iter()
+            .filter(|s| serves(s) && s["process"] != "ovation-gateway")
+        {
+            served_by.insert(s["process"].as_str().unwrap().to_owned());
+        }
+    }
+    assert_eq!(
+        served_by.into_iter().collect::<Vec<_>>(),
+        ["users.1", "users.2"],
+        "both replicas served"
+    );
+
+    // The throttle counts failures on either replica together.
+    let victim = format!("{}@throttle.example.com", uuid::Uuid::new_v4());
+    let created = gateway
+        .post(
+            "/users",
+            json!({"email": victim, "name": "V", "password": "long enough"}),
+        )
+        .await;
+    assert_eq!(created.status, 200, "{created:?}");
+    for _ in 0..5 {
+        let r = gateway
+            .post(
+                "/sessions",
+                json!({"email": victim, "password": "wrong!!!"}),
+            )
+            .await;
+        assert_eq!(r.status, 401, "{r:?}");
+    }
+    let r = gateway
+        .post(
+            "/sessions",
+            json!({"email": victim, "password": "long enough"}),
+        )
+        .await;
+    assert_eq!((r.status, r.code()), (429, "resource_exhausted"), "{r:?}");
+
+    // An order's confirmation is delivered once, by one of the two `notifications`.
+    let order = gateway
+        .post(
+            "/orders",
+            json!({"userId": user, "productId": product, "quantity": 1}),
+        )
+        .await;
+    assert_eq!(order.status, 200, "{order:?}");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let n = gateway.get(&format!("/notifications/{user}")).await;
+        let count = n.body["notifications"].as_array().map_or(0, Vec::len);
+        if count >= 1 {
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            let again = gateway.get(&format!("/notifications/{user}")).await;
+            assert_eq!(
+                again.body["notifications"].as_array().map(Vec::len),
+                Some(1),
+                "{again:?}"
+            );
+            break;
+        }
+        assert!(Instant::now() < deadline, "no confirmation: {n:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let out = cli(&data_dir, &["deploy", "stop", "--app", &deployed.app]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+}
+
 fn gone(pid: u64) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
         Ok(stat) => stat

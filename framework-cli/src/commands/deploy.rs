@@ -27,6 +27,10 @@ pub(super) struct DeployArgs {
     /// local: stop the deployment when this process exits (for scripts and tests).
     #[arg(long, value_name = "PID")]
     stop_with_pid: Option<u32>,
+    /// How many processes run a service or group, over `[replicas]` in ovation.toml:
+    /// `--replicas users=2,catalog=3`. The gateway and callers take them in turn.
+    #[arg(long, value_name = "NAME=COUNT,...")]
+    replicas: Option<String>,
     /// kubernetes: the folder to write the manifests to.
     #[arg(long, required_if_eq("target", "kubernetes"))]
     out: Option<PathBuf>,
@@ -90,7 +94,10 @@ pub(super) fn run(args: DeployArgs) -> Result<ExitCode, CliError> {
     let manifest = super::manifest(&args.app)?;
     let exe = deploy::build_release(&manifest)?;
     let model = deploy::describe(&exe)?;
-    let app_manifest = deploy::AppManifest::load(&args.app)?;
+    let mut app_manifest = deploy::AppManifest::load(&args.app)?;
+    if let Some(replicas) = &args.replicas {
+        deploy::parse_replicas(replicas, &mut app_manifest.replicas).map_err(CliError::Usage)?;
+    }
     let units = deploy::plan(&model.services, &app_manifest)?;
     match args.target {
         Target::Local => {

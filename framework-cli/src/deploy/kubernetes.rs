@@ -294,7 +294,7 @@ fn deployment(app: &str, unit: &Unit, model: &AppModel, options: &Options) -> Va
         "kind": "Deployment",
         "metadata": { "name": name, "labels": labels(app, &unit.name) },
         "spec": {
-            "replicas": if unit.gateway { 2 } else { 1 },
+            "replicas": if unit.gateway { 2 } else { unit.replicas.max(1) },
             "selector": { "matchLabels": {
                 "app.kubernetes.io/name": app,
                 "app.kubernetes.io/component": unit.name,

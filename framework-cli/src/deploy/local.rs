@@ -159,28 +159,45 @@ pub fn deploy(exe: &Path, units: Vec<Unit>, options: &Options) -> Result<Deploym
         }
     }
 
-    // Every process reaches every service it does not host through service discovery.
+    // Every process reaches every service it does not host through service discovery. A unit
+    // with replicas is a process per replica, `<unit>.1`, `<unit>.2`, ...
     let mut processes = Vec::new();
     for unit in units {
-        let port = if unit.gateway {
-            options.port
-        } else {
-            free_port()?
-        };
-        processes.push(Process {
-            url: format!("http://127.0.0.1:{port}"),
-            config: dir.join(format!("{}.config.json", unit.name)),
-            log: logs.join(format!("{}.log", unit.name)),
-            unit,
-            port,
-            pid: None,
-            restarts: 0,
-        });
+        let replicas = unit.replicas.max(1);
+        for i in 1..=replicas {
+            let mut unit = unit.clone();
+            if replicas > 1 {
+                unit.name = format!("{}.{i}", unit.name);
+            }
+            let port = if unit.gateway {
+                options.port
+            } else {
+                free_port()?
+            };
+            processes.push(Process {
+                url: format!("http://127.0.0.1:{port}"),
+                config: dir.join(format!("{}.config.json", unit.name)),
+                log: logs.join(format!("{}.log", unit.name)),
+                unit,
+                port,
+                pid: None,
+                restarts: 0,
+            });
+        }
     }
-    let discovery: std::collections::BTreeMap<String, String> = processes
-        .iter()
-        .flat_map(|p| p.unit.services.iter().map(|s| (s.clone(), p.url.clone())))
-        .collect();
+    // A service with replicas has their URLs, comma-separated: requests take them in turn.
+    let mut discovery: std::collections::BTreeMap<String, String> = Default::default();
+    for p in &processes {
+        for s in &p.unit.services {
+            discovery
+                .entry(s.clone())
+                .and_modify(|urls| {
+                    urls.push(',');
+                    urls.push_str(&p.url);
+                })
+                .or_insert_with(|| p.url.clone());
+        }
+    }
     let key = super::generate_key();
     let database_url = std::env::var("DATABASE_URL").ok().filter(|u| !u.is_empty());
     let redis_url = std::env::var("REDIS_URL").ok().filter(|u| !u.is_empty());

@@ -69,13 +69,17 @@ async fn forward(
     req: Request,
 ) -> Result<Response, Error> {
     let service = info.service;
-    let base = rt.discovery.get(service).ok_or_else(|| {
-        tracing::error!(
-            service,
-            "the gateway has no URL for this service: add it to `services` in OVATION_CONFIG"
-        );
-        Error::unavailable(format!("service `{service}` is unavailable"))
-    })?;
+    let base = rt
+        .discovery
+        .get(service)
+        .ok_or_else(|| {
+            tracing::error!(
+                service,
+                "the gateway has no URL for this service: add it to `services` in OVATION_CONFIG"
+            );
+            Error::unavailable(format!("service `{service}` is unavailable"))
+        })?
+        .pick();
     let options = Forward {
         body_limit: rt.body_limit,
         body_read_timeout: rt.body_read_timeout,
