@@ -178,6 +178,90 @@ async fn one_request_is_one_trace_through_services_queries_and_pubsub() {
     env.close().await;
 }
 
+/// A login's cache operations (the throttle's read, then its count of the failure) are client
+/// spans of the request, with the keyspace and whether the read hit.
+#[tokio::test]
+async fn cache_operations_are_spans_of_the_request() {
+    let receiver = receiver();
+    let env = TestEnv::new().await.unwrap();
+    let server = env.serve(Hosting::all()).await.unwrap();
+    let c = Client::new(server.url());
+    let email = format!("{}@cache.example.com", uuid::Uuid::new_v4());
+    let r = c
+        .post(
+            "/users",
+            json!({"email": email, "name": "C", "password": "long enough"}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{r:?}");
+    let (trace, traceparent) = util::new_traceparent();
+    let r = c
+        .send(
+            c.http()
+                .post(format!("{}/sessions", c.base))
+                .header("traceparent", &traceparent)
+                .json(&json!({"email": email, "password": "wrong guess"})),
+        )
+        .await;
+    assert_eq!(r.status, 401, "{r:?}");
+    let spans = util::wait_for_trace(receiver, &trace, |s| {
+        named(s, "cache get users").len() == 1 && named(s, "cache increment users").len() == 1
+    })
+    .await;
+    check_links(&spans, &traceparent);
+    let request = one(&spans, "users.create_session");
+    for (name, hit) in [
+        ("cache get users", Some(false)),
+        ("cache increment users", None),
+    ] {
+        let span = one(&spans, name);
+        assert_eq!(span["kind"], "client", "{span:#}");
+        assert_eq!(parent_of(&spans, span)["id"], request["id"]);
+        assert_eq!(span["attributes"]["db.system"], "redis");
+        assert_eq!(span["attributes"]["cache.keyspace"], "failed-logins/:email");
+        assert_eq!(span["attributes"]["cache.hit"].as_bool(), hit, "{span:#}");
+        // The key (an email) is not on the span.
+        assert!(!span.to_string().contains(&email), "{span:#}");
+    }
+    env.close().await;
+}
+
+/// A cron run is a trace of its own, rooted at `cron <job>`, with its queries under it; the
+/// run's record keeps the trace id the dashboard links to.
+#[tokio::test]
+async fn a_cron_run_is_a_trace_root() {
+    let receiver = receiver();
+    let env = TestEnv::new().await.unwrap();
+    env.run(ovation::cron::run_now("expire-reservations"))
+        .await
+        .unwrap()
+        .unwrap();
+    let server = ovation::testing::test_server().await.unwrap();
+    let pool = ovation::sqlx::PgPool::connect_with(
+        server.options(env.database_name("ovation_cron").unwrap()),
+    )
+    .await
+    .unwrap();
+    let trace: String = ovation::sqlx::query_scalar(
+        "SELECT trace_id FROM ovation_cron_runs WHERE job = 'expire-reservations'",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    let spans = util::wait_for_trace(receiver, &trace, |s| {
+        has(s, &["cron expire-reservations", "db SELECT"])
+    })
+    .await;
+    let root = one(&spans, "cron expire-reservations");
+    assert_eq!(root["parent"], Value::Null, "{root:#}");
+    assert_eq!(root["service"], "products");
+    assert_eq!(root["attributes"]["cron.job"], "expire-reservations");
+    let select = named(&spans, "db SELECT")[0];
+    assert_eq!(parent_of(&spans, select)["id"], root["id"]);
+    pool.close().await;
+    env.close().await;
+}
+
 #[tokio::test]
 async fn a_split_deployment_is_one_trace_across_processes() {
     let receiver = receiver();
