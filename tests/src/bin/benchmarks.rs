@@ -16,9 +16,10 @@ use std::process::{Command, ExitCode};
 use ovation_tests::report::{Figure, REPORT_ENV, number};
 
 /// Every bench, in the order of the table.
-const BENCHES: [&str; 7] = [
+const BENCHES: [&str; 8] = [
     "endpoint",
     "call",
+    "cache",
     "rpc",
     "orderflow",
     "pubsub",
