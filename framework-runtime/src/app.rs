@@ -238,7 +238,8 @@ pub(crate) async fn build_runtime(config: &Config) -> Result<&'static Runtime, S
     // A process hosting no service (a gateway) publishes and receives nothing.
     let hosts_nothing = config.hosted_services.as_ref().is_some_and(Vec::is_empty);
     let pubsub_needed = crate::pubsub::in_use() && !hosts_nothing;
-    let cron_needed = crate::cron::in_use() && !hosts_nothing;
+    // The cron database, for a process hosting a job's service.
+    let cron_needed = crate::cron::jobs().iter().any(|j| is_hosted(j.service()));
     let mut cron = None;
     if !needed.is_empty() || pubsub_needed || cron_needed {
         let server = database_server(config).await?;

@@ -125,8 +125,8 @@ pub mod tooling {
     pub use crate::http::listener::LingeringClose;
     pub use crate::infra::{IDLE_STOP, InfraError, ManagedNats, ManagedPostgres, ManagedRedis};
     pub use crate::model::{
-        AppModel, AuthModel, CacheModel, CredentialModel, DatabaseModel, EndpointModel,
-        SecretModel, SubscriptionModel, TopicModel, services,
+        AppModel, AuthModel, CacheModel, CredentialModel, CronJobModel, DatabaseModel,
+        EndpointModel, SecretModel, SubscriptionModel, TopicModel, services,
     };
     pub use crate::registry::{endpoints, service_of};
     pub use crate::runtime::{Runtime, start_tasks};

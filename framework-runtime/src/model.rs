@@ -51,6 +51,18 @@ pub struct AppModel {
     /// The cache clusters the app declares.
     #[serde(default)]
     pub caches: Vec<CacheModel>,
+    /// The cron jobs the app declares.
+    #[serde(default)]
+    pub cron_jobs: Vec<CronJobModel>,
+}
+
+/// A cron job of the [`AppModel`].
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CronJobModel {
+    pub name: String,
+    pub service: String,
+    /// As written: `every 1m`, `0 3 * * *`.
+    pub schedule: String,
 }
 
 /// A cache cluster of the [`AppModel`].
@@ -215,6 +227,14 @@ pub(crate) fn app_model(rt: Option<&Runtime>) -> AppModel {
             .map(|c| CacheModel {
                 name: c.name.to_owned(),
                 service: service_of(c.module).to_owned(),
+            })
+            .collect(),
+        cron_jobs: crate::cron::jobs()
+            .iter()
+            .map(|j| CronJobModel {
+                name: j.name.to_owned(),
+                service: j.service().to_owned(),
+                schedule: j.schedule_text.to_owned(),
             })
             .collect(),
     }

@@ -256,14 +256,18 @@ fn deployment(app: &str, unit: &Unit, model: &AppModel, options: &Options) -> Va
             "valueFrom": { "secretKeyRef": { "name": format!("{app}-secrets"), "key": secret.name } },
         }));
     }
-    // Processes with a database, or with Pub/Sub (which keeps its bookkeeping in Postgres),
-    // need the database server.
+    // Processes with a database, with Pub/Sub or with a cron job (which keep their bookkeeping
+    // in Postgres) need the database server.
     let needs_database = !unit.gateway
         && (!model.topics.is_empty()
             || model
                 .databases
                 .iter()
-                .any(|d| unit.services.contains(&d.service)));
+                .any(|d| unit.services.contains(&d.service))
+            || model
+                .cron_jobs
+                .iter()
+                .any(|j| unit.services.contains(&j.service)));
     if needs_database {
         env.push(json!({
             "name": "DATABASE_URL",
