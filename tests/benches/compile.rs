@@ -39,20 +39,9 @@ fn main() {
         shop.join("build.rs"),
     )
     .unwrap();
-    deps.manifest(
-        &shop,
-        "shop-app",
-        &[
-            "ovation",
-            "serde",
-            "schemars",
-            "sqlx",
-            "uuid",
-            "tokio",
-            "chrono",
-            "serde_json",
-        ],
-    );
+    let shop_deps = workspace_deps_of(&workspace.join("examples/shop-app/Cargo.toml"));
+    let shop_deps: Vec<&str> = shop_deps.iter().map(String::as_str).collect();
+    deps.manifest(&shop, "shop-app", &shop_deps);
     let axum = root.join("crates/axum-shop");
     std::fs::create_dir_all(axum.join("src")).unwrap();
     std::fs::copy(
@@ -122,6 +111,19 @@ fn main() {
         "ms",
     )
     .record();
+}
+
+/// The `[dependencies]` a crate's manifest takes from the workspace (`name.workspace = true`):
+/// the copy of the shop depends on what the shop does, whatever it adds.
+fn workspace_deps_of(manifest: &Path) -> Vec<String> {
+    let text = std::fs::read_to_string(manifest).unwrap();
+    text.lines()
+        .skip_while(|l| l.trim() != "[dependencies]")
+        .skip(1)
+        .take_while(|l| !l.trim_start().starts_with('['))
+        .filter_map(|l| l.trim().strip_suffix(".workspace = true"))
+        .map(str::to_owned)
+        .collect()
 }
 
 /// The root `Cargo.toml`'s `[workspace.dependencies]`, line by line, so the copies build
