@@ -48,6 +48,16 @@ mod beats {
     }
     ovation::cron!("panicking", schedule = "@yearly", run = panicking);
 
+    async fn morning() -> Result<(), Error> {
+        Ok(())
+    }
+    ovation::cron!(
+        "paris-morning",
+        schedule = "0 9 * * *",
+        tz = "Europe/Paris",
+        run = morning
+    );
+
     async fn slow() -> Result<(), Error> {
         tokio::time::sleep(Duration::from_millis(1500)).await;
         Ok(())
@@ -248,6 +258,19 @@ async fn the_admin_endpoint_lists_jobs_for_signed_requests_only() {
     assert_eq!(hourly["lastRun"]["manual"], true);
     let next: DateTime<Utc> = hourly["nextRun"].as_str().unwrap().parse().unwrap();
     assert!(next > Utc::now() && next <= Utc::now() + chrono::Duration::hours(1));
+    // A schedule in a time zone: 09:00 in Paris is 08:00 UTC in winter, 07:00 in summer.
+    let morning = state["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|j| j["name"] == "paris-morning")
+        .unwrap();
+    assert_eq!(morning["schedule"], "0 9 * * * (Europe/Paris)");
+    let next: DateTime<Utc> = morning["nextRun"].as_str().unwrap().parse().unwrap();
+    assert!(
+        next.format("%H:%M").to_string() == "08:00" || next.format("%H:%M").to_string() == "07:00",
+        "{next}"
+    );
     server.shutdown().await;
     env.close().await;
 }

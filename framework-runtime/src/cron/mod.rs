@@ -5,6 +5,7 @@
 //! async fn expire_reservations() -> Result<(), Error> { .. }
 //! ovation::cron!("expire-reservations", every = "1m", run = expire_reservations);
 //! ovation::cron!("nightly-report", schedule = "0 3 * * *", run = nightly_report);
+//! ovation::cron!("opening", schedule = "0 9 * * MON-FRI", tz = "Europe/Paris", run = opening);
 //! ```
 //!
 //! **Once per tick.** Every process hosting the job's service wakes at each tick and tries to
@@ -51,8 +52,10 @@ pub struct CronJobDef {
     /// `module_path!()` of the declaration: its service is the first module.
     pub module: &'static str,
     pub schedule: Schedule,
-    /// The schedule as written (`every 1m`, `0 3 * * *`).
+    /// The schedule as written (`every 1m`, `0 3 * * *`, `0 3 * * * (Europe/Paris)`).
     pub schedule_text: &'static str,
+    /// The IANA time zone a cron expression is read in (`None`: UTC).
+    pub tz: Option<&'static str>,
     pub run: fn() -> JobFuture,
     pub file: &'static str,
     pub line: u32,
@@ -73,6 +76,27 @@ impl CronJobDef {
     pub fn service(&self) -> &'static str {
         crate::runtime::service_of(self.module)
     }
+
+    /// The time zone its schedule is read in (UTC when none is given; a name that is not a
+    /// zone stops start-up, see [`check_setup`]).
+    pub fn zone(&self) -> chrono_tz::Tz {
+        self.tz
+            .and_then(|tz| tz.parse().ok())
+            .unwrap_or(chrono_tz::Tz::UTC)
+    }
+
+    /// The first tick after `t`.
+    pub fn next_after(&self, t: chrono::DateTime<chrono::Utc>) -> chrono::DateTime<chrono::Utc> {
+        self.schedule.next_after_in(t, self.zone())
+    }
+
+    /// The latest tick at or before `t`.
+    pub fn latest_at_or_before(
+        &self,
+        t: chrono::DateTime<chrono::Utc>,
+    ) -> chrono::DateTime<chrono::Utc> {
+        self.schedule.latest_at_or_before_in(t, self.zone())
+    }
 }
 
 #[doc(hidden)]
@@ -91,17 +115,28 @@ inventory::collect!(CronJobEntry);
 /// ```
 ///
 /// `every` takes a period that divides a day (`"30s"`, `"5m"`, `"1h"`); `schedule` a cron
-/// expression in UTC. A schedule that is not valid fails the build. See [`crate::cron`].
+/// expression, in UTC or in the IANA time zone `tz` names:
+///
+/// ```ignore
+/// ovation::cron!("opening-report", schedule = "0 9 * * MON-FRI", tz = "Europe/Paris", run = report);
+/// ```
+///
+/// A schedule that is not valid fails the build; a `tz` that is not a zone stops start-up (and
+/// every test) naming the job. See [`crate::cron`].
 #[macro_export]
 macro_rules! cron {
     ($name:literal, every = $every:literal, run = $run:path $(,)?) => {
         $crate::cron!(@job $name, $crate::cron::Schedule::every($every),
-            ::core::concat!("every ", $every), $run);
+            ::core::concat!("every ", $every), None, $run);
     };
     ($name:literal, schedule = $expr:literal, run = $run:path $(,)?) => {
-        $crate::cron!(@job $name, $crate::cron::Schedule::cron($expr), $expr, $run);
+        $crate::cron!(@job $name, $crate::cron::Schedule::cron($expr), $expr, None, $run);
     };
-    (@job $name:literal, $schedule:expr, $text:expr, $run:path) => {
+    ($name:literal, schedule = $expr:literal, tz = $tz:literal, run = $run:path $(,)?) => {
+        $crate::cron!(@job $name, $crate::cron::Schedule::cron($expr),
+            ::core::concat!($expr, " (", $tz, ")"), Some($tz), $run);
+    };
+    (@job $name:literal, $schedule:expr, $text:expr, $tz:expr, $run:path) => {
         const _: () = {
             fn __ovation_cron_run() -> $crate::cron::JobFuture {
                 $crate::__private::Box::pin($run())
@@ -115,6 +150,7 @@ macro_rules! cron {
                     SCHEDULE
                 },
                 schedule_text: $text,
+                tz: $tz,
                 run: __ovation_cron_run,
                 file: ::core::file!(),
                 line: ::core::line!(),
@@ -166,6 +202,12 @@ pub(crate) fn check_setup() -> Result<(), String> {
             ));
         }
     }
+    for job in &all {
+        if let Some(tz) = job.tz {
+            check_zone(tz)
+                .map_err(|e| format!("cron job `{}` ({}:{}): {e}", job.name, job.file, job.line))?;
+        }
+    }
     if let Some(pair) = all.windows(2).find(|w| w[0].name == w[1].name) {
         return Err(format!(
             "cron job `{}` is declared twice, at {}:{} and at {}:{}; give each its own name",
@@ -175,6 +217,21 @@ pub(crate) fn check_setup() -> Result<(), String> {
     Ok(())
 }
 
+/// Whether `tz` is an IANA time zone name.
+fn check_zone(tz: &str) -> Result<(), String> {
+    tz.parse::<chrono_tz::Tz>().map(drop).map_err(|_| {
+        let hint = chrono_tz::TZ_VARIANTS
+            .iter()
+            .find(|z| z.name().eq_ignore_ascii_case(tz))
+            .map(|z| format!(" (did you mean `{}`?)", z.name()))
+            .unwrap_or_default();
+        format!(
+            "tz = {tz:?} is not a time zone{hint}; use an IANA name like \"Europe/Paris\" or \
+             \"America/New_York\""
+        )
+    })
+}
+
 /// Runs the job `name` now, in the runtime the caller runs in, and returns its outcome: what a
 /// test does to run a job, and what the dashboard's "Run now" does. Recorded as a manual run;
 /// `aborted` if the job is running already (anywhere), `not_found` if there is no such job.
@@ -182,4 +239,19 @@ pub async fn run_now(name: &str) -> Result<(), Error> {
     let job = job(name).ok_or_else(|| Error::not_found(format!("no cron job `{name}`")))?;
     let rt = crate::runtime::current()?;
     store::run_manually(rt, job).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_time_zone_that_does_not_exist_is_refused_with_a_hint() {
+        assert!(check_zone("Europe/Paris").is_ok());
+        assert!(check_zone("UTC").is_ok());
+        let err = check_zone("europe/paris").unwrap_err();
+        assert!(err.contains("did you mean `Europe/Paris`"), "{err}");
+        let err = check_zone("Mars/Olympus").unwrap_err();
+        assert!(err.contains("IANA name"), "{err}");
+    }
 }

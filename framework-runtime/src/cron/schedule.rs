@@ -1,15 +1,20 @@
 //! When a cron job runs: `every = "5m"` (ticks at whole multiples of the period, counted from
-//! midnight UTC) or a five-field cron expression in UTC. Both are parsed by `const fn`s, so a
-//! schedule that is not valid fails the build, with the reason.
+//! midnight UTC) or a five-field cron expression, in UTC or in a time zone. Both are parsed by
+//! `const fn`s, so a schedule that is not valid fails the build, with the reason.
+//!
+//! In a time zone with daylight saving time, a minute that does not exist on the day the clocks
+//! go forward is skipped that day, and a minute that happens twice when they go back runs once,
+//! the first time: "once per tick" stays true, and a daily job never runs twice in a day.
 
-use chrono::{DateTime, Datelike, Duration as TimeDelta, NaiveDate, TimeZone, Timelike, Utc};
+use chrono::{DateTime, Datelike, Duration as TimeDelta, LocalResult, NaiveDate, TimeZone, Utc};
+use chrono_tz::Tz;
 
 /// A job's schedule. Made at compile time by [`Schedule::every`] or [`Schedule::cron`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Schedule {
     /// Every `secs` seconds, at multiples of it since midnight UTC (`secs` divides a day).
     Every { secs: u64 },
-    /// The minutes a cron expression matches, in UTC.
+    /// The wall-clock minutes a cron expression matches (read in UTC or the job's zone).
     Cron(CronFields),
 }
 
@@ -77,7 +82,7 @@ impl Schedule {
         Schedule::Every { secs: total }
     }
 
-    /// A cron expression in UTC: `minute hour day-of-month month day-of-week`, each `*`, a
+    /// A cron expression: `minute hour day-of-month month day-of-week`, each `*`, a
     /// number, a range `a-b`, a step `*/n` or `a-b/n`, or a comma-separated list of these;
     /// months and weekdays also by name (`JAN`, `MON`); or `@hourly`, `@daily`, `@weekly`,
     /// `@monthly`, `@yearly`. Panics (at compile time) with the reason if it is not valid.
@@ -137,27 +142,40 @@ impl Schedule {
         })
     }
 
-    /// The latest tick at or before `t`.
+    /// The latest tick at or before `t`, a cron expression read in UTC.
     pub fn latest_at_or_before(&self, t: DateTime<Utc>) -> DateTime<Utc> {
+        self.latest_at_or_before_in(t, Tz::UTC)
+    }
+
+    /// The first tick after `t`, a cron expression read in UTC.
+    pub fn next_after(&self, t: DateTime<Utc>) -> DateTime<Utc> {
+        self.next_after_in(t, Tz::UTC)
+    }
+
+    /// The latest tick at or before `t`, a cron expression read in `zone` (`every` counts
+    /// from midnight UTC whatever the zone).
+    pub fn latest_at_or_before_in(&self, t: DateTime<Utc>, zone: Tz) -> DateTime<Utc> {
         match self {
             Schedule::Every { secs } => {
                 let secs = *secs as i64;
                 let at = t.timestamp().div_euclid(secs) * secs;
                 Utc.timestamp_opt(at, 0).single().unwrap_or(t)
             }
-            Schedule::Cron(f) => f.search(t, false).unwrap_or(t),
+            Schedule::Cron(f) => f.search(t, false, zone).unwrap_or(t),
         }
     }
 
-    /// The first tick after `t`.
-    pub fn next_after(&self, t: DateTime<Utc>) -> DateTime<Utc> {
+    /// The first tick after `t`, a cron expression read in `zone`.
+    pub fn next_after_in(&self, t: DateTime<Utc>, zone: Tz) -> DateTime<Utc> {
         match self {
             Schedule::Every { secs } => {
                 let secs = *secs as i64;
                 let at = (t.timestamp().div_euclid(secs) + 1) * secs;
                 Utc.timestamp_opt(at, 0).single().unwrap_or(t)
             }
-            Schedule::Cron(f) => f.search(t, true).unwrap_or(t + TimeDelta::days(366 * 8)),
+            Schedule::Cron(f) => f
+                .search(t, true, zone)
+                .unwrap_or(t + TimeDelta::days(366 * 8)),
         }
     }
 }
@@ -177,25 +195,33 @@ impl CronFields {
         }
     }
 
-    /// The first matching minute after `t` (`forward`), or the last at or before it; day by
-    /// day, for at most eight years (29 February on a Monday comes round within that).
-    fn search(&self, t: DateTime<Utc>, forward: bool) -> Option<DateTime<Utc>> {
-        let minute_of = |t: DateTime<Utc>| t.hour() * 60 + t.minute();
-        let mut date = t.date_naive();
-        for day in 0..366 * 8 {
+    /// The first matching minute after `t` (`forward`), or the last at or before it, with the
+    /// fields read as `zone`'s wall clock; day by day from `t`'s date there, for at most eight
+    /// years (29 February on a Monday comes round within that).
+    fn search(&self, t: DateTime<Utc>, forward: bool, zone: Tz) -> Option<DateTime<Utc>> {
+        let mut date = t.with_timezone(&zone).date_naive();
+        for _ in 0..366 * 8 {
             if self.day_matches(date) {
                 let minutes: Box<dyn Iterator<Item = u32>> = if forward {
-                    let from = if day == 0 { minute_of(t) + 1 } else { 0 };
-                    Box::new(from..24 * 60)
+                    Box::new(0..24 * 60)
                 } else {
-                    let to = if day == 0 { minute_of(t) } else { 24 * 60 - 1 };
-                    Box::new((0..=to).rev())
+                    Box::new((0..24 * 60).rev())
                 };
                 for m in minutes {
                     let (h, min) = (m / 60, m % 60);
-                    if self.hours & (1 << h) != 0 && self.minutes & (1 << min) != 0 {
-                        let naive = date.and_hms_opt(h, min, 0)?;
-                        return Some(Utc.from_utc_datetime(&naive));
+                    if self.hours & (1 << h) == 0 || self.minutes & (1 << min) == 0 {
+                        continue;
+                    }
+                    // A wall-clock minute the clocks skip does not run; one they repeat runs
+                    // the first time.
+                    let at = match zone.from_local_datetime(&date.and_hms_opt(h, min, 0)?) {
+                        LocalResult::Single(at) => at,
+                        LocalResult::Ambiguous(first, _) => first,
+                        LocalResult::None => continue,
+                    }
+                    .with_timezone(&Utc);
+                    if (forward && at > t) || (!forward && at <= t) {
+                        return Some(at);
                     }
                 }
             }
@@ -410,6 +436,39 @@ mod tests {
         );
         let s = Schedule::cron("5,10-12/2 0 * jan,Dec 7");
         assert_eq!(s.next_after(fri), at("2026-12-06T00:05:00Z"), "7 is Sunday");
+    }
+
+    #[test]
+    fn a_time_zone_moves_the_ticks_with_its_clock_changes() {
+        let paris: Tz = "Europe/Paris".parse().unwrap();
+        let s = Schedule::cron("0 3 * * *");
+        // Winter (CET, UTC+1), then summer (CEST, UTC+2).
+        assert_eq!(
+            s.next_after_in(at("2026-12-04T10:00:00Z"), paris),
+            at("2026-12-05T02:00:00Z")
+        );
+        assert_eq!(
+            s.next_after_in(at("2027-07-01T10:00:00Z"), paris),
+            at("2027-07-02T01:00:00Z")
+        );
+        assert_eq!(
+            s.latest_at_or_before_in(at("2026-12-05T01:59:00Z"), paris),
+            at("2026-12-04T02:00:00Z")
+        );
+        // 02:30 does not exist on 28 March 2027 (02:00 → 03:00): that day has no run.
+        let s = Schedule::cron("30 2 * * *");
+        assert_eq!(
+            s.next_after_in(at("2027-03-27T02:00:00Z"), paris),
+            at("2027-03-29T00:30:00Z")
+        );
+        // 02:30 happens twice on 25 October 2026 (03:00 → 02:00): it runs the first time only.
+        let first = s.next_after_in(at("2026-10-24T12:00:00Z"), paris);
+        assert_eq!(first, at("2026-10-25T00:30:00Z"));
+        assert_eq!(s.next_after_in(first, paris), at("2026-10-26T01:30:00Z"));
+        assert_eq!(
+            s.latest_at_or_before_in(at("2026-10-25T01:45:00Z"), paris),
+            first
+        );
     }
 
     #[test]

@@ -293,14 +293,10 @@ async fn schedule(rt: &'static Runtime, pool: &'static PgPool, job: &'static Cro
     // waits for its first tick.
     let mut next = match last_tick(pool, job.name).await {
         Some(last) => {
-            let due = job.schedule.latest_at_or_before(Utc::now());
-            if due > last {
-                due
-            } else {
-                job.schedule.next_after(due)
-            }
+            let due = job.latest_at_or_before(Utc::now());
+            if due > last { due } else { job.next_after(due) }
         }
-        None => job.schedule.next_after(Utc::now()),
+        None => job.next_after(Utc::now()),
     };
     loop {
         let wait = (next - Utc::now()).to_std().unwrap_or_default();
@@ -318,7 +314,7 @@ async fn schedule(rt: &'static Runtime, pool: &'static PgPool, job: &'static Cro
         }
         next = job
             .schedule
-            .next_after(next.max(job.schedule.latest_at_or_before(Utc::now())));
+            .next_after(next.max(job.latest_at_or_before(Utc::now())));
     }
 }
 
@@ -391,7 +387,7 @@ pub(crate) async fn state(rt: &Runtime) -> Result<Vec<JobState>, Error> {
             name: job.name,
             service: job.service(),
             schedule: job.schedule_text,
-            next_run: job.schedule.next_after(Utc::now()),
+            next_run: job.next_after(Utc::now()),
             runs,
             last_run,
             recent_runs: recent.collect(),
