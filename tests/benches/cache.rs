@@ -6,7 +6,6 @@
 //! `cargo bench -p ovation-tests --bench cache`. Not a test: it asserts nothing about speed.
 
 use std::hint::black_box;
-use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use criterion::Criterion;
@@ -57,7 +56,7 @@ fn main() {
             .unwrap();
     });
 
-    let out = criterion_dir();
+    let out = ovation_tests::criterion_dir();
     let mut c = Criterion::default()
         .output_directory(&out)
         .warm_up_time(Duration::from_secs(1))
@@ -129,8 +128,10 @@ fn main() {
     rt.block_on(env.close());
 
     for op in ["get", "set"] {
-        let direct = mean_ns(&out, &format!("direct-{op}")) / 1000.0;
-        let ovation = mean_ns(&out, &format!("ovation-{op}")) / 1000.0;
+        let direct =
+            ovation_tests::criterion_mean_ns(&out, "cache", &format!("direct-{op}")) / 1000.0;
+        let ovation =
+            ovation_tests::criterion_mean_ns(&out, "cache", &format!("ovation-{op}")) / 1000.0;
         println!("cache::{op}: ovation {ovation:.2} µs, redis crate {direct:.2} µs");
         Figure::new(
             "Cache",
@@ -145,18 +146,4 @@ fn main() {
         .target(Target::RatioAtMost(1.25))
         .record();
     }
-}
-
-/// Where criterion keeps its results: `<target>/criterion`.
-fn criterion_dir() -> PathBuf {
-    ovation_tests::target_dir().join("criterion")
-}
-
-/// The mean time per iteration criterion estimated for `cache/<function>`, in ns.
-fn mean_ns(out: &Path, function: &str) -> f64 {
-    let path = out.join("cache").join(function).join("new/estimates.json");
-    let text = std::fs::read_to_string(&path)
-        .unwrap_or_else(|e| panic!("criterion wrote no {}: {e}", path.display()));
-    let estimates: serde_json::Value = serde_json::from_str(&text).unwrap();
-    estimates["mean"]["point_estimate"].as_f64().unwrap()
 }

@@ -8,7 +8,6 @@
 //! `cargo bench -p ovation-tests --bench call`. Not a test: it asserts nothing about speed.
 
 use std::hint::black_box;
-use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use criterion::Criterion;
@@ -60,7 +59,7 @@ fn main() {
         .build()
         .unwrap();
     let env = rt.block_on(TestEnv::new()).unwrap();
-    let out = criterion_dir();
+    let out = ovation_tests::criterion_dir();
     let mut c = Criterion::default()
         .output_directory(&out)
         .warm_up_time(Duration::from_secs(1))
@@ -98,12 +97,12 @@ fn main() {
     c.final_summary();
     rt.block_on(env.close());
 
-    let direct = mean_ns(&out, "direct") / 1000.0;
-    let stub = mean_ns(&out, "stub") / 1000.0;
+    let direct = ovation_tests::criterion_mean_ns(&out, "call", "direct") / 1000.0;
+    let stub = ovation_tests::criterion_mean_ns(&out, "call", "stub") / 1000.0;
     println!("call::direct {direct:.3} µs, call::stub {stub:.3} µs");
     let (direct_large, stub_large) = (
-        mean_ns(&out, "direct-64KiB") / 1000.0,
-        mean_ns(&out, "stub-64KiB") / 1000.0,
+        ovation_tests::criterion_mean_ns(&out, "call", "direct-64KiB") / 1000.0,
+        ovation_tests::criterion_mean_ns(&out, "call", "stub-64KiB") / 1000.0,
     );
     println!("call::direct-64KiB {direct_large:.3} µs, call::stub-64KiB {stub_large:.3} µs");
     Figure::new(
@@ -123,18 +122,4 @@ fn main() {
     .against("the same async fn called directly", direct)
     .target(Target::AddedAtMost(2.0))
     .record();
-}
-
-/// Where criterion keeps its results: `<target>/criterion`.
-fn criterion_dir() -> PathBuf {
-    ovation_tests::target_dir().join("criterion")
-}
-
-/// The mean time per iteration criterion estimated for `call/<function>`, in ns.
-fn mean_ns(out: &Path, function: &str) -> f64 {
-    let path = out.join("call").join(function).join("new/estimates.json");
-    let text = std::fs::read_to_string(&path)
-        .unwrap_or_else(|e| panic!("criterion wrote no {}: {e}", path.display()));
-    let estimates: serde_json::Value = serde_json::from_str(&text).unwrap();
-    estimates["mean"]["point_estimate"].as_f64().unwrap()
 }

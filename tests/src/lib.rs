@@ -11,3 +11,17 @@ pub fn target_dir() -> std::path::PathBuf {
         .expect("bench binaries live in <target>/<profile>/deps/")
         .to_owned()
 }
+
+/// Where criterion keeps its results: `<target>/criterion`.
+pub fn criterion_dir() -> std::path::PathBuf {
+    target_dir().join("criterion")
+}
+
+/// The mean time per iteration criterion estimated for `<group>/<function>` under `out`, in ns.
+pub fn criterion_mean_ns(out: &std::path::Path, group: &str, function: &str) -> f64 {
+    let path = out.join(group).join(function).join("new/estimates.json");
+    let text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("criterion wrote no {}: {e}", path.display()));
+    let estimates: serde_json::Value = serde_json::from_str(&text).unwrap();
+    estimates["mean"]["point_estimate"].as_f64().unwrap()
+}

@@ -70,6 +70,41 @@ fn process<'a>(status: &'a Value, name: &str) -> &'a Value {
         .unwrap_or_else(|| panic!("no process {name} in {status:#}"))
 }
 
+/// A deployment of the shop to come, in `<target>/<folder>`, with a free port for its gateway;
+/// stopped when the test ends.
+fn new_deployment(folder: &str) -> (Deployed, String) {
+    let deployed = Deployed {
+        data_dir: target_dir().join(folder),
+        app: workspace().join("examples/shop-app").display().to_string(),
+    };
+    (deployed, free_port().to_string())
+}
+
+/// `ovation deploy` of the shop on `port`, with `extra` arguments and `env`, stopped when this
+/// test process exits; fails the test if it fails.
+fn deploy(d: &Deployed, port: &str, extra: &[&str], env: &[(&str, &str)]) -> Output {
+    let me = std::process::id().to_string();
+    let mut args = vec![
+        "deploy",
+        "--target",
+        "local",
+        "--app",
+        &d.app,
+        "--port",
+        port,
+        "--stop-with-pid",
+        &me,
+    ];
+    args.extend_from_slice(extra);
+    let out = cli_with(&d.data_dir, &args, env);
+    assert!(
+        out.status.success(),
+        "deploy failed:\n{}",
+        text(&out.stderr)
+    );
+    out
+}
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -81,35 +116,15 @@ fn free_port() -> u16 {
 #[tokio::test]
 async fn the_shop_app_runs_as_separate_processes_behind_the_gateway() {
     // A cluster of its own, kept under the target folder so later runs reuse it.
-    let data_dir = target_dir().join("ovation-deploy-test");
-    let app = workspace().join("examples/shop-app");
-    let port = free_port().to_string();
-    let me = std::process::id().to_string();
-    let deployed = Deployed {
-        data_dir: data_dir.clone(),
-        app: app.display().to_string(),
-    };
+    let (deployed, port) = new_deployment("ovation-deploy-test");
+    let data_dir = deployed.data_dir.clone();
     // Every process exports its spans to a receiver in this test.
     let receiver = util::trace_receiver();
-    let out = cli_with(
-        &data_dir,
-        &[
-            "deploy",
-            "--target",
-            "local",
-            "--app",
-            &deployed.app,
-            "--port",
-            &port,
-            "--stop-with-pid",
-            &me,
-        ],
+    let out = deploy(
+        &deployed,
+        &port,
+        &[],
         &[("OTEL_EXPORTER_OTLP_ENDPOINT", receiver)],
-    );
-    assert!(
-        out.status.success(),
-        "deploy failed:\n{}",
-        text(&out.stderr)
     );
     assert!(
         text(&out.stdout).contains("ovation-gateway"),
@@ -462,34 +477,10 @@ async fn the_shop_app_runs_as_separate_processes_behind_the_gateway() {
 /// back, `deploy restart` included.
 #[tokio::test]
 async fn a_killed_supervisor_takes_its_processes_with_it_and_says_so() {
-    let data_dir = target_dir().join("ovation-deploy-supervisor-test");
-    let app = workspace().join("examples/shop-app");
-    let port = free_port().to_string();
-    let me = std::process::id().to_string();
-    let deployed = Deployed {
-        data_dir: data_dir.clone(),
-        app: app.display().to_string(),
-    };
+    let (deployed, port) = new_deployment("ovation-deploy-supervisor-test");
+    let data_dir = deployed.data_dir.clone();
     let deploy = || {
-        let out = cli(
-            &data_dir,
-            &[
-                "deploy",
-                "--target",
-                "local",
-                "--app",
-                &deployed.app,
-                "--port",
-                &port,
-                "--stop-with-pid",
-                &me,
-            ],
-        );
-        assert!(
-            out.status.success(),
-            "deploy failed:\n{}",
-            text(&out.stderr)
-        );
+        deploy(&deployed, &port, &[], &[]);
     };
     deploy();
     let s = status(&deployed);
@@ -566,34 +557,14 @@ async fn a_killed_supervisor_takes_its_processes_with_it_and_says_so() {
 /// and the two `notifications` share the subscription (one confirmation per order).
 #[tokio::test]
 async fn replicas_share_the_requests_the_throttle_and_the_messages() {
-    let data_dir = target_dir().join("ovation-deploy-replicas-test");
-    let app = workspace().join("examples/shop-app");
-    let port = free_port().to_string();
-    let me = std::process::id().to_string();
-    let deployed = Deployed {
-        data_dir: data_dir.clone(),
-        app: app.display().to_string(),
-    };
+    let (deployed, port) = new_deployment("ovation-deploy-replicas-test");
+    let data_dir = deployed.data_dir.clone();
     let receiver = util::trace_receiver();
-    let out = cli_with(
-        &data_dir,
-        &[
-            "deploy",
-            "--app",
-            &deployed.app,
-            "--port",
-            &port,
-            "--stop-with-pid",
-            &me,
-            "--replicas",
-            "users=2,notifications=2",
-        ],
+    deploy(
+        &deployed,
+        &port,
+        &["--replicas", "users=2,notifications=2"],
         &[("OTEL_EXPORTER_OTLP_ENDPOINT", receiver)],
-    );
-    assert!(
-        out.status.success(),
-        "deploy failed:\n{}",
-        text(&out.stderr)
     );
     let s = status(&deployed);
     for name in ["users.1", "users.2", "notifications.1", "notifications.2"] {

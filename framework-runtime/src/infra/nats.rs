@@ -2,15 +2,13 @@
 //! managed Postgres, in `<data dir>/nats`.
 
 use std::fs;
-use std::net::{SocketAddr, TcpStream};
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::Duration;
+use std::process::Command;
 
 use super::process::{
-    STOPPED_ON_PURPOSE, hold_client_lock, is_executable, keep_running, open_lock_file, owns_sh,
-    process_has_arg, same_or_free_port, spawn_idle_watchdog,
+    STOPPED_ON_PURPOSE, find_binary, hold_client_lock, keep_running, listening_port,
+    open_lock_file, owns_sh, previous_port, process_has_arg, same_or_free_port,
+    spawn_idle_watchdog, start_server,
 };
 use super::{InfraError, io_err};
 
@@ -77,13 +75,7 @@ impl ManagedNats {
 }
 
 pub(super) fn find_nats() -> Result<PathBuf, InfraError> {
-    let mut dirs: Vec<PathBuf> = std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).collect())
-        .unwrap_or_default();
-    dirs.extend(["/usr/sbin", "/usr/local/bin", "/usr/bin"].map(PathBuf::from));
-    dirs.into_iter()
-        .map(|d| d.join("nats-server"))
-        .find(|p| is_executable(p))
+    find_binary("nats-server", &["/usr/sbin", "/usr/local/bin", "/usr/bin"])
         .ok_or(InfraError::NatsNotFound)
 }
 
@@ -96,31 +88,9 @@ fn server_alive(dir: &Path) -> bool {
         .is_some_and(|pid| process_has_arg(pid, &dir.join("jetstream").to_string_lossy()))
 }
 
-/// The port the server last ran on.
-fn previous_port(dir: &Path) -> Option<u16> {
-    fs::read_to_string(dir.join("port"))
-        .ok()?
-        .trim()
-        .parse()
-        .ok()
-}
-
 /// The port of the managed NATS server in `dir`, if it runs and accepts connections.
 pub(super) fn nats_port(dir: &Path) -> Option<u16> {
-    if !server_alive(dir) {
-        return None;
-    }
-    let port: u16 = fs::read_to_string(dir.join("port"))
-        .ok()?
-        .trim()
-        .parse()
-        .ok()?;
-    TcpStream::connect_timeout(
-        &SocketAddr::from(([127, 0, 0, 1], port)),
-        Duration::from_secs(1),
-    )
-    .ok()?;
-    Some(port)
+    listening_port(dir, server_alive)
 }
 
 pub(super) fn start_nats(bin: &Path, dir: &Path) -> Result<u16, InfraError> {
@@ -133,32 +103,6 @@ pub(super) fn start_nats(bin: &Path, dir: &Path) -> Result<u16, InfraError> {
         .arg("-P")
         .arg(dir.join("nats.pid"))
         .arg("-l")
-        .arg(dir.join("nats.log"))
-        .current_dir(dir)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .process_group(0);
-    let mut child = cmd.spawn().map_err(io_err("starting nats-server"))?;
-    // Reaped when it exits, so that it is not left a zombie of this process (which would still
-    // hold its pid).
-    let _ = std::thread::Builder::new()
-        .name("ovation-nats-reaper".into())
-        .spawn(move || child.wait());
-    fs::write(dir.join("port"), port.to_string()).map_err(io_err("writing the NATS port"))?;
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while std::time::Instant::now() < deadline {
-        if nats_port(dir).is_some() {
-            return Ok(port);
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    Err(InfraError::Command {
-        command: "nats-server".into(),
-        status: "not listening".into(),
-        output: format!(
-            "it did not accept connections within 20 s; see {}",
-            dir.join("nats.log").display()
-        ),
-    })
+        .arg(dir.join("nats.log"));
+    start_server(cmd, "nats-server", dir, port, "nats.log", server_alive)
 }

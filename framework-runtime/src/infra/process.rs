@@ -329,6 +329,80 @@ pub(super) fn same_or_free_port(port: Option<u16>) -> Result<u16, InfraError> {
     free_port()
 }
 
+/// `name` on `PATH`, else in one of `extra`.
+pub(super) fn find_binary(name: &str, extra: &[&str]) -> Option<PathBuf> {
+    let mut dirs: Vec<PathBuf> = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).collect())
+        .unwrap_or_default();
+    dirs.extend(extra.iter().map(PathBuf::from));
+    dirs.into_iter()
+        .map(|d| d.join(name))
+        .find(|p| is_executable(p))
+}
+
+/// The port the server of `dir` last ran on (`<dir>/port`).
+pub(super) fn previous_port(dir: &Path) -> Option<u16> {
+    fs::read_to_string(dir.join("port"))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// The port of the server in `dir`, if `alive` says it runs and it accepts connections.
+pub(super) fn listening_port(dir: &Path, alive: fn(&Path) -> bool) -> Option<u16> {
+    if !alive(dir) {
+        return None;
+    }
+    let port = previous_port(dir)?;
+    std::net::TcpStream::connect_timeout(
+        &std::net::SocketAddr::from(([127, 0, 0, 1], port)),
+        std::time::Duration::from_secs(1),
+    )
+    .ok()?;
+    Some(port)
+}
+
+/// Starts `cmd`, a server of `dir` that stays in the foreground, on `port`: detached (its own
+/// process group, no terminal), reaped by a thread of this process when it exits (a zombie
+/// would keep its pid), its port written to `<dir>/port`. Waits up to 20 s for it to listen
+/// (`alive` and a connection), else fails pointing at `log` in `dir`.
+pub(super) fn start_server(
+    mut cmd: Command,
+    what: &str,
+    dir: &Path,
+    port: u16,
+    log: &str,
+    alive: fn(&Path) -> bool,
+) -> Result<u16, InfraError> {
+    cmd.current_dir(dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .process_group(0);
+    let mut child = cmd.spawn().map_err(io_err(format!("starting {what}")))?;
+    let _ = std::thread::Builder::new()
+        .name(format!("ovation-reaper-{what}"))
+        .spawn(move || child.wait());
+    fs::write(dir.join("port"), port.to_string())
+        .map_err(io_err(format!("writing the {what} port")))?;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while std::time::Instant::now() < deadline {
+        if listening_port(dir, alive).is_some() {
+            return Ok(port);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    Err(InfraError::Command {
+        command: what.into(),
+        status: "not listening".into(),
+        output: format!(
+            "it did not accept connections within 20 s; see {}",
+            dir.join(log).display()
+        ),
+    })
+}
+
 /// `text` as one single-quoted shell word.
 pub(super) fn shell_quote(text: &str) -> String {
     format!("'{}'", text.replace('\'', "'\\''"))

@@ -8,15 +8,13 @@
 //! to whatever connects.
 
 use std::fs;
-use std::net::{SocketAddr, TcpStream};
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::Duration;
+use std::process::Command;
 
 use super::process::{
-    STOPPED_ON_PURPOSE, hold_client_lock, is_executable, keep_running, open_lock_file,
-    process_is_named, same_or_free_port, spawn_idle_watchdog, write_private,
+    STOPPED_ON_PURPOSE, find_binary, hold_client_lock, keep_running, listening_port,
+    open_lock_file, previous_port, process_is_named, same_or_free_port, spawn_idle_watchdog,
+    start_server, write_private,
 };
 use super::{InfraError, io_err};
 
@@ -103,22 +101,16 @@ impl ManagedRedis {
 }
 
 pub(super) fn find_redis() -> Result<PathBuf, InfraError> {
-    let mut dirs: Vec<PathBuf> = std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).collect())
-        .unwrap_or_default();
-    dirs.extend(
-        [
+    find_binary(
+        "redis-server",
+        &[
             "/usr/bin",
             "/usr/local/bin",
             "/usr/sbin",
             "/opt/homebrew/bin",
-        ]
-        .map(PathBuf::from),
-    );
-    dirs.into_iter()
-        .map(|d| d.join("redis-server"))
-        .find(|p| is_executable(p))
-        .ok_or(InfraError::RedisNotFound)
+        ],
+    )
+    .ok_or(InfraError::RedisNotFound)
 }
 
 /// The server's password: made once, with the config file that holds it.
@@ -153,24 +145,7 @@ fn server_alive(dir: &Path) -> bool {
 
 /// The port of the managed Redis in `dir`, if it runs and accepts connections.
 fn redis_port(dir: &Path) -> Option<u16> {
-    if !server_alive(dir) {
-        return None;
-    }
-    let port = previous_port(dir)?;
-    TcpStream::connect_timeout(
-        &SocketAddr::from(([127, 0, 0, 1], port)),
-        Duration::from_secs(1),
-    )
-    .ok()?;
-    Some(port)
-}
-
-fn previous_port(dir: &Path) -> Option<u16> {
-    fs::read_to_string(dir.join("port"))
-        .ok()?
-        .trim()
-        .parse()
-        .ok()
+    listening_port(dir, server_alive)
 }
 
 fn start_redis(bin: &Path, dir: &Path, password: &str) -> Result<u16, InfraError> {
@@ -189,31 +164,6 @@ fn start_redis(bin: &Path, dir: &Path, password: &str) -> Result<u16, InfraError
         ),
     )?;
     let mut cmd = Command::new(bin);
-    cmd.arg(&conf)
-        .current_dir(dir)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .process_group(0);
-    let mut child = cmd.spawn().map_err(io_err("starting redis-server"))?;
-    // Reaped when it exits, so that it is not left a zombie of this process.
-    let _ = std::thread::Builder::new()
-        .name("ovation-redis-reaper".into())
-        .spawn(move || child.wait());
-    fs::write(dir.join("port"), port.to_string()).map_err(io_err("writing the Redis port"))?;
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while std::time::Instant::now() < deadline {
-        if redis_port(dir).is_some() {
-            return Ok(port);
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    Err(InfraError::Command {
-        command: "redis-server".into(),
-        status: "not listening".into(),
-        output: format!(
-            "it did not accept connections within 20 s; see {}",
-            dir.join("redis.log").display()
-        ),
-    })
+    cmd.arg(&conf);
+    start_server(cmd, "redis-server", dir, port, "redis.log", server_alive)
 }
