@@ -383,38 +383,35 @@ keyspace_type! {
 impl<K: Serialize, V: Serialize + DeserializeOwned> ListKeyspace<K, V> {
     /// Appends `value` to the list at `key`; returns the list's length.
     pub async fn push_back(&self, key: &K, value: &V) -> Result<u64, Error> {
-        let json = self.ks.encode(value)?;
-        self.ks
-            .write("push_back", key, |k| {
-                redis::cmd("RPUSH").arg(k).arg(json).to_owned()
-            })
-            .await
+        self.push("push_back", "RPUSH", key, value).await
     }
 
     /// Prepends `value` to the list at `key`; returns the list's length.
     pub async fn push_front(&self, key: &K, value: &V) -> Result<u64, Error> {
-        let json = self.ks.encode(value)?;
-        self.ks
-            .write("push_front", key, |k| {
-                redis::cmd("LPUSH").arg(k).arg(json).to_owned()
-            })
-            .await
+        self.push("push_front", "LPUSH", key, value).await
     }
 
     /// Removes and returns the list's first value.
     pub async fn pop_front(&self, key: &K) -> Result<Option<V>, Error> {
-        let json: Option<String> = self
-            .ks
-            .read("pop_front", key, |k| redis::cmd("LPOP").arg(k).to_owned())
-            .await?;
-        json.map(|j| self.ks.decode(&j)).transpose()
+        self.pop("pop_front", "LPOP", key).await
     }
 
     /// Removes and returns the list's last value.
     pub async fn pop_back(&self, key: &K) -> Result<Option<V>, Error> {
+        self.pop("pop_back", "RPOP", key).await
+    }
+
+    async fn push(&self, op: &str, command: &str, key: &K, value: &V) -> Result<u64, Error> {
+        let json = self.ks.encode(value)?;
+        self.ks
+            .write(op, key, |k| redis::cmd(command).arg(k).arg(json).to_owned())
+            .await
+    }
+
+    async fn pop(&self, op: &str, command: &str, key: &K) -> Result<Option<V>, Error> {
         let json: Option<String> = self
             .ks
-            .read("pop_back", key, |k| redis::cmd("RPOP").arg(k).to_owned())
+            .read(op, key, |k| redis::cmd(command).arg(k).to_owned())
             .await?;
         json.map(|j| self.ks.decode(&j)).transpose()
     }

@@ -5,12 +5,12 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use super::InfraError;
 use super::process::{
     STOPPED_ON_PURPOSE, find_binary, hold_client_lock, keep_running, listening_port,
-    open_lock_file, owns_sh, previous_port, process_has_arg, same_or_free_port,
+    lock_server_dir, owns_sh, previous_port, process_has_arg, same_or_free_port,
     spawn_idle_watchdog, start_server,
 };
-use super::{InfraError, io_err};
 
 /// A running managed `nats-server` with JetStream, on 127.0.0.1 only.
 #[derive(Debug, Clone)]
@@ -25,19 +25,7 @@ impl ManagedNats {
     /// without users, as for Postgres).
     pub fn ensure(data_dir: &Path) -> Result<ManagedNats, InfraError> {
         let bin = find_nats()?;
-        fs::create_dir_all(data_dir).map_err(io_err(format!(
-            "creating the data folder {}",
-            data_dir.display()
-        )))?;
-        let dir = data_dir
-            .canonicalize()
-            .map_err(io_err(format!("resolving {}", data_dir.display())))?
-            .join("nats");
-        fs::create_dir_all(&dir).map_err(io_err(format!("creating {}", dir.display())))?;
-        let setup = open_lock_file(&dir.join("setup.lock"))?;
-        setup
-            .lock()
-            .map_err(io_err("locking the managed NATS set-up"))?;
+        let (dir, setup) = lock_server_dir(data_dir, "nats")?;
         let port = match nats_port(&dir) {
             Some(port) => port,
             None => start_nats(&bin, &dir)?,

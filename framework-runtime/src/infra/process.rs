@@ -329,6 +329,25 @@ pub(super) fn same_or_free_port(port: Option<u16>) -> Result<u16, InfraError> {
     free_port()
 }
 
+/// The folder `<data_dir>/<name>` of a managed server (made if missing, the path resolved),
+/// and its `setup.lock`, held: the caller sets the server up, alone, until it drops the file.
+pub(super) fn lock_server_dir(data_dir: &Path, name: &str) -> Result<(PathBuf, File), InfraError> {
+    fs::create_dir_all(data_dir).map_err(io_err(format!(
+        "creating the data folder {}",
+        data_dir.display()
+    )))?;
+    let dir = data_dir
+        .canonicalize()
+        .map_err(io_err(format!("resolving {}", data_dir.display())))?
+        .join(name);
+    fs::create_dir_all(&dir).map_err(io_err(format!("creating {}", dir.display())))?;
+    let setup = open_lock_file(&dir.join("setup.lock"))?;
+    setup
+        .lock()
+        .map_err(io_err(format!("locking the set-up of {}", dir.display())))?;
+    Ok((dir, setup))
+}
+
 /// `name` on `PATH`, else in one of `extra`.
 pub(super) fn find_binary(name: &str, extra: &[&str]) -> Option<PathBuf> {
     let mut dirs: Vec<PathBuf> = std::env::var_os("PATH")

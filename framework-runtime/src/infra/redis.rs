@@ -11,12 +11,12 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use super::InfraError;
 use super::process::{
     STOPPED_ON_PURPOSE, find_binary, hold_client_lock, keep_running, listening_port,
-    open_lock_file, previous_port, process_is_named, same_or_free_port, spawn_idle_watchdog,
+    lock_server_dir, previous_port, process_is_named, same_or_free_port, spawn_idle_watchdog,
     start_server, write_private,
 };
-use super::{InfraError, io_err};
 
 /// A running managed `redis-server`, on 127.0.0.1 only.
 #[derive(Clone)]
@@ -41,19 +41,7 @@ impl ManagedRedis {
     /// users).
     pub fn ensure(data_dir: &Path) -> Result<ManagedRedis, InfraError> {
         let bin = find_redis()?;
-        fs::create_dir_all(data_dir).map_err(io_err(format!(
-            "creating the data folder {}",
-            data_dir.display()
-        )))?;
-        let dir = data_dir
-            .canonicalize()
-            .map_err(io_err(format!("resolving {}", data_dir.display())))?
-            .join("redis");
-        fs::create_dir_all(&dir).map_err(io_err(format!("creating {}", dir.display())))?;
-        let setup = open_lock_file(&dir.join("setup.lock"))?;
-        setup
-            .lock()
-            .map_err(io_err("locking the managed Redis set-up"))?;
+        let (dir, setup) = lock_server_dir(data_dir, "redis")?;
         let password = password(&dir)?;
         let port = match redis_port(&dir) {
             Some(port) => port,
