@@ -83,7 +83,7 @@ fn every_api_in_the_source_is_registered() {
 }
 
 #[test]
-fn the_topic_and_its_subscription_are_registered() {
+fn the_topic_and_its_subscriptions_are_registered() {
     let topics: Vec<&str> = ovation::pubsub::topics().iter().map(|t| t.name).collect();
     assert_eq!(topics, ["order-created"]);
     let subs: Vec<(&str, &str, &str)> = ovation::pubsub::subscriptions()
@@ -92,8 +92,20 @@ fn the_topic_and_its_subscription_are_registered() {
         .collect();
     assert_eq!(
         subs,
-        [("send-order-confirmation", "notifications", "order-created")]
+        [
+            ("confirm-reservations", "products", "order-created"),
+            ("send-order-confirmation", "notifications", "order-created")
+        ]
     );
+}
+
+#[test]
+fn the_reservation_sweep_is_a_cron_job_of_products() {
+    let jobs: Vec<(&str, &str, &str)> = ovation::cron::jobs()
+        .iter()
+        .map(|j| (j.name, j.service(), j.schedule_text))
+        .collect();
+    assert_eq!(jobs, [("expire-reservations", "products", "every 1m")]);
 }
 
 #[test]

@@ -31,23 +31,6 @@ pub struct CheckoutResponse {
     pub total_cents: i64,
 }
 
-/// Of `p`'s reservations (a checkout reserves with its own id), those of checkouts still
-/// running: their saga confirms or releases the stock itself, so `products`'
-/// `expire-reservations` job leaves them alone.
-#[api(method = "POST", path = "/checkouts/reservations/held")]
-pub async fn held_reservations(
-    p: crate::orders::Reservations,
-) -> Result<crate::orders::Reservations, Error> {
-    if p.reservation_ids.len() > 1000 {
-        return Err(Error::invalid_argument(
-            "at most 1000 reservations at a time",
-        ));
-    }
-    Ok(crate::orders::Reservations {
-        reservation_ids: saga::running(&p.reservation_ids).await?,
-    })
-}
-
 /// Checks out `quantity` of a product for a user: reserve → charge → order, all or nothing.
 #[api(public, method = "POST", path = "/checkout")]
 pub async fn checkout(p: CheckoutRequest) -> Result<CheckoutResponse, Error> {

@@ -306,16 +306,6 @@ async fn resume_checkouts() {
 
 ovation::on_start!(resume_checkouts);
 
-/// Of `ids`, the checkouts that have not finished (neither completed nor failed).
-pub(crate) async fn running(ids: &[Uuid]) -> Result<Vec<Uuid>, Error> {
-    Ok(sqlx::query_scalar(
-        "SELECT id FROM checkouts WHERE id = ANY($1) AND state NOT IN ('completed', 'failed')",
-    )
-    .bind(ids)
-    .fetch_all(DB.pool())
-    .await?)
-}
-
 /// A checkout's row, for tests.
 #[cfg(test)]
 pub(crate) async fn state_of(id: Uuid) -> (String, Option<Uuid>) {

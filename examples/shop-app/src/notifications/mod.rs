@@ -117,6 +117,7 @@ mod tests {
             order_id: order.id,
             user_id: user.id,
             total: 2500,
+            reservation_id: None,
         };
         orders::ORDER_CREATED.publish(&again).await.unwrap();
         let deadline = Instant::now() + Duration::from_secs(10);

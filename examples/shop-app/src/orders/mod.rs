@@ -26,6 +26,10 @@ pub struct OrderCreated {
     pub user_id: Uuid,
     /// The order's total, in cents.
     pub total: i64,
+    /// The stock reservation the order took (a checkout's order: the checkout's id), which
+    /// `products` confirms on this event.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reservation_id: Option<Uuid>,
 }
 
 pub static ORDER_CREATED: Topic<OrderCreated> = ovation::topic!("order-created");
@@ -59,8 +63,9 @@ pub async fn create(p: CreateOrderParams) -> Result<Order, Error> {
         .checked_mul(i64::from(p.quantity))
         .ok_or_else(|| Error::invalid_argument("the order's total is too large"))?;
 
-    // Should this process die before the order is recorded, the reservation is left unconfirmed
-    // and `products`' `expire-reservations` job gives the stock back.
+    // The order's event confirms the reservation in `products`. Should this process die before
+    // the order is recorded, no event comes, and `products`' `expire-reservations` job gives
+    // the stock back.
     let reservation = Uuid::new_v4();
     let reservation_id = Some(reservation);
     products::reserve_inventory(
@@ -96,21 +101,21 @@ async fn record(
 ) -> Result<Order, Error> {
     let mut tx = DB.begin().await?;
     let order = sqlx::query_as::<_, Order>(&format!(
-        "INSERT INTO orders (user_id, product_id, quantity, total_cents, status, reservation_id)
-         VALUES ($1, $2, $3, $4, 'confirmed', $5)
+        "INSERT INTO orders (user_id, product_id, quantity, total_cents, status)
+         VALUES ($1, $2, $3, $4, 'confirmed')
          RETURNING {ORDER_COLUMNS}"
     ))
     .bind(p.user_id)
     .bind(p.product_id)
     .bind(p.quantity)
     .bind(total_cents)
-    .bind(reservation)
     .fetch_one(&mut *tx)
     .await?;
     let event = OrderCreated {
         order_id: order.id,
         user_id: order.user_id,
         total: total_cents,
+        reservation_id: Some(reservation),
     };
     ORDER_CREATED.publish_in(&mut tx, &event).await?;
     tx.commit().await?;
@@ -125,32 +130,6 @@ pub struct PlaceOrderParams {
     pub product_id: Uuid,
     pub quantity: i32,
     pub total_cents: i64,
-}
-
-/// Stock reservations, by id.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct Reservations {
-    pub reservation_ids: Vec<Uuid>,
-}
-
-/// Of `p`'s reservations, those a confirmed order took (a checkout's order takes its
-/// checkout's): what `products`' `expire-reservations` job must not give back.
-#[api(method = "POST", path = "/orders/reservations/taken")]
-pub async fn taken_reservations(p: Reservations) -> Result<Reservations, Error> {
-    if p.reservation_ids.len() > 1000 {
-        return Err(Error::invalid_argument(
-            "at most 1000 reservations at a time",
-        ));
-    }
-    let reservation_ids = sqlx::query_scalar(
-        "SELECT coalesce(reservation_id, checkout_id) FROM orders
-          WHERE (reservation_id = ANY($1) OR checkout_id = ANY($1)) AND status = 'confirmed'",
-    )
-    .bind(&p.reservation_ids)
-    .fetch_all(DB.pool())
-    .await?;
-    Ok(Reservations { reservation_ids })
 }
 
 const ORDER_COLUMNS: &str = "id, user_id, product_id, quantity, total_cents, status";
@@ -193,6 +172,7 @@ pub async fn place(checkout_id: Uuid, p: PlaceOrderParams) -> Result<Order, Erro
         order_id: order.id,
         user_id: order.user_id,
         total: order.total_cents,
+        reservation_id: Some(checkout_id),
     };
     ORDER_CREATED.publish_in(&mut tx, &event).await?;
     tx.commit().await?;

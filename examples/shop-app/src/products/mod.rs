@@ -1,7 +1,8 @@
 //! The `products` service: the catalogue and its stock.
 //!
-//! Stock reserved for an order that was never recorded (its process died in between) is given
-//! back by the `expire-reservations` cron job: see [`expire_reservations`].
+//! A reservation is confirmed when its order's `order-created` event arrives; stock reserved for
+//! an order that was never recorded (its process died in between) is given back by the
+//! `expire-reservations` cron job: see [`expire_reservations`].
 //!
 //! `reserve_inventory` and `release_inventory` are private: only other services (orders,
 //! the checkout service) may call them; an outside request gets 404. Given a `reservationId`, both are
@@ -116,6 +117,10 @@ pub async fn reserve_inventory(id: Uuid, p: ReserveParams) -> Result<(), Error> 
             return if status == "released" {
                 Err(Error::failed_precondition(
                     "this reservation was released before it was made",
+                ))
+            } else if status == "expired" {
+                Err(Error::failed_precondition(
+                    "this reservation expired: no order took it in time",
                 ))
             } else if (product_id, quantity) != (id, p.quantity) {
                 Err(Error::invalid_argument(
