@@ -271,6 +271,56 @@ async fn the_admin_endpoint_lists_jobs_for_signed_requests_only() {
         next.format("%H:%M").to_string() == "08:00" || next.format("%H:%M").to_string() == "07:00",
         "{next}"
     );
+
+    // "Run now": nothing without a signature, nor with one made for another job, nor twice
+    // with the same one; a valid one starts the job.
+    let run_url = |job: &str| format!("{}/__ovation/cron/{job}/run", server.url());
+    let sign = |job: &str| {
+        env.service_auth_key().sign(
+            ovation::tooling::Signed {
+                method: "POST",
+                path: &format!("/__ovation/cron/{job}/run"),
+                query: "",
+                body: b"",
+            },
+            "dashboard",
+        )
+    };
+    let post = |url: String, signature: Option<String>| {
+        let mut request = http.post(url);
+        if let Some(s) = signature {
+            request = request.header(ovation::tooling::HEADER, s);
+        }
+        request.send()
+    };
+    let before = beats::HOURLY.load(Ordering::SeqCst);
+    assert_eq!(post(run_url("hourly"), None).await.unwrap().status(), 404);
+    let for_another = sign("new-year");
+    assert_eq!(
+        post(run_url("hourly"), Some(for_another))
+            .await
+            .unwrap()
+            .status(),
+        404
+    );
+    let signature = sign("hourly");
+    let started = post(run_url("hourly"), Some(signature.clone()))
+        .await
+        .unwrap();
+    assert_eq!(started.status(), 200);
+    assert_eq!(
+        post(run_url("hourly"), Some(signature))
+            .await
+            .unwrap()
+            .status(),
+        404,
+        "a replayed signature"
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while beats::HOURLY.load(Ordering::SeqCst) == before {
+        assert!(std::time::Instant::now() < deadline, "the job never ran");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     server.shutdown().await;
     env.close().await;
 }

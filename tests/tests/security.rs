@@ -75,6 +75,9 @@ async fn the_dashboard_answers_only_its_own_host_names() {
             ("POST", "/api/explorer"),
             ("POST", "/databases/users/query"),
             ("POST", "/pubsub/send-order-confirmation/redrive"),
+            ("GET", "/cron"),
+            ("GET", "/api/cron"),
+            ("POST", "/cron/expire-reservations/run"),
             ("POST", "/v1/traces"),
         ] {
             let response = http
@@ -232,6 +235,22 @@ async fn state_changing_requests_need_the_pages_origin_and_token() {
             "application/x-www-form-urlencoded",
             format!("csrf={token}"),
             vec![("origin", foreign.clone())],
+            403,
+        ),
+        (
+            "a \"Run now\" from another origin",
+            "/cron/expire-reservations/run",
+            "application/x-www-form-urlencoded",
+            format!("csrf={token}"),
+            vec![("origin", foreign.clone())],
+            403,
+        ),
+        (
+            "a \"Run now\" without the token",
+            "/cron/expire-reservations/run",
+            "application/x-www-form-urlencoded",
+            String::new(),
+            vec![("origin", own.clone())],
             403,
         ),
         // The page's own requests pass the guard (and meet an app that does not run).
