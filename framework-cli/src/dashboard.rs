@@ -160,6 +160,16 @@ pub fn router(
     guard.protect(crate::traces::api_router(store).merge(pages))
 }
 
+/// Why the app refused a page's request: its error's message, for the page's notice.
+async fn refusal(response: reqwest::Response) -> String {
+    response
+        .json::<serde_json::Value>()
+        .await
+        .ok()
+        .and_then(|v| v["message"].as_str().map(str::to_owned))
+        .unwrap_or_else(|| "the app refused".into())
+}
+
 fn asset(content_type: &'static str, body: &'static str) -> Response {
     ([(header::CONTENT_TYPE, content_type)], body).into_response()
 }

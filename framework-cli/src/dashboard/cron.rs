@@ -9,7 +9,7 @@ use axum::response::{IntoResponse, Redirect, Response};
 use serde_json::{Value, json};
 
 use super::html::{esc, percent_encode, shell};
-use super::{Dashboard, current};
+use super::{Dashboard, current, refusal};
 
 #[derive(Debug, serde::Deserialize)]
 pub(super) struct CronQuery {
@@ -169,17 +169,7 @@ pub(super) async fn run(State(d): State<Dashboard>, Path(job): Path<String>) -> 
         .await
     {
         Ok(r) if r.status().is_success() => format!("/cron?started={}", percent_encode(&job)),
-        Ok(r) => {
-            let text = r
-                .json::<Value>()
-                .await
-                .ok()
-                .and_then(|v| v["message"].as_str().map(str::to_owned));
-            format!(
-                "/cron?error={}",
-                percent_encode(&text.unwrap_or_else(|| "the app refused".into()))
-            )
-        }
+        Ok(r) => format!("/cron?error={}", percent_encode(&refusal(r).await)),
         Err(_) => format!("/cron?error={}", percent_encode("the app does not answer")),
     };
     Redirect::to(&target).into_response()

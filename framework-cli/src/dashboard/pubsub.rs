@@ -9,7 +9,7 @@ use axum::response::{IntoResponse, Redirect, Response};
 use serde_json::Value;
 
 use super::html::{esc, percent_encode, shell};
-use super::{Dashboard, current};
+use super::{Dashboard, current, refusal};
 use crate::guard::form_field;
 
 #[derive(Debug, serde::Deserialize)]
@@ -167,17 +167,7 @@ pub(super) async fn redrive(
                 .unwrap_or(0);
             format!("/pubsub?redriven={n}")
         }
-        Ok(r) => {
-            let text = r
-                .json::<Value>()
-                .await
-                .ok()
-                .and_then(|v| v["message"].as_str().map(str::to_owned));
-            format!(
-                "/pubsub?error={}",
-                percent_encode(&text.unwrap_or_else(|| "the app refused".into()))
-            )
-        }
+        Ok(r) => format!("/pubsub?error={}", percent_encode(&refusal(r).await)),
         Err(_) => format!(
             "/pubsub?error={}",
             percent_encode("the app does not answer")
