@@ -10,6 +10,7 @@ mod errors;
 mod middleware;
 mod subscription;
 mod test_attr;
+mod workflow;
 
 use proc_macro::TokenStream;
 
@@ -111,4 +112,23 @@ pub fn subscription(attr: TokenStream, item: TokenStream) -> TokenStream {
 #[proc_macro_attribute]
 pub fn test(attr: TokenStream, item: TokenStream) -> TokenStream {
     test_attr::expand(attr.into(), item.into()).into()
+}
+
+/// Makes an async function a durable workflow: its steps (typed service calls, and
+/// `ovation::step`s) are checkpointed, and a run cut off by a crash is resumed by another
+/// process of its service, replaying the steps done.
+///
+/// ```ignore
+/// #[ovation::workflow]
+/// pub async fn checkout(p: CheckoutInput) -> Result<Order, Error> { ... }
+///
+/// let order = checkout.run(input).await?;
+/// ```
+///
+/// The function takes one input (a serde type) or none, and returns `Result<T, Error>` with a
+/// serde `T`; its name becomes an `ovation::workflow::Workflow` value that starts runs. The
+/// workflow's name is the function's, or `name = "..."`. See `ovation::workflow`.
+#[proc_macro_attribute]
+pub fn workflow(attr: TokenStream, item: TokenStream) -> TokenStream {
+    workflow::expand(attr.into(), item.into()).into()
 }

@@ -44,6 +44,8 @@ pub enum StartupError {
     Cache(String),
     #[error("{0}")]
     Cron(String),
+    #[error("{0}")]
+    Workflow(String),
     #[error("cannot listen on {addr}: {source}{hint}")]
     Bind {
         addr: SocketAddr,
@@ -227,6 +229,7 @@ pub(crate) async fn build_runtime(config: &Config) -> Result<&'static Runtime, S
     crate::secrets::load_all(config.deployment).map_err(StartupError::Secrets)?;
     crate::cache::check_setup().map_err(StartupError::Cache)?;
     crate::cron::check_setup().map_err(StartupError::Cron)?;
+    crate::workflow::check_setup().map_err(StartupError::Workflow)?;
     let builder = RuntimeBuilder::from_config(config)?;
     let is_hosted = |s: &str| builder.hosts(s);
     let needed: Vec<_> = sqldb::declared()
@@ -241,7 +244,12 @@ pub(crate) async fn build_runtime(config: &Config) -> Result<&'static Runtime, S
     // The cron database, for a process hosting a job's service.
     let cron_needed = crate::cron::jobs().iter().any(|j| is_hosted(j.service()));
     let mut cron = None;
-    if !needed.is_empty() || pubsub_needed || cron_needed {
+    // The workflow database, for a process hosting a workflow's service.
+    let workflows_needed = crate::workflow::workflows()
+        .iter()
+        .any(|w| is_hosted(w.service()));
+    let mut workflows = None;
+    if !needed.is_empty() || pubsub_needed || cron_needed || workflows_needed {
         let server = database_server(config).await?;
         for def in needed {
             pools.insert(
@@ -253,6 +261,13 @@ pub(crate) async fn build_runtime(config: &Config) -> Result<&'static Runtime, S
             let pool = server.open(&crate::cron::store::DATABASE, 3).await?;
             let store = crate::cron::store::CronStore::new(pool, config.cron.unwrap_or(true));
             cron = Some(&*Box::leak(Box::new(store)));
+        }
+        if workflows_needed {
+            let pool = server
+                .open(&crate::workflow::store::DATABASE, config.max_db_connections())
+                .await?;
+            let store = crate::workflow::store::WorkflowStore::new(pool);
+            workflows = Some(&*Box::leak(Box::new(store)));
         }
         if pubsub_needed {
             let pool = server
@@ -288,6 +303,7 @@ pub(crate) async fn build_runtime(config: &Config) -> Result<&'static Runtime, S
         .pubsub(pubsub)
         .cache(cache)
         .cron(cron)
+        .workflows(workflows)
         .global()
         .build();
     Ok(rt)
@@ -337,6 +353,7 @@ impl RuntimeBuilder {
                 pubsub: None,
                 cache: None,
                 cron: None,
+                workflows: None,
                 gateway: config.gateway,
                 cors: config.cors.clone(),
                 tasks: Default::default(),
@@ -375,6 +392,16 @@ impl RuntimeBuilder {
         self
     }
 
+    /// The workflow database, when the app declares a workflow and this process hosts a
+    /// service.
+    pub(crate) fn workflows(
+        mut self,
+        workflows: Option<&'static crate::workflow::store::WorkflowStore>,
+    ) -> RuntimeBuilder {
+        self.runtime.workflows = workflows;
+        self
+    }
+
     /// The caches' store, when the app declares a cache and this process hosts a service.
     pub(crate) fn cache(mut self, cache: Option<crate::cache::Store>) -> RuntimeBuilder {
         self.runtime.cache = cache;
@@ -401,6 +428,9 @@ impl RuntimeBuilder {
         }
         if let Some(pubsub) = rt.pubsub {
             crate::pubsub::postgres::start(rt, pubsub);
+        }
+        if let Some(workflows) = rt.workflows {
+            workflows.start_liveness();
         }
         rt
     }

@@ -33,9 +33,27 @@ use crate::registry::Endpoint;
 use crate::runtime::{self, Context, Runtime};
 use crate::service_auth;
 
-/// Calls endpoint `E`, in this process or over HTTP.
+/// Calls endpoint `E`, in this process or over HTTP. Made by a workflow's function, the call
+/// is one of its steps (see [`crate::workflow`]).
 #[doc(hidden)]
 pub async fn call<E: Endpoint>(
+    params: E::Params,
+    request: E::Request,
+) -> Result<E::Response, Error> {
+    if let Some(run) = crate::workflow::current_run() {
+        let outgoing = Outgoing::encode::<E>(&params, &request)?;
+        let input = outgoing.recorded();
+        let name = format!("{}.{}", E::service(), E::NAME);
+        return crate::workflow::call_step(run, name, input, || async {
+            let (params, request) = outgoing.decode::<E>()?;
+            call_once::<E>(params, request).await
+        })
+        .await;
+    }
+    call_once::<E>(params, request).await
+}
+
+async fn call_once<E: Endpoint>(
     params: E::Params,
     request: E::Request,
 ) -> Result<E::Response, Error> {
@@ -55,10 +73,11 @@ pub async fn call<E: Endpoint>(
         // What the callee will read, read here: a value that cannot make the trip fails at the
         // call site, the same way wherever the callee runs.
         let (params, request) = outgoing.decode::<E>()?;
+        let key = crate::workflow::outgoing_key();
         if local {
-            call_here::<E>(ctx.rt, user, params, request).await
+            call_here::<E>(ctx.rt, user, key, params, request).await
         } else {
-            remote::<E>(ctx, user, outgoing).await
+            remote::<E>(ctx, user, key, outgoing).await
         }
     }
     .instrument(span)
@@ -71,6 +90,7 @@ pub async fn call<E: Endpoint>(
 async fn call_here<E: Endpoint>(
     rt: &'static Runtime,
     user: Option<crate::auth::Authenticated>,
+    key: Option<std::sync::Arc<str>>,
     params: E::Params,
     request: E::Request,
 ) -> Result<E::Response, Error> {
@@ -84,7 +104,10 @@ async fn call_here<E: Endpoint>(
             rt,
             E::service(),
             E::NAME,
-            crate::middleware::handle::<E>(params, request),
+            crate::workflow::with_incoming_key(
+                key,
+                crate::middleware::handle::<E>(params, request),
+            ),
         ),
     ))
     .catch_unwind();
@@ -183,6 +206,18 @@ impl Outgoing {
             query,
             body,
         })
+    }
+
+    /// What a workflow records as the call's input: the request's JSON body, or its query
+    /// string, or the path's values.
+    fn recorded(&self) -> Option<serde_json::Value> {
+        if !self.body.is_empty() {
+            return serde_json::from_slice(&self.body).ok();
+        }
+        if let Some(query) = &self.query {
+            return Some(serde_json::Value::String(format!("?{query}")));
+        }
+        (!self.segments.is_empty()).then(|| serde_json::json!(self.segments))
     }
 
     /// The parameters and request as the callee's server decodes them.
@@ -291,6 +326,7 @@ pub(crate) fn render_path(pattern: &str, names: &[&str], values: &[String]) -> S
 async fn remote<E: Endpoint>(
     ctx: Context,
     user: Option<crate::auth::Authenticated>,
+    key: Option<std::sync::Arc<str>>,
     outgoing: Outgoing,
 ) -> Result<E::Response, Error> {
     let service = E::service();
@@ -321,6 +357,7 @@ async fn remote<E: Endpoint>(
         },
         caller,
         user.as_ref().map(|u| u.json()),
+        key.as_deref(),
     );
     let mut builder = ctx.rt.http.request(method.http(), url.clone());
     if E::HAS_REQUEST && method.has_body() {
@@ -330,6 +367,9 @@ async fn remote<E: Endpoint>(
     }
     if let Some(traceparent) = crate::telemetry::current_traceparent() {
         builder = builder.header(crate::telemetry::TRACEPARENT, traceparent);
+    }
+    if let Some(key) = &key {
+        builder = builder.header(service_auth::IDEMPOTENCY_HEADER, &**key);
     }
     let request = builder
         .header(service_auth::HEADER, signature)

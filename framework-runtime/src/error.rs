@@ -293,6 +293,17 @@ impl Error {
         }
     }
 
+    /// A copy as a caller receives it: code, message and details, without the cause.
+    pub(crate) fn clone_received(&self) -> Error {
+        Error {
+            code: self.code,
+            message: self.message.clone(),
+            details: self.details.clone(),
+            status: None,
+            source: None,
+        }
+    }
+
     /// The error as a caller in another process receives it: code, message and details; the
     /// cause stays here (logged if it is a server error) and the status follows from the code.
     /// A call to a service in this process returns this too, so where the callee runs makes

@@ -83,11 +83,14 @@ pub mod sqldb;
 mod telemetry;
 pub mod testing;
 pub mod validate;
+pub mod workflow;
 
 pub use app::{Server, StartupError, run, start};
 pub use config::Config;
 pub use error::{ErrCode, Error, Result};
-pub use ovation_macros::{api, auth_handler, database, middleware, subscription, test};
+pub use ovation_macros::{
+    api, auth_handler, database, middleware, subscription, test, workflow,
+};
 pub use pubsub::{MessageId, Topic};
 pub use registry::{Access, Method};
 pub use runtime::spawn;
@@ -95,6 +98,7 @@ pub use secrets::Secret;
 pub use sqldb::Database;
 pub use telemetry::dropped_spans;
 pub use validate::Validate;
+pub use workflow::{Workflow, idempotency_key, step};
 
 /// Re-exports for everyday service code: `use ovation::prelude::*;`.
 pub mod prelude {

@@ -73,6 +73,9 @@ pub struct Runtime {
     pub(crate) cron: Option<&'static crate::cron::store::CronStore>,
     /// The caches' Redis, when the app declares a cache and this process hosts a service.
     pub(crate) cache: Option<crate::cache::Store>,
+    /// The workflow database, when the app declares a workflow and this process hosts a
+    /// service.
+    pub(crate) workflows: Option<&'static crate::workflow::store::WorkflowStore>,
     /// Gateway mode: forward public endpoints of services hosted elsewhere.
     pub(crate) gateway: bool,
     /// Cross-origin access from browsers.
@@ -178,6 +181,7 @@ impl Runtime {
             tasks.push(handle.abort_handle());
         }
         tasks.extend(crate::cron::store::start(self));
+        tasks.extend(crate::workflow::store::start_background(self));
     }
 
     /// Stops background work: start-up tasks, claiming messages, relaying the outbox.
@@ -192,6 +196,9 @@ impl Runtime {
         }
         if let Some(pubsub) = self.pubsub {
             pubsub.stop();
+        }
+        if let Some(workflows) = self.workflows {
+            workflows.stop();
         }
     }
 
@@ -211,6 +218,9 @@ impl Runtime {
         }
         if let Some(cron) = self.cron {
             cron.close().await;
+        }
+        if let Some(workflows) = self.workflows {
+            workflows.close().await;
         }
         for pool in self.pools.values() {
             pool.close().await;

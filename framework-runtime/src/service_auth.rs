@@ -33,6 +33,10 @@ use sha2::{Digest, Sha256};
 
 pub const HEADER: &str = "x-ovation-service-auth";
 
+/// The idempotency key of a call a workflow's step makes (see `ovation::idempotency_key`).
+/// Covered by the call's signature, and read only from a signed request.
+pub(crate) const IDEMPOTENCY_HEADER: &str = "x-ovation-idempotency-key";
+
 /// The caller a gateway signs as when it forwards a client's request: not a service, so what
 /// it forwards reaches only what the client could reach itself (never a private endpoint).
 /// Service names are Rust module names and cannot start with `@`.
@@ -116,6 +120,7 @@ impl ServiceAuthKey {
         caller: &str,
         nonce: &str,
         auth: &str,
+        key: Option<&str>,
     ) -> Hmac<Sha256> {
         let mut mac =
             Hmac::<Sha256>::new_from_slice(&self.secret).expect("HMAC accepts keys of any length");
@@ -133,6 +138,9 @@ impl ServiceAuthKey {
             )
             .as_bytes(),
         );
+        if let Some(key) = key {
+            mac.update(format!("\nidempotency-key {key}").as_bytes());
+        }
         mac
     }
 
@@ -143,9 +151,21 @@ impl ServiceAuthKey {
 
     /// [`sign`](Self::sign), for the end user whose auth data (its JSON) is `auth`.
     pub fn sign_for(&self, request: Signed<'_>, caller: &str, auth: Option<&[u8]>) -> String {
+        self.sign_keyed(request, caller, auth, None)
+    }
+
+    /// [`sign_for`](Self::sign_for) a request carrying the idempotency key `key` (in
+    /// [`IDEMPOTENCY_HEADER`]).
+    pub fn sign_keyed(
+        &self,
+        request: Signed<'_>,
+        caller: &str,
+        auth: Option<&[u8]>,
+        key: Option<&str>,
+    ) -> String {
         let nonce = format!("{:032x}", rand::random::<u128>());
         let auth = auth.map_or_else(|| "-".to_owned(), hex::encode);
-        self.sign_full(request, caller, unix_now(), &nonce, &auth)
+        self.sign_full(request, caller, unix_now(), &nonce, &auth, key)
     }
 
     /// The header value signing `request` at `timestamp` (Unix seconds) with `nonce`: for
@@ -157,7 +177,7 @@ impl ServiceAuthKey {
         timestamp: u64,
         nonce: &str,
     ) -> String {
-        self.sign_full(request, caller, timestamp, nonce, "-")
+        self.sign_full(request, caller, timestamp, nonce, "-", None)
     }
 
     fn sign_full(
@@ -167,9 +187,10 @@ impl ServiceAuthKey {
         timestamp: u64,
         nonce: &str,
         auth: &str,
+        key: Option<&str>,
     ) -> String {
         let sig = self
-            .mac(&request, timestamp, caller, nonce, auth)
+            .mac(&request, timestamp, caller, nonce, auth, key)
             .finalize()
             .into_bytes();
         format!(
@@ -201,17 +222,45 @@ impl ServiceAuth {
 
     /// The header value signing `request` by `caller`, for the end user whose auth data (its
     /// JSON) is `auth`.
-    pub(crate) fn sign(&self, request: Signed<'_>, caller: &str, auth: Option<&[u8]>) -> String {
-        self.signing.sign_for(request, caller, auth)
+    pub(crate) fn sign(
+        &self,
+        request: Signed<'_>,
+        caller: &str,
+        auth: Option<&[u8]>,
+        key: Option<&str>,
+    ) -> String {
+        self.signing.sign_keyed(request, caller, auth, key)
     }
 
     /// The caller and auth data, if `header` is a valid, fresh, first-seen signature of
     /// `request`.
+    #[cfg(test)]
     pub(crate) fn verify(&self, header: &str, request: Signed<'_>) -> Option<Verified> {
-        self.verify_at(header, request, unix_now())
+        self.verify_keyed(header, request, None)
     }
 
+    /// [`verify`](Self::verify) a request carrying the idempotency key `key`.
+    pub(crate) fn verify_keyed(
+        &self,
+        header: &str,
+        request: Signed<'_>,
+        key: Option<&str>,
+    ) -> Option<Verified> {
+        self.verify_full(header, request, key, unix_now())
+    }
+
+    #[cfg(test)]
     fn verify_at(&self, header: &str, request: Signed<'_>, now: u64) -> Option<Verified> {
+        self.verify_full(header, request, None, now)
+    }
+
+    fn verify_full(
+        &self,
+        header: &str,
+        request: Signed<'_>,
+        key: Option<&str>,
+        now: u64,
+    ) -> Option<Verified> {
         let mut parts = header.split(' ');
         let (
             Some("v3"),
@@ -242,12 +291,13 @@ impl ServiceAuth {
         let nonce_value = (nonce.len() == 32)
             .then(|| u128::from_str_radix(nonce, 16).ok())
             .flatten()?;
-        let key = std::iter::once(&self.signing)
+        let signer = std::iter::once(&self.signing)
             .chain(&self.accepted)
             .find(|k| k.id == key_id)?;
         let sig = hex::decode(sig).ok()?;
         // `verify_slice` compares in constant time.
-        key.mac(&request, ts, caller, nonce, auth)
+        signer
+            .mac(&request, ts, caller, nonce, auth, key)
             .verify_slice(&sig)
             .ok()?;
         let auth = match auth {
@@ -384,11 +434,11 @@ mod tests {
     #[test]
     fn a_signature_verifies_once() {
         let auth = ServiceAuth::new(ServiceAuthKey::new("secret"), vec![]);
-        let h = auth.sign(post("/x", "", b""), "orders", None);
+        let h = auth.sign(post("/x", "", b""), "orders", None, None);
         assert!(auth.verify(&h, post("/x", "", b"")).is_some());
         assert!(auth.verify(&h, post("/x", "", b"")).is_none());
         // A second signature of the same request has its own nonce.
-        let again = auth.sign(post("/x", "", b""), "orders", None);
+        let again = auth.sign(post("/x", "", b""), "orders", None, None);
         assert!(auth.verify(&again, post("/x", "", b"")).is_some());
     }
 
@@ -501,4 +551,20 @@ mod tests {
         let by_old = old.sign(post("/x", "", b""), "orders");
         assert!(rotated.verify(&by_old, post("/x", "", b"")).is_none());
     }
+
+    #[test]
+    fn the_idempotency_key_is_covered_by_the_signature() {
+        let key = ServiceAuthKey::new("secret");
+        // Each verification by a fresh process: a nonce is accepted once per process.
+        let fresh = || ServiceAuth::new(key.clone(), vec![]);
+        let h = fresh().sign(post("/x", "", b""), "orders", None, Some("run-1/0"));
+        let keyed = |k| fresh().verify_keyed(&h, post("/x", "", b""), k);
+        assert!(keyed(Some("run-1/0")).is_some());
+        assert!(keyed(Some("run-1/1")).is_none(), "another key");
+        assert!(keyed(None).is_none(), "the key dropped");
+        let unkeyed = fresh().sign(post("/x", "", b""), "orders", None, None);
+        let added = fresh().verify_keyed(&unkeyed, post("/x", "", b""), Some("run-1/0"));
+        assert!(added.is_none(), "a key added");
+    }
+
 }

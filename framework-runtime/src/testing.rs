@@ -353,6 +353,7 @@ impl TestEnv {
         crate::auth::check_setup().map_err(Error::internal)?;
         crate::cache::check_setup().map_err(Error::internal)?;
         crate::cron::check_setup().map_err(Error::internal)?;
+        crate::workflow::check_setup().map_err(Error::internal)?;
         let server = test_server().await?.clone();
         let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
         let pid = std::process::id();
@@ -363,6 +364,9 @@ impl TestEnv {
         }
         if crate::cron::in_use() {
             defs.push(&crate::cron::store::DATABASE);
+        }
+        if crate::workflow::in_use() {
+            defs.push(&crate::workflow::store::DATABASE);
         }
         for def in defs {
             let name = format!("{TEST_DB_PREFIX}{pid}_{id}_{}", def.name);
@@ -434,10 +438,19 @@ impl TestEnv {
                     pool, scheduled,
                 )))
             });
+        let workflows_db = crate::workflow::store::DATABASE.name;
+        let workflows = self
+            .databases
+            .get(workflows_db)
+            .filter(|_| with_pubsub)
+            .map(|db| {
+                let pool = sqldb::pool_options(5).connect_lazy_with(self.server.options(db));
+                &*Box::leak(Box::new(crate::workflow::store::WorkflowStore::new(pool)))
+            });
         let pools = self
             .databases
             .iter()
-            .filter(|(name, _)| **name != pubsub_db && **name != cron_db)
+            .filter(|(name, _)| ![pubsub_db, cron_db, workflows_db].contains(*name))
             .map(|(name, db)| {
                 (
                     *name,
@@ -455,6 +468,7 @@ impl TestEnv {
             .pubsub(pubsub)
             .cache(cache)
             .cron(cron)
+            .workflows(workflows)
             .auth(ServiceAuth::new(signing, accepted))
             .build();
         self.runtimes

@@ -27,7 +27,7 @@ pub(crate) fn verified_caller(
     body: &[u8],
 ) -> Option<service_auth::Verified> {
     let header = parts.headers.get(service_auth::HEADER)?.to_str().ok()?;
-    rt.auth.verify(
+    rt.auth.verify_keyed(
         header,
         service_auth::Signed {
             method: parts.method.as_str(),
@@ -35,7 +35,17 @@ pub(crate) fn verified_caller(
             query: parts.uri.query().unwrap_or(""),
             body,
         },
+        idempotency_key(parts),
     )
+}
+
+/// The idempotency key a request carries (trusted only once its signature, which covers it,
+/// is verified).
+fn idempotency_key(parts: &axum::http::request::Parts) -> Option<&str> {
+    parts
+        .headers
+        .get(service_auth::IDEMPOTENCY_HEADER)
+        .and_then(|v| v.to_str().ok())
 }
 
 /// What the model's registry asks of an endpoint; here because its route is built here.
@@ -239,13 +249,22 @@ async fn serve<E: Endpoint>(
     };
 
     E::validate(&request)?;
+    // The key of a workflow's step, from a call the app signed.
+    let key = verified
+        .as_ref()
+        .filter(|v| v.is_internal())
+        .and_then(|_| idempotency_key(&parts))
+        .map(std::sync::Arc::from);
     let work = auth::scope(
         user,
         runtime::scope_in(
             rt,
             service,
             E::NAME,
-            crate::middleware::handle::<E>(params, request),
+            crate::workflow::with_incoming_key(
+                key,
+                crate::middleware::handle::<E>(params, request),
+            ),
         ),
     );
     match tokio::time::timeout_at(deadline, work).await {

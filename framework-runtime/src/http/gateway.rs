@@ -103,6 +103,7 @@ async fn forward(
             },
             service_auth::GATEWAY,
             user.as_ref().map(|u| u.json()),
+            None,
         )
     };
     forward_with(&rt.http, service, base, req, &options, Some(&sign)).await

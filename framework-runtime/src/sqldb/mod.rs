@@ -25,6 +25,7 @@ use sqlx::{Postgres, Transaction};
 use crate::error::Error;
 use crate::runtime::service_of;
 
+pub(crate) mod liveness;
 mod migrate;
 pub(crate) mod server;
 

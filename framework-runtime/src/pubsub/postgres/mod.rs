@@ -408,7 +408,11 @@ impl PgPubSub {
 /// Starts this runtime's Pub/Sub tasks: the notification listener, an outbox relay per hosted
 /// service database, and a worker per subscription whose service is hosted here.
 pub(crate) fn start(rt: &'static Runtime, pubsub: &'static PgPubSub) {
-    tokio::spawn(hold_liveness_lock(pubsub, pubsub.stop.subscribe()));
+    tokio::spawn(crate::sqldb::liveness::hold(
+        &pubsub.pool,
+        pubsub.owner,
+        pubsub.stop.subscribe(),
+    ));
     tokio::spawn(listen(pubsub, pubsub.stop.subscribe()));
     let mut relays = Vec::new();
     for (database, pool) in &rt.pools {
@@ -493,39 +497,6 @@ async fn expire(pubsub: &'static PgPubSub, mut stop: watch::Receiver<bool>) {
         tokio::select! {
             () = tokio::time::sleep(Duration::from_secs(60)) => {}
             _ = stop.changed() => return,
-        }
-    }
-}
-
-/// Holds this process's liveness lock on a connection of its own until stopped, taking it
-/// again after a lost connection.
-async fn hold_liveness_lock(pubsub: &'static PgPubSub, mut stop: watch::Receiver<bool>) {
-    use sqlx::Connection;
-    while !*stop.borrow() {
-        let mut conn = match pubsub.pool.acquire().await {
-            Ok(c) => c.detach(),
-            Err(_) => {
-                tokio::select! { _ = tokio::time::sleep(POLL) => continue, _ = stop.changed() => return }
-            }
-        };
-        if sqlx::query("SELECT pg_advisory_lock($1)")
-            .bind(pubsub.owner)
-            .execute(&mut conn)
-            .await
-            .is_err()
-        {
-            continue;
-        }
-        // Ping now and then, so a dead connection is noticed and the lock taken again.
-        loop {
-            tokio::select! {
-                () = tokio::time::sleep(Duration::from_secs(5)) => {
-                    if conn.ping().await.is_err() {
-                        break;
-                    }
-                }
-                _ = stop.changed() => return,
-            }
         }
     }
 }

@@ -171,16 +171,14 @@ pub(super) async fn reclaim(
             () = tokio::time::sleep(POLL) => {}
             _ = stop.changed() => return,
         }
-        // Leased rows only (`next_at` in the future), through the partial index. A bigint
-        // advisory lock shows in pg_locks as classid (high half) and objid (low half).
-        let reclaimed = sqlx::query(
+        // Leased rows only (`next_at` in the future), through the partial index.
+        let reclaimed = sqlx::query(&format!(
             "UPDATE ovation_deliveries SET next_at = now(), claimed_by = NULL
              WHERE subscription = ANY($1) AND state = 'pending' AND next_at > now()
                AND claimed_by IS NOT NULL
-               AND claimed_by <> ALL (ARRAY(
-                   SELECT (classid::bigint << 32) | objid::bigint FROM pg_locks
-                   WHERE locktype = 'advisory' AND objsubid = 1 AND granted))",
-        )
+               AND claimed_by <> ALL ({})",
+            crate::sqldb::liveness::LIVE_KEYS
+        ))
         .bind(&hosted)
         .execute(&pubsub.pool)
         .await;
