@@ -16,9 +16,13 @@ pub(crate) fn expand(attr: TokenStream, item: TokenStream) -> TokenStream {
     let mut name: Option<LitStr> = None;
     for entry in items(attr, &mut errors).into_iter().flatten() {
         match (entry.key.to_string().as_str(), &entry.value) {
-            ("name", Some(syn::Expr::Lit(syn::ExprLit { lit: syn::Lit::Str(s), .. })))
-                if valid_name(&s.value()) =>
-            {
+            (
+                "name",
+                Some(syn::Expr::Lit(syn::ExprLit {
+                    lit: syn::Lit::Str(s),
+                    ..
+                })),
+            ) if valid_name(&s.value()) => {
                 name = Some(s.clone());
             }
             ("name", _) => errors.at(

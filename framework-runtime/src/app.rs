@@ -264,7 +264,10 @@ pub(crate) async fn build_runtime(config: &Config) -> Result<&'static Runtime, S
         }
         if workflows_needed {
             let pool = server
-                .open(&crate::workflow::store::DATABASE, config.max_db_connections())
+                .open(
+                    &crate::workflow::store::DATABASE,
+                    config.max_db_connections(),
+                )
                 .await?;
             let store = crate::workflow::store::WorkflowStore::new(pool);
             workflows = Some(&*Box::leak(Box::new(store)));
@@ -512,7 +515,8 @@ impl Server {
 
     /// Stops accepting connections, serves requests already arriving on open connections
     /// (answered with `Connection: close`) for up to `drain`, then waits for in-flight requests
-    /// to finish.
+    /// to finish, and stops the background work of a server that has it (start-up tasks, cron
+    /// schedulers, workflow runs, claiming messages), as the process would stop.
     pub async fn shutdown_draining(mut self, drain: Duration) {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(drain);
@@ -520,6 +524,15 @@ impl Server {
         if let Some(task) = self.task.take() {
             let _ = task.await;
         }
+        if let Some(rt) = self.rt {
+            rt.stop_background();
+        }
+    }
+
+    /// The server stops `rt`'s background work when it shuts down.
+    pub(crate) fn with_background(mut self, rt: &'static Runtime) -> Server {
+        self.rt = Some(rt);
+        self
     }
 
     /// Serves until Ctrl-C or SIGTERM, then shuts down gracefully.

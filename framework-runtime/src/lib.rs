@@ -88,9 +88,7 @@ pub mod workflow;
 pub use app::{Server, StartupError, run, start};
 pub use config::Config;
 pub use error::{ErrCode, Error, Result};
-pub use ovation_macros::{
-    api, auth_handler, database, middleware, subscription, test, workflow,
-};
+pub use ovation_macros::{api, auth_handler, database, middleware, subscription, test, workflow};
 pub use pubsub::{MessageId, Topic};
 pub use registry::{Access, Method};
 pub use runtime::spawn;

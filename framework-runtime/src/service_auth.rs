@@ -566,5 +566,4 @@ mod tests {
         let added = fresh().verify_keyed(&unkeyed, post("/x", "", b""), Some("run-1/0"));
         assert!(added.is_none(), "a key added");
     }
-
 }

@@ -485,7 +485,9 @@ impl TestEnv {
         let listener = crate::http::listener::bind(([127, 0, 0, 1], 0).into())
             .await
             .map_err(|e| Error::unavailable(format!("cannot listen on 127.0.0.1: {e}")))?;
-        let server = Server::start(rt, listener).map_err(|e| Error::internal(e.to_string()))?;
+        let server = Server::start(rt, listener)
+            .map_err(|e| Error::internal(e.to_string()))?
+            .with_background(rt);
         rt.start_tasks();
         Ok(server)
     }

@@ -7,10 +7,10 @@
 
 use std::time::{Duration, Instant};
 
-use ovation::workflow::{RunState, StepState};
-use ovation::{ErrCode, Error};
 use ovation::sqlx::{self, PgPool};
 use ovation::testing::{Hosting, TestEnv};
+use ovation::workflow::{RunState, StepState};
+use ovation::{ErrCode, Error};
 
 /// What the steps did, by test tag: shared by every runtime of the test process.
 mod log {
@@ -58,7 +58,9 @@ mod flows {
     }
 
     fn input(tag: &str) -> Input {
-        Input { tag: tag.to_owned() }
+        Input {
+            tag: tag.to_owned(),
+        }
     }
 
     /// Waits until the test opens the gate of `tag`.
@@ -73,14 +75,20 @@ mod flows {
     /// Counts, then waits at a gate, then counts again.
     #[ovation::workflow]
     pub async fn gated(p: Input) -> Result<usize, Error> {
-        let first = step("count", || std::future::ready(Ok(log::push(&p.tag, "count")))).await?;
+        let first = step("count", || {
+            std::future::ready(Ok(log::push(&p.tag, "count")))
+        })
+        .await?;
         step("gate", || gate(p.tag.clone())).await?;
         let key = step("key", || {
             std::future::ready(Ok(ovation::idempotency_key().unwrap_or_default()))
         })
         .await?;
         log::push(&p.tag, format!("key {key}"));
-        step("after", || std::future::ready(Ok(log::push(&p.tag, "after")))).await?;
+        step("after", || {
+            std::future::ready(Ok(log::push(&p.tag, "after")))
+        })
+        .await?;
         Ok(first)
     }
 
@@ -176,7 +184,10 @@ mod flows {
     /// Refused at its first run (the gate of the tag is closed), accepted once it is open.
     #[ovation::workflow]
     pub async fn refused_once(p: Input) -> Result<(), Error> {
-        step("before", || std::future::ready(Ok(log::push(&p.tag, "before")))).await?;
+        step("before", || {
+            std::future::ready(Ok(log::push(&p.tag, "before")))
+        })
+        .await?;
         step("check", || {
             log::push(&p.tag, "check");
             std::future::ready(if log::is_open(&p.tag) {
@@ -191,9 +202,15 @@ mod flows {
     /// Sleeps 4 s between two steps.
     #[ovation::workflow]
     pub async fn sleeper(p: Input) -> Result<(), Error> {
-        step("before", || std::future::ready(Ok(log::push(&p.tag, "before")))).await?;
+        step("before", || {
+            std::future::ready(Ok(log::push(&p.tag, "before")))
+        })
+        .await?;
         ovation::workflow::sleep(Duration::from_secs(4)).await?;
-        step("after", || std::future::ready(Ok(log::push(&p.tag, "after")))).await?;
+        step("after", || {
+            std::future::ready(Ok(log::push(&p.tag, "after")))
+        })
+        .await?;
         Ok(())
     }
 
@@ -212,7 +229,10 @@ mod flows {
 
     #[ovation::workflow(name = "once")]
     pub async fn counted(p: Input) -> Result<usize, Error> {
-        let n = step("count", || std::future::ready(Ok(log::push(&p.tag, "count")))).await?;
+        let n = step("count", || {
+            std::future::ready(Ok(log::push(&p.tag, "count")))
+        })
+        .await?;
         tokio::time::sleep(Duration::from_millis(200)).await;
         Ok(n)
     }
@@ -278,7 +298,28 @@ async fn wait_for(
         {
             return status;
         }
-        assert!(start.elapsed() < within, "run {id} did not get there in {within:?}");
+        assert!(
+            start.elapsed() < within,
+            "run {id} did not get there in {within:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Resumes runs in `rt` until one was taken (the stopped owner's connection may take a moment
+/// to close).
+async fn recover_within(env: &TestEnv, rt: &'static ovation::tooling::Runtime, within: Duration) {
+    let start = Instant::now();
+    while env
+        .run_in(rt, ovation::workflow::recover_now())
+        .await
+        .unwrap()
+        == 0
+    {
+        assert!(
+            start.elapsed() < within,
+            "no run to resume within {within:?}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -294,11 +335,21 @@ async fn a_run_whose_process_stops_is_resumed_by_another_without_rerunning_done_
     let id = post(&format!("{}/gated/{t}", a.url())).await;
     assert_eq!(id, t);
     let observer = env.runtime(Hosting::only(["flows"])).unwrap();
-    wait_for(&env, observer, &id, Duration::from_secs(5), |_| log::count(&t, "gate") == 1).await;
+    wait_for(&env, observer, &id, Duration::from_secs(5), |_| {
+        log::count(&t, "gate") == 1
+    })
+    .await;
     a.shutdown().await;
-    let status = env.run_in(observer, ovation::workflow::status(&id)).await.unwrap();
+    let status = env
+        .run_in(observer, ovation::workflow::status(&id))
+        .await
+        .unwrap();
     assert_eq!(status.state, RunState::Running);
-    assert_eq!(status.steps.len(), 1, "only `count` is recorded: {status:?}");
+    assert_eq!(
+        status.steps.len(),
+        1,
+        "only `count` is recorded: {status:?}"
+    );
 
     log::open(&t);
     let stopped = Instant::now();
@@ -308,13 +359,21 @@ async fn a_run_whose_process_stops_is_resumed_by_another_without_rerunning_done_
     })
     .await;
     // Taken over at B's first look (a second), not at the lease's end (30 s).
-    assert!(stopped.elapsed() < Duration::from_secs(8), "{:?}", stopped.elapsed());
+    assert!(
+        stopped.elapsed() < Duration::from_secs(8),
+        "{:?}",
+        stopped.elapsed()
+    );
     assert_eq!(done.output, Some(serde_json::json!(1)));
     assert_eq!(done.executions, 2);
     assert_eq!(log::count(&t, "count"), 1, "{:?}", log::events(&t));
     assert_eq!(log::count(&t, "gate"), 2, "{:?}", log::events(&t));
     assert_eq!(log::count(&t, "after"), 1);
-    assert!(log::events(&t).contains(&format!("key {id}/2")), "{:?}", log::events(&t));
+    assert!(
+        log::events(&t).contains(&format!("key {id}/2")),
+        "{:?}",
+        log::events(&t)
+    );
     let names: Vec<&str> = done.steps.iter().map(|s| s.name.as_str()).collect();
     assert_eq!(names, ["count", "gate", "key", "after"]);
     assert!(done.steps.iter().all(|s| s.state == StepState::Succeeded));
@@ -333,19 +392,28 @@ async fn compensations_run_newest_first_retried_until_they_succeed() {
         tag: t.clone(),
         retryable: false,
     };
-    let err = env.run_in(rt, flows::saga.run_with_id(&t, saga)).await.unwrap_err();
+    let err = env
+        .run_in(rt, flows::saga.run_with_id(&t, saga))
+        .await
+        .unwrap_err();
     assert_eq!(
         (err.code(), err.message()),
         (ErrCode::FailedPrecondition, "payment declined")
     );
     assert_eq!(
         log::events(&t),
-        ["one", "two", "three", "undo two", "undo two", "undo two", "undo one"]
+        [
+            "one", "two", "three", "undo two", "undo two", "undo two", "undo one"
+        ]
     );
     let status = env.run_in(rt, ovation::workflow::status(&t)).await.unwrap();
     assert_eq!(status.state, RunState::Failed);
     assert_eq!(status.error.unwrap().message(), "payment declined");
-    let undone: Vec<bool> = status.steps.iter().map(|s| s.compensated_at.is_some()).collect();
+    let undone: Vec<bool> = status
+        .steps
+        .iter()
+        .map(|s| s.compensated_at.is_some())
+        .collect();
     assert_eq!(undone, [true, true, false]);
     assert_eq!(status.steps[1].undo_attempts, 3);
     assert_eq!(status.steps[2].attempts, 1, "a final error is not retried");
@@ -368,8 +436,16 @@ async fn a_step_out_of_retries_is_undone_with_the_others() {
     assert_eq!(
         log::events(&t),
         [
-            "one", "two", "three", "three", "three", "undo three", "undo two", "undo two",
-            "undo two", "undo one"
+            "one",
+            "two",
+            "three",
+            "three",
+            "three",
+            "undo three",
+            "undo two",
+            "undo two",
+            "undo two",
+            "undo one"
         ]
     );
     env.close().await;
@@ -385,10 +461,16 @@ async fn retryable_errors_are_retried() {
         tag: t.clone(),
         fails: 2,
     };
-    let n = env.run_in(rt, flows::flaky.run_with_id(&t, flaky)).await.unwrap();
+    let n = env
+        .run_in(rt, flows::flaky.run_with_id(&t, flaky))
+        .await
+        .unwrap();
     assert_eq!(n, 3);
     let status = env.run_in(rt, ovation::workflow::status(&t)).await.unwrap();
-    assert_eq!((status.steps[0].attempts, status.steps[0].state), (3, StepState::Succeeded));
+    assert_eq!(
+        (status.steps[0].attempts, status.steps[0].state),
+        (3, StepState::Succeeded)
+    );
 
     let t2 = tag("flaky-out");
     let flaky = flows::Flaky {
@@ -396,7 +478,10 @@ async fn retryable_errors_are_retried() {
         fails: 99,
     };
     let err = env.run_in(rt, flows::flaky.run(flaky)).await.unwrap_err();
-    assert_eq!((err.code(), err.message()), (ErrCode::Unavailable, "try 5 failed"));
+    assert_eq!(
+        (err.code(), err.message()),
+        (ErrCode::Unavailable, "try 5 failed")
+    );
     assert_eq!(log::count(&t2, "try"), 5);
     env.close().await;
 }
@@ -415,13 +500,24 @@ async fn a_failed_run_is_retried_from_its_failed_step() {
     assert_eq!(err.code(), ErrCode::FailedPrecondition);
     log::open(&t);
     env.run_in(rt, ovation::workflow::retry(&t)).await.unwrap();
-    assert_eq!(env.run_in(rt, ovation::workflow::recover_now()).await.unwrap(), 1);
+    assert_eq!(
+        env.run_in(rt, ovation::workflow::recover_now())
+            .await
+            .unwrap(),
+        1
+    );
     let status = env.run_in(rt, ovation::workflow::status(&t)).await.unwrap();
     assert_eq!(status.state, RunState::Completed);
     assert_eq!(log::events(&t), ["before", "check", "check"]);
-    let again = env.run_in(rt, ovation::workflow::retry(&t)).await.unwrap_err();
+    let again = env
+        .run_in(rt, ovation::workflow::retry(&t))
+        .await
+        .unwrap_err();
     assert_eq!(again.code(), ErrCode::FailedPrecondition);
-    let unknown = env.run_in(rt, ovation::workflow::retry("nope")).await.unwrap_err();
+    let unknown = env
+        .run_in(rt, ovation::workflow::retry("nope"))
+        .await
+        .unwrap_err();
     assert_eq!(unknown.code(), ErrCode::NotFound);
     env.close().await;
 }
@@ -435,7 +531,10 @@ async fn a_durable_sleep_survives_a_restart() {
     let a = env.serve(Hosting::only(["flows"])).await.unwrap();
     post(&format!("{}/sleeper/{t}", a.url())).await;
     let observer = env.runtime(Hosting::only(["flows"])).unwrap();
-    wait_for(&env, observer, &t, Duration::from_secs(5), |s| s.steps.len() == 2).await;
+    wait_for(&env, observer, &t, Duration::from_secs(5), |s| {
+        s.steps.len() == 2
+    })
+    .await;
     tokio::time::sleep(Duration::from_secs(1)).await;
     a.shutdown().await;
     let b = env.serve(Hosting::only(["flows"])).await.unwrap();
@@ -449,7 +548,8 @@ async fn a_durable_sleep_survives_a_restart() {
     // Slept to the recorded end: a restarted sleep would end ≥ 2 s later (1 s run before the
     // stop, ~1 s to take over).
     assert!(
-        after_sleep >= chrono::Duration::zero() && after_sleep < chrono::Duration::milliseconds(1500),
+        after_sleep >= chrono::Duration::zero()
+            && after_sleep < chrono::Duration::milliseconds(1500),
         "{after_sleep:?}"
     );
     assert_eq!(log::events(&t), ["before", "after"]);
@@ -466,7 +566,10 @@ async fn a_run_whose_code_changed_stops_naming_the_step() {
     let a = env.serve(Hosting::only(["flows"])).await.unwrap();
     post(&format!("{}/gated/{t}", a.url())).await;
     let observer = env.runtime(Hosting::only(["flows"])).unwrap();
-    wait_for(&env, observer, &t, Duration::from_secs(5), |_| log::count(&t, "gate") == 1).await;
+    wait_for(&env, observer, &t, Duration::from_secs(5), |_| {
+        log::count(&t, "gate") == 1
+    })
+    .await;
     a.shutdown().await;
     // As if the code that recorded the run had another first step.
     let pool = workflow_pool(&env).await;
@@ -476,15 +579,22 @@ async fn a_run_whose_code_changed_stops_naming_the_step() {
         .await
         .unwrap();
     log::open(&t);
-    assert_eq!(env.run_in(observer, ovation::workflow::recover_now()).await.unwrap(), 1);
-    let status = env.run_in(observer, ovation::workflow::status(&t)).await.unwrap();
+    recover_within(&env, observer, Duration::from_secs(5)).await;
+    let status = env
+        .run_in(observer, ovation::workflow::status(&t))
+        .await
+        .unwrap();
     assert_eq!(status.state, RunState::Failed);
     let err = status.error.unwrap();
     assert_eq!(err.code(), ErrCode::FailedPrecondition);
     for part in ["workflow `gated`", "step 0", "`reserve`", "`count`"] {
         assert!(err.message().contains(part), "{part}: {}", err.message());
     }
-    assert_eq!(log::events(&t), ["count", "gate"], "nothing ran after the divergence");
+    assert_eq!(
+        log::events(&t),
+        ["count", "gate"],
+        "nothing ran after the divergence"
+    );
     env.close().await;
 }
 
@@ -511,7 +621,10 @@ async fn idempotency_keys_reach_the_callee_here_and_over_http() {
         .await
         .unwrap();
     assert_eq!(seen, Some(format!("{t2}/0")));
-    let status = env.run_in(split, ovation::workflow::status(&t2)).await.unwrap();
+    let status = env
+        .run_in(split, ovation::workflow::status(&t2))
+        .await
+        .unwrap();
     assert_eq!(status.steps[0].name, "keys.seen");
     assert_eq!(status.steps[0].kind, "call");
 
@@ -558,10 +671,16 @@ async fn an_id_runs_once_and_its_result_can_be_awaited() {
         .unwrap();
     let n = env.run_in(rt, flows::counted.result(&id)).await.unwrap();
     assert_eq!(n, 1);
-    let id = env.run_in(rt, flows::counted.start(input(&t2))).await.unwrap();
+    let id = env
+        .run_in(rt, flows::counted.start(input(&t2)))
+        .await
+        .unwrap();
     assert_eq!(env.run_in(rt, flows::counted.result(&id)).await.unwrap(), 2);
 
-    let err = env.run_in(rt, flows::counted.result("no-such-run")).await.unwrap_err();
+    let err = env
+        .run_in(rt, flows::counted.result("no-such-run"))
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), ErrCode::NotFound);
     let err = env.run_in(rt, flows::gated.result(&id)).await.unwrap_err();
     assert_eq!(err.code(), ErrCode::FailedPrecondition, "{err}");

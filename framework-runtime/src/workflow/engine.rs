@@ -234,7 +234,16 @@ where
     M: FnMut() -> Fut + Send,
     Fut: Future<Output = Result<T, Error>> + Send,
 {
-    run_step(&run, name, StepKind::Call, input, Retry::DEFAULT, make, None).await
+    run_step(
+        &run,
+        name,
+        StepKind::Call,
+        input,
+        Retry::DEFAULT,
+        make,
+        None,
+    )
+    .await
 }
 
 /// Sleeps `duration`, durably: the end is recorded, so a run resumed after a crash sleeps only
@@ -359,7 +368,9 @@ impl RunCtx {
 
     fn diverged(&self, position: i32, recorded: Option<&str>, now: &str) -> Error {
         let what = match recorded {
-            Some(recorded) => format!("recorded step `{recorded}` there, and the code now runs `{now}`"),
+            Some(recorded) => {
+                format!("recorded step `{recorded}` there, and the code now runs `{now}`")
+            }
             None => format!(
                 "recorded no step there (the run failed before it), and the code now runs `{now}`"
             ),
@@ -432,7 +443,9 @@ where
             key: Some(key.clone()),
             propagate: true,
         };
-        let result = WORKFLOW.scope(None, KEY.scope(keys, make())).await;
+        // The closure's own code runs in the step's scope too, not only its future.
+        let attempt_fut = WORKFLOW.sync_scope(None, || KEY.sync_scope(keys.clone(), &mut make));
+        let result = WORKFLOW.scope(None, KEY.scope(keys, attempt_fut)).await;
         let step = super::store::StepOutcome {
             position,
             name: &name,
@@ -503,10 +516,9 @@ pub(crate) async fn drive(
     body: super::RunFuture,
     recorded_error: Option<Error>,
 ) -> Result<serde_json::Value, Error> {
-    let outcome = std::panic::AssertUnwindSafe(WORKFLOW.scope(
-        Some(run.clone()),
-        KEY.scope(Keys::default(), body),
-    ))
+    let outcome = std::panic::AssertUnwindSafe(
+        WORKFLOW.scope(Some(run.clone()), KEY.scope(Keys::default(), body)),
+    )
     .catch_unwind()
     .await
     .unwrap_or_else(|panic| {
@@ -567,14 +579,17 @@ async fn compensate(run: &Arc<RunCtx>, error: Error) -> Result<serde_json::Value
                 key: Some(key.clone()),
                 propagate: true,
             };
-            let result = std::panic::AssertUnwindSafe(WORKFLOW.scope(
-                None,
-                KEY.scope(keys, (undo.run)()),
-            ))
-            .catch_unwind()
-            .await
-            .unwrap_or_else(|p| Err(Error::internal(format!("panicked: {}", panic_message(&*p)))));
-            let written = store.record_undo(run, undo.position, result.as_ref().err()).await;
+            let undo_fut = WORKFLOW.sync_scope(None, || KEY.sync_scope(keys.clone(), &*undo.run));
+            let result =
+                std::panic::AssertUnwindSafe(WORKFLOW.scope(None, KEY.scope(keys, undo_fut)))
+                    .catch_unwind()
+                    .await
+                    .unwrap_or_else(|p| {
+                        Err(Error::internal(format!("panicked: {}", panic_message(&*p))))
+                    });
+            let written = store
+                .record_undo(run, undo.position, result.as_ref().err())
+                .await;
             match written {
                 Ok(true) => {}
                 Ok(false) => return Err(lost()),

@@ -211,7 +211,10 @@ pub(crate) fn workflow(name: &str) -> Option<&'static WorkflowDef> {
 
 /// Whether the app declares a workflow: then processes hosting a service need its database.
 pub(crate) fn in_use() -> bool {
-    inventory::iter::<WorkflowEntry>.into_iter().next().is_some()
+    inventory::iter::<WorkflowEntry>
+        .into_iter()
+        .next()
+        .is_some()
 }
 
 /// The declarations' mistakes, found before the app serves: a name used twice.

@@ -135,6 +135,13 @@ impl WorkflowStore {
         self.pool.close().await;
     }
 
+    fn is_local(&self, id: &str) -> bool {
+        self.local
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains_key(id)
+    }
+
     fn local_ids(&self) -> Vec<String> {
         self.local
             .lock()
@@ -682,11 +689,7 @@ fn spawn_run(
         }
         result
     });
-    let work = runtime::scope(
-        rt,
-        Some(def.service()),
-        crate::auth::scope(user, work),
-    );
+    let work = runtime::scope(rt, Some(def.service()), crate::auth::scope(user, work));
     let local_id = id.clone();
     let handle = tokio::spawn(async move {
         let result = work.await;
@@ -790,14 +793,23 @@ pub(super) async fn wait(def: &WorkflowDef, id: &str) -> Result<serde_json::Valu
     let store = store_of(rt)?;
     let mut pause = Duration::from_millis(10);
     loop {
-        let row: Option<(String, String, Option<serde_json::Value>, Option<serde_json::Value>)> =
-            sqlx::query_as(
-                "SELECT workflow, status, output, error FROM ovation_workflow_runs WHERE id = $1",
-            )
-            .bind(id)
-            .fetch_optional(&store.pool)
-            .await?;
+        let row: Option<(
+            String,
+            String,
+            Option<serde_json::Value>,
+            Option<serde_json::Value>,
+        )> = sqlx::query_as(
+            "SELECT workflow, status, output, error FROM ovation_workflow_runs WHERE id = $1",
+        )
+        .bind(id)
+        .fetch_optional(&store.pool)
+        .await?;
         let Some((workflow, status, output, error)) = row else {
+            // Being started here: its row is not committed yet.
+            if store.is_local(id) {
+                tokio::time::sleep(pause).await;
+                continue;
+            }
             return Err(Error::not_found(format!("no workflow run `{id}`")));
         };
         if workflow != def.name {
@@ -864,9 +876,7 @@ pub(crate) async fn recent(
 }
 
 /// Counts of runs by workflow and state.
-pub(crate) async fn counts(
-    store: &WorkflowStore,
-) -> Result<Vec<(String, String, i64)>, Error> {
+pub(crate) async fn counts(store: &WorkflowStore) -> Result<Vec<(String, String, i64)>, Error> {
     Ok(sqlx::query_as(
         "SELECT workflow, status, count(*) FROM ovation_workflow_runs GROUP BY 1, 2 ORDER BY 1, 2",
     )
@@ -953,7 +963,7 @@ async fn claim_and_spawn(
         .filter(|w| rt.hosts(w.service()))
         .map(|w| w.name)
         .collect();
-    if names.is_empty() {
+    if names.is_empty() || *store.stop.borrow() {
         return Ok(Vec::new());
     }
     type Claimed = (
@@ -973,8 +983,7 @@ async fn claim_and_spawn(
                  WHERE status IN ('running', 'compensating')
                    AND workflow = ANY($3) AND id <> ALL($4)
                    AND CASE WHEN owner IS NULL THEN lease_until <= now()
-                            ELSE lease_until < now() OR owner = $1
-                                 OR owner <> ALL ({live}) END
+                            ELSE lease_until < now() OR owner <> ALL ({live}) END
                  ORDER BY lease_until LIMIT $5
                    FOR UPDATE SKIP LOCKED)
          RETURNING r.id, r.workflow, r.status, r.input, r.error, r.auth",
@@ -1010,7 +1019,8 @@ async fn claim_and_spawn(
                 return Err(e.into());
             }
         };
-        let records: Vec<StepRecord> = match records.into_iter().map(StepRecord::try_from).collect() {
+        let records: Vec<StepRecord> = match records.into_iter().map(StepRecord::try_from).collect()
+        {
             Ok(records) => records,
             Err(e) => {
                 unreserve_local(store, &id);
