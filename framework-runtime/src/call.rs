@@ -41,18 +41,13 @@ pub async fn call<E: Endpoint>(
     request: E::Request,
 ) -> Result<E::Response, Error> {
     if let Some(run) = crate::workflow::current_run() {
-        let outgoing = Outgoing::encode::<E>(&params, &request)?;
-        let input = outgoing.recorded();
-        let name = format!("{}.{}", E::service(), E::NAME);
-        return crate::workflow::call_step(run, name, input, || async {
-            let (params, request) = outgoing.decode::<E>()?;
-            call_once::<E>(params, request).await
-        })
-        .await;
+        // Boxed: a stub's future stays as shallow as without workflows.
+        return Box::pin(call_as_step::<E>(run, params, request)).await;
     }
     call_once::<E>(params, request).await
 }
 
+/// One call of `E`, not a step.
 async fn call_once<E: Endpoint>(
     params: E::Params,
     request: E::Request,
@@ -68,19 +63,38 @@ async fn call_once<E: Endpoint>(
     }
     let local = ctx.rt.hosts(service);
     let span = call_span(service, E::NAME, local);
-    async move {
-        let outgoing = Outgoing::encode::<E>(&params, &request)?;
-        // What the callee will read, read here: a value that cannot make the trip fails at the
-        // call site, the same way wherever the callee runs.
-        let (params, request) = outgoing.decode::<E>()?;
-        let key = crate::workflow::outgoing_key();
-        if local {
-            call_here::<E>(ctx.rt, user, key, params, request).await
-        } else {
-            remote::<E>(ctx, user, key, outgoing).await
+    // Boxed: the caller's future stays shallow, however deep the callee's handler is.
+    Box::pin(
+        async move {
+            let outgoing = Outgoing::encode::<E>(&params, &request)?;
+            // What the callee will read, read here: a value that cannot make the trip fails at the
+            // call site, the same way wherever the callee runs.
+            let (params, request) = outgoing.decode::<E>()?;
+            let key = crate::workflow::outgoing_key();
+            if local {
+                call_here::<E>(ctx.rt, user, key, params, request).await
+            } else {
+                remote::<E>(ctx, user, key, outgoing).await
+            }
         }
-    }
-    .instrument(span)
+        .instrument(span),
+    )
+    .await
+}
+
+/// A call made by a workflow's function: a step, whose every attempt is a plain call.
+async fn call_as_step<E: Endpoint>(
+    run: std::sync::Arc<crate::workflow::engine::RunCtx>,
+    params: E::Params,
+    request: E::Request,
+) -> Result<E::Response, Error> {
+    let outgoing = Outgoing::encode::<E>(&params, &request)?;
+    let input = outgoing.recorded();
+    let name = format!("{}.{}", E::service(), E::NAME);
+    crate::workflow::call_step(run, name, input, || async {
+        let (params, request) = outgoing.decode::<E>()?;
+        call_once::<E>(params, request).await
+    })
     .await
 }
 
@@ -100,14 +114,12 @@ async fn call_here<E: Endpoint>(
     // The callee runs for the caller's user, also if it is moved to a task of its own.
     let work = std::panic::AssertUnwindSafe(crate::auth::scope(
         user,
-        runtime::scope_in(
+        runtime::scope_keyed(
             rt,
             E::service(),
             E::NAME,
-            crate::workflow::with_incoming_key(
-                key,
-                crate::middleware::handle::<E>(params, request),
-            ),
+            key,
+            crate::middleware::handle::<E>(params, request),
         ),
     ))
     .catch_unwind();

@@ -230,12 +230,17 @@ impl Runtime {
 
 /// Where code runs: the runtime, and the service whose code it is (`None` outside any
 /// endpoint, e.g. in a test body).
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub(crate) struct Context {
     pub(crate) rt: &'static Runtime,
     pub(crate) service: Option<&'static str>,
     /// The endpoint (or subscription) of `service` running, for log lines.
     pub(crate) label: Option<&'static str>,
+    /// The idempotency key of the workflow step running, or of the request a step made.
+    pub(crate) key: Option<std::sync::Arc<str>>,
+    /// Whether calls made here carry `key`: in a step, yes; in its callee, no (the callee's
+    /// own calls are other operations).
+    pub(crate) propagate_key: bool,
 }
 
 tokio::task_local! {
@@ -255,13 +260,15 @@ const NO_RUNTIME: &str = "no Ovation runtime here: endpoints, calls and database
 
 pub(crate) fn context() -> Result<Context, Error> {
     CONTEXT
-        .try_with(|c| *c)
+        .try_with(Clone::clone)
         .ok()
         .or_else(|| {
             GLOBAL.get().map(|rt| Context {
                 rt,
                 service: None,
                 label: None,
+                key: None,
+                propagate_key: false,
             })
         })
         .ok_or_else(|| Error::internal(NO_RUNTIME))
@@ -282,6 +289,8 @@ pub(crate) fn scope<F: Future>(
             rt,
             service,
             label: None,
+            key: None,
+            propagate_key: false,
         },
         fut,
     )
@@ -294,14 +303,64 @@ pub(crate) fn scope_in<F: Future>(
     label: &'static str,
     fut: F,
 ) -> impl Future<Output = F::Output> {
+    scope_keyed(rt, service, label, None, fut)
+}
+
+/// [`scope_in`] for a request that carries the idempotency key `key` (see
+/// [`crate::workflow::idempotency_key`]).
+pub(crate) fn scope_keyed<F: Future>(
+    rt: &'static Runtime,
+    service: &'static str,
+    label: &'static str,
+    key: Option<std::sync::Arc<str>>,
+    fut: F,
+) -> impl Future<Output = F::Output> {
     CONTEXT.scope(
         Context {
             rt,
             service: Some(service),
             label: Some(label),
+            key,
+            propagate_key: false,
         },
         fut,
     )
+}
+
+/// The current context with the idempotency key `key`, which calls made in it carry; `None`
+/// outside any runtime.
+pub(crate) fn keyed_context(key: std::sync::Arc<str>) -> Option<Context> {
+    CONTEXT
+        .try_with(Clone::clone)
+        .ok()
+        .or_else(|| context().ok())
+        .map(|c| Context {
+            key: Some(key),
+            propagate_key: true,
+            ..c
+        })
+}
+
+/// Runs `fut` (made by `make`, which runs in the context too) in `ctx`.
+pub(crate) fn in_context<F: Future>(
+    ctx: Option<Context>,
+    make: impl FnOnce() -> F,
+) -> impl Future<Output = F::Output> {
+    match ctx {
+        Some(ctx) => {
+            let fut = CONTEXT.sync_scope(ctx.clone(), make);
+            futures_util::future::Either::Left(CONTEXT.scope(ctx, fut))
+        }
+        None => futures_util::future::Either::Right(make()),
+    }
+}
+
+/// The idempotency key of the running step or request, and whether calls carry it.
+pub(crate) fn current_key() -> Option<(std::sync::Arc<str>, bool)> {
+    CONTEXT
+        .try_with(|c| c.key.clone().map(|k| (k, c.propagate_key)))
+        .ok()
+        .flatten()
 }
 
 /// Where the code writing a log line runs: `(service, endpoint or subscription)`.
@@ -320,7 +379,7 @@ where
     F::Output: Send + 'static,
 {
     let fut = crate::auth::data::scope(crate::auth::data::current(), fut);
-    match CONTEXT.try_with(|c| *c) {
+    match CONTEXT.try_with(Clone::clone) {
         Ok(ctx) => tokio::spawn(CONTEXT.scope(ctx, fut)),
         Err(_) => tokio::spawn(fut),
     }

@@ -109,12 +109,13 @@ fn the_reservation_sweep_is_a_cron_job_of_products() {
 }
 
 #[test]
-fn the_checkout_saga_recovery_is_a_start_task() {
-    let tasks: Vec<(&str, &str)> = ovation::tooling::start_tasks()
+fn checkout_and_placing_an_order_are_workflows_of_their_services() {
+    let flows: Vec<(&str, &str)> = ovation::workflow::workflows()
         .iter()
-        .map(|t| (ovation::tooling::service_of(t.module), t.name))
+        .map(|w| (w.name, w.service()))
         .collect();
-    assert_eq!(tasks, [("checkout", "resume_checkouts")]);
+    assert_eq!(flows, [("checkout", "checkout"), ("place-order", "orders")]);
+    assert!(ovation::tooling::start_tasks().is_empty());
 }
 
 #[test]
@@ -126,7 +127,6 @@ fn every_service_database_is_registered() {
     assert_eq!(
         names,
         [
-            ("checkout", "checkout"),
             ("notifications", "notifications"),
             ("orders", "orders"),
             ("payments", "payments"),

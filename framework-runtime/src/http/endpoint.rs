@@ -257,14 +257,12 @@ async fn serve<E: Endpoint>(
         .map(std::sync::Arc::from);
     let work = auth::scope(
         user,
-        runtime::scope_in(
+        runtime::scope_keyed(
             rt,
             service,
             E::NAME,
-            crate::workflow::with_incoming_key(
-                key,
-                crate::middleware::handle::<E>(params, request),
-            ),
+            key,
+            crate::middleware::handle::<E>(params, request),
         ),
     );
     match tokio::time::timeout_at(deadline, work).await {

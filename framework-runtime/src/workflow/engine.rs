@@ -17,18 +17,9 @@ use super::store::{StepKind, StepRecord, StepState, WorkflowStore};
 use crate::error::{ErrCode, Error};
 
 tokio::task_local! {
-    /// The run whose function is running: set in its body, cleared in its steps and callees.
+    /// The run whose function is running: set in its body, cleared in its steps (and so in
+    /// their callees).
     static WORKFLOW: Option<Arc<RunCtx>>;
-    /// The idempotency key of the step or request running.
-    static KEY: Keys;
-}
-
-#[derive(Debug, Clone, Default)]
-struct Keys {
-    key: Option<Arc<str>>,
-    /// Whether calls made here carry the key: in a step, yes; in a callee, no (its own calls
-    /// are other operations).
-    propagate: bool,
 }
 
 /// The idempotency key of the request being served, when a workflow's step made it: the run's
@@ -36,34 +27,20 @@ struct Keys {
 /// after a crash. An endpoint that records it with its effect (a unique column) can do its
 /// work once however often the step runs. Inside a [`step`]'s own code it is that step's key.
 pub fn idempotency_key() -> Option<String> {
-    KEY.try_with(|k| k.key.as_deref().map(str::to_owned))
-        .ok()
-        .flatten()
+    crate::runtime::current_key().map(|(k, _)| k.to_string())
 }
 
-/// The key a call made here carries to its callee.
+/// The key a call made here carries to its callee: the step's, not a callee's own.
 pub(crate) fn outgoing_key() -> Option<Arc<str>> {
-    KEY.try_with(|k| k.key.clone().filter(|_| k.propagate))
-        .ok()
-        .flatten()
+    crate::runtime::current_key().and_then(|(k, propagate)| propagate.then_some(k))
 }
 
-/// Runs a callee (a handler of a local call or of a request) with the caller's key, outside
-/// any workflow.
-pub(crate) fn with_incoming_key<F: Future>(
-    key: Option<Arc<str>>,
-    fut: F,
-) -> impl Future<Output = F::Output> {
-    WORKFLOW.scope(
-        None,
-        KEY.scope(
-            Keys {
-                key,
-                propagate: false,
-            },
-            fut,
-        ),
-    )
+/// Runs `make()`'s future as the code of a step (or undo) with key `key`: outside the
+/// workflow's body, in the runtime's context with the key.
+fn keyed<F: Future>(key: &Arc<str>, make: impl FnOnce() -> F) -> impl Future<Output = F::Output> {
+    let ctx = crate::runtime::keyed_context(key.clone());
+    let fut = WORKFLOW.sync_scope(None, || crate::runtime::in_context(ctx, make));
+    WORKFLOW.scope(None, fut)
 }
 
 /// The run whose function runs here (not inside one of its steps).
@@ -439,13 +416,8 @@ where
     let key: Arc<str> = format!("{}/{position}", run.id).into();
     loop {
         attempt += 1;
-        let keys = Keys {
-            key: Some(key.clone()),
-            propagate: true,
-        };
         // The closure's own code runs in the step's scope too, not only its future.
-        let attempt_fut = WORKFLOW.sync_scope(None, || KEY.sync_scope(keys.clone(), &mut make));
-        let result = WORKFLOW.scope(None, KEY.scope(keys, attempt_fut)).await;
+        let result = keyed(&key, &mut make).await;
         let step = super::store::StepOutcome {
             position,
             name: &name,
@@ -516,18 +488,16 @@ pub(crate) async fn drive(
     body: super::RunFuture,
     recorded_error: Option<Error>,
 ) -> Result<serde_json::Value, Error> {
-    let outcome = std::panic::AssertUnwindSafe(
-        WORKFLOW.scope(Some(run.clone()), KEY.scope(Keys::default(), body)),
-    )
-    .catch_unwind()
-    .await
-    .unwrap_or_else(|panic| {
-        Err(Error::internal(format!(
-            "workflow `{}` panicked: {}",
-            run.def.name,
-            panic_message(&*panic)
-        )))
-    });
+    let outcome = std::panic::AssertUnwindSafe(WORKFLOW.scope(Some(run.clone()), body))
+        .catch_unwind()
+        .await
+        .unwrap_or_else(|panic| {
+            Err(Error::internal(format!(
+                "workflow `{}` panicked: {}",
+                run.def.name,
+                panic_message(&*panic)
+            )))
+        });
     let store = run.store;
     if let Some(halt) = run.take_halt() {
         return store.halted(&run, halt).await;
@@ -575,18 +545,12 @@ async fn compensate(run: &Arc<RunCtx>, error: Error) -> Result<serde_json::Value
         let mut tries = 0;
         loop {
             tries += 1;
-            let keys = Keys {
-                key: Some(key.clone()),
-                propagate: true,
-            };
-            let undo_fut = WORKFLOW.sync_scope(None, || KEY.sync_scope(keys.clone(), &*undo.run));
-            let result =
-                std::panic::AssertUnwindSafe(WORKFLOW.scope(None, KEY.scope(keys, undo_fut)))
-                    .catch_unwind()
-                    .await
-                    .unwrap_or_else(|p| {
-                        Err(Error::internal(format!("panicked: {}", panic_message(&*p))))
-                    });
+            let result = std::panic::AssertUnwindSafe(keyed(&key, &*undo.run))
+                .catch_unwind()
+                .await
+                .unwrap_or_else(|p| {
+                    Err(Error::internal(format!("panicked: {}", panic_message(&*p))))
+                });
             let written = store
                 .record_undo(run, undo.position, result.as_ref().err())
                 .await;

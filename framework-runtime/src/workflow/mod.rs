@@ -58,11 +58,11 @@ use serde::de::DeserializeOwned;
 
 use crate::error::Error;
 
-mod engine;
+pub(crate) mod engine;
 pub(crate) mod store;
 
 pub use engine::{Retry, Step, idempotency_key, sleep, step};
-pub(crate) use engine::{call_step, current_run, outgoing_key, with_incoming_key};
+pub(crate) use engine::{call_step, current_run, outgoing_key};
 pub use store::{RunState, RunStatus, StepState, StepStatus};
 
 /// A run of a workflow's function, as [`crate::workflow`] registers it.
@@ -147,7 +147,8 @@ where
     /// `id` is up to 200 characters (letters, digits and `-_.:@`).
     pub async fn run_with_id(&self, id: &str, input: I) -> Result<O, Error> {
         let input = encode(self.def, "input", &input)?;
-        let output = store::run(self.def, id, input).await?;
+        // Boxed: the caller's future stays shallow (its layout is computed for every endpoint).
+        let output = Box::pin(store::run(self.def, id, input)).await?;
         decode(self.def, output)
     }
 
@@ -160,14 +161,14 @@ where
     /// [`start`](Self::start) under the id `id`: starting an id that exists starts nothing.
     pub async fn start_with_id(&self, id: &str, input: I) -> Result<String, Error> {
         let input = encode(self.def, "input", &input)?;
-        store::start(self.def, id, input).await?;
+        Box::pin(store::start(self.def, id, input)).await?;
         Ok(id.to_owned())
     }
 
     /// Waits for run `id` of this workflow to end: its output, or its error. `not_found` if
     /// there is no such run.
     pub async fn result(&self, id: &str) -> Result<O, Error> {
-        let output = store::wait(self.def, id).await?;
+        let output = Box::pin(store::wait(self.def, id)).await?;
         decode(self.def, output)
     }
 }

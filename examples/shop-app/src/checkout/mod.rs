@@ -1,16 +1,17 @@
-//! The `checkout` service: the public checkout, a saga over products, payments and orders.
+//! The `checkout` service: the public checkout, a workflow over products, payments and orders.
 //!
-//! `POST /checkout` reserves the stock, charges the payment and places the order. When a step
-//! fails, every earlier step is undone (`release_inventory`, `refund`, `cancel_checkout`) and
-//! the client gets the step's error: a declined payment is 400 `failed_precondition`, short
-//! stock too. The saga's progress lives in the service's database, so a crash at any point
-//! ends consistently once the service is back: see [`saga`].
+//! `POST /checkout` reserves the stock, charges the payment and places the order, as the
+//! durable workflow [`checkout_flow`]: each step is checkpointed once done, and undone when a
+//! later one fails for good (`release_inventory`, `refund`, `cancel_checkout`); the client gets
+//! the step's error: a declined payment is 400 `failed_precondition`, short stock too. A crash
+//! at any point is finished by another process hosting `checkout` (or this one restarted),
+//! which resumes the run after its last checkpoint. Every step and undo is idempotent by the
+//! checkout's id, which is also the run's, so a step cut off by a crash can run again.
 
 use ovation::prelude::*;
+use ovation::workflow::step;
 
-use crate::{products, users};
-
-pub mod saga;
+use crate::{orders, payments, products, users};
 
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
@@ -24,7 +25,8 @@ pub struct CheckoutRequest {
 #[serde(rename_all = "camelCase")]
 pub struct CheckoutResponse {
     pub order_id: Uuid,
-    /// The saga's id: the payment's idempotency key and the order's checkout id.
+    /// The checkout's id: its workflow run, the payment's idempotency key and the order's
+    /// checkout id.
     pub checkout_id: Uuid,
     pub user_name: String,
     pub product_name: String,
@@ -43,16 +45,92 @@ pub async fn checkout(p: CheckoutRequest) -> Result<CheckoutResponse, Error> {
         .price_cents
         .checked_mul(i64::from(p.quantity))
         .ok_or_else(|| Error::invalid_argument("the order's total is too large"))?;
-    let checkout = saga::begin(p.user_id, p.product_id, p.quantity, total_cents).await?;
-    let checkout_id = checkout.id;
-    let order = saga::run(checkout).await?;
+    let c = Checkout {
+        id: Uuid::new_v4(),
+        user_id: p.user_id,
+        product_id: p.product_id,
+        quantity: p.quantity,
+        total_cents,
+    };
+    let order = checkout_flow
+        .run_with_id(&c.id.to_string(), c.clone())
+        .await?;
     Ok(CheckoutResponse {
         order_id: order.id,
-        checkout_id,
+        checkout_id: c.id,
         user_name: user.name,
         product_name: product.name,
         total_cents: order.total_cents,
     })
+}
+
+/// What a checkout takes: the workflow's input.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Checkout {
+    pub id: Uuid,
+    pub user_id: Uuid,
+    pub product_id: Uuid,
+    pub quantity: i32,
+    pub total_cents: i64,
+}
+
+impl Checkout {
+    fn reservation(&self) -> products::ReserveParams {
+        products::ReserveParams {
+            quantity: self.quantity,
+            reservation_id: Some(self.id),
+        }
+    }
+
+    fn release(&self) -> products::ReleaseParams {
+        products::ReleaseParams {
+            quantity: self.quantity,
+            reservation_id: Some(self.id),
+        }
+    }
+
+    fn charge(&self) -> payments::ChargeParams {
+        payments::ChargeParams {
+            idempotency_key: self.id.to_string(),
+            user_id: self.user_id,
+            amount_cents: self.total_cents,
+        }
+    }
+
+    fn refund(&self) -> payments::RefundParams {
+        payments::RefundParams {
+            idempotency_key: self.id.to_string(),
+        }
+    }
+
+    fn order(&self) -> orders::PlaceOrderParams {
+        orders::PlaceOrderParams {
+            user_id: self.user_id,
+            product_id: self.product_id,
+            quantity: self.quantity,
+            total_cents: self.total_cents,
+        }
+    }
+}
+
+/// Reserve the stock → charge the payment → place the order; each undone if a later step
+/// fails for good.
+#[ovation::workflow(name = "checkout")]
+pub async fn checkout_flow(c: Checkout) -> Result<orders::Order, Error> {
+    let (product, undo) = (c.product_id, c.clone());
+    step("reserve", || {
+        products::reserve_inventory(product, c.reservation())
+    })
+    .compensate_with(move || products::release_inventory(undo.product_id, undo.release()))
+    .await?;
+    let undo = c.clone();
+    step("charge", || payments::charge(c.charge()))
+        .compensate_with(move || payments::refund(undo.refund()))
+        .await?;
+    let undo = c.clone();
+    step("place-order", || orders::place(c.id, c.order()))
+        .compensate_with(move || orders::cancel_checkout(undo.id, undo.order()))
+        .await
 }
 
 #[cfg(test)]
@@ -87,10 +165,12 @@ mod tests {
             (5000, "charged")
         );
         assert_eq!(charges[0].idempotency_key, r.checkout_id.to_string());
-        assert_eq!(
-            saga::state_of(r.checkout_id).await,
-            ("completed".to_owned(), Some(r.order_id))
-        );
+        let run = ovation::workflow::status(&r.checkout_id.to_string())
+            .await
+            .unwrap();
+        assert_eq!(run.state, ovation::workflow::RunState::Completed);
+        let steps: Vec<&str> = run.steps.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(steps, ["reserve", "charge", "place-order"]);
         let err = checkout(CheckoutRequest {
             user_id: Uuid::new_v4(),
             product_id: product.id,

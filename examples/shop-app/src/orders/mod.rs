@@ -2,6 +2,7 @@
 //! stock, records the order and publishes `OrderCreated` with it.
 
 use ovation::prelude::*;
+use ovation::workflow::step;
 
 use crate::{products, users};
 
@@ -63,59 +64,76 @@ pub async fn create(p: CreateOrderParams) -> Result<Order, Error> {
         .checked_mul(i64::from(p.quantity))
         .ok_or_else(|| Error::invalid_argument("the order's total is too large"))?;
 
-    // The order's event confirms the reservation in `products`. Should this process die before
-    // the order is recorded, no event comes, and `products`' `expire-reservations` job gives
-    // the stock back.
-    let reservation = Uuid::new_v4();
-    let reservation_id = Some(reservation);
-    products::reserve_inventory(
-        p.product_id,
-        products::ReserveParams {
-            quantity: p.quantity,
-            reservation_id,
-        },
-    )
+    let order = NewOrder {
+        id: Uuid::new_v4(),
+        user_id: p.user_id,
+        product_id: p.product_id,
+        quantity: p.quantity,
+        total_cents,
+    };
+    place_order.run_with_id(&order.id.to_string(), order).await
+}
+
+/// An order `create` places: the input of [`place_order`].
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NewOrder {
+    /// The order's id, and its workflow run's and stock reservation's.
+    pub id: Uuid,
+    pub user_id: Uuid,
+    pub product_id: Uuid,
+    pub quantity: i32,
+    pub total_cents: i64,
+}
+
+/// Reserves the stock, then records the order and its event; should recording fail for good,
+/// the stock is given back. A crash between the two is finished by recovery, so stock is never
+/// left reserved for no order. The reservation is confirmed by the order's event in `products`.
+#[ovation::workflow(name = "place-order")]
+pub async fn place_order(o: NewOrder) -> Result<Order, Error> {
+    let reservation = products::ReserveParams {
+        quantity: o.quantity,
+        reservation_id: Some(o.id),
+    };
+    let release = products::ReleaseParams {
+        quantity: o.quantity,
+        reservation_id: Some(o.id),
+    };
+    let product = o.product_id;
+    step("reserve", || {
+        products::reserve_inventory(product, reservation.clone())
+    })
+    .compensate_with(move || products::release_inventory(product, release.clone()))
     .await?;
-    match record(&p, total_cents, reservation).await {
-        Ok(order) => Ok(order),
-        Err(e) => {
-            // The stock is reserved but no order records it: give it back.
-            let release = products::ReleaseParams {
-                quantity: p.quantity,
-                reservation_id,
-            };
-            if let Err(re) = products::release_inventory(p.product_id, release).await {
-                ovation::tracing::warn!("could not release stock after a failed order: {re}");
-            }
-            Err(e)
-        }
-    }
+    step("record", || record(o.clone())).await
 }
 
 /// Inserts the order and publishes `OrderCreated` in one transaction: the event exists if and
-/// only if the order does.
-async fn record(
-    p: &CreateOrderParams,
-    total_cents: i64,
-    reservation: Uuid,
-) -> Result<Order, Error> {
+/// only if the order does. Idempotent by the order's id: a step run again after a crash
+/// returns the order its first run recorded.
+async fn record(o: NewOrder) -> Result<Order, Error> {
     let mut tx = DB.begin().await?;
-    let order = sqlx::query_as::<_, Order>(&format!(
-        "INSERT INTO orders (user_id, product_id, quantity, total_cents, status)
-         VALUES ($1, $2, $3, $4, 'confirmed')
+    let inserted = sqlx::query_as::<_, Order>(&format!(
+        "INSERT INTO orders (id, user_id, product_id, quantity, total_cents, status)
+         VALUES ($1, $2, $3, $4, $5, 'confirmed')
+         ON CONFLICT (id) DO NOTHING
          RETURNING {ORDER_COLUMNS}"
     ))
-    .bind(p.user_id)
-    .bind(p.product_id)
-    .bind(p.quantity)
-    .bind(total_cents)
-    .fetch_one(&mut *tx)
+    .bind(o.id)
+    .bind(o.user_id)
+    .bind(o.product_id)
+    .bind(o.quantity)
+    .bind(o.total_cents)
+    .fetch_optional(&mut *tx)
     .await?;
+    let Some(order) = inserted else {
+        drop(tx);
+        return get(o.id).await;
+    };
     let event = OrderCreated {
         order_id: order.id,
         user_id: order.user_id,
-        total: total_cents,
-        reservation_id: Some(reservation),
+        total: o.total_cents,
+        reservation_id: Some(o.id),
     };
     ORDER_CREATED.publish_in(&mut tx, &event).await?;
     tx.commit().await?;
