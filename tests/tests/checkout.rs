@@ -1,9 +1,10 @@
-//! The checkout saga across processes: a hundred concurrent checkouts for the last ten items,
+//! The checkout workflow across processes: a hundred concurrent checkouts for the last ten items,
 //! and a crash in the middle of one.
 //!
 //! The checkout service runs in a runtime of its own on a tokio runtime of its own; shutting
-//! that tokio runtime down drops every task at whatever `.await` it was — the saga stops dead,
-//! as in a crash. A new checkout runtime on the same databases must finish the saga.
+//! that tokio runtime down drops every task at whatever `.await` it was — the run stops dead,
+//! as in a crash, and its connections close. A new checkout runtime on the same databases must
+//! take the run over and finish it.
 
 mod util;
 
@@ -66,7 +67,7 @@ fn a_crash_between_charge_and_order_is_resumed_to_a_consistent_end() {
     let c = Client::new(rest.url());
     let (user, product) = main.block_on(c.user_and_product("crash@example.com", 1500, 5));
 
-    // The checkout service's calls to orders go to a listener that never answers: the saga stops
+    // The checkout service's calls to orders go to a listener that never answers: the run stops
     // after the charge, waiting for the order.
     let black_hole = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let hole = format!("http://{}", black_hole.local_addr().unwrap());
@@ -86,10 +87,10 @@ fn a_crash_between_charge_and_order_is_resumed_to_a_consistent_end() {
             if charges["charges"].as_array().is_some_and(|a| !a.is_empty()) {
                 break;
             }
-            assert!(Instant::now() < deadline, "the saga never charged");
+            assert!(Instant::now() < deadline, "the checkout never charged");
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        // Let the saga record the charge and call orders (the black hole).
+        // Let the run record the charge and call orders (the black hole).
         tokio::time::sleep(Duration::from_millis(300)).await;
     });
     assert_eq!(
@@ -107,8 +108,9 @@ fn a_crash_between_charge_and_order_is_resumed_to_a_consistent_end() {
         "the crashed checkout service answered: {reply:?}"
     );
 
-    // The checkout service comes back, with orders reachable; recovery takes the saga over once its
-    // lease (10 s) has run out, and places the order.
+    // The checkout service comes back, with orders reachable; it takes the run over (its owner's
+    // liveness lock went with the crashed process), replays the reservation and the charge,
+    // and places the order.
     let g2 = main
         .block_on(env.serve(checkout_service(&rest.url(), &rest.url())))
         .unwrap();
@@ -126,7 +128,7 @@ fn a_crash_between_charge_and_order_is_resumed_to_a_consistent_end() {
             }
             assert!(
                 Instant::now() < deadline,
-                "the saga was not resumed within 60 s"
+                "the checkout was not resumed within 60 s"
             );
             tokio::time::sleep(Duration::from_millis(200)).await;
         };
@@ -154,7 +156,7 @@ fn a_crash_between_charge_and_order_is_resumed_to_a_consistent_end() {
             c.get(&format!("/products/{product}")).await.body["inventory"],
             3
         );
-        // And the saga is finished: a new checkout through the new checkout runtime works end to end.
+        // And the run is finished: a new checkout through the new checkout runtime works end to end.
         let r = Client::new(g2.url())
             .post(
                 "/checkout",
@@ -173,7 +175,7 @@ fn a_crash_between_charge_and_order_is_resumed_to_a_consistent_end() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hundred_checkouts_across_processes_for_the_last_ten_sell_and_charge_ten() {
-    // Through the gateway process; the saga runs in B and calls products and payments in A.
+    // Through the gateway process; the workflow runs in B and calls products and payments in A.
     let util::Split { env, a, b, g } = util::split().await;
     let gateway = Client::new(g.url());
     let (user, product) = gateway
