@@ -5,7 +5,8 @@
 //! One file per page: `services` (endpoints with access and schema trees, databases, topics,
 //! subscriptions), `explorer` (the API explorer), `traces` (the live list, filters, a trace's
 //! waterfall), `architecture` (`crate::graph`), `databases` (tables, rows, the SQL box) and
-//! `pubsub` (counts, dead letters, redrive), `cron` (jobs, their runs, "Run now"); `html` is the shell they share, with the status bar
+//! `pubsub` (counts, dead letters, redrive), `cron` (jobs, their runs, "Run now"), `workflows`
+//! (runs, their steps, "Retry"); `html` is the shell they share, with the status bar
 //! showing the app's URL and whether it runs, rebuilds, or failed to compile. Anything else is a
 //! 404 page. This file holds the router and what the pages ask of the app.
 
@@ -30,6 +31,7 @@ pub(crate) mod html;
 mod pubsub;
 mod services;
 mod traces;
+mod workflows;
 
 const STYLE: &str = include_str!("dashboard/style.css");
 const SCRIPT: &str = include_str!("dashboard/app.js");
@@ -146,6 +148,13 @@ pub fn router(
         .route("/cron", axum::routing::get(cron::page))
         .route("/cron/{job}/run", axum::routing::post(cron::run))
         .route("/api/cron", axum::routing::get(cron::api))
+        .route("/workflows", axum::routing::get(workflows::page))
+        .route("/workflows/runs/{id}", axum::routing::get(workflows::run))
+        .route(
+            "/workflows/runs/{id}/retry",
+            axum::routing::post(workflows::retry),
+        )
+        .route("/api/workflows", axum::routing::get(workflows::api))
         .route("/api/status", axum::routing::get(app_status))
         .route(
             "/assets/style.css",

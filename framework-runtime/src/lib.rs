@@ -128,7 +128,7 @@ pub mod tooling {
     pub use crate::infra::{IDLE_STOP, InfraError, ManagedNats, ManagedPostgres, ManagedRedis};
     pub use crate::model::{
         AppModel, AuthModel, CacheModel, CredentialModel, CronJobModel, DatabaseModel,
-        EndpointModel, SecretModel, SubscriptionModel, TopicModel, services,
+        EndpointModel, SecretModel, SubscriptionModel, TopicModel, WorkflowModel, services,
     };
     pub use crate::registry::{endpoints, service_of};
     pub use crate::runtime::{Runtime, start_tasks};

@@ -54,6 +54,16 @@ pub struct AppModel {
     /// The cron jobs the app declares.
     #[serde(default)]
     pub cron_jobs: Vec<CronJobModel>,
+    /// The workflows the app declares.
+    #[serde(default)]
+    pub workflows: Vec<WorkflowModel>,
+}
+
+/// A workflow of the [`AppModel`].
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct WorkflowModel {
+    pub name: String,
+    pub service: String,
 }
 
 /// A cron job of the [`AppModel`].
@@ -235,6 +245,13 @@ pub(crate) fn app_model(rt: Option<&Runtime>) -> AppModel {
                 name: j.name.to_owned(),
                 service: j.service().to_owned(),
                 schedule: j.schedule_text.to_owned(),
+            })
+            .collect(),
+        workflows: crate::workflow::workflows()
+            .iter()
+            .map(|w| WorkflowModel {
+                name: w.name.to_owned(),
+                service: w.service().to_owned(),
             })
             .collect(),
     }

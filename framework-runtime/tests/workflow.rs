@@ -691,3 +691,96 @@ async fn an_id_runs_once_and_its_result_can_be_awaited() {
     assert_eq!(err.code(), ErrCode::InvalidArgument);
     env.close().await;
 }
+
+/// `/__ovation/workflows` (the dashboard's source) answers signed requests only: the runs with
+/// their counts, a run with its steps, and "Retry" of a failed run.
+#[tokio::test]
+async fn the_admin_endpoints_show_and_retry_runs_for_signed_requests_only() {
+    let env = TestEnv::new().await.unwrap();
+    let server = env.serve(Hosting::only(["flows"])).await.unwrap();
+    let rt = env.runtime(Hosting::only(["flows"])).unwrap();
+    let t = tag("admin");
+    env.run_in(rt, flows::refused_once.run_with_id(&t, input(&t)))
+        .await
+        .unwrap_err();
+    let http = reqwest::Client::new();
+    let signed = |method: &'static str, path: String| {
+        let signature = env.service_auth_key().sign(
+            ovation::tooling::Signed {
+                method,
+                path: &path,
+                query: "",
+                body: b"",
+            },
+            "dashboard",
+        );
+        http.request(method.parse().unwrap(), format!("{}{path}", server.url()))
+            .header(ovation::tooling::HEADER, signature)
+            .send()
+    };
+    for (method, path) in [
+        ("GET", "/__ovation/workflows".to_owned()),
+        ("GET", format!("/__ovation/workflows/runs/{t}")),
+        ("POST", format!("/__ovation/workflows/runs/{t}/retry")),
+    ] {
+        let unsigned = http
+            .request(method.parse().unwrap(), format!("{}{path}", server.url()))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(unsigned.status(), 404, "{method} {path}");
+    }
+    let state: serde_json::Value = signed("GET", "/__ovation/workflows".into())
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        state["workflows"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|w| w["name"] == "refused_once" && w["service"] == "flows"),
+        "{state}"
+    );
+    assert!(
+        state["counts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["workflow"] == "refused_once" && c["state"] == "failed"),
+        "{state}"
+    );
+    let run: serde_json::Value = signed("GET", format!("/__ovation/workflows/runs/{t}"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(run["state"], "failed");
+    assert_eq!(run["error"]["message"], "not yet");
+    assert_eq!(run["steps"][1]["name"], "check");
+    assert_eq!(run["steps"][1]["state"], "failed");
+
+    log::open(&t);
+    let retried = signed("POST", format!("/__ovation/workflows/runs/{t}/retry"))
+        .await
+        .unwrap();
+    assert_eq!(retried.status(), 200);
+    // The serving process resumes it within its next look.
+    wait_for(&env, rt, &t, Duration::from_secs(5), |s| {
+        s.state == RunState::Completed
+    })
+    .await;
+    let again = signed("POST", format!("/__ovation/workflows/runs/{t}/retry"))
+        .await
+        .unwrap();
+    assert_eq!(again.status(), 400);
+    let missing = signed("GET", "/__ovation/workflows/runs/nope".into())
+        .await
+        .unwrap();
+    assert_eq!(missing.status(), 404);
+    server.shutdown().await;
+    env.close().await;
+}

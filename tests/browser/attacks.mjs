@@ -73,6 +73,7 @@ try {
       await submit(`${dashboard}/databases/products/query`, { sql: copy, csrf: "0".repeat(64) });
       await submit(`${dashboard}/pubsub/send-order-confirmation/redrive`, { messageId: dead });
       await submit(`${dashboard}/cron/expire-reservations/run`, {});
+      await submit(`${dashboard}/workflows/runs/${product}/retry`, {});
       await submit(`${app}/products/${product}/reserve`, { quantity: "3" });
       const call = JSON.stringify({
         service: "products", endpoint: "reserve_inventory", params: { id: product }, body: { quantity: 3 },

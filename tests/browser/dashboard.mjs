@@ -197,6 +197,35 @@ try {
   await page.goto(`${dashboard}/cron`);
   await job.locator("tr.run.succeeded").first().waitFor();
 
+  // Workflows: the explorer's order ran `place-order` (reserve, then record); an order for more
+  // than the stock fails at its first step, and "Retry" runs it again from that step.
+  await page.goto(`${dashboard}/explorer?endpoint=orders.create`);
+  await page.locator('textarea[name="body"]').fill(
+    JSON.stringify({ userId: env("USER_ID"), productId: env("PRODUCT_ID"), quantity: 100000 }),
+  );
+  await page.locator("#explorer button").click();
+  await page.locator("#response-status .badge", { hasText: "400" }).waitFor();
+  await page.goto(`${dashboard}/workflows?workflow=place-order`);
+  const flow = page.locator("#workflow-place-order");
+  await flow.locator(".status.completed").waitFor();
+  await flow.locator(".status.failed").waitFor();
+  await page.screenshot({ path: `${out}/workflows.png`, fullPage: false });
+  await page.locator("#runs tr.run.completed a").first().click();
+  const steps = page.locator("#steps");
+  await steps.locator("tr.step.succeeded", { hasText: "reserve" }).waitFor();
+  await steps.locator("tr.step.succeeded", { hasText: "record" }).waitFor();
+  await page.goto(`${dashboard}/workflows?workflow=place-order`);
+  await page.locator("#runs tr.run.failed a").first().click();
+  await page.locator("#run-error", { hasText: "insufficient inventory" }).waitFor();
+  await page.locator("#steps tr.step.failed", { hasText: "reserve" }).waitFor();
+  await page.screenshot({ path: `${out}/workflow-run.png`, fullPage: true });
+  await page.locator("button.retry").click();
+  await page.locator("#retried").waitFor();
+  const api = await page.evaluate(() => fetch("/api/workflows").then((r) => r.json()));
+  if (!api.workflows.some((w) => w.name === "checkout" && w.service === "checkout")) {
+    throw new Error(`/api/workflows: ${JSON.stringify(api.workflows)}`);
+  }
+
   // An unknown page is a 404 page, not a blank one.
   const missing = await page.goto(`${dashboard}/no-such-page`);
   if (missing.status() !== 404) throw new Error(`an unknown page answered ${missing.status()}`);

@@ -78,6 +78,9 @@ async fn the_dashboard_answers_only_its_own_host_names() {
             ("GET", "/cron"),
             ("GET", "/api/cron"),
             ("POST", "/cron/expire-reservations/run"),
+            ("GET", "/workflows"),
+            ("GET", "/api/workflows"),
+            ("POST", "/workflows/runs/some-run/retry"),
             ("POST", "/v1/traces"),
         ] {
             let response = http
@@ -248,6 +251,22 @@ async fn state_changing_requests_need_the_pages_origin_and_token() {
         (
             "a \"Run now\" without the token",
             "/cron/expire-reservations/run",
+            "application/x-www-form-urlencoded",
+            String::new(),
+            vec![("origin", own.clone())],
+            403,
+        ),
+        (
+            "a workflow retry from another origin",
+            "/workflows/runs/some-run/retry",
+            "application/x-www-form-urlencoded",
+            format!("csrf={token}"),
+            vec![("origin", foreign.clone())],
+            403,
+        ),
+        (
+            "a workflow retry without the token",
+            "/workflows/runs/some-run/retry",
             "application/x-www-form-urlencoded",
             String::new(),
             vec![("origin", own.clone())],

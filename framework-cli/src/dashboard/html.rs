@@ -36,6 +36,7 @@ pub(super) fn shell(
         ("databases", "Databases"),
         ("pubsub", "Pub/Sub"),
         ("cron", "Cron"),
+        ("workflows", "Workflows"),
     ]
     .iter()
     .map(|(href, label)| {

@@ -256,8 +256,8 @@ fn deployment(app: &str, unit: &Unit, model: &AppModel, options: &Options) -> Va
             "valueFrom": { "secretKeyRef": { "name": format!("{app}-secrets"), "key": secret.name } },
         }));
     }
-    // Processes with a database, with Pub/Sub or with a cron job (which keep their bookkeeping
-    // in Postgres) need the database server.
+    // Processes with a database, with Pub/Sub, a cron job or a workflow (which keep their
+    // bookkeeping in Postgres) need the database server.
     let needs_database = !unit.gateway
         && (!model.topics.is_empty()
             || model
@@ -267,7 +267,11 @@ fn deployment(app: &str, unit: &Unit, model: &AppModel, options: &Options) -> Va
             || model
                 .cron_jobs
                 .iter()
-                .any(|j| unit.services.contains(&j.service)));
+                .any(|j| unit.services.contains(&j.service))
+            || model
+                .workflows
+                .iter()
+                .any(|w| unit.services.contains(&w.service)));
     if needs_database {
         env.push(json!({
             "name": "DATABASE_URL",

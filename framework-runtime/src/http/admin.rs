@@ -167,3 +167,86 @@ pub(crate) async fn cron_run(rt: &'static Runtime, req: Request) -> Response {
         Err(e) => e.into_response(),
     }
 }
+
+/// The workflows, counts of their runs by state, and the latest runs (of `?workflow=` only, if
+/// given), for the dashboard.
+pub(crate) async fn workflows_state(rt: &'static Runtime, req: Request) -> Response {
+    let workflow = req.uri().query().and_then(|q| {
+        url::form_urlencoded::parse(q.as_bytes())
+            .find(|(k, _)| k == "workflow")
+            .map(|(_, v)| v.into_owned())
+    });
+    if let Err(denied) = internal_request(rt, req).await {
+        return denied;
+    }
+    let workflows: Vec<_> = crate::workflow::workflows()
+        .iter()
+        .map(|w| json!({ "name": w.name, "service": w.service() }))
+        .collect();
+    let Some(store) = rt.workflows else {
+        return axum::Json(json!({ "workflows": workflows, "counts": [], "runs": [] }))
+            .into_response();
+    };
+    let counts = match crate::workflow::store::counts(store).await {
+        Ok(c) => c,
+        Err(e) => return e.into_response(),
+    };
+    let counts: Vec<_> = counts
+        .into_iter()
+        .map(
+            |(workflow, state, runs)| json!({ "workflow": workflow, "state": state, "runs": runs }),
+        )
+        .collect();
+    match crate::workflow::store::recent(store, workflow.as_deref(), 100).await {
+        Ok(runs) => axum::Json(json!({ "workflows": workflows, "counts": counts, "runs": runs }))
+            .into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+/// The path parameter of a route with one, and the request put back together.
+async fn one_param(req: Request) -> Result<(String, Request), Response> {
+    let (mut parts, body) = req.into_parts();
+    let Ok(raw) = RawPathParams::from_request_parts(&mut parts, &()).await else {
+        return Err(not_found_response(parts.method.as_str(), parts.uri.path()));
+    };
+    let value = raw
+        .iter()
+        .next()
+        .map(|(_, v)| v.to_owned())
+        .unwrap_or_default();
+    Ok((value, Request::from_parts(parts, body)))
+}
+
+/// One workflow run with its steps.
+pub(crate) async fn workflow_run(rt: &'static Runtime, req: Request) -> Response {
+    let (id, req) = match one_param(req).await {
+        Ok(p) => p,
+        Err(denied) => return denied,
+    };
+    if let Err(denied) = internal_request(rt, req).await {
+        return denied;
+    }
+    let Some(store) = rt.workflows else {
+        return Error::not_found(format!("no workflow run `{id}`")).into_response();
+    };
+    match crate::workflow::store::status_in(store, &id).await {
+        Ok(run) => axum::Json(run).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+/// Retries a failed run from its failed step (the dashboard's "Retry").
+pub(crate) async fn workflow_retry(rt: &'static Runtime, req: Request) -> Response {
+    let (id, req) = match one_param(req).await {
+        Ok(p) => p,
+        Err(denied) => return denied,
+    };
+    if let Err(denied) = internal_request(rt, req).await {
+        return denied;
+    }
+    match crate::workflow::store::retry_in(rt, &id).await {
+        Ok(()) => axum::Json(json!({ "retried": id })).into_response(),
+        Err(e) => e.into_response(),
+    }
+}

@@ -9,7 +9,10 @@ use axum::extract::Request;
 use axum::response::{IntoResponse, Response};
 use axum::routing::MethodRouter;
 
-use super::admin::{cron_run, cron_state, health, meta, pubsub_redrive, pubsub_state};
+use super::admin::{
+    cron_run, cron_state, health, meta, pubsub_redrive, pubsub_state, workflow_retry, workflow_run,
+    workflows_state,
+};
 use super::wire::not_found_response;
 use crate::error::Error;
 use crate::registry::{self, Access, DynEndpoint};
@@ -96,6 +99,18 @@ pub(crate) fn router(rt: &'static Runtime) -> Result<Router, RouteError> {
         .route(
             "/__ovation/cron/{job}/run",
             axum::routing::post(move |req: Request| cron_run(rt, req)).layer(catch_panic()),
+        )
+        .route(
+            "/__ovation/workflows",
+            axum::routing::get(move |req: Request| workflows_state(rt, req)).layer(catch_panic()),
+        )
+        .route(
+            "/__ovation/workflows/runs/{id}",
+            axum::routing::get(move |req: Request| workflow_run(rt, req)).layer(catch_panic()),
+        )
+        .route(
+            "/__ovation/workflows/runs/{id}/retry",
+            axum::routing::post(move |req: Request| workflow_retry(rt, req)).layer(catch_panic()),
         )
         .fallback(not_found_handler);
     Ok(match cors_layer(&rt.cors)? {

@@ -20,7 +20,22 @@ const RETRY: Duration = Duration::from_secs(1);
 
 /// Holds the lock `key` on a connection of `pool`'s server until `stop` changes, taking it
 /// again after a lost connection.
-pub(crate) async fn hold(pool: &PgPool, key: i64, mut stop: watch::Receiver<bool>) {
+pub(crate) async fn hold(pool: &PgPool, key: i64, stop: watch::Receiver<bool>) {
+    hold_reporting(pool, key, stop, None).await
+}
+
+/// [`hold`], telling `held` whether the lock is held now.
+pub(crate) async fn hold_reporting(
+    pool: &PgPool,
+    key: i64,
+    mut stop: watch::Receiver<bool>,
+    held: Option<&watch::Sender<bool>>,
+) {
+    let report = |now: bool| {
+        if let Some(held) = held {
+            held.send_replace(now);
+        }
+    };
     use sqlx::Connection;
     while !*stop.borrow() {
         let mut conn = match pool.acquire().await {
@@ -37,15 +52,20 @@ pub(crate) async fn hold(pool: &PgPool, key: i64, mut stop: watch::Receiver<bool
         {
             continue;
         }
+        report(true);
         // Ping now and then, so a dead connection is noticed and the lock taken again.
         loop {
             tokio::select! {
                 () = tokio::time::sleep(Duration::from_secs(5)) => {
                     if conn.ping().await.is_err() {
+                        report(false);
                         break;
                     }
                 }
-                _ = stop.changed() => return,
+                _ = stop.changed() => {
+                    report(false);
+                    return;
+                }
             }
         }
     }

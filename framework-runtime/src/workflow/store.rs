@@ -92,6 +92,9 @@ pub(crate) struct WorkflowStore {
     /// This process's liveness key.
     owner: i64,
     stop: watch::Sender<bool>,
+    /// Whether this process holds its liveness lock: a run is started only then, or others
+    /// would take it for a dead process's.
+    live: watch::Sender<bool>,
     /// Runs driven here (or about to be), with their task once spawned.
     local: Mutex<HashMap<String, Option<tokio::task::AbortHandle>>>,
 }
@@ -102,17 +105,31 @@ impl WorkflowStore {
             pool,
             owner: rand::random::<i64>(),
             stop: watch::channel(false).0,
+            live: watch::channel(false).0,
             local: Mutex::new(HashMap::new()),
         }
     }
 
     /// Holds this process's liveness lock from now on (until [`stop`](Self::stop)).
     pub(crate) fn start_liveness(&'static self) {
-        tokio::spawn(crate::sqldb::liveness::hold(
+        tokio::spawn(crate::sqldb::liveness::hold_reporting(
             &self.pool,
             self.owner,
             self.stop.subscribe(),
+            Some(&self.live),
         ));
+    }
+
+    /// Waits (a few seconds at most) until this process holds its liveness lock.
+    async fn until_live(&self) -> Result<(), Error> {
+        let mut live = self.live.subscribe();
+        let held = tokio::time::timeout(Duration::from_secs(10), live.wait_for(|l| *l)).await;
+        match held {
+            Ok(Ok(_)) => Ok(()),
+            _ => Err(Error::unavailable(
+                "the workflow database does not answer: no run can be started",
+            )),
+        }
     }
 
     /// Stops background work and the runs driven here: they are resumed by another process,
@@ -736,6 +753,7 @@ async fn begin(
 ) -> Result<Option<tokio::task::JoinHandle<Result<serde_json::Value, Error>>>, Error> {
     check_id(id)?;
     let (rt, store) = here(def)?;
+    store.until_live().await?;
     if !reserve_local(store, id) {
         return Ok(None);
     }
