@@ -183,6 +183,26 @@ fn asset(content_type: &'static str, body: &'static str) -> Response {
     ([(header::CONTENT_TYPE, content_type)], body).into_response()
 }
 
+/// What a page says while the app at `url` does not answer.
+fn app_silent(url: &str) -> String {
+    format!(
+        "<p class=\"notice\">The app at <code>{}</code> does not answer yet.</p>",
+        esc(url)
+    )
+}
+
+/// What an `/api/*` route answers while the app does not answer: 503 `unavailable`.
+fn app_unavailable() -> Response {
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        axum::Json(serde_json::json!({
+            "code": "unavailable",
+            "message": "the app does not answer yet",
+        })),
+    )
+        .into_response()
+}
+
 fn current(status: &SharedStatus) -> AppStatus {
     status.read().unwrap_or_else(|p| p.into_inner()).clone()
 }

@@ -508,3 +508,12 @@ mod tests {
         assert!(std::error::Error::source(&e).is_some());
     }
 }
+
+/// The message of a panic's payload (a `&str` or a `String`), for the error that reports it.
+pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "(no message)".into())
+}

@@ -9,7 +9,7 @@ use axum::response::{IntoResponse, Redirect, Response};
 use serde_json::{Value, json};
 
 use super::html::{esc, percent_encode, shell};
-use super::{Dashboard, current, refusal};
+use super::{Dashboard, app_silent, app_unavailable, current, refusal};
 
 #[derive(Debug, serde::Deserialize)]
 pub(super) struct CronQuery {
@@ -39,11 +39,7 @@ async fn jobs(d: &Dashboard) -> Option<Vec<Value>> {
 /// while the app does not answer.
 pub(super) async fn api(State(d): State<Dashboard>) -> Response {
     let Some(jobs) = jobs(&d).await else {
-        return (
-            axum::http::StatusCode::SERVICE_UNAVAILABLE,
-            axum::Json(json!({ "code": "unavailable", "message": "the app does not answer yet" })),
-        )
-            .into_response();
+        return app_unavailable();
     };
     let list: Vec<Value> = jobs
         .iter()
@@ -77,11 +73,7 @@ pub(super) async fn page(State(d): State<Dashboard>, Query(q): Query<CronQuery>)
     match jobs(&d).await {
         Some(jobs) => body.push_str(&render(&jobs, d.guard.token())),
         None => {
-            let _ = write!(
-                body,
-                "<p class=\"notice\">The app at <code>{}</code> does not answer yet.</p>",
-                esc(&status.url)
-            );
+            body.push_str(&app_silent(&status.url));
         }
     }
     shell(&d, "Cron jobs", "cron", &status, &body).into_response()

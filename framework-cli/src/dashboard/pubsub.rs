@@ -45,11 +45,7 @@ pub(super) async fn page(State(d): State<Dashboard>, Query(q): Query<PubSubQuery
         let _ = write!(body, "<p class=\"notice\">Redrive failed: {}</p>", esc(e));
     }
     let Some(state) = state else {
-        let _ = write!(
-            body,
-            "<p class=\"notice\">The app at <code>{}</code> does not answer yet.</p>",
-            esc(&status.url)
-        );
+        body.push_str(&super::app_silent(&status.url));
         return shell(&d, "Pub/Sub", "pubsub", &status, &body).into_response();
     };
     body.push_str(&render_pubsub(&state, d.guard.token()));

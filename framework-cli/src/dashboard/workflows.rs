@@ -7,10 +7,10 @@ use std::fmt::Write as _;
 
 use axum::extract::{Path, Query, State};
 use axum::response::{IntoResponse, Redirect, Response};
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use super::html::{esc, percent_encode, shell};
-use super::{Dashboard, current, refusal};
+use super::{Dashboard, app_silent, app_unavailable, current, refusal};
 
 #[derive(Debug, serde::Deserialize)]
 pub(super) struct ListQuery {
@@ -51,20 +51,12 @@ async fn state(d: &Dashboard, workflow: Option<&str>) -> Option<Value> {
     fetch(d, &path).await?.ok()
 }
 
-fn unavailable() -> Response {
-    (
-        axum::http::StatusCode::SERVICE_UNAVAILABLE,
-        axum::Json(json!({ "code": "unavailable", "message": "the app does not answer yet" })),
-    )
-        .into_response()
-}
-
 /// `GET /api/workflows`: `{"workflows": [{"name", "service"}], "counts": [..], "runs": [..]}`;
 /// 503 while the app does not answer.
 pub(super) async fn api(State(d): State<Dashboard>, Query(q): Query<ListQuery>) -> Response {
     match state(&d, q.workflow.as_deref()).await {
         Some(state) => axum::Json(state).into_response(),
-        None => unavailable(),
+        None => app_unavailable(),
     }
 }
 
@@ -74,11 +66,7 @@ pub(super) async fn page(State(d): State<Dashboard>, Query(q): Query<ListQuery>)
     match state(&d, q.workflow.as_deref()).await {
         Some(state) => body.push_str(&render_list(&state, q.workflow.as_deref())),
         None => {
-            let _ = write!(
-                body,
-                "<p class=\"notice\">The app at <code>{}</code> does not answer yet.</p>",
-                esc(&status.url)
-            );
+            body.push_str(&app_silent(&status.url));
         }
     }
     shell(&d, "Workflows", "workflows", &status, &body).into_response()
@@ -205,11 +193,7 @@ pub(super) async fn run(
             let _ = write!(body, "<p class=\"notice\">{}</p>", esc(&refused));
         }
         None => {
-            let _ = write!(
-                body,
-                "<p class=\"notice\">The app at <code>{}</code> does not answer yet.</p>",
-                esc(&status.url)
-            );
+            body.push_str(&app_silent(&status.url));
         }
     }
     shell(&d, "Workflow run", "workflows", &status, &body).into_response()
@@ -337,6 +321,8 @@ pub(super) async fn retry(State(d): State<Dashboard>, Path(id): Path<String>) ->
 
 #[cfg(test)]
 mod tests {
+    use serde_json::json;
+
     use super::*;
 
     #[test]

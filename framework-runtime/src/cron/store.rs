@@ -181,7 +181,7 @@ async fn execute(
                         Err(e) if e.is_panic() => Err(Error::internal(format!(
                             "cron job `{}` panicked: {}",
                             job.name,
-                            panic_message(e.into_panic())
+                            crate::error::panic_message(&*e.into_panic())
                         ))),
                         Err(_) => Err(Error::internal("the run was cancelled")),
                     };
@@ -249,14 +249,6 @@ impl Drop for AbortOnDrop {
     fn drop(&mut self) {
         self.0.abort();
     }
-}
-
-fn panic_message(payload: Box<dyn std::any::Any + Send>) -> String {
-    payload
-        .downcast_ref::<&str>()
-        .map(|s| (*s).to_owned())
-        .or_else(|| payload.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "(no message)".into())
 }
 
 /// Runs `job` now, by hand ([`super::run_now`], the dashboard): recorded when the runtime has

@@ -87,16 +87,11 @@ pub(crate) async fn pubsub_redrive(rt: &'static Runtime, req: Request) -> Respon
     struct Redrive {
         message_id: Option<uuid::Uuid>,
     }
-    let (mut parts, body) = req.into_parts();
-    let Ok(raw) = RawPathParams::from_request_parts(&mut parts, &()).await else {
-        return not_found_response("POST", parts.uri.path());
+    let (subscription, req) = match one_param(req).await {
+        Ok(p) => p,
+        Err(denied) => return denied,
     };
-    let subscription = raw
-        .iter()
-        .next()
-        .map(|(_, v)| v.to_owned())
-        .unwrap_or_default();
-    let body = match internal_request(rt, Request::from_parts(parts, body)).await {
+    let body = match internal_request(rt, req).await {
         Ok(body) => body,
         Err(denied) => return denied,
     };
@@ -140,16 +135,11 @@ pub(crate) async fn cron_state(rt: &'static Runtime, req: Request) -> Response {
 /// Starts a cron job now (the dashboard's "Run now"): `{"runId": ..}` once claimed, `aborted`
 /// (409) while it runs already, `failed_precondition` if this process does not host its service.
 pub(crate) async fn cron_run(rt: &'static Runtime, req: Request) -> Response {
-    let (mut parts, body) = req.into_parts();
-    let Ok(raw) = RawPathParams::from_request_parts(&mut parts, &()).await else {
-        return not_found_response("POST", parts.uri.path());
+    let (name, req) = match one_param(req).await {
+        Ok(p) => p,
+        Err(denied) => return denied,
     };
-    let name = raw
-        .iter()
-        .next()
-        .map(|(_, v)| v.to_owned())
-        .unwrap_or_default();
-    if let Err(denied) = internal_request(rt, Request::from_parts(parts, body)).await {
+    if let Err(denied) = internal_request(rt, req).await {
         return denied;
     }
     let Some(job) = crate::cron::job(&name) else {

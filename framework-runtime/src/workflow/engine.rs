@@ -14,7 +14,7 @@ use serde::de::DeserializeOwned;
 
 use super::WorkflowDef;
 use super::store::{StepKind, StepRecord, StepState, WorkflowStore};
-use crate::error::{ErrCode, Error};
+use crate::error::{ErrCode, Error, panic_message};
 
 tokio::task_local! {
     /// The run whose function is running: set in its body, cleared in its steps (and so in
@@ -588,14 +588,6 @@ async fn compensate(run: &Arc<RunCtx>, error: Error) -> Result<serde_json::Value
         Ok(false) => Err(lost()),
         Err(e) => store.halted(run, Halt::Store(e)).await,
     }
-}
-
-fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
-    payload
-        .downcast_ref::<&str>()
-        .map(|s| (*s).to_owned())
-        .or_else(|| payload.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "(no message)".into())
 }
 
 #[cfg(test)]

@@ -16,10 +16,11 @@ use std::process::{Command, ExitCode};
 use ovation_tests::report::{Figure, REPORT_ENV, number};
 
 /// Every bench, in the order of the table.
-const BENCHES: [&str; 8] = [
+const BENCHES: [&str; 9] = [
     "endpoint",
     "call",
     "cache",
+    "workflow",
     "rpc",
     "orderflow",
     "pubsub",
