@@ -526,6 +526,7 @@ impl Server {
         }
         if let Some(rt) = self.rt {
             rt.stop_background();
+            rt.abort_workflows();
         }
     }
 

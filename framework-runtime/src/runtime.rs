@@ -202,6 +202,14 @@ impl Runtime {
         }
     }
 
+    /// Gives up the workflow runs driven here, once no request waits for them any more: the
+    /// process stops, and others resume them.
+    pub(crate) fn abort_workflows(&self) {
+        if let Some(workflows) = self.workflows {
+            workflows.abort_runs();
+        }
+    }
+
     pub(crate) fn pool(&self, database: &str) -> Option<&PgPool> {
         self.pools.get(database)
     }

@@ -145,11 +145,20 @@ async fn one_request_is_one_trace_through_services_queries_and_pubsub() {
         "literals are redacted: {insert:#}"
     );
 
+    // The order is placed by the `place-order` workflow, a child of the request: its steps'
+    // calls and the order's publish are the workflow's.
+    let flow = one(&spans, "workflow place-order");
+    assert_eq!(flow["parent"], request["id"]);
+    assert_eq!(flow["attributes"]["workflow.resumed"], false);
+    assert_eq!(
+        parent_of(&spans, named(&spans, "call products.reserve_inventory")[0])["id"],
+        flow["id"]
+    );
     // The message carries the trace: the delivery is the publish's child, in this trace.
     let publish = one(&spans, "publish order-created");
     assert_eq!(
         (&publish["kind"], &publish["parent"]),
-        (&json!("producer"), &request["id"])
+        (&json!("producer"), &flow["id"])
     );
     let delivery = &named(&spans, deliver)[0];
     assert_eq!(

@@ -91,7 +91,10 @@ pub(crate) struct WorkflowStore {
     pub(crate) pool: PgPool,
     /// This process's liveness key.
     owner: i64,
+    /// Set when the process stops: no more runs are claimed.
     stop: watch::Sender<bool>,
+    /// Set when the runs driven here are given up: the liveness lock goes.
+    halt: watch::Sender<bool>,
     /// Whether this process holds its liveness lock: a run is started only then, or others
     /// would take it for a dead process's.
     live: watch::Sender<bool>,
@@ -105,17 +108,18 @@ impl WorkflowStore {
             pool,
             owner: rand::random::<i64>(),
             stop: watch::channel(false).0,
+            halt: watch::channel(false).0,
             live: watch::channel(false).0,
             local: Mutex::new(HashMap::new()),
         }
     }
 
-    /// Holds this process's liveness lock from now on (until [`stop`](Self::stop)).
+    /// Holds this process's liveness lock from now on (until [`abort_runs`](Self::abort_runs)).
     pub(crate) fn start_liveness(&'static self) {
         tokio::spawn(crate::sqldb::liveness::hold_reporting(
             &self.pool,
             self.owner,
-            self.stop.subscribe(),
+            self.halt.subscribe(),
             Some(&self.live),
         ));
     }
@@ -132,10 +136,15 @@ impl WorkflowStore {
         }
     }
 
-    /// Stops background work and the runs driven here: they are resumed by another process,
-    /// or by this one's successor.
+    /// Stops claiming runs; those driven here go on (requests being drained wait for theirs).
     pub(crate) fn stop(&self) {
         let _ = self.stop.send(true);
+    }
+
+    /// Gives up the runs driven here, and the liveness lock: another process, or this one's
+    /// successor, resumes them from their last checkpoint.
+    pub(crate) fn abort_runs(&self) {
+        let _ = self.halt.send(true);
         for task in self
             .local
             .lock()
@@ -149,6 +158,7 @@ impl WorkflowStore {
 
     pub(crate) async fn close(&self) {
         self.stop();
+        self.abort_runs();
         self.pool.close().await;
     }
 
