@@ -3,6 +3,7 @@
 
 use proc_macro2::TokenStream;
 use quote::{format_ident, quote};
+use syn::spanned::Spanned;
 use syn::{FnArg, GenericArgument, LitStr, PathArguments, ReturnType, Type};
 
 use crate::attr::{async_fn, items};
@@ -83,6 +84,11 @@ pub(crate) fn expand(attr: TokenStream, item: TokenStream) -> TokenStream {
         None => (quote!(()), quote!(|(): ()| #body_fn())),
     };
     let w = quote!(::ovation::workflow);
+    // Spanned at the input's type (or the output's): a type that is not serde is named there.
+    let at = input
+        .as_ref()
+        .map_or_else(|| output.span(), |ty| ty.span());
+    let entry = quote::quote_spanned! {at=> #w::entry(&#def, input, #call) };
     quote! {
         #[doc(hidden)]
         #(#others)*
@@ -92,7 +98,7 @@ pub(crate) fn expand(attr: TokenStream, item: TokenStream) -> TokenStream {
         fn #run_fn(
             input: ::ovation::__private::serde_json::Value,
         ) -> ::ovation::__private::Result<#w::RunFuture, ::ovation::Error> {
-            #w::entry(&#def, input, #call)
+            #entry
         }
 
         #[doc(hidden)]
