@@ -85,9 +85,7 @@ pub(crate) fn expand(attr: TokenStream, item: TokenStream) -> TokenStream {
     };
     let w = quote!(::ovation::workflow);
     // Spanned at the input's type (or the output's): a type that is not serde is named there.
-    let at = input
-        .as_ref()
-        .map_or_else(|| output.span(), |ty| ty.span());
+    let at = input.as_ref().map_or_else(|| output.span(), |ty| ty.span());
     let entry = quote::quote_spanned! {at=> #w::entry(&#def, input, #call) };
     quote! {
         #[doc(hidden)]

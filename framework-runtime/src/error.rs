@@ -444,6 +444,15 @@ impl From<std::convert::Infallible> for Error {
 /// `Result` with [`Error`] as its error.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// The message of a panic's payload (a `&str` or a `String`), for the error that reports it.
+pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "(no message)".into())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -507,13 +516,4 @@ mod tests {
         assert!(!wire.contains("SELECT"), "{wire}");
         assert!(std::error::Error::source(&e).is_some());
     }
-}
-
-/// The message of a panic's payload (a `&str` or a `String`), for the error that reports it.
-pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
-    payload
-        .downcast_ref::<&str>()
-        .map(|s| (*s).to_owned())
-        .or_else(|| payload.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "(no message)".into())
 }

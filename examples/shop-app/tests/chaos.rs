@@ -55,7 +55,7 @@ fn client(
         let mut i = n;
         while !stop.load(Ordering::Relaxed) {
             i += 1;
-            let checkout = i % 2 == 0;
+            let checkout = i.is_multiple_of(2);
             let quantity = 1 + (i % 3) as i64;
             let (path, body) = if checkout {
                 (

@@ -158,10 +158,9 @@ fn json_cell(v: &Value) -> String {
         return String::new();
     }
     let text = v.to_string();
-    let shown = if text.len() > 400 {
-        format!("{}…", &text[..text.floor_char_boundary(400)])
-    } else {
-        text
+    let shown = match text.char_indices().nth(400) {
+        Some((cut, _)) => format!("{}…", &text[..cut]),
+        None => text,
     };
     format!("<code>{}</code>", esc(&shown))
 }

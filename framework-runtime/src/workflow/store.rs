@@ -1122,7 +1122,7 @@ pub(crate) fn start_background(rt: &'static Runtime) -> Vec<tokio::task::AbortHa
             .execute(&store.pool)
             .await;
             round += 1;
-            if round % 12 == 0 {
+            if round.is_multiple_of(12) {
                 let _ = sqlx::query(
                     "DELETE FROM ovation_workflow_runs
                       WHERE status IN ('completed', 'failed')
