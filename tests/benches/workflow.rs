@@ -56,7 +56,8 @@ fn main() {
         .build()
         .unwrap();
     let env = rt.block_on(TestEnv::new()).unwrap();
-    let runtime = env.runtime(Hosting::all()).unwrap();
+    // Its pools connect lazily, which needs the tokio runtime.
+    let runtime = rt.block_on(async { env.runtime(Hosting::all()) }).unwrap();
 
     let out = ovation_tests::criterion_dir();
     let mut c = Criterion::default()
