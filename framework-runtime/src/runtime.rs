@@ -181,7 +181,7 @@ impl Runtime {
             tasks.push(handle.abort_handle());
         }
         tasks.extend(crate::cron::store::start(self));
-        tasks.extend(crate::workflow::store::start_background(self));
+        tasks.extend(crate::workflow::runs::start_background(self));
     }
 
     /// Stops background work: start-up tasks, claiming messages, relaying the outbox.

@@ -177,7 +177,7 @@ pub(crate) async fn workflows_state(rt: &'static Runtime, req: Request) -> Respo
         return axum::Json(json!({ "workflows": workflows, "counts": [], "runs": [] }))
             .into_response();
     };
-    let counts = match crate::workflow::store::counts(store).await {
+    let counts = match crate::workflow::status::counts(store).await {
         Ok(c) => c,
         Err(e) => return e.into_response(),
     };
@@ -187,7 +187,7 @@ pub(crate) async fn workflows_state(rt: &'static Runtime, req: Request) -> Respo
             |(workflow, state, runs)| json!({ "workflow": workflow, "state": state, "runs": runs }),
         )
         .collect();
-    match crate::workflow::store::recent(store, workflow.as_deref(), 100).await {
+    match crate::workflow::status::recent(store, workflow.as_deref(), 100).await {
         Ok(runs) => axum::Json(json!({ "workflows": workflows, "counts": counts, "runs": runs }))
             .into_response(),
         Err(e) => e.into_response(),
@@ -220,7 +220,7 @@ pub(crate) async fn workflow_run(rt: &'static Runtime, req: Request) -> Response
     let Some(store) = rt.workflows else {
         return Error::not_found(format!("no workflow run `{id}`")).into_response();
     };
-    match crate::workflow::store::status_in(store, &id).await {
+    match crate::workflow::status::status_in(store, &id).await {
         Ok(run) => axum::Json(run).into_response(),
         Err(e) => e.into_response(),
     }
@@ -235,7 +235,7 @@ pub(crate) async fn workflow_retry(rt: &'static Runtime, req: Request) -> Respon
     if let Err(denied) = internal_request(rt, req).await {
         return denied;
     }
-    match crate::workflow::store::retry_in(rt, &id).await {
+    match crate::workflow::runs::retry_in(rt, &id).await {
         Ok(()) => axum::Json(json!({ "retried": id })).into_response(),
         Err(e) => e.into_response(),
     }

@@ -13,7 +13,8 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::WorkflowDef;
-use super::store::{StepKind, StepRecord, StepState, WorkflowStore};
+use super::status::StepState;
+use super::store::{StepKind, StepRecord, WorkflowStore};
 use crate::error::{ErrCode, Error, panic_message};
 
 tokio::task_local! {

@@ -59,11 +59,13 @@ use serde::de::DeserializeOwned;
 use crate::error::Error;
 
 pub(crate) mod engine;
+pub(crate) mod runs;
+pub(crate) mod status;
 pub(crate) mod store;
 
 pub use engine::{Retry, Step, idempotency_key, sleep, step};
 pub(crate) use engine::{call_step, current_run, outgoing_key};
-pub use store::{RunState, RunStatus, StepState, StepStatus};
+pub use status::{RunState, RunStatus, StepState, StepStatus};
 
 /// A run of a workflow's function, as [`crate::workflow`] registers it.
 #[doc(hidden)]
@@ -148,7 +150,7 @@ where
     pub async fn run_with_id(&self, id: &str, input: I) -> Result<O, Error> {
         let input = encode(self.def, "input", &input)?;
         // Boxed: the caller's future stays shallow (its layout is computed for every endpoint).
-        let output = Box::pin(store::run(self.def, id, input)).await?;
+        let output = Box::pin(runs::run(self.def, id, input)).await?;
         decode(self.def, output)
     }
 
@@ -161,35 +163,35 @@ where
     /// [`start`](Self::start) under the id `id`: starting an id that exists starts nothing.
     pub async fn start_with_id(&self, id: &str, input: I) -> Result<String, Error> {
         let input = encode(self.def, "input", &input)?;
-        Box::pin(store::start(self.def, id, input)).await?;
+        Box::pin(runs::start(self.def, id, input)).await?;
         Ok(id.to_owned())
     }
 
     /// Waits for run `id` of this workflow to end: its output, or its error. `not_found` if
     /// there is no such run.
     pub async fn result(&self, id: &str) -> Result<O, Error> {
-        let output = Box::pin(store::wait(self.def, id)).await?;
+        let output = Box::pin(runs::wait(self.def, id)).await?;
         decode(self.def, output)
     }
 }
 
 /// Run `id`'s state, steps included; `not_found` if there is no such run.
 pub async fn status(id: &str) -> Result<RunStatus, Error> {
-    store::status(id).await
+    runs::status(id).await
 }
 
 /// Resumes, now, the runs of this runtime's services whose owner is gone or whose lease ran
 /// out (what every process does each second), and returns how many it took. For tests: they
 /// decide when recovery runs.
 pub async fn recover_now() -> Result<usize, Error> {
-    store::recover_now().await
+    runs::recover_now().await
 }
 
 /// Runs failed run `id` again from its failed step: the steps before it keep their recorded
 /// outputs. Refused (`failed_precondition`) when the run is not failed, or when its
 /// compensations ran (the steps before were undone: start a new run instead).
 pub async fn retry(id: &str) -> Result<(), Error> {
-    store::retry(id).await
+    runs::retry(id).await
 }
 
 /// Every workflow the app declares, by name.
