@@ -16,6 +16,9 @@ pub(super) const BATCH: usize = 512;
 /// How long a span may wait for a batch to fill: how soon the dashboard shows a quiet app's
 /// requests.
 pub(super) const BATCH_DELAY: Duration = Duration::from_millis(200);
+/// Tries per batch, and the wait between them.
+const EXPORT_ATTEMPTS: u32 = 3;
+const RETRY_AFTER: Duration = Duration::from_secs(1);
 /// A span processor that never blocks the code ending a span: ended spans go into a bounded
 /// buffer, and a thread of its own takes them from it in batches for the exporter. Ending a
 /// span is one uncontended lock and a push: the thread is woken only when a batch is full (or
@@ -101,8 +104,22 @@ pub(super) fn export_loop<E: SpanExporter>(exporter: E, queue: &Queue) {
         };
         let mut spans = spans.into_iter().peekable();
         while spans.peek().is_some() {
-            // A collector that is down loses this batch; the app goes on.
-            let _ = rt.block_on(exporter.export(spans.by_ref().take(BATCH).collect()));
+            let mut batch: Vec<SpanData> = spans.by_ref().take(BATCH).collect();
+            // A busy collector answers 429 with `Retry-After: 1` (the local trace store does):
+            // the batch is sent again after a second, twice at most. A collector that is down
+            // loses it; the app goes on (spans ended meanwhile queue, or are dropped and counted).
+            for attempt in 1..=EXPORT_ATTEMPTS {
+                let last = attempt == EXPORT_ATTEMPTS;
+                let sending = if last {
+                    std::mem::take(&mut batch)
+                } else {
+                    batch.clone()
+                };
+                if rt.block_on(exporter.export(sending)).is_ok() || last {
+                    break;
+                }
+                std::thread::sleep(RETRY_AFTER);
+            }
         }
         for done in flushes {
             let _ = done.send(());

@@ -4,6 +4,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use tracing::Instrument as _;
+
 use super::engine::{RunCtx, drive};
 use super::status::RunStatus;
 use super::store::{StepRecord, StepRecordRow, WorkflowStore, error_from};
@@ -82,6 +84,7 @@ async fn insert(
     .bind(LEASE.as_secs_f64())
     .bind(trace_id)
     .execute(&store.pool)
+    .instrument(tracing::Span::none())
     .await?;
     Ok(inserted.rows_affected() == 1)
 }

@@ -1,5 +1,7 @@
 //! Where workflow runs and their steps are recorded: the framework's `ovation_workflows`
 //! database, and each checkpoint's statement, written only while this process owns the run.
+//! The checkpoints are not traced as statements: they are the framework's bookkeeping, and a
+//! trace shows the workflow's span and its steps' calls.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -7,6 +9,7 @@ use std::time::Duration;
 
 use sqlx::PgPool;
 use tokio::sync::watch;
+use tracing::Instrument as _;
 
 use super::engine::{Halt, RunCtx};
 use super::status::StepState;
@@ -207,6 +210,7 @@ impl WorkflowStore {
         .bind(step.attempts)
         .bind(self.owner)
         .execute(&self.pool)
+        .instrument(tracing::Span::none())
         .await?;
         Ok(written.rows_affected() == 1)
     }
@@ -230,6 +234,7 @@ impl WorkflowStore {
         .bind(error.map(error_json))
         .bind(self.owner)
         .execute(&self.pool)
+        .instrument(tracing::Span::none())
         .await?;
         Ok(written.rows_affected() == 1)
     }
@@ -256,6 +261,7 @@ impl WorkflowStore {
         .bind(done)
         .bind(self.owner)
         .execute(&self.pool)
+        .instrument(tracing::Span::none())
         .await?;
         Ok(written.rows_affected() == 1)
     }
