@@ -77,6 +77,26 @@ struct Dashboard {
 impl Dashboard {
     /// A request to the app's internal API (`/__ovation/...`), signed with the app's key as
     /// the app demands; `None` if `url` is not a URL.
+    /// `GET` of the app's `path` (signed), as JSON: `None` if the app does not answer, `Err`
+    /// with its refusal.
+    async fn app_json(&self, path: &str) -> Option<Result<serde_json::Value, String>> {
+        let status = current(&self.status);
+        let request = self.internal(
+            reqwest::Method::GET,
+            &format!("{}{path}", status.url),
+            Vec::new(),
+        )?;
+        let response = request
+            .timeout(std::time::Duration::from_secs(5))
+            .send()
+            .await
+            .ok()?;
+        if !response.status().is_success() {
+            return Some(Err(refusal(response).await));
+        }
+        response.json().await.ok().map(Ok)
+    }
+
     fn internal(
         &self,
         method: reqwest::Method,

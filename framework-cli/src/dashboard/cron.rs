@@ -19,19 +19,7 @@ pub(super) struct CronQuery {
 
 /// The app's `/__ovation/cron`: `{"jobs": [..]}`, or `None` if it does not answer.
 async fn jobs(d: &Dashboard) -> Option<Vec<Value>> {
-    let status = current(&d.status);
-    let request = d.internal(
-        reqwest::Method::GET,
-        &format!("{}/__ovation/cron", status.url),
-        Vec::new(),
-    )?;
-    let response = request
-        .timeout(std::time::Duration::from_secs(5))
-        .send()
-        .await
-        .ok()
-        .filter(|r| r.status().is_success())?;
-    let state: Value = response.json().await.ok()?;
+    let state = d.app_json("/__ovation/cron").await?.ok()?;
     state["jobs"].as_array().cloned()
 }
 

@@ -20,19 +20,7 @@ pub(super) struct PubSubQuery {
 
 pub(super) async fn page(State(d): State<Dashboard>, Query(q): Query<PubSubQuery>) -> Response {
     let status = current(&d.status);
-    let request = d.internal(
-        reqwest::Method::GET,
-        &format!("{}/__ovation/pubsub", status.url),
-        Vec::new(),
-    );
-    let state: Option<Value> =
-        match request.map(|r| r.timeout(std::time::Duration::from_secs(5)).send()) {
-            Some(sent) => match sent.await {
-                Ok(r) if r.status().is_success() => r.json().await.ok(),
-                _ => None,
-            },
-            None => None,
-        };
+    let state: Option<Value> = d.app_json("/__ovation/pubsub").await.and_then(Result::ok);
     let mut body = String::from("<h1>Pub/Sub</h1>");
     if let Some(n) = q.redriven {
         let _ = write!(

@@ -23,32 +23,12 @@ pub(super) struct RunQuery {
     error: Option<String>,
 }
 
-/// `GET` of the app's `path` (signed), as JSON; `None` if it does not answer, `Err` with the
-/// app's refusal.
-async fn fetch(d: &Dashboard, path: &str) -> Option<Result<Value, String>> {
-    let status = current(&d.status);
-    let request = d.internal(
-        reqwest::Method::GET,
-        &format!("{}{path}", status.url),
-        Vec::new(),
-    )?;
-    let response = request
-        .timeout(std::time::Duration::from_secs(5))
-        .send()
-        .await
-        .ok()?;
-    if !response.status().is_success() {
-        return Some(Err(refusal(response).await));
-    }
-    response.json().await.ok().map(Ok)
-}
-
 async fn state(d: &Dashboard, workflow: Option<&str>) -> Option<Value> {
     let path = match workflow {
         Some(w) => format!("/__ovation/workflows?workflow={}", percent_encode(w)),
         None => "/__ovation/workflows".into(),
     };
-    fetch(d, &path).await?.ok()
+    d.app_json(&path).await?.ok()
 }
 
 /// `GET /api/workflows`: `{"workflows": [{"name", "service"}], "counts": [..], "runs": [..]}`;
@@ -181,11 +161,12 @@ pub(super) async fn run(
     if let Some(e) = &q.error {
         let _ = write!(body, "<p class=\"notice\">Retry failed: {}</p>", esc(e));
     }
-    match fetch(
-        &d,
-        &format!("/__ovation/workflows/runs/{}", percent_encode(&id)),
-    )
-    .await
+    match d
+        .app_json(&format!(
+            "/__ovation/workflows/runs/{}",
+            percent_encode(&id)
+        ))
+        .await
     {
         Some(Ok(run)) => body.push_str(&render_run(&run, d.guard.token())),
         Some(Err(refused)) => {
