@@ -22,6 +22,13 @@ pub(crate) fn expand(attr_tokens: TokenStream, item: TokenStream) -> TokenStream
         }
     };
     let attr = attr::parse(attr_tokens, &mut errors);
+    if attr.kind.0 == attr::Kind::Raw {
+        let endpoint = ast::RawEndpoint::build(attr, &func, &mut errors);
+        return match endpoint {
+            Some(endpoint) if errors.is_empty() => expand::raw(&endpoint),
+            _ => errors.into_output(func.into_token_stream()),
+        };
+    }
     let endpoint = ast::Endpoint::build(attr, &func, &mut errors);
     match endpoint {
         Some(endpoint) if errors.is_empty() => expand::endpoint(&endpoint),

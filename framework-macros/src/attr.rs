@@ -90,9 +90,18 @@ pub(crate) enum Access {
     Auth,
 }
 
+/// What an endpoint exchanges: JSON (the default), raw HTTP, or WebSocket messages.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Kind {
+    Typed,
+    Raw,
+    Stream,
+}
+
 /// The attribute's keys, each with the token it came from.
 pub(crate) struct ApiAttr {
     pub access: (Access, Option<Ident>),
+    pub kind: (Kind, Option<Ident>),
     pub method: Option<LitStr>,
     pub path: Option<LitStr>,
     /// `tags = ["a", "b"]`: select middleware.
@@ -100,11 +109,12 @@ pub(crate) struct ApiAttr {
 }
 
 pub(crate) const KEYS: &str =
-    "`public`, `auth`, `method = \"...\"`, `path = \"...\"`, `tags = [\"...\"]`";
+    "`public`, `auth`, `raw`, `stream`, `method = \"...\"`, `path = \"...\"`, `tags = [\"...\"]`";
 
 pub(crate) fn parse(tokens: TokenStream, errors: &mut Errors) -> ApiAttr {
     let mut attr = ApiAttr {
         access: (Access::Private, None),
+        kind: (Kind::Typed, None),
         method: None,
         path: None,
         tags: Vec::new(),
@@ -121,12 +131,19 @@ pub(crate) fn parse(tokens: TokenStream, errors: &mut Errors) -> ApiAttr {
     for item in items {
         let name = item.key.to_string();
         let access_key = matches!(name.as_str(), "public" | "auth" | "private");
+        let kind_key = matches!(name.as_str(), "raw" | "stream");
         if let Some(first) = seen.iter().find(|k| {
             *k == &item.key
                 || (access_key && matches!(k.to_string().as_str(), "public" | "auth" | "private"))
+                || (kind_key && matches!(k.to_string().as_str(), "raw" | "stream"))
         }) {
             if *first == item.key {
                 errors.at(&item.key, format_args!("`{name}` specified more than once"));
+            } else if kind_key {
+                errors.at(
+                    &item.key,
+                    format_args!("`{name}` conflicts with `{first}`: an endpoint is raw, a stream, or neither"),
+                );
             } else {
                 errors.at(
                     &item.key,
@@ -147,7 +164,15 @@ pub(crate) fn parse(tokens: TokenStream, errors: &mut Errors) -> ApiAttr {
                 };
                 attr.access = (access, Some(item.key.clone()));
             }
-            ("public" | "auth" | "private", Some(v)) => {
+            ("raw" | "stream", None) => {
+                let kind = if name == "raw" {
+                    Kind::Raw
+                } else {
+                    Kind::Stream
+                };
+                attr.kind = (kind, Some(item.key.clone()));
+            }
+            ("public" | "auth" | "private" | "raw" | "stream", Some(v)) => {
                 errors.at(
                     v,
                     format_args!("`{name}` is a flag and takes no value: write `{name}`"),

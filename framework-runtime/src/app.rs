@@ -353,6 +353,8 @@ impl RuntimeBuilder {
                 request_timeout: config.request_timeout(),
                 body_read_timeout: config.body_read_timeout(),
                 body_limit: config.body_limit(),
+                stream_send_timeout: config.stream_send_timeout(),
+                streams: Default::default(),
                 pubsub: None,
                 cache: None,
                 cron: None,

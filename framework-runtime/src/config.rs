@@ -86,6 +86,10 @@ pub struct Config {
     /// before it is answered 408 and its connection closed (default 10 s).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub body_read_timeout_secs: Option<u64>,
+    /// How long a stream's `send` waits for a client that reads nothing before the client is
+    /// disconnected (default 5 s; see `ovation::stream`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stream_send_timeout_ms: Option<u64>,
     /// On SIGTERM, how long in-flight requests may run before their connections are closed
     /// (default 30 s).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -403,6 +407,10 @@ impl Config {
 
     pub(crate) fn request_timeout(&self) -> Duration {
         Duration::from_secs(self.request_timeout_secs.unwrap_or(60))
+    }
+
+    pub(crate) fn stream_send_timeout(&self) -> Duration {
+        Duration::from_millis(self.stream_send_timeout_ms.unwrap_or(5_000))
     }
 
     pub(crate) fn call_timeout(&self) -> Duration {

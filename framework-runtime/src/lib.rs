@@ -80,6 +80,7 @@ mod runtime;
 pub mod secrets;
 mod service_auth;
 pub mod sqldb;
+pub mod stream;
 mod telemetry;
 pub mod testing;
 pub mod validate;
@@ -90,7 +91,7 @@ pub use config::Config;
 pub use error::{ErrCode, Error, Result};
 pub use ovation_macros::{api, auth_handler, database, middleware, subscription, test, workflow};
 pub use pubsub::{MessageId, Topic};
-pub use registry::{Access, Method};
+pub use registry::{Access, EndpointKind, Method};
 pub use runtime::spawn;
 pub use secrets::Secret;
 pub use sqldb::Database;
@@ -185,12 +186,16 @@ pub mod __private {
     };
     pub use crate::registry::{
         Access, Endpoint, EndpointDecl, EndpointEntry, Method, NoParamSchema, ParamSchema,
-        ParamSchemaOf, PathParam, Payload, parse_param,
+        ParamSchemaOf, PathParam, Payload, RawEndpoint, RawEndpointDecl, RawEndpointIsNotCallable,
+        StreamEndpoint, StreamEndpointDecl, parse_param,
     };
     pub use crate::runtime::{StartTask, StartTaskEntry};
     pub use crate::sqldb::{Database, DatabaseDef, DatabaseEntry, Migration};
+    pub use crate::stream::StreamSide;
+    pub use crate::stream::client::open as open_stream;
     pub use crate::testing::{run_split_test, run_test};
     pub use crate::validate::{NoValidate, ValidateOf, ValidateProbe};
+    pub use axum;
     pub use inventory;
     pub use schemars;
     pub use serde_json;

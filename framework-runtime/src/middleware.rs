@@ -251,3 +251,58 @@ fn handler<E: Endpoint>(req: Request) -> MiddlewareFuture {
         Ok(Response(Box::new(response)))
     })
 }
+
+/// Runs raw endpoint `E`'s handler inside the middleware that wrap it. Middleware see the
+/// HTTP request as the request (`req.request::<axum::extract::Request>()`, no params) and the
+/// HTTP response as the response.
+pub(crate) async fn handle_raw<E: crate::registry::RawEndpoint>(
+    request: axum::extract::Request,
+) -> Result<axum::response::Response, Error> {
+    let chain = if all().is_empty() {
+        Vec::new()
+    } else {
+        wrapping(E::TAGS)
+    };
+    if chain.is_empty() {
+        return Ok(E::handle(request).await);
+    }
+    let req = Request {
+        service: E::service(),
+        endpoint: E::NAME,
+        method: E::METHOD,
+        path: E::PATH,
+        tags: E::TAGS,
+        params: Box::new(()),
+        request: Box::new(request),
+    };
+    let next = Next {
+        rest: chain,
+        handler: raw_handler::<E>,
+    };
+    let response = next.run(req).await?;
+    response
+        .0
+        .downcast::<axum::response::Response>()
+        .map(|r| *r)
+        .map_err(|_| {
+            Error::internal(format!(
+                "a middleware replaced the response of {}.{} with a value of another type",
+                E::service(),
+                E::NAME
+            ))
+        })
+}
+
+fn raw_handler<E: crate::registry::RawEndpoint>(req: Request) -> MiddlewareFuture {
+    let taken = req.request.downcast::<axum::extract::Request>();
+    Box::pin(async move {
+        let request = taken.map_err(|_| {
+            Error::internal(format!(
+                "a middleware replaced the request of {}.{} with a value of another type",
+                E::service(),
+                E::NAME
+            ))
+        })?;
+        Ok(Response(Box::new(E::handle(*request).await)))
+    })
+}

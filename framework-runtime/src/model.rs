@@ -122,12 +122,26 @@ pub struct EndpointModel {
     pub path_params: Vec<String>,
     /// Whether the process that described the app serves it (`None`: not asked of a process).
     pub hosted: Option<bool>,
-    /// The JSON Schema of the request (`None` for an endpoint that takes none).
+    /// What it exchanges: JSON (`typed`), raw HTTP (`raw`), or messages over a WebSocket
+    /// (`stream-in`, `stream-out`, `stream-in-out`).
+    #[serde(default = "typed")]
+    pub kind: registry::EndpointKind,
+    /// The JSON Schema of the request (a stream's: its handshake; `None` for an endpoint that
+    /// takes none).
     pub request_schema: Option<serde_json::Value>,
-    pub response_schema: serde_json::Value,
+    /// The JSON Schema of the response (a stream's: the messages the server sends; `None` for a
+    /// raw endpoint).
+    pub response_schema: Option<serde_json::Value>,
+    /// The JSON Schema of the messages a stream's client sends.
+    #[serde(default)]
+    pub incoming_schema: Option<serde_json::Value>,
     /// Its tags, which select middleware.
     #[serde(default)]
     pub tags: Vec<String>,
+}
+
+fn typed() -> registry::EndpointKind {
+    registry::EndpointKind::Typed
 }
 
 /// One database of the [`AppModel`].
@@ -175,8 +189,10 @@ pub(crate) fn app_model(rt: Option<&Runtime>) -> AppModel {
                     access: i.access,
                     path_params: i.path_params.iter().map(|p| (*p).to_owned()).collect(),
                     hosted: rt.map(|rt| rt.hosts(i.service)),
+                    kind: i.kind,
                     request_schema: e.request_schema().map(schema),
-                    response_schema: schema(e.response_schema()),
+                    response_schema: e.response_schema().map(schema),
+                    incoming_schema: e.incoming_schema().map(schema),
                     tags: i.tags.iter().map(|t| (*t).to_owned()).collect(),
                 }
             })

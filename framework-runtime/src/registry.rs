@@ -39,6 +39,43 @@ impl Access {
     }
 }
 
+/// What an endpoint exchanges: JSON requests and responses (what `#[api]` makes by default),
+/// raw HTTP (`#[api(raw)]`), or typed messages over a WebSocket (`#[api(stream)]`), in one
+/// direction or both.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum EndpointKind {
+    Typed,
+    Raw,
+    /// The client sends messages ([`crate::stream::StreamIn`]).
+    StreamIn,
+    /// The server sends messages ([`crate::stream::StreamOut`]).
+    StreamOut,
+    /// Both send messages ([`crate::stream::StreamInOut`]).
+    StreamInOut,
+}
+
+impl EndpointKind {
+    /// Its name, as the app model spells it: `typed`, `raw`, `stream-in`, ...
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EndpointKind::Typed => "typed",
+            EndpointKind::Raw => "raw",
+            EndpointKind::StreamIn => "stream-in",
+            EndpointKind::StreamOut => "stream-out",
+            EndpointKind::StreamInOut => "stream-in-out",
+        }
+    }
+
+    /// Whether it is a WebSocket stream.
+    pub fn is_stream(self) -> bool {
+        matches!(
+            self,
+            EndpointKind::StreamIn | EndpointKind::StreamOut | EndpointKind::StreamInOut
+        )
+    }
+}
+
 /// The HTTP methods an endpoint can use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "UPPERCASE")]
@@ -247,17 +284,118 @@ pub struct EndpointInfo {
     pub no_content: bool,
     /// Its tags (see [`Endpoint::TAGS`]).
     pub tags: &'static [&'static str],
+    pub kind: EndpointKind,
 }
 
 /// The object-safe face of an [`Endpoint`], stored in the registry.
 pub trait DynEndpoint: Sync {
     fn info(&self) -> EndpointInfo;
+    /// The request's JSON Schema (a stream's: its handshake), if it takes one.
     fn request_schema(&self) -> Option<schemars::Schema>;
-    fn response_schema(&self) -> schemars::Schema;
+    /// The response's JSON Schema (a stream's: the messages the server sends); `None` for a
+    /// raw endpoint and a stream the server sends nothing on.
+    fn response_schema(&self) -> Option<schemars::Schema>;
+    /// The JSON Schema of the messages a stream's client sends.
+    fn incoming_schema(&self) -> Option<schemars::Schema> {
+        None
+    }
     /// JSON Schemas of the path parameters, where their types have one.
     fn path_param_schemas(&self) -> Vec<Option<schemars::Schema>>;
     #[doc(hidden)]
     fn route(&self, rt: &'static crate::runtime::Runtime) -> axum::routing::MethodRouter;
+}
+
+/// A raw endpoint (`#[api(raw)]`): the HTTP request in, anything `IntoResponse` out.
+/// Implemented by generated code.
+pub trait RawEndpoint: Send + Sync + 'static {
+    const MODULE: &'static str;
+    const NAME: &'static str;
+    const METHOD: Method;
+    const PATH: &'static str;
+    const ACCESS: Access;
+    const PATH_PARAMS: &'static [&'static str];
+    const TAGS: &'static [&'static str] = &[];
+    const LOCATION: &'static str;
+
+    /// Runs the user's function (through axum's extractors).
+    fn handle(
+        request: axum::extract::Request,
+    ) -> impl Future<Output = axum::response::Response> + Send;
+
+    fn service() -> &'static str {
+        service_of(Self::MODULE)
+    }
+}
+
+/// A streaming endpoint (`#[api(stream)]`): a handshake like a typed `GET`, then typed messages
+/// over a WebSocket. Implemented by generated code.
+pub trait StreamEndpoint: Send + Sync + 'static {
+    const MODULE: &'static str;
+    const NAME: &'static str;
+    const PATH: &'static str;
+    const ACCESS: Access;
+    const PATH_PARAMS: &'static [&'static str];
+    const HAS_REQUEST: bool;
+    const TAGS: &'static [&'static str] = &[];
+    const LOCATION: &'static str;
+
+    type Params: Send + 'static;
+    /// The handshake: decoded from the query string.
+    type Request: Payload;
+    /// What the function takes: `StreamIn`, `StreamOut` or `StreamInOut`.
+    type Stream: crate::stream::StreamSide;
+
+    fn parse_params(segments: &[&str]) -> Result<Self::Params, Error>;
+    fn render_params(params: &Self::Params) -> Vec<String>;
+    fn validate(request: &Self::Request) -> Result<(), Error> {
+        let _ = request;
+        Ok(())
+    }
+
+    /// Runs the user's function on an open stream.
+    fn handle(
+        params: Self::Params,
+        request: Self::Request,
+        stream: Self::Stream,
+    ) -> impl Future<Output = Result<(), Error>> + Send;
+
+    fn service() -> &'static str {
+        service_of(Self::MODULE)
+    }
+
+    fn path_param_schemas() -> Vec<Option<schemars::Schema>> {
+        Vec::new()
+    }
+}
+
+/// Connects a [`RawEndpoint`] type to the registry.
+#[doc(hidden)]
+#[derive(Debug)]
+pub struct RawEndpointDecl<E>(PhantomData<fn() -> E>);
+
+impl<E> RawEndpointDecl<E> {
+    pub const NEW: Self = RawEndpointDecl(PhantomData);
+}
+
+/// Connects a [`StreamEndpoint`] type to the registry.
+#[doc(hidden)]
+#[derive(Debug)]
+pub struct StreamEndpointDecl<E>(PhantomData<fn() -> E>);
+
+impl<E> StreamEndpointDecl<E> {
+    pub const NEW: Self = StreamEndpointDecl(PhantomData);
+}
+
+/// What a raw endpoint's name stands for in code: nothing callable. Implemented by no type,
+/// so calling the name fails to compile with this message.
+#[doc(hidden)]
+#[diagnostic::on_unimplemented(
+    message = "a raw endpoint cannot be called as a typed stub",
+    label = "this calls a raw endpoint (`#[api(raw)]`)",
+    note = "a raw endpoint takes and answers plain HTTP, so there is no typed request or response to call it with: send it an HTTP request, or give another service a typed `#[api]` endpoint"
+)]
+pub trait RawEndpointIsNotCallable {
+    fn refuse(self) -> std::convert::Infallible;
 }
 
 /// Connects an [`Endpoint`] type to the registry.

@@ -67,6 +67,10 @@ pub struct Runtime {
     /// Longest a client may take to send a request's body (at most `request_timeout`).
     pub(crate) body_read_timeout: Duration,
     pub(crate) body_limit: usize,
+    /// How long a stream's `send` waits for a client that reads nothing.
+    pub(crate) stream_send_timeout: Duration,
+    /// The open streams, closed at shutdown.
+    pub(crate) streams: Streams,
     /// Pub/Sub, when the app declares topics or subscriptions.
     pub(crate) pubsub: Option<&'static crate::pubsub::postgres::PgPubSub>,
     /// The cron database, when the app declares a cron job and this process hosts a service.
@@ -85,6 +89,41 @@ pub struct Runtime {
     /// Held by each handler of a request that changes something, which runs in a task of its
     /// own and so may outlive its connection: shutdown waits for them (its strong count).
     pub(crate) writes: std::sync::Arc<()>,
+}
+
+/// The streams a process serves: told to close when it shuts down, counted so it can wait for
+/// them.
+#[derive(Debug)]
+pub(crate) struct Streams {
+    closing: tokio::sync::watch::Sender<bool>,
+    /// Held by each open stream (its strong count).
+    pub(crate) open: std::sync::Arc<()>,
+}
+
+impl Default for Streams {
+    fn default() -> Self {
+        Streams {
+            closing: tokio::sync::watch::Sender::new(false),
+            open: std::sync::Arc::default(),
+        }
+    }
+}
+
+impl Streams {
+    /// What an open stream watches for shutdown.
+    pub(crate) fn closing(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.closing.subscribe()
+    }
+
+    /// Closes every open stream (`1001 going away`); new ones close at once.
+    pub(crate) fn close_all(&self) {
+        self.closing.send_replace(true);
+    }
+
+    /// How many streams are open.
+    pub(crate) fn count(&self) -> usize {
+        std::sync::Arc::strong_count(&self.open) - 1
+    }
 }
 
 /// A task a service runs from start-up to shutdown, declared with [`crate::on_start!`].

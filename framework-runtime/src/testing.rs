@@ -112,6 +112,13 @@ impl Hosting {
         self
     }
 
+    /// How long a stream's `send` waits for a client that reads nothing (default 5 s).
+    pub fn stream_send_timeout(mut self, timeout: std::time::Duration) -> Hosting {
+        self.config.stream_send_timeout_ms =
+            Some(u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX));
+        self
+    }
+
     /// Which web pages of other origins may call the endpoints (default: none).
     pub fn cors(mut self, cors: crate::config::Cors) -> Hosting {
         self.config.cors = cors;

@@ -5,7 +5,7 @@ use proc_macro2::Span;
 use syn::spanned::Spanned;
 use syn::{FnArg, GenericArgument, Ident, ItemFn, LitStr, Pat, PathArguments, ReturnType, Type};
 
-use crate::attr::{Access, ApiAttr, KEYS};
+use crate::attr::{Access, ApiAttr, KEYS, Kind};
 use crate::errors::Errors;
 
 pub(crate) const METHODS: [&str; 6] = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD"];
@@ -19,6 +19,8 @@ pub(crate) enum ArgKind {
     /// Index into `Endpoint::path_params`.
     Path(usize),
     Request,
+    /// A stream endpoint's `StreamIn`/`StreamOut`/`StreamInOut`.
+    Stream,
 }
 
 pub(crate) struct Arg {
@@ -39,6 +41,108 @@ pub(crate) struct Endpoint<'a> {
     pub request: Option<Type>,
     pub response: Type,
     pub tags: Vec<LitStr>,
+    /// `Kind::Typed` or `Kind::Stream` (raw endpoints are a [`RawEndpoint`]).
+    pub kind: Kind,
+    /// A stream endpoint's stream type.
+    pub stream: Option<Type>,
+}
+
+/// A raw endpoint (`#[api(raw)]`): the function takes axum extractors, returns a response.
+pub(crate) struct RawEndpoint<'a> {
+    pub func: &'a ItemFn,
+    pub access: Access,
+    pub method: String,
+    pub path: LitStr,
+    pub path_names: Vec<String>,
+    pub tags: Vec<LitStr>,
+}
+
+impl<'a> RawEndpoint<'a> {
+    pub(crate) fn build(
+        attr: ApiAttr,
+        func: &'a ItemFn,
+        errors: &mut Errors,
+    ) -> Option<RawEndpoint<'a>> {
+        let sig = &func.sig;
+        if sig.asyncness.is_none() {
+            errors.at(
+                sig.fn_token,
+                "`#[api(raw)]` functions must be `async`: write `async fn`",
+            );
+        }
+        if !sig.generics.params.is_empty() || sig.generics.where_clause.is_some() {
+            errors.at(&sig.generics, "`#[api(raw)]` functions cannot be generic");
+        }
+        if let Some(FnArg::Receiver(r)) = sig.inputs.first() {
+            errors.at(r, "`#[api]` functions are free functions: remove `self`");
+        }
+        if matches!(sig.output, ReturnType::Default) {
+            errors.at(&sig.ident, "missing return type: a raw endpoint returns anything that implements axum's `IntoResponse` (e.g. `Response`, `StatusCode`, `Result<T, ovation::Error>`)");
+        }
+        let method = method(&attr, errors);
+        let path_names = path(&attr, errors);
+        Some(RawEndpoint {
+            func,
+            access: attr.access.0,
+            method: method?,
+            path: attr.path?,
+            path_names: path_names?,
+            tags: attr.tags,
+        })
+    }
+}
+
+/// The upper-case method of the attribute, checked.
+fn method(attr: &ApiAttr, errors: &mut Errors) -> Option<String> {
+    match &attr.method {
+        None => {
+            errors.at_span(Span::call_site(), format_args!("missing `method`: `#[api]` takes {KEYS}, e.g. #[api(public, method = \"GET\", path = \"/users/:id\")]"));
+            None
+        }
+        Some(lit) => {
+            let m = lit.value().to_ascii_uppercase();
+            if METHODS.contains(&m.as_str()) {
+                Some(m)
+            } else {
+                errors.at(
+                    lit,
+                    format_args!(
+                        "unknown method {:?}; use one of {}",
+                        lit.value(),
+                        METHODS.join(", ")
+                    ),
+                );
+                None
+            }
+        }
+    }
+}
+
+/// The path's parameter names, checked.
+fn path(attr: &ApiAttr, errors: &mut Errors) -> Option<Vec<String>> {
+    match &attr.path {
+        None => {
+            errors.at_span(
+                Span::call_site(),
+                "missing `path`: e.g. path = \"/users/:id\"",
+            );
+            None
+        }
+        Some(lit) => parse_path(lit, errors),
+    }
+}
+
+/// The stream type a parameter of this type is, if it is one (by its name).
+fn stream_type(ty: &Type) -> bool {
+    match ty {
+        Type::Path(p) if p.qself.is_none() => p.path.segments.last().is_some_and(|s| {
+            matches!(
+                s.ident.to_string().as_str(),
+                "StreamIn" | "StreamOut" | "StreamInOut"
+            )
+        }),
+        _ => false,
+    }
 }
 
 impl<'a> Endpoint<'a> {
@@ -57,38 +161,22 @@ impl<'a> Endpoint<'a> {
         if !sig.generics.params.is_empty() || sig.generics.where_clause.is_some() {
             errors.at(&sig.generics, "`#[api]` functions cannot be generic: an endpoint has one request and one response type");
         }
-        let method = match &attr.method {
-            None => {
-                errors.at_span(Span::call_site(), format_args!("missing `method`: `#[api]` takes {KEYS}, e.g. #[api(public, method = \"GET\", path = \"/users/:id\")]"));
-                None
-            }
-            Some(lit) => {
-                let m = lit.value().to_ascii_uppercase();
-                if METHODS.contains(&m.as_str()) {
-                    Some(m)
-                } else {
+        let stream = attr.kind.0 == Kind::Stream;
+        let method = if stream {
+            match &attr.method {
+                Some(lit) if !lit.value().eq_ignore_ascii_case("GET") => {
                     errors.at(
                         lit,
-                        format_args!(
-                            "unknown method {:?}; use one of {}",
-                            lit.value(),
-                            METHODS.join(", ")
-                        ),
+                        "a stream is opened with a WebSocket handshake, a `GET`: remove `method`",
                     );
                     None
                 }
+                _ => Some("GET".to_owned()),
             }
+        } else {
+            method(&attr, errors)
         };
-        let path_names = match &attr.path {
-            None => {
-                errors.at_span(
-                    Span::call_site(),
-                    "missing `path`: e.g. path = \"/users/:id\"",
-                );
-                None
-            }
-            Some(lit) => parse_path(lit, errors),
-        };
+        let path_names = path(&attr, errors);
         let response = result_ok_type(
             &sig.output,
             &sig.ident,
@@ -101,6 +189,7 @@ impl<'a> Endpoint<'a> {
         let mut args = Vec::new();
         let mut path_types: Vec<Option<Type>> = vec![None; path_names.as_ref().map_or(0, Vec::len)];
         let mut request: Option<(Ident, Type)> = None;
+        let mut stream_ty: Option<Type> = None;
         for input in &sig.inputs {
             let typed = match input {
                 FnArg::Receiver(r) => {
@@ -125,6 +214,19 @@ impl<'a> Endpoint<'a> {
             }
             let name = ident.to_string();
             let name = name.strip_prefix("r#").unwrap_or(&name);
+            if stream && stream_type(&typed.ty) {
+                if stream_ty.is_some() {
+                    errors.at(&typed.ty, "a stream endpoint takes one stream");
+                    continue;
+                }
+                stream_ty = Some((*typed.ty).clone());
+                args.push(Arg {
+                    ident,
+                    ty: (*typed.ty).clone(),
+                    kind: ArgKind::Stream,
+                });
+                continue;
+            }
             let path_index = path_names
                 .as_ref()
                 .and_then(|names| names.iter().position(|n| n == name));
@@ -181,6 +283,14 @@ impl<'a> Endpoint<'a> {
                 }
             }
         }
+        if stream && stream_ty.is_none() {
+            errors.at(&sig.ident, "a stream endpoint takes its stream: a parameter of type `StreamIn<T>` (the client sends), `StreamOut<T>` (the server sends) or `StreamInOut<In, Out>` (both), from `ovation::stream`");
+        }
+        if let (true, Some(response)) = (stream, &response)
+            && !matches!(response, Type::Tuple(t) if t.elems.is_empty())
+        {
+            errors.at(response, "a stream endpoint returns `Result<(), ovation::Error>`: it answers with its stream's messages");
+        }
         let (method, path, path_names, response) = (method?, attr.path?, path_names?, response?);
         let path_params = path_names
             .into_iter()
@@ -197,6 +307,8 @@ impl<'a> Endpoint<'a> {
             request: request.map(|(_, ty)| ty),
             response,
             tags,
+            kind: attr.kind.0,
+            stream: stream_ty,
         })
     }
 }

@@ -62,6 +62,7 @@ impl<E: Endpoint> DynEndpoint for EndpointDecl<E> {
             module: E::MODULE,
             no_content: E::NO_CONTENT,
             tags: E::TAGS,
+            kind: crate::registry::EndpointKind::Typed,
         }
     }
 
@@ -69,8 +70,8 @@ impl<E: Endpoint> DynEndpoint for EndpointDecl<E> {
         E::HAS_REQUEST.then(|| schemars::schema_for!(E::Request))
     }
 
-    fn response_schema(&self) -> schemars::Schema {
-        schemars::schema_for!(E::Response)
+    fn response_schema(&self) -> Option<schemars::Schema> {
+        Some(schemars::schema_for!(E::Response))
     }
 
     fn path_param_schemas(&self) -> Vec<Option<schemars::Schema>> {
@@ -120,7 +121,7 @@ pub(crate) fn route<E: Endpoint>(rt: &'static Runtime) -> MethodRouter {
 /// Says in the log, never in the answer, that a 404 came from a private endpoint: at INFO
 /// under `ovation run` (which sets `OVATION_DEV`), at DEBUG elsewhere, where it would be noise
 /// an attacker can cause.
-fn hint_private(service: &str, name: &str, method: &str, path: &str) {
+pub(super) fn hint_private(service: &str, name: &str, method: &str, path: &str) {
     static DEV: std::sync::LazyLock<bool> =
         std::sync::LazyLock::new(|| std::env::var_os("OVATION_DEV").is_some_and(|v| v == "1"));
     let hint = "it is private: only a signed call from another service reaches it (a typed \

@@ -16,6 +16,7 @@
 //! before forwarding (a signature it sends could only be a forgery or a replay).
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Request};
@@ -93,24 +94,36 @@ async fn forward(
     if let Some(user) = &user {
         tracing::Span::current().record("enduser.id", user.user_id());
     }
-    let sign = |method: &str, url: &reqwest::Url, body: &[u8]| {
-        rt.auth.sign(
-            service_auth::Signed {
-                method,
-                path: url.path(),
-                query: url.query().unwrap_or(""),
-                body,
-            },
-            service_auth::GATEWAY,
-            user.as_ref().map(|u| u.json()),
-            None,
-        )
+    let streamed = info.kind != crate::registry::EndpointKind::Typed;
+    let sign = |method: &str, url: &reqwest::Url, body: Option<&[u8]>| {
+        let signed = service_auth::Signed {
+            method,
+            path: url.path(),
+            query: url.query().unwrap_or(""),
+            body: body.unwrap_or_default(),
+        };
+        let auth = user.as_ref().map(|u| u.json());
+        match body {
+            Some(_) => rt.auth.sign(signed, service_auth::GATEWAY, auth, None),
+            // A raw endpoint's body streams on unread; a stream's handshake has none.
+            None => rt.auth.sign_streamed(signed, auth),
+        }
     };
-    forward_with(&rt.http, service, base, req, &options, Some(&sign)).await
+    forward_with(
+        &rt.http,
+        service,
+        base,
+        req,
+        &options,
+        Some(&sign),
+        streamed,
+    )
+    .await
 }
 
-/// Signs a forwarded request: its method, URL and body to the header value.
-type Signer<'a> = &'a (dyn Fn(&str, &reqwest::Url, &[u8]) -> String + Sync);
+/// Signs a forwarded request: its method, URL and body (`None`: streamed, not covered) to the
+/// header value.
+type Signer<'a> = &'a (dyn Fn(&str, &reqwest::Url, Option<&[u8]>) -> String + Sync);
 
 /// How [`forward_to`] forwards.
 #[derive(Debug, Clone)]
@@ -134,8 +147,9 @@ pub struct Forward {
 /// headers and (unless `keep_signature`) every `x-ovation-*` header dropped,
 /// `x-forwarded-for`/`-host` and the current trace context added, a refused connection
 /// retried. `target` names the upstream in errors (`unavailable` when it cannot be reached,
-/// `deadline_exceeded` past the timeout); its address goes only to the log. The gateway uses
-/// it, and so does `ovation run --watch`.
+/// `deadline_exceeded` past the timeout); its address goes only to the log. Bodies stream
+/// through both ways, and a WebSocket handshake becomes a tunnel. The gateway uses it, and so
+/// does `ovation run --watch`.
 pub async fn forward_to(
     http: &reqwest::Client,
     target: &str,
@@ -143,10 +157,11 @@ pub async fn forward_to(
     req: Request,
     options: &Forward,
 ) -> Result<Response, Error> {
-    forward_with(http, target, base, req, options, None).await
+    forward_with(http, target, base, req, options, None, true).await
 }
 
-/// [`forward_to`], signing the forwarded request with `sign` when given.
+/// [`forward_to`], signing the forwarded request with `sign` when given; the body is read
+/// whole first (to be signed) unless `streamed`.
 async fn forward_with(
     http: &reqwest::Client,
     target: &str,
@@ -154,20 +169,38 @@ async fn forward_with(
     req: Request,
     options: &Forward,
     sign: Option<Signer<'_>>,
+    streamed: bool,
 ) -> Result<Response, Error> {
     let service = target;
     let peer = req
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
         .map(|ConnectInfo(addr)| addr.ip());
-    let (parts, body) = req.into_parts();
+    let upgrade = is_websocket(req.headers());
+    let (mut parts, incoming) = req.into_parts();
     let started = tokio::time::Instant::now();
-    let body = crate::http::wire::read_body(
-        body,
-        options.body_limit,
-        started + options.body_read_timeout.min(options.timeout),
-    )
-    .await?;
+    let read_by = started + options.body_read_timeout.min(options.timeout);
+    // A body read whole can be signed, and sent again if the upstream refused the connection
+    // (it may be restarting); a large one (or one of unknown length) to a raw endpoint streams
+    // through instead, and is sent once.
+    let small = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<usize>().ok())
+        .is_some_and(|n| n <= BUFFERED_UP_TO)
+        || (parts.method == axum::http::Method::GET
+            && !parts.headers.contains_key(header::TRANSFER_ENCODING));
+    let (body, incoming) = if !streamed {
+        let bytes = crate::http::wire::read_body(incoming, options.body_limit, read_by).await?;
+        (Some(bytes), None)
+    } else if small && !upgrade {
+        let bytes = crate::http::wire::read_body(incoming, options.body_limit, read_by).await?;
+        (Some(bytes), None)
+    } else {
+        (None, Some(incoming))
+    };
+    // A streamed request is signed as one whose body is not covered.
+    let signed_body = if streamed { None } else { body.as_deref() };
 
     let mut url = base.clone();
     url.set_path(&format!(
@@ -189,7 +222,7 @@ async fn forward_with(
         }
     }
     if let Some(sign) = sign
-        && let Ok(value) = HeaderValue::from_str(&sign(parts.method.as_str(), &url, &body))
+        && let Ok(value) = HeaderValue::from_str(&sign(parts.method.as_str(), &url, signed_body))
     {
         headers.insert(service_auth::HEADER, value);
     }
@@ -212,6 +245,19 @@ async fn forward_with(
         headers.insert("x-forwarded-host", host.clone());
     }
 
+    if upgrade {
+        return tunnel(target, &url, &mut parts, headers, options).await;
+    }
+    let retry = if body.is_some() {
+        options.connect_retry
+    } else {
+        Duration::ZERO
+    };
+    let body = match (body, incoming) {
+        (Some(bytes), _) => reqwest::Body::from(bytes),
+        (None, Some(incoming)) => reqwest::Body::wrap_stream(incoming.into_data_stream()),
+        (None, None) => reqwest::Body::from(Vec::new()),
+    };
     let request = http
         .request(parts.method, url.clone())
         .headers(headers)
@@ -219,13 +265,16 @@ async fn forward_with(
         .build()
         .map_err(|e| Error::internal("the request could not be forwarded").with_source(e))?;
     let exchange = async {
-        let response = client::send(http, request, options.connect_retry).await?;
+        let response = client::send(http, request, retry).await?;
         let status = response.status();
         let headers = response.headers().clone();
+        if streamed {
+            return Ok((status, headers, Err(response)));
+        }
         let body = response.bytes().await?;
-        Ok::<_, reqwest::Error>((status, headers, body))
+        Ok::<_, reqwest::Error>((status, headers, Ok(body)))
     };
-    let (status, upstream_headers, body) =
+    let (status, upstream_headers, answer) =
         match tokio::time::timeout_at(started + options.timeout, exchange).await {
             Ok(Ok(answer)) => answer,
             Ok(Err(e)) => {
@@ -247,13 +296,112 @@ async fn forward_with(
                 )));
             }
         };
-
-    let mut response = Response::new(Body::from(body));
+    let mut response = match answer {
+        Ok(bytes) => Response::new(Body::from(bytes)),
+        // The answer streams back as it comes.
+        Err(upstream) => Response::new(Body::from_stream(upstream.bytes_stream())),
+    };
     *response.status_mut() = status;
     for (name, value) in &upstream_headers {
         if !is_hop_by_hop(name) {
             response.headers_mut().append(name.clone(), value.clone());
         }
     }
+    Ok(response)
+}
+
+/// Bodies up to this size are read whole before they are forwarded, even to a raw endpoint.
+const BUFFERED_UP_TO: usize = 256 * 1024;
+
+/// Whether the request opens a WebSocket.
+fn is_websocket(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("websocket"))
+}
+
+/// Forwards a WebSocket handshake to `url` and, once the upstream switches protocols, joins
+/// the two connections byte for byte until either side closes.
+async fn tunnel(
+    target: &str,
+    url: &reqwest::Url,
+    parts: &mut axum::http::request::Parts,
+    mut headers: HeaderMap,
+    options: &Forward,
+) -> Result<Response, Error> {
+    use hyper_util::rt::TokioIo;
+    let unavailable = || Error::unavailable(format!("service `{target}` is unavailable"));
+    let client_side = parts
+        .extensions
+        .remove::<hyper::upgrade::OnUpgrade>()
+        .ok_or_else(|| Error::internal("the connection cannot be upgraded"))?;
+    let host = url.host_str().unwrap_or("127.0.0.1").to_owned();
+    let port = url.port_or_known_default().unwrap_or(80);
+    let connect = async {
+        let tcp = tokio::net::TcpStream::connect((host.as_str(), port)).await?;
+        let _ = tcp.set_nodelay(true);
+        let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+            .await
+            .map_err(std::io::Error::other)?;
+        tokio::spawn(conn.with_upgrades());
+        Ok::<_, std::io::Error>(sender)
+    };
+    let mut sender = match tokio::time::timeout(options.timeout, connect).await {
+        Ok(Ok(sender)) => sender,
+        Ok(Err(e)) => {
+            tracing::warn!(service = target, at = %client::origin(url), "forwarding a stream failed: {e}");
+            return Err(unavailable());
+        }
+        Err(_) => return Err(unavailable()),
+    };
+    headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    if let Ok(value) = HeaderValue::from_str(&format!("{host}:{port}")) {
+        headers.insert(header::HOST, value);
+    }
+    let path_and_query = match url.query() {
+        Some(q) => format!("{}?{q}", url.path()),
+        None => url.path().to_owned(),
+    };
+    let mut request = hyper::Request::new(http_body_util::Empty::<bytes::Bytes>::new());
+    *request.uri_mut() = path_and_query
+        .parse()
+        .map_err(|_| Error::invalid_argument("invalid path"))?;
+    *request.headers_mut() = headers;
+    let mut upstream =
+        match tokio::time::timeout(options.timeout, sender.send_request(request)).await {
+            Ok(Ok(response)) => response,
+            _ => return Err(unavailable()),
+        };
+    let status = upstream.status();
+    if status != axum::http::StatusCode::SWITCHING_PROTOCOLS {
+        // The service refused the handshake: its answer goes back as it is.
+        let (parts, body) = upstream.into_parts();
+        let bytes = http_body_util::BodyExt::collect(body)
+            .await
+            .map(|c| c.to_bytes())
+            .unwrap_or_default();
+        let mut response = Response::new(Body::from(bytes));
+        *response.status_mut() = parts.status;
+        for (name, value) in &parts.headers {
+            if !is_hop_by_hop(name) {
+                response.headers_mut().append(name.clone(), value.clone());
+            }
+        }
+        return Ok(response);
+    }
+    let upstream_side = hyper::upgrade::on(&mut upstream);
+    let mut response = Response::new(Body::empty());
+    *response.status_mut() = status;
+    *response.headers_mut() = upstream.headers().clone();
+    tokio::spawn(async move {
+        let (Ok(client), Ok(service)) = tokio::join!(client_side, upstream_side) else {
+            return;
+        };
+        let _ =
+            tokio::io::copy_bidirectional(&mut TokioIo::new(client), &mut TokioIo::new(service))
+                .await;
+    });
     Ok(response)
 }

@@ -96,11 +96,13 @@ pub(crate) async fn serve(
     mut stop: oneshot::Receiver<Duration>,
 ) {
     use hyper_util::rt::TokioIo;
-    use hyper_util::server::graceful::GracefulShutdown;
     use hyper_util::service::TowerToHyperService;
     use tower::ServiceExt;
 
-    let graceful = GracefulShutdown::new();
+    // Shutdown tells each connection to finish its request in flight and close, then waits
+    // for them all (hyper-util's `GracefulShutdown`, which cannot watch a connection that
+    // may be upgraded to a WebSocket).
+    let graceful = tokio::sync::watch::Sender::new(false);
     let draining = Arc::new(AtomicBool::new(false));
     let epoch = Instant::now();
     let mut connections: Vec<std::sync::Weak<Activity>> = Vec::new();
@@ -170,27 +172,41 @@ pub(crate) async fn serve(
                 }
                 res
             });
-        let conn = http.serve_connection(
-            TokioIo::new(LingeringClose::new(stream)),
-            TowerToHyperService::new(service),
-        );
-        let conn = graceful.watch(conn);
+        let conn = http
+            .serve_connection(
+                TokioIo::new(LingeringClose::new(stream)),
+                TowerToHyperService::new(service),
+            )
+            .with_upgrades();
+        // Held until the connection ends: shutdown waits for every one to be dropped.
+        let mut stop = graceful.subscribe();
         tokio::spawn(async move {
+            let mut conn = std::pin::pin!(conn);
             tokio::select! {
                 biased;
-                closed = conn => {
+                closed = conn.as_mut() => {
                     if let Err(e) = closed {
                         tracing::debug!(%peer, "connection closed: {e}");
                     }
+                    return;
                 }
                 () = closing.close.notified() => {
                     tracing::debug!(%peer, "connection closed: no request headers within the header read timeout");
+                    return;
                 }
+                _ = stop.wait_for(|stop| *stop) => conn.as_mut().graceful_shutdown(),
             }
+            // Shutting down: the request in flight finishes, then the connection closes.
+            if let Err(e) = conn.await {
+                tracing::debug!(%peer, "connection closed: {e}");
+            }
+            drop(stop);
         });
     };
     drop(listener);
     draining.store(true, Ordering::Relaxed);
+    // Streams have no end of their own: they are told to close.
+    rt.streams.close_all();
     let drained_by = Instant::now() + drain;
     while Instant::now() < drained_by
         && !connections
@@ -201,7 +217,8 @@ pub(crate) async fn serve(
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let grace_ends = Instant::now() + rt.shutdown_grace;
-    if tokio::time::timeout(rt.shutdown_grace, graceful.shutdown())
+    graceful.send_replace(true);
+    if tokio::time::timeout(rt.shutdown_grace, graceful.closed())
         .await
         .is_err()
     {
@@ -210,8 +227,11 @@ pub(crate) async fn serve(
             rt.shutdown_grace
         );
     }
-    // Writes whose clients hung up run on without a connection: they get the grace period too.
-    while Arc::strong_count(&rt.writes) > 1 && Instant::now() < grace_ends {
+    // Writes whose clients hung up run on without a connection, and streams finish their
+    // functions: they get the grace period too.
+    while (Arc::strong_count(&rt.writes) > 1 || rt.streams.count() > 0)
+        && Instant::now() < grace_ends
+    {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     if Arc::strong_count(&rt.writes) > 1 {

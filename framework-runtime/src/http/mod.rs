@@ -24,7 +24,9 @@ pub(crate) mod gateway;
 pub(crate) mod listener;
 pub(crate) mod observe;
 pub(crate) mod openapi;
+pub(crate) mod raw;
 pub(crate) mod router;
+pub(crate) mod stream;
 pub(crate) mod wire;
 
 pub(crate) use router::{RouteError, router};

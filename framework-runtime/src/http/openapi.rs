@@ -11,6 +11,10 @@
 //! no body for a function returning `()`), and any other status with the
 //! [`Error`](crate::Error) body.
 //!
+//! A raw endpoint is an operation with its path and method only: its body and answers are its
+//! own, so they are left undescribed. A stream is left out: OpenAPI has no way to say
+//! "WebSocket" (the app model and the dashboard list streams with their message schemas).
+//!
 //! Served at `/__ovation/openapi.json`; `ovation gen openapi` prints it.
 
 use std::collections::BTreeMap;
@@ -28,7 +32,7 @@ pub(crate) fn spec() -> Value {
     let mut title = None;
     for e in registry::endpoints() {
         let info = e.info();
-        if info.access == Access::Private {
+        if info.access == Access::Private || info.kind.is_stream() {
             continue;
         }
         title.get_or_insert_with(|| info.module.split("::").next().unwrap_or("app").to_owned());
@@ -85,10 +89,28 @@ pub(crate) fn spec() -> Value {
             optional.extend(schemes.keys().map(|name| json!({ name.as_str(): [] })));
             op.insert("security".into(), Value::Array(optional));
         }
+        if info.kind == registry::EndpointKind::Raw {
+            op.insert(
+                "description".into(),
+                json!("A raw endpoint: it reads the request and writes the response itself."),
+            );
+            op.insert(
+                "responses".into(),
+                json!({ "default": { "description": "The endpoint's own answer" } }),
+            );
+            paths
+                .entry(openapi_path(info.path))
+                .or_default()
+                .insert(info.method.as_str().to_ascii_lowercase(), Value::Object(op));
+            continue;
+        }
         let success = if info.no_content {
             ("204", json!({ "description": "Success, no content" }))
         } else {
-            let response = components.adopt(e.response_schema().to_value());
+            let response = components.adopt(
+                e.response_schema()
+                    .map_or(Value::Bool(true), schemars::Schema::to_value),
+            );
             (
                 "200",
                 json!({
