@@ -400,7 +400,12 @@ async fn watch(
 
 /// Forwards every request on `listener` to the current `target`.
 fn serve_proxy(listener: TcpListener, target: Arc<RwLock<reqwest::Url>>) {
-    let http = reqwest::Client::new();
+    // The app's redirects go to the client as they are; no proxy between us and loopback.
+    let http = reqwest::Client::builder()
+        .no_proxy()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("an HTTP client without TLS always builds");
     let app = axum::Router::new().fallback(move |req: axum::extract::Request| {
         let (http, target) = (http.clone(), target.clone());
         async move {

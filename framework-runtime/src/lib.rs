@@ -112,6 +112,8 @@ pub mod prelude {
     pub use uuid::Uuid;
 }
 
+/// axum, whose extractors and responses raw endpoints (`#[api(raw)]`) take and return.
+pub use axum;
 pub use garde;
 pub use schemars;
 pub use serde;

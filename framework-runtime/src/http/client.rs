@@ -11,10 +11,12 @@ pub(crate) const CLIENT_IDLE_TIMEOUT: Duration = Duration::from_secs(1);
 /// The client of calls between services and of the gateway's forwarding. It ignores
 /// `HTTP_PROXY`/`http_proxy`/`ALL_PROXY`: those are for a developer's or a host's traffic to
 /// the outside, and a proxy would see every signed request between the app's own services
-/// (and, pointed at nothing, break them: loopback included).
+/// (and, pointed at nothing, break them: loopback included). It follows no redirect: a
+/// gateway passes a service's redirect on to its client, as it is.
 pub(crate) fn http_client() -> reqwest::Client {
     reqwest::Client::builder()
         .no_proxy()
+        .redirect(reqwest::redirect::Policy::none())
         // Never reuse a connection a draining server may be closing: see `serve`.
         .pool_idle_timeout(CLIENT_IDLE_TIMEOUT)
         .tcp_nodelay(true)
