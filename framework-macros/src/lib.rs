@@ -8,6 +8,7 @@ mod auth_handler;
 mod database;
 mod errors;
 mod middleware;
+mod static_files;
 mod subscription;
 mod test_attr;
 mod workflow;
@@ -131,4 +132,13 @@ pub fn test(attr: TokenStream, item: TokenStream) -> TokenStream {
 #[proc_macro_attribute]
 pub fn workflow(attr: TokenStream, item: TokenStream) -> TokenStream {
     workflow::expand(attr.into(), item.into()).into()
+}
+
+/// Serves a folder's files under a path prefix, embedded in the binary at build time:
+/// `ovation::static_files!("/assets", dir = "./public")` (the folder relative to the crate's
+/// `Cargo.toml`), in the module of the service that serves them. Public, with content types,
+/// `ETag`/`Last-Modified` revalidation, and no way out of the folder.
+#[proc_macro]
+pub fn static_files(input: TokenStream) -> TokenStream {
+    static_files::expand(input.into()).into()
 }

@@ -89,7 +89,9 @@ pub mod workflow;
 pub use app::{Server, StartupError, run, start};
 pub use config::Config;
 pub use error::{ErrCode, Error, Result};
-pub use ovation_macros::{api, auth_handler, database, middleware, subscription, test, workflow};
+pub use ovation_macros::{
+    api, auth_handler, database, middleware, static_files, subscription, test, workflow,
+};
 pub use pubsub::{MessageId, Topic};
 pub use registry::{Access, EndpointKind, Method};
 pub use runtime::spawn;
@@ -181,6 +183,7 @@ pub mod __private {
     };
     pub use crate::call::call;
     pub use crate::error::Error;
+    pub use crate::http::static_files::{StaticDir, StaticFile, StaticRoute};
     pub use crate::middleware::{Middleware, MiddlewareEntry, MiddlewareFuture, Target};
     pub use crate::pubsub::{
         SubscriptionConfig, SubscriptionDef, SubscriptionEntry, Topic, TopicDef, TopicEntry,

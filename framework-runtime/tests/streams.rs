@@ -2,7 +2,8 @@
 //! through a gateway in front of another. Raw bodies reach the handler byte for byte and
 //! stream through the gateway; streams carry typed messages both ways, end with the function's
 //! outcome, push back on a client that stops reading (it is disconnected, the others are not),
-//! and close with `1001` when the server shuts down.
+//! and close with `1001` when the server shuts down. Static files are served with their
+//! content types and revalidation, and nothing outside their folder can be named.
 
 use std::time::Duration;
 
@@ -58,6 +59,10 @@ mod files {
     pub async fn internal() -> &'static str {
         "internal"
     }
+}
+
+mod web {
+    ovation::static_files!("/site", dir = "tests/static");
 }
 
 mod feed {
@@ -492,5 +497,108 @@ async fn a_stopping_server_closes_its_streams_with_going_away() {
         .await
         .expect("shutdown waited on the stream")
         .unwrap();
+    env.close().await;
+}
+
+/// A request written by hand, so the path reaches the server as it is (clients normalise `..`).
+async fn raw_get(base: &str, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = base.trim_start_matches("http://");
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    tcp.write_all(
+        format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .await
+    .unwrap();
+    let mut answer = String::new();
+    tcp.read_to_string(&mut answer).await.unwrap();
+    answer
+}
+
+#[tokio::test]
+async fn static_files_have_content_types_revalidate_and_stay_in_their_folder() {
+    let env = TestEnv::new().await.unwrap();
+    let service = env.serve(Hosting::only(["web"])).await.unwrap();
+    let gateway = env
+        .serve(Hosting::gateway().remote("web", service.url()))
+        .await
+        .unwrap();
+    let http = reqwest::Client::new();
+    for (base, via) in [
+        (service.url(), "directly"),
+        (gateway.url(), "through the gateway"),
+    ] {
+        for (path, content_type, contains) in [
+            ("/site", "text/html; charset=utf-8", "It works"),
+            ("/site/", "text/html; charset=utf-8", "It works"),
+            ("/site/index.html", "text/html; charset=utf-8", "It works"),
+            (
+                "/site/app.js",
+                "text/javascript; charset=utf-8",
+                "console.log",
+            ),
+            ("/site/style.css", "text/css; charset=utf-8", "teal"),
+            ("/site/img/logo.svg", "image/svg+xml", "<svg"),
+        ] {
+            let answer = http.get(format!("{base}{path}")).send().await.unwrap();
+            assert_eq!(answer.status(), 200, "{via} {path}");
+            assert_eq!(
+                answer.headers()["content-type"],
+                content_type,
+                "{via} {path}"
+            );
+            let etag = answer.headers()["etag"].clone();
+            let modified = answer.headers()["last-modified"].clone();
+            assert!(
+                answer.text().await.unwrap().contains(contains),
+                "{via} {path}"
+            );
+            // Revalidation: the same tag (or a date not older than the file) is 304, no body.
+            let again = http
+                .get(format!("{base}{path}"))
+                .header("if-none-match", etag.clone())
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(again.status(), 304, "{via} {path}");
+            assert_eq!(again.headers()["etag"], etag, "{via} {path}");
+            assert!(again.bytes().await.unwrap().is_empty(), "{via} {path}");
+            let since = http
+                .get(format!("{base}{path}"))
+                .header("if-modified-since", modified)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(since.status(), 304, "{via} {path}");
+            let changed = http
+                .get(format!("{base}{path}"))
+                .header("if-none-match", "\"another\"")
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(changed.status(), 200, "{via} {path}");
+        }
+        let missing = http
+            .get(format!("{base}/site/nope.js"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(missing.status(), 404, "{via}");
+        let body: serde_json::Value = missing.json().await.unwrap();
+        assert_eq!(body["code"], "not_found", "{via}");
+        for path in [
+            "/site/../Cargo.toml",
+            "/site/img/../../Cargo.toml",
+            "/site/%2e%2e/Cargo.toml",
+            "/site/img/..%2f..%2fCargo.toml",
+            "/site/%2E%2E%2FCargo.toml",
+            "/site/..%5cCargo.toml",
+            "/site/img/%2e%2e/index.html",
+        ] {
+            let answer = raw_get(&base, path).await;
+            assert!(answer.starts_with("HTTP/1.1 404"), "{via} {path}: {answer}");
+            assert!(!answer.contains("[package]"), "{via} {path}: {answer}");
+        }
+    }
     env.close().await;
 }

@@ -176,6 +176,14 @@ async fn forward_with(
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
         .map(|ConnectInfo(addr)| addr.ip());
+    // The URL the request is forwarded to would resolve `.` and `..` segments (`%2e%2e`
+    // included) and so name another path than the one routed here: such a path names nothing.
+    if dot_segments(req.uri().path()) {
+        return Ok(super::wire::not_found_response(
+            req.method().as_str(),
+            req.uri().path(),
+        ));
+    }
     let upgrade = is_websocket(req.headers());
     let (mut parts, incoming) = req.into_parts();
     let started = tokio::time::Instant::now();
@@ -308,6 +316,14 @@ async fn forward_with(
         }
     }
     Ok(response)
+}
+
+/// Whether a path has a `.` or `..` segment, percent-encoded or not.
+fn dot_segments(path: &str) -> bool {
+    path.split('/').any(|segment| {
+        let decoded = percent_encoding::percent_decode_str(segment).decode_utf8_lossy();
+        decoded == "." || decoded == ".."
+    })
 }
 
 /// Bodies up to this size are read whole before they are forwarded, even to a raw endpoint.

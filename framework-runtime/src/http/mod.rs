@@ -26,6 +26,7 @@ pub(crate) mod observe;
 pub(crate) mod openapi;
 pub(crate) mod raw;
 pub(crate) mod router;
+pub(crate) mod static_files;
 pub(crate) mod stream;
 pub(crate) mod wire;
 
