@@ -151,6 +151,7 @@ pub fn router(
         .route("/architecture", axum::routing::get(architecture::page))
         .route("/explorer", axum::routing::get(explorer::page))
         .route("/api/explorer", axum::routing::post(explorer::call))
+        .route("/api/explorer/stream", axum::routing::get(explorer::stream))
         .route("/pubsub", axum::routing::get(pubsub::page))
         .route("/databases", axum::routing::get(databases::page))
         .route(

@@ -166,6 +166,33 @@ async fn check(State(guard): State<Guard>, req: Request, next: Next) -> Response
         // A rebound or forwarded name: nothing of this server is for it, not even a 404 page.
         return StatusCode::MISDIRECTED_REQUEST.into_response();
     };
+    // A WebSocket handshake is a GET that browsers send from any page (no CORS applies), and
+    // what it opens acts: the page's own origin and its token (in the query, where a page's
+    // WebSocket can carry it) are required.
+    let websocket = req
+        .headers()
+        .get(header::UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
+    if websocket {
+        if same_origin(req.headers(), &host) != Some(true) {
+            return refuse(
+                StatusCode::FORBIDDEN,
+                "this stream is opened only by the dashboard's own page",
+            );
+        }
+        let offered = req
+            .uri()
+            .query()
+            .and_then(|q| form_field(q.as_bytes(), TOKEN_FIELD));
+        if !offered.is_some_and(|t| guard.token_matches(t.as_bytes())) {
+            return refuse(
+                StatusCode::FORBIDDEN,
+                "the dashboard's token is missing or stale: reload the page",
+            );
+        }
+        return next.run(req).await;
+    }
     if matches!(*req.method(), Method::GET | Method::HEAD) {
         return next.run(req).await;
     }

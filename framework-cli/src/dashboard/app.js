@@ -77,7 +77,18 @@ async function sendExplorer(event) {
       if (box && box.value.trim()) call[field] = JSON.parse(box.value);
     }
   } catch (e) {
-    out.innerHTML = '<p class="notice" id="response-error">Not JSON: ' + esc(e.message) + "</p>";
+    const shown = out || document.getElementById("stream");
+    shown.hidden = false;
+    shown.innerHTML = '<p class="notice" id="response-error">Not JSON: ' + esc(e.message) + "</p>";
+    return;
+  }
+  const raw = form.querySelector('textarea[name="raw"]');
+  if (raw) {
+    call.raw = raw.value;
+    call.contentType = form.querySelector('input[name="content-type"]').value;
+  }
+  if (form.dataset.kind.startsWith("stream")) {
+    openStream(call);
     return;
   }
   out.innerHTML = '<p class="muted">Sending…</p>';
@@ -98,5 +109,52 @@ async function sendExplorer(event) {
     Number(answer.durationMs).toFixed(1) + ' ms · <a id="response-trace" href="/traces/' + esc(answer.traceId) +
     '">trace</a></p><h4>Body</h4><pre id="response-body">' + esc(body) + "</pre><h4>Headers</h4><pre>" + headers + "</pre>";
 }
+// A stream: a WebSocket to the dashboard, which opens the app's and relays both ways. The
+// token rides in the query (a page's WebSocket cannot set headers).
+let stream = null;
+function openStream(call) {
+  if (stream) stream.close();
+  const box = document.getElementById("stream");
+  const state = document.getElementById("stream-state");
+  const list = document.getElementById("stream-messages");
+  box.hidden = false;
+  list.innerHTML = "";
+  state.textContent = "Opening…";
+  const scheme = location.protocol === "https:" ? "wss:" : "ws:";
+  const query = new URLSearchParams({ call: JSON.stringify(call), csrf: csrfToken() });
+  const ws = new WebSocket(`${scheme}//${location.host}/api/explorer/stream?${query}`);
+  stream = ws;
+  ws.onmessage = (event) => {
+    const data = JSON.parse(event.data);
+    // The dashboard's first message says the stream is open, with its trace.
+    if (!ws.shown) {
+      ws.shown = true;
+      state.innerHTML = 'Open · <a id="stream-trace" href="/traces/' + esc(data.traceId) + '">trace</a>';
+      return;
+    }
+    const li = document.createElement("li");
+    li.className = "message";
+    li.textContent = JSON.stringify(data);
+    list.append(li);
+  };
+  ws.onclose = (event) => {
+    if (stream === ws) stream = null;
+    state.textContent = "Closed: " + event.code + (event.reason ? " " + event.reason : "");
+  };
+}
+const streamSend = document.getElementById("stream-send");
+if (streamSend) streamSend.addEventListener("submit", (event) => {
+  event.preventDefault();
+  if (!stream) return;
+  const text = streamSend.querySelector("textarea").value;
+  try { JSON.parse(text); } catch (e) {
+    document.getElementById("stream-state").textContent = "Not JSON: " + e.message;
+    return;
+  }
+  stream.send(text);
+});
+const streamClose = document.getElementById("stream-close");
+if (streamClose) streamClose.addEventListener("click", () => { if (stream) stream.close(1000); });
+
 const explorerForm = document.getElementById("explorer");
 if (explorerForm) explorerForm.addEventListener("submit", sendExplorer);

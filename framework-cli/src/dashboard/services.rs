@@ -5,6 +5,7 @@ use std::fmt::Write as _;
 
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
+use ovation::EndpointKind;
 use ovation::tooling::AppModel;
 use serde_json::Value;
 
@@ -51,19 +52,47 @@ pub(super) fn render_services(model: &AppModel) -> String {
             out.push_str("<h3>Endpoints</h3><ul class=\"endpoints\">");
             for e in &mine {
                 let access = e.access.as_str();
+                let tree = |schema: Option<&Value>| schema_tree(schema.unwrap_or(&Value::Null));
+                let (kind, schemas) = match e.kind {
+                    EndpointKind::Typed => (
+                        String::new(),
+                        format!(
+                            "<div><h4>Request</h4>{}</div><div><h4>Response</h4>{}</div>",
+                            tree(e.request_schema.as_ref()),
+                            tree(e.response_schema.as_ref())
+                        ),
+                    ),
+                    EndpointKind::Raw => (
+                        " <span class=\"badge kind\">raw</span>".to_owned(),
+                        "<div><p class=\"muted\">Raw HTTP: the endpoint reads the request and \
+                         writes the response itself.</p></div>"
+                            .to_owned(),
+                    ),
+                    kind => (
+                        format!(" <span class=\"badge kind\">{}</span>", kind.as_str()),
+                        format!(
+                            "<div><h4>Handshake</h4>{}</div><div><h4>Client sends</h4>{}</div>\
+                             <div><h4>Server sends</h4>{}</div>",
+                            tree(e.request_schema.as_ref()),
+                            tree(e.incoming_schema.as_ref()),
+                            tree(e.response_schema.as_ref())
+                        ),
+                    ),
+                };
                 let _ = write!(
                     out,
                     "<li><details><summary><span class=\"method\">{method}</span> \
-                     <code>{path}</code> <span class=\"badge {access}\">{access}</span> \
+                     <code>{path}</code> <span class=\"badge {access}\">{access}</span>{kind} \
                      <span class=\"muted\">{name}</span></summary>\
-                     <div class=\"schemas\"><div><h4>Request</h4>{req}</div>\
-                     <div><h4>Response</h4>{resp}</div></div></details></li>",
-                    method = e.method.as_str(),
+                     <div class=\"schemas\">{schemas}</div></details></li>",
+                    method = if e.kind.is_stream() {
+                        "WS"
+                    } else {
+                        e.method.as_str()
+                    },
                     path = esc(&e.path),
                     access = access,
                     name = esc(&e.name),
-                    req = schema_tree(e.request_schema.as_ref().unwrap_or(&Value::Null)),
-                    resp = schema_tree(&e.response_schema),
                 );
             }
             out.push_str("</ul>");

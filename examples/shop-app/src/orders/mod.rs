@@ -1,10 +1,13 @@
 //! The `orders` service: checks the user and the product with their services, reserves the
-//! stock, records the order and publishes `OrderCreated` with it.
+//! stock, records the order and publishes `OrderCreated` with it. Confirmed orders are pushed
+//! to the clients of `GET /orders/live` ([`live`]).
 
 use ovation::prelude::*;
 use ovation::workflow::step;
 
 use crate::{products, users};
+
+pub mod live;
 
 static DB: Database = ovation::database!("orders", migrations = "./migrations");
 

@@ -1,6 +1,7 @@
 //! The `payments` service: charges and refunds, each idempotent by the caller's key.
 //!
 //! Both endpoints are private: only the app's services (the checkout service) may move money.
+//! The payment provider reaches the shop through its webhook ([`webhook`]), public and signed.
 //!
 //! **The decline rule.** Every user has a credit limit of [`CREDIT_LIMIT_CENTS`]
 //! (10,000.00): a charge is declined (`failed_precondition`, "payment declined") when it
@@ -17,6 +18,8 @@
 use ovation::prelude::*;
 
 use crate::check_text;
+
+pub mod webhook;
 
 static DB: Database = ovation::database!("payments", migrations = "./migrations");
 
