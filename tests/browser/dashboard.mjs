@@ -94,6 +94,30 @@ try {
   const me = await explore("users.me", () => page.locator("input[data-credential]").fill(token));
   if (me.status !== "200" || !me.body.includes(explorerEmail)) throw new Error(`/me: ${me.status} ${me.body}`);
 
+  // Raw endpoints and streams are listed with their kind. The explorer sends a raw body as
+  // written (the webhook refuses it unsigned: 401), and opens the live orders stream: an order
+  // placed meanwhile shows up as it is pushed; closing it closes normally.
+  await page.goto(`${dashboard}/services`);
+  await page.locator("#service-orders .badge.kind", { hasText: "stream-out" }).waitFor();
+  await page.locator("#service-payments .badge.kind", { hasText: "raw" }).first().waitFor();
+  const hook = await explore("payments.payments_webhook", () =>
+    page.locator('textarea[name="raw"]').fill('{"id": "evt_explorer", "type": "charge.succeeded"}'));
+  if (hook.status !== "401") throw new Error(`unsigned webhook: ${hook.status} ${hook.body}`);
+  await page.goto(`${dashboard}/explorer?endpoint=orders.live`);
+  await page.locator("#explorer").waitFor();
+  await page.locator("#explorer button").click();
+  await page.locator("#stream-state", { hasText: "Open" }).waitFor();
+  const pushed = await (await fetch(`${app}/orders`, {
+    method: "POST",
+    headers: { "content-type": "application/json" },
+    body: JSON.stringify({ userId: env("USER_ID"), productId: env("PRODUCT_ID"), quantity: 1 }),
+  })).json();
+  if (!pushed.id) throw new Error(`order for the stream: ${JSON.stringify(pushed)}`);
+  await page.locator("#stream-messages li", { hasText: pushed.id }).waitFor({ timeout: 10000 });
+  await page.screenshot({ path: `${out}/stream.png`, fullPage: false });
+  await page.locator("#stream-close").click();
+  await page.locator("#stream-state", { hasText: "Closed: 1000" }).waitFor();
+
   // Traces: a new order appears without a reload, and opens as a waterfall.
   await page.goto(`${dashboard}/traces`);
   const before = await page.locator("#trace-rows tr").evaluateAll((rows) => rows.map((r) => r.dataset.trace));

@@ -19,6 +19,8 @@ fn cli(data_dir: &Path, args: &[&str]) -> Output {
 
 /// The shop's `SessionKey` in these deployments: set in the environment, as an operator would.
 const SESSION_KEY: &str = "deploy-test-session-key-3f9a1c";
+/// The shop's `PaymentsWebhookKey` in these deployments, set the same way.
+const WEBHOOK_KEY: &str = "deploy-test-webhook-key-8d2e47";
 
 fn cli_with(data_dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
     Command::new(ovation())
@@ -29,6 +31,7 @@ fn cli_with(data_dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
         .env_remove("OVATION_PUBSUB")
         .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
         .env("OVATION_SECRET_SESSION_KEY", SESSION_KEY)
+        .env("OVATION_SECRET_PAYMENTS_WEBHOOK_KEY", WEBHOOK_KEY)
         // Not the developer's own secrets file: only what the test sets.
         .env("OVATION_SECRETS_FILE", data_dir.join("no-secrets.json"))
         .envs(env.iter().copied())
@@ -295,13 +298,16 @@ async fn the_shop_app_runs_as_separate_processes_behind_the_gateway() {
         assert_eq!(meta.status, 200, "{meta:?}");
         assert_eq!(
             meta.body["secrets"],
-            json!([{"name": "SessionKey", "env": "OVATION_SECRET_SESSION_KEY"}])
+            json!([
+                {"name": "PaymentsWebhookKey", "env": "OVATION_SECRET_PAYMENTS_WEBHOOK_KEY"},
+                {"name": "SessionKey", "env": "OVATION_SECRET_SESSION_KEY"},
+            ])
         );
         everything.push_str(&meta.body.to_string());
     }
     assert!(
-        !everything.contains(SESSION_KEY),
-        "the SessionKey's value leaked into a log, a span or the app model"
+        !everything.contains(SESSION_KEY) && !everything.contains(WEBHOOK_KEY),
+        "a secret's value leaked into a log, a span or the app model"
     );
 
     // Private endpoints: unreachable from outside, at every port, with every forgery.
@@ -732,11 +738,15 @@ fn kubernetes_manifests_pass_kubernetes_validate() {
     assert!(all.contains("/__ovation/health"));
     // The app's secrets come from the Secret the operator creates, never from the manifests.
     assert!(all.contains("OVATION_SECRET_SESSION_KEY"), "{all}");
+    assert!(all.contains("OVATION_SECRET_PAYMENTS_WEBHOOK_KEY"), "{all}");
     assert!(all.contains("shop-app-secrets"));
-    assert!(!all.contains(SESSION_KEY));
+    assert!(!all.contains(SESSION_KEY) && !all.contains(WEBHOOK_KEY));
     let notes = std::fs::read_to_string(out_dir.join("NOTES.md")).unwrap();
     assert!(
-        notes.contains("kubectl create secret generic shop-app-secrets --from-literal=SessionKey="),
+        notes.contains(
+            "kubectl create secret generic shop-app-secrets \
+             --from-literal=PaymentsWebhookKey='...' --from-literal=SessionKey="
+        ),
         "{notes}"
     );
     assert!(all.contains("nats://shop-app-nats:4222"));

@@ -145,11 +145,30 @@ async fn every_confirmed_order_reaches_every_live_client_once() {
     let c = Client::new(shop.g.url());
     let (user, product) = c.user_and_product("live@example.com", 250, 1000).await;
     // Through the gateway, which takes the replicas in turn: clients on both.
-    let mut clients = Vec::new();
-    for _ in 0..3 {
-        clients.push(live(&shop.g.url()).await);
+    // Each client reads in a task of its own, noting when each message arrived.
+    let mut readers = Vec::new();
+    for i in 0..3 {
+        let mut ws = live(&shop.g.url()).await;
+        readers.push(tokio::spawn(async move {
+            let mut got: Vec<(Value, Instant)> = Vec::new();
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+            while got.len() < BUYERS {
+                let message = tokio::time::timeout_at(deadline, ws.next())
+                    .await
+                    .unwrap_or_else(|_| panic!("client {i} got {} of {BUYERS} orders", got.len()));
+                let Some(Ok(Message::Text(text))) = message else {
+                    panic!("client {i}: {message:?}");
+                };
+                got.push((serde_json::from_str(&text).unwrap(), Instant::now()));
+            }
+            // Nothing more comes.
+            let extra = tokio::time::timeout(Duration::from_millis(300), ws.next()).await;
+            assert!(extra.is_err(), "client {i} got more: {extra:?}");
+            got
+        }));
     }
-    let stalled = live(&shop.g.url()).await;
+    // A fourth client reads nothing: it holds back no one.
+    let _stalled = live(&shop.g.url()).await;
 
     let started = Instant::now();
     let buyers: Vec<_> = (0..BUYERS)
@@ -176,18 +195,11 @@ async fn every_confirmed_order_reaches_every_live_client_once() {
     }
 
     let mut sequences = Vec::new();
-    let mut latest = Duration::ZERO;
-    for (i, ws) in clients.iter_mut().enumerate() {
-        let mut got: Vec<String> = Vec::new();
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
-        while got.len() < BUYERS {
-            let message = tokio::time::timeout_at(deadline, ws.next())
-                .await
-                .unwrap_or_else(|_| panic!("client {i} got {} of {BUYERS} orders", got.len()));
-            let Some(Ok(Message::Text(text))) = message else {
-                panic!("client {i}: {message:?}");
-            };
-            let live: Value = serde_json::from_str(&text).unwrap();
+    let mut slowest = Duration::ZERO;
+    for (i, reader) in readers.into_iter().enumerate() {
+        let got = reader.await.unwrap();
+        let mut ids = Vec::new();
+        for (live, arrived) in got {
             let id = live["orderId"].as_str().unwrap().to_owned();
             let (order, answered) = placed
                 .get(&id)
@@ -196,26 +208,26 @@ async fn every_confirmed_order_reaches_every_live_client_once() {
             assert_eq!(live["productId"], order["productId"], "{live}");
             assert_eq!(live["quantity"], order["quantity"], "{live}");
             assert_eq!(live["totalCents"], order["totalCents"], "{live}");
-            latest = latest.max(answered.elapsed());
-            got.push(id);
+            slowest = slowest.max(arrived.saturating_duration_since(*answered));
+            ids.push(id);
         }
-        // Exactly once each, nothing more.
+        // Exactly once each.
         assert_eq!(
-            got.iter().collect::<HashSet<_>>().len(),
+            ids.iter().collect::<HashSet<_>>().len(),
             BUYERS,
             "client {i}"
         );
-        let extra = tokio::time::timeout(Duration::from_millis(300), ws.next()).await;
-        assert!(extra.is_err(), "client {i} got more: {extra:?}");
-        sequences.push(got);
+        sequences.push(ids);
     }
     // Every client saw the orders in the same order, whichever replica served it.
     assert!(sequences.windows(2).all(|w| w[0] == w[1]));
     println!(
-        "{BUYERS} orders in {:?}; the last message reached its client {latest:?} after its order was answered",
+        "{BUYERS} orders in {:?}; the slowest message reached its client {slowest:?} after its order was answered",
         started.elapsed()
     );
-    drop(stalled);
+    // The feature's promise is a second (~0.25 s here); the bound only catches a feed stuck on
+    // a timer, without failing a loaded machine.
+    assert!(slowest < Duration::from_secs(5), "{slowest:?}");
     shop.env.close().await;
 }
 

@@ -190,6 +190,9 @@ fn write_hello(app: &Path, message: &str) {
              pub struct Greeting {{\n    pub message: String,\n}}\n\n\
              #[api(public, method = \"GET\", path = \"/hello\")]\n\
              pub async fn hello() -> Result<Greeting, Error> {{\n    Ok(Greeting {{ message: {message}.into() }})\n}}\n\n\
+             #[api(stream, public, path = \"/count\")]\n\
+             pub async fn count(mut out: ovation::stream::StreamOut<u32>) -> Result<(), Error> {{\n    \
+                 for n in 1..=3 {{ out.send(&n).await?; }}\n    Ok(())\n}}\n\n\
              #[cfg(test)]\n\
              mod tests {{\n    \
                  #[ovation::test]\n    \
@@ -267,6 +270,27 @@ async fn watch_swaps_in_a_changed_handler_without_a_failed_request() {
         "the loop ran across the swap: {}",
         answers.len()
     );
+
+    // A stream opens through the watch proxy: the WebSocket is tunnelled to the app.
+    {
+        use futures_util::StreamExt;
+        use tokio_tungstenite::tungstenite::Message;
+        let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://127.0.0.1:{port}/count"))
+            .await
+            .unwrap();
+        let mut got = Vec::new();
+        while let Some(Ok(m)) = ws.next().await {
+            match m {
+                Message::Text(t) => got.push(t.to_string()),
+                Message::Close(frame) => {
+                    assert_eq!(frame.map(|f| u16::from(f.code)), Some(1000));
+                    break;
+                }
+                _ => {}
+            }
+        }
+        assert_eq!(got, ["1", "2", "3"]);
+    }
 
     // The dashboard reads the app's model through the watch proxy: its signed request passes.
     let services = http

@@ -306,6 +306,54 @@ async fn state_changing_requests_need_the_pages_origin_and_token() {
     }
 }
 
+/// A WebSocket is a `GET` any page may open to any host (no CORS applies): the explorer's
+/// stream relay takes one only from the dashboard's own page with its token.
+#[tokio::test]
+async fn the_explorers_stream_needs_the_pages_origin_and_token() {
+    let (base, port) = dashboard().await;
+    let http = reqwest::Client::new();
+    let token = token(&http, &base).await;
+    let own = format!("http://127.0.0.1:{port}");
+    let foreign = format!("http://127.0.0.1:{}", port + 1);
+    let call = "%7B%22service%22%3A%22orders%22%2C%22endpoint%22%3A%22live%22%7D";
+    let cases: [(&str, String, Option<&str>, u16); 5] = [
+        ("no Origin", format!("call={call}&csrf={token}"), None, 403),
+        (
+            "another origin",
+            format!("call={call}&csrf={token}"),
+            Some(foreign.as_str()),
+            403,
+        ),
+        (
+            "Origin: null",
+            format!("call={call}&csrf={token}"),
+            Some("null"),
+            403,
+        ),
+        ("no token", format!("call={call}"), Some(own.as_str()), 403),
+        // The page's own stream passes the guard (and meets an app that does not run).
+        (
+            "the page's own stream",
+            format!("call={call}&csrf={token}"),
+            Some(own.as_str()),
+            503,
+        ),
+    ];
+    for (what, query, origin, expected) in cases {
+        let mut request = http
+            .get(format!("{base}/api/explorer/stream?{query}"))
+            .header("connection", "upgrade")
+            .header("upgrade", "websocket")
+            .header("sec-websocket-version", "13")
+            .header("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ==");
+        if let Some(origin) = origin {
+            request = request.header("origin", origin);
+        }
+        let response = request.send().await.unwrap();
+        assert_eq!(response.status().as_u16(), expected, "{what}");
+    }
+}
+
 #[tokio::test]
 async fn the_trace_receiver_refuses_web_pages_but_not_exporters() {
     let (base, port) = dashboard().await;

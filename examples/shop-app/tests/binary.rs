@@ -1,6 +1,6 @@
 //! The shop app as a user runs it: the real binary, configured by environment variables,
 //! creating its databases on start, serving on the address it is given, and stopping cleanly
-//! on SIGTERM.
+//! on SIGTERM (its live streams closed with `1001 going away`).
 
 use std::io::{BufRead, BufReader};
 use std::process::Command;
@@ -13,7 +13,15 @@ use common::*;
 
 #[tokio::test]
 async fn the_binary_serves_every_service_and_stops_on_sigterm() {
+    use futures_util::StreamExt;
+    use tokio_tungstenite::tungstenite::Message;
     let mut app = start().await;
+    let (mut live, _) = tokio_tungstenite::connect_async(format!(
+        "{}/orders/live",
+        app.base.replacen("http://", "ws://", 1)
+    ))
+    .await
+    .unwrap();
     let email = format!("bin-{}@example.com", std::process::id());
     let (s, user) = post(&app.base, "/users", json!({"email": email, "name": "Bin"})).await;
     assert_eq!(s, 200, "{user}");
@@ -34,6 +42,15 @@ async fn the_binary_serves_every_service_and_stops_on_sigterm() {
         (s, &order["totalCents"], &order["status"]),
         (200, &json!(2000), &json!("confirmed"))
     );
+    // The live stream pushes it.
+    let pushed = tokio::time::timeout(Duration::from_secs(10), live.next())
+        .await
+        .expect("the order was not pushed to the live stream");
+    let Some(Ok(Message::Text(pushed))) = pushed else {
+        panic!("{pushed:?}");
+    };
+    let pushed: Value = serde_json::from_str(&pushed).unwrap();
+    assert_eq!(pushed["orderId"], order["id"]);
     let (s, checkout) = post(
         &app.base,
         "/checkout",
@@ -59,6 +76,21 @@ async fn the_binary_serves_every_service_and_stops_on_sigterm() {
         .status()
         .unwrap();
     assert!(status.success());
+    // The stream ends cleanly: a close frame saying why, not a cut connection.
+    let close = tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            match live.next().await {
+                Some(Ok(Message::Close(frame))) => return frame,
+                Some(Ok(_)) => {}
+                other => panic!("the stream ended without a close frame: {other:?}"),
+            }
+        }
+    })
+    .await
+    .expect("the live stream was not closed on SIGTERM")
+    .expect("the close frame has a code");
+    assert_eq!(u16::from(close.code), 1001);
+    assert_eq!(close.reason, "the server is shutting down");
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         if let Some(exit) = app.child.try_wait().unwrap() {
@@ -305,6 +337,10 @@ async fn a_deployed_binary_reads_its_secret_from_the_environment_or_the_secrets_
         &[
             ("OVATION_DEPLOYMENT", "true".into()),
             ("OVATION_SECRET_SESSION_KEY", "from the environment".into()),
+            (
+                "OVATION_SECRET_PAYMENTS_WEBHOOK_KEY",
+                "from the environment".into(),
+            ),
             ("OVATION_SECRETS_FILE", none),
         ],
     )
@@ -313,11 +349,13 @@ async fn a_deployed_binary_reads_its_secret_from_the_environment_or_the_secrets_
     // From the local secrets file, as `ovation secret set` writes it.
     let file = secrets_file("set");
     ovation::secrets::store(&file, "SessionKey", "from the file", true).unwrap();
+    ovation::secrets::store(&file, "PaymentsWebhookKey", "from the file", true).unwrap();
     let app = start_on(
         free_port(),
         &[
             ("OVATION_DEPLOYMENT", "true".into()),
             ("OVATION_SECRET_SESSION_KEY", String::new()),
+            ("OVATION_SECRET_PAYMENTS_WEBHOOK_KEY", String::new()),
             ("OVATION_SECRETS_FILE", file.display().to_string()),
         ],
     )

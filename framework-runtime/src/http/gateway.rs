@@ -198,10 +198,7 @@ async fn forward_with(
         .is_some_and(|n| n <= BUFFERED_UP_TO)
         || (parts.method == axum::http::Method::GET
             && !parts.headers.contains_key(header::TRANSFER_ENCODING));
-    let (body, incoming) = if !streamed {
-        let bytes = crate::http::wire::read_body(incoming, options.body_limit, read_by).await?;
-        (Some(bytes), None)
-    } else if small && !upgrade {
+    let (body, incoming) = if !streamed || (small && !upgrade) {
         let bytes = crate::http::wire::read_body(incoming, options.body_limit, read_by).await?;
         (Some(bytes), None)
     } else {

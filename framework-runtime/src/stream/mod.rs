@@ -407,7 +407,7 @@ impl<I: Payload, O: Payload> StreamSide for StreamInOut<I, O> {
 }
 
 fn dup(how: &Result<(), Error>) -> Result<(), Error> {
-    how.as_ref().map(|()| ()).map_err(Error::clone_received)
+    how.as_ref().copied().map_err(Error::clone_received)
 }
 
 /// The close frame a stream ending with `e` sends: code `4000 +` its HTTP status, reason
