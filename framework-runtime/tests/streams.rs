@@ -125,6 +125,14 @@ mod feed {
         Ok(())
     }
 
+    /// Sends nothing, ever: waits for events that do not come.
+    #[ovation::api(stream, public, path = "/quiet")]
+    pub async fn quiet(out: StreamOut<Tick>) -> Result<(), Error> {
+        let _out = out;
+        std::future::pending::<()>().await;
+        Ok(())
+    }
+
     /// Sums what the client sends; the total goes to the log the test reads.
     #[ovation::api(stream, path = "/sum")]
     pub async fn sum(mut numbers: StreamIn<Line>) -> Result<(), Error> {
@@ -479,6 +487,12 @@ async fn a_stopping_server_closes_its_streams_with_going_away() {
         .unwrap();
     ws.send(Message::text(r#"{"text":"a"}"#)).await.unwrap();
     assert!(matches!(ws.next().await, Some(Ok(Message::Text(_)))));
+    // A stream whose function waits for something to send, which never comes: once its
+    // client is gone it is dropped, so it holds up no shutdown (the grace is 30 s).
+    let (quiet, _) = tokio_tungstenite::connect_async(ws_url(&service.url(), "/quiet"))
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
     let stopping = tokio::spawn(service.shutdown_draining(Duration::from_secs(2)));
     let close = tokio::time::timeout(Duration::from_secs(10), async {
         while let Some(Ok(m)) = ws.next().await {
@@ -497,6 +511,8 @@ async fn a_stopping_server_closes_its_streams_with_going_away() {
         .await
         .expect("shutdown waited on the stream")
         .unwrap();
+    assert!(started.elapsed() < Duration::from_secs(10));
+    drop(quiet);
     env.close().await;
 }
 

@@ -192,6 +192,9 @@ async fn handshake<E: StreamEndpoint>(
     Ok(switching(&key))
 }
 
+/// How long a stream's function may run on once nobody reads its stream.
+const PEER_GONE_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// The span of one stream, a child of its handshake's.
 pub(crate) fn stream_span<E: StreamEndpoint>() -> tracing::Span {
     tracing::info_span!(
@@ -230,11 +233,26 @@ pub(crate) async fn run<E: StreamEndpoint>(
             E::handle(params, request, side),
         ),
     );
-    let outcome = std::panic::AssertUnwindSafe(work)
+    let work = std::panic::AssertUnwindSafe(work)
         .catch_unwind()
-        .instrument(span.clone())
-        .await
-        .unwrap_or_else(|_| Err(Error::internal("internal error")));
+        .instrument(span.clone());
+    tokio::pin!(work);
+    // A function waiting for something to send would not notice its client is gone until it
+    // sends: once nobody reads the stream any more, it gets a moment to finish, then is dropped.
+    let outcome = tokio::select! {
+        outcome = &mut work => outcome,
+        () = ender.peer_gone() => {
+            match tokio::time::timeout(PEER_GONE_GRACE, &mut work).await {
+                Ok(outcome) => outcome,
+                Err(_) => Ok(Err(Error::canceled(format!(
+                    "stream {}.{}: the client went away",
+                    E::service(),
+                    E::NAME
+                )))),
+            }
+        }
+    }
+    .unwrap_or_else(|_| Err(Error::internal("internal error")));
     span.record("messages.sent", counts.sent.load(Ordering::Relaxed));
     span.record("messages.received", counts.received.load(Ordering::Relaxed));
     if let Err(e) = &outcome {

@@ -118,6 +118,15 @@ impl Link {
         }
     }
 
+    /// Resolves once nothing receives what this link sends: the other end (or its socket's
+    /// pump) is gone.
+    pub(crate) async fn peer_gone(&self) {
+        match &self.out {
+            Some(out) => out.closed().await,
+            None => std::future::pending().await,
+        }
+    }
+
     pub(crate) fn counts(&self) -> Arc<Counts> {
         self.counts.clone()
     }
