@@ -47,6 +47,8 @@ impl Access {
 pub enum EndpointKind {
     Typed,
     Raw,
+    /// Files of a folder, embedded by `static_files!`.
+    Static,
     /// The client sends messages ([`crate::stream::StreamIn`]).
     StreamIn,
     /// The server sends messages ([`crate::stream::StreamOut`]).
@@ -61,6 +63,7 @@ impl EndpointKind {
         match self {
             EndpointKind::Typed => "typed",
             EndpointKind::Raw => "raw",
+            EndpointKind::Static => "static",
             EndpointKind::StreamIn => "stream-in",
             EndpointKind::StreamOut => "stream-out",
             EndpointKind::StreamInOut => "stream-in-out",

@@ -16,20 +16,31 @@ use serde_json::Value;
 /// The dashboard of an app that does not run (the guard and the pages need none), served on a
 /// free port: its base URL and port.
 async fn dashboard() -> (String, u16) {
+    dashboard_of(
+        format!("http://127.0.0.1:{}", util::free_port()),
+        AppState::Stopped,
+        ovation::tooling::ServiceAuthKey::random(),
+    )
+    .await
+}
+
+/// The dashboard of the app at `url`, in `state`, signing with `key`.
+async fn dashboard_of(
+    url: String,
+    state: AppState,
+    key: ovation::tooling::ServiceAuthKey,
+) -> (String, u16) {
     let server = test_server().await.unwrap();
     let store = ovation_cli::traces::Store::open(server).await.unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
-    let status = Arc::new(RwLock::new(AppStatus {
-        url: format!("http://127.0.0.1:{}", util::free_port()),
-        state: AppState::Stopped,
-    }));
+    let status = Arc::new(RwLock::new(AppStatus { url, state }));
     let router = ovation_cli::dashboard::router(
         store,
         status,
         util::workspace().join("examples/shop-app"),
         Databases::new(server.clone()),
-        ovation::tooling::ServiceAuthKey::random(),
+        key,
         ovation_cli::guard::Guard::new(port, &["dev.example.com".into()]),
     );
     ovation_cli::traces::serve_router(router, listener);
@@ -352,6 +363,82 @@ async fn the_explorers_stream_needs_the_pages_origin_and_token() {
         let response = request.send().await.unwrap();
         assert_eq!(response.status().as_u16(), expected, "{what}");
     }
+}
+
+/// The explorer's relay, as the page uses it: the stream opens (its first message names the
+/// trace), the app's messages come through, and a close from the page is answered with its code.
+#[tokio::test]
+async fn the_explorer_relays_a_stream_of_the_app() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let env = TestEnv::new().await.unwrap();
+    let app = env.serve(ovation::testing::Hosting::all()).await.unwrap();
+    let (base, port) =
+        dashboard_of(app.url(), AppState::Running, env.service_auth_key().clone()).await;
+    let http = reqwest::Client::new();
+    let token = token(&http, &base).await;
+    let shop = util::Client::new(app.url());
+    let (user, product) = shop.user_and_product("relay@example.com", 100, 5).await;
+    let call = r#"{"service":"orders","endpoint":"live"}"#;
+    let query = format!(
+        "call={}&csrf={token}",
+        reqwest::Url::parse(&format!("http://x/?c={call}"))
+            .unwrap()
+            .query()
+            .unwrap()[2..]
+            .to_owned()
+    );
+    let mut request = format!("ws://127.0.0.1:{port}/api/explorer/stream?{query}")
+        .into_client_request()
+        .unwrap();
+    request.headers_mut().insert(
+        "origin",
+        format!("http://127.0.0.1:{port}").parse().unwrap(),
+    );
+    let (mut ws, _) = tokio_tungstenite::connect_async(request).await.unwrap();
+    let next = async |ws: &mut tokio_tungstenite::WebSocketStream<_>| {
+        tokio::time::timeout(std::time::Duration::from_secs(10), ws.next())
+            .await
+            .expect("a message within 10 s")
+    };
+    let Some(Ok(Message::Text(hello))) = next(&mut ws).await else {
+        panic!("no hello");
+    };
+    let hello: Value = serde_json::from_str(&hello).unwrap();
+    assert_eq!(hello["opened"], true, "{hello}");
+    assert_eq!(hello["traceId"].as_str().unwrap().len(), 32, "{hello}");
+    let order = shop
+        .post(
+            "/orders",
+            serde_json::json!({"userId": user, "productId": product, "quantity": 1}),
+        )
+        .await;
+    assert_eq!(order.status, 200, "{order:?}");
+    let Some(Ok(Message::Text(pushed))) = next(&mut ws).await else {
+        panic!("the order was not relayed");
+    };
+    assert!(
+        pushed.contains(order.body["id"].as_str().unwrap()),
+        "{pushed}"
+    );
+    ws.send(Message::Close(Some(
+        tokio_tungstenite::tungstenite::protocol::CloseFrame {
+            code: 1000.into(),
+            reason: "".into(),
+        },
+    )))
+    .await
+    .unwrap();
+    let close = loop {
+        match next(&mut ws).await {
+            Some(Ok(Message::Close(frame))) => break frame,
+            Some(Ok(_)) => {}
+            other => panic!("no close frame: {other:?}"),
+        }
+    };
+    assert_eq!(close.map(|f| u16::from(f.code)), Some(1000));
+    env.close().await;
 }
 
 #[tokio::test]

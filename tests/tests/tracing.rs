@@ -483,3 +483,55 @@ async fn the_receiver_takes_otlp_json_and_rejects_what_is_not_otlp() {
         400
     );
 }
+
+/// A stream is a span of its own, a child of its handshake's request span, with the number of
+/// messages each way; the handshake continues the client's trace.
+#[tokio::test]
+async fn a_stream_is_a_span_with_its_message_counts() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+    let receiver = receiver();
+    let env = TestEnv::new().await.unwrap();
+    let server = env.serve(Hosting::all()).await.unwrap();
+    let c = Client::new(server.url());
+    let email = format!("{}@trace.example.com", uuid::Uuid::new_v4());
+    let (user, product) = c.user_and_product(&email, 250, 10).await;
+
+    let (trace, traceparent) = util::new_traceparent();
+    let mut handshake = format!("{}/orders/live", server.url().replacen("http", "ws", 1))
+        .into_client_request()
+        .unwrap();
+    handshake
+        .headers_mut()
+        .insert("traceparent", traceparent.parse().unwrap());
+    let (mut ws, _) = tokio_tungstenite::connect_async(handshake).await.unwrap();
+    for _ in 0..2 {
+        let order = c
+            .post(
+                "/orders",
+                json!({"userId": user, "productId": product, "quantity": 1}),
+            )
+            .await;
+        assert_eq!(order.status, 200, "{order:?}");
+        let pushed = tokio::time::timeout(std::time::Duration::from_secs(10), ws.next()).await;
+        assert!(
+            matches!(pushed, Ok(Some(Ok(Message::Text(_))))),
+            "{pushed:?}"
+        );
+    }
+    ws.send(Message::Close(None)).await.unwrap();
+    let spans = util::wait_for_trace(receiver, &trace, |spans| {
+        has(spans, &["orders.live", "stream orders.live"])
+    })
+    .await;
+    let handshake = one(&spans, "orders.live");
+    assert_eq!(handshake["attributes"]["http.status_code"], 101);
+    let stream = one(&spans, "stream orders.live");
+    assert_eq!(stream["parent"], handshake["id"]);
+    assert_eq!(stream["attributes"]["messages.sent"], 2, "{stream:#}");
+    assert_eq!(stream["attributes"]["messages.received"], 0, "{stream:#}");
+    check_links(&spans, &traceparent);
+    env.close().await;
+}

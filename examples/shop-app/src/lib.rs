@@ -1,9 +1,10 @@
 //! The shop from the Encore microservices guide, written with Ovation.
 //!
 //! Each top-level module is a service with a database of its own: `users`, `products`,
-//! `orders` and `payments`; `checkout` runs the checkout saga over products, payments and
-//! orders, and keeps each saga's progress in its database; `notifications` subscribes to
-//! `orders`' `OrderCreated` topic and sends confirmations.
+//! `orders` (with the live order stream and the status page) and `payments` (with the payment
+//! provider's webhook); `checkout` runs the checkout saga over products, payments and orders as
+//! a durable workflow; `notifications` subscribes to `orders`' `OrderCreated` topic and sends
+//! confirmations.
 
 pub mod checkout;
 pub mod notifications;

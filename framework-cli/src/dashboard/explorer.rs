@@ -205,7 +205,7 @@ fn form(e: &EndpointModel, auth: Option<&AuthModel>) -> String {
             }
             out.push_str("<button type=\"submit\">Send</button></form><div id=\"response\"></div>");
         }
-        EndpointKind::Typed => {
+        EndpointKind::Typed | EndpointKind::Static => {
             out.push_str("<button type=\"submit\">Send</button></form><div id=\"response\"></div>");
         }
         kind => {
@@ -511,7 +511,17 @@ async fn relay(
                         break;
                     }
                 }
-                Some(Ok(PageMessage::Close(_))) | None | Some(Err(_)) => {
+                Some(Ok(PageMessage::Close(frame))) => {
+                    // The page closed: its close is answered (so it sees its own code), and the
+                    // app's stream closed normally.
+                    let _ = frame;
+                    let _ = to_app.send(AppMessage::Close(None)).await;
+                    // The reply tungstenite queued goes out with the flush.
+                    let _ = SinkExt::flush(&mut page).await;
+                    let _ = SinkExt::close(&mut page).await;
+                    break;
+                }
+                None | Some(Err(_)) => {
                     let _ = to_app.send(AppMessage::Close(None)).await;
                     break;
                 }

@@ -62,6 +62,12 @@ pub(super) fn render_services(model: &AppModel) -> String {
                             tree(e.response_schema.as_ref())
                         ),
                     ),
+                    EndpointKind::Static => (
+                        " <span class=\"badge kind\">static</span>".to_owned(),
+                        "<div><p class=\"muted\">Files embedded at build time \
+                         (<code>static_files!</code>).</p></div>"
+                            .to_owned(),
+                    ),
                     EndpointKind::Raw => (
                         " <span class=\"badge kind\">raw</span>".to_owned(),
                         "<div><p class=\"muted\">Raw HTTP: the endpoint reads the request and \

@@ -13,7 +13,8 @@
 //!
 //! A raw endpoint is an operation with its path and method only: its body and answers are its
 //! own, so they are left undescribed. A stream is left out: OpenAPI has no way to say
-//! "WebSocket" (the app model and the dashboard list streams with their message schemas).
+//! "WebSocket" (the app model and the dashboard list streams with their message schemas); so are
+//! static files, which are no API.
 //!
 //! Served at `/__ovation/openapi.json`; `ovation gen openapi` prints it.
 
@@ -32,7 +33,10 @@ pub(crate) fn spec() -> Value {
     let mut title = None;
     for e in registry::endpoints() {
         let info = e.info();
-        if info.access == Access::Private || info.kind.is_stream() {
+        if info.access == Access::Private
+            || info.kind.is_stream()
+            || info.kind == registry::EndpointKind::Static
+        {
             continue;
         }
         title.get_or_insert_with(|| info.module.split("::").next().unwrap_or("app").to_owned());

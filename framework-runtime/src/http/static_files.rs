@@ -69,7 +69,7 @@ impl DynEndpoint for StaticRoute {
             module: self.dir.module,
             no_content: false,
             tags: &[],
-            kind: EndpointKind::Raw,
+            kind: EndpointKind::Static,
         }
     }
 

@@ -207,6 +207,7 @@ pub(crate) fn stream_span<E: StreamEndpoint>() -> tracing::Span {
         error.code = tracing::field::Empty,
         messages.sent = tracing::field::Empty,
         messages.received = tracing::field::Empty,
+        stream.closed_by = tracing::field::Empty,
     )
 }
 
@@ -242,19 +243,20 @@ pub(crate) async fn run<E: StreamEndpoint>(
     let outcome = tokio::select! {
         outcome = &mut work => outcome,
         () = ender.peer_gone() => {
+            // A client leaving is how a stream usually ends: no error.
+            span.record("stream.closed_by", "client");
             match tokio::time::timeout(PEER_GONE_GRACE, &mut work).await {
                 Ok(outcome) => outcome,
-                Err(_) => Ok(Err(Error::canceled(format!(
-                    "stream {}.{}: the client went away",
-                    E::service(),
-                    E::NAME
-                )))),
+                Err(_) => Ok(Ok(())),
             }
         }
     }
     .unwrap_or_else(|_| Err(Error::internal("internal error")));
-    span.record("messages.sent", counts.sent.load(Ordering::Relaxed));
-    span.record("messages.received", counts.received.load(Ordering::Relaxed));
+    let count = |n: &std::sync::atomic::AtomicU64| {
+        i64::try_from(n.load(Ordering::Relaxed)).unwrap_or(i64::MAX)
+    };
+    span.record("messages.sent", count(&counts.sent));
+    span.record("messages.received", count(&counts.received));
     if let Err(e) = &outcome {
         span.record("otel.status_code", "ERROR");
         span.record("error.code", e.code().as_str());
