@@ -90,6 +90,9 @@ async fn one_request_is_one_trace_through_services_queries_and_pubsub() {
                 "call products.reserve_inventory",
                 "publish order-created",
                 deliver,
+                // Every delivery, so no query of one is read before the span it belongs to.
+                "deliver order-created → live-orders",
+                "deliver order-created → confirm-reservations",
                 "db INSERT",
             ],
         )
@@ -299,6 +302,8 @@ async fn a_split_deployment_is_one_trace_across_processes() {
                 "users.get",
                 "products.reserve_inventory",
                 "deliver order-created → send-order-confirmation",
+                "deliver order-created → live-orders",
+                "deliver order-created → confirm-reservations",
             ],
         ) && named(s, "users.get").len() == 2
     })

@@ -36,7 +36,7 @@ pub struct Received {
 }
 
 /// Verifies the delivery's signature, then records its event once.
-#[ovation::api(raw, public, method = "POST", path = "/webhooks/payments")]
+#[api(raw, public, method = "POST", path = "/webhooks/payments")]
 pub async fn payments_webhook(headers: HeaderMap, body: Bytes) -> Result<Json<Received>, Error> {
     verify(&headers, &body)?;
     let event: Event = serde_json::from_slice(&body)
