@@ -58,18 +58,8 @@ pub(crate) fn endpoint(e: &Endpoint<'_>) -> TokenStream {
     };
     let block = &func.block;
 
-    let method_variant = format_ident!("{}", {
-        let m = e.method.to_ascii_lowercase();
-        let mut c = m.chars();
-        c.next()
-            .map(|f| f.to_ascii_uppercase().to_string() + c.as_str())
-            .unwrap_or_default()
-    });
-    let access = match e.access {
-        Access::Public => quote!(Public),
-        Access::Private => quote!(Private),
-        Access::Auth => quote!(Auth),
-    };
+    let method_variant = method_variant(&e.method);
+    let access = access_variant(e.access);
     let path = &e.path;
     let param_names: Vec<LitStr> = e
         .path_params
@@ -92,6 +82,30 @@ pub(crate) fn endpoint(e: &Endpoint<'_>) -> TokenStream {
     });
     let name_str = LitStr::new(&name.to_string(), name.span());
     let tags = &e.tags;
+
+    // What typed endpoints and streams both implement: their path parameters and request.
+    let parameter_fns = quote! {
+        fn parse_params(segments: &[&str]) -> #p::Result<Self::Params, #p::Error> {
+            #p::Result::Ok((#(#p::parse_param::<#param_types>(#param_names, segments.get(#indices))?,)*))
+        }
+
+        fn path_param_schemas() -> #p::Vec<#p::Option<#p::schemars::Schema>> {
+            #[allow(unused_imports)]
+            use #p::{NoParamSchema as _, ParamSchemaOf as _};
+            #p::Vec::from([#((&#p::ParamSchema::<#param_types>::NEW).param_schema()),*])
+        }
+
+        fn validate(request: &Self::Request) -> #p::Result<(), #p::Error> {
+            #[allow(unused_imports)]
+            use #p::{NoValidate as _, ValidateOf as _};
+            (&#p::ValidateProbe::<Self::Request>::NEW).validate_request(request)
+        }
+
+        fn render_params(params: &Self::Params) -> #p::Vec<#p::String> {
+            let _ = params;
+            #p::Vec::from([#(#p::PathParam::render_param(&params.#indices)),*])
+        }
+    };
 
     if e.kind == Kind::Stream {
         let stream_ty = e.stream.as_ref().expect("a stream endpoint has its stream");
@@ -128,26 +142,7 @@ pub(crate) fn endpoint(e: &Endpoint<'_>) -> TokenStream {
                     type Request = #request_ty;
                     type Stream = #stream_ty;
 
-                    fn parse_params(segments: &[&str]) -> #p::Result<Self::Params, #p::Error> {
-                        #p::Result::Ok((#(#p::parse_param::<#param_types>(#param_names, segments.get(#indices))?,)*))
-                    }
-
-                    fn path_param_schemas() -> #p::Vec<#p::Option<#p::schemars::Schema>> {
-                        #[allow(unused_imports)]
-                        use #p::{NoParamSchema as _, ParamSchemaOf as _};
-                        #p::Vec::from([#((&#p::ParamSchema::<#param_types>::NEW).param_schema()),*])
-                    }
-
-                    fn validate(request: &Self::Request) -> #p::Result<(), #p::Error> {
-                        #[allow(unused_imports)]
-                        use #p::{NoValidate as _, ValidateOf as _};
-                        (&#p::ValidateProbe::<Self::Request>::NEW).validate_request(request)
-                    }
-
-                    fn render_params(params: &Self::Params) -> #p::Vec<#p::String> {
-                        let _ = params;
-                        #p::Vec::from([#(#p::PathParam::render_param(&params.#indices)),*])
-                    }
+                    #parameter_fns
 
                     fn handle(
                         params: Self::Params,
@@ -201,26 +196,7 @@ pub(crate) fn endpoint(e: &Endpoint<'_>) -> TokenStream {
                 type Request = #request_ty;
                 type Response = #response_ty;
 
-                fn parse_params(segments: &[&str]) -> #p::Result<Self::Params, #p::Error> {
-                    #p::Result::Ok((#(#p::parse_param::<#param_types>(#param_names, segments.get(#indices))?,)*))
-                }
-
-                fn path_param_schemas() -> #p::Vec<#p::Option<#p::schemars::Schema>> {
-                    #[allow(unused_imports)]
-                    use #p::{NoParamSchema as _, ParamSchemaOf as _};
-                    #p::Vec::from([#((&#p::ParamSchema::<#param_types>::NEW).param_schema()),*])
-                }
-
-                fn validate(request: &Self::Request) -> #p::Result<(), #p::Error> {
-                    #[allow(unused_imports)]
-                    use #p::{NoValidate as _, ValidateOf as _};
-                    (&#p::ValidateProbe::<Self::Request>::NEW).validate_request(request)
-                }
-
-                fn render_params(params: &Self::Params) -> #p::Vec<#p::String> {
-                    let _ = params;
-                    #p::Vec::from([#(#p::PathParam::render_param(&params.#indices)),*])
-                }
+                #parameter_fns
 
                 fn handle(
                     params: Self::Params,
@@ -258,18 +234,8 @@ pub(crate) fn raw(e: &RawEndpoint<'_>) -> TokenStream {
         sig
     };
     let block = &func.block;
-    let method_variant = format_ident!("{}", {
-        let m = e.method.to_ascii_lowercase();
-        let mut c = m.chars();
-        c.next()
-            .map(|f| f.to_ascii_uppercase().to_string() + c.as_str())
-            .unwrap_or_default()
-    });
-    let access = match e.access {
-        Access::Public => quote!(Public),
-        Access::Private => quote!(Private),
-        Access::Auth => quote!(Auth),
-    };
+    let method_variant = method_variant(&e.method);
+    let access = access_variant(e.access);
     let path = &e.path;
     let param_names: Vec<LitStr> = e
         .path_names
@@ -337,5 +303,25 @@ pub(crate) fn raw(e: &RawEndpoint<'_>) -> TokenStream {
                 #p::EndpointEntry(&#p::RawEndpointDecl::<#marker>::NEW)
             }
         };
+    }
+}
+
+/// The `Method` variant of an upper-case method name: `GET` → `Get`.
+fn method_variant(method: &str) -> syn::Ident {
+    let lower = method.to_ascii_lowercase();
+    let mut chars = lower.chars();
+    let name = chars
+        .next()
+        .map(|f| f.to_ascii_uppercase().to_string() + chars.as_str())
+        .unwrap_or_default();
+    format_ident!("{}", name)
+}
+
+/// The `Access` variant of an access level.
+fn access_variant(access: Access) -> TokenStream {
+    match access {
+        Access::Public => quote!(Public),
+        Access::Private => quote!(Private),
+        Access::Auth => quote!(Auth),
     }
 }

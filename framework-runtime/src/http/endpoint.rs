@@ -90,32 +90,104 @@ pub(crate) fn route<E: Endpoint>(rt: &'static Runtime) -> MethodRouter {
     let name = span_name(format!("{service}.{}", E::NAME));
     axum::routing::on(filter, move |req: Request| async move {
         let trace = request_span(name, service, E::NAME, &req);
-        let serving = std::panic::AssertUnwindSafe(serve::<E>(rt, service, req));
-        let handled = trace.run(futures_util::FutureExt::catch_unwind(serving));
-        // A client that goes away cancels a read, dropped with its connection, but not a
-        // request that changes something: that runs to its end (or its timeout) in a task of
-        // its own, so a flow of several writes and calls is never cut between two of them.
-        let handled = if E::METHOD.is_safe() {
-            handled.await.map_err(drop)
-        } else {
-            let write = rt.writes.clone();
-            tokio::spawn(async move {
-                let _write = write;
-                handled.await
-            })
-            .await
-            .map_err(drop)
-            .and_then(|h| h.map_err(drop))
-        };
-        let response = match handled {
-            Ok(Ok(response)) => response,
-            Ok(Err(e)) => e.into_response(),
-            // The panic message went to the panic hook (stderr); the client learns nothing of it.
-            Err(()) => Error::internal("internal error").into_response(),
-        };
-        record_outcome(trace.span(), &response);
-        response
+        respond(rt, E::METHOD, trace, serve::<E>(rt, service, req)).await
     })
+}
+
+/// Runs `serving`, a request of `method`, in its `trace`, and answers: an error as its JSON, a
+/// panic as a 500 `internal` (its message went to the panic hook, the client learns nothing of
+/// it). A client that goes away cancels a read, dropped with its connection, but not a request
+/// that changes something: that runs to its end (or its timeout) in a task of its own, so a
+/// flow of several writes and calls is never cut between two of them.
+pub(super) async fn respond(
+    rt: &'static Runtime,
+    method: crate::registry::Method,
+    trace: crate::telemetry::RequestTrace,
+    serving: impl Future<Output = Result<Response, Error>> + Send + 'static,
+) -> Response {
+    let serving = std::panic::AssertUnwindSafe(serving);
+    let handled = trace.run(futures_util::FutureExt::catch_unwind(serving));
+    let handled = if method.is_safe() {
+        handled.await.map_err(drop)
+    } else {
+        let write = rt.writes.clone();
+        tokio::spawn(async move {
+            let _write = write;
+            handled.await
+        })
+        .await
+        .map_err(drop)
+        .and_then(|h| h.map_err(drop))
+    };
+    let response = match handled {
+        Ok(Ok(response)) => response,
+        Ok(Err(e)) => e.into_response(),
+        Err(()) => Error::internal("internal error").into_response(),
+    };
+    record_outcome(trace.span(), &response);
+    response
+}
+
+/// Who a request is for: the user in the envelope of a signed request (a call, or a request a
+/// gateway authenticated); otherwise the auth handler's answer to the credential it carries. An
+/// `auth` endpoint without one is 401. The user goes on the request's span.
+pub(super) async fn user_of(
+    rt: &'static Runtime,
+    access: Access,
+    endpoint: (&str, &str),
+    verified: Option<&service_auth::Verified>,
+    headers: &axum::http::HeaderMap,
+    deadline: tokio::time::Instant,
+) -> Result<Option<auth::Authenticated>, Error> {
+    let user = match verified {
+        Some(v) => match (&v.auth, auth::handler()) {
+            (Some(json), Some(handler)) => Some((handler.decode)(json)?),
+            _ => None,
+        },
+        None => auth::for_external_request(rt, access, headers, deadline).await?,
+    };
+    if access == Access::Auth && user.is_none() {
+        return Err(match verified {
+            Some(v) if v.is_internal() => Error::unauthenticated(format!(
+                "{}.{} needs an authenticated user, and `{}` called it for none",
+                endpoint.0, endpoint.1, v.caller
+            )),
+            _ => auth::missing_credential(),
+        });
+    }
+    if let Some(user) = &user {
+        tracing::Span::current().record("enduser.id", user.user_id());
+    }
+    Ok(user)
+}
+
+/// The path parameters `names` of a matched route, parsed by `parse` (in `names` order).
+pub(super) async fn path_params<P>(
+    parts: &mut axum::http::request::Parts,
+    names: &[&str],
+    parse: fn(&[&str]) -> Result<P, Error>,
+) -> Result<P, Error> {
+    // None to extract for most `GET`s of a list.
+    let raw = if names.is_empty() {
+        None
+    } else {
+        Some(
+            RawPathParams::from_request_parts(parts, &())
+                .await
+                .map_err(|e| Error::invalid_argument(format!("invalid path: {}", e.body_text())))?,
+        )
+    };
+    let segments: Vec<&str> = names
+        .iter()
+        .map(|name| {
+            raw.iter()
+                .flat_map(|raw| raw.iter())
+                .find(|(n, _)| n == name)
+                .map(|(_, v)| v)
+                .unwrap_or_default()
+        })
+        .collect();
+    parse(&segments)
 }
 
 /// Says in the log, never in the answer, that a 404 came from a private endpoint: at INFO
@@ -184,51 +256,16 @@ async fn serve<E: Endpoint>(
             }
         }
     };
-    // Who the request is for: the user in the envelope of a signed request (a call, or a
-    // request a gateway authenticated); otherwise the auth handler's answer to the
-    // credential it carries.
-    let user = match &verified {
-        Some(v) => match (&v.auth, auth::handler()) {
-            (Some(json), Some(handler)) => Some((handler.decode)(json)?),
-            _ => None,
-        },
-        None => auth::for_external_request(rt, E::ACCESS, &parts.headers, deadline).await?,
-    };
-    if E::ACCESS == Access::Auth && user.is_none() {
-        return Err(match &verified {
-            Some(v) if v.is_internal() => Error::unauthenticated(format!(
-                "{service}.{} needs an authenticated user, and `{}` called it for none",
-                E::NAME,
-                v.caller
-            )),
-            _ => auth::missing_credential(),
-        });
-    }
-    if let Some(user) = &user {
-        tracing::Span::current().record("enduser.id", user.user_id());
-    }
-
-    // Path parameters, in `PATH_PARAMS` order (none to extract for most `GET`s of a list).
-    let raw = if E::PATH_PARAMS.is_empty() {
-        None
-    } else {
-        Some(
-            RawPathParams::from_request_parts(&mut parts, &())
-                .await
-                .map_err(|e| Error::invalid_argument(format!("invalid path: {}", e.body_text())))?,
-        )
-    };
-    let segments: Vec<&str> = E::PATH_PARAMS
-        .iter()
-        .map(|name| {
-            raw.iter()
-                .flat_map(|raw| raw.iter())
-                .find(|(n, _)| n == name)
-                .map(|(_, v)| v)
-                .unwrap_or_default()
-        })
-        .collect();
-    let params = E::parse_params(&segments)?;
+    let user = user_of(
+        rt,
+        E::ACCESS,
+        (service, E::NAME),
+        verified.as_ref(),
+        &parts.headers,
+        deadline,
+    )
+    .await?;
+    let params = path_params(&mut parts, E::PATH_PARAMS, E::parse_params).await?;
 
     let request: E::Request = if !E::HAS_REQUEST {
         decode_json(b"null")?

@@ -10,11 +10,11 @@
 
 use axum::body::Body;
 use axum::extract::Request;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use axum::routing::{MethodFilter, MethodRouter};
 
-use super::endpoint::{hint_private, verified_caller};
-use super::observe::{record_outcome, request_span, span_name};
+use super::endpoint::{hint_private, respond, user_of, verified_caller};
+use super::observe::{request_span, span_name};
 use super::wire::{not_found_response, read_body};
 use crate::auth;
 use crate::error::Error;
@@ -64,28 +64,7 @@ fn route<E: RawEndpoint>(rt: &'static Runtime) -> MethodRouter {
     let name = span_name(format!("{service}.{}", E::NAME));
     axum::routing::on(filter, move |req: Request| async move {
         let trace = request_span(name, service, E::NAME, &req);
-        let serving = std::panic::AssertUnwindSafe(serve::<E>(rt, service, req));
-        let handled = trace.run(futures_util::FutureExt::catch_unwind(serving));
-        // As a typed endpoint: a request that may change something runs to its end.
-        let handled = if E::METHOD.is_safe() {
-            handled.await.map_err(drop)
-        } else {
-            let write = rt.writes.clone();
-            tokio::spawn(async move {
-                let _write = write;
-                handled.await
-            })
-            .await
-            .map_err(drop)
-            .and_then(|h| h.map_err(drop))
-        };
-        let response = match handled {
-            Ok(Ok(response)) => response,
-            Ok(Err(e)) => e.into_response(),
-            Err(()) => Error::internal("internal error").into_response(),
-        };
-        record_outcome(trace.span(), &response);
-        response
+        respond(rt, E::METHOD, trace, serve::<E>(rt, service, req)).await
     })
 }
 
@@ -135,19 +114,15 @@ async fn serve<E: RawEndpoint>(
         hint_private(service, E::NAME, method, path);
         return Ok(not_found_response(method, path));
     }
-    let user = match &verified {
-        Some(v) => match (&v.auth, auth::handler()) {
-            (Some(json), Some(handler)) => Some((handler.decode)(json)?),
-            _ => None,
-        },
-        None => auth::for_external_request(rt, E::ACCESS, &parts.headers, deadline).await?,
-    };
-    if E::ACCESS == Access::Auth && user.is_none() {
-        return Err(auth::missing_credential());
-    }
-    if let Some(user) = &user {
-        tracing::Span::current().record("enduser.id", user.user_id());
-    }
+    let user = user_of(
+        rt,
+        E::ACCESS,
+        (service, E::NAME),
+        verified.as_ref(),
+        &parts.headers,
+        deadline,
+    )
+    .await?;
     let mut parts = parts;
     // What the app reads of the request is the client's: the envelope stays with us.
     parts.headers.remove(service_auth::HEADER);

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use axum::extract::{FromRequestParts, RawPathParams, Request};
+use axum::extract::Request;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodFilter, MethodRouter};
 use futures_util::FutureExt;
@@ -14,7 +14,7 @@ use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::protocol::Role;
 use tracing::Instrument;
 
-use super::endpoint::{hint_private, verified_caller};
+use super::endpoint::{hint_private, path_params, user_of, verified_caller};
 use super::observe::{record_outcome, request_span, span_name};
 use super::wire::{decode_query, not_found_response};
 use crate::auth;
@@ -115,39 +115,16 @@ async fn handshake<E: StreamEndpoint>(
         return Ok(not_found_response(&method, &path));
     }
     let key = websocket_key(&parts.headers)?.to_owned();
-    let user = match &verified {
-        Some(v) => match (&v.auth, auth::handler()) {
-            (Some(json), Some(handler)) => Some((handler.decode)(json)?),
-            _ => None,
-        },
-        None => auth::for_external_request(rt, E::ACCESS, &parts.headers, deadline).await?,
-    };
-    if E::ACCESS == Access::Auth && user.is_none() {
-        return Err(auth::missing_credential());
-    }
-    if let Some(user) = &user {
-        tracing::Span::current().record("enduser.id", user.user_id());
-    }
-    let raw = if E::PATH_PARAMS.is_empty() {
-        None
-    } else {
-        Some(
-            RawPathParams::from_request_parts(&mut parts, &())
-                .await
-                .map_err(|e| Error::invalid_argument(format!("invalid path: {}", e.body_text())))?,
-        )
-    };
-    let segments: Vec<&str> = E::PATH_PARAMS
-        .iter()
-        .map(|name| {
-            raw.iter()
-                .flat_map(|raw| raw.iter())
-                .find(|(n, _)| n == name)
-                .map(|(_, v)| v)
-                .unwrap_or_default()
-        })
-        .collect();
-    let params = E::parse_params(&segments)?;
+    let user = user_of(
+        rt,
+        E::ACCESS,
+        (service, E::NAME),
+        verified.as_ref(),
+        &parts.headers,
+        deadline,
+    )
+    .await?;
+    let params = path_params(&mut parts, E::PATH_PARAMS, E::parse_params).await?;
     let request: E::Request = if E::HAS_REQUEST {
         decode_query(parts.uri.query().unwrap_or(""))?
     } else {
