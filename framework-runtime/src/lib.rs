@@ -184,6 +184,7 @@ pub mod __private {
     pub use crate::call::call;
     pub use crate::error::Error;
     pub use crate::http::static_files::{StaticDir, StaticFile, StaticRoute};
+    pub use crate::http::stream::open as open_stream;
     pub use crate::middleware::{Middleware, MiddlewareEntry, MiddlewareFuture, Target};
     pub use crate::pubsub::{
         SubscriptionConfig, SubscriptionDef, SubscriptionEntry, Topic, TopicDef, TopicEntry,
@@ -197,7 +198,6 @@ pub mod __private {
     pub use crate::runtime::{StartTask, StartTaskEntry};
     pub use crate::sqldb::{Database, DatabaseDef, DatabaseEntry, Migration};
     pub use crate::stream::StreamSide;
-    pub use crate::stream::client::open as open_stream;
     pub use crate::testing::{run_split_test, run_test};
     pub use crate::validate::{NoValidate, ValidateOf, ValidateProbe};
     pub use axum;

@@ -35,7 +35,6 @@
 //! - **Tracing**: each stream is a span `stream <service>.<endpoint>` with the number of
 //!   messages sent and received.
 
-pub(crate) mod client;
 pub(crate) mod socket;
 
 use std::marker::PhantomData;
@@ -47,8 +46,19 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::sync::mpsc;
 
+use schemars::JsonSchema;
+
 use crate::error::{ErrCode, Error};
-use crate::registry::{EndpointKind, Payload};
+
+/// A type a stream's messages may have.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot travel as a stream's message",
+    label = "derive `Serialize`, `Deserialize` and `JsonSchema` for this type",
+    note = "add `#[derive(serde::Serialize, serde::Deserialize, schemars::JsonSchema)]` to `{Self}`"
+)]
+pub trait Message: Serialize + DeserializeOwned + JsonSchema + Send + 'static {}
+
+impl<T> Message for T where T: Serialize + DeserializeOwned + JsonSchema + Send + 'static {}
 
 /// Messages buffered in each direction of a stream.
 pub const BUFFER: usize = 64;
@@ -346,23 +356,26 @@ fn placeholder() -> Link {
 )]
 pub trait StreamSide: Send + Sized + 'static {
     /// Messages the client sends (`()` when it sends none).
-    type In: Payload;
+    type In: Message;
     /// Messages the server sends (`()` when it sends none).
-    type Out: Payload;
+    type Out: Message;
     /// What the typed stub gives the client.
     type Client: Send;
-    const KIND: EndpointKind;
+    /// Whether the client sends messages, and whether the server does.
+    const CLIENT_SENDS: bool;
+    const SERVER_SENDS: bool;
     #[doc(hidden)]
     fn from_link(link: Link) -> Self;
     #[doc(hidden)]
     fn client(link: Link) -> Self::Client;
 }
 
-impl<T: Payload> StreamSide for StreamIn<T> {
+impl<T: Message> StreamSide for StreamIn<T> {
     type In = T;
     type Out = ();
     type Client = StreamOut<T>;
-    const KIND: EndpointKind = EndpointKind::StreamIn;
+    const CLIENT_SENDS: bool = true;
+    const SERVER_SENDS: bool = false;
     fn from_link(link: Link) -> Self {
         StreamIn {
             link,
@@ -377,11 +390,12 @@ impl<T: Payload> StreamSide for StreamIn<T> {
     }
 }
 
-impl<T: Payload> StreamSide for StreamOut<T> {
+impl<T: Message> StreamSide for StreamOut<T> {
     type In = ();
     type Out = T;
     type Client = StreamIn<T>;
-    const KIND: EndpointKind = EndpointKind::StreamOut;
+    const CLIENT_SENDS: bool = false;
+    const SERVER_SENDS: bool = true;
     fn from_link(link: Link) -> Self {
         StreamOut {
             link,
@@ -396,11 +410,12 @@ impl<T: Payload> StreamSide for StreamOut<T> {
     }
 }
 
-impl<I: Payload, O: Payload> StreamSide for StreamInOut<I, O> {
+impl<I: Message, O: Message> StreamSide for StreamInOut<I, O> {
     type In = I;
     type Out = O;
     type Client = StreamInOut<O, I>;
-    const KIND: EndpointKind = EndpointKind::StreamInOut;
+    const CLIENT_SENDS: bool = true;
+    const SERVER_SENDS: bool = true;
     fn from_link(link: Link) -> Self {
         StreamInOut {
             link,
