@@ -118,6 +118,17 @@ try {
   await page.locator("#stream-close").click();
   await page.locator("#stream-state", { hasText: "Closed: 1000" }).waitFor();
 
+  // The shop's own status page (static files) shows the live feed: an order appears in it.
+  await page.goto(`${app}/`);
+  await page.locator("#state", { hasText: "connected" }).waitFor();
+  const shown = await (await fetch(`${app}/orders`, {
+    method: "POST",
+    headers: { "content-type": "application/json" },
+    body: JSON.stringify({ userId: env("USER_ID"), productId: env("PRODUCT_ID"), quantity: 1 }),
+  })).json();
+  await page.locator("#orders tr", { hasText: shown.id }).waitFor({ timeout: 10000 });
+  await page.screenshot({ path: `${out}/status-page.png`, fullPage: false });
+
   // Traces: a new order appears without a reload, and opens as a waterfall.
   await page.goto(`${dashboard}/traces`);
   const before = await page.locator("#trace-rows tr").evaluateAll((rows) => rows.map((r) => r.dataset.trace));
