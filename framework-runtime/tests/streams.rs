@@ -43,6 +43,20 @@ mod files {
         })))
     }
 
+    /// Counts what arrived so far where the test sees it, as it arrives.
+    #[ovation::api(raw, public, method = "POST", path = "/files/progress")]
+    pub async fn progress(request: axum::extract::Request) -> Result<String, Error> {
+        use futures_util::StreamExt;
+        let mut body = request.into_body().into_data_stream();
+        while let Some(chunk) = body.next().await {
+            let chunk = chunk.map_err(|e| Error::invalid_argument(e.to_string()))?;
+            super::RECEIVED.fetch_add(chunk.len(), std::sync::atomic::Ordering::SeqCst);
+        }
+        Ok(super::RECEIVED
+            .load(std::sync::atomic::Ordering::SeqCst)
+            .to_string())
+    }
+
     /// A redirect, with a header of its own.
     #[ovation::api(raw, public, method = "GET", path = "/old")]
     pub async fn moved() -> axum::response::Response {
@@ -147,6 +161,9 @@ mod feed {
 
 static TOTALS: std::sync::Mutex<Vec<i64>> = std::sync::Mutex::new(Vec::new());
 
+/// Bytes `files::progress` has received.
+static RECEIVED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
 fn ws_url(base: &str, path: &str) -> String {
     format!("{}{path}", base.replacen("http://", "ws://", 1))
 }
@@ -248,6 +265,42 @@ async fn raw_bodies_reach_the_handler_unchanged_and_stream_through_the_gateway()
             .unwrap();
         assert_eq!(hidden.status(), 404, "{via}");
     }
+    // Nothing on the way holds the body whole: the handler has the first 3 MiB while the client
+    // still holds back the rest (a gateway that buffered would wait for it forever).
+    for (base, via) in [
+        (service.url(), "directly"),
+        (gateway.url(), "through the gateway"),
+    ] {
+        RECEIVED.store(0, std::sync::atomic::Ordering::SeqCst);
+        let (tx, rx) = tokio::sync::mpsc::channel::<Vec<u8>>(4);
+        let chunks = futures_util::stream::unfold(rx, |mut rx| async move {
+            rx.recv().await.map(|c| (Ok::<_, std::io::Error>(c), rx))
+        });
+        let upload = tokio::spawn(
+            http.post(format!("{base}/files/progress"))
+                .body(reqwest::Body::wrap_stream(chunks))
+                .send(),
+        );
+        for chunk in body[..3 << 20].chunks(256 * 1024) {
+            tx.send(chunk.to_vec()).await.unwrap();
+        }
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while RECEIVED.load(std::sync::atomic::Ordering::SeqCst) < 3 << 20 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{via}: the handler got {} bytes of the first 3 MiB before the rest was sent",
+                RECEIVED.load(std::sync::atomic::Ordering::SeqCst)
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        for chunk in body[3 << 20..].chunks(256 * 1024) {
+            tx.send(chunk.to_vec()).await.unwrap();
+        }
+        drop(tx);
+        let answer = upload.await.unwrap().unwrap().text().await.unwrap();
+        assert_eq!(answer, body.len().to_string(), "{via}");
+    }
+
     // Signed by the app's key as a service would, the private one answers.
     let key = env.service_auth_key();
     let signature = key.sign(
