@@ -107,27 +107,18 @@ pub(crate) fn endpoint(e: &Endpoint<'_>) -> TokenStream {
         }
     };
 
-    if e.kind == Kind::Stream {
+    // What differs between a typed endpoint and a stream: the stub, the trait implemented and
+    // the registry's declaration. The marker, the hidden body and the registration are shared.
+    let (stub, endpoint_impl, decl) = if e.kind == Kind::Stream {
         let stream_ty = e.stream.as_ref().expect("a stream endpoint has its stream");
-        return quote! {
-            #(#attrs)*
-            #vis async fn #name(#(#stub_params),*) -> #p::Result<<#stream_ty as #p::StreamSide>::Client, #p::Error> {
-                #p::open_stream::<#marker>((#(#path_idents,)*), #request_value).await
-            }
-
-            #(#cfgs)*
-            #[doc(hidden)]
-            #[allow(non_camel_case_types)]
-            #vis struct #marker;
-
-            #(#cfgs)*
-            #[doc(hidden)]
-            #(#inner_attrs)*
-            #[allow(clippy::needless_pass_by_value)]
-            #inner_sig #block
-
-            #(#cfgs)*
-            const _: () = {
+        (
+            quote! {
+                #(#attrs)*
+                #vis async fn #name(#(#stub_params),*) -> #p::Result<<#stream_ty as #p::StreamSide>::Client, #p::Error> {
+                    #p::open_stream::<#marker>((#(#path_idents,)*), #request_value).await
+                }
+            },
+            quote! {
                 impl #p::StreamEndpoint for #marker {
                     const MODULE: &'static str = ::core::module_path!();
                     const NAME: &'static str = #name_str;
@@ -153,19 +144,51 @@ pub(crate) fn endpoint(e: &Endpoint<'_>) -> TokenStream {
                         #inner(#(#call_args),*)
                     }
                 }
-
-                #p::inventory::submit! {
-                    #p::EndpointEntry(&#p::StreamEndpointDecl::<#marker>::NEW)
+            },
+            quote!(#p::StreamEndpointDecl),
+        )
+    } else {
+        (
+            quote! {
+                #(#attrs)*
+                #vis async fn #name(#(#stub_params),*) #output {
+                    #p::call::<#marker>((#(#path_idents,)*), #request_value).await
                 }
-            };
-        };
-    }
+            },
+            quote! {
+                impl #p::Endpoint for #marker {
+                    const MODULE: &'static str = ::core::module_path!();
+                    const NAME: &'static str = #name_str;
+                    const METHOD: #p::Method = #p::Method::#method_variant;
+                    const PATH: &'static str = #path;
+                    const ACCESS: #p::Access = #p::Access::#access;
+                    const PATH_PARAMS: &'static [&'static str] = &[#(#param_names),*];
+                    const HAS_REQUEST: bool = #has_request;
+                    const NO_CONTENT: bool = #no_content;
+                    const TAGS: &'static [&'static str] = &[#(#tags),*];
+                    const LOCATION: &'static str = ::core::concat!(::core::file!(), ":", ::core::line!());
+
+                    type Params = (#(#param_types,)*);
+                    type Request = #request_ty;
+                    type Response = #response_ty;
+
+                    #parameter_fns
+
+                    fn handle(
+                        params: Self::Params,
+                        request: Self::Request,
+                    ) -> impl #p::Future<Output = #p::Result<Self::Response, #p::Error>> + ::core::marker::Send {
+                        let _ = &request;
+                        #inner(#(#call_args),*)
+                    }
+                }
+            },
+            quote!(#p::EndpointDecl),
+        )
+    };
 
     quote! {
-        #(#attrs)*
-        #vis async fn #name(#(#stub_params),*) #output {
-            #p::call::<#marker>((#(#path_idents,)*), #request_value).await
-        }
+        #stub
 
         #(#cfgs)*
         #[doc(hidden)]
@@ -180,35 +203,10 @@ pub(crate) fn endpoint(e: &Endpoint<'_>) -> TokenStream {
 
         #(#cfgs)*
         const _: () = {
-            impl #p::Endpoint for #marker {
-                const MODULE: &'static str = ::core::module_path!();
-                const NAME: &'static str = #name_str;
-                const METHOD: #p::Method = #p::Method::#method_variant;
-                const PATH: &'static str = #path;
-                const ACCESS: #p::Access = #p::Access::#access;
-                const PATH_PARAMS: &'static [&'static str] = &[#(#param_names),*];
-                const HAS_REQUEST: bool = #has_request;
-                const NO_CONTENT: bool = #no_content;
-                const TAGS: &'static [&'static str] = &[#(#tags),*];
-                const LOCATION: &'static str = ::core::concat!(::core::file!(), ":", ::core::line!());
-
-                type Params = (#(#param_types,)*);
-                type Request = #request_ty;
-                type Response = #response_ty;
-
-                #parameter_fns
-
-                fn handle(
-                    params: Self::Params,
-                    request: Self::Request,
-                ) -> impl #p::Future<Output = #p::Result<Self::Response, #p::Error>> + ::core::marker::Send {
-                    let _ = &request;
-                    #inner(#(#call_args),*)
-                }
-            }
+            #endpoint_impl
 
             #p::inventory::submit! {
-                #p::EndpointEntry(&#p::EndpointDecl::<#marker>::NEW)
+                #p::EndpointEntry(&#decl::<#marker>::NEW)
             }
         };
     }
