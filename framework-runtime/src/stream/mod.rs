@@ -207,6 +207,34 @@ impl Link {
         }
     }
 
+    /// The next message, decoded: `invalid_argument` naming the field when it does not.
+    async fn recv<T: DeserializeOwned>(&mut self) -> Result<Option<T>, Error> {
+        let Some(json) = self.recv_json().await? else {
+            return Ok(None);
+        };
+        let mut de = serde_json::Deserializer::from_str(&json);
+        serde_path_to_error::deserialize(&mut de)
+            .map(Some)
+            .map_err(|e| {
+                let reason = match e.path().to_string().as_str() {
+                    "." => e.into_inner().to_string(),
+                    path => format!("invalid field `{path}`: {}", e.into_inner()),
+                };
+                Error::invalid_argument(format!("{}: a message {reason}", self.what))
+            })
+    }
+
+    /// Sends `message`, encoded as JSON.
+    async fn send<T: Serialize>(&mut self, message: &T) -> Result<(), Error> {
+        let json = serde_json::to_string(message).map_err(|e| {
+            Error::internal(format!(
+                "{}: a message cannot be encoded as JSON: {e}",
+                self.what
+            ))
+        })?;
+        self.send_json(json).await
+    }
+
     /// Ends this side's sending with `how` (the other end's `recv` sees it).
     pub(crate) async fn end(&mut self, how: Result<(), Error>) {
         if let Some(out) = self.out.take() {
@@ -240,19 +268,7 @@ impl<T: DeserializeOwned> StreamIn<T> {
     /// error it ended with, or `unavailable` if it was cut off. A message that does not decode
     /// is `invalid_argument` naming the field, and the stream stays open.
     pub async fn recv(&mut self) -> Result<Option<T>, Error> {
-        let Some(json) = self.link.recv_json().await? else {
-            return Ok(None);
-        };
-        let mut de = serde_json::Deserializer::from_str(&json);
-        serde_path_to_error::deserialize(&mut de)
-            .map(Some)
-            .map_err(|e| {
-                let reason = match e.path().to_string().as_str() {
-                    "." => e.into_inner().to_string(),
-                    path => format!("invalid field `{path}`: {}", e.into_inner()),
-                };
-                Error::invalid_argument(format!("{}: a message {reason}", self.link.what))
-            })
+        self.link.recv().await
     }
 }
 
@@ -269,13 +285,7 @@ impl<T: Serialize> StreamOut<T> {
     /// once the other end has closed the stream, and with `resource_exhausted` (closing it) when
     /// the other end read nothing for the stream send timeout.
     pub async fn send(&mut self, message: &T) -> Result<(), Error> {
-        let json = serde_json::to_string(message).map_err(|e| {
-            Error::internal(format!(
-                "{}: a message cannot be encoded as JSON: {e}",
-                self.link.what
-            ))
-        })?;
-        self.link.send_json(json).await
+        self.link.send(message).await
     }
 
     /// Closes the stream from this side; the other end's `recv` gives `Ok(None)`.
@@ -295,24 +305,12 @@ pub struct StreamInOut<I, O> {
 impl<I: DeserializeOwned, O: Serialize> StreamInOut<I, O> {
     /// See [`StreamIn::recv`].
     pub async fn recv(&mut self) -> Result<Option<I>, Error> {
-        let mut half = StreamIn::<I> {
-            link: std::mem::replace(&mut self.link, placeholder()),
-            _t: PhantomData,
-        };
-        let got = half.recv().await;
-        self.link = half.link;
-        got
+        self.link.recv().await
     }
 
     /// See [`StreamOut::send`].
     pub async fn send(&mut self, message: &O) -> Result<(), Error> {
-        let mut half = StreamOut::<O> {
-            link: std::mem::replace(&mut self.link, placeholder()),
-            _t: PhantomData,
-        };
-        let sent = half.send(message).await;
-        self.link = half.link;
-        sent
+        self.link.send(message).await
     }
 
     /// The receiving and the sending half.
@@ -333,18 +331,6 @@ impl<I: DeserializeOwned, O: Serialize> StreamInOut<I, O> {
     /// Closes the stream from this side.
     pub async fn close(mut self) {
         self.link.end(Ok(())).await;
-    }
-}
-
-/// A link that is no stream, held for the instant a method borrows the real one.
-fn placeholder() -> Link {
-    Link {
-        out: None,
-        inc: None,
-        ended: None,
-        send_timeout: Duration::ZERO,
-        counts: Arc::default(),
-        what: Arc::from(""),
     }
 }
 
