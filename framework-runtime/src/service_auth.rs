@@ -602,4 +602,34 @@ mod tests {
         let added = fresh().verify_keyed(&unkeyed, post("/x", "", b""), Some("run-1/0"));
         assert!(added.is_none(), "a key added");
     }
+
+    #[test]
+    fn a_streamed_envelope_is_the_gateways_only_and_never_a_typed_requests() {
+        let key = ServiceAuthKey::new("secret");
+        let auth = ServiceAuth::new(key.clone(), vec![]);
+        let h = auth.sign_streamed(post("/webhooks/x", "a=1", b""), None);
+        // Any body: it is not covered.
+        let v = auth.verify_streamed(&h, post("/webhooks/x", "a=1", b"whatever"));
+        assert_eq!(v.map(|v| v.caller).as_deref(), Some(GATEWAY));
+        // Method, path and query still are.
+        assert!(
+            auth.verify_streamed(&h, post("/webhooks/y", "a=1", b""))
+                .is_none()
+        );
+        assert!(
+            auth.verify_streamed(&h, post("/webhooks/x", "a=2", b""))
+                .is_none()
+        );
+        // Not a signature of a request whose body it would cover (a typed endpoint's).
+        assert!(
+            auth.verify_keyed(&h, post("/webhooks/x", "a=1", b""), None)
+                .is_none()
+        );
+        // And a service's ordinary signature is no streamed envelope.
+        let service = auth.sign(post("/webhooks/x", "", b""), "orders", None, None);
+        assert!(
+            auth.verify_streamed(&service, post("/webhooks/x", "", b""))
+                .is_none()
+        );
+    }
 }
