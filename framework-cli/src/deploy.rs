@@ -319,6 +319,25 @@ pub fn describe(exe: &Path) -> Result<AppModel, String> {
     })
 }
 
+/// What the app's binary finds wrong with itself (`OVATION_DESCRIBE=check`).
+#[derive(Debug, serde::Deserialize)]
+pub struct CheckReport {
+    pub services: Vec<String>,
+    pub endpoints: usize,
+    pub problems: Vec<String>,
+}
+
+/// Asks the app's binary what is wrong with it.
+pub fn describe_check(exe: &Path) -> Result<CheckReport, String> {
+    serde_json::from_value(ask(exe, "check")?).map_err(|e| {
+        format!(
+            "{} printed no check report under OVATION_DESCRIBE=check ({e}): is its main \
+             `ovation::run()`, with an Ovation as recent as this CLI?",
+            exe.display()
+        )
+    })
+}
+
 /// Asks the app's binary for the OpenAPI document of its public endpoints.
 pub fn describe_openapi(exe: &Path) -> Result<serde_json::Value, String> {
     ask(exe, "openapi")

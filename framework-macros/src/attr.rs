@@ -180,7 +180,7 @@ pub(crate) fn parse(tokens: TokenStream, errors: &mut Errors) -> ApiAttr {
             }
             ("method" | "path", Some(value)) => match string_literal(value) {
                 Some(lit) if name == "method" => attr.method = Some(lit),
-                Some(lit) => attr.path = Some(lit),
+                Some(lit) => attr.path = Some(colon_params(&lit)),
                 None => errors.at(
                     value,
                     format_args!(
@@ -230,6 +230,26 @@ fn string_literal(expr: &syn::Expr) -> Option<LitStr> {
     }
 }
 
+/// The path with axum's parameter syntax (`{id}`, `{*rest}`) written as Ovation's (`:id`,
+/// `*rest`), so either may be used; segments that are not a whole `{…}` are left for the
+/// path's own checks to report.
+fn colon_params(lit: &LitStr) -> LitStr {
+    let path = lit.value();
+    let converted: Vec<String> = path
+        .split('/')
+        .map(
+            |segment| match segment.strip_prefix('{').and_then(|s| s.strip_suffix('}')) {
+                Some(inner) if !inner.contains(['{', '}']) => match inner.strip_prefix('*') {
+                    Some(name) => format!("*{name}"),
+                    None => format!(":{inner}"),
+                },
+                _ => segment.to_owned(),
+            },
+        )
+        .collect();
+    LitStr::new(&converted.join("/"), lit.span())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -249,6 +269,20 @@ mod tests {
         assert_eq!(a.method.unwrap().value(), "GET");
         assert_eq!(a.path.unwrap().value(), "/users/:id");
         assert!(parse_ok(quote!(method = "POST", path = "/x")).access.0 == Access::Private);
+    }
+
+    #[test]
+    fn axum_style_parameters_read_as_ovation_ones() {
+        let path = |p: &str| {
+            parse_ok(quote!(method = "GET", path = #p))
+                .path
+                .unwrap()
+                .value()
+        };
+        assert_eq!(path("/users/{id}/files/{*rest}"), "/users/:id/files/*rest");
+        assert_eq!(path("/users/:id"), "/users/:id");
+        // Not a whole segment: left as written, for the path check to refuse.
+        assert_eq!(path("/users/x{id}"), "/users/x{id}");
     }
 
     #[test]

@@ -7,7 +7,9 @@ mod attr;
 mod auth_handler;
 mod database;
 mod errors;
+mod main_macro;
 mod middleware;
+mod model;
 mod static_files;
 mod subscription;
 mod test_attr;
@@ -132,6 +134,36 @@ pub fn test(attr: TokenStream, item: TokenStream) -> TokenStream {
 #[proc_macro_attribute]
 pub fn workflow(attr: TokenStream, item: TokenStream) -> TokenStream {
     workflow::expand(attr.into(), item.into()).into()
+}
+
+/// The derives a type that crosses the wire needs, without depending on `serde` or
+/// `schemars`: `Debug`, `Clone`, `Serialize`, `Deserialize` and `JsonSchema` (through
+/// `::ovation::`), with JSON names in camelCase: fields, and an enum's variants and their
+/// fields (unless the type says `#[serde(rename_all = ...)]`).
+///
+/// ```ignore
+/// #[ovation::model(row)]
+/// pub struct User {
+///     pub id: Uuid,
+///     pub display_name: String, // "displayName" in JSON, the column display_name
+/// }
+/// ```
+///
+/// Options: `row` also implements `sqlx::FromRow` for Postgres, each field from the column of
+/// its name; `without(Debug, Clone)` leaves those out. A derive the type writes itself is not
+/// added twice, and `#[serde(...)]`/`#[schemars(...)]` attributes on it and its fields apply.
+#[proc_macro_attribute]
+pub fn model(attr: TokenStream, item: TokenStream) -> TokenStream {
+    model::expand(attr.into(), item.into()).into()
+}
+
+/// The `main` of an Ovation app's binary: `ovation::main!();` runs the app
+/// ([`ovation::run`](https://docs.rs/ovation)) and links the package's library, where the
+/// services usually live, into the binary (without it the linker drops the library's
+/// endpoints, and the binary would have none).
+#[proc_macro]
+pub fn main(input: TokenStream) -> TokenStream {
+    main_macro::expand(input.into()).into()
 }
 
 /// Serves a folder's files under a path prefix, embedded in the binary at build time:

@@ -46,6 +46,8 @@ pub enum StartupError {
     Cron(String),
     #[error("{0}")]
     Workflow(String),
+    #[error("{0}")]
+    Invalid(String),
     #[error("cannot listen on {addr}: {source}{hint}")]
     Bind {
         addr: SocketAddr,
@@ -67,6 +69,8 @@ pub enum StartupError {
 /// databases, topics) and exits: the CLI plans
 /// deployments with it.
 /// With `OVATION_DESCRIBE=openapi` it prints the OpenAPI document of its public API.
+/// With `OVATION_DESCRIBE=check` it prints what is wrong with the app, found without starting
+/// it (`ovation check`).
 pub fn run() -> ExitCode {
     match std::env::var_os("OVATION_DESCRIBE") {
         Some(v) if v == "1" => {
@@ -80,6 +84,17 @@ pub fn run() -> ExitCode {
                     ExitCode::FAILURE
                 }
             };
+        }
+        Some(v) if v == "check" => {
+            let problems = problems();
+            let services = crate::model::services();
+            let report = serde_json::json!({
+                "services": services,
+                "endpoints": crate::registry::endpoints().len(),
+                "problems": problems,
+            });
+            println!("{report}");
+            return ExitCode::SUCCESS;
         }
         Some(v) if v == "openapi" => {
             println!("{:#}", crate::http::openapi::spec());
@@ -223,13 +238,58 @@ pub(crate) async fn redis_url(config: &Config) -> Result<String, StartupError> {
     Ok(redis.url())
 }
 
+/// What is wrong with the app as its code declares it, found without starting it: no service
+/// at all (the app's crate not linked into the binary), two endpoints on one route or paths
+/// that conflict, two auth handlers, bad cache, cron or workflow declarations, a migration
+/// file this build does not hold. Every problem, one a line. Start-up, each test's set-up and
+/// `ovation check` (`OVATION_DESCRIBE=check`) run it.
+pub(crate) fn check() -> Result<(), String> {
+    let problems = problems();
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(problems.join("\n"))
+    }
+}
+
+/// The problems [`check`] reports, each on its own.
+fn problems() -> Vec<String> {
+    if crate::model::services().is_empty() {
+        return vec![
+            "this binary declares no service: no endpoint, database, topic, \
+                    subscription, cache or cron job of the app is linked into it. If the \
+                    services live in the package's library, write `ovation::main!();` as the \
+                    binary's main (or `use app_crate as _;` above it)"
+                .to_owned(),
+        ];
+    }
+    let mut problems = Vec::new();
+    if let Err(e) = http::check_routes(&crate::registry::endpoints()) {
+        problems.extend(e.0.lines().map(str::to_owned));
+    }
+    for check in [
+        crate::auth::check_setup,
+        crate::cache::check_setup,
+        crate::cron::check_setup,
+        crate::workflow::check_setup,
+    ] {
+        if let Err(e) = check() {
+            problems.push(e);
+        }
+    }
+    for def in sqldb::declared() {
+        if let Err(e) = def.check_built() {
+            problems.push(e.to_string());
+        }
+    }
+    problems
+}
+
 /// Builds this process's runtime from `config`: creates and migrates the databases of the
 /// hosted services.
 pub(crate) async fn build_runtime(config: &Config) -> Result<&'static Runtime, StartupError> {
+    check().map_err(StartupError::Invalid)?;
     crate::secrets::load_all(config.deployment).map_err(StartupError::Secrets)?;
-    crate::cache::check_setup().map_err(StartupError::Cache)?;
-    crate::cron::check_setup().map_err(StartupError::Cron)?;
-    crate::workflow::check_setup().map_err(StartupError::Workflow)?;
     let builder = RuntimeBuilder::from_config(config)?;
     let is_hosted = |s: &str| builder.hosts(s);
     let needed: Vec<_> = sqldb::declared()

@@ -90,7 +90,8 @@ pub use app::{Server, StartupError, run, start};
 pub use config::Config;
 pub use error::{ErrCode, Error, Result};
 pub use ovation_macros::{
-    api, auth_handler, database, middleware, static_files, subscription, test, workflow,
+    api, auth_handler, database, main, middleware, model, static_files, subscription, test,
+    workflow,
 };
 pub use pubsub::{MessageId, Topic};
 pub use registry::{Access, EndpointKind, Method};

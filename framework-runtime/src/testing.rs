@@ -357,10 +357,7 @@ impl TestEnv {
     /// Fresh, migrated copies of every database the app declares.
     pub async fn new() -> Result<TestEnv, Error> {
         crate::telemetry::init_for_tests();
-        crate::auth::check_setup().map_err(Error::internal)?;
-        crate::cache::check_setup().map_err(Error::internal)?;
-        crate::cron::check_setup().map_err(Error::internal)?;
-        crate::workflow::check_setup().map_err(Error::internal)?;
+        app::check().map_err(|e| Error::internal(format!("the app is not valid:\n{e}")))?;
         let server = test_server().await?.clone();
         let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
         let pid = std::process::id();

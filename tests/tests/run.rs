@@ -157,7 +157,8 @@ fn temp_app(name: &str) -> PathBuf {
             .unwrap_or_else(|| panic!("{name} in the workspace's dependencies"))
             .to_owned()
     };
-    let deps: Vec<String> = ["serde", "schemars", "sqlx", "uuid", "tokio", "chrono"]
+    // No serde or schemars: `#[ovation::model]` reaches them through `ovation`.
+    let deps: Vec<String> = ["sqlx", "uuid", "tokio", "chrono"]
         .iter()
         .map(|d| dependency(d))
         .collect();
@@ -172,11 +173,7 @@ fn temp_app(name: &str) -> PathBuf {
     )
     .unwrap();
     std::fs::copy(ws.join("Cargo.lock"), dir.join("Cargo.lock")).unwrap();
-    std::fs::write(
-        dir.join("src/main.rs"),
-        "mod hello;\n\nfn main() -> std::process::ExitCode {\n    ovation::run()\n}\n",
-    )
-    .unwrap();
+    std::fs::write(dir.join("src/main.rs"), "mod hello;\n\novation::main!();\n").unwrap();
     write_hello(&dir, "\"v1\"");
     dir
 }
@@ -186,7 +183,7 @@ fn write_hello(app: &Path, message: &str) {
         app.join("src/hello/mod.rs"),
         format!(
             "use ovation::prelude::*;\n\n\
-             #[derive(Serialize, Deserialize, JsonSchema)]\n\
+             #[ovation::model]\n\
              pub struct Greeting {{\n    pub message: String,\n}}\n\n\
              #[api(public, method = \"GET\", path = \"/hello\")]\n\
              pub async fn hello() -> Result<Greeting, Error> {{\n    Ok(Greeting {{ message: {message}.into() }})\n}}\n\n\
@@ -397,6 +394,51 @@ async fn ovation_test_runs_cargo_test_with_traces_and_returns_its_status() {
     write_hello(&app, "\"v9\"");
     let failed = ovation_test(&app);
     assert_eq!(failed.status.code(), Some(101), "{}", text(&failed));
+    let _ = std::fs::remove_dir_all(&app);
+}
+
+/// `ovation check` validates an app without starting it: a good one is ok; two endpoints on one
+/// route, or paths that differ only in a parameter's name, are each reported naming both
+/// endpoints in the app's own syntax, and the command fails.
+#[test]
+fn ovation_check_names_both_endpoints_of_each_conflict() {
+    let app = temp_app("check");
+    let check = || {
+        let out = Command::new(ovation())
+            .args(["check", "--app"])
+            .arg(&app)
+            .env("CARGO_TARGET_DIR", target_dir())
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        (out.status.code(), stdout, stderr)
+    };
+    let (code, stdout, stderr) = check();
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
+    assert_eq!(stdout.trim(), "ok: 1 service, 2 endpoints", "{stderr}");
+
+    let mut module = std::fs::read_to_string(app.join("src/hello/mod.rs")).unwrap();
+    module.push_str(
+        "\n#[api(public, method = \"GET\", path = \"/hello\")]\n\
+         pub async fn hi() -> Result<Greeting, Error> {\n    hello().await\n}\n\n\
+         #[api(public, method = \"GET\", path = \"/greet/:name\")]\n\
+         pub async fn greet(name: String) -> Result<(), Error> {\n    let _ = name;\n    Ok(())\n}\n\n\
+         #[api(public, method = \"POST\", path = \"/greet/{who}\")]\n\
+         pub async fn greet_back(who: String) -> Result<(), Error> {\n    let _ = who;\n    Ok(())\n}\n",
+    );
+    std::fs::write(app.join("src/hello/mod.rs"), module).unwrap();
+    let (code, stdout, stderr) = check();
+    assert_eq!(code, Some(1), "{stdout}{stderr}");
+    for expected in [
+        "error: the app has 2 problems:",
+        "  - the paths /greet/:name of hello.greet (src/hello/mod.rs:",
+        "and /greet/:who of hello.greet_back (src/hello/mod.rs:",
+        "  - two endpoints serve GET /hello: hello.hello (src/hello/mod.rs:",
+        "and hello.hi (src/hello/mod.rs:",
+    ] {
+        assert!(stderr.contains(expected), "no {expected:?} in:\n{stderr}");
+    }
     let _ = std::fs::remove_dir_all(&app);
 }
 

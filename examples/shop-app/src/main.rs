@@ -1,6 +1,2 @@
-// Linking the library brings in every service's endpoints and databases.
-use shop_app as _;
-
-fn main() -> std::process::ExitCode {
-    ovation::run()
-}
+// Runs the app, with every service of the library linked in.
+ovation::main!();

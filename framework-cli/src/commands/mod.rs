@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 
 use crate::error::{CliError, EXIT_CODES};
 
+mod check;
 mod db;
 mod deploy;
 mod generate;
@@ -28,6 +29,9 @@ enum Cmd {
     Run(run::RunArgs),
     /// Run the app's tests (each `#[ovation::test]` gets its own databases).
     Test(run::TestArgs),
+    /// Build the app and report what is wrong with it without starting it: conflicting
+    /// routes, bad declarations, a migration the build does not hold, a binary with no service.
+    Check(check::CheckArgs),
     /// Deploy the app as separate processes: locally under a supervisor, or as Kubernetes
     /// manifests.
     #[command(args_conflicts_with_subcommands = true)]
@@ -61,6 +65,7 @@ pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
     match cli.command {
         Cmd::Run(args) => run::run(args),
         Cmd::Test(args) => run::test(args),
+        Cmd::Check(args) => check::run(args),
         Cmd::Deploy(args) => deploy::run(args),
         Cmd::Graph(args) => graph::run(args),
         Cmd::Gen { command } => generate::run(command),

@@ -30,4 +30,4 @@ pub(crate) mod static_files;
 pub(crate) mod stream;
 pub(crate) mod wire;
 
-pub(crate) use router::{RouteError, router};
+pub(crate) use router::{RouteError, check_routes, router};

@@ -193,31 +193,111 @@ fn catch_panic()
     tower_http::catch_panic::CatchPanicLayer::custom(internal)
 }
 
-/// Checks that no two endpoints share a method and path, and that no two paths conflict.
+/// Checks that no two endpoints share a method and path, and that no two paths conflict,
+/// naming both endpoints of each problem in the app's own `:param` syntax. Every problem is
+/// reported, one a line.
 pub(crate) fn check_routes(endpoints: &[&'static dyn DynEndpoint]) -> Result<(), RouteError> {
-    let mut seen: BTreeMap<(String, &str), String> = BTreeMap::new();
+    let who = |e: &dyn DynEndpoint| {
+        let i = e.info();
+        format!("{}.{} ({})", i.service, i.name, i.location)
+    };
+    let mut problems = Vec::new();
+    // By shape (parameters unnamed): the first endpoint of each method, and of any method.
+    let mut by_route: BTreeMap<(String, &str), &dyn DynEndpoint> = BTreeMap::new();
+    let mut by_shape: BTreeMap<String, &dyn DynEndpoint> = BTreeMap::new();
     let mut matcher = matchit::Router::new();
-    let mut paths: std::collections::BTreeSet<String> = std::collections::BTreeSet::new();
+    let mut by_axum_path: BTreeMap<String, &dyn DynEndpoint> = BTreeMap::new();
+    // In the order of their names, so a problem reads the same on every run.
+    let mut endpoints = endpoints.to_vec();
+    endpoints.sort_by_key(|e| (e.info().service, e.info().name));
     for e in endpoints {
         let i = e.info();
-        let who = format!("{}.{} ({})", i.service, i.name, i.location);
+        let shape = route_shape(i.path);
+        if let Some(other) = by_route.get(&(shape.clone(), i.method.as_str())) {
+            let o = other.info();
+            let paths = if o.path == i.path {
+                i.path.to_owned()
+            } else {
+                format!("{} and {} {}", o.path, i.method, i.path)
+            };
+            problems.push(format!(
+                "two endpoints serve {} {paths}: {} and {}",
+                i.method,
+                who(*other),
+                who(e)
+            ));
+            continue;
+        }
+        by_route.insert((shape.clone(), i.method.as_str()), e);
+        match by_shape.get(&shape) {
+            Some(other) if other.info().path != i.path => {
+                problems.push(format!(
+                    "the paths {} of {} and {} of {} differ only in their parameters' names: \
+                     one path has one name per parameter, so name them alike",
+                    other.info().path,
+                    who(*other),
+                    i.path,
+                    who(e)
+                ));
+                continue;
+            }
+            Some(_) => continue,
+            None => {
+                by_shape.insert(shape, e);
+            }
+        }
         let path = axum_path(i.path);
-        if let Some(other) = seen.insert((path.clone(), i.method.as_str()), who.clone()) {
-            return Err(RouteError(format!(
-                "two endpoints serve {} {}: {other} and {who}",
-                i.method, i.path
-            )));
+        if let Err(err) = matcher.insert(path.clone(), ()) {
+            let with = match &err {
+                matchit::InsertError::Conflict { with } => by_axum_path
+                    .get(with)
+                    .map(|o| format!("{} of {}", o.info().path, who(*o)))
+                    .unwrap_or_else(|| format!("the path {}", colon_path(with))),
+                _ => format!("the router ({err})"),
+            };
+            problems.push(format!(
+                "the path {} of {} conflicts with {with}",
+                i.path,
+                who(e)
+            ));
+            continue;
         }
-        if paths.insert(path.clone()) {
-            matcher.insert(path, ()).map_err(|err| {
-                RouteError(format!(
-                    "the path {} of {who} conflicts with another endpoint's: {err}",
-                    i.path
-                ))
-            })?;
-        }
+        by_axum_path.insert(path, e);
     }
-    Ok(())
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(RouteError(problems.join("\n")))
+    }
+}
+
+/// A path with its parameters unnamed (`/users/:/files/*`): two paths of one shape match the
+/// same requests.
+fn route_shape(path: &str) -> String {
+    path.split('/')
+        .map(|s| match s.as_bytes().first() {
+            Some(b':') => ":",
+            Some(b'*') => "*",
+            _ => s,
+        })
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
+/// The app's syntax of an axum route pattern: `{id}` → `:id`, `{*rest}` → `*rest`.
+fn colon_path(path: &str) -> String {
+    path.split('/')
+        .map(
+            |s| match s.strip_prefix('{').and_then(|s| s.strip_suffix('}')) {
+                Some(inner) => match inner.strip_prefix('*') {
+                    Some(name) => format!("*{name}"),
+                    None => format!(":{inner}"),
+                },
+                None => s.to_owned(),
+            },
+        )
+        .collect::<Vec<_>>()
+        .join("/")
 }
 
 async fn not_found_handler(req: Request) -> Response {
@@ -264,10 +344,12 @@ mod tests {
     #[test]
     fn duplicate_and_conflicting_routes_are_errors_not_panics() {
         use crate::registry::Method::{Get, Post};
-        let ok: [&'static dyn DynEndpoint; 3] = [
+        let ok: [&'static dyn DynEndpoint; 5] = [
             &Route(Get, "/users/:id", "get"),
             &Route(Post, "/users/:id", "update"),
             &Route(Get, "/users/:id/orders", "orders"),
+            &Route(Get, "/users/me", "me"),
+            &Route(Get, "/files/*key", "file"),
         ];
         check_routes(&ok).unwrap();
         let dup: [&'static dyn DynEndpoint; 2] = [
@@ -275,16 +357,44 @@ mod tests {
             &Route(Get, "/users/:id", "fetch"),
         ];
         let err = check_routes(&dup).unwrap_err().to_string();
-        assert!(
-            err.contains("two endpoints serve GET /users/:id: svc.get"),
-            "{err}"
+        assert_eq!(
+            err,
+            "two endpoints serve GET /users/:id: svc.fetch (test) and svc.get (test)"
         );
-        let conflict: [&'static dyn DynEndpoint; 2] = [
+        // One method on paths that differ only in a parameter's name: the same requests.
+        let renamed: [&'static dyn DynEndpoint; 2] = [
+            &Route(Get, "/site/:site_id", "get"),
+            &Route(Get, "/site/:id", "fetch"),
+        ];
+        let err = check_routes(&renamed).unwrap_err().to_string();
+        assert_eq!(
+            err,
+            "two endpoints serve GET /site/:id and GET /site/:site_id: svc.fetch (test) and \
+             svc.get (test)"
+        );
+        let conflict: [&'static dyn DynEndpoint; 3] = [
             &Route(Get, "/users/:id", "get"),
             &Route(Post, "/users/:name", "rename"),
+            &Route(Get, "/status", "status"),
         ];
         let err = check_routes(&conflict).unwrap_err().to_string();
-        assert!(err.contains("/users/:name of svc.rename"), "{err}");
+        assert!(
+            err.starts_with(
+                "the paths /users/:id of svc.get (test) and /users/:name of svc.rename (test) \
+                 differ only in their parameters' names"
+            ),
+            "{err}"
+        );
+        // Every problem, one a line.
+        let many: [&'static dyn DynEndpoint; 4] = [
+            &Route(Get, "/a", "a1"),
+            &Route(Get, "/a", "a2"),
+            &Route(Get, "/b/:x", "b1"),
+            &Route(Post, "/b/:y", "b2"),
+        ];
+        let err = check_routes(&many).unwrap_err().to_string();
+        assert_eq!(err.lines().count(), 2, "{err}");
+        assert!(!err.contains('{'), "axum's syntax leaked: {err}");
     }
 
     #[test]
@@ -292,5 +402,7 @@ mod tests {
         assert_eq!(axum_path("/users/:id"), "/users/{id}");
         assert_eq!(axum_path("/files/*key"), "/files/{*key}");
         assert_eq!(axum_path("/"), "/");
+        assert_eq!(colon_path("/users/{id}/{*rest}"), "/users/:id/*rest");
+        assert_eq!(route_shape("/users/:id/*rest"), "/users/:/*");
     }
 }

@@ -13,16 +13,15 @@ use ovation::workflow::step;
 
 use crate::{orders, payments, products, users};
 
-#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "camelCase")]
+#[ovation::model]
 pub struct CheckoutRequest {
     pub user_id: Uuid,
     pub product_id: Uuid,
     pub quantity: i32,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "camelCase")]
+#[ovation::model]
+#[derive(PartialEq)]
 pub struct CheckoutResponse {
     pub order_id: Uuid,
     /// The checkout's id: its workflow run, the payment's idempotency key and the order's
@@ -65,7 +64,8 @@ pub async fn checkout(p: CheckoutRequest) -> Result<CheckoutResponse, Error> {
 }
 
 /// What a checkout takes: the workflow's input.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[ovation::model]
+#[serde(rename_all = "snake_case")] // stored as a workflow's input
 pub struct Checkout {
     pub id: Uuid,
     pub user_id: Uuid,

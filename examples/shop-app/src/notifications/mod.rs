@@ -10,8 +10,8 @@ use crate::users;
 
 static DB: Database = ovation::database!("notifications", migrations = "./migrations");
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema, sqlx::FromRow)]
-#[serde(rename_all = "camelCase")]
+#[ovation::model(row)]
+#[derive(PartialEq)]
 pub struct Notification {
     pub order_id: Uuid,
     pub email: String,
@@ -22,7 +22,7 @@ pub struct Notification {
     pub deliveries: i32,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[ovation::model]
 pub struct Notifications {
     pub notifications: Vec<Notification>,
 }

@@ -27,8 +27,8 @@ use tokio::sync::broadcast;
 use super::{DB, ORDER_CREATED, OrderCreated};
 
 /// One confirmed order, as the stream sends it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "camelCase")]
+#[ovation::model]
+#[derive(PartialEq)]
 pub struct LiveOrder {
     pub order_id: Uuid,
     pub product_id: Uuid,

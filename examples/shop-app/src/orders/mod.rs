@@ -11,8 +11,8 @@ pub mod live;
 
 static DB: Database = ovation::database!("orders", migrations = "./migrations");
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema, sqlx::FromRow)]
-#[serde(rename_all = "camelCase")]
+#[ovation::model(row)]
+#[derive(PartialEq)]
 pub struct Order {
     pub id: Uuid,
     pub user_id: Uuid,
@@ -23,8 +23,8 @@ pub struct Order {
 }
 
 /// Published when an order is confirmed, in the order's own transaction.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "camelCase")]
+#[ovation::model]
+#[derive(PartialEq)]
 pub struct OrderCreated {
     pub order_id: Uuid,
     pub user_id: Uuid,
@@ -38,8 +38,7 @@ pub struct OrderCreated {
 
 pub static ORDER_CREATED: Topic<OrderCreated> = ovation::topic!("order-created");
 
-#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "camelCase")]
+#[ovation::model]
 pub struct CreateOrderParams {
     pub user_id: Uuid,
     pub product_id: Uuid,
@@ -78,7 +77,8 @@ pub async fn create(p: CreateOrderParams) -> Result<Order, Error> {
 }
 
 /// An order `create` places: the input of [`place_order`].
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[ovation::model]
+#[serde(rename_all = "snake_case")] // stored as a workflow's input
 pub struct NewOrder {
     /// The order's id, and its workflow run's and stock reservation's.
     pub id: Uuid,
@@ -144,8 +144,7 @@ async fn record(o: NewOrder) -> Result<Order, Error> {
 }
 
 /// An order the checkout service places: stock reserved and payment taken already.
-#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "camelCase")]
+#[ovation::model]
 pub struct PlaceOrderParams {
     pub user_id: Uuid,
     pub product_id: Uuid,
@@ -251,7 +250,8 @@ pub async fn get(id: Uuid) -> Result<Order, Error> {
 }
 
 /// Orders, newest first.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[ovation::model]
+#[derive(PartialEq)]
 pub struct OrderList {
     pub orders: Vec<Order>,
 }
@@ -270,8 +270,7 @@ pub async fn my_orders() -> Result<OrderList, Error> {
     Ok(OrderList { orders })
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "camelCase")]
+#[ovation::model]
 pub struct MyOrderParams {
     pub product_id: Uuid,
     pub quantity: i32,

@@ -26,8 +26,8 @@ static DB: Database = ovation::database!("payments", migrations = "./migrations"
 /// How much a user may owe at once, in cents: charges above it are declined.
 pub const CREDIT_LIMIT_CENTS: i64 = 1_000_000;
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "camelCase")]
+#[ovation::model]
+#[derive(PartialEq)]
 pub struct Charge {
     pub id: Uuid,
     pub idempotency_key: String,
@@ -37,8 +37,7 @@ pub struct Charge {
     pub status: String,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "camelCase")]
+#[ovation::model]
 pub struct ChargeParams {
     /// Charging twice with one key charges once.
     pub idempotency_key: String,
@@ -46,20 +45,19 @@ pub struct ChargeParams {
     pub amount_cents: i64,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "camelCase")]
+#[ovation::model]
 pub struct RefundParams {
     /// The key the charge was made with.
     pub idempotency_key: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "camelCase")]
+#[ovation::model]
+#[derive(PartialEq)]
 pub struct Charges {
     pub charges: Vec<Charge>,
 }
 
-#[derive(Debug, sqlx::FromRow)]
+#[ovation::model(row)]
 struct Row {
     id: Uuid,
     idempotency_key: String,

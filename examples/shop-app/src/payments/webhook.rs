@@ -19,7 +19,7 @@ use super::DB;
 static WEBHOOK_KEY: Secret = ovation::secret!("PaymentsWebhookKey");
 
 /// The part of a provider's event the shop reads; the whole event is kept as it came.
-#[derive(Debug, Deserialize)]
+#[ovation::model]
 struct Event {
     id: String,
     #[serde(rename = "type")]
@@ -27,8 +27,7 @@ struct Event {
 }
 
 /// What the provider gets back.
-#[derive(Debug, Serialize)]
-#[serde(rename_all = "camelCase")]
+#[ovation::model]
 pub struct Received {
     pub id: String,
     /// The event was recorded by an earlier delivery.

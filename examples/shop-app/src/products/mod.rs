@@ -18,8 +18,8 @@ pub use expiry::{RESERVATION_TIMEOUT, expire_reservations};
 
 static DB: Database = ovation::database!("products", migrations = "./migrations");
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema, sqlx::FromRow)]
-#[serde(rename_all = "camelCase")]
+#[ovation::model(row)]
+#[derive(PartialEq)]
 pub struct Product {
     pub id: Uuid,
     pub name: String,
@@ -27,16 +27,14 @@ pub struct Product {
     pub inventory: i32,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "camelCase")]
+#[ovation::model]
 pub struct CreateProductParams {
     pub name: String,
     pub price_cents: i64,
     pub inventory: i32,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "camelCase")]
+#[ovation::model]
 pub struct ReserveParams {
     pub quantity: i32,
     /// Makes the reservation idempotent: reserving again with this id changes nothing, and
@@ -45,8 +43,7 @@ pub struct ReserveParams {
     pub reservation_id: Option<Uuid>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "camelCase")]
+#[ovation::model]
 pub struct ReleaseParams {
     pub quantity: i32,
     /// The id the stock was reserved with: the release happens once, however often it is

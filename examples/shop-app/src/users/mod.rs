@@ -13,16 +13,16 @@ pub use sessions::{
 
 static DB: Database = ovation::database!("users", migrations = "./migrations");
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema, sqlx::FromRow)]
-#[serde(rename_all = "camelCase")]
+#[ovation::model(row)]
+#[derive(PartialEq)]
 pub struct User {
     pub id: Uuid,
     pub email: String,
     pub name: String,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, garde::Validate)]
-#[serde(rename_all = "camelCase")]
+#[ovation::model]
+#[derive(garde::Validate)]
 pub struct CreateUserParams {
     #[garde(skip)]
     pub email: String,

@@ -31,8 +31,8 @@ pub const MAX_FAILED_LOGINS: i64 = 5;
 const LIFETIME: chrono::TimeDelta = chrono::TimeDelta::hours(24);
 
 /// Who a request is made by: the app's auth data.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[ovation::model]
+#[derive(PartialEq)]
 pub struct Session {
     pub user_id: Uuid,
     /// When the token stops working, in Unix seconds.
@@ -45,15 +45,14 @@ impl ovation::auth::AuthData for Session {
     }
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "camelCase")]
+#[ovation::model]
 pub struct CreateSessionParams {
     pub email: String,
     pub password: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "camelCase")]
+#[ovation::model]
+#[derive(PartialEq)]
 pub struct SessionToken {
     /// Send it as `Authorization: Bearer <token>`.
     pub token: String,
