@@ -82,6 +82,7 @@ pub(crate) fn expand(input: TokenStream, declaring_file: Option<PathBuf>) -> Tok
                 module: "",
                 migrations: &[],
                 folder: ::core::option::Option::None,
+                from_folder: false,
             };
             &DEF
         })));
@@ -104,6 +105,8 @@ pub(crate) fn expand(input: TokenStream, declaring_file: Option<PathBuf>) -> Tok
             module: ::core::module_path!(),
             migrations: &__OVATION_MIGRATIONS,
             folder: #folder,
+            // The app's profile: its debug builds read the folder (see `current_migrations`).
+            from_folder: ::core::cfg!(debug_assertions),
         };
         #p::inventory::submit! { #p::DatabaseEntry(&__OVATION_DATABASE) }
         #p::Database::__new(&__OVATION_DATABASE)

@@ -77,6 +77,11 @@ fn build(input: TokenStream) -> syn::Result<TokenStream> {
             format!("the folder {} has no files to serve", root.display()),
         ));
     }
+    let folder = root
+        .canonicalize()
+        .unwrap_or_else(|_| root.clone())
+        .to_string_lossy()
+        .into_owned();
     let p = quote!(::ovation::__private);
     let mut entries = Vec::new();
     for (relative, absolute) in &files {
@@ -126,6 +131,12 @@ fn build(input: TokenStream) -> syn::Result<TokenStream> {
                 prefix: #prefix,
                 files: FILES,
                 location: ::core::concat!(::core::file!(), ":", ::core::line!()),
+                // The app's debug builds serve the folder as it is now (see `StaticDir`).
+                folder: if ::core::cfg!(debug_assertions) {
+                    ::core::option::Option::Some(#folder)
+                } else {
+                    ::core::option::Option::None
+                },
             };
             #(
                 #p::inventory::submit! {

@@ -278,7 +278,7 @@ fn problems() -> Vec<String> {
         }
     }
     for def in sqldb::declared() {
-        if let Err(e) = def.check_built() {
+        if let Err(e) = def.current_migrations() {
             problems.push(e.to_string());
         }
     }

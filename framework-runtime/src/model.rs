@@ -202,7 +202,12 @@ pub(crate) fn app_model(rt: Option<&Runtime>) -> AppModel {
             .map(|d| DatabaseModel {
                 name: d.name.to_owned(),
                 service: d.service().to_owned(),
-                migrations: d.migrations.iter().map(|m| m.file.to_owned()).collect(),
+                migrations: d
+                    .current_migrations()
+                    .unwrap_or(d.migrations)
+                    .iter()
+                    .map(|m| m.file.to_owned())
+                    .collect(),
             })
             .collect(),
         topics: crate::pubsub::topics()

@@ -35,6 +35,7 @@ fn def(migrations: &'static [Migration]) -> DatabaseDef {
         module: "app::things",
         migrations,
         folder: None,
+        from_folder: false,
     }
 }
 
@@ -132,22 +133,23 @@ async fn template_clones_are_migrated_and_independent() {
 }
 
 // A migration file added after the build: cargo does not rebuild for it, and the app served
-// on the old schema without a word. Now start-up (and every test's set-up) says so.
+// on the old schema without a word. A debug build reads the folder, so it applies the file; a
+// release build refuses to start (and every test's set-up fails), naming it.
 #[tokio::test]
-async fn a_migration_added_after_the_build_stops_start_up_naming_it() {
+async fn a_migration_added_after_the_build_is_applied_in_debug_and_stops_a_release_build() {
     let folder = std::env::temp_dir().join(format!("ovation-unbuilt-{}", std::process::id()));
     std::fs::create_dir_all(&folder).unwrap();
     std::fs::write(folder.join("1_create_things.up.sql"), GOOD[0].sql).unwrap();
-    let def = DatabaseDef {
-        folder: Some(Box::leak(
-            folder.to_string_lossy().into_owned().into_boxed_str(),
-        )),
+    let folder_str: &'static str =
+        Box::leak(folder.to_string_lossy().into_owned().into_boxed_str());
+    let release = DatabaseDef {
+        folder: Some(folder_str),
         ..def(&GOOD)
     };
     let server = ovation::testing::test_server().await.unwrap();
     let db = format!("ovt_{}_unbuilt_test", std::process::id());
     server.create_database(&db).await.unwrap();
-    server.migrate(&db, &def).await.unwrap();
+    server.migrate(&db, &release).await.unwrap();
 
     std::fs::write(
         folder.join("2_add_colour.up.sql"),
@@ -155,8 +157,8 @@ async fn a_migration_added_after_the_build_stops_start_up_naming_it() {
     )
     .unwrap();
     for err in [
-        server.migrate(&db, &def).await.unwrap_err(),
-        server.clone_from_template(&def, &db).await.unwrap_err(),
+        server.migrate(&db, &release).await.unwrap_err(),
+        server.clone_from_template(&release, &db).await.unwrap_err(),
     ] {
         assert!(
             matches!(&err, SetupError::MigrationNotBuilt { file, .. } if file == "2_add_colour.up.sql"),
@@ -164,10 +166,41 @@ async fn a_migration_added_after_the_build_stops_start_up_naming_it() {
         );
         let text = err.to_string();
         assert!(
-            text.contains("not in this build") && text.contains("build.rs"),
+            text.contains("not in this release build") && text.contains("touching"),
             "{text}"
         );
     }
+
+    // The same build in debug: the folder as it is now, the new file included.
+    let debug = DatabaseDef {
+        name: "things_from_folder",
+        from_folder: true,
+        ..release
+    };
+    server.migrate(&db, &debug).await.unwrap();
+    let pool = sqlx::PgPool::connect_with(server.options(&db))
+        .await
+        .unwrap();
+    let colour: Option<String> = sqlx::query_scalar(
+        "SELECT column_name::text FROM information_schema.columns WHERE table_name = 'things' AND column_name = 'colour'",
+    )
+    .fetch_optional(&pool)
+    .await
+    .unwrap();
+    assert_eq!(colour.as_deref(), Some("colour"));
+    pool.close().await;
+
+    // A file the folder holds that is no migration's name is an error naming it, not skipped.
+    std::fs::write(folder.join("3-oops.up.sql"), "SELECT 1;").unwrap();
+    let bad = DatabaseDef {
+        name: "things_misnamed",
+        ..debug
+    };
+    let err = server.migrate(&db, &bad).await.unwrap_err().to_string();
+    assert!(
+        err.contains("3-oops.up.sql is not named `<number>_<name>.up.sql`"),
+        "{err}"
+    );
     server.drop_database(&db).await.unwrap();
     let _ = std::fs::remove_dir_all(&folder);
 }

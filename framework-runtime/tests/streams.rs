@@ -671,3 +671,47 @@ async fn static_files_have_content_types_revalidate_and_stay_in_their_folder() {
     }
     env.close().await;
 }
+
+/// A debug build serves the folder as it is now: a file added since the build (cargo does not
+/// rebuild for one) is served, an edited one has a new tag, and a link out of the folder is
+/// not followed.
+#[tokio::test]
+async fn a_debug_build_serves_files_added_since_the_build_and_nothing_outside() {
+    let folder = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/static");
+    let added = format!("added-{}.txt", std::process::id());
+    let link = format!("link-{}.txt", std::process::id());
+    std::fs::write(folder.join(&added), "new since the build").unwrap();
+    std::os::unix::fs::symlink(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml"),
+        folder.join(&link),
+    )
+    .unwrap();
+    let env = TestEnv::new().await.unwrap();
+    let service = env.serve(Hosting::only(["web"])).await.unwrap();
+    let http = reqwest::Client::new();
+    let get = |path: String| http.get(format!("{}/site/{path}", service.url())).send();
+
+    let answer = get(added.clone()).await.unwrap();
+    assert_eq!(answer.status(), 200);
+    assert_eq!(
+        answer.headers()["content-type"],
+        "text/plain; charset=utf-8"
+    );
+    let etag = answer.headers()["etag"].clone();
+    assert_eq!(answer.text().await.unwrap(), "new since the build");
+
+    std::fs::write(folder.join(&added), "edited").unwrap();
+    let edited = get(added.clone()).await.unwrap();
+    assert_ne!(edited.headers()["etag"], etag);
+    assert_eq!(edited.text().await.unwrap(), "edited");
+
+    let outside = get(link.clone()).await.unwrap();
+    assert_eq!(outside.status(), 404);
+    assert!(!outside.text().await.unwrap().contains("[package]"));
+
+    let _ = std::fs::remove_file(folder.join(&added));
+    let _ = std::fs::remove_file(folder.join(&link));
+    let gone = get(added).await.unwrap();
+    assert_eq!(gone.status(), 404);
+    env.close().await;
+}

@@ -46,6 +46,7 @@ static DATABASE: DatabaseDef = DatabaseDef {
     module: "ovation_cli::traces",
     migrations: &MIGRATIONS,
     folder: None,
+    from_folder: false,
 };
 
 static MIGRATIONS: [Migration; 1] = [Migration {

@@ -19,6 +19,7 @@ pub(crate) static DATABASE: DatabaseDef = DatabaseDef {
     module: "ovation::cron",
     migrations: &MIGRATIONS,
     folder: None,
+    from_folder: false,
 };
 
 static MIGRATIONS: [Migration; 1] = [Migration {

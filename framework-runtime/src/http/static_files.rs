@@ -41,6 +41,10 @@ pub struct StaticDir {
     pub prefix: &'static str,
     pub files: &'static [StaticFile],
     pub location: &'static str,
+    /// The folder the files were embedded from (absolute), in the app's debug builds: while it
+    /// exists, files are read from it, so a file added or edited since the build is served
+    /// as it is now (cargo does not rebuild for a new file in a folder).
+    pub folder: Option<&'static str>,
 }
 
 /// One of a [`StaticDir`]'s routes (the prefix, the prefix with `/`, everything under it),
@@ -88,17 +92,39 @@ impl DynEndpoint for StaticRoute {
     fn route(&self, _: &'static Runtime) -> MethodRouter {
         let dir = self.dir;
         axum::routing::on(MethodFilter::GET, move |req: Request| async move {
-            serve(dir, &req)
+            serve(dir, req).await
         })
     }
 }
 
-fn serve(dir: &StaticDir, req: &Request) -> Response {
-    let (method, path) = (req.method().as_str(), req.uri().path());
-    let Some(file) = lookup(dir, path) else {
+/// A file found for a request: embedded, or read from the folder.
+struct Found {
+    path: String,
+    bytes: Body,
+    etag: String,
+    /// Unix seconds.
+    modified: i64,
+}
+
+async fn serve(dir: &StaticDir, req: Request) -> Response {
+    let (parts, _) = req.into_parts();
+    let (method, path) = (parts.method.as_str(), parts.uri.path());
+    let found = match wanted(dir, path) {
+        None => None,
+        Some(wanted) => match dir.folder.filter(|f| std::path::Path::new(f).is_dir()) {
+            Some(folder) => from_folder(folder, wanted).await,
+            None => dir.files.iter().find(|f| f.path == wanted).map(|f| Found {
+                path: wanted,
+                bytes: Body::from(f.bytes),
+                etag: f.etag.to_owned(),
+                modified: f.modified,
+            }),
+        },
+    };
+    let Some(file) = found else {
         return not_found_response(method, path);
     };
-    let headers = req.headers();
+    let headers = &parts.headers;
     let fresh = match headers.get(header::IF_NONE_MATCH) {
         Some(tags) => tags.to_str().is_ok_and(|tags| {
             tags.split(',')
@@ -114,15 +140,15 @@ fn serve(dir: &StaticDir, req: &Request) -> Response {
     let mut response = if fresh {
         StatusCode::NOT_MODIFIED.into_response()
     } else {
-        let mut response = Response::new(Body::from(file.bytes));
+        let mut response = Response::new(file.bytes);
         response.headers_mut().insert(
             header::CONTENT_TYPE,
-            HeaderValue::from_static(content_type(file.path)),
+            HeaderValue::from_static(content_type(&file.path)),
         );
         response
     };
     let h = response.headers_mut();
-    if let Ok(etag) = HeaderValue::from_str(file.etag) {
+    if let Ok(etag) = HeaderValue::from_str(&file.etag) {
         h.insert(header::ETAG, etag);
     }
     if let Some(date) = chrono::DateTime::from_timestamp(file.modified, 0)
@@ -139,8 +165,43 @@ fn serve(dir: &StaticDir, req: &Request) -> Response {
     response
 }
 
-/// The file `path` (the request's, prefix included) names, if any.
-fn lookup(dir: &StaticDir, path: &str) -> Option<&'static StaticFile> {
+/// The file `wanted` of `folder` as it is now, if it is a file inside the folder (a link
+/// leading out of it is not followed).
+async fn from_folder(folder: &str, wanted: String) -> Option<Found> {
+    let root = tokio::fs::canonicalize(folder).await.ok()?;
+    let file = tokio::fs::canonicalize(root.join(&wanted)).await.ok()?;
+    if !file.starts_with(&root) {
+        return None;
+    }
+    let metadata = tokio::fs::metadata(&file).await.ok()?;
+    if !metadata.is_file() {
+        return None;
+    }
+    let bytes = tokio::fs::read(&file).await.ok()?;
+    let modified = metadata
+        .modified()
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_secs() as i64);
+    Some(Found {
+        etag: etag(&bytes),
+        path: wanted,
+        bytes: Body::from(bytes),
+        modified,
+    })
+}
+
+/// A file's `ETag`: a digest of its content (SipHash with fixed keys), as `static_files!`
+/// makes it at build time.
+fn etag(bytes: &Vec<u8>) -> String {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::hash::DefaultHasher::new();
+    bytes.hash(&mut hasher);
+    format!("\"{:016x}-{:x}\"", hasher.finish(), bytes.len())
+}
+
+/// The path under the folder that `path` (the request's, prefix included) names, if any.
+fn wanted(dir: &StaticDir, path: &str) -> Option<String> {
     let rest = if dir.prefix == "/" {
         path.strip_prefix('/')?
     } else {
@@ -161,12 +222,11 @@ fn lookup(dir: &StaticDir, path: &str) -> Option<&'static StaticFile> {
     {
         return None;
     }
-    let wanted = if decoded.is_empty() || decoded.ends_with('/') {
+    Some(if decoded.is_empty() || decoded.ends_with('/') {
         format!("{decoded}index.html")
     } else {
         decoded.into_owned()
-    };
-    dir.files.iter().find(|f| f.path == wanted)
+    })
 }
 
 /// The content type of a file, by its extension.
@@ -223,11 +283,15 @@ mod tests {
         prefix: "/assets",
         files: &FILES,
         location: "test",
+        folder: None,
     };
 
     #[test]
     fn lookups_are_exact_and_refuse_traversal() {
-        let found = |p: &str| lookup(&DIR, p).map(|f| f.path);
+        let found = |p: &str| {
+            let wanted = wanted(&DIR, p)?;
+            DIR.files.iter().find(|f| f.path == wanted).map(|f| f.path)
+        };
         assert_eq!(found("/assets"), Some("index.html"));
         assert_eq!(found("/assets/"), Some("index.html"));
         assert_eq!(found("/assets/css/site.css"), Some("css/site.css"));

@@ -55,7 +55,7 @@ pub(super) async fn apply_migrations(
             .map_err(other)?
             .into_iter()
             .collect();
-    for m in def.migrations {
+    for m in def.current_migrations()? {
         let checksum = hex::encode(Sha256::digest(m.sql.as_bytes()));
         if let Some(done) = applied.get(&m.version) {
             if *done != checksum {

@@ -17,6 +17,8 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::path::Path;
+use std::sync::Mutex;
 
 use sha2::{Digest, Sha256};
 use sqlx::postgres::PgPool;
@@ -52,17 +54,38 @@ pub struct DatabaseDef {
     pub name: &'static str,
     pub module: &'static str,
     pub migrations: &'static [Migration],
-    /// The migrations folder the files were embedded from (absolute), for
-    /// [`DatabaseDef::check_built`]; `None` for the framework's own databases.
+    /// The migrations folder the files were embedded from (absolute); `None` for the
+    /// framework's own databases.
     pub folder: Option<&'static str>,
+    /// Whether the migrations are read from `folder` while it exists (the app's debug builds),
+    /// rather than only embedded (its release builds): see [`DatabaseDef::current_migrations`].
+    pub from_folder: bool,
 }
 
 impl DatabaseDef {
+    /// The migrations to apply, by version.
+    ///
+    /// A debug build whose migrations folder still exists (a checkout) reads the folder as it
+    /// is now: cargo rebuilds a crate when an embedded file changes, but not when a file is
+    /// added to a folder, so a new migration is applied by `cargo run` and `cargo test` without
+    /// a build script. A release build applies what it embedded, and refuses to start where
+    /// the folder holds a migration it does not (see [`DatabaseDef::check_built`]).
+    pub fn current_migrations(&self) -> Result<&'static [Migration], SetupError> {
+        match self.folder {
+            Some(folder) if self.from_folder && Path::new(folder).is_dir() => {
+                read_folder(self.name, folder)
+            }
+            _ => {
+                self.check_built()?;
+                Ok(self.migrations)
+            }
+        }
+    }
+
     /// Fails when the migrations folder, where it still exists (a checkout, not a deployed
-    /// image), holds a migration this build did not embed: cargo rebuilds a crate when an
-    /// embedded file changes, but not when a file is added to a folder, and the app would
-    /// otherwise serve on the old schema without a word.
-    pub fn check_built(&self) -> Result<(), SetupError> {
+    /// image), holds a migration this build did not embed: the app would otherwise serve on
+    /// the old schema without a word.
+    fn check_built(&self) -> Result<(), SetupError> {
         let Some(folder) = self.folder else {
             return Ok(());
         };
@@ -95,7 +118,7 @@ impl DatabaseDef {
     pub(crate) fn schema_hash(&self) -> String {
         let mut h = Sha256::new();
         h.update(OUTBOX_SCHEMA.as_bytes());
-        for m in self.migrations {
+        for m in self.current_migrations().unwrap_or(self.migrations) {
             h.update(m.file.as_bytes());
             h.update([0]);
             h.update(m.sql.as_bytes());
@@ -103,6 +126,52 @@ impl DatabaseDef {
         }
         hex::encode(&h.finalize()[..6])
     }
+}
+
+/// The `<number>_<name>.up.sql` files of `folder`, by version, read once per process (the
+/// same rules as `database!`'s).
+fn read_folder(database: &'static str, folder: &str) -> Result<&'static [Migration], SetupError> {
+    static READ: Mutex<BTreeMap<&'static str, &'static [Migration]>> = Mutex::new(BTreeMap::new());
+    let mut read = READ.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(migrations) = read.get(database) {
+        return Ok(migrations);
+    }
+    let bad = |message: String| SetupError::MigrationsFolder {
+        database: database.to_owned(),
+        folder: folder.to_owned(),
+        message,
+    };
+    let entries = std::fs::read_dir(folder).map_err(|e| bad(e.to_string()))?;
+    let mut found: Vec<Migration> = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(|e| bad(e.to_string()))?;
+        let file = entry.file_name().to_string_lossy().into_owned();
+        if !file.ends_with(".sql") || file.ends_with(".down.sql") {
+            continue;
+        }
+        let version = file
+            .strip_suffix(".up.sql")
+            .and_then(|stem| stem.split_once('_'))
+            .filter(|(_, label)| !label.is_empty())
+            .and_then(|(n, _)| n.parse::<i64>().ok())
+            .ok_or_else(|| bad(format!("{file} is not named `<number>_<name>.up.sql`")))?;
+        if let Some(other) = found.iter().find(|m| m.version == version) {
+            return Err(bad(format!(
+                "migrations {} and {file} have the same number {version}",
+                other.file
+            )));
+        }
+        let sql = std::fs::read_to_string(entry.path()).map_err(|e| bad(format!("{file}: {e}")))?;
+        found.push(Migration {
+            version,
+            file: Box::leak(file.into_boxed_str()),
+            sql: Box::leak(sql.into_boxed_str()),
+        });
+    }
+    found.sort_by_key(|m| m.version);
+    let migrations: &'static [Migration] = Box::leak(found.into_boxed_slice());
+    read.insert(database, migrations);
+    Ok(migrations)
 }
 
 #[doc(hidden)]

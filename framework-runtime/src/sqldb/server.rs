@@ -48,15 +48,21 @@ pub enum SetupError {
     )]
     MigrationChanged { database: String, file: String },
     #[error(
-        "migration {file} of database `{database}` is in {folder} but not in this build of the \
-         app: cargo rebuilds when an embedded migration changes, not when a new file appears. \
-         Build again after touching the file that declares `database!(\"{database}\")`, or add \
-         a build.rs with `println!(\"cargo:rerun-if-changed={folder}\");`"
+        "migration {file} of database `{database}` is in {folder} but not in this release build \
+         of the app: cargo rebuilds when an embedded migration changes, not when a new file \
+         appears (debug builds read the folder). Build again after touching the file that \
+         declares `database!(\"{database}\")`"
     )]
     MigrationNotBuilt {
         database: String,
         file: String,
         folder: String,
+    },
+    #[error("the migrations of database `{database}` in {folder}: {message}")]
+    MigrationsFolder {
+        database: String,
+        folder: String,
+        message: String,
     },
     #[error("database `{database}`: {source}")]
     Other {
@@ -173,7 +179,6 @@ impl PgServer {
 
     /// Applies the pending migrations of `def` to the database `database` on this server.
     pub async fn migrate(&self, database: &str, def: &DatabaseDef) -> Result<(), SetupError> {
-        def.check_built()?;
         let other = |source| SetupError::Other {
             database: database.to_owned(),
             source,
@@ -215,7 +220,8 @@ impl PgServer {
         def: &DatabaseDef,
         database: &str,
     ) -> Result<(), SetupError> {
-        def.check_built()?;
+        // Fails before any template is chosen, should the migrations folder be unreadable.
+        def.current_migrations()?;
         let template = format!("ovation_tpl_{}_{}", def.name, def.schema_hash());
         let other = |source| SetupError::Other {
             database: template.clone(),

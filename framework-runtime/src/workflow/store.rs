@@ -22,6 +22,7 @@ pub(crate) static DATABASE: DatabaseDef = DatabaseDef {
     module: "ovation::workflow",
     migrations: &MIGRATIONS,
     folder: None,
+    from_folder: false,
 };
 
 static MIGRATIONS: [Migration; 1] = [Migration {

@@ -56,6 +56,7 @@ pub(crate) static DATABASE: DatabaseDef = DatabaseDef {
     module: "ovation::pubsub",
     migrations: &MIGRATIONS,
     folder: None,
+    from_folder: false,
 };
 
 static MIGRATIONS: [Migration; 3] = [
