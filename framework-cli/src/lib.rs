@@ -15,6 +15,7 @@ pub mod error;
 pub mod graph;
 pub mod guard;
 pub mod traces;
+mod tsgen;
 
 pub use commands::{Cli, main, run};
 pub use error::CliError;

@@ -420,6 +420,7 @@ impl RuntimeBuilder {
                 cron: None,
                 workflows: None,
                 gateway: config.gateway,
+                external: false,
                 cors: config.cors.clone(),
                 tasks: Default::default(),
                 writes: Default::default(),
@@ -482,6 +483,12 @@ impl RuntimeBuilder {
     /// Makes the runtime the process's own: code outside any request finds it.
     pub(crate) fn global(mut self) -> RuntimeBuilder {
         self.global = true;
+        self
+    }
+
+    /// A runtime for a program outside the app (see [`crate::Client`]).
+    pub(crate) fn external(mut self) -> RuntimeBuilder {
+        self.runtime.external = true;
         self
     }
 

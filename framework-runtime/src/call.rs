@@ -55,12 +55,7 @@ async fn call_once<E: Endpoint>(
     let ctx = runtime::context()?;
     let service = E::service();
     let user = crate::auth::current();
-    if E::ACCESS == crate::registry::Access::Auth && user.is_none() {
-        return Err(Error::unauthenticated(format!(
-            "{service}.{} needs an authenticated user, and this call is made for none: call              it while serving an authenticated request, or within `ovation::auth::with_data`",
-            E::NAME
-        )));
-    }
+    crate::client::check_access(ctx.rt, E::ACCESS, service, E::NAME, user.is_some())?;
     let local = ctx.rt.hosts(service);
     let span = call_span(service, E::NAME, local);
     // Boxed: the caller's future stays shallow, however deep the callee's handler is.
@@ -360,18 +355,26 @@ async fn remote<E: Endpoint>(
     let method = E::METHOD;
     let body = outgoing.body;
     let caller = ctx.service.unwrap_or("-");
-    let signature = ctx.rt.auth.sign(
-        service_auth::Signed {
-            method: method.as_str(),
-            path: url.path(),
-            query: url.query().unwrap_or(""),
-            body: &body,
-        },
-        caller,
-        user.as_ref().map(|u| u.json()),
-        key.as_deref(),
-    );
     let mut builder = ctx.rt.http.request(method.http(), url.clone());
+    if ctx.rt.external {
+        // A client outside the app: its credential, for the app's auth handler.
+        if let Some(authorization) = crate::client::authorization() {
+            builder = builder.header(http::header::AUTHORIZATION, &*authorization);
+        }
+    } else {
+        let signature = ctx.rt.auth.sign(
+            service_auth::Signed {
+                method: method.as_str(),
+                path: url.path(),
+                query: url.query().unwrap_or(""),
+                body: &body,
+            },
+            caller,
+            user.as_ref().map(|u| u.json()),
+            key.as_deref(),
+        );
+        builder = builder.header(service_auth::HEADER, signature);
+    }
     if E::HAS_REQUEST && method.has_body() {
         builder = builder
             .header(http::header::CONTENT_TYPE, "application/json")
@@ -384,7 +387,6 @@ async fn remote<E: Endpoint>(
         builder = builder.header(service_auth::IDEMPOTENCY_HEADER, &**key);
     }
     let request = builder
-        .header(service_auth::HEADER, signature)
         .build()
         .map_err(|e| Error::internal(format!("cannot build the request to `{service}`: {e}")))?;
 

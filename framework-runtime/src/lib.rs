@@ -67,6 +67,7 @@ mod app;
 pub mod auth;
 pub mod cache;
 mod call;
+mod client;
 pub mod config;
 pub mod cron;
 pub mod error;
@@ -87,6 +88,7 @@ pub mod validate;
 pub mod workflow;
 
 pub use app::{Server, StartupError, run, start};
+pub use client::Client;
 pub use config::Config;
 pub use error::{ErrCode, Error, Result};
 pub use ovation_macros::{

@@ -82,6 +82,8 @@ pub struct Runtime {
     pub(crate) workflows: Option<&'static crate::workflow::store::WorkflowStore>,
     /// Gateway mode: forward public endpoints of services hosted elsewhere.
     pub(crate) gateway: bool,
+    /// A program outside the app ([`crate::Client`]): its calls are unsigned, as any client's.
+    pub(crate) external: bool,
     /// Cross-origin access from browsers.
     pub(crate) cors: crate::config::Cors,
     /// The running [`crate::on_start!`] tasks, aborted at shutdown.

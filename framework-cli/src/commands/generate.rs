@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::Subcommand;
+use clap::{Subcommand, ValueEnum};
 
 use crate::deploy;
 use crate::error::CliError;
@@ -20,19 +20,45 @@ pub(super) enum GenCmd {
         #[arg(long)]
         out: Option<PathBuf>,
     },
+    /// A typed client of the app's public API, in the language asked for, built from the
+    /// app's binary: one class per service, a method per public endpoint.
+    Client {
+        /// The client's language.
+        #[arg(long, value_enum)]
+        lang: Lang,
+        /// The app's folder (holding its Cargo.toml).
+        #[arg(long, default_value = ".")]
+        app: PathBuf,
+        /// Write it to this file instead of printing it.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+}
+
+/// A language `ovation gen client` writes.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub(super) enum Lang {
+    /// TypeScript, for browsers and Node.js 18+ (needs only `fetch`).
+    Ts,
 }
 
 pub(super) fn run(command: GenCmd) -> Result<ExitCode, CliError> {
-    let GenCmd::Openapi { app, out } = command;
-    let exe = deploy::build(&super::manifest(&app)?, false)?;
+    let (app, out) = match &command {
+        GenCmd::Openapi { app, out } | GenCmd::Client { app, out, .. } => (app, out),
+    };
+    let exe = deploy::build(&super::manifest(app)?, false)?;
     let spec = deploy::describe_openapi(&exe)?;
+    let text = match command {
+        GenCmd::Openapi { .. } => format!("{spec:#}\n"),
+        GenCmd::Client { lang: Lang::Ts, .. } => crate::tsgen::typescript(&spec)?,
+    };
     match out {
         Some(path) => {
-            std::fs::write(&path, format!("{spec:#}\n"))
+            std::fs::write(path, text)
                 .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
             eprintln!("wrote {}", path.display());
         }
-        None => println!("{spec:#}"),
+        None => print!("{text}"),
     }
     Ok(ExitCode::SUCCESS)
 }

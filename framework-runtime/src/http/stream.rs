@@ -257,12 +257,7 @@ pub async fn open<E: StreamEndpoint>(
     let ctx = runtime::context()?;
     let service = E::service();
     let user = crate::auth::current();
-    if E::ACCESS == Access::Auth && user.is_none() {
-        return Err(Error::unauthenticated(format!(
-            "{service}.{} needs an authenticated user, and this stream is opened for none",
-            E::NAME
-        )));
-    }
+    crate::client::check_access(ctx.rt, E::ACCESS, service, E::NAME, user.is_some())?;
     let rt = ctx.rt;
     let what = what::<E>();
     // What travels, encoded here: a handshake that cannot make the trip fails here, wherever
@@ -328,7 +323,12 @@ pub async fn open<E: StreamEndpoint>(
         .into_client_request()
         .map_err(|e| Error::internal(format!("{what}: cannot build the handshake: {e}")))?;
     let headers = handshake.headers_mut();
-    if let Ok(value) = signature.parse() {
+    if rt.external {
+        // A client outside the app: its credential, for the app's auth handler.
+        if let Some(value) = crate::client::authorization().and_then(|a| a.parse().ok()) {
+            headers.insert(http::header::AUTHORIZATION, value);
+        }
+    } else if let Ok(value) = signature.parse() {
         headers.insert(service_auth::HEADER, value);
     }
     if let Some(traceparent) = crate::telemetry::current_traceparent()
