@@ -491,12 +491,17 @@ impl Running {
 /// `ovation run` of the shop on free ports, once the app answers: the run, the app's URL and
 /// the dashboard's.
 pub async fn run_shop(name: &str) -> (Running, String, String) {
+    run_shop_with(name, false).await
+}
+
+/// [`run_shop`], with `--watch` if asked: the app then sits behind the watch proxy.
+pub async fn run_shop_with(name: &str, watch: bool) -> (Running, String, String) {
     let (port, dashboard) = (free_port(), free_port());
     let mut run = Running::start(
         &workspace().join("examples/shop-app"),
         port,
         dashboard,
-        false,
+        watch,
         name,
     );
     let app = format!("http://127.0.0.1:{port}");
