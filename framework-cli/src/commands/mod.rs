@@ -12,6 +12,7 @@ mod db;
 mod deploy;
 mod generate;
 mod graph;
+mod new;
 mod run;
 mod secret;
 
@@ -25,6 +26,8 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Cmd {
+    /// Create a new app: one service with its database, two endpoints and a test.
+    New(new::NewArgs),
     /// Build and run the app, hosting every service in one process.
     Run(run::RunArgs),
     /// Run the app's tests (each `#[ovation::test]` gets its own databases).
@@ -63,6 +66,7 @@ pub fn main() -> ExitCode {
 /// Runs a parsed command line.
 pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
     match cli.command {
+        Cmd::New(args) => new::run(args),
         Cmd::Run(args) => run::run(args),
         Cmd::Test(args) => run::test(args),
         Cmd::Check(args) => check::run(args),
