@@ -14,6 +14,7 @@ pub mod dev;
 pub mod error;
 pub mod graph;
 pub mod guard;
+mod prepare;
 pub mod traces;
 mod tsgen;
 

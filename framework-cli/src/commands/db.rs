@@ -34,6 +34,13 @@ enum DbCmd {
         /// A service database, e.g. `users`; all of them when omitted.
         database: Option<String>,
     },
+    /// Write the data sqlx's `query!` macros check the app's SQL against to `<app>/.sqlx`,
+    /// from every database's migrations: the app then builds without a database.
+    Prepare {
+        /// Compare with `<app>/.sqlx` instead of writing it; fail if it is out of date.
+        #[arg(long)]
+        check: bool,
+    },
     /// Open psql on a database.
     Shell {
         /// A service database, e.g. `users`.
@@ -80,6 +87,7 @@ pub(super) fn run(args: DbArgs) -> Result<ExitCode, CliError> {
                 eprintln!("dropped {name}");
             }
         }
+        DbCmd::Prepare { check } => return crate::prepare::run(&args.app, &dir, check),
         DbCmd::Shell { database } => {
             let pg = ManagedPostgres::ensure(&dir)?;
             let mut cmd = Command::new("psql");

@@ -136,15 +136,34 @@ fn read_folder(database: &'static str, folder: &str) -> Result<&'static [Migrati
     if let Some(migrations) = read.get(database) {
         return Ok(migrations);
     }
-    let bad = |message: String| SetupError::MigrationsFolder {
-        database: database.to_owned(),
-        folder: folder.to_owned(),
-        message,
-    };
-    let entries = std::fs::read_dir(folder).map_err(|e| bad(e.to_string()))?;
-    let mut found: Vec<Migration> = Vec::new();
+    let found =
+        migration_files(Path::new(folder)).map_err(|message| SetupError::MigrationsFolder {
+            database: database.to_owned(),
+            folder: folder.to_owned(),
+            message,
+        })?;
+    let migrations: &'static [Migration] = Box::leak(
+        found
+            .into_iter()
+            .map(|(version, file, sql)| Migration {
+                version,
+                file: Box::leak(file.into_boxed_str()),
+                sql: Box::leak(sql.into_boxed_str()),
+            })
+            .collect(),
+    );
+    read.insert(database, migrations);
+    Ok(migrations)
+}
+
+#[doc(hidden)]
+/// `(version, file name, SQL)` of each `<number>_<name>.up.sql` file of `folder`, by version:
+/// the rules of `database!`, for reading a folder after the build.
+pub fn migration_files(folder: &Path) -> Result<Vec<(i64, String, String)>, String> {
+    let entries = std::fs::read_dir(folder).map_err(|e| e.to_string())?;
+    let mut found: Vec<(i64, String, String)> = Vec::new();
     for entry in entries {
-        let entry = entry.map_err(|e| bad(e.to_string()))?;
+        let entry = entry.map_err(|e| e.to_string())?;
         let file = entry.file_name().to_string_lossy().into_owned();
         if !file.ends_with(".sql") || file.ends_with(".down.sql") {
             continue;
@@ -154,24 +173,17 @@ fn read_folder(database: &'static str, folder: &str) -> Result<&'static [Migrati
             .and_then(|stem| stem.split_once('_'))
             .filter(|(_, label)| !label.is_empty())
             .and_then(|(n, _)| n.parse::<i64>().ok())
-            .ok_or_else(|| bad(format!("{file} is not named `<number>_<name>.up.sql`")))?;
-        if let Some(other) = found.iter().find(|m| m.version == version) {
-            return Err(bad(format!(
-                "migrations {} and {file} have the same number {version}",
-                other.file
-            )));
+            .ok_or_else(|| format!("{file} is not named `<number>_<name>.up.sql`"))?;
+        if let Some((_, other, _)) = found.iter().find(|(v, _, _)| *v == version) {
+            return Err(format!(
+                "migrations {other} and {file} have the same number {version}"
+            ));
         }
-        let sql = std::fs::read_to_string(entry.path()).map_err(|e| bad(format!("{file}: {e}")))?;
-        found.push(Migration {
-            version,
-            file: Box::leak(file.into_boxed_str()),
-            sql: Box::leak(sql.into_boxed_str()),
-        });
+        let sql = std::fs::read_to_string(entry.path()).map_err(|e| format!("{file}: {e}"))?;
+        found.push((version, file, sql));
     }
-    found.sort_by_key(|m| m.version);
-    let migrations: &'static [Migration] = Box::leak(found.into_boxed_slice());
-    read.insert(database, migrations);
-    Ok(migrations)
+    found.sort_by_key(|(v, _, _)| *v);
+    Ok(found)
 }
 
 #[doc(hidden)]

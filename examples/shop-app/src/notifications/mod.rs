@@ -10,7 +10,7 @@ use crate::users;
 
 static DB: Database = ovation::database!("notifications", migrations = "./migrations");
 
-#[ovation::model(row)]
+#[ovation::model]
 #[derive(PartialEq)]
 pub struct Notification {
     pub order_id: Uuid,
@@ -39,17 +39,17 @@ async fn send_confirmation(event: OrderCreated) -> Result<(), Error> {
     );
     // A redelivery finds the row: it counts, and sends nothing. `xmax = 0` tells a fresh
     // insert from the update of an existing row.
-    let first: bool = sqlx::query_scalar(
+    let first: bool = sqlx::query_scalar!(
         "INSERT INTO notifications (order_id, user_id, email, subject, body)
          VALUES ($1, $2, $3, $4, $5)
          ON CONFLICT (order_id) DO UPDATE SET deliveries = notifications.deliveries + 1
-         RETURNING (xmax = 0)",
+         RETURNING (xmax = 0) AS \"first!\"",
+        event.order_id,
+        user.id,
+        &user.email,
+        subject,
+        &body
     )
-    .bind(event.order_id)
-    .bind(user.id)
-    .bind(&user.email)
-    .bind(subject)
-    .bind(&body)
     .fetch_one(DB.pool())
     .await?;
     if first {
@@ -61,11 +61,12 @@ async fn send_confirmation(event: OrderCreated) -> Result<(), Error> {
 /// The emails sent to a user, oldest first.
 #[api(public, method = "GET", path = "/notifications/:user_id")]
 pub async fn list(user_id: Uuid) -> Result<Notifications, Error> {
-    let notifications = sqlx::query_as::<_, Notification>(
+    let notifications = sqlx::query_as!(
+        Notification,
         "SELECT order_id, email, subject, body, sent_at, deliveries FROM notifications
          WHERE user_id = $1 ORDER BY sent_at, order_id",
+        user_id
     )
-    .bind(user_id)
     .fetch_all(DB.pool())
     .await?;
     Ok(Notifications { notifications })

@@ -90,14 +90,14 @@ pub async fn live(mut out: StreamOut<LiveOrder>) -> Result<(), Error> {
 #[subscription(topic = ORDER_CREATED, name = "live-orders")]
 async fn announce(event: OrderCreated) -> Result<(), Error> {
     // One statement: the order's row as the stream sends it, announced if it is confirmed.
-    sqlx::query(
+    sqlx::query!(
         "SELECT pg_notify($1, json_build_object(
              'orderId', id, 'productId', product_id,
              'quantity', quantity, 'totalCents', total_cents)::text)
          FROM orders WHERE id = $2 AND status = 'confirmed'",
+        CHANNEL,
+        event.order_id
     )
-    .bind(CHANNEL)
-    .bind(event.order_id)
     .execute(DB.pool())
     .await?;
     Ok(())

@@ -11,7 +11,7 @@ pub mod live;
 
 static DB: Database = ovation::database!("orders", migrations = "./migrations");
 
-#[ovation::model(row)]
+#[ovation::model]
 #[derive(PartialEq)]
 pub struct Order {
     pub id: Uuid,
@@ -115,17 +115,18 @@ pub async fn place_order(o: NewOrder) -> Result<Order, Error> {
 /// returns the order its first run recorded.
 async fn record(o: NewOrder) -> Result<Order, Error> {
     let mut tx = DB.begin().await?;
-    let inserted = sqlx::query_as::<_, Order>(&format!(
+    let inserted = sqlx::query_as!(
+        Order,
         "INSERT INTO orders (id, user_id, product_id, quantity, total_cents, status)
          VALUES ($1, $2, $3, $4, $5, 'confirmed')
          ON CONFLICT (id) DO NOTHING
-         RETURNING {ORDER_COLUMNS}"
-    ))
-    .bind(o.id)
-    .bind(o.user_id)
-    .bind(o.product_id)
-    .bind(o.quantity)
-    .bind(o.total_cents)
+         RETURNING id, user_id, product_id, quantity, total_cents, status",
+        o.id,
+        o.user_id,
+        o.product_id,
+        o.quantity,
+        o.total_cents
+    )
     .fetch_optional(&mut *tx)
     .await?;
     let Some(order) = inserted else {
@@ -152,8 +153,6 @@ pub struct PlaceOrderParams {
     pub total_cents: i64,
 }
 
-const ORDER_COLUMNS: &str = "id, user_id, product_id, quantity, total_cents, status";
-
 /// Records the order of checkout `checkout_id`, whose stock and payment the checkout has
 /// already taken, and publishes `OrderCreated`. Idempotent: placing a checkout's order again
 /// returns the first one; a cancelled checkout's order is `failed_precondition`.
@@ -165,17 +164,18 @@ pub async fn place(checkout_id: Uuid, p: PlaceOrderParams) -> Result<Order, Erro
         ));
     }
     let mut tx = DB.begin().await?;
-    let placed = sqlx::query_as::<_, Order>(&format!(
+    let placed = sqlx::query_as!(
+        Order,
         "INSERT INTO orders (user_id, product_id, quantity, total_cents, status, checkout_id)
          VALUES ($1, $2, $3, $4, 'confirmed', $5)
          ON CONFLICT (checkout_id) DO NOTHING
-         RETURNING {ORDER_COLUMNS}"
-    ))
-    .bind(p.user_id)
-    .bind(p.product_id)
-    .bind(p.quantity)
-    .bind(p.total_cents)
-    .bind(checkout_id)
+         RETURNING id, user_id, product_id, quantity, total_cents, status",
+        p.user_id,
+        p.product_id,
+        p.quantity,
+        p.total_cents,
+        checkout_id
+    )
     .fetch_optional(&mut *tx)
     .await?;
     let Some(order) = placed else {
@@ -203,16 +203,16 @@ pub async fn place(checkout_id: Uuid, p: PlaceOrderParams) -> Result<Order, Erro
 /// the order exists, it makes sure none will be placed.
 #[api(method = "POST", path = "/orders/checkouts/:checkout_id/cancel")]
 pub async fn cancel_checkout(checkout_id: Uuid, p: PlaceOrderParams) -> Result<(), Error> {
-    sqlx::query(
+    sqlx::query!(
         "INSERT INTO orders (user_id, product_id, quantity, total_cents, status, checkout_id)
-         VALUES ($1, $2, GREATEST($3, 1), GREATEST($4, 0), 'cancelled', $5)
+         VALUES ($1, $2, GREATEST($3::int, 1), GREATEST($4::bigint, 0), 'cancelled', $5)
          ON CONFLICT (checkout_id) DO UPDATE SET status = 'cancelled'",
+        p.user_id,
+        p.product_id,
+        p.quantity,
+        p.total_cents,
+        checkout_id
     )
-    .bind(p.user_id)
-    .bind(p.product_id)
-    .bind(p.quantity)
-    .bind(p.total_cents)
-    .bind(checkout_id)
     .execute(DB.pool())
     .await?;
     Ok(())
@@ -231,10 +231,8 @@ async fn by_checkout<'e>(
     db: impl sqlx::PgExecutor<'e>,
     checkout_id: Uuid,
 ) -> Result<Option<Order>, Error> {
-    Ok(sqlx::query_as::<_, Order>(&format!(
-        "SELECT {ORDER_COLUMNS} FROM orders WHERE checkout_id = $1"
-    ))
-    .bind(checkout_id)
+    Ok(sqlx::query_as!(
+Order, "SELECT id, user_id, product_id, quantity, total_cents, status FROM orders WHERE checkout_id = $1", checkout_id)
     .fetch_optional(db)
     .await?)
 }
@@ -242,11 +240,14 @@ async fn by_checkout<'e>(
 /// Gets an order by id.
 #[api(public, method = "GET", path = "/orders/:id")]
 pub async fn get(id: Uuid) -> Result<Order, Error> {
-    sqlx::query_as::<_, Order>(&format!("SELECT {ORDER_COLUMNS} FROM orders WHERE id = $1"))
-        .bind(id)
-        .fetch_optional(DB.pool())
-        .await?
-        .ok_or_else(|| Error::not_found(format!("no order {id}")))
+    sqlx::query_as!(
+        Order,
+        "SELECT id, user_id, product_id, quantity, total_cents, status FROM orders WHERE id = $1",
+        id
+    )
+    .fetch_optional(DB.pool())
+    .await?
+    .ok_or_else(|| Error::not_found(format!("no order {id}")))
 }
 
 /// Orders, newest first.
@@ -260,11 +261,9 @@ pub struct OrderList {
 #[api(auth, method = "GET", path = "/me/orders", tags = ["account"])]
 pub async fn my_orders() -> Result<OrderList, Error> {
     let session = ovation::auth::require::<users::Session>()?;
-    let orders = sqlx::query_as::<_, Order>(&format!(
-        "SELECT {ORDER_COLUMNS} FROM orders WHERE user_id = $1
-         ORDER BY created_at DESC, id DESC LIMIT 1000"
-    ))
-    .bind(session.user_id)
+    let orders = sqlx::query_as!(
+Order, "SELECT id, user_id, product_id, quantity, total_cents, status FROM orders WHERE user_id = $1
+         ORDER BY created_at DESC, id DESC LIMIT 1000", session.user_id)
     .fetch_all(DB.pool())
     .await?;
     Ok(OrderList { orders })
@@ -356,7 +355,7 @@ mod tests {
         .await
         .unwrap_err();
         assert_eq!(err.code(), ErrCode::FailedPrecondition);
-        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM orders")
+        let n: i64 = sqlx::query_scalar!("SELECT count(*) AS \"n!\" FROM orders")
             .fetch_one(DB.pool())
             .await
             .unwrap();
@@ -406,7 +405,7 @@ mod tests {
         let err = place(other, params).await.unwrap_err();
         assert_eq!(err.code(), ErrCode::FailedPrecondition);
         let confirmed: i64 =
-            sqlx::query_scalar("SELECT count(*) FROM orders WHERE status = 'confirmed'")
+            sqlx::query_scalar!("SELECT count(*) AS \"n!\" FROM orders WHERE status = 'confirmed'")
                 .fetch_one(DB.pool())
                 .await
                 .unwrap();

@@ -57,7 +57,7 @@ pub struct Charges {
     pub charges: Vec<Charge>,
 }
 
-#[ovation::model(row)]
+#[ovation::model]
 struct Row {
     id: Uuid,
     idempotency_key: String,
@@ -100,8 +100,6 @@ fn declined(amount_cents: i64) -> Error {
         }))
 }
 
-const COLUMNS: &str = "id, idempotency_key, user_id, amount_cents, status";
-
 /// Charges a user, once per idempotency key; declined above the credit limit (see the module
 /// docs).
 #[api(method = "POST", path = "/payments/charge")]
@@ -113,24 +111,24 @@ pub async fn charge(p: ChargeParams) -> Result<Charge, Error> {
     let mut tx = DB.begin().await?;
     // One user's charges are decided one at a time, so two concurrent charges cannot both
     // fit under the limit that only one of them fits under.
-    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1::text, 0))")
-        .bind(p.user_id)
-        .execute(&mut *tx)
-        .await?;
-    let existing = sqlx::query_as::<_, Row>(&format!(
-        "SELECT {COLUMNS} FROM charges WHERE idempotency_key = $1"
-    ))
-    .bind(&p.idempotency_key)
+    sqlx::query!(
+        "SELECT pg_advisory_xact_lock(hashtextextended($1::text, 0))",
+        p.user_id.to_string()
+    )
+    .execute(&mut *tx)
+    .await?;
+    let existing = sqlx::query_as!(
+Row, "SELECT id, idempotency_key, user_id, amount_cents, status FROM charges WHERE idempotency_key = $1", &p.idempotency_key)
     .fetch_optional(&mut *tx)
     .await?;
     if let Some(row) = existing {
         return row.outcome(&p);
     }
-    let owed: i64 = sqlx::query_scalar(
-        "SELECT COALESCE(SUM(amount_cents), 0)::BIGINT FROM charges
+    let owed: i64 = sqlx::query_scalar!(
+        "SELECT COALESCE(SUM(amount_cents), 0)::BIGINT AS \"owed!\" FROM charges
          WHERE user_id = $1 AND status = 'charged'",
+        p.user_id
     )
-    .bind(p.user_id)
     .fetch_one(&mut *tx)
     .await?;
     let status = match owed.checked_add(p.amount_cents) {
@@ -138,25 +136,24 @@ pub async fn charge(p: ChargeParams) -> Result<Charge, Error> {
         _ => "declined",
     };
     // A refund of this key may have spent it meanwhile: then that row is the outcome.
-    let row = sqlx::query_as::<_, Row>(&format!(
+    let row = sqlx::query_as!(
+        Row,
         "INSERT INTO charges (idempotency_key, user_id, amount_cents, status)
          VALUES ($1, $2, $3, $4)
          ON CONFLICT (idempotency_key) DO NOTHING
-         RETURNING {COLUMNS}"
-    ))
-    .bind(&p.idempotency_key)
-    .bind(p.user_id)
-    .bind(p.amount_cents)
-    .bind(status)
+         RETURNING id, idempotency_key, user_id, amount_cents, status",
+        &p.idempotency_key,
+        p.user_id,
+        p.amount_cents,
+        status
+    )
     .fetch_optional(&mut *tx)
     .await?;
     let row = match row {
         Some(row) => row,
         None => {
-            sqlx::query_as::<_, Row>(&format!(
-                "SELECT {COLUMNS} FROM charges WHERE idempotency_key = $1"
-            ))
-            .bind(&p.idempotency_key)
+            sqlx::query_as!(
+Row, "SELECT id, idempotency_key, user_id, amount_cents, status FROM charges WHERE idempotency_key = $1", &p.idempotency_key)
             .fetch_one(&mut *tx)
             .await?
         }
@@ -173,12 +170,12 @@ pub async fn charge(p: ChargeParams) -> Result<Charge, Error> {
 #[api(method = "POST", path = "/payments/refund")]
 pub async fn refund(p: RefundParams) -> Result<(), Error> {
     check_text("idempotencyKey", &p.idempotency_key, 200)?;
-    sqlx::query(
+    sqlx::query!(
         "INSERT INTO charges (idempotency_key, amount_cents, status) VALUES ($1, 0, 'void')
          ON CONFLICT (idempotency_key) DO UPDATE SET status = 'refunded', refunded_at = NOW()
              WHERE charges.status = 'charged'",
+        &p.idempotency_key
     )
-    .bind(&p.idempotency_key)
     .execute(DB.pool())
     .await?;
     Ok(())
@@ -187,12 +184,13 @@ pub async fn refund(p: RefundParams) -> Result<(), Error> {
 /// A user's charges, charged or refunded, oldest first.
 #[api(method = "GET", path = "/payments/users/:user_id/charges")]
 pub async fn charges(user_id: Uuid) -> Result<Charges, Error> {
-    let rows = sqlx::query_as::<_, Row>(&format!(
-        "SELECT {COLUMNS} FROM charges
+    let rows = sqlx::query_as!(
+        Row,
+        "SELECT id, idempotency_key, user_id, amount_cents, status FROM charges
          WHERE user_id = $1 AND status IN ('charged', 'refunded')
-         ORDER BY created_at, id"
-    ))
-    .bind(user_id)
+         ORDER BY created_at, id",
+        user_id
+    )
     .fetch_all(DB.pool())
     .await?;
     let charges = rows

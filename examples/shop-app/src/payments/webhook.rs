@@ -44,13 +44,13 @@ pub async fn payments_webhook(headers: HeaderMap, body: Bytes) -> Result<Json<Re
     crate::check_text("type", &event.kind, 200)?;
     let payload: serde_json::Value = serde_json::from_slice(&body)
         .map_err(|e| Error::invalid_argument(format!("the event is not valid JSON: {e}")))?;
-    let inserted = sqlx::query(
+    let inserted = sqlx::query!(
         "INSERT INTO payment_events (id, type, payload) VALUES ($1, $2, $3)
          ON CONFLICT (id) DO NOTHING",
+        &event.id,
+        &event.kind,
+        &payload
     )
-    .bind(&event.id)
-    .bind(&event.kind)
-    .bind(&payload)
     .execute(DB.pool())
     .await?
     .rows_affected();
@@ -93,8 +93,7 @@ pub fn signature(body: &[u8]) -> String {
 /// Whether the event `id` has been recorded, and its type.
 pub async fn recorded(id: &str) -> Result<Option<String>, Error> {
     Ok(
-        sqlx::query_scalar("SELECT type FROM payment_events WHERE id = $1")
-            .bind(id)
+        sqlx::query_scalar!("SELECT type FROM payment_events WHERE id = $1", id)
             .fetch_optional(DB.pool())
             .await?,
     )

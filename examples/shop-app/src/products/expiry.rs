@@ -36,7 +36,7 @@ pub async fn expire_reservations() -> Result<(), Error> {
     let mut expired = 0;
     loop {
         let mut tx = DB.begin().await?;
-        let freed: Vec<(Uuid, i64, i64)> = sqlx::query_as(
+        let freed = sqlx::query!(
             "WITH stale AS (
                  SELECT id FROM reservations
                   WHERE status = 'reserved' AND created_at < now() - make_interval(secs => $1)
@@ -44,18 +44,26 @@ pub async fn expire_reservations() -> Result<(), Error> {
              freed AS (
                  UPDATE reservations r SET status = 'expired' FROM stale
                   WHERE r.id = stale.id RETURNING r.product_id, r.quantity)
-             SELECT product_id, sum(quantity)::bigint, count(*) FROM freed GROUP BY product_id",
+             SELECT product_id AS \"product_id!\", sum(quantity)::bigint AS \"quantity!\",
+                    count(*) AS \"n!\"
+               FROM freed GROUP BY product_id",
+            RESERVATION_TIMEOUT.as_secs_f64(),
+            BATCH
         )
-        .bind(RESERVATION_TIMEOUT.as_secs_f64())
-        .bind(BATCH)
         .fetch_all(&mut *tx)
         .await?;
+        let freed: Vec<(Uuid, i64, i64)> = freed
+            .into_iter()
+            .map(|r| (r.product_id, r.quantity, r.n))
+            .collect();
         for (product, quantity, _) in &freed {
-            sqlx::query("UPDATE products SET inventory = inventory + $2::int WHERE id = $1")
-                .bind(product)
-                .bind(quantity)
-                .execute(&mut *tx)
-                .await?;
+            sqlx::query!(
+                "UPDATE products SET inventory = inventory + $2::bigint WHERE id = $1",
+                product,
+                quantity
+            )
+            .execute(&mut *tx)
+            .await?;
         }
         tx.commit().await?;
         let n: i64 = freed.iter().map(|(_, _, n)| n).sum();
@@ -78,24 +86,25 @@ async fn confirm_reservation(event: OrderCreated) -> Result<(), Error> {
         return Ok(());
     };
     let mut tx = DB.begin().await?;
-    let row: Option<(Uuid, i32, String)> = sqlx::query_as(
+    let row = sqlx::query!(
         "SELECT product_id, quantity, status FROM reservations WHERE id = $1 FOR UPDATE",
+        reservation
     )
-    .bind(reservation)
     .fetch_optional(&mut *tx)
     .await?;
-    let Some((product, quantity, status)) = row else {
+    let Some((product, quantity, status)) = row.map(|r| (r.product_id, r.quantity, r.status))
+    else {
         return Ok(());
     };
     match status.as_str() {
         "reserved" => {}
         "expired" => {
             // Its stock was given back before the order's event came: take it again.
-            let taken = sqlx::query(
+            let taken = sqlx::query!(
                 "UPDATE products SET inventory = inventory - $2 WHERE id = $1 AND inventory >= $2",
+                product,
+                quantity
             )
-            .bind(product)
-            .bind(quantity)
             .execute(&mut *tx)
             .await?;
             if taken.rows_affected() == 0 {
@@ -108,10 +117,12 @@ async fn confirm_reservation(event: OrderCreated) -> Result<(), Error> {
         }
         _ => return Ok(()),
     }
-    sqlx::query("UPDATE reservations SET status = 'confirmed' WHERE id = $1")
-        .bind(reservation)
-        .execute(&mut *tx)
-        .await?;
+    sqlx::query!(
+        "UPDATE reservations SET status = 'confirmed' WHERE id = $1",
+        reservation
+    )
+    .execute(&mut *tx)
+    .await?;
     tx.commit().await?;
     Ok(())
 }
@@ -125,19 +136,18 @@ mod tests {
 
     /// Makes every reservation of `product` look older than the timeout.
     async fn age_reservations(product: Uuid) {
-        sqlx::query(
+        sqlx::query!(
             "UPDATE reservations SET created_at = now() - interval '11 minutes'
               WHERE product_id = $1",
+            product
         )
-        .bind(product)
         .execute(DB.pool())
         .await
         .unwrap();
     }
 
     async fn status(reservation: Uuid) -> String {
-        sqlx::query_scalar("SELECT status FROM reservations WHERE id = $1")
-            .bind(reservation)
+        sqlx::query_scalar!("SELECT status FROM reservations WHERE id = $1", reservation)
             .fetch_one(DB.pool())
             .await
             .unwrap()
@@ -179,11 +189,13 @@ mod tests {
         })
         .await
         .unwrap();
-        let taken: Uuid = sqlx::query_scalar("SELECT id FROM reservations WHERE product_id = $1")
-            .bind(product.id)
-            .fetch_one(DB.pool())
-            .await
-            .unwrap();
+        let taken: Uuid = sqlx::query_scalar!(
+            "SELECT id FROM reservations WHERE product_id = $1",
+            product.id
+        )
+        .fetch_one(DB.pool())
+        .await
+        .unwrap();
         wait_for_status(taken, "confirmed").await;
         // An order whose process died after reserving: reserved, no order, no event.
         let orphan = reserve(product.id, 3).await;

@@ -18,7 +18,7 @@ pub use expiry::{RESERVATION_TIMEOUT, expire_reservations};
 
 static DB: Database = ovation::database!("products", migrations = "./migrations");
 
-#[ovation::model(row)]
+#[ovation::model]
 #[derive(PartialEq)]
 pub struct Product {
     pub id: Uuid,
@@ -62,13 +62,14 @@ pub async fn create(p: CreateProductParams) -> Result<Product, Error> {
     if p.inventory < 0 {
         return Err(Error::invalid_argument("`inventory` must not be negative"));
     }
-    let product = sqlx::query_as::<_, Product>(
+    let product = sqlx::query_as!(
+        Product,
         "INSERT INTO products (name, price_cents, inventory) VALUES ($1, $2, $3)
          RETURNING id, name, price_cents, inventory",
+        p.name.trim(),
+        p.price_cents,
+        p.inventory
     )
-    .bind(p.name.trim())
-    .bind(p.price_cents)
-    .bind(p.inventory)
     .fetch_one(DB.pool())
     .await?;
     Ok(product)
@@ -77,10 +78,11 @@ pub async fn create(p: CreateProductParams) -> Result<Product, Error> {
 /// Gets a product by id.
 #[api(public, method = "GET", path = "/products/:id")]
 pub async fn get(id: Uuid) -> Result<Product, Error> {
-    sqlx::query_as::<_, Product>(
+    sqlx::query_as!(
+        Product,
         "SELECT id, name, price_cents, inventory FROM products WHERE id = $1",
+        id
     )
-    .bind(id)
     .fetch_optional(DB.pool())
     .await?
     .ok_or_else(|| Error::not_found(format!("no product {id}")))
@@ -95,22 +97,23 @@ pub async fn reserve_inventory(id: Uuid, p: ReserveParams) -> Result<(), Error> 
     }
     let mut tx = DB.begin().await?;
     if let Some(reservation) = p.reservation_id {
-        let inserted = sqlx::query(
+        let inserted = sqlx::query!(
             "INSERT INTO reservations (id, product_id, quantity, status)
              VALUES ($1, $2, $3, 'reserved') ON CONFLICT (id) DO NOTHING",
+            reservation,
+            id,
+            p.quantity
         )
-        .bind(reservation)
-        .bind(id)
-        .bind(p.quantity)
         .execute(&mut *tx)
         .await?;
         if inserted.rows_affected() == 0 {
-            let (product_id, quantity, status): (Uuid, i32, String) = sqlx::query_as(
+            let row = sqlx::query!(
                 "SELECT product_id, quantity, status FROM reservations WHERE id = $1",
+                reservation
             )
-            .bind(reservation)
             .fetch_one(&mut *tx)
             .await?;
+            let (product_id, quantity, status) = (row.product_id, row.quantity, row.status);
             return if status == "released" {
                 Err(Error::failed_precondition(
                     "this reservation was released before it was made",
@@ -129,19 +132,20 @@ pub async fn reserve_inventory(id: Uuid, p: ReserveParams) -> Result<(), Error> 
         }
     }
     // One statement: the row lock serialises concurrent reservations of one product.
-    let updated = sqlx::query(
+    let updated = sqlx::query!(
         "UPDATE products SET inventory = inventory - $1 WHERE id = $2 AND inventory >= $1",
+        p.quantity,
+        id
     )
-    .bind(p.quantity)
-    .bind(id)
     .execute(&mut *tx)
     .await?;
     if updated.rows_affected() == 0 {
-        let exists: bool =
-            sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM products WHERE id = $1)")
-                .bind(id)
-                .fetch_one(&mut *tx)
-                .await?;
+        let exists: bool = sqlx::query_scalar!(
+            "SELECT EXISTS (SELECT 1 FROM products WHERE id = $1) AS \"exists!\"",
+            id
+        )
+        .fetch_one(&mut *tx)
+        .await?;
         // Dropping the transaction rolls the reservation row back.
         return Err(if exists {
             Error::failed_precondition("insufficient inventory")
@@ -164,25 +168,25 @@ pub async fn release_inventory(id: Uuid, p: ReleaseParams) -> Result<(), Error> 
     let mut quantity = p.quantity;
     if let Some(reservation) = p.reservation_id {
         // Spend the id if it is new; otherwise lock the reservation and release it once.
-        let spent = sqlx::query(
+        let spent = sqlx::query!(
             "INSERT INTO reservations (id, product_id, quantity, status)
              VALUES ($1, $2, 0, 'released') ON CONFLICT (id) DO NOTHING",
+            reservation,
+            id
         )
-        .bind(reservation)
-        .bind(id)
         .execute(&mut *tx)
         .await?;
         if spent.rows_affected() == 1 {
             tx.commit().await?;
             return Ok(());
         }
-        let released: Option<i32> = sqlx::query_scalar(
+        let released: Option<i32> = sqlx::query_scalar!(
             "UPDATE reservations SET status = 'released'
              WHERE id = $1 AND product_id = $2 AND status IN ('reserved', 'confirmed')
              RETURNING quantity",
+            reservation,
+            id
         )
-        .bind(reservation)
-        .bind(id)
         .fetch_optional(&mut *tx)
         .await?;
         match released {
@@ -191,11 +195,13 @@ pub async fn release_inventory(id: Uuid, p: ReleaseParams) -> Result<(), Error> 
             None => return Ok(()),
         }
     }
-    let updated = sqlx::query("UPDATE products SET inventory = inventory + $1 WHERE id = $2")
-        .bind(quantity)
-        .bind(id)
-        .execute(&mut *tx)
-        .await?;
+    let updated = sqlx::query!(
+        "UPDATE products SET inventory = inventory + $1 WHERE id = $2",
+        quantity,
+        id
+    )
+    .execute(&mut *tx)
+    .await?;
     if updated.rows_affected() == 0 {
         return Err(Error::not_found(format!("no product {id}")));
     }

@@ -13,7 +13,7 @@ pub use sessions::{
 
 static DB: Database = ovation::database!("users", migrations = "./migrations");
 
-#[ovation::model(row)]
+#[ovation::model]
 #[derive(PartialEq)]
 pub struct User {
     pub id: Uuid,
@@ -46,13 +46,14 @@ pub async fn create(p: CreateUserParams) -> Result<User, Error> {
         Some(password) => Some(sessions::hash_password(password).await?),
         None => None,
     };
-    sqlx::query_as::<_, User>(
+    sqlx::query_as!(
+        User,
         "INSERT INTO users (email, name, password_hash) VALUES ($1, $2, $3)
          RETURNING id, email, name",
+        p.email.trim(),
+        p.name.trim(),
+        password_hash
     )
-    .bind(p.email.trim())
-    .bind(p.name.trim())
-    .bind(password_hash)
     .fetch_one(DB.pool())
     .await
     .map_err(|e| match Error::from(e) {
@@ -67,8 +68,7 @@ pub async fn create(p: CreateUserParams) -> Result<User, Error> {
 /// Gets a user by id.
 #[api(public, method = "GET", path = "/users/:id")]
 pub async fn get(id: Uuid) -> Result<User, Error> {
-    sqlx::query_as::<_, User>("SELECT id, email, name FROM users WHERE id = $1")
-        .bind(id)
+    sqlx::query_as!(User, "SELECT id, email, name FROM users WHERE id = $1", id)
         .fetch_optional(DB.pool())
         .await?
         .ok_or_else(|| Error::not_found(format!("no user {id}")))
@@ -85,8 +85,7 @@ pub async fn me() -> Result<User, Error> {
 #[api(auth, method = "DELETE", path = "/me", tags = ["account"])]
 pub async fn delete_me() -> Result<(), Error> {
     let session = ovation::auth::require::<Session>()?;
-    sqlx::query("DELETE FROM users WHERE id = $1")
-        .bind(session.user_id)
+    sqlx::query!("DELETE FROM users WHERE id = $1", session.user_id)
         .execute(DB.pool())
         .await?;
     Ok(())
@@ -154,7 +153,7 @@ mod tests {
     // the same email can be created in parallel tests without conflict.
     #[ovation::test]
     async fn tests_are_isolated() {
-        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM users")
+        let n: i64 = sqlx::query_scalar!("SELECT count(*) AS \"n!\" FROM users")
             .fetch_one(DB.pool())
             .await
             .unwrap();

@@ -76,13 +76,14 @@ pub async fn create_session(p: CreateSessionParams) -> Result<SessionToken, Erro
             "too many failed logins for this email; try again in a minute",
         ));
     }
-    let row: Option<(Uuid, Option<String>)> =
-        sqlx::query_as("SELECT id, password_hash FROM users WHERE email = $1")
-            .bind(p.email.trim())
-            .fetch_optional(DB.pool())
-            .await?;
+    let row = sqlx::query!(
+        "SELECT id, password_hash FROM users WHERE email = $1",
+        p.email.trim()
+    )
+    .fetch_optional(DB.pool())
+    .await?;
     // Without a user (or a password) a hash is checked all the same: the answer takes as long.
-    let (user, hash) = match row {
+    let (user, hash) = match row.map(|r| (r.id, r.password_hash)) {
         Some((id, Some(hash))) => (Some(id), hash),
         _ => (None, UNUSABLE_HASH.clone()),
     };
