@@ -86,12 +86,29 @@ async fn call_as_step<E: Endpoint>(
     let outgoing = Outgoing::encode::<E>(&params, &request)?;
     let input = outgoing.recorded();
     let name = format!("{}.{}", E::service(), E::NAME);
-    crate::workflow::call_step(run, name, input, || async {
-        let (params, request) = outgoing.decode::<E>()?;
-        call_once::<E>(params, request).await
-    })
-    .await
+    let outgoing = &outgoing;
+    // The step runs on JSON, as it is recorded: the step engine is compiled once, not once per
+    // endpoint.
+    let attempt: StepAttempt<'_> = Box::new(move || {
+        Box::pin(async move {
+            let (params, request) = outgoing.decode::<E>()?;
+            let response = call_once::<E>(params, request).await?;
+            serde_json::to_value(&response).map_err(|e| {
+                trip_error::<E>("response", "cannot be recorded as JSON", e.to_string())
+            })
+        })
+    });
+    let value: serde_json::Value = crate::workflow::call_step(run, name, input, attempt).await?;
+    serde_json::from_value(value)
+        .map_err(|e| trip_error::<E>("response", "does not decode", e.to_string()))
 }
+
+/// One attempt of a call made as a workflow's step, its response as JSON.
+type StepAttempt<'a> = Box<
+    dyn FnMut() -> Pin<Box<dyn Future<Output = Result<serde_json::Value, Error>> + Send + 'a>>
+        + Send
+        + 'a,
+>;
 
 /// Runs `E` in this process as a server in another would: a panic is `internal`, a write
 /// runs to its end in a task of its own, and the response and error come back as a caller
@@ -106,19 +123,45 @@ async fn call_here<E: Endpoint>(
     if let Err(e) = E::validate(&request) {
         return Err(e.into_received());
     }
+    // The handler and the encoding of its answer, boxed: the scopes, the panic guard and the
+    // run-to-end around it are compiled once, not once per endpoint.
+    let handled: LocalCall = Box::pin(async move {
+        let response = crate::middleware::handle::<E>(params, request).await?;
+        Ok(encode_response::<E>(&response))
+    });
+    let body = run_here(
+        rt,
+        (E::service(), E::NAME),
+        E::METHOD.is_safe(),
+        user,
+        key,
+        handled,
+    )
+    .await?;
+    decode_response::<E>(&body)
+}
+
+/// A local call's handler: the handler's error, or the encoding of its answer (which may
+/// fail on its own).
+type LocalCall = Pin<Box<dyn Future<Output = Result<Result<Vec<u8>, Error>, Error>> + Send>>;
+
+/// Runs a local call's handler as code of the callee, for `user`: a panic is `internal`, and
+/// a write (`safe` false) runs to its end in a task of its own if its caller stops waiting.
+async fn run_here(
+    rt: &'static Runtime,
+    (service, name): (&'static str, &'static str),
+    safe: bool,
+    user: Option<crate::auth::Authenticated>,
+    key: Option<std::sync::Arc<str>>,
+    handled: LocalCall,
+) -> Result<Vec<u8>, Error> {
     // The callee runs for the caller's user, also if it is moved to a task of its own.
     let work = std::panic::AssertUnwindSafe(crate::auth::scope(
         user,
-        runtime::scope_keyed(
-            rt,
-            E::service(),
-            E::NAME,
-            key,
-            crate::middleware::handle::<E>(params, request),
-        ),
+        runtime::scope_keyed(rt, service, name, key, handled),
     ))
     .catch_unwind();
-    let outcome = if E::METHOD.is_safe() {
+    let outcome = if safe {
         work.await
     } else {
         RunToEnd {
@@ -128,7 +171,7 @@ async fn call_here<E: Endpoint>(
         .await
     };
     match outcome {
-        Ok(Ok(response)) => decode_response::<E>(&encode_response::<E>(&response)?),
+        Ok(Ok(encoded)) => encoded,
         Ok(Err(e)) => Err(e.into_received()),
         // The panic message went to the panic hook (stderr); the caller learns nothing of it.
         Err(_) => Err(Error::internal("internal error")),
@@ -267,7 +310,11 @@ fn decode_response<E: Endpoint>(body: &[u8]) -> Result<E::Response, Error> {
 /// A value of a call to `E` that cannot make the trip between services: `internal`, naming
 /// the endpoint and (in `reason`) the field.
 fn trip_error<E: Endpoint>(part: &str, what: &str, reason: String) -> Error {
-    let endpoint = format!("{}.{}", E::service(), E::NAME);
+    trip_error_of(E::service(), E::NAME, part, what, reason)
+}
+
+fn trip_error_of(service: &str, name: &str, part: &str, what: &str, reason: String) -> Error {
+    let endpoint = format!("{service}.{name}");
     Error::internal(format!("the {part} of `{endpoint}` {what}: {reason}"))
         .with_details(serde_json::json!({ "endpoint": endpoint, "part": part, "reason": reason }))
 }
@@ -336,7 +383,36 @@ async fn remote<E: Endpoint>(
     key: Option<std::sync::Arc<str>>,
     outgoing: Outgoing,
 ) -> Result<E::Response, Error> {
-    let service = E::service();
+    let target = Target {
+        service: E::service(),
+        path: E::PATH,
+        path_params: E::PATH_PARAMS,
+        method: E::METHOD,
+        has_request: E::HAS_REQUEST,
+    };
+    let body = remote_call(ctx, user, key, target, outgoing).await?;
+    decode_response::<E>(&body)
+}
+
+/// Where a call goes, without the endpoint's types: the HTTP exchange is compiled once, not
+/// once per endpoint.
+struct Target {
+    service: &'static str,
+    path: &'static str,
+    path_params: &'static [&'static str],
+    method: crate::registry::Method,
+    has_request: bool,
+}
+
+/// Sends `outgoing` to `target`'s service; the body of its success.
+async fn remote_call(
+    ctx: Context,
+    user: Option<crate::auth::Authenticated>,
+    key: Option<std::sync::Arc<str>>,
+    target: Target,
+    outgoing: Outgoing,
+) -> Result<bytes::Bytes, Error> {
+    let service = target.service;
     let base = ctx
         .rt
         .discovery
@@ -348,11 +424,11 @@ async fn remote<E: Endpoint>(
             ))
         })?
         .pick();
-    let path = render_path(E::PATH, E::PATH_PARAMS, &outgoing.segments);
+    let path = render_path(target.path, target.path_params, &outgoing.segments);
     let mut url = base.clone();
     url.set_path(&format!("{}{}", base.path().trim_end_matches('/'), path));
     url.set_query(outgoing.query.as_deref());
-    let method = E::METHOD;
+    let method = target.method;
     let body = outgoing.body;
     let caller = ctx.service.unwrap_or("-");
     let mut builder = ctx.rt.http.request(method.http(), url.clone());
@@ -375,7 +451,7 @@ async fn remote<E: Endpoint>(
         );
         builder = builder.header(service_auth::HEADER, signature);
     }
-    if E::HAS_REQUEST && method.has_body() {
+    if target.has_request && method.has_body() {
         builder = builder
             .header(http::header::CONTENT_TYPE, "application/json")
             .body(body);
@@ -407,7 +483,7 @@ async fn remote<E: Endpoint>(
         }
     };
     if status.is_success() {
-        return decode_response::<E>(&body);
+        return Ok(body);
     }
     match serde_json::from_slice::<Error>(&body) {
         Ok(err) => Err(err),

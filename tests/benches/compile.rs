@@ -33,12 +33,13 @@ fn main() {
 
     // The shop and its hand-written counterpart, one edit of one handler each.
     let shop = root.join("crates/shop-app");
-    copy_dir(&workspace.join("examples/shop-app/src"), &shop.join("src"));
-    std::fs::copy(
-        workspace.join("examples/shop-app/build.rs"),
-        shop.join("build.rs"),
-    )
-    .unwrap();
+    // The source, the status page it embeds and its checked queries' data.
+    for folder in ["src", "public", ".sqlx"] {
+        copy_dir(
+            &workspace.join("examples/shop-app").join(folder),
+            &shop.join(folder),
+        );
+    }
     let shop_deps = workspace_deps_of(&workspace.join("examples/shop-app/Cargo.toml"));
     let shop_deps: Vec<&str> = shop_deps.iter().map(String::as_str).collect();
     deps.manifest(&shop, "shop-app", &shop_deps);
@@ -113,16 +114,34 @@ fn main() {
     .record();
 }
 
-/// The `[dependencies]` a crate's manifest takes from the workspace (`name.workspace = true`):
-/// the copy of the shop depends on what the shop does, whatever it adds.
+/// The `[dependencies]` a crate's manifest takes from the workspace (`name.workspace = true`,
+/// or `name = { workspace = true, features = [..] }` as `name+feature+feature`): the copy of
+/// the shop depends on what the shop does, whatever it adds.
 fn workspace_deps_of(manifest: &Path) -> Vec<String> {
     let text = std::fs::read_to_string(manifest).unwrap();
     text.lines()
         .skip_while(|l| l.trim() != "[dependencies]")
         .skip(1)
         .take_while(|l| !l.trim_start().starts_with('['))
-        .filter_map(|l| l.trim().strip_suffix(".workspace = true"))
-        .map(str::to_owned)
+        .filter_map(|l| {
+            let l = l.trim();
+            if let Some(name) = l.strip_suffix(".workspace = true") {
+                return Some(name.to_owned());
+            }
+            let (name, rest) = l.split_once(" = { workspace = true")?;
+            let features: Vec<&str> = rest
+                .split('[')
+                .nth(1)
+                .and_then(|f| f.split(']').next())
+                .map(|f| f.split(',').map(|x| x.trim().trim_matches('"')).collect())
+                .unwrap_or_default();
+            Some(
+                std::iter::once(name)
+                    .chain(features)
+                    .collect::<Vec<_>>()
+                    .join("+"),
+            )
+        })
         .collect()
 }
 
@@ -143,6 +162,14 @@ impl Deps {
     }
 
     fn line(&self, name: &str) -> String {
+        if let Some((name, features)) = name.split_once('+') {
+            let extra: Vec<String> = features.split('+').map(|f| format!("{f:?}, ")).collect();
+            return self.line(name).replacen(
+                "features = [",
+                &format!("features = [{}", extra.concat()),
+                1,
+            );
+        }
         if name == "ovation" {
             let path = self.workspace.join("framework-runtime");
             return format!("ovation = {{ path = {:?} }}", path.display().to_string());
@@ -187,6 +214,8 @@ fn build(dir: &Path, target: &Path, incremental: bool) -> Duration {
         .arg(dir.join("Cargo.toml"))
         .env("CARGO_TARGET_DIR", target)
         .env("CARGO_INCREMENTAL", if incremental { "1" } else { "0" })
+        // The shop's checked queries build from their data in `.sqlx`.
+        .env("SQLX_OFFLINE", "true")
         .status()
         .unwrap();
     assert!(status.success(), "building {} failed", dir.display());

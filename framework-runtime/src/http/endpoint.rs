@@ -90,9 +90,15 @@ pub(crate) fn route<E: Endpoint>(rt: &'static Runtime) -> MethodRouter {
     let name = span_name(format!("{service}.{}", E::NAME));
     axum::routing::on(filter, move |req: Request| async move {
         let trace = request_span(name, service, E::NAME, &req);
-        respond(rt, E::METHOD, trace, serve::<E>(rt, service, req)).await
+        // Boxed: `respond` (its panic guard, its task for writes) is compiled once, not once
+        // per endpoint.
+        respond(rt, E::METHOD, trace, Box::pin(serve::<E>(rt, service, req))).await
     })
 }
+
+/// A request being served, boxed so the code around it is not generic.
+pub(super) type Serving =
+    std::pin::Pin<Box<dyn Future<Output = Result<Response, Error>> + Send + 'static>>;
 
 /// Runs `serving`, a request of `method`, in its `trace`, and answers: an error as its JSON, a
 /// panic as a 500 `internal` (its message went to the panic hook, the client learns nothing of
@@ -103,7 +109,7 @@ pub(super) async fn respond(
     rt: &'static Runtime,
     method: crate::registry::Method,
     trace: crate::telemetry::RequestTrace,
-    serving: impl Future<Output = Result<Response, Error>> + Send + 'static,
+    serving: Serving,
 ) -> Response {
     let serving = std::panic::AssertUnwindSafe(serving);
     let handled = trace.run(futures_util::FutureExt::catch_unwind(serving));
@@ -205,6 +211,77 @@ pub(super) fn hint_private(service: &str, name: &str, method: &str, path: &str) 
     }
 }
 
+/// What a request brings before its endpoint's types matter.
+struct Admitted {
+    /// Its body, when it was read to check its signature.
+    body: Option<bytes::Bytes>,
+    verified: Option<service_auth::Verified>,
+    user: Option<auth::Authenticated>,
+}
+
+enum Admission {
+    Admitted(Admitted),
+    /// A private endpoint's 404, for a request it does not take.
+    Hidden(Response),
+}
+
+/// Checks who sends a request to `endpoint` (service, name) of `access`: its signature, its
+/// user. Not generic, so it is compiled once rather than once per endpoint.
+async fn admit(
+    rt: &'static Runtime,
+    endpoint: (&'static str, &'static str),
+    access: Access,
+    parts: &axum::http::request::Parts,
+    body_stream: &mut axum::body::Body,
+    (deadline, body_deadline): (tokio::time::Instant, tokio::time::Instant),
+) -> Result<Admission, Error> {
+    let (service, name) = endpoint;
+    // A signed request's body is part of its signature: read before it is checked. A request
+    // to a private endpoint that fails in any way before its signature is checked gets the
+    // same 404 as a bad signature, so private endpoints cannot be discovered.
+    let signed = parts.headers.contains_key(service_auth::HEADER);
+    let (body, verified) = match access {
+        Access::Public | Access::Auth if !signed => (None, None),
+        Access::Public | Access::Auth => {
+            let body = read_body(std::mem::take(body_stream), rt.body_limit, body_deadline).await?;
+            let verified = verified_caller(rt, parts, &body);
+            (Some(body), verified)
+        }
+        Access::Private => {
+            let (method, path) = (parts.method.as_str(), parts.uri.path());
+            let read = read_body(std::mem::take(body_stream), rt.body_limit, body_deadline).await;
+            match read {
+                Ok(body) => match verified_caller(rt, parts, &body) {
+                    // A gateway forwards clients' requests: those never reach a private one.
+                    Some(v) if v.is_internal() => (Some(body), Some(v)),
+                    _ => {
+                        hint_private(service, name, method, path);
+                        return Ok(Admission::Hidden(not_found_response(method, path)));
+                    }
+                },
+                Err(_) => {
+                    hint_private(service, name, method, path);
+                    return Ok(Admission::Hidden(not_found_response(method, path)));
+                }
+            }
+        }
+    };
+    let user = user_of(
+        rt,
+        access,
+        endpoint,
+        verified.as_ref(),
+        &parts.headers,
+        deadline,
+    )
+    .await?;
+    Ok(Admission::Admitted(Admitted {
+        body,
+        verified,
+        user,
+    }))
+}
+
 async fn serve<E: Endpoint>(
     rt: &'static Runtime,
     service: &'static str,
@@ -216,55 +293,23 @@ async fn serve<E: Endpoint>(
     let now = tokio::time::Instant::now();
     let deadline = now + rt.request_timeout;
     let body_deadline = now + rt.body_read_timeout;
-    // A signed request's body is part of its signature: read before it is checked. A request
-    // to a private endpoint that fails in any way before its signature is checked gets the
-    // same 404 as a bad signature, so private endpoints cannot be discovered.
-    let signed = parts.headers.contains_key(service_auth::HEADER);
-    let (body, verified) = match E::ACCESS {
-        Access::Public | Access::Auth if !signed => (None, None),
-        Access::Public | Access::Auth => {
-            let body = read_body(
-                std::mem::take(&mut body_stream),
-                rt.body_limit,
-                body_deadline,
-            )
-            .await?;
-            let verified = verified_caller(rt, &parts, &body);
-            (Some(body), verified)
-        }
-        Access::Private => {
-            let (method, path) = (parts.method.as_str(), parts.uri.path());
-            let read = read_body(
-                std::mem::take(&mut body_stream),
-                rt.body_limit,
-                body_deadline,
-            )
-            .await;
-            match read {
-                Ok(body) => match verified_caller(rt, &parts, &body) {
-                    // A gateway forwards clients' requests: those never reach a private one.
-                    Some(v) if v.is_internal() => (Some(body), Some(v)),
-                    _ => {
-                        hint_private(service, E::NAME, method, path);
-                        return Ok(not_found_response(method, path));
-                    }
-                },
-                Err(_) => {
-                    hint_private(service, E::NAME, method, path);
-                    return Ok(not_found_response(method, path));
-                }
-            }
-        }
-    };
-    let user = user_of(
+    let Admitted {
+        body,
+        verified,
+        user,
+    } = match admit(
         rt,
-        E::ACCESS,
         (service, E::NAME),
-        verified.as_ref(),
-        &parts.headers,
-        deadline,
+        E::ACCESS,
+        &parts,
+        &mut body_stream,
+        (deadline, body_deadline),
     )
-    .await?;
+    .await?
+    {
+        Admission::Admitted(admitted) => admitted,
+        Admission::Hidden(not_found) => return Ok(not_found),
+    };
     let params = path_params(&mut parts, E::PATH_PARAMS, E::parse_params).await?;
 
     let request: E::Request = if !E::HAS_REQUEST {
@@ -293,20 +338,31 @@ async fn serve<E: Endpoint>(
         .filter(|v| v.is_internal())
         .and_then(|_| idempotency_key(&parts))
         .map(std::sync::Arc::from);
-    let work = auth::scope(
-        user,
-        runtime::scope_keyed(
-            rt,
-            service,
-            E::NAME,
-            key,
-            crate::middleware::handle::<E>(params, request),
-        ),
-    );
+    // The handler and its answer, boxed: the scopes and the deadline around it are compiled
+    // once, not once per endpoint.
+    let handled: Serving = Box::pin(async move {
+        let response = crate::middleware::handle::<E>(params, request).await?;
+        if E::NO_CONTENT {
+            Ok(StatusCode::NO_CONTENT.into_response())
+        } else {
+            Ok(json_response(crate::call::encode_response::<E>(&response)?))
+        }
+    });
+    run_handler(rt, (service, E::NAME), user, key, deadline, handled).await
+}
+
+/// Runs a request's handler as code of its service, for its user, within its deadline.
+async fn run_handler(
+    rt: &'static Runtime,
+    (service, name): (&'static str, &'static str),
+    user: Option<auth::Authenticated>,
+    key: Option<std::sync::Arc<str>>,
+    deadline: tokio::time::Instant,
+    handled: Serving,
+) -> Result<Response, Error> {
+    let work = auth::scope(user, runtime::scope_keyed(rt, service, name, key, handled));
     match tokio::time::timeout_at(deadline, work).await {
-        Ok(Ok(_)) if E::NO_CONTENT => Ok(StatusCode::NO_CONTENT.into_response()),
-        Ok(Ok(response)) => Ok(json_response(crate::call::encode_response::<E>(&response)?)),
-        Ok(Err(e)) => Err(e),
+        Ok(outcome) => outcome,
         Err(_) => Err(Error::deadline_exceeded("the request took too long")),
     }
 }

@@ -64,7 +64,7 @@ fn route<E: RawEndpoint>(rt: &'static Runtime) -> MethodRouter {
     let name = span_name(format!("{service}.{}", E::NAME));
     axum::routing::on(filter, move |req: Request| async move {
         let trace = request_span(name, service, E::NAME, &req);
-        respond(rt, E::METHOD, trace, serve::<E>(rt, service, req)).await
+        respond(rt, E::METHOD, trace, Box::pin(serve::<E>(rt, service, req))).await
     })
 }
 
