@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use ovation_tests::report::{Figure, median};
+use ovation_tests::report::{Figure, Target, median};
 
 const ENDPOINTS: usize = 50;
 const EDITS: usize = 3;
@@ -77,6 +77,7 @@ fn main() {
         "s",
     )
     .against("hand-written axum+sqlx shop, same edit", axum_edit)
+    .target(Target::RatioAtMost(1.3))
     .record();
 
     // N endpoints through `#[api]` against N plain axum handlers.
@@ -111,6 +112,7 @@ fn main() {
         (macro_build - plain_build) / ENDPOINTS as f64 * 1000.0,
         "ms",
     )
+    .target(Target::AtMost(40.0))
     .record();
 }
 
