@@ -33,6 +33,41 @@ use crate::registry::Endpoint;
 use crate::runtime::{self, Context, Runtime};
 use crate::service_auth;
 
+tokio::task_local! {
+    /// The `Authorization` header of the [`crate::Client`] whose `run` this task is in.
+    pub(crate) static AUTHORIZATION: Option<std::sync::Arc<str>>;
+}
+
+/// The `Authorization` header of the current [`Client::run`], if it has one.
+pub(crate) fn authorization() -> Option<std::sync::Arc<str>> {
+    AUTHORIZATION.try_with(Clone::clone).ok().flatten()
+}
+
+/// Whether `rt` may call `service.name` of `access` for `user`: a client outside the app
+/// reaches no private endpoint, and leaves `auth` ones to the app's auth handler; the app's
+/// own services call an `auth` endpoint only for a user.
+pub(crate) fn check_access(
+    rt: &Runtime,
+    access: crate::registry::Access,
+    service: &str,
+    name: &str,
+    has_user: bool,
+) -> Result<(), Error> {
+    match access {
+        crate::registry::Access::Private if rt.external => Err(Error::permission_denied(format!(
+            "{service}.{name} is private: a client outside the app calls public and `auth` \
+             endpoints only"
+        ))),
+        crate::registry::Access::Auth if !rt.external && !has_user => {
+            Err(Error::unauthenticated(format!(
+                "{service}.{name} needs an authenticated user, and this call is made for none: call \
+             it while serving an authenticated request, or within `ovation::auth::with_data`"
+            )))
+        }
+        _ => Ok(()),
+    }
+}
+
 /// Calls endpoint `E`, in this process or over HTTP. Made by a workflow's function, the call
 /// is one of its steps (see [`crate::workflow`]).
 #[doc(hidden)]
@@ -55,7 +90,7 @@ async fn call_once<E: Endpoint>(
     let ctx = runtime::context()?;
     let service = E::service();
     let user = crate::auth::current();
-    crate::client::check_access(ctx.rt, E::ACCESS, service, E::NAME, user.is_some())?;
+    check_access(ctx.rt, E::ACCESS, service, E::NAME, user.is_some())?;
     let local = ctx.rt.hosts(service);
     let span = call_span(service, E::NAME, local);
     // Boxed: the caller's future stays shallow, however deep the callee's handler is.
@@ -434,7 +469,7 @@ async fn remote_call(
     let mut builder = ctx.rt.http.request(method.http(), url.clone());
     if ctx.rt.external {
         // A client outside the app: its credential, for the app's auth handler.
-        if let Some(authorization) = crate::client::authorization() {
+        if let Some(authorization) = authorization() {
             builder = builder.header(http::header::AUTHORIZATION, &*authorization);
         }
     } else {

@@ -23,7 +23,6 @@ use std::sync::Arc;
 
 use crate::config::Config;
 use crate::error::Error;
-use crate::registry::Access;
 use crate::runtime::{self, Runtime};
 
 /// A deployed app, called from outside it through its gateway.
@@ -31,11 +30,6 @@ use crate::runtime::{self, Runtime};
 pub struct Client {
     rt: &'static Runtime,
     authorization: Option<Arc<str>>,
-}
-
-tokio::task_local! {
-    /// The `Authorization` header of the client whose [`Client::run`] this task is in.
-    static AUTHORIZATION: Option<Arc<str>>;
 }
 
 impl Client {
@@ -83,7 +77,7 @@ impl Client {
 
     /// Runs `work`, whose calls of the app's stubs go to this client's app.
     pub async fn run<F: Future>(&self, work: F) -> F::Output {
-        AUTHORIZATION
+        crate::call::AUTHORIZATION
             .scope(
                 self.authorization.clone(),
                 runtime::scope(self.rt, None, work),
@@ -95,33 +89,5 @@ impl Client {
     /// (the first client installed stays).
     pub fn install(&self) {
         runtime::set_global(self.rt);
-    }
-}
-
-/// The `Authorization` header of the current [`Client::run`], if it has one.
-pub(crate) fn authorization() -> Option<Arc<str>> {
-    AUTHORIZATION.try_with(Clone::clone).ok().flatten()
-}
-
-/// Whether `rt` may call `service.name` of `access` for `user`: a client outside the app
-/// reaches no private endpoint, and leaves `auth` ones to the app's auth handler; the app's
-/// own services call an `auth` endpoint only for a user.
-pub(crate) fn check_access(
-    rt: &Runtime,
-    access: Access,
-    service: &str,
-    name: &str,
-    has_user: bool,
-) -> Result<(), Error> {
-    match access {
-        Access::Private if rt.external => Err(Error::permission_denied(format!(
-            "{service}.{name} is private: a client outside the app calls public and `auth` \
-             endpoints only"
-        ))),
-        Access::Auth if !rt.external && !has_user => Err(Error::unauthenticated(format!(
-            "{service}.{name} needs an authenticated user, and this call is made for none: call \
-             it while serving an authenticated request, or within `ovation::auth::with_data`"
-        ))),
-        _ => Ok(()),
     }
 }

@@ -257,7 +257,7 @@ pub async fn open<E: StreamEndpoint>(
     let ctx = runtime::context()?;
     let service = E::service();
     let user = crate::auth::current();
-    crate::client::check_access(ctx.rt, E::ACCESS, service, E::NAME, user.is_some())?;
+    crate::call::check_access(ctx.rt, E::ACCESS, service, E::NAME, user.is_some())?;
     let rt = ctx.rt;
     let what = what::<E>();
     // What travels, encoded here: a handshake that cannot make the trip fails here, wherever
@@ -325,7 +325,7 @@ pub async fn open<E: StreamEndpoint>(
     let headers = handshake.headers_mut();
     if rt.external {
         // A client outside the app: its credential, for the app's auth handler.
-        if let Some(value) = crate::client::authorization().and_then(|a| a.parse().ok()) {
+        if let Some(value) = crate::call::authorization().and_then(|a| a.parse().ok()) {
             headers.insert(http::header::AUTHORIZATION, value);
         }
     } else if let Ok(value) = signature.parse() {
