@@ -28,8 +28,8 @@ use tracing::Instrument;
 
 use crate::error::{ErrCode, Error};
 use crate::http::client::{error_chain, origin, send};
-use crate::http::wire::{decode_json, decode_query};
-use crate::registry::Endpoint;
+use crate::invoke::{Incoming, Invocation, Spec, trip_error};
+use crate::registry::{EncodeError, EncodedRequest, Endpoint};
 use crate::runtime::{self, Context, Runtime};
 use crate::service_auth;
 
@@ -69,73 +69,110 @@ pub(crate) fn check_access(
 }
 
 /// Calls endpoint `E`, in this process or over HTTP. Made by a workflow's function, the call
-/// is one of its steps (see [`crate::workflow`]).
+/// is one of its steps (see [`crate::workflow`]). Only the request's encoding and the
+/// response's decoding know `E`'s types; the call itself is [`dispatch`], compiled once.
 #[doc(hidden)]
 pub async fn call<E: Endpoint>(
     params: E::Params,
     request: E::Request,
 ) -> Result<E::Response, Error> {
-    if let Some(run) = crate::workflow::current_run() {
-        // Boxed: a stub's future stays as shallow as without workflows.
-        return Box::pin(call_as_step::<E>(run, params, request)).await;
-    }
-    call_once::<E>(params, request).await
+    let spec = Spec::of::<E>();
+    let outgoing = Outgoing::encode::<E>(spec, &params, &request)?;
+    drop((params, request));
+    let body = dispatch(spec, outgoing).await?;
+    decode_response(&body, (spec.service, spec.name))
 }
 
-/// One call of `E`, not a step.
-async fn call_once<E: Endpoint>(
-    params: E::Params,
-    request: E::Request,
-) -> Result<E::Response, Error> {
-    let ctx = runtime::context()?;
-    let service = E::service();
-    let user = crate::auth::current();
-    check_access(ctx.rt, E::ACCESS, service, E::NAME, user.is_some())?;
-    let local = ctx.rt.hosts(service);
-    let span = call_span(service, E::NAME, local);
-    // Boxed: the caller's future stays shallow, however deep the callee's handler is.
-    Box::pin(
-        async move {
-            let outgoing = Outgoing::encode::<E>(&params, &request)?;
-            // What the callee will read, read here: a value that cannot make the trip fails at the
-            // call site, the same way wherever the callee runs.
-            let (params, request) = outgoing.decode::<E>()?;
-            let key = crate::workflow::outgoing_key();
-            if local {
-                call_here::<E>(ctx.rt, user, key, params, request).await
-            } else {
-                remote::<E>(ctx, user, key, outgoing).await
-            }
+/// A call on its way, its request encoded: a step of the current workflow, or a plain call.
+/// Boxed: a stub's future stays shallow, however deep the callee's handler is.
+fn dispatch(
+    spec: Spec,
+    outgoing: Outgoing,
+) -> Pin<Box<dyn Future<Output = Result<bytes::Bytes, Error>> + Send>> {
+    Box::pin(async move {
+        match crate::workflow::current_run() {
+            Some(run) => call_as_step(run, spec, outgoing).await,
+            None => call_once(spec, &outgoing).await,
         }
-        .instrument(span),
-    )
+    })
+}
+
+/// One call, not a step: the JSON of the callee's response.
+async fn call_once(spec: Spec, outgoing: &Outgoing) -> Result<bytes::Bytes, Error> {
+    let ctx = runtime::context()?;
+    let user = crate::auth::current();
+    check_access(ctx.rt, spec.access, spec.service, spec.name, user.is_some())?;
+    let local = ctx.rt.hosts(spec.service);
+    let span = call_span(spec.service, spec.name, local);
+    let endpoint = (spec.service, spec.name);
+    async move {
+        // What the callee will read, read here: a value that cannot make the trip fails at
+        // the call site, the same way wherever the callee runs.
+        let segments: Vec<&str> = outgoing.segments.iter().map(String::as_str).collect();
+        let invocation = (spec.invoke)(&Incoming {
+            segments: &segments,
+            query: outgoing.query.as_deref().unwrap_or(""),
+            body: &outgoing.body,
+        })
+        .map_err(|e| {
+            trip_error(
+                endpoint,
+                "request",
+                "does not decode",
+                e.message().to_owned(),
+            )
+        })?;
+        let key = crate::workflow::outgoing_key();
+        if local {
+            run_here(
+                ctx.rt,
+                endpoint,
+                spec.method.is_safe(),
+                user,
+                key,
+                invocation,
+            )
+            .await
+            .map(bytes::Bytes::from)
+        } else {
+            // Decoded only to be checked: the callee's server decodes it again.
+            drop(invocation);
+            remote_call(ctx, user, key, spec, outgoing).await
+        }
+    }
+    .instrument(span)
     .await
 }
 
-/// A call made by a workflow's function: a step, whose every attempt is a plain call.
-async fn call_as_step<E: Endpoint>(
+/// A call made by a workflow's function: a step, whose every attempt is a plain call, and
+/// whose outcome is recorded as the response's JSON.
+async fn call_as_step(
     run: std::sync::Arc<crate::workflow::engine::RunCtx>,
-    params: E::Params,
-    request: E::Request,
-) -> Result<E::Response, Error> {
-    let outgoing = Outgoing::encode::<E>(&params, &request)?;
+    spec: Spec,
+    outgoing: Outgoing,
+) -> Result<bytes::Bytes, Error> {
     let input = outgoing.recorded();
-    let name = format!("{}.{}", E::service(), E::NAME);
+    let endpoint = (spec.service, spec.name);
+    let name = format!("{}.{}", spec.service, spec.name);
     let outgoing = &outgoing;
-    // The step runs on JSON, as it is recorded: the step engine is compiled once, not once per
-    // endpoint.
     let attempt: StepAttempt<'_> = Box::new(move || {
         Box::pin(async move {
-            let (params, request) = outgoing.decode::<E>()?;
-            let response = call_once::<E>(params, request).await?;
-            serde_json::to_value(&response).map_err(|e| {
-                trip_error::<E>("response", "cannot be recorded as JSON", e.to_string())
+            let body = call_once(spec, outgoing).await?;
+            let body: &[u8] = if body.is_empty() { b"null" } else { &body };
+            serde_json::from_slice(body).map_err(|e| {
+                trip_error(
+                    endpoint,
+                    "response",
+                    "cannot be recorded as JSON",
+                    e.to_string(),
+                )
             })
         })
     });
     let value: serde_json::Value = crate::workflow::call_step(run, name, input, attempt).await?;
-    serde_json::from_value(value)
-        .map_err(|e| trip_error::<E>("response", "does not decode", e.to_string()))
+    serde_json::to_vec(&value)
+        .map(bytes::Bytes::from)
+        .map_err(|e| trip_error(endpoint, "response", "does not decode", e.to_string()))
 }
 
 /// One attempt of a call made as a workflow's step, its response as JSON.
@@ -145,41 +182,6 @@ type StepAttempt<'a> = Box<
         + 'a,
 >;
 
-/// Runs `E` in this process as a server in another would: a panic is `internal`, a write
-/// runs to its end in a task of its own, and the response and error come back as a caller
-/// over HTTP receives them.
-async fn call_here<E: Endpoint>(
-    rt: &'static Runtime,
-    user: Option<crate::auth::Authenticated>,
-    key: Option<std::sync::Arc<str>>,
-    params: E::Params,
-    request: E::Request,
-) -> Result<E::Response, Error> {
-    if let Err(e) = E::validate(&request) {
-        return Err(e.into_received());
-    }
-    // The handler and the encoding of its answer, boxed: the scopes, the panic guard and the
-    // run-to-end around it are compiled once, not once per endpoint.
-    let handled: LocalCall = Box::pin(async move {
-        let response = crate::middleware::handle::<E>(params, request).await?;
-        Ok(encode_response::<E>(&response))
-    });
-    let body = run_here(
-        rt,
-        (E::service(), E::NAME),
-        E::METHOD.is_safe(),
-        user,
-        key,
-        handled,
-    )
-    .await?;
-    decode_response::<E>(&body)
-}
-
-/// A local call's handler: the handler's error, or the encoding of its answer (which may
-/// fail on its own).
-type LocalCall = Pin<Box<dyn Future<Output = Result<Result<Vec<u8>, Error>, Error>> + Send>>;
-
 /// Runs a local call's handler as code of the callee, for `user`: a panic is `internal`, and
 /// a write (`safe` false) runs to its end in a task of its own if its caller stops waiting.
 async fn run_here(
@@ -188,7 +190,7 @@ async fn run_here(
     safe: bool,
     user: Option<crate::auth::Authenticated>,
     key: Option<std::sync::Arc<str>>,
-    handled: LocalCall,
+    handled: Invocation,
 ) -> Result<Vec<u8>, Error> {
     // The callee runs for the caller's user, also if it is moved to a task of its own.
     let work = std::panic::AssertUnwindSafe(crate::auth::scope(
@@ -251,22 +253,37 @@ impl<T: Send + 'static> Drop for RunToEnd<T> {
     }
 }
 
-/// A request of `E` as it travels: path segments, and a query or a JSON body.
+/// A call's request as it travels: path segments, and a query or a JSON body.
 struct Outgoing {
     segments: Vec<String>,
     query: Option<String>,
-    body: Vec<u8>,
+    body: bytes::Bytes,
 }
 
 impl Outgoing {
-    fn encode<E: Endpoint>(params: &E::Params, request: &E::Request) -> Result<Outgoing, Error> {
-        let segments = E::render_params(params);
-        for (name, value) in E::PATH_PARAMS.iter().zip(&segments) {
-            let wildcard = E::PATH
+    fn encode<E: Endpoint>(
+        spec: Spec,
+        params: &E::Params,
+        request: &E::Request,
+    ) -> Result<Outgoing, Error> {
+        Outgoing::new(spec, E::render_params(params), E::encode_request(request))
+    }
+
+    /// Not generic: checks and places what `encode` rendered.
+    fn new(
+        spec: Spec,
+        segments: Vec<String>,
+        encoded: Result<EncodedRequest, EncodeError>,
+    ) -> Result<Outgoing, Error> {
+        let endpoint = (spec.service, spec.name);
+        for (name, value) in spec.path_params.iter().zip(&segments) {
+            let wildcard = spec
+                .path
                 .split('/')
                 .any(|s| s.strip_prefix('*') == Some(name));
             if value.is_empty() && !wildcard {
-                return Err(trip_error::<E>(
+                return Err(trip_error(
+                    endpoint,
                     "request",
                     "cannot be encoded",
                     format!(
@@ -275,21 +292,16 @@ impl Outgoing {
                 ));
             }
         }
-        let (mut query, mut body) = (None, Vec::new());
-        if E::HAS_REQUEST && !E::METHOD.has_body() {
-            let encoded = serde_urlencoded::to_string(request).map_err(|e| {
-                trip_error::<E>("request", "cannot be encoded as a query", e.to_string())
-            })?;
-            query = Some(encoded).filter(|q| !q.is_empty());
-        } else if E::HAS_REQUEST {
-            body = serde_json::to_vec(request).map_err(|e| {
-                trip_error::<E>("request", "cannot be encoded as JSON", e.to_string())
-            })?;
-        }
+        let (query, body) = match encoded {
+            Ok(EncodedRequest::None) => (None, Vec::new()),
+            Ok(EncodedRequest::Query(query)) => (Some(query).filter(|q| !q.is_empty()), Vec::new()),
+            Ok(EncodedRequest::Body(body)) => (None, body),
+            Err(e) => return Err(trip_error(endpoint, "request", e.what, e.reason)),
+        };
         Ok(Outgoing {
             segments,
             query,
-            body,
+            body: body.into(),
         })
     }
 
@@ -304,54 +316,28 @@ impl Outgoing {
         }
         (!self.segments.is_empty()).then(|| serde_json::json!(self.segments))
     }
-
-    /// The parameters and request as the callee's server decodes them.
-    fn decode<E: Endpoint>(&self) -> Result<(E::Params, E::Request), Error> {
-        let failed =
-            |e: Error| trip_error::<E>("request", "does not decode", e.message().to_owned());
-        let segments: Vec<&str> = self.segments.iter().map(String::as_str).collect();
-        let params = E::parse_params(&segments).map_err(failed)?;
-        let request = if !E::HAS_REQUEST {
-            decode_json(b"null")
-        } else if E::METHOD.has_body() {
-            decode_json(&self.body)
-        } else {
-            decode_query(self.query.as_deref().unwrap_or(""))
-        }
-        .map_err(failed)?;
-        Ok((params, request))
-    }
 }
 
-/// `E`'s response as its server encodes it.
-pub(crate) fn encode_response<E: Endpoint>(response: &E::Response) -> Result<Vec<u8>, Error> {
-    serde_json::to_vec(response)
-        .map_err(|e| trip_error::<E>("response", "cannot be encoded as JSON", e.to_string()))
-}
-
-/// `E`'s response as its caller decodes it.
-fn decode_response<E: Endpoint>(body: &[u8]) -> Result<E::Response, Error> {
+/// A response as its caller decodes it.
+fn decode_response<T: serde::de::DeserializeOwned>(
+    body: &[u8],
+    endpoint: (&str, &str),
+) -> Result<T, Error> {
     let body: &[u8] = if body.is_empty() { b"null" } else { body };
     let mut de = serde_json::Deserializer::from_slice(body);
-    serde_path_to_error::deserialize(&mut de).map_err(|e| {
-        let reason = match e.path().to_string().as_str() {
-            "." => e.into_inner().to_string(),
-            path => format!("invalid field `{path}`: {}", e.into_inner()),
-        };
-        trip_error::<E>("response", "does not decode", reason)
-    })
+    serde_path_to_error::deserialize(&mut de).map_err(|e| response_error(e, endpoint))
 }
 
-/// A value of a call to `E` that cannot make the trip between services: `internal`, naming
-/// the endpoint and (in `reason`) the field.
-fn trip_error<E: Endpoint>(part: &str, what: &str, reason: String) -> Error {
-    trip_error_of(E::service(), E::NAME, part, what, reason)
-}
-
-fn trip_error_of(service: &str, name: &str, part: &str, what: &str, reason: String) -> Error {
-    let endpoint = format!("{service}.{name}");
-    Error::internal(format!("the {part} of `{endpoint}` {what}: {reason}"))
-        .with_details(serde_json::json!({ "endpoint": endpoint, "part": part, "reason": reason }))
+/// Why a response did not decode. Not generic.
+fn response_error(
+    e: serde_path_to_error::Error<serde_json::Error>,
+    endpoint: (&str, &str),
+) -> Error {
+    let reason = match e.path().to_string().as_str() {
+        "." => e.into_inner().to_string(),
+        path => format!("invalid field `{path}`: {}", e.into_inner()),
+    };
+    trip_error(endpoint, "response", "does not decode", reason)
 }
 
 /// The span of a call: `internal` when the callee is in this process, `client` when it is
@@ -412,40 +398,13 @@ pub(crate) fn render_path(pattern: &str, names: &[&str], values: &[String]) -> S
     out
 }
 
-async fn remote<E: Endpoint>(
-    ctx: Context,
-    user: Option<crate::auth::Authenticated>,
-    key: Option<std::sync::Arc<str>>,
-    outgoing: Outgoing,
-) -> Result<E::Response, Error> {
-    let target = Target {
-        service: E::service(),
-        path: E::PATH,
-        path_params: E::PATH_PARAMS,
-        method: E::METHOD,
-        has_request: E::HAS_REQUEST,
-    };
-    let body = remote_call(ctx, user, key, target, outgoing).await?;
-    decode_response::<E>(&body)
-}
-
-/// Where a call goes, without the endpoint's types: the HTTP exchange is compiled once, not
-/// once per endpoint.
-struct Target {
-    service: &'static str,
-    path: &'static str,
-    path_params: &'static [&'static str],
-    method: crate::registry::Method,
-    has_request: bool,
-}
-
 /// Sends `outgoing` to `target`'s service; the body of its success.
 async fn remote_call(
     ctx: Context,
     user: Option<crate::auth::Authenticated>,
     key: Option<std::sync::Arc<str>>,
-    target: Target,
-    outgoing: Outgoing,
+    target: Spec,
+    outgoing: &Outgoing,
 ) -> Result<bytes::Bytes, Error> {
     let service = target.service;
     let base = ctx
@@ -464,7 +423,7 @@ async fn remote_call(
     url.set_path(&format!("{}{}", base.path().trim_end_matches('/'), path));
     url.set_query(outgoing.query.as_deref());
     let method = target.method;
-    let body = outgoing.body;
+    let body = outgoing.body.clone();
     let caller = ctx.service.unwrap_or("-");
     let mut builder = ctx.rt.http.request(method.http(), url.clone());
     if ctx.rt.external {

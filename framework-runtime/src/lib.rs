@@ -73,6 +73,7 @@ pub mod cron;
 pub mod error;
 mod http;
 mod infra;
+mod invoke;
 pub mod middleware;
 mod model;
 pub mod pubsub;
@@ -188,6 +189,7 @@ pub mod __private {
     pub use crate::error::Error;
     pub use crate::http::static_files::{StaticDir, StaticFile, StaticRoute};
     pub use crate::http::stream::open as open_stream;
+    pub use crate::http::wire::{decode_json, decode_query};
     pub use crate::middleware::{Middleware, MiddlewareEntry, MiddlewareFuture, Target};
     pub use crate::pubsub::{
         SubscriptionConfig, SubscriptionDef, SubscriptionEntry, Topic, TopicDef, TopicEntry,
@@ -198,6 +200,7 @@ pub mod __private {
         ParamSchemaOf, PathParam, Payload, RawEndpoint, RawEndpointDecl, RawEndpointIsNotCallable,
         StreamEndpoint, StreamEndpointDecl, parse_param,
     };
+    pub use crate::registry::{EncodeError, EncodedRequest, encode_json, encode_query};
     pub use crate::runtime::{StartTask, StartTaskEntry};
     pub use crate::sqldb::{Database, DatabaseDef, DatabaseEntry, Migration};
     pub use crate::stream::StreamSide;

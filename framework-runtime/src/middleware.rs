@@ -195,18 +195,21 @@ impl Response {
     }
 }
 
-/// Runs endpoint `E`'s handler inside the middleware that wrap it.
-pub(crate) async fn handle<E: Endpoint>(
+/// The middleware that wrap an endpoint of `tags`, outermost first: none in most apps.
+pub(crate) fn chain_for(tags: &[&str]) -> Vec<&'static Middleware> {
+    if all().is_empty() {
+        Vec::new()
+    } else {
+        wrapping(tags)
+    }
+}
+
+/// Runs endpoint `E`'s handler inside `chain`, the middleware that wrap it.
+pub(crate) fn handle<E: Endpoint>(
+    chain: Vec<&'static Middleware>,
     params: E::Params,
     request: E::Request,
-) -> Result<E::Response, Error> {
-    if all().is_empty() {
-        return E::handle(params, request).await;
-    }
-    let chain = wrapping(E::TAGS);
-    if chain.is_empty() {
-        return E::handle(params, request).await;
-    }
+) -> impl Future<Output = Result<E::Response, Error>> + Send {
     let req = Request {
         service: E::service(),
         endpoint: E::NAME,
@@ -216,22 +219,29 @@ pub(crate) async fn handle<E: Endpoint>(
         params: Box::new(params),
         request: Box::new(request),
     };
-    let next = Next {
+    let run = Next {
         rest: chain,
         handler: handler::<E>,
-    };
-    let response = next.run(req).await?;
-    response
-        .0
-        .downcast::<E::Response>()
-        .map(|r| *r)
-        .map_err(|_| {
-            Error::internal(format!(
-                "a middleware replaced the response of {}.{} with a value of another type",
-                E::service(),
-                E::NAME
-            ))
-        })
+    }
+    .run(req);
+    async move { take_response(run.await?, (E::service(), E::NAME)) }
+}
+
+/// The response as the endpoint's type `T`, unless a middleware replaced it.
+fn take_response<T: 'static>(
+    response: Response,
+    (service, name): (&str, &str),
+) -> Result<T, Error> {
+    match response.0.downcast::<T>() {
+        Ok(response) => Ok(*response),
+        Err(_) => Err(replaced(service, name, "response")),
+    }
+}
+
+fn replaced(service: &str, name: &str, what: &str) -> Error {
+    Error::internal(format!(
+        "a middleware replaced the {what} of {service}.{name} with a value of another type"
+    ))
 }
 
 fn handler<E: Endpoint>(req: Request) -> MiddlewareFuture {
@@ -239,17 +249,17 @@ fn handler<E: Endpoint>(req: Request) -> MiddlewareFuture {
         .params
         .downcast::<E::Params>()
         .and_then(|p| req.request.downcast::<E::Request>().map(|r| (*p, *r)));
-    Box::pin(async move {
-        let (params, request) = taken.map_err(|_| {
-            Error::internal(format!(
-                "a middleware replaced the request of {}.{} with a value of another type",
-                E::service(),
-                E::NAME
-            ))
-        })?;
-        let response = E::handle(params, request).await?;
-        Ok(Response(Box::new(response)))
-    })
+    match taken {
+        Ok((params, request)) => Box::pin(async move {
+            let response = E::handle(params, request).await?;
+            Ok(Response(Box::new(response)))
+        }),
+        Err(_) => Box::pin(std::future::ready(Err(replaced(
+            E::service(),
+            E::NAME,
+            "request",
+        )))),
+    }
 }
 
 /// Runs raw endpoint `E`'s handler inside the middleware that wrap it. Middleware see the
@@ -279,30 +289,13 @@ pub(crate) async fn handle_raw<E: crate::registry::RawEndpoint>(
         rest: chain,
         handler: raw_handler::<E>,
     };
-    let response = next.run(req).await?;
-    response
-        .0
-        .downcast::<axum::response::Response>()
-        .map(|r| *r)
-        .map_err(|_| {
-            Error::internal(format!(
-                "a middleware replaced the response of {}.{} with a value of another type",
-                E::service(),
-                E::NAME
-            ))
-        })
+    take_response(next.run(req).await?, (E::service(), E::NAME))
 }
 
 fn raw_handler<E: crate::registry::RawEndpoint>(req: Request) -> MiddlewareFuture {
     let taken = req.request.downcast::<axum::extract::Request>();
     Box::pin(async move {
-        let request = taken.map_err(|_| {
-            Error::internal(format!(
-                "a middleware replaced the request of {}.{} with a value of another type",
-                E::service(),
-                E::NAME
-            ))
-        })?;
+        let request = taken.map_err(|_| replaced(E::service(), E::NAME, "request"))?;
         Ok(Response(Box::new(E::handle(*request).await)))
     })
 }

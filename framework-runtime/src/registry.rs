@@ -206,6 +206,12 @@ pub trait Endpoint: Send + Sync + 'static {
         let _ = request;
         Ok(())
     }
+    /// Decodes the request from where its method puts it: the JSON `body` (`POST`, `PUT`,
+    /// `PATCH`) or the `query` string. Generated for the one place, so the decoder for the
+    /// other is not compiled for this endpoint.
+    fn decode_request(body: &[u8], query: &str) -> Result<Self::Request, Error>;
+    /// Encodes the request where its method puts it (the inverse of `decode_request`).
+    fn encode_request(request: &Self::Request) -> Result<EncodedRequest, EncodeError>;
 
     /// Runs the user's function.
     fn handle(
@@ -223,6 +229,48 @@ pub trait Endpoint: Send + Sync + 'static {
     fn path_param_schemas() -> Vec<Option<schemars::Schema>> {
         Vec::new()
     }
+}
+
+/// A request as it travels (see [`Endpoint::encode_request`]).
+#[doc(hidden)]
+#[derive(Debug)]
+pub enum EncodedRequest {
+    /// The endpoint takes no request.
+    None,
+    /// In the query string (empty when every field was left out).
+    Query(String),
+    /// As a JSON body.
+    Body(Vec<u8>),
+}
+
+/// Why a request cannot be encoded: what it cannot be encoded as, and serde's reason.
+#[doc(hidden)]
+#[derive(Debug)]
+pub struct EncodeError {
+    pub what: &'static str,
+    pub reason: String,
+}
+
+/// A request as a JSON body, for [`Endpoint::encode_request`].
+#[doc(hidden)]
+pub fn encode_json<T: Serialize>(request: &T) -> Result<EncodedRequest, EncodeError> {
+    serde_json::to_vec(request)
+        .map(EncodedRequest::Body)
+        .map_err(|e| EncodeError {
+            what: "cannot be encoded as JSON",
+            reason: e.to_string(),
+        })
+}
+
+/// A request as a query string, for [`Endpoint::encode_request`].
+#[doc(hidden)]
+pub fn encode_query<T: Serialize>(request: &T) -> Result<EncodedRequest, EncodeError> {
+    serde_urlencoded::to_string(request)
+        .map(EncodedRequest::Query)
+        .map_err(|e| EncodeError {
+            what: "cannot be encoded as a query",
+            reason: e.to_string(),
+        })
 }
 
 /// Picks a path parameter's JSON Schema when its type has one (see [`ParamSchemaOf`]).

@@ -82,6 +82,24 @@ pub(crate) fn endpoint(e: &Endpoint<'_>) -> TokenStream {
     });
     let name_str = LitStr::new(&name.to_string(), name.span());
     let tags = &e.tags;
+    // Where the request travels, decided here so only its own encoder and decoder are
+    // compiled for the endpoint.
+    let (decode_request, encode_request) = if !has_request {
+        (
+            quote!(#p::Result::Ok(())),
+            quote!(#p::Result::Ok(#p::EncodedRequest::None)),
+        )
+    } else if matches!(e.method.as_str(), "POST" | "PUT" | "PATCH") {
+        (
+            quote!(#p::decode_json(body)),
+            quote!(#p::encode_json(request)),
+        )
+    } else {
+        (
+            quote!(#p::decode_query(query)),
+            quote!(#p::encode_query(request)),
+        )
+    };
 
     // What typed endpoints and streams both implement: their path parameters and request.
     let parameter_fns = quote! {
@@ -173,6 +191,16 @@ pub(crate) fn endpoint(e: &Endpoint<'_>) -> TokenStream {
                     type Response = #response_ty;
 
                     #parameter_fns
+
+                    fn decode_request(body: &[u8], query: &str) -> #p::Result<Self::Request, #p::Error> {
+                        let _ = (body, query);
+                        #decode_request
+                    }
+
+                    fn encode_request(request: &Self::Request) -> #p::Result<#p::EncodedRequest, #p::EncodeError> {
+                        let _ = request;
+                        #encode_request
+                    }
 
                     fn handle(
                         params: Self::Params,

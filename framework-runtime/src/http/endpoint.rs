@@ -10,11 +10,10 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodFilter, MethodRouter};
 
 use super::observe::{record_outcome, request_span, span_name};
-use super::wire::{
-    check_json_content_type, decode_json, decode_query, not_found_response, read_body,
-};
+use super::wire::{check_json_content_type, not_found_response, read_body};
 use crate::auth;
 use crate::error::Error;
+use crate::invoke::{Incoming, Spec};
 use crate::registry::{Access, DynEndpoint, Endpoint, EndpointDecl, EndpointInfo};
 use crate::runtime::{self, Runtime};
 use crate::service_auth;
@@ -79,20 +78,19 @@ impl<E: Endpoint> DynEndpoint for EndpointDecl<E> {
     }
 
     fn route(&self, rt: &'static Runtime) -> axum::routing::MethodRouter {
-        route::<E>(rt)
+        route(rt, Spec::of::<E>())
     }
 }
 
-/// The axum route of endpoint `E`.
-pub(crate) fn route<E: Endpoint>(rt: &'static Runtime) -> MethodRouter {
-    let filter = MethodFilter::try_from(E::METHOD.http()).expect("endpoint methods are standard");
-    let service = E::service();
-    let name = span_name(format!("{service}.{}", E::NAME));
+/// The axum route of the endpoint `spec` describes. Not generic: axum's handler machinery
+/// and the whole pipeline are compiled once for all typed endpoints, which differ only in
+/// `spec.invoke`.
+fn route(rt: &'static Runtime, spec: Spec) -> MethodRouter {
+    let filter = MethodFilter::try_from(spec.method.http()).expect("endpoint methods are standard");
+    let name = span_name(format!("{}.{}", spec.service, spec.name));
     axum::routing::on(filter, move |req: Request| async move {
-        let trace = request_span(name, service, E::NAME, &req);
-        // Boxed: `respond` (its panic guard, its task for writes) is compiled once, not once
-        // per endpoint.
-        respond(rt, E::METHOD, trace, Box::pin(serve::<E>(rt, service, req))).await
+        let trace = request_span(name, spec.service, spec.name, &req);
+        respond(rt, spec.method, trace, Box::pin(serve(rt, spec, req))).await
     })
 }
 
@@ -173,27 +171,37 @@ pub(super) async fn path_params<P>(
     names: &[&str],
     parse: fn(&[&str]) -> Result<P, Error>,
 ) -> Result<P, Error> {
-    // None to extract for most `GET`s of a list.
-    let raw = if names.is_empty() {
-        None
-    } else {
-        Some(
-            RawPathParams::from_request_parts(parts, &())
-                .await
-                .map_err(|e| Error::invalid_argument(format!("invalid path: {}", e.body_text())))?,
-        )
-    };
-    let segments: Vec<&str> = names
+    let raw = raw_path_params(parts, names).await?;
+    parse(&segments(raw.as_ref(), names))
+}
+
+/// The matched route's path parameters, if it has any (none to extract for most `GET`s of
+/// a list).
+async fn raw_path_params(
+    parts: &mut axum::http::request::Parts,
+    names: &[&str],
+) -> Result<Option<RawPathParams>, Error> {
+    if names.is_empty() {
+        return Ok(None);
+    }
+    RawPathParams::from_request_parts(parts, &())
+        .await
+        .map(Some)
+        .map_err(|e| Error::invalid_argument(format!("invalid path: {}", e.body_text())))
+}
+
+/// The values of the path parameters `names`, in `names` order.
+fn segments<'a>(raw: Option<&'a RawPathParams>, names: &[&str]) -> Vec<&'a str> {
+    names
         .iter()
         .map(|name| {
-            raw.iter()
+            raw.into_iter()
                 .flat_map(|raw| raw.iter())
                 .find(|(n, _)| n == name)
                 .map(|(_, v)| v)
                 .unwrap_or_default()
         })
-        .collect();
-    parse(&segments)
+        .collect()
 }
 
 /// Says in the log, never in the answer, that a 404 came from a private endpoint: at INFO
@@ -282,11 +290,9 @@ async fn admit(
     }))
 }
 
-async fn serve<E: Endpoint>(
-    rt: &'static Runtime,
-    service: &'static str,
-    req: Request,
-) -> Result<Response, Error> {
+/// Serves a request of the endpoint `spec` describes: who sends it, its path parameters and
+/// request (decoded by `spec.invoke`), its handler within its deadline, the answer.
+async fn serve(rt: &'static Runtime, spec: Spec, req: Request) -> Result<Response, Error> {
     let (mut parts, mut body_stream) = req.into_parts();
     // The whole request runs within `request_timeout`; reading its body, within the (shorter)
     // body read timeout, so a client that dribbles its body is cut off with a 408.
@@ -299,8 +305,8 @@ async fn serve<E: Endpoint>(
         user,
     } = match admit(
         rt,
-        (service, E::NAME),
-        E::ACCESS,
+        (spec.service, spec.name),
+        spec.access,
         &parts,
         &mut body_stream,
         (deadline, body_deadline),
@@ -310,45 +316,45 @@ async fn serve<E: Endpoint>(
         Admission::Admitted(admitted) => admitted,
         Admission::Hidden(not_found) => return Ok(not_found),
     };
-    let params = path_params(&mut parts, E::PATH_PARAMS, E::parse_params).await?;
-
-    let request: E::Request = if !E::HAS_REQUEST {
-        decode_json(b"null")?
-    } else if E::METHOD.has_body() {
+    let raw = raw_path_params(&mut parts, spec.path_params).await?;
+    let segments = segments(raw.as_ref(), spec.path_params);
+    let body = if spec.has_request && spec.method.has_body() {
         check_json_content_type(&parts.headers)?;
         match body {
-            Some(body) => decode_json(&body)?,
-            None => decode_json(
-                &read_body(
+            Some(body) => body,
+            None => {
+                read_body(
                     std::mem::take(&mut body_stream),
                     rt.body_limit,
                     body_deadline,
                 )
-                .await?,
-            )?,
+                .await?
+            }
         }
     } else {
-        decode_query(parts.uri.query().unwrap_or(""))?
+        bytes::Bytes::new()
     };
-
-    E::validate(&request)?;
+    let invocation = (spec.invoke)(&Incoming {
+        segments: &segments,
+        query: parts.uri.query().unwrap_or(""),
+        body: &body,
+    })?;
     // The key of a workflow's step, from a call the app signed.
     let key = verified
         .as_ref()
         .filter(|v| v.is_internal())
         .and_then(|_| idempotency_key(&parts))
         .map(std::sync::Arc::from);
-    // The handler and its answer, boxed: the scopes and the deadline around it are compiled
-    // once, not once per endpoint.
+    let no_content = spec.no_content;
     let handled: Serving = Box::pin(async move {
-        let response = crate::middleware::handle::<E>(params, request).await?;
-        if E::NO_CONTENT {
+        let encoded = invocation.await??;
+        if no_content {
             Ok(StatusCode::NO_CONTENT.into_response())
         } else {
-            Ok(json_response(crate::call::encode_response::<E>(&response)?))
+            Ok(json_response(encoded))
         }
     });
-    run_handler(rt, (service, E::NAME), user, key, deadline, handled).await
+    run_handler(rt, (spec.service, spec.name), user, key, deadline, handled).await
 }
 
 /// Runs a request's handler as code of its service, for its user, within its deadline.

@@ -69,32 +69,35 @@ pub(crate) async fn read_body(
 }
 
 /// Decodes a JSON request, naming the offending field on failure.
-pub(crate) fn decode_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Error> {
+pub fn decode_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Error> {
     let bytes: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) {
         b"null"
     } else {
         bytes
     };
     let mut de = serde_json::Deserializer::from_slice(bytes);
-    let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
-        let path = e.path().to_string();
-        let inner = e.into_inner();
-        if inner.is_syntax() || inner.is_eof() {
-            Error::invalid_argument(format!("the request body is not valid JSON: {inner}"))
-        } else if bytes == b"null" {
-            Error::invalid_argument("the request body is missing: this endpoint takes a JSON body")
-        } else if path == "." {
-            Error::invalid_argument(format!("invalid request body: {}", strip_position(&inner)))
-        } else {
-            Error::invalid_argument(format!(
-                "invalid field `{path}`: {}",
-                strip_position(&inner)
-            ))
-        }
-    })?;
+    let value = serde_path_to_error::deserialize(&mut de).map_err(|e| json_error(e, bytes))?;
     de.end()
         .map_err(|e| Error::invalid_argument(format!("the request body is not valid JSON: {e}")))?;
     Ok(value)
+}
+
+/// Why `bytes` did not decode. Not generic: compiled once, not once per request type.
+fn json_error(e: serde_path_to_error::Error<serde_json::Error>, bytes: &[u8]) -> Error {
+    let path = e.path().to_string();
+    let inner = e.into_inner();
+    if inner.is_syntax() || inner.is_eof() {
+        Error::invalid_argument(format!("the request body is not valid JSON: {inner}"))
+    } else if bytes == b"null" {
+        Error::invalid_argument("the request body is missing: this endpoint takes a JSON body")
+    } else if path == "." {
+        Error::invalid_argument(format!("invalid request body: {}", strip_position(&inner)))
+    } else {
+        Error::invalid_argument(format!(
+            "invalid field `{path}`: {}",
+            strip_position(&inner)
+        ))
+    }
 }
 
 /// serde_json appends " at line L column C", useless to a client that sent one line.
@@ -107,9 +110,15 @@ fn strip_position(e: &serde_json::Error) -> String {
 }
 
 /// Decodes a query-string request, naming the offending parameter on failure.
-pub(crate) fn decode_query<T: DeserializeOwned>(query: &str) -> Result<T, Error> {
-    // form_urlencoded decodes invalid UTF-8 lossily (to U+FFFD): refuse it instead, as bodies
-    // and path parameters do, rather than hand the handler text the client never sent.
+pub fn decode_query<T: DeserializeOwned>(query: &str) -> Result<T, Error> {
+    check_query(query)?;
+    let de = serde_urlencoded::Deserializer::new(url::form_urlencoded::parse(query.as_bytes()));
+    serde_path_to_error::deserialize(de).map_err(query_error)
+}
+
+/// form_urlencoded decodes invalid UTF-8 lossily (to U+FFFD): refuse it instead, as bodies
+/// and path parameters do, rather than hand the handler text the client never sent.
+fn check_query(query: &str) -> Result<(), Error> {
     for pair in query.split('&') {
         let plus_as_space = pair.replace('+', " ");
         if percent_encoding::percent_decode_str(&plus_as_space)
@@ -122,16 +131,17 @@ pub(crate) fn decode_query<T: DeserializeOwned>(query: &str) -> Result<T, Error>
             )));
         }
     }
-    let de = serde_urlencoded::Deserializer::new(url::form_urlencoded::parse(query.as_bytes()));
-    serde_path_to_error::deserialize(de).map_err(|e| {
-        let path = e.path().to_string();
-        let inner = e.into_inner();
-        if path == "." {
-            Error::invalid_argument(format!("invalid query: {inner}"))
-        } else {
-            Error::invalid_argument(format!("invalid query parameter `{path}`: {inner}"))
-        }
-    })
+    Ok(())
+}
+
+fn query_error(e: serde_path_to_error::Error<serde::de::value::Error>) -> Error {
+    let path = e.path().to_string();
+    let inner = e.into_inner();
+    if path == "." {
+        Error::invalid_argument(format!("invalid query: {inner}"))
+    } else {
+        Error::invalid_argument(format!("invalid query parameter `{path}`: {inner}"))
+    }
 }
 
 /// The answer to an unknown route, a method an endpoint does not take, and a private endpoint
