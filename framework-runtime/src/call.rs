@@ -71,16 +71,19 @@ pub(crate) fn check_access(
 /// Calls endpoint `E`, in this process or over HTTP. Made by a workflow's function, the call
 /// is one of its steps (see [`crate::workflow`]). Only the request's encoding and the
 /// response's decoding know `E`'s types; the call itself is [`dispatch`], compiled once.
+/// The request is encoded when the stub is called, so the future keeps only the call on its
+/// way.
 #[doc(hidden)]
-pub async fn call<E: Endpoint>(
+pub fn call<E: Endpoint>(
     params: E::Params,
     request: E::Request,
-) -> Result<E::Response, Error> {
+) -> impl Future<Output = Result<E::Response, Error>> + Send {
     let spec = Spec::of::<E>();
-    let outgoing = Outgoing::encode::<E>(spec, &params, &request)?;
-    drop((params, request));
-    let body = dispatch(spec, outgoing).await?;
-    decode_response(&body, (spec.service, spec.name))
+    let sent = Outgoing::encode::<E>(spec, &params, &request).map(|o| dispatch(spec, o));
+    async move {
+        let body = sent?.await?;
+        decode_response(&body, (spec.service, spec.name))
+    }
 }
 
 /// A call on its way, its request encoded: a step of the current workflow, or a plain call.

@@ -1,5 +1,6 @@
 //! What Ovation costs at compile time, against the same code without it, built in the same run
-//! (dev profile, the edit–compile loop; dependencies built beforehand):
+//! (dev profile, the edit–compile loop; dependencies built beforehand; every copy with the
+//! workspace's `[profile.*]` sections, which `ovation new` also writes):
 //! - an incremental rebuild of the shop app after editing one handler, against the same edit
 //!   in the hand-written axum+sqlx shop (`tests/src/bin/axum_shop.rs`);
 //! - the `#[api]` macro: a crate of N generated endpoints against a crate of the same N
@@ -183,12 +184,30 @@ impl Deps {
             .clone()
     }
 
+    /// The root manifest's `[profile.*]` sections, which every copy builds with: the same
+    /// debug info for the code with Ovation and the code without.
+    fn profiles(&self) -> String {
+        let mut out = String::new();
+        let mut inside = false;
+        for line in &self.lines {
+            if line.starts_with('[') {
+                inside = line.starts_with("[profile.");
+            }
+            if inside {
+                out.push_str(line);
+                out.push('\n');
+            }
+        }
+        out
+    }
+
     fn manifest(&self, dir: &Path, name: &str, deps: &[&str]) {
         let deps: Vec<String> = deps.iter().map(|d| self.line(d)).collect();
         let manifest = format!(
             "[package]\nname = {name:?}\nversion = \"0.0.0\"\nedition = \"2024\"\npublish = false\n\n\
-             [dependencies]\n{}\n\n[workspace]\n",
-            deps.join("\n")
+             [dependencies]\n{}\n\n[workspace]\n\n{}",
+            deps.join("\n"),
+            self.profiles()
         );
         std::fs::create_dir_all(dir).unwrap();
         std::fs::write(dir.join("Cargo.toml"), manifest).unwrap();

@@ -188,7 +188,11 @@ fn cargo_toml(name: &str, ovation: &str) -> String {
     format!(
         "[package]\nname = \"{name}\"\nversion = \"0.1.0\"\nedition = \"2024\"\npublish = false\n\n\
          [dependencies]\n{ovation}\n\n\
-         # An app of its own, not a member of a workspace around it.\n[workspace]\n"
+         # An app of its own, not a member of a workspace around it.\n[workspace]\n\n\
+         # A quicker edit-compile loop: line numbers in backtraces of your own code, no debug\n\
+         # info for dependencies (most of what a debug build links).\n\
+         [profile.dev]\ndebug = \"line-tables-only\"\n\n\
+         [profile.dev.package.\"*\"]\ndebug = false\n"
     )
 }
 
