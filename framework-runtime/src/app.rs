@@ -424,6 +424,7 @@ impl RuntimeBuilder {
                 cors: config.cors.clone(),
                 tasks: Default::default(),
                 writes: Default::default(),
+                metrics: Default::default(),
             },
             global: false,
         })

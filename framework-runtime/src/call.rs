@@ -108,7 +108,9 @@ async fn call_once(spec: Spec, outgoing: &Outgoing) -> Result<bytes::Bytes, Erro
     let local = ctx.rt.hosts(spec.service);
     let span = call_span(spec.service, spec.name, local);
     let endpoint = (spec.service, spec.name);
-    async move {
+    let stats = ctx.rt.metrics.calls(spec.service, spec.name);
+    let started = std::time::Instant::now();
+    let outcome = async move {
         // What the callee will read, read here: a value that cannot make the trip fails at
         // the call site, the same way wherever the callee runs.
         let segments: Vec<&str> = outgoing.segments.iter().map(String::as_str).collect();
@@ -144,7 +146,9 @@ async fn call_once(spec: Spec, outgoing: &Outgoing) -> Result<bytes::Bytes, Erro
         }
     }
     .instrument(span)
-    .await
+    .await;
+    stats.record(started.elapsed(), outcome.as_ref().err().map(Error::code));
+    outcome
 }
 
 /// A call made by a workflow's function: a step, whose every attempt is a plain call, and

@@ -74,6 +74,7 @@ pub mod error;
 mod http;
 mod infra;
 mod invoke;
+mod metrics;
 pub mod middleware;
 mod model;
 pub mod pubsub;

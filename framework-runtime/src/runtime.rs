@@ -91,6 +91,8 @@ pub struct Runtime {
     /// Held by each handler of a request that changes something, which runs in a task of its
     /// own and so may outlive its connection: shutdown waits for them (its strong count).
     pub(crate) writes: std::sync::Arc<()>,
+    /// Counts and latencies of the requests served and the calls made here.
+    pub(crate) metrics: crate::metrics::Metrics,
 }
 
 /// The streams a process serves: told to close when it shuts down, counted so it can wait for

@@ -357,3 +357,94 @@ async fn curl_style_json_bodies_are_accepted() {
     drop(server);
     env.close().await;
 }
+
+/// `/__ovation/metrics` after known traffic: each endpoint's requests, its errors by code and
+/// its latency histogram, and the calls made to other endpoints, counted exactly; readable
+/// without a signature, as Prometheus scrapes it.
+#[tokio::test]
+async fn metrics_count_requests_and_calls_by_endpoint_and_code() {
+    let (env, server, c) = serve_all().await;
+    let (user, product) = c.user_and_product("metrics@example.com", 500, 5).await;
+    for _ in 0..3 {
+        assert_eq!(c.get(&format!("/users/{user}")).await.status, 200);
+    }
+    for _ in 0..2 {
+        let missing = c.get(&format!("/users/{}", uuid::Uuid::new_v4())).await;
+        assert_eq!(missing.status, 404, "{missing:?}");
+    }
+    assert_eq!(c.get("/users/not-a-uuid").await.status, 400);
+    let order = c
+        .post(
+            "/orders",
+            json!({"userId": uuid::Uuid::new_v4(), "productId": product, "quantity": 1}),
+        )
+        .await;
+    assert_eq!(order.status, 400, "{order:?}");
+
+    let scrape = reqwest::get(format!("{}/__ovation/metrics", server.url()))
+        .await
+        .unwrap();
+    assert_eq!(scrape.status(), 200);
+    assert_eq!(
+        scrape.headers()["content-type"],
+        "text/plain; version=0.0.4; charset=utf-8"
+    );
+    let text = scrape.text().await.unwrap();
+    let has = |line: &str| {
+        assert!(
+            text.lines().any(|l| l == line),
+            "no line {line:?} in the metrics:\n{text}"
+        )
+    };
+    let users_get = r#"service="users",endpoint="get""#;
+    has(&format!("ovation_requests_total{{{users_get}}} 6"));
+    has(&format!(
+        r#"ovation_request_errors_total{{{users_get},code="not_found"}} 2"#
+    ));
+    has(&format!(
+        r#"ovation_request_errors_total{{{users_get},code="invalid_argument"}} 1"#
+    ));
+    has(&format!(
+        r#"ovation_request_duration_seconds_bucket{{{users_get},le="+Inf"}} 6"#
+    ));
+    has(&format!(
+        "ovation_request_duration_seconds_count{{{users_get}}} 6"
+    ));
+    has(r#"ovation_requests_total{service="users",endpoint="create"} 1"#);
+    has(r#"ovation_requests_total{service="orders",endpoint="create"} 1"#);
+    has(
+        r#"ovation_request_errors_total{service="orders",endpoint="create",code="invalid_argument"} 1"#,
+    );
+    // Served here, never requested: shown at zero.
+    has(r#"ovation_requests_total{service="orders",endpoint="get"} 0"#);
+    // The order's call to `users.get`, made in this process, is a call and not a request.
+    has(&format!("ovation_calls_total{{{users_get}}} 1"));
+    has(&format!(
+        r#"ovation_call_errors_total{{{users_get},code="not_found"}} 1"#
+    ));
+    has(&format!(
+        "ovation_call_duration_seconds_count{{{users_get}}} 1"
+    ));
+    // Every sample line is `name{labels} value`, and the buckets only grow.
+    let mut last: Option<(String, f64)> = None;
+    for line in text.lines().filter(|l| !l.starts_with('#')) {
+        let (series, value) = line.rsplit_once(' ').expect("a sample has a value");
+        let value: f64 = value.parse().unwrap_or_else(|_| panic!("{line:?}"));
+        assert!(series.ends_with('}'), "{line:?}");
+        if let Some(prefix) = series
+            .split(",le=")
+            .next()
+            .filter(|_| series.contains(",le="))
+        {
+            if let Some((before, v)) = &last
+                && before == prefix
+            {
+                assert!(value >= *v, "a bucket shrank at {line:?}");
+            }
+            last = Some((prefix.to_owned(), value));
+        }
+    }
+
+    drop(server);
+    env.close().await;
+}

@@ -15,6 +15,20 @@ pub(crate) async fn health() -> axum::Json<serde_json::Value> {
     axum::Json(json!({ "status": "ok" }))
 }
 
+/// The counts and latencies of what this process served and called, in Prometheus' text
+/// format. Readable without a signature, as the health check is, so Prometheus can scrape it:
+/// it holds endpoint names, counts and durations, nothing of any request.
+pub(crate) fn metrics(rt: &Runtime) -> Response {
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        rt.metrics.render(),
+    )
+        .into_response()
+}
+
 /// The app model, for the CLI and the dashboard. It names private endpoints, so it answers
 /// only signed requests (the CLI signs with the app's key).
 pub(crate) async fn meta(rt: &'static Runtime, req: Request) -> Response {

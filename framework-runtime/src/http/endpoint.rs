@@ -88,10 +88,32 @@ impl<E: Endpoint> DynEndpoint for EndpointDecl<E> {
 fn route(rt: &'static Runtime, spec: Spec) -> MethodRouter {
     let filter = MethodFilter::try_from(spec.method.http()).expect("endpoint methods are standard");
     let name = span_name(format!("{}.{}", spec.service, spec.name));
-    axum::routing::on(filter, move |req: Request| async move {
-        let trace = request_span(name, spec.service, spec.name, &req);
-        respond(rt, spec.method, trace, Box::pin(serve(rt, spec, req))).await
+    let stats = rt.metrics.requests(spec.service, spec.name);
+    axum::routing::on(filter, move |req: Request| {
+        let stats = stats.clone();
+        async move {
+            let started = std::time::Instant::now();
+            let trace = request_span(name, spec.service, spec.name, &req);
+            let response = respond(rt, spec.method, trace, Box::pin(serve(rt, spec, req))).await;
+            stats.record(started.elapsed(), error_code(&response));
+            response
+        }
     })
+}
+
+/// The code of the error a response answers, if it answers one.
+pub(super) fn error_code(response: &Response) -> Option<crate::error::ErrCode> {
+    let status = response.status();
+    if !(status.is_client_error() || status.is_server_error()) {
+        return None;
+    }
+    Some(
+        response
+            .extensions()
+            .get::<crate::error::ErrCode>()
+            .copied()
+            .unwrap_or_else(|| crate::error::ErrCode::from_http_status(status)),
+    )
 }
 
 /// A request being served, boxed so the code around it is not generic.

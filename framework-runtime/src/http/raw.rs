@@ -13,7 +13,7 @@ use axum::extract::Request;
 use axum::response::Response;
 use axum::routing::{MethodFilter, MethodRouter};
 
-use super::endpoint::{hint_private, respond, user_of, verified_caller};
+use super::endpoint::{error_code, hint_private, respond, user_of, verified_caller};
 use super::observe::{request_span, span_name};
 use super::wire::{not_found_response, read_body};
 use crate::auth;
@@ -62,9 +62,17 @@ fn route<E: RawEndpoint>(rt: &'static Runtime) -> MethodRouter {
     let filter = MethodFilter::try_from(E::METHOD.http()).expect("endpoint methods are standard");
     let service = E::service();
     let name = span_name(format!("{service}.{}", E::NAME));
-    axum::routing::on(filter, move |req: Request| async move {
-        let trace = request_span(name, service, E::NAME, &req);
-        respond(rt, E::METHOD, trace, Box::pin(serve::<E>(rt, service, req))).await
+    let stats = rt.metrics.requests(service, E::NAME);
+    axum::routing::on(filter, move |req: Request| {
+        let stats = stats.clone();
+        async move {
+            let started = std::time::Instant::now();
+            let trace = request_span(name, service, E::NAME, &req);
+            let response =
+                respond(rt, E::METHOD, trace, Box::pin(serve::<E>(rt, service, req))).await;
+            stats.record(started.elapsed(), error_code(&response));
+            response
+        }
     })
 }
 

@@ -10,8 +10,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::MethodRouter;
 
 use super::admin::{
-    cron_run, cron_state, health, meta, pubsub_redrive, pubsub_state, workflow_retry, workflow_run,
-    workflows_state,
+    cron_run, cron_state, health, meta, metrics, pubsub_redrive, pubsub_state, workflow_retry,
+    workflow_run, workflows_state,
 };
 use super::wire::not_found_response;
 use crate::error::Error;
@@ -75,6 +75,10 @@ pub(crate) fn router(rt: &'static Runtime) -> Result<Router, RouteError> {
     }
     let router = router
         .route("/__ovation/health", axum::routing::get(health))
+        .route(
+            "/__ovation/metrics",
+            axum::routing::get(move || async move { metrics(rt) }),
+        )
         .route(
             "/__ovation/openapi.json",
             axum::routing::get(|| async { axum::Json(crate::http::openapi::spec()) })
