@@ -18,7 +18,9 @@ use std::time::{Duration, Instant};
 use ovation_tests::report::{Figure, Target, median};
 
 const ENDPOINTS: usize = 50;
-const EDITS: usize = 3;
+/// Builds of each crate measured, taken in turns with its counterpart's (so a stretch of a
+/// slower machine slows both alike).
+const EDITS: usize = 5;
 
 fn main() {
     if std::env::args().any(|a| a == "--list") {
@@ -66,8 +68,10 @@ fn main() {
         ],
     );
     let target = root.join("target");
-    let shop_edit = rebuilds(&shop, &target, "src/users/mod.rs", "no user {id}");
-    let axum_edit = rebuilds(&axum, &target, "src/main.rs", "product not found");
+    let (shop_edit, axum_edit) = in_turns(
+        Rebuild::new(&shop, &target, "src/users/mod.rs", "no user {id}"),
+        Rebuild::new(&axum, &target, "src/main.rs", "product not found"),
+    );
     println!(
         "incremental rebuild after one handler edit: shop {shop_edit:.2} s, axum {axum_edit:.2} s"
     );
@@ -94,8 +98,10 @@ fn main() {
     std::fs::create_dir_all(plain.join("src")).unwrap();
     std::fs::write(plain.join("src/lib.rs"), axum_endpoints(ENDPOINTS)).unwrap();
     deps.manifest(&plain, "endpoints-axum", &["axum", "serde", "schemars"]);
-    let macro_build = fresh_builds(&with_macro, &target);
-    let plain_build = fresh_builds(&plain, &target);
+    let (macro_build, plain_build) = in_turns(
+        FreshBuild::new(&with_macro, &target),
+        FreshBuild::new(&plain, &target),
+    );
     println!(
         "{ENDPOINTS} endpoints, crate built from scratch: #[api] {macro_build:.2} s, plain axum {plain_build:.2} s"
     );
@@ -243,37 +249,93 @@ fn build(dir: &Path, target: &Path, incremental: bool) -> Duration {
     started.elapsed()
 }
 
-/// The median time of rebuilding after changing `needle` in `file` (a handler's message).
-fn rebuilds(dir: &Path, target: &Path, file: &str, needle: &str) -> f64 {
-    build(dir, target, true);
-    let path = dir.join(file);
-    let original = std::fs::read_to_string(&path).unwrap();
-    assert!(original.contains(needle), "{file} has no {needle:?}");
-    let mut times = Vec::new();
-    for edit in 0..EDITS {
-        std::fs::write(
-            &path,
-            original.replace(needle, &format!("{needle} (edit {edit})")),
-        )
-        .unwrap();
-        times.push(build(dir, target, true).as_secs_f64());
-    }
-    median(&mut times)
+/// One measured build of a crate.
+trait Measured {
+    /// Builds it once, unmeasured (its dependencies, its incremental state).
+    fn prepare(&mut self);
+    /// Seconds of one measured build.
+    fn measure(&mut self) -> f64;
 }
 
-/// The median time of building the crate itself from scratch, its dependencies built.
-fn fresh_builds(dir: &Path, target: &Path) -> f64 {
-    build(dir, target, false);
-    let lib = dir.join("src/lib.rs");
-    let mut times = Vec::new();
+/// The median times of `a` and `b`, built `EDITS` times each in turns.
+fn in_turns(mut a: impl Measured, mut b: impl Measured) -> (f64, f64) {
+    a.prepare();
+    b.prepare();
+    let (mut times_a, mut times_b) = (Vec::new(), Vec::new());
     for _ in 0..EDITS {
+        times_a.push(a.measure());
+        times_b.push(b.measure());
+    }
+    (median(&mut times_a), median(&mut times_b))
+}
+
+/// Rebuilding after changing `needle` in `file` (a handler's message), incrementally.
+struct Rebuild {
+    dir: PathBuf,
+    target: PathBuf,
+    path: PathBuf,
+    original: String,
+    needle: &'static str,
+    edits: usize,
+}
+
+impl Rebuild {
+    fn new(dir: &Path, target: &Path, file: &str, needle: &'static str) -> Rebuild {
+        let path = dir.join(file);
+        let original = std::fs::read_to_string(&path).unwrap();
+        assert!(original.contains(needle), "{file} has no {needle:?}");
+        Rebuild {
+            dir: dir.to_owned(),
+            target: target.to_owned(),
+            path,
+            original,
+            needle,
+            edits: 0,
+        }
+    }
+}
+
+impl Measured for Rebuild {
+    fn prepare(&mut self) {
+        build(&self.dir, &self.target, true);
+    }
+
+    fn measure(&mut self) -> f64 {
+        self.edits += 1;
+        let edited = format!("{} (edit {})", self.needle, self.edits);
+        std::fs::write(&self.path, self.original.replace(self.needle, &edited)).unwrap();
+        build(&self.dir, &self.target, true).as_secs_f64()
+    }
+}
+
+/// Building the crate itself from scratch, its dependencies built.
+struct FreshBuild {
+    dir: PathBuf,
+    target: PathBuf,
+}
+
+impl FreshBuild {
+    fn new(dir: &Path, target: &Path) -> FreshBuild {
+        FreshBuild {
+            dir: dir.to_owned(),
+            target: target.to_owned(),
+        }
+    }
+}
+
+impl Measured for FreshBuild {
+    fn prepare(&mut self) {
+        build(&self.dir, &self.target, false);
+    }
+
+    fn measure(&mut self) -> f64 {
         // A new comment: the crate is rebuilt, nothing else.
+        let lib = self.dir.join("src/lib.rs");
         let mut text = std::fs::read_to_string(&lib).unwrap();
         text.push_str("//\n");
         std::fs::write(&lib, text).unwrap();
-        times.push(build(dir, target, false).as_secs_f64());
+        build(&self.dir, &self.target, false).as_secs_f64()
     }
-    median(&mut times)
 }
 
 /// `n` endpoints through `#[api]`: a typed request and response each, a path parameter in
