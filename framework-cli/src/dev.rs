@@ -236,6 +236,13 @@ impl AppEnv {
             .env("OVATION_SERVICE_AUTH_KEY", &self.auth_key)
             .env("OTEL_EXPORTER_OTLP_ENDPOINT", &self.otlp)
             .env("OTEL_SERVICE_NAME", &self.service_name)
+            // The dashboard's sparklines have a slot of 10 s: export twice per slot, unless
+            // the developer chose otherwise.
+            .envs(
+                std::env::var_os("OTEL_METRIC_EXPORT_INTERVAL")
+                    .is_none()
+                    .then_some(("OTEL_METRIC_EXPORT_INTERVAL", "5000")),
+            )
             .envs(self.cors.iter().map(|c| ("OVATION_CORS", c)))
             .kill_on_drop(true)
             .spawn()

@@ -17,7 +17,7 @@
 //!    `application/json` only and forms `application/x-www-form-urlencoded` only, so no
 //!    `text/plain` trick reaches a handler. Its body must arrive within [`BODY_READ_TIMEOUT`]
 //!    (408 otherwise) and be at most [`BODY_LIMIT`] bytes.
-//! 3. The **OTLP receiver** (`POST /v1/traces`) takes no token: exporters send neither a token
+//! 3. The **OTLP receiver** (`POST /v1/traces`, `POST /v1/metrics`) takes no token: exporters send neither a token
 //!    nor an `Origin`. It refuses any request a browser marks as coming from another origin
 //!    (a foreign or `null` `Origin`, a `Sec-Fetch-Site` other than `same-origin`/`none`), and
 //!    reads its own body under its own limits (`crate::traces`).
@@ -197,7 +197,7 @@ async fn check(State(guard): State<Guard>, req: Request, next: Next) -> Response
         return next.run(req).await;
     }
     let origin = same_origin(req.headers(), &host);
-    if req.uri().path() == "/v1/traces" {
+    if matches!(req.uri().path(), "/v1/traces" | "/v1/metrics") {
         return if origin == Some(false) {
             refuse(
                 StatusCode::FORBIDDEN,

@@ -525,6 +525,15 @@ pub async fn start(config: Config) -> Result<Server, StartupError> {
     let mut server = Server::start(rt, listener)?;
     server.rt = Some(rt);
     rt.start_tasks();
+    if let Some(endpoint) = &config.otlp_endpoint {
+        let interval = Duration::from_millis(config.metric_export_interval_ms.unwrap_or(60_000));
+        if let Some(task) = crate::metrics::otlp::start(rt, endpoint, interval) {
+            rt.tasks
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(task);
+        }
+    }
     let services: Vec<&str> = crate::model::services()
         .into_iter()
         .filter(|s| rt.hosts(s))
@@ -618,6 +627,7 @@ impl Server {
         if let Some(rt) = rt {
             rt.drain_background(std::time::Duration::from_secs(10))
                 .await;
+            crate::metrics::otlp::flush(rt, Duration::from_secs(2)).await;
         }
     }
 }

@@ -108,7 +108,10 @@ async fn call_once(spec: Spec, outgoing: &Outgoing) -> Result<bytes::Bytes, Erro
     let local = ctx.rt.hosts(spec.service);
     let span = call_span(spec.service, spec.name, local);
     let endpoint = (spec.service, spec.name);
-    let stats = ctx.rt.metrics.calls(spec.service, spec.name);
+    let stats = ctx
+        .rt
+        .metrics
+        .of(crate::metrics::Kind::Call, spec.service, spec.name);
     let started = std::time::Instant::now();
     let outcome = async move {
         // What the callee will read, read here: a value that cannot make the trip fails at

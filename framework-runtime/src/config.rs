@@ -118,6 +118,10 @@ pub struct Config {
     /// follows its caller's decision.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub trace_sampling: Option<f64>,
+    /// How often metrics are exported to `otlp_endpoint`'s `/v1/metrics`, in milliseconds
+    /// (`OTEL_METRIC_EXPORT_INTERVAL`; default 60 000, OpenTelemetry's).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metric_export_interval_ms: Option<u64>,
     /// Part of a deployment (`ovation deploy` sets it): a secret that is not set stops
     /// start-up, where in development it gets a generated value (see [`crate::secrets`]).
     #[serde(skip_serializing_if = "std::ops::Not::not")]
@@ -331,6 +335,16 @@ impl Config {
                 ));
             }
             self.otlp_endpoint = Some(v);
+        }
+        if let Some(v) = var("OTEL_METRIC_EXPORT_INTERVAL").filter(|v| !v.is_empty()) {
+            let ms: u64 = v.parse().ok().filter(|ms| *ms > 0).ok_or_else(|| {
+                env_err(
+                    "OTEL_METRIC_EXPORT_INTERVAL",
+                    &v,
+                    "expected a number of milliseconds above 0".into(),
+                )
+            })?;
+            self.metric_export_interval_ms = Some(ms);
         }
         if let Some(v) = var("OVATION_TRACE_SAMPLING").filter(|v| !v.is_empty()) {
             let ratio: f64 = v

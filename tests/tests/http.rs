@@ -380,6 +380,48 @@ async fn metrics_count_requests_and_calls_by_endpoint_and_code() {
         )
         .await;
     assert_eq!(order.status, 400, "{order:?}");
+    let order = c
+        .post(
+            "/orders",
+            json!({"userId": user, "productId": product, "quantity": 1}),
+        )
+        .await;
+    assert_eq!(order.status, 200, "{order:?}");
+
+    // The order's event is delivered to its subscriptions in the background: wait for them.
+    let deliveries = |text: &str| {
+        [
+            "live-orders",
+            "send-order-confirmation",
+            "confirm-reservations",
+        ]
+        .iter()
+        .all(|sub| {
+            text.lines().any(|l| {
+                l == format!(
+                    r#"ovation_deliveries_total{{topic="order-created",subscription="{sub}"}} 1"#
+                )
+            })
+        })
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let mut text = String::new();
+    while std::time::Instant::now() < deadline {
+        text = reqwest::get(format!("{}/__ovation/metrics", server.url()))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        if deliveries(&text) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(
+        deliveries(&text),
+        "no delivery of the order's event in:\n{text}"
+    );
 
     let scrape = reqwest::get(format!("{}/__ovation/metrics", server.url()))
         .await
@@ -398,6 +440,12 @@ async fn metrics_count_requests_and_calls_by_endpoint_and_code() {
     };
     let users_get = r#"service="users",endpoint="get""#;
     has(&format!("ovation_requests_total{{{users_get}}} 6"));
+    // The order's workflow run, and the cron job this process would schedule (not yet run).
+    has(r#"ovation_workflow_runs_total{service="orders",workflow="place-order"} 1"#);
+    has(r#"ovation_cron_runs_total{service="products",job="expire-reservations"} 0"#);
+    has(
+        r#"ovation_delivery_duration_seconds_count{topic="order-created",subscription="live-orders"} 1"#,
+    );
     has(&format!(
         r#"ovation_request_errors_total{{{users_get},code="not_found"}} 2"#
     ));
@@ -411,19 +459,20 @@ async fn metrics_count_requests_and_calls_by_endpoint_and_code() {
         "ovation_request_duration_seconds_count{{{users_get}}} 6"
     ));
     has(r#"ovation_requests_total{service="users",endpoint="create"} 1"#);
-    has(r#"ovation_requests_total{service="orders",endpoint="create"} 1"#);
+    has(r#"ovation_requests_total{service="orders",endpoint="create"} 2"#);
     has(
         r#"ovation_request_errors_total{service="orders",endpoint="create",code="invalid_argument"} 1"#,
     );
     // Served here, never requested: shown at zero.
     has(r#"ovation_requests_total{service="orders",endpoint="get"} 0"#);
-    // The order's call to `users.get`, made in this process, is a call and not a request.
-    has(&format!("ovation_calls_total{{{users_get}}} 1"));
+    // The orders' calls to `users.get` and the confirmation's (its subscription looks the user
+    // up), made in this process, are calls and not requests.
+    has(&format!("ovation_calls_total{{{users_get}}} 3"));
     has(&format!(
         r#"ovation_call_errors_total{{{users_get},code="not_found"}} 1"#
     ));
     has(&format!(
-        "ovation_call_duration_seconds_count{{{users_get}}} 1"
+        "ovation_call_duration_seconds_count{{{users_get}}} 3"
     ));
     // Every sample line is `name{labels} value`, and the buckets only grow.
     let mut last: Option<(String, f64)> = None;

@@ -104,3 +104,64 @@ pub(crate) fn percent_encode(text: &str) -> String {
         })
         .collect()
 }
+
+/// A sparkline of `activity` (requests, deliveries, runs: `what`, plural) over the slots the
+/// dashboard keeps: a bar per slot, its failed part in red, with the recent count beside it.
+/// `None`: nothing was received for it yet.
+pub(crate) fn sparkline(activity: Option<&crate::traces::metrics::Activity>, what: &str) -> String {
+    use crate::traces::metrics::{SLOT, SLOTS};
+    const WIDTH: u64 = 120;
+    const HEIGHT: f64 = 20.0;
+    let minutes = SLOT.as_secs() * SLOTS / 60;
+    let slots = activity.map_or(&[][..], |a| &a.slots[..]);
+    let count: u64 = slots.iter().map(|s| s.count).sum();
+    let errors: u64 = slots.iter().map(|s| s.errors).sum();
+    let peak = slots
+        .iter()
+        .map(|s| s.count.max(s.errors))
+        .max()
+        .unwrap_or(0)
+        .max(1);
+    let bar = WIDTH / SLOTS.max(1);
+    let mut bars = String::new();
+    for (i, slot) in slots.iter().enumerate() {
+        let x = i as u64 * bar;
+        for (n, class) in [(slot.count.max(slot.errors), "n"), (slot.errors, "e")] {
+            if n > 0 {
+                let h = (n as f64 / peak as f64 * HEIGHT).max(1.0);
+                bars.push_str(&format!(
+                    "<rect class=\"{class}\" x=\"{x}\" y=\"{y:.1}\" width=\"{w}\" height=\"{h:.1}\"/>",
+                    y = HEIGHT - h,
+                    w = bar.saturating_sub(1).max(1),
+                ));
+            }
+        }
+    }
+    let mean = {
+        let (n, seconds) = slots.iter().fold((0u64, 0.0f64), |(n, s), slot| {
+            (n + slot.count, s + slot.mean_ms * slot.count as f64)
+        });
+        if n > 0 { seconds / n as f64 } else { 0.0 }
+    };
+    let summary = if count == 0 {
+        format!("no {what} in the last {minutes} minutes")
+    } else {
+        format!(
+            "{count} {what}, {errors} failed, {mean:.1} ms on average, in the last {minutes} minutes"
+        )
+    };
+    format!(
+        "<span class=\"activity\"><svg class=\"spark\" viewBox=\"0 0 {WIDTH} {HEIGHT}\" \
+         width=\"{WIDTH}\" height=\"{HEIGHT}\" role=\"img\" data-count=\"{count}\" \
+         data-errors=\"{errors}\"><title>{title}</title><line x1=\"0\" y1=\"{HEIGHT}\" \
+         x2=\"{WIDTH}\" y2=\"{HEIGHT}\"/>{bars}</svg><span class=\"muted\">{label}</span></span>",
+        title = esc(&summary),
+        label = if count == 0 {
+            String::new()
+        } else if errors == 0 {
+            format!("{count}")
+        } else {
+            format!("{count} · {errors} failed")
+        },
+    )
+}

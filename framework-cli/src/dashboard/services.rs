@@ -9,8 +9,9 @@ use ovation::EndpointKind;
 use ovation::tooling::AppModel;
 use serde_json::Value;
 
-use super::html::{esc, shell};
+use super::html::{esc, shell, sparkline};
 use super::{Dashboard, app_model, current};
+use crate::traces::metrics::Activity;
 
 pub(super) async fn page(State(d): State<Dashboard>) -> Response {
     let status = current(&d.status);
@@ -22,18 +23,25 @@ pub(super) async fn page(State(d): State<Dashboard>) -> Response {
         );
         return shell(&d, "Services", "services", &status, &body).into_response();
     };
+    let activity = d.store.activity.list(std::time::SystemTime::now());
     shell(
         &d,
         "Services",
         "services",
         &status,
-        &render_services(&model),
+        &render_services(&model, &activity),
     )
     .into_response()
 }
 
-/// The Services page's body from the app model.
-pub(super) fn render_services(model: &AppModel) -> String {
+/// The Services page's body from the app model, with each endpoint's and subscription's
+/// recent `activity`.
+pub(super) fn render_services(model: &AppModel, activity: &[Activity]) -> String {
+    let find = |kind: &str, scope: &str, name: &str| {
+        activity
+            .iter()
+            .find(|a| a.kind == kind && a.scope == scope && a.name == name)
+    };
     let mut out = String::from("<h1>Services</h1><div class=\"cards\">");
     for name in &model.services {
         let name = name.as_str();
@@ -87,9 +95,10 @@ pub(super) fn render_services(model: &AppModel) -> String {
                 };
                 let _ = write!(
                     out,
-                    "<li><details><summary><span class=\"method\">{method}</span> \
+                    "<li data-endpoint=\"{service}.{name}\"><details><summary>\
+                     <span class=\"method\">{method}</span> \
                      <code>{path}</code> <span class=\"badge {access}\">{access}</span>{kind} \
-                     <span class=\"muted\">{name}</span></summary>\
+                     <span class=\"muted\">{name}</span>{spark}</summary>\
                      <div class=\"schemas\">{schemas}</div></details></li>",
                     method = if e.kind.is_stream() {
                         "WS"
@@ -99,6 +108,8 @@ pub(super) fn render_services(model: &AppModel) -> String {
                     path = esc(&e.path),
                     access = access,
                     name = esc(&e.name),
+                    service = esc(name),
+                    spark = sparkline(find("request", name, &e.name), "requests"),
                 );
             }
             out.push_str("</ul>");
@@ -145,9 +156,11 @@ pub(super) fn render_services(model: &AppModel) -> String {
                 .filter(|s| s.service == name)
                 .map(|s| {
                     format!(
-                        "<li><code>{}</code> on <code>{}</code></li>",
+                        "<li id=\"subscription-{}\"><code>{}</code> on <code>{}</code>{}</li>",
                         esc(&s.name),
-                        esc(&s.topic)
+                        esc(&s.name),
+                        esc(&s.topic),
+                        sparkline(find("delivery", &s.topic, &s.name), "deliveries")
                     )
                 })
                 .collect(),

@@ -4,7 +4,8 @@
 //!   (`application/json`), as any OpenTelemetry SDK or collector sends it;
 //! - `GET /api/traces?service=&endpoint=&status=&limit=`: the newest traces first, each with
 //!   its root span's service and endpoint, start, duration, status and span count;
-//! - `GET /api/traces/{trace_id}`: every span of one trace.
+//! - `GET /api/traces/{trace_id}`: every span of one trace;
+//! - `POST /v1/metrics` and `GET /api/metrics`: the app's recent activity ([`metrics`]).
 //!
 //! Spans live in the `ovation_traces` database of the managed Postgres (or `DATABASE_URL`'s
 //! server), bounded to the newest [`MAX_TRACES`] traces of the last [`MAX_AGE`].
@@ -32,6 +33,7 @@ use prost::Message;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
+pub mod metrics;
 mod receiver;
 
 pub use receiver::limits;
@@ -81,6 +83,8 @@ pub struct Store {
     /// Permits to receive an OTLP request ([`limits::CONCURRENT_REQUESTS`]).
     receiving: Arc<tokio::sync::Semaphore>,
     dropped: Arc<DroppedCounts>,
+    /// The app's recent activity, from the metrics it exports.
+    pub activity: Arc<metrics::Activities>,
 }
 
 #[derive(Debug, Default)]
@@ -109,6 +113,7 @@ impl Store {
             pool,
             receiving: Arc::new(tokio::sync::Semaphore::new(CONCURRENT_REQUESTS)),
             dropped: Arc::default(),
+            activity: Arc::default(),
         };
         let pruner = store.clone();
         tokio::spawn(async move {
@@ -443,6 +448,8 @@ pub fn router(store: Store) -> Router {
 pub fn api_router(store: Store) -> Router {
     Router::new()
         .route("/v1/traces", axum::routing::post(receiver::receive))
+        .route("/v1/metrics", axum::routing::post(metrics::receive))
+        .route("/api/metrics", axum::routing::get(metrics::list))
         .route("/api/traces", axum::routing::get(list))
         .route("/api/traces/{trace_id}", axum::routing::get(trace))
         .with_state(store)
@@ -497,6 +504,8 @@ impl axum::serve::Listener for Lingering {
 async fn index() -> axum::Json<Value> {
     axum::Json(json!({
         "otlp": "POST /v1/traces (application/x-protobuf or application/json)",
+        "otlpMetrics": "POST /v1/metrics (application/x-protobuf)",
+        "metrics": "GET /api/metrics",
         "traces": "GET /api/traces?service=&endpoint=&status=ok|error&limit=",
         "trace": "GET /api/traces/{trace_id}",
     }))

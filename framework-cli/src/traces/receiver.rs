@@ -33,77 +33,10 @@ use limits::{
 
 /// `POST /v1/traces`, within [`limits`].
 pub(super) async fn receive(State(store): State<Store>, req: Request) -> Response {
-    let (parts, body) = req.into_parts();
-    let headers = &parts.headers;
-    let content_type = crate::guard::media_type(headers);
-    if headers
-        .get(header::CONTENT_ENCODING)
-        .is_some_and(|e| e != "identity")
-    {
-        return Error::new(
-            ErrCode::InvalidArgument,
-            "compressed OTLP requests are not supported: turn compression off in the exporter",
-        )
-        .with_status(StatusCode::UNSUPPORTED_MEDIA_TYPE)
-        .into_response();
-    }
-    let (json, limit) = match content_type.as_str() {
-        "application/x-protobuf" | "application/protobuf" => (false, BODY_LIMIT),
-        "application/json" => (true, JSON_BODY_LIMIT),
-        other => {
-            return Error::invalid_argument(format!(
-                "OTLP/HTTP takes application/x-protobuf or application/json, not {other:?}"
-            ))
-            .with_status(StatusCode::UNSUPPORTED_MEDIA_TYPE)
-            .into_response();
-        }
+    let Received { body, json, .. } = match read(&store, req, BODY_LIMIT).await {
+        Ok(received) => received,
+        Err(refused) => return refused,
     };
-    let declared = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<usize>().ok());
-    if declared.is_some_and(|n| n > limit) {
-        store.dropped.requests.fetch_add(1, Ordering::Relaxed);
-        return too_large(limit);
-    }
-    // A permit before the body is read: bodies waiting for their turn would be memory too.
-    let Ok(_permit) = store.receiving.clone().try_acquire_owned() else {
-        store.dropped.requests.fetch_add(1, Ordering::Relaxed);
-        let mut busy = Error::resource_exhausted("the trace store is busy: send again shortly")
-            .with_status(StatusCode::TOO_MANY_REQUESTS)
-            .into_response();
-        busy.headers_mut()
-            .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
-        return busy;
-    };
-    let read = tokio::time::timeout(BODY_READ_TIMEOUT, axum::body::to_bytes(body, limit));
-    let body = match read.await {
-        Ok(Ok(body)) => body,
-        Ok(Err(_)) => {
-            store.dropped.requests.fetch_add(1, Ordering::Relaxed);
-            return too_large(limit);
-        }
-        Err(_) => {
-            let mut slow = Error::deadline_exceeded("the request body did not arrive in time")
-                .with_status(StatusCode::REQUEST_TIMEOUT)
-                .into_response();
-            slow.headers_mut().insert(
-                header::CONNECTION,
-                header::HeaderValue::from_static("close"),
-            );
-            return slow;
-        }
-    };
-    // OTLP/JSON decodes whole: bounded by its objects before it is.
-    if json && body.iter().filter(|&&b| b == b'{').count() > JSON_OBJECTS {
-        store.dropped.requests.fetch_add(1, Ordering::Relaxed);
-        return Error::resource_exhausted(format!(
-            "an OTLP/JSON request to the local trace store holds at most {JSON_OBJECTS} \
-             objects; use OTLP/protobuf for more"
-        ))
-        .with_status(StatusCode::PAYLOAD_TOO_LARGE)
-        .into_response();
-    }
     let received = if json {
         decode_json(&body)
     } else {
@@ -146,6 +79,102 @@ pub(super) async fn receive(State(store): State<Store>, req: Request) -> Respons
         )
             .into_response()
     }
+}
+
+/// An OTLP request's body, read within [`limits`], and the permit it was read under (held
+/// while the request is handled).
+pub(super) struct Received {
+    pub(super) body: axum::body::Bytes,
+    /// OTLP/JSON rather than OTLP/protobuf.
+    pub(super) json: bool,
+    _permit: tokio::sync::OwnedSemaphorePermit,
+}
+
+/// Reads an OTLP/HTTP request's body: uncompressed, protobuf of at most `protobuf_limit` bytes
+/// or JSON within [`JSON_BODY_LIMIT`] and [`JSON_OBJECTS`], sent within
+/// [`BODY_READ_TIMEOUT`], while at most [`CONCURRENT_REQUESTS`] are read at once. What is
+/// turned away gets its answer, and is counted as a dropped request where its data is lost.
+pub(super) async fn read(
+    store: &Store,
+    req: Request,
+    protobuf_limit: usize,
+) -> Result<Received, Response> {
+    let (parts, body) = req.into_parts();
+    let headers = &parts.headers;
+    let content_type = crate::guard::media_type(headers);
+    if headers
+        .get(header::CONTENT_ENCODING)
+        .is_some_and(|e| e != "identity")
+    {
+        return Err(Error::new(
+            ErrCode::InvalidArgument,
+            "compressed OTLP requests are not supported: turn compression off in the exporter",
+        )
+        .with_status(StatusCode::UNSUPPORTED_MEDIA_TYPE)
+        .into_response());
+    }
+    let (json, limit) = match content_type.as_str() {
+        "application/x-protobuf" | "application/protobuf" => (false, protobuf_limit),
+        "application/json" => (true, JSON_BODY_LIMIT),
+        other => {
+            return Err(Error::invalid_argument(format!(
+                "OTLP/HTTP takes application/x-protobuf or application/json, not {other:?}"
+            ))
+            .with_status(StatusCode::UNSUPPORTED_MEDIA_TYPE)
+            .into_response());
+        }
+    };
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        store.dropped.requests.fetch_add(1, Ordering::Relaxed);
+        return Err(too_large(limit));
+    }
+    // A permit before the body is read: bodies waiting for their turn would be memory too.
+    let Ok(permit) = store.receiving.clone().try_acquire_owned() else {
+        store.dropped.requests.fetch_add(1, Ordering::Relaxed);
+        let mut busy = Error::resource_exhausted("the trace store is busy: send again shortly")
+            .with_status(StatusCode::TOO_MANY_REQUESTS)
+            .into_response();
+        busy.headers_mut()
+            .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+        return Err(busy);
+    };
+    let read = tokio::time::timeout(BODY_READ_TIMEOUT, axum::body::to_bytes(body, limit));
+    let body = match read.await {
+        Ok(Ok(body)) => body,
+        Ok(Err(_)) => {
+            store.dropped.requests.fetch_add(1, Ordering::Relaxed);
+            return Err(too_large(limit));
+        }
+        Err(_) => {
+            let mut slow = Error::deadline_exceeded("the request body did not arrive in time")
+                .with_status(StatusCode::REQUEST_TIMEOUT)
+                .into_response();
+            slow.headers_mut().insert(
+                header::CONNECTION,
+                header::HeaderValue::from_static("close"),
+            );
+            return Err(slow);
+        }
+    };
+    // OTLP/JSON decodes whole: bounded by its objects before it is.
+    if json && body.iter().filter(|&&b| b == b'{').count() > JSON_OBJECTS {
+        store.dropped.requests.fetch_add(1, Ordering::Relaxed);
+        return Err(Error::resource_exhausted(format!(
+            "an OTLP/JSON request to the local trace store holds at most {JSON_OBJECTS} \
+             objects; use OTLP/protobuf for more"
+        ))
+        .with_status(StatusCode::PAYLOAD_TOO_LARGE)
+        .into_response());
+    }
+    Ok(Received {
+        body,
+        json,
+        _permit: permit,
+    })
 }
 
 pub(super) fn too_large(limit: usize) -> Response {

@@ -136,6 +136,7 @@ async fn execute(
     id: i64,
 ) -> Result<(), Error> {
     let service = job.service();
+    let started = std::time::Instant::now();
     let trace = crate::telemetry::request_span(None, || {
         tracing::info_span!(
             "cron",
@@ -199,6 +200,9 @@ async fn execute(
         }
     });
     let result = work.await;
+    rt.metrics
+        .of(crate::metrics::Kind::CronRun, service, job.name)
+        .record(started.elapsed(), result.as_ref().err().map(Error::code));
     if let Err(e) = &result {
         span.record("otel.status_code", "ERROR");
         span.record("error.code", e.code().as_str());
@@ -259,7 +263,12 @@ pub(crate) async fn run_manually(
     job: &'static CronJobDef,
 ) -> Result<(), Error> {
     let Some(store) = rt.cron else {
-        return runtime::scope(rt, Some(job.service()), (job.run)()).await;
+        let started = std::time::Instant::now();
+        let result = runtime::scope(rt, Some(job.service()), (job.run)()).await;
+        rt.metrics
+            .of(crate::metrics::Kind::CronRun, job.service(), job.name)
+            .record(started.elapsed(), result.as_ref().err().map(Error::code));
+        return result;
     };
     let id = claim(&store.pool, job.name, Trigger::Manual)
         .await?

@@ -88,7 +88,9 @@ impl<E: Endpoint> DynEndpoint for EndpointDecl<E> {
 fn route(rt: &'static Runtime, spec: Spec) -> MethodRouter {
     let filter = MethodFilter::try_from(spec.method.http()).expect("endpoint methods are standard");
     let name = span_name(format!("{}.{}", spec.service, spec.name));
-    let stats = rt.metrics.requests(spec.service, spec.name);
+    let stats = rt
+        .metrics
+        .of(crate::metrics::Kind::Request, spec.service, spec.name);
     axum::routing::on(filter, move |req: Request| {
         let stats = stats.clone();
         async move {

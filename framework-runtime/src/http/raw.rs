@@ -62,7 +62,9 @@ fn route<E: RawEndpoint>(rt: &'static Runtime) -> MethodRouter {
     let filter = MethodFilter::try_from(E::METHOD.http()).expect("endpoint methods are standard");
     let service = E::service();
     let name = span_name(format!("{service}.{}", E::NAME));
-    let stats = rt.metrics.requests(service, E::NAME);
+    let stats = rt
+        .metrics
+        .of(crate::metrics::Kind::Request, service, E::NAME);
     axum::routing::on(filter, move |req: Request| {
         let stats = stats.clone();
         async move {

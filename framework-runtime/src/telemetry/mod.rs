@@ -194,7 +194,7 @@ fn start_export(endpoint: &str, sampling: f64) -> Result<SdkTracer, String> {
 }
 
 /// `OTEL_SERVICE_NAME`, or the binary's name.
-fn service_name() -> String {
+pub(crate) fn service_name() -> String {
     std::env::var("OTEL_SERVICE_NAME")
         .ok()
         .filter(|s| !s.is_empty())

@@ -149,8 +149,13 @@ fn spawn_run(
     });
     let work = runtime::scope(rt, Some(def.service()), crate::auth::scope(user, work));
     let local_id = id.clone();
+    let stats = rt
+        .metrics
+        .of(crate::metrics::Kind::WorkflowRun, def.service(), def.name);
     let handle = tokio::spawn(async move {
+        let started = std::time::Instant::now();
         let result = work.await;
+        stats.record(started.elapsed(), result.as_ref().err().map(Error::code));
         store
             .local
             .lock()

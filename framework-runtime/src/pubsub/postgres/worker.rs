@@ -3,6 +3,7 @@
 //! letters.
 
 use super::*;
+use crate::error::ErrCode;
 
 /// A claimed delivery.
 pub(super) type Claimed = (
@@ -259,8 +260,15 @@ pub(in crate::pubsub) async fn run_handler(
     delivery: Delivery,
 ) -> Outcome {
     let (id, attempt) = (delivery.message_id, delivery.attempt);
+    let started = std::time::Instant::now();
+    let stats = rt
+        .metrics
+        .of(crate::metrics::Kind::Delivery, (sub.topic)(), sub.name);
     match (sub.handler)(payload) {
-        Err(e) => Outcome::Poison(e),
+        Err(e) => {
+            stats.record(started.elapsed(), Some(ErrCode::InvalidArgument));
+            Outcome::Poison(e)
+        }
         Ok(fut) => {
             // A delivery is a request of the subscription: traced or not as its message's
             // trace says (or, published outside any trace, as `trace_sampling` says).
@@ -291,20 +299,27 @@ pub(in crate::pubsub) async fn run_handler(
             // In the caller's task (each delivery has one): a panic is caught here, and a
             // handler past its deadline is dropped where it waits.
             let fut = std::panic::AssertUnwindSafe(trace.run(fut));
-            let outcome = match tokio::time::timeout(
+            let (outcome, code) = match tokio::time::timeout(
                 sub.config.ack_deadline,
                 futures_util::FutureExt::catch_unwind(fut),
             )
             .await
             {
-                Ok(Ok(Ok(()))) => Outcome::Done,
-                Ok(Ok(Err(e))) => Outcome::Failed(e.to_string()),
-                Ok(Err(_panic)) => Outcome::Failed("the handler panicked".into()),
-                Err(_) => Outcome::Failed(format!(
-                    "the handler did not finish within its ack deadline of {:?}",
-                    sub.config.ack_deadline
-                )),
+                Ok(Ok(Ok(()))) => (Outcome::Done, None),
+                Ok(Ok(Err(e))) => (Outcome::Failed(e.to_string()), Some(e.code())),
+                Ok(Err(_panic)) => (
+                    Outcome::Failed("the handler panicked".into()),
+                    Some(ErrCode::Internal),
+                ),
+                Err(_) => (
+                    Outcome::Failed(format!(
+                        "the handler did not finish within its ack deadline of {:?}",
+                        sub.config.ack_deadline
+                    )),
+                    Some(ErrCode::DeadlineExceeded),
+                ),
             };
+            stats.record(started.elapsed(), code);
             if let Outcome::Failed(reason) = &outcome {
                 let span = trace.span();
                 span.record("otel.status_code", "ERROR");
