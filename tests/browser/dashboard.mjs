@@ -118,6 +118,33 @@ try {
   await page.locator("#stream-close").click();
   await page.locator("#stream-state", { hasText: "Closed: 1000" }).waitFor();
 
+  // Services shows each endpoint's recent activity, from the metrics the app exports every 5 s:
+  // the orders placed above are bars in orders.create's sparkline, and their deliveries in the
+  // confirmation subscription's.
+  const sparkCount = async (selector) => {
+    const spark = page.locator(`${selector} svg.spark`).first();
+    return Number((await spark.getAttribute("data-count")) || 0);
+  };
+  const orders = 'li[data-endpoint="orders.create"]';
+  const confirmations = "#subscription-send-order-confirmation";
+  const activityDeadline = Date.now() + 30000;
+  for (;;) {
+    await page.goto(`${dashboard}/services`);
+    if ((await sparkCount(orders)) >= 2 && (await sparkCount(confirmations)) >= 1) break;
+    if (Date.now() > activityDeadline) {
+      throw new Error(`no activity on the Services page: orders.create ${await sparkCount(orders)}, ` +
+        `send-order-confirmation ${await sparkCount(confirmations)}`);
+    }
+    await page.waitForTimeout(1000);
+  }
+  if ((await page.locator(`${orders} svg.spark rect`).count()) === 0) {
+    throw new Error("orders.create's sparkline draws no bar");
+  }
+  const title = await page.locator(`${orders} svg.spark title`).textContent();
+  if (!/^\d+ requests, \d+ failed/.test(title)) throw new Error(`the sparkline's summary: ${title}`);
+  await page.locator(`${orders} .activity`).scrollIntoViewIfNeeded();
+  await page.screenshot({ path: `${out}/activity.png`, fullPage: false });
+
   // The shop's own status page (static files) shows the live feed: an order appears in it.
   await page.goto(`${app}/`);
   await page.locator("#state", { hasText: "connected" }).waitFor();

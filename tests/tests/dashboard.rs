@@ -152,6 +152,7 @@ async fn the_dashboard_works_in_a_browser_offline() {
     );
     for shot in [
         "services.png",
+        "activity.png",
         "traces.png",
         "trace.png",
         "architecture.png",
@@ -176,6 +177,54 @@ async fn the_dashboard_works_in_a_browser_offline() {
         "the redriven letter went back to delivery (and, poisoned, may be dead again): {state}"
     );
     pool.close().await;
+    let status = run.stop();
+    assert!(status.success(), "{status}");
+}
+
+/// The app `ovation run` serves exports its metrics to the dashboard over OTLP, and the
+/// dashboard's `/api/metrics` (the Services page's sparklines) counts exactly what was sent.
+#[tokio::test]
+async fn the_dashboard_receives_the_apps_metrics_over_otlp() {
+    let (mut run, app, dashboard) = util::run_shop("metrics").await;
+    let c = Client::new(&app);
+    for _ in 0..3 {
+        let missing = c.get(&format!("/users/{}", uuid::Uuid::new_v4())).await;
+        assert_eq!(missing.status, 404, "{missing:?}");
+    }
+    assert_eq!(c.get("/users/not-a-uuid").await.status, 400);
+
+    // `ovation run` has its app export every 5 s.
+    let users_get = |body: &serde_json::Value| {
+        body["activity"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|a| a["kind"] == "request" && a["scope"] == "users" && a["name"] == "get")
+            .cloned()
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let activity = loop {
+        let body: serde_json::Value = reqwest::get(format!("{dashboard}/api/metrics"))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if let Some(a) = users_get(&body).filter(|a| a["total"] == 4) {
+            break a;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "users.get's 4 requests never reached the dashboard: {body:#}\n--- ovation run ---\n{}",
+            run.output()
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    assert_eq!(activity["errors"], 4, "{activity:#}");
+    let slots = activity["slots"].as_array().unwrap();
+    assert_eq!(slots.len(), 60, "ten minutes of 10 s slots");
+    let sum = |field: &str| -> u64 { slots.iter().map(|s| s[field].as_u64().unwrap()).sum() };
+    assert_eq!((sum("count"), sum("errors")), (4, 4), "{activity:#}");
     let status = run.stop();
     assert!(status.success(), "{status}");
 }

@@ -93,6 +93,8 @@ async fn the_dashboard_answers_only_its_own_host_names() {
             ("GET", "/api/workflows"),
             ("POST", "/workflows/runs/some-run/retry"),
             ("POST", "/v1/traces"),
+            ("POST", "/v1/metrics"),
+            ("GET", "/api/metrics"),
         ] {
             let response = http
                 .request(method.parse().unwrap(), format!("{base}{path}"))
@@ -445,31 +447,37 @@ async fn the_explorer_relays_a_stream_of_the_app() {
 async fn the_trace_receiver_refuses_web_pages_but_not_exporters() {
     let (base, port) = dashboard().await;
     let http = reqwest::Client::new();
-    let send = |headers: Vec<(&'static str, String)>| {
-        let mut request = http
-            .post(format!("{base}/v1/traces"))
-            .header("content-type", "application/x-protobuf")
-            .body(empty_export());
-        for (name, value) in headers {
-            request = request.header(name, value);
+    for path in ["/v1/traces", "/v1/metrics"] {
+        let send = |headers: Vec<(&'static str, String)>| {
+            let mut request = http
+                .post(format!("{base}{path}"))
+                .header("content-type", "application/x-protobuf")
+                .body(empty_export());
+            for (name, value) in headers {
+                request = request.header(name, value);
+            }
+            request.send()
+        };
+        for (what, headers) in [
+            (
+                "another origin",
+                vec![("origin", format!("http://127.0.0.1:{}", port + 1))],
+            ),
+            ("Origin: null", vec![("origin", "null".into())]),
+            ("cross-site", vec![("sec-fetch-site", "cross-site".into())]),
+        ] {
+            let status = send(headers).await.unwrap().status();
+            assert_eq!(status, StatusCode::FORBIDDEN, "{path}: {what}");
         }
-        request.send()
-    };
-    for (what, headers) in [
-        (
-            "another origin",
-            vec![("origin", format!("http://127.0.0.1:{}", port + 1))],
-        ),
-        ("Origin: null", vec![("origin", "null".into())]),
-        ("cross-site", vec![("sec-fetch-site", "cross-site".into())]),
-    ] {
-        let status = send(headers).await.unwrap().status();
-        assert_eq!(status, StatusCode::FORBIDDEN, "{what}");
+        // An exporter sends no Origin, and a page of the dashboard itself may.
+        assert_eq!(
+            send(Vec::new()).await.unwrap().status(),
+            StatusCode::OK,
+            "{path}"
+        );
+        let own = vec![("origin", format!("http://127.0.0.1:{port}"))];
+        assert_eq!(send(own).await.unwrap().status(), StatusCode::OK, "{path}");
     }
-    // An exporter sends no Origin, and a page of the dashboard itself may.
-    assert_eq!(send(Vec::new()).await.unwrap().status(), StatusCode::OK);
-    let own = vec![("origin", format!("http://127.0.0.1:{port}"))];
-    assert_eq!(send(own).await.unwrap().status(), StatusCode::OK);
 }
 
 /// Runs `sql` in the SQL box of `database` (a database of `env`).

@@ -132,7 +132,7 @@ pub(crate) fn sparkline(activity: Option<&crate::traces::metrics::Activity>, wha
                 bars.push_str(&format!(
                     "<rect class=\"{class}\" x=\"{x}\" y=\"{y:.1}\" width=\"{w}\" height=\"{h:.1}\"/>",
                     y = HEIGHT - h,
-                    w = bar.saturating_sub(1).max(1),
+                    w = bar,
                 ));
             }
         }
