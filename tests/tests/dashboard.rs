@@ -99,7 +99,7 @@ async fn last_cron_run(dashboard: &str) -> serde_json::Value {
     }
 }
 
-/// Holds the two browser tests apart, whether they run as threads of one process (`cargo test`)
+/// Holds the browser tests (and the trace load) apart, whether they run as threads of one process (`cargo test`)
 /// or as processes (`nextest`): they share `ovation run`'s data folder, so one's "Run now" would
 /// be the other's evidence that a page elsewhere ran the job.
 fn one_at_a_time() -> std::fs::File {
@@ -227,6 +227,188 @@ async fn the_dashboard_receives_the_apps_metrics_over_otlp() {
     assert_eq!((sum("count"), sum("errors")), (4, 4), "{activity:#}");
     let status = run.stop();
     assert!(status.success(), "{status}");
+}
+
+/// OTLP trace requests as the app's exporter sends them (one at a time, in batches), of
+/// Ovation-shaped traces: a server span, a call, and three statements each.
+fn traces_request(run: u64, batch: u64, traces: u64) -> Vec<u8> {
+    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+    use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
+    use opentelemetry_proto::tonic::resource::v1::Resource;
+    use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+    use prost::Message;
+    let text = |key: &str, value: &str| KeyValue {
+        key: key.into(),
+        value: Some(AnyValue {
+            value: Some(any_value::Value::StringValue(value.into())),
+        }),
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64;
+    let mut spans = Vec::new();
+    for t in 0..traces {
+        let trace_id = [run.to_be_bytes(), (batch * traces + t).to_be_bytes()].concat();
+        let span_id = |n: u64| ((batch * traces + t) << 3 | n).to_be_bytes().to_vec();
+        let span = |n: u64, parent: Option<u64>, kind: i32, name: &str, attributes| Span {
+            trace_id: trace_id.clone(),
+            span_id: span_id(n),
+            parent_span_id: parent.map(span_id).unwrap_or_default(),
+            kind,
+            name: name.into(),
+            start_time_unix_nano: now + n * 1000,
+            end_time_unix_nano: now + 900_000,
+            attributes,
+            ..Span::default()
+        };
+        spans.push(span(
+            1,
+            None,
+            2,
+            "GET /users/:id",
+            vec![
+                text("service", "users"),
+                text("endpoint", "get"),
+                text("http.request.method", "GET"),
+                text("url.path", "/users/5f0c3e55-9d1b-4a37-8d6e-2f1f8a0b6c11"),
+            ],
+        ));
+        spans.push(span(
+            2,
+            Some(1),
+            1,
+            "users.get",
+            vec![text("service", "users"), text("endpoint", "get")],
+        ));
+        for n in 3..6 {
+            spans.push(span(
+                n,
+                Some(2),
+                3,
+                "SELECT users",
+                vec![
+                    text("db.system", "postgresql"),
+                    text(
+                        "db.statement",
+                        "SELECT id, email, name, created_at FROM users WHERE id = $1",
+                    ),
+                ],
+            ));
+        }
+    }
+    ExportTraceServiceRequest {
+        resource_spans: vec![ResourceSpans {
+            resource: Some(Resource {
+                attributes: vec![text("service.name", "trace-load")],
+                ..Resource::default()
+            }),
+            scope_spans: vec![ScopeSpans {
+                spans,
+                ..ScopeSpans::default()
+            }],
+            ..ResourceSpans::default()
+        }],
+    }
+    .encode_to_vec()
+}
+
+/// 5,000 spans a second for 20 s into `ovation run`'s trace store, sent as the app's exporter
+/// sends them (one request at a time, 500 spans each, on a fixed schedule): every span is
+/// stored, none is dropped, and the sender never falls behind by more than the exporter's
+/// queue holds (past that, an app would drop spans). The trace list is read twice a second
+/// meanwhile, as the Traces page does; its times are printed (the endpoint bench reports them).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_trace_store_keeps_up_with_5000_spans_a_second() {
+    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse;
+    use prost::Message;
+    const RATE: u64 = 5_000;
+    const SECONDS: u64 = 20;
+    const TRACES_PER_REQUEST: u64 = 100; // 500 spans
+    /// The app's export queue (`telemetry::export::QUEUE_CAPACITY`).
+    const EXPORT_QUEUE: f64 = 8192.0;
+    // The store is the managed cluster's, shared with the browser tests: these traces, all
+    // newer than theirs, would push the traces they look for off the list.
+    let _alone = one_at_a_time();
+    let (mut run, _, dashboard) = util::run_shop("trace-load").await;
+    let http = reqwest::Client::new();
+    let reading = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let reader = {
+        let (http, dashboard, reading) = (http.clone(), dashboard.clone(), reading.clone());
+        tokio::spawn(async move {
+            let mut times = Vec::new();
+            while reading.load(std::sync::atomic::Ordering::Relaxed) {
+                let asked = std::time::Instant::now();
+                let list = http
+                    .get(format!("{dashboard}/api/traces?limit=50"))
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(list.status(), 200);
+                list.bytes().await.unwrap();
+                times.push(asked.elapsed());
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            times
+        })
+    };
+    let run_id: u64 = rand_id();
+    let requests = RATE * SECONDS / (TRACES_PER_REQUEST * 5);
+    let started = tokio::time::Instant::now();
+    let mut behind_most = 0f64;
+    for batch in 0..requests {
+        let due = started
+            + Duration::from_secs_f64((batch * TRACES_PER_REQUEST * 5) as f64 / RATE as f64);
+        tokio::time::sleep_until(due).await;
+        let behind = tokio::time::Instant::now().saturating_duration_since(due);
+        behind_most = behind_most.max(behind.as_secs_f64() * RATE as f64);
+        let response = http
+            .post(format!("{dashboard}/v1/traces"))
+            .header("content-type", "application/x-protobuf")
+            .body(traces_request(run_id, batch, TRACES_PER_REQUEST))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200, "request {batch}");
+        let answer = ExportTraceServiceResponse::decode(response.bytes().await.unwrap()).unwrap();
+        assert_eq!(answer.partial_success, None, "request {batch}");
+    }
+    let took = started.elapsed();
+    reading.store(false, std::sync::atomic::Ordering::Relaxed);
+    let mut times = reader.await.unwrap();
+    times.sort();
+    eprintln!(
+        "{} spans in {took:?}; most spans waiting to be sent {behind_most:.0}; the trace list \
+         ({} reads) p50 {:?}, max {:?}",
+        requests * TRACES_PER_REQUEST * 5,
+        times.len(),
+        times[times.len() / 2],
+        times.last().unwrap()
+    );
+    assert!(
+        behind_most < EXPORT_QUEUE,
+        "the store fell behind by {behind_most:.0} spans: an app's export queue of \
+         {EXPORT_QUEUE} spans would have dropped some"
+    );
+    let list: serde_json::Value = http
+        .get(format!("{dashboard}/api/traces?limit=1"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        list["dropped"],
+        serde_json::json!({"spans": 0, "requests": 0})
+    );
+    let status = run.stop();
+    assert!(status.success(), "{status}");
+}
+
+fn rand_id() -> u64 {
+    let id = uuid::Uuid::new_v4();
+    u64::from_be_bytes(id.as_bytes()[..8].try_into().unwrap())
 }
 
 /// Serves a blank page on another origin (another port of 127.0.0.1), for the attacks to run

@@ -51,10 +51,11 @@ static DATABASE: DatabaseDef = DatabaseDef {
     from_folder: false,
 };
 
-static MIGRATIONS: [Migration; 1] = [Migration {
-    version: 1,
-    file: "1_spans.up.sql",
-    sql: "
+static MIGRATIONS: [Migration; 2] = [
+    Migration {
+        version: 1,
+        file: "1_spans.up.sql",
+        sql: "
     CREATE TABLE spans (
         trace_id TEXT NOT NULL,
         span_id TEXT NOT NULL,
@@ -74,7 +75,41 @@ static MIGRATIONS: [Migration; 1] = [Migration {
     );
     CREATE INDEX spans_start ON spans (start_ns DESC);
     ",
-}];
+    },
+    // One row per trace, kept by ingestion: the list reads the newest of these through an
+    // index, where it grouped every stored span at each read (seconds under load).
+    Migration {
+        version: 2,
+        file: "2_traces.up.sql",
+        sql: "
+    CREATE TABLE traces (
+        trace_id TEXT PRIMARY KEY,
+        start_ns BIGINT NOT NULL,
+        end_ns BIGINT NOT NULL,
+        span_count BIGINT NOT NULL,
+        root_service TEXT,
+        root_endpoint TEXT,
+        root_name TEXT NOT NULL,
+        root_status TEXT NOT NULL,
+        root_start_ns BIGINT NOT NULL,
+        root_known BOOLEAN NOT NULL,
+        received_at TIMESTAMPTZ NOT NULL DEFAULT now()
+    );
+    CREATE INDEX traces_start ON traces (start_ns DESC);
+    DROP INDEX spans_start;
+    INSERT INTO traces
+    SELECT trace_id, min(start_ns), max(start_ns + duration_ns), count(*),
+           (array_agg(service ORDER BY parent_span_id IS NOT NULL, start_ns))[1],
+           (array_agg(endpoint ORDER BY parent_span_id IS NOT NULL, start_ns))[1],
+           (array_agg(name ORDER BY parent_span_id IS NOT NULL, start_ns))[1],
+           (array_agg(status ORDER BY parent_span_id IS NOT NULL, start_ns))[1],
+           (array_agg(start_ns ORDER BY parent_span_id IS NOT NULL, start_ns))[1],
+           bool_or(parent_span_id IS NULL),
+           max(received_at)
+    FROM spans GROUP BY trace_id;
+    ",
+    },
+];
 
 /// The store: a pool on the `ovation_traces` database.
 #[derive(Debug, Clone)]
@@ -137,15 +172,16 @@ impl Store {
 
     /// Deletes traces past [`MAX_AGE`] and beyond the newest [`MAX_TRACES`].
     pub async fn prune(&self) -> Result<(), sqlx::Error> {
-        sqlx::query("DELETE FROM spans WHERE received_at < now() - make_interval(secs => $1)")
-            .bind(MAX_AGE.as_secs_f64())
-            .execute(&self.pool)
-            .await?;
         sqlx::query(
-            "DELETE FROM spans WHERE trace_id IN (
-                 SELECT trace_id FROM spans GROUP BY trace_id
-                 ORDER BY max(start_ns) DESC OFFSET $1)",
+            "WITH gone AS (
+                 DELETE FROM traces
+                 WHERE received_at < now() - make_interval(secs => $1)
+                    OR trace_id IN (SELECT trace_id FROM traces ORDER BY start_ns DESC OFFSET $2)
+                 RETURNING trace_id
+             )
+             DELETE FROM spans WHERE trace_id IN (SELECT trace_id FROM gone)",
         )
+        .bind(MAX_AGE.as_secs_f64())
         .bind(MAX_TRACES)
         .execute(&self.pool)
         .await?;
@@ -158,13 +194,50 @@ impl Store {
         if count == 0 {
             return Ok(0);
         }
+        // The spans, and their traces' rows in one statement: a trace's row gains what its new
+        // spans add (spans sent twice count once), and its root is the first span without a
+        // parent seen, or else its earliest span.
         sqlx::query(
-            "INSERT INTO spans (trace_id, span_id, parent_span_id, process, service, endpoint,
-                                kind, name, start_ns, duration_ns, status, attributes, events)
-             SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
-                                  $6::text[], $7::text[], $8::text[], $9::int8[], $10::int8[],
-                                  $11::text[], $12::jsonb[], $13::jsonb[])
-             ON CONFLICT (trace_id, span_id) DO NOTHING",
+            "WITH batch AS (
+                 SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
+                                      $6::text[], $7::text[], $8::text[], $9::int8[], $10::int8[],
+                                      $11::text[], $12::jsonb[], $13::jsonb[])
+                     AS b(trace_id, span_id, parent_span_id, process, service, endpoint, kind,
+                          name, start_ns, duration_ns, status, attributes, events)
+             ), stored AS (
+                 INSERT INTO spans (trace_id, span_id, parent_span_id, process, service, endpoint,
+                                    kind, name, start_ns, duration_ns, status, attributes, events)
+                 SELECT * FROM batch
+                 ON CONFLICT (trace_id, span_id) DO NOTHING
+                 RETURNING trace_id, parent_span_id, service, endpoint, name, start_ns,
+                           duration_ns, status
+             )
+             INSERT INTO traces AS t (trace_id, start_ns, end_ns, span_count, root_service,
+                                      root_endpoint, root_name, root_status, root_start_ns,
+                                      root_known)
+             SELECT trace_id, min(start_ns), max(start_ns + duration_ns), count(*),
+                    (array_agg(service ORDER BY parent_span_id IS NOT NULL, start_ns))[1],
+                    (array_agg(endpoint ORDER BY parent_span_id IS NOT NULL, start_ns))[1],
+                    (array_agg(name ORDER BY parent_span_id IS NOT NULL, start_ns))[1],
+                    (array_agg(status ORDER BY parent_span_id IS NOT NULL, start_ns))[1],
+                    (array_agg(start_ns ORDER BY parent_span_id IS NOT NULL, start_ns))[1],
+                    bool_or(parent_span_id IS NULL)
+             FROM stored GROUP BY trace_id ORDER BY trace_id
+             ON CONFLICT (trace_id) DO UPDATE SET
+                 start_ns = least(t.start_ns, excluded.start_ns),
+                 end_ns = greatest(t.end_ns, excluded.end_ns),
+                 span_count = t.span_count + excluded.span_count,
+                 received_at = now(),
+                 (root_service, root_endpoint, root_name, root_status, root_start_ns, root_known) =
+                     (SELECT excluded.root_service, excluded.root_endpoint, excluded.root_name,
+                             excluded.root_status, excluded.root_start_ns, excluded.root_known
+                      WHERE (excluded.root_known AND NOT t.root_known)
+                         OR (excluded.root_known = t.root_known
+                             AND excluded.root_start_ns < t.root_start_ns)
+                      UNION ALL
+                      SELECT t.root_service, t.root_endpoint, t.root_name, t.root_status,
+                             t.root_start_ns, t.root_known
+                      LIMIT 1)",
         )
         .bind(&rows.trace_id)
         .bind(&rows.span_id)
@@ -198,36 +271,22 @@ impl Store {
             String,
             String,
         );
-        let rows: Vec<Row> =
-            sqlx::query_as(
-                "WITH t AS (
-                     SELECT trace_id, min(start_ns) AS start_ns,
-                            max(start_ns + duration_ns) - min(start_ns) AS duration_ns,
-                            count(*) AS span_count
-                     FROM spans GROUP BY trace_id
-                 ), root AS (
-                     SELECT DISTINCT ON (s.trace_id) s.trace_id, s.service, s.endpoint, s.name, s.status
-                     FROM spans s
-                     ORDER BY s.trace_id,
-                              NOT EXISTS (SELECT 1 FROM spans p WHERE p.trace_id = s.trace_id
-                                          AND p.span_id = s.parent_span_id) DESC,
-                              s.start_ns
-                 )
-                 SELECT t.trace_id, t.start_ns, t.duration_ns, t.span_count,
-                        root.service, root.endpoint, root.name, root.status
-                 FROM t JOIN root USING (trace_id)
-                 WHERE ($1::text IS NULL OR root.service = $1)
-                   AND ($2::text IS NULL OR root.endpoint = $2)
-                   AND ($3::text IS NULL OR root.status = $3)
-                 ORDER BY t.start_ns DESC
+        let rows: Vec<Row> = sqlx::query_as(
+            "SELECT trace_id, start_ns, end_ns - start_ns, span_count, root_service,
+                        root_endpoint, root_name, root_status
+                 FROM traces
+                 WHERE ($1::text IS NULL OR root_service = $1)
+                   AND ($2::text IS NULL OR root_endpoint = $2)
+                   AND ($3::text IS NULL OR root_status = $3)
+                 ORDER BY start_ns DESC
                  LIMIT $4",
-            )
-            .bind(&filter.service)
-            .bind(&filter.endpoint)
-            .bind(&filter.status)
-            .bind(limit)
-            .fetch_all(&self.pool)
-            .await?;
+        )
+        .bind(&filter.service)
+        .bind(&filter.endpoint)
+        .bind(&filter.status)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
         Ok(rows
             .into_iter()
             .map(
@@ -251,7 +310,8 @@ impl Store {
     /// The services that root traces, for the Traces page's filter.
     pub async fn root_services(&self) -> Result<Vec<String>, sqlx::Error> {
         sqlx::query_scalar(
-            "SELECT DISTINCT service FROM spans WHERE service IS NOT NULL ORDER BY service",
+            "SELECT DISTINCT root_service FROM traces WHERE root_service IS NOT NULL
+             ORDER BY root_service",
         )
         .fetch_all(&self.pool)
         .await
