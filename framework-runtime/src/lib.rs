@@ -136,7 +136,7 @@ pub mod tooling {
     pub use crate::http::gateway::{Forward, forward_to};
     pub use crate::http::listener::LingeringClose;
     pub use crate::infra::{IDLE_STOP, InfraError, ManagedNats, ManagedPostgres, ManagedRedis};
-    pub use crate::metrics::otlp::proto as otlp_metrics;
+    pub use crate::metrics::otlp::{DROPPED_SPANS, proto as otlp_metrics};
     pub use crate::model::{
         AppModel, AuthModel, CacheModel, CredentialModel, CronJobModel, DatabaseModel,
         EndpointModel, SecretModel, SubscriptionModel, TopicModel, WorkflowModel, services,

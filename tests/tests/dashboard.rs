@@ -400,7 +400,7 @@ async fn the_trace_store_keeps_up_with_5000_spans_a_second() {
         .unwrap();
     assert_eq!(
         list["dropped"],
-        serde_json::json!({"spans": 0, "requests": 0})
+        serde_json::json!({"spans": 0, "requests": 0, "inApp": 0})
     );
     let status = run.stop();
     assert!(status.success(), "{status}");

@@ -440,6 +440,11 @@ async fn metrics_count_requests_and_calls_by_endpoint_and_code() {
     };
     let users_get = r#"service="users",endpoint="get""#;
     has(&format!("ovation_requests_total{{{users_get}}} 6"));
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("ovation_spans_dropped_total ")),
+        "{text}"
+    );
     // The order's workflow run, and the cron job this process would schedule (not yet run).
     has(r#"ovation_workflow_runs_total{service="orders",workflow="place-order"} 1"#);
     has(r#"ovation_cron_runs_total{service="products",job="expire-reservations"} 0"#);
@@ -474,12 +479,15 @@ async fn metrics_count_requests_and_calls_by_endpoint_and_code() {
     has(&format!(
         "ovation_call_duration_seconds_count{{{users_get}}} 3"
     ));
-    // Every sample line is `name{labels} value`, and the buckets only grow.
+    // Every sample line is `name{labels} value` (or `name value`), and the buckets only grow.
     let mut last: Option<(String, f64)> = None;
     for line in text.lines().filter(|l| !l.starts_with('#')) {
         let (series, value) = line.rsplit_once(' ').expect("a sample has a value");
         let value: f64 = value.parse().unwrap_or_else(|_| panic!("{line:?}"));
-        assert!(series.ends_with('}'), "{line:?}");
+        assert!(
+            series.ends_with('}') || series.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'),
+            "{line:?}"
+        );
         if let Some(prefix) = series
             .split(",le=")
             .next()

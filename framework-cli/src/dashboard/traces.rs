@@ -26,15 +26,22 @@ pub(super) async fn list(State(d): State<Dashboard>, Query(filter): Query<ListQu
     };
     let mut body = String::from("<h1>Traces</h1>");
     let dropped = d.store.dropped();
+    let plural = |n: u64, what: &str| format!("{n} {what}{}", if n == 1 { "" } else { "s" });
     if dropped.spans > 0 || dropped.requests > 0 {
         let _ = write!(
             body,
-            "<p class=\"notice\" id=\"dropped\">The trace store turned away {} span{} and {} \
-             request{} it could not take (docs/tracing.md): sample less under heavy load.</p>",
-            dropped.spans,
-            if dropped.spans == 1 { "" } else { "s" },
-            dropped.requests,
-            if dropped.requests == 1 { "" } else { "s" },
+            "<p class=\"notice\" id=\"dropped\">The trace store turned away {} and {} it could \
+             not take (docs/tracing.md): sample less under heavy load.</p>",
+            plural(dropped.spans, "span"),
+            plural(dropped.requests, "request"),
+        );
+    }
+    if dropped.in_app > 0 {
+        let _ = write!(
+            body,
+            "<p class=\"notice\" id=\"dropped-in-app\">The app dropped {} before sending \
+             them: its export queue was full (docs/tracing.md). Sample less under heavy load.</p>",
+            plural(dropped.in_app, "span"),
         );
     }
     body.push_str("<form id=\"filters\" class=\"filters\">");

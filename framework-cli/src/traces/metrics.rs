@@ -13,7 +13,7 @@ use std::time::{Duration, SystemTime};
 
 use ovation::tooling::otlp_metrics::{
     Data, ExportMetricsPartialSuccess, ExportMetricsServiceRequest, ExportMetricsServiceResponse,
-    KeyValue, Metric,
+    KeyValue, Metric, Number,
 };
 
 use super::receiver::{Received, read};
@@ -87,6 +87,8 @@ struct Inner {
     /// By kind, scope and name.
     names: BTreeMap<(&'static str, String, String), Recent>,
     rejected: u64,
+    /// By process, the spans it dropped before sending, as it last said.
+    dropped_spans: HashMap<String, u64>,
 }
 
 /// One process's one metric of one name (and code, for errors).
@@ -163,6 +165,23 @@ impl Activities {
                 .and_then(KeyValue::as_str)
                 .unwrap_or("unknown");
             for metric in resource.scope_metrics.iter().flat_map(|s| &s.metrics) {
+                if metric.name == ovation::tooling::DROPPED_SPANS {
+                    if let Some(Data::Sum(sum)) = &metric.data
+                        && let Some(point) = sum.data_points.first()
+                        && let Some(Number::AsInt(n)) = point.value
+                    {
+                        if !inner.dropped_spans.contains_key(process)
+                            && inner.dropped_spans.len() >= MAX_SERIES
+                        {
+                            rejected += 1;
+                            continue;
+                        }
+                        inner
+                            .dropped_spans
+                            .insert(process.to_owned(), u64::try_from(n).unwrap_or(0));
+                    }
+                    continue;
+                }
                 rejected += inner.metric(process, metric);
             }
         }
@@ -201,6 +220,13 @@ impl Activities {
                     .collect(),
             })
             .collect()
+    }
+
+    /// The spans the app's processes dropped before sending them (their export queue was
+    /// full), as each last said.
+    pub fn dropped_spans(&self) -> u64 {
+        let inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        inner.dropped_spans.values().sum()
     }
 
     /// Data points turned away since the dashboard started.
@@ -243,10 +269,8 @@ impl Inner {
                     start: p.start_time_unix_nano,
                     time: p.time_unix_nano,
                     count: match p.value {
-                        Some(ovation::tooling::otlp_metrics::Number::AsInt(n)) => {
-                            u64::try_from(n).unwrap_or(0)
-                        }
-                        Some(ovation::tooling::otlp_metrics::Number::AsDouble(n)) => n as u64,
+                        Some(Number::AsInt(n)) => u64::try_from(n).unwrap_or(0),
+                        Some(Number::AsDouble(n)) => n as u64,
                         None => 0,
                     },
                     seconds: 0.0,
@@ -373,8 +397,8 @@ pub(super) async fn list(State(store): State<Store>) -> axum::Json<Value> {
 mod tests {
     use super::*;
     use ovation::tooling::otlp_metrics::{
-        Histogram, HistogramDataPoint, Number, NumberDataPoint, Resource, ResourceMetrics,
-        ScopeMetrics, Sum,
+        Histogram, HistogramDataPoint, NumberDataPoint, Resource, ResourceMetrics, ScopeMetrics,
+        Sum,
     };
 
     const S: u64 = 1_000_000_000;
@@ -464,6 +488,37 @@ mod tests {
         assert_eq!(last, [(5, 1), (5, 2), (1, 0)]);
         assert!((users.slots[SLOTS as usize - 2].mean_ms - 2.0).abs() < 1e-9);
         assert_eq!(users.slots[SLOTS as usize - 1].start, (t0 + 20 * S) / S);
+    }
+
+    #[test]
+    fn the_spans_apps_dropped_are_their_last_readings_summed() {
+        let activities = Activities::default();
+        let dropped = |process: &str, n: i64| {
+            let mut request = export(process, 0, S, 0, 0);
+            let metrics = &mut request.resource_metrics[0].scope_metrics[0].metrics;
+            metrics.truncate(1);
+            metrics[0] = Metric {
+                name: ovation::tooling::DROPPED_SPANS.into(),
+                description: String::new(),
+                unit: String::new(),
+                data: Some(Data::Sum(Sum {
+                    data_points: vec![NumberDataPoint {
+                        attributes: Vec::new(),
+                        start_time_unix_nano: 0,
+                        time_unix_nano: S,
+                        value: Some(Number::AsInt(n)),
+                    }],
+                    aggregation_temporality: 2,
+                    is_monotonic: true,
+                })),
+            };
+            request
+        };
+        activities.add(&dropped("a", 5));
+        activities.add(&dropped("a", 7));
+        activities.add(&dropped("b", 1));
+        assert_eq!(activities.dropped_spans(), 8);
+        assert!(activities.list(SystemTime::now()).is_empty());
     }
 
     #[test]

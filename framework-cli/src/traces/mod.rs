@@ -128,13 +128,17 @@ struct DroppedCounts {
     requests: AtomicU64,
 }
 
-/// What the receiver turned away since it started: spans past a request's limits, and whole
-/// requests refused (too large, or while [`limits::CONCURRENT_REQUESTS`] others were being
-/// received; their spans are not known, and exporters send them again).
+/// What did not reach the store: spans the receiver turned away past a request's limits, and
+/// whole requests it refused (too large, or while [`limits::CONCURRENT_REQUESTS`] others were
+/// being received; their spans are not known, and exporters send them again), since it
+/// started; and the spans the app's processes dropped before sending them, their export queue
+/// full, as their metrics last said.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct Dropped {
     pub spans: u64,
     pub requests: u64,
+    pub in_app: u64,
 }
 
 impl Store {
@@ -162,11 +166,12 @@ impl Store {
         Ok(store)
     }
 
-    /// What the receiver turned away since it started.
+    /// What did not reach the store.
     pub fn dropped(&self) -> Dropped {
         Dropped {
             spans: self.dropped.spans.load(Ordering::Relaxed),
             requests: self.dropped.requests.load(Ordering::Relaxed),
+            in_app: self.activity.dropped_spans(),
         }
     }
 

@@ -221,9 +221,18 @@ impl Metrics {
         for kind in Kind::ALL {
             family(&mut out, kind.family(), &self.read(kind));
         }
+        let dropped = prometheus_name(otlp::DROPPED_SPANS, "_total");
+        let _ = writeln!(
+            out,
+            "# HELP {dropped} {DROPPED_SPANS_HELP}\n# TYPE {dropped} counter\n{dropped} {}",
+            crate::telemetry::dropped_spans()
+        );
         out
     }
 }
+
+const DROPPED_SPANS_HELP: &str =
+    "Spans the process dropped because its export queue was full (the collector too slow or down).";
 
 /// `ovation.request.errors` as Prometheus names it: `ovation_request_errors` and `suffix`.
 fn prometheus_name(otel: &str, suffix: &str) -> String {

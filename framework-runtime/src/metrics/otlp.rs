@@ -221,6 +221,10 @@ use proto::{
     KeyValue, Metric, Number, NumberDataPoint, Resource, ResourceMetrics, ScopeMetrics, Sum,
 };
 
+/// The spans the process dropped because its export queue was full: the one metric not of a
+/// [`Kind`], so that whoever receives the traces learns what did not reach them.
+pub const DROPPED_SPANS: &str = "ovation.spans.dropped";
+
 /// Where and how a process exports its metrics.
 #[derive(Debug)]
 pub(crate) struct Export {
@@ -317,6 +321,23 @@ pub(crate) fn request(
             family(&mut all, kind.family(), &read, start, now);
         }
     }
+    all.push(Metric {
+        name: DROPPED_SPANS.into(),
+        description: super::DROPPED_SPANS_HELP.into(),
+        unit: "{span}".into(),
+        data: Some(Data::Sum(Sum {
+            data_points: vec![NumberDataPoint {
+                attributes: Vec::new(),
+                start_time_unix_nano: start,
+                time_unix_nano: now,
+                value: Some(Number::AsInt(
+                    i64::try_from(crate::telemetry::dropped_spans()).unwrap_or(i64::MAX),
+                )),
+            }],
+            aggregation_temporality: proto::CUMULATIVE,
+            is_monotonic: true,
+        })),
+    });
     ExportMetricsServiceRequest {
         resource_metrics: vec![ResourceMetrics {
             resource: Some(Resource {
@@ -434,7 +455,8 @@ mod tests {
             [
                 "ovation.deliveries",
                 "ovation.delivery.errors",
-                "ovation.delivery.duration"
+                "ovation.delivery.duration",
+                DROPPED_SPANS,
             ]
         );
         let Some(Data::Sum(total)) = &all[0].data else {
