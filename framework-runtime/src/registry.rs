@@ -221,7 +221,7 @@ pub trait Endpoint: Send + Sync + 'static {
 
     /// The endpoint's service.
     fn service() -> &'static str {
-        service_of(Self::MODULE)
+        const { service_of(Self::MODULE) }
     }
 
     /// JSON Schemas of the path parameters (in `PATH_PARAMS` order), for those whose type
@@ -374,7 +374,7 @@ pub trait RawEndpoint: Send + Sync + 'static {
     ) -> impl Future<Output = axum::response::Response> + Send;
 
     fn service() -> &'static str {
-        service_of(Self::MODULE)
+        const { service_of(Self::MODULE) }
     }
 }
 
@@ -411,7 +411,7 @@ pub trait StreamEndpoint: Send + Sync + 'static {
     ) -> impl Future<Output = Result<(), Error>> + Send;
 
     fn service() -> &'static str {
-        service_of(Self::MODULE)
+        const { service_of(Self::MODULE) }
     }
 
     fn path_param_schemas() -> Vec<Option<schemars::Schema>> {

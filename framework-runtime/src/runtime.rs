@@ -18,10 +18,29 @@ use crate::service_auth::ServiceAuth;
 
 /// The service a module belongs to: the first module under the crate root
 /// (`shop_app::users::handlers` → `users`).
-pub fn service_of(module_path: &'static str) -> &'static str {
-    let mut parts = module_path.split("::");
-    let krate = parts.next().unwrap_or(module_path);
-    parts.next().unwrap_or(krate)
+pub const fn service_of(module_path: &'static str) -> &'static str {
+    /// Where the first `::` of `path` starts, if it has one.
+    const fn separator(path: &str) -> Option<usize> {
+        let bytes = path.as_bytes();
+        let mut i = 0;
+        while i + 1 < bytes.len() {
+            if bytes[i] == b':' && bytes[i + 1] == b':' {
+                return Some(i);
+            }
+            i += 1;
+        }
+        None
+    }
+    // A `const fn`, so that an endpoint's service is found when the app is compiled, not at
+    // each of its requests.
+    let Some(end_of_crate) = separator(module_path) else {
+        return module_path;
+    };
+    let (_, rest) = module_path.split_at(end_of_crate + 2);
+    match separator(rest) {
+        Some(end) => rest.split_at(end).0,
+        None => rest,
+    }
 }
 
 /// Where a service hosted elsewhere runs: a base URL per replica, taken in turn, so calls and

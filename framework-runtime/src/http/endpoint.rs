@@ -18,6 +18,10 @@ use crate::registry::{Access, DynEndpoint, Endpoint, EndpointDecl, EndpointInfo}
 use crate::runtime::{self, Runtime};
 use crate::service_auth;
 
+/// [`service_auth::HEADER`], parsed once: looking a header up by `&str` parses the name at
+/// every lookup.
+const SERVICE_AUTH: header::HeaderName = header::HeaderName::from_static(service_auth::HEADER);
+
 /// The caller and auth data, if the request carries a valid, fresh, first-seen signature of
 /// its method, path, query and `body`.
 pub(crate) fn verified_caller(
@@ -25,7 +29,7 @@ pub(crate) fn verified_caller(
     parts: &axum::http::request::Parts,
     body: &[u8],
 ) -> Option<service_auth::Verified> {
-    let header = parts.headers.get(service_auth::HEADER)?.to_str().ok()?;
+    let header = parts.headers.get(&SERVICE_AUTH).and_then(|h| h.to_str().ok())?;
     rt.auth.verify_keyed(
         header,
         service_auth::Signed {
@@ -90,16 +94,19 @@ fn route(rt: &'static Runtime, spec: Spec) -> MethodRouter {
     let name = span_name(format!("{}.{}", spec.service, spec.name));
     let stats = rt
         .metrics
-        .of(crate::metrics::Kind::Request, spec.service, spec.name);
-    axum::routing::on(filter, move |req: Request| {
-        let stats = stats.clone();
-        async move {
+        .of_route(crate::metrics::Kind::Request, spec.service, spec.name);
+    axum::routing::on(filter, move |req: Request| -> Serving<Response> {
+        // One allocation holds the whole request's future: axum's layers each box the
+        // future they are given, and these boxes then hold a pointer rather than a copy.
+        Box::pin(async move {
             let started = std::time::Instant::now();
             let trace = request_span(name, spec.service, spec.name, &req);
-            let response = respond(rt, spec.method, trace, Box::pin(serve(rt, spec, req))).await;
+            // Boxed too: a future this large would be copied at each wrapper around it.
+            let serving: Serving = Box::pin(serve(rt, spec, req));
+            let response = respond(rt, spec.method, trace, serving).await;
             stats.record(started.elapsed(), error_code(&response));
             response
-        }
+        })
     })
 }
 
@@ -119,8 +126,8 @@ pub(super) fn error_code(response: &Response) -> Option<crate::error::ErrCode> {
 }
 
 /// A request being served, boxed so the code around it is not generic.
-pub(super) type Serving =
-    std::pin::Pin<Box<dyn Future<Output = Result<Response, Error>> + Send + 'static>>;
+pub(super) type Serving<T = Result<Response, Error>> =
+    std::pin::Pin<Box<dyn Future<Output = T> + Send + 'static>>;
 
 /// Runs `serving`, a request of `method`, in its `trace`, and answers: an error as its JSON, a
 /// panic as a 500 `internal` (its message went to the panic hook, the client learns nothing of
@@ -131,7 +138,7 @@ pub(super) async fn respond(
     rt: &'static Runtime,
     method: crate::registry::Method,
     trace: crate::telemetry::RequestTrace,
-    serving: Serving,
+    serving: impl Future<Output = Result<Response, Error>> + Send + 'static,
 ) -> Response {
     let serving = std::panic::AssertUnwindSafe(serving);
     let handled = trace.run(futures_util::FutureExt::catch_unwind(serving));
@@ -271,7 +278,7 @@ async fn admit(
     // A signed request's body is part of its signature: read before it is checked. A request
     // to a private endpoint that fails in any way before its signature is checked gets the
     // same 404 as a bad signature, so private endpoints cannot be discovered.
-    let signed = parts.headers.contains_key(service_auth::HEADER);
+    let signed = parts.headers.contains_key(&SERVICE_AUTH);
     let (body, verified) = match access {
         Access::Public | Access::Auth if !signed => (None, None),
         Access::Public | Access::Auth => {
@@ -369,42 +376,27 @@ async fn serve(rt: &'static Runtime, spec: Spec, req: Request) -> Result<Respons
         .filter(|v| v.is_internal())
         .and_then(|_| idempotency_key(&parts))
         .map(std::sync::Arc::from);
-    let no_content = spec.no_content;
-    let handled: Serving = Box::pin(async move {
-        let encoded = invocation.await??;
-        if no_content {
-            Ok(StatusCode::NO_CONTENT.into_response())
-        } else {
-            Ok(json_response(encoded))
-        }
-    });
-    run_handler(rt, (spec.service, spec.name), user, key, deadline, handled).await
+    let work = auth::scope(
+        user,
+        runtime::scope_keyed(rt, spec.service, spec.name, key, invocation),
+    );
+    let encoded = match tokio::time::timeout_at(deadline, work).await {
+        Ok(outcome) => outcome??,
+        Err(_) => return Err(Error::deadline_exceeded("the request took too long")),
+    };
+    Ok(if spec.no_content {
+        StatusCode::NO_CONTENT.into_response()
+    } else {
+        json_response(encoded)
+    })
 }
 
-/// Runs a request's handler as code of its service, for its user, within its deadline.
-async fn run_handler(
-    rt: &'static Runtime,
-    (service, name): (&'static str, &'static str),
-    user: Option<auth::Authenticated>,
-    key: Option<std::sync::Arc<str>>,
-    deadline: tokio::time::Instant,
-    handled: Serving,
-) -> Result<Response, Error> {
-    let work = auth::scope(user, runtime::scope_keyed(rt, service, name, key, handled));
-    match tokio::time::timeout_at(deadline, work).await {
-        Ok(outcome) => outcome,
-        Err(_) => Err(Error::deadline_exceeded("the request took too long")),
-    }
-}
-
+/// A `200` answer of `body`, JSON.
 fn json_response(body: Vec<u8>) -> Response {
-    (
-        StatusCode::OK,
-        [(
-            header::CONTENT_TYPE,
-            header::HeaderValue::from_static("application/json"),
-        )],
-        body,
-    )
-        .into_response()
+    let mut response = Response::new(axum::body::Body::from(body));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("application/json"),
+    );
+    response
 }

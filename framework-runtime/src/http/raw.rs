@@ -64,9 +64,8 @@ fn route<E: RawEndpoint>(rt: &'static Runtime) -> MethodRouter {
     let name = span_name(format!("{service}.{}", E::NAME));
     let stats = rt
         .metrics
-        .of(crate::metrics::Kind::Request, service, E::NAME);
+        .of_route(crate::metrics::Kind::Request, service, E::NAME);
     axum::routing::on(filter, move |req: Request| {
-        let stats = stats.clone();
         async move {
             let started = std::time::Instant::now();
             let trace = request_span(name, service, E::NAME, &req);

@@ -117,10 +117,13 @@ pub(crate) fn router(rt: &'static Runtime) -> Result<Router, RouteError> {
             axum::routing::post(move |req: Request| workflow_retry(rt, req)).layer(catch_panic()),
         )
         .fallback(not_found_handler);
-    Ok(match cors_layer(&rt.cors)? {
+    let router = match cors_layer(&rt.cors)? {
         Some(cors) => router.layer(cors),
         None => router,
-    })
+    };
+    // Turns every handler into its route once, here: served as it is, axum would clone and
+    // box each request's handler anew.
+    Ok(router.with_state(()))
 }
 
 /// The CORS layer of `cors`, if it allows any origin. Without one no response carries CORS
