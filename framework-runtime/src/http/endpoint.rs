@@ -29,7 +29,10 @@ pub(crate) fn verified_caller(
     parts: &axum::http::request::Parts,
     body: &[u8],
 ) -> Option<service_auth::Verified> {
-    let header = parts.headers.get(&SERVICE_AUTH).and_then(|h| h.to_str().ok())?;
+    let header = parts
+        .headers
+        .get(&SERVICE_AUTH)
+        .and_then(|h| h.to_str().ok())?;
     rt.auth.verify_keyed(
         header,
         service_auth::Signed {

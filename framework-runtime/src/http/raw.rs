@@ -65,15 +65,12 @@ fn route<E: RawEndpoint>(rt: &'static Runtime) -> MethodRouter {
     let stats = rt
         .metrics
         .of_route(crate::metrics::Kind::Request, service, E::NAME);
-    axum::routing::on(filter, move |req: Request| {
-        async move {
-            let started = std::time::Instant::now();
-            let trace = request_span(name, service, E::NAME, &req);
-            let response =
-                respond(rt, E::METHOD, trace, Box::pin(serve::<E>(rt, service, req))).await;
-            stats.record(started.elapsed(), error_code(&response));
-            response
-        }
+    axum::routing::on(filter, move |req: Request| async move {
+        let started = std::time::Instant::now();
+        let trace = request_span(name, service, E::NAME, &req);
+        let response = respond(rt, E::METHOD, trace, Box::pin(serve::<E>(rt, service, req))).await;
+        stats.record(started.elapsed(), error_code(&response));
+        response
     })
 }
 

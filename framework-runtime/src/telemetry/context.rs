@@ -6,6 +6,7 @@ use std::sync::OnceLock;
 use opentelemetry::trace::{SpanKind, TraceContextExt};
 use opentelemetry::{Context, KeyValue};
 use opentelemetry_sdk::trace::Sampler;
+use rand::Rng as _;
 use tracing::Instrument;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
@@ -133,15 +134,16 @@ pub(super) fn decided_span(
     let remote = parent.as_ref().map(|cx| cx.span().span_context().clone());
     let sampled = match &remote {
         Some(sc) => sc.is_sampled(),
-        None => ratio >= 1.0 || (ratio > 0.0 && rand::random::<f64>() < ratio),
+        None => ratio >= 1.0 || (ratio > 0.0 && random(|r| r.random::<f64>()) < ratio),
     };
     if !sampled {
+        let (trace_id, span_id) = random(|r| (r.random::<u128>(), r.random::<u64>()));
         let unsampled = Unsampled {
             trace_id: remote.as_ref().map_or_else(
-                || opentelemetry::trace::TraceId::from(rand::random::<u128>().max(1)),
+                || opentelemetry::trace::TraceId::from(trace_id.max(1)),
                 |sc| sc.trace_id(),
             ),
-            span_id: opentelemetry::trace::SpanId::from(rand::random::<u64>().max(1)),
+            span_id: opentelemetry::trace::SpanId::from(span_id.max(1)),
         };
         return RequestTrace {
             span: tracing::Span::none(),
@@ -157,6 +159,18 @@ pub(super) fn decided_span(
         span,
         unsampled: None,
     }
+}
+
+/// `f` of this thread's id generator: a small, fast one seeded from the system's, since ids
+/// must be unique, not secret (OpenTelemetry's SDK does the same); the standard thread
+/// generator, a cryptographic one, cost a hundred instructions a request.
+fn random<T>(f: impl FnOnce(&mut rand::rngs::SmallRng) -> T) -> T {
+    use rand::SeedableRng as _;
+    thread_local! {
+        static IDS: std::cell::RefCell<rand::rngs::SmallRng> =
+            std::cell::RefCell::new(rand::rngs::SmallRng::from_rng(&mut rand::rng()));
+    }
+    IDS.with_borrow_mut(f)
 }
 
 /// Whether the span or event being created here goes to the OpenTelemetry layers: not inside
