@@ -372,10 +372,17 @@ impl TestEnv {
         if crate::workflow::in_use() {
             defs.push(&crate::workflow::store::DATABASE);
         }
-        for def in defs {
+        // All at once: each clone is mostly the server copying files, and waits on disk.
+        let clones = defs.into_iter().map(|def| {
             let name = format!("{TEST_DB_PREFIX}{pid}_{id}_{}", def.name);
-            server.clone_from_template(def, &name).await?;
-            databases.insert(def.name, name);
+            let server = &server;
+            async move {
+                server.clone_from_template(def, &name).await?;
+                Ok::<_, Error>((def.name, name))
+            }
+        });
+        for (def, name) in futures_util::future::try_join_all(clones).await? {
+            databases.insert(def, name);
         }
         let cache = if crate::cache::in_use() {
             let url = test_redis_url().await?;
