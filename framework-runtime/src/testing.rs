@@ -294,6 +294,50 @@ fn drop_later(server: &sqldb::PgServer, database: String) {
         .send((server.clone(), database));
 }
 
+/// Spare copies kept of each database's template: enough for the tests that start side by
+/// side (nextest runs one per core).
+const SPARES: usize = 2;
+
+/// Makes [`SPARES`] spare copies of each of `defs` on a background thread of this process,
+/// for the next test environment to take (see [`sqldb::PgServer::claim_spare`]). Copies cut
+/// short by the process's exit are not left half-made: `CREATE DATABASE` is all or nothing.
+fn spares_later(server: &sqldb::PgServer, defs: Vec<&'static sqldb::DatabaseDef>) {
+    type Job = (sqldb::PgServer, Vec<&'static sqldb::DatabaseDef>);
+    static QUEUE: std::sync::OnceLock<Mutex<std::sync::mpsc::Sender<Job>>> =
+        std::sync::OnceLock::new();
+    let queue = QUEUE.get_or_init(|| {
+        let (tx, rx) = std::sync::mpsc::channel::<Job>();
+        let spawned = std::thread::Builder::new()
+            .name("ovation-test-db-spares".into())
+            .spawn(move || {
+                let Ok(tokio) = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                else {
+                    return;
+                };
+                while let Ok(mut job) = rx.recv() {
+                    // Environments made meanwhile asked for the same: once is enough.
+                    job = rx.try_iter().last().unwrap_or(job);
+                    let (server, defs) = job;
+                    for def in defs {
+                        if let Err(e) = tokio.block_on(server.make_spares(def, SPARES)) {
+                            tracing::debug!("no spare copy of {}: {e}", def.name);
+                        }
+                    }
+                }
+            });
+        if let Err(e) = spawned {
+            tracing::debug!("no background thread to make spare test databases: {e}");
+        }
+        Mutex::new(tx)
+    });
+    let _ = queue
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .send((server.clone(), defs));
+}
+
 /// Runs futures concurrently on the current task; their outputs in order.
 async fn join_all<F: Future>(futures: impl IntoIterator<Item = F>) -> Vec<F::Output> {
     let mut pending: Vec<Pin<Box<F>>> = futures.into_iter().map(Box::pin).collect();
@@ -372,18 +416,24 @@ impl TestEnv {
         if crate::workflow::in_use() {
             defs.push(&crate::workflow::store::DATABASE);
         }
-        // All at once: each clone is mostly the server copying files, and waits on disk.
-        let clones = defs.into_iter().map(|def| {
+        // A spare copy made while an earlier test ran is taken by renaming it; the others are
+        // copied from their templates all at once (each copy is mostly the server writing
+        // files). Then new spares are made in the background, for the next test.
+        let clones = defs.iter().map(|def| {
             let name = format!("{TEST_DB_PREFIX}{pid}_{id}_{}", def.name);
             let server = &server;
             async move {
-                server.clone_from_template(def, &name).await?;
+                def.current_migrations()?;
+                if !server.claim_spare(def, &name).await? {
+                    server.clone_from_template(def, &name).await?;
+                }
                 Ok::<_, Error>((def.name, name))
             }
         });
         for (def, name) in futures_util::future::try_join_all(clones).await? {
             databases.insert(def, name);
         }
+        spares_later(&server, defs);
         let cache = if crate::cache::in_use() {
             let url = test_redis_url().await?;
             let store = crate::cache::Store::open(url, format!("ovt{pid}x{id}:"))

@@ -293,6 +293,71 @@ impl PgServer {
         Ok(())
     }
 
+    /// Takes one of the spare copies of `def`'s current template ([`PgServer::make_spares`])
+    /// as `database`, by renaming it: a catalog update, where a copy has the server write the
+    /// whole database. `false` when none is left.
+    pub(crate) async fn claim_spare(
+        &self,
+        def: &DatabaseDef,
+        database: &str,
+    ) -> Result<bool, SetupError> {
+        let prefix = spare_prefix(def);
+        let mut conn = self.maintenance().await?;
+        let spares: Vec<String> = sqlx::query_scalar(
+            "SELECT datname FROM pg_database WHERE starts_with(datname, $1)
+             ORDER BY random() LIMIT 4",
+        )
+        .bind(&prefix)
+        .fetch_all(&mut conn)
+        .await
+        .unwrap_or_default();
+        let mut claimed = false;
+        for spare in spares {
+            // Another process may rename it first: this one then fails, and tries the next.
+            let rename = format!(
+                "ALTER DATABASE {} RENAME TO {}",
+                quote_ident(&spare),
+                quote_ident(database)
+            );
+            if conn.execute(rename.as_str()).await.is_ok() {
+                claimed = true;
+                break;
+            }
+        }
+        let _ = conn.close().await;
+        Ok(claimed)
+    }
+
+    /// Copies `def`'s current template until `count` spares are ready to claim, and drops the
+    /// spares of its earlier schemas, which no test can use.
+    pub(crate) async fn make_spares(
+        &self,
+        def: &DatabaseDef,
+        count: usize,
+    ) -> Result<(), SetupError> {
+        let current = spare_prefix(def);
+        let other = |source| SetupError::Other {
+            database: current.clone(),
+            source,
+        };
+        let mut ready = 0;
+        for name in self.databases_with_prefix("ovs_").await.map_err(other)? {
+            // Only the spares of this database: other names are left alone, whatever they are.
+            if spare_of(&name).is_some_and(|(of, _)| of == def.name) {
+                if name.starts_with(&current) {
+                    ready += 1;
+                } else {
+                    let _ = self.drop_database(&name).await;
+                }
+            }
+        }
+        for _ in ready..count {
+            let name = format!("{current}{:08x}", rand::random::<u32>());
+            self.clone_from_template(def, &name).await?;
+        }
+        Ok(())
+    }
+
     /// Names of the databases on this server other than Postgres' own (`postgres`,
     /// `template0`, `template1`).
     pub async fn databases(&self) -> Result<Vec<String>, sqlx::Error> {
@@ -321,6 +386,22 @@ impl PgServer {
         let _ = conn.close().await;
         Ok(names)
     }
+}
+
+/// The start of the names of `def`'s spare test databases: `ovs_<name>_<schema hash>_`,
+/// then a random suffix.
+fn spare_prefix(def: &DatabaseDef) -> String {
+    format!("ovs_{}_{}_", def.name, def.schema_hash())
+}
+
+/// The database name and schema hash of the spare `name`, if it is one (`ovs_` + name, `_`,
+/// 12 hex digits, `_`, 8 hex digits).
+fn spare_of(name: &str) -> Option<(&str, &str)> {
+    let rest = name.strip_prefix("ovs_")?;
+    let (rest, suffix) = rest.rsplit_once('_')?;
+    let (database, hash) = rest.rsplit_once('_')?;
+    let hex = |s: &str, n: usize| s.len() == n && s.bytes().all(|b| b.is_ascii_hexdigit());
+    (hex(suffix, 8) && hex(hash, 12) && !database.is_empty()).then_some((database, hash))
 }
 
 /// A pooled connection idle for longer than this is checked with a round trip before it is
@@ -360,4 +441,32 @@ impl From<SetupError> for Error {
 /// Quotes an identifier for Postgres.
 pub(crate) fn quote_ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::spare_of;
+
+    #[test]
+    fn spare_names_are_recognised_and_nothing_else() {
+        assert_eq!(
+            spare_of("ovs_users_0123456789ab_deadbeef"),
+            Some(("users", "0123456789ab"))
+        );
+        assert_eq!(
+            spare_of("ovs_ovation_pubsub_0123456789ab_deadbeef"),
+            Some(("ovation_pubsub", "0123456789ab"))
+        );
+        for other in [
+            "ovs_users",
+            "ovs_users_0123456789ab",
+            "ovs__0123456789ab_deadbeef",
+            "ovs_users_0123456789ab_deadbeefff",
+            "ovs_users_xyz3456789ab_deadbeef",
+            "ovt_1_2_users",
+            "users",
+        ] {
+            assert_eq!(spare_of(other), None, "{other}");
+        }
+    }
 }
