@@ -260,38 +260,13 @@ async fn drop_all(server: &sqldb::PgServer, names: &[String]) {
 /// thread drops what is queued in batches; what is still queued when the process exits is
 /// orphaned, and dropped by the next test process.
 fn drop_later(server: &sqldb::PgServer, database: String) {
-    type Job = (sqldb::PgServer, String);
-    static QUEUE: std::sync::OnceLock<Mutex<std::sync::mpsc::Sender<Job>>> =
-        std::sync::OnceLock::new();
-    let queue = QUEUE.get_or_init(|| {
-        let (tx, rx) = std::sync::mpsc::channel::<Job>();
-        let spawned = std::thread::Builder::new()
-            .name("ovation-test-db-dropper".into())
-            .spawn(move || {
-                let Ok(tokio) = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                else {
-                    return;
-                };
-                while let Ok(first) = rx.recv() {
-                    let batch: Vec<Job> = std::iter::once(first)
-                        .chain(rx.try_iter().take(DROP_BATCH - 1))
-                        .collect();
-                    let server = batch[0].0.clone();
-                    let names: Vec<String> = batch.into_iter().map(|(_, n)| n).collect();
-                    tokio.block_on(drop_all(&server, &names));
-                }
-            });
-        if let Err(e) = spawned {
-            tracing::warn!("no background thread to drop test databases: {e}");
+    static QUEUE: Background<(sqldb::PgServer, String)> = Background::new("db-dropper");
+    QUEUE.send((server.clone(), database), |tokio, jobs| {
+        for batch in jobs.chunks(DROP_BATCH) {
+            let names: Vec<String> = batch.iter().map(|(_, n)| n.clone()).collect();
+            tokio.block_on(drop_all(&batch[0].0, &names));
         }
-        Mutex::new(tx)
     });
-    let _ = queue
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .send((server.clone(), database));
 }
 
 /// Spare copies kept of each database's template: enough for the tests that start side by
@@ -302,40 +277,65 @@ const SPARES: usize = 2;
 /// for the next test environment to take (see [`sqldb::PgServer::claim_spare`]). Copies cut
 /// short by the process's exit are not left half-made: `CREATE DATABASE` is all or nothing.
 fn spares_later(server: &sqldb::PgServer, defs: Vec<&'static sqldb::DatabaseDef>) {
-    type Job = (sqldb::PgServer, Vec<&'static sqldb::DatabaseDef>);
-    static QUEUE: std::sync::OnceLock<Mutex<std::sync::mpsc::Sender<Job>>> =
-        std::sync::OnceLock::new();
-    let queue = QUEUE.get_or_init(|| {
-        let (tx, rx) = std::sync::mpsc::channel::<Job>();
-        let spawned = std::thread::Builder::new()
-            .name("ovation-test-db-spares".into())
-            .spawn(move || {
-                let Ok(tokio) = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                else {
-                    return;
-                };
-                while let Ok(mut job) = rx.recv() {
-                    // Environments made meanwhile asked for the same: once is enough.
-                    job = rx.try_iter().last().unwrap_or(job);
-                    let (server, defs) = job;
-                    for def in defs {
-                        if let Err(e) = tokio.block_on(server.make_spares(def, SPARES)) {
-                            tracing::debug!("no spare copy of {}: {e}", def.name);
-                        }
-                    }
-                }
-            });
-        if let Err(e) = spawned {
-            tracing::debug!("no background thread to make spare test databases: {e}");
+    static QUEUE: Background<(sqldb::PgServer, Vec<&'static sqldb::DatabaseDef>)> =
+        Background::new("db-spares");
+    QUEUE.send((server.clone(), defs), |tokio, jobs| {
+        // Environments made meanwhile asked for the same: once is enough.
+        let Some((server, defs)) = jobs.last() else {
+            return;
+        };
+        for def in defs {
+            if let Err(e) = tokio.block_on(server.make_spares(def, SPARES)) {
+                tracing::debug!("no spare copy of {}: {e}", def.name);
+            }
         }
-        Mutex::new(tx)
     });
-    let _ = queue
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .send((server.clone(), defs));
+}
+
+/// Work on test databases done on a thread of its own, started with the first job: each time
+/// it wakes it takes every job queued and hands them to the function the jobs are sent with.
+struct Background<J> {
+    name: &'static str,
+    queue: std::sync::OnceLock<Mutex<std::sync::mpsc::Sender<J>>>,
+}
+
+impl<J: Send + 'static> Background<J> {
+    const fn new(name: &'static str) -> Self {
+        Background {
+            name,
+            queue: std::sync::OnceLock::new(),
+        }
+    }
+
+    fn send(&self, job: J, work: fn(&tokio::runtime::Runtime, Vec<J>)) {
+        let queue = self.queue.get_or_init(|| {
+            let (tx, rx) = std::sync::mpsc::channel::<J>();
+            let spawned = std::thread::Builder::new()
+                .name(format!("ovation-test-{}", self.name))
+                .spawn(move || {
+                    let Ok(tokio) = tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                    else {
+                        return;
+                    };
+                    while let Ok(first) = rx.recv() {
+                        work(
+                            &tokio,
+                            std::iter::once(first).chain(rx.try_iter()).collect(),
+                        );
+                    }
+                });
+            if let Err(e) = spawned {
+                tracing::warn!(
+                    "no background thread for test databases ({}): {e}",
+                    self.name
+                );
+            }
+            Mutex::new(tx)
+        });
+        let _ = queue.lock().unwrap_or_else(|p| p.into_inner()).send(job);
+    }
 }
 
 /// Runs futures concurrently on the current task; their outputs in order.
