@@ -527,7 +527,12 @@ pub async fn start(config: Config) -> Result<Server, StartupError> {
     rt.start_tasks();
     if let Some(endpoint) = &config.otlp_endpoint {
         let interval = Duration::from_millis(config.metric_export_interval_ms.unwrap_or(60_000));
-        if let Some(task) = crate::metrics::otlp::start(rt, endpoint, interval) {
+        if let Some(task) = crate::metrics::otlp::start(
+            &rt.metrics,
+            (endpoint, interval),
+            crate::telemetry::service_name(),
+            crate::telemetry::dropped_spans,
+        ) {
             rt.tasks
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
@@ -627,7 +632,7 @@ impl Server {
         if let Some(rt) = rt {
             rt.drain_background(std::time::Duration::from_secs(10))
                 .await;
-            crate::metrics::otlp::flush(rt, Duration::from_secs(2)).await;
+            crate::metrics::otlp::flush(&rt.metrics, Duration::from_secs(2)).await;
         }
     }
 }

@@ -244,28 +244,6 @@ impl Runtime {
         }
         tasks.extend(crate::cron::store::start(self));
         tasks.extend(crate::workflow::runs::start_background(self));
-        self.list_in_metrics();
-    }
-
-    /// Lists every subscription, cron job and workflow hosted here in the metrics, at zero
-    /// until it first runs (as every endpoint is, from its route).
-    fn list_in_metrics(&self) {
-        use crate::metrics::Kind;
-        for sub in crate::pubsub::subscriptions() {
-            if self.hosts(sub.service()) {
-                self.metrics.of(Kind::Delivery, (sub.topic)(), sub.name);
-            }
-        }
-        for job in crate::cron::jobs() {
-            if self.hosts(job.service()) {
-                self.metrics.of(Kind::CronRun, job.service(), job.name);
-            }
-        }
-        for def in crate::workflow::workflows() {
-            if self.hosts(def.service()) {
-                self.metrics.of(Kind::WorkflowRun, def.service(), def.name);
-            }
-        }
     }
 
     /// Stops background work: start-up tasks, claiming messages, relaying the outbox.

@@ -279,6 +279,11 @@ pub(crate) async fn run_manually(
 /// Starts the scheduler of every job of the services `rt` hosts; returns the tasks' handles,
 /// aborted at shutdown.
 pub(crate) fn start(rt: &'static Runtime) -> Vec<tokio::task::AbortHandle> {
+    // Listed in the metrics at zero until they first run, as endpoints are.
+    for job in jobs().into_iter().filter(|job| rt.hosts(job.service())) {
+        rt.metrics
+            .of(crate::metrics::Kind::CronRun, job.service(), job.name);
+    }
     let Some(store) = rt.cron.filter(|s| s.scheduled) else {
         return Vec::new();
     };

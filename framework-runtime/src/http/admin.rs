@@ -24,7 +24,7 @@ pub(crate) fn metrics(rt: &Runtime) -> Response {
             axum::http::header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
-        rt.metrics.render(),
+        rt.metrics.render(crate::telemetry::dropped_spans()),
     )
         .into_response()
 }

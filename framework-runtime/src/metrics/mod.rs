@@ -225,8 +225,9 @@ impl Metrics {
             .collect()
     }
 
-    /// Everything, in Prometheus' text format (version 0.0.4).
-    pub(crate) fn render(&self) -> String {
+    /// Everything, in Prometheus' text format (version 0.0.4), with the spans the process's
+    /// trace export dropped.
+    pub(crate) fn render(&self, dropped_spans: u64) -> String {
         let mut out = String::new();
         for kind in Kind::ALL {
             family(&mut out, kind.family(), &self.read(kind));
@@ -234,8 +235,7 @@ impl Metrics {
         let dropped = prometheus_name(otlp::DROPPED_SPANS, "_total");
         let _ = writeln!(
             out,
-            "# HELP {dropped} {DROPPED_SPANS_HELP}\n# TYPE {dropped} counter\n{dropped} {}",
-            crate::telemetry::dropped_spans()
+            "# HELP {dropped} {DROPPED_SPANS_HELP}\n# TYPE {dropped} counter\n{dropped} {dropped_spans}",
         );
         out
     }
@@ -345,7 +345,7 @@ mod tests {
         stats.record(Duration::from_millis(3), None);
         stats.record(Duration::from_millis(30), Some(ErrCode::NotFound));
         stats.record(Duration::from_secs(11), Some(ErrCode::Internal));
-        let text = metrics.render();
+        let text = metrics.render(0);
         let has = |line: &str| assert!(text.lines().any(|l| l == line), "no {line:?} in\n{text}");
         has(r#"ovation_requests_total{service="users",endpoint="get"} 3"#);
         has(r#"ovation_request_errors_total{service="users",endpoint="get",code="not_found"} 1"#);

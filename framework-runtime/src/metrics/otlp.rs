@@ -15,7 +15,6 @@ use prost::Message as _;
 
 use super::{BUCKETS, Family, Kind, Metrics, Read};
 use crate::error::ErrCode;
-use crate::runtime::Runtime;
 
 /// OTLP's metrics messages, as far as Ovation sends them (and the CLI's receiver reads them):
 /// field numbers as in `opentelemetry/proto/metrics/v1/metrics.proto` and its collector
@@ -232,16 +231,20 @@ pub(crate) struct Export {
     http: reqwest::Client,
     /// The resource's `service.name` (the process, as traces name it).
     process: String,
+    /// The spans the process's trace export dropped so far.
+    dropped_spans: fn() -> u64,
     /// Whether the last export failed: a failure is logged once, not at every interval.
     failing: AtomicBool,
 }
 
-/// Starts exporting `rt`'s metrics to the OTLP/HTTP collector at `endpoint` every `interval`;
-/// the task's handle, for the runtime to stop with its background work.
+/// Starts exporting `metrics` (a runtime's) to the OTLP/HTTP collector at `endpoint` every
+/// `interval`, as the process (resource) `process`, with the spans `dropped_spans` says its
+/// trace export dropped; the task's handle, for the runtime to stop with its background work.
 pub(crate) fn start(
-    rt: &'static Runtime,
-    endpoint: &str,
-    interval: Duration,
+    metrics: &'static Metrics,
+    (endpoint, interval): (&str, Duration),
+    process: String,
+    dropped_spans: fn() -> u64,
 ) -> Option<tokio::task::AbortHandle> {
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(10))
@@ -250,17 +253,18 @@ pub(crate) fn start(
     let export = Export {
         url: format!("{}/v1/metrics", endpoint.trim_end_matches('/')),
         http,
-        process: crate::telemetry::service_name(),
+        process,
+        dropped_spans,
         failing: AtomicBool::new(false),
     };
-    rt.metrics.export.set(export).ok()?;
+    metrics.export.set(export).ok()?;
     let task = tokio::spawn(async move {
         let mut ticks = tokio::time::interval(interval);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         ticks.tick().await;
         loop {
             ticks.tick().await;
-            send(rt).await;
+            send(metrics).await;
         }
     });
     Some(task.abort_handle())
@@ -268,15 +272,21 @@ pub(crate) fn start(
 
 /// Exports once more, now (the process stops): what happened since the last interval is not
 /// lost. Waits at most `timeout`.
-pub(crate) async fn flush(rt: &'static Runtime, timeout: Duration) {
-    let _ = tokio::time::timeout(timeout, send(rt)).await;
+pub(crate) async fn flush(metrics: &Metrics, timeout: Duration) {
+    let _ = tokio::time::timeout(timeout, send(metrics)).await;
 }
 
-async fn send(rt: &'static Runtime) {
-    let Some(export) = rt.metrics.export.get() else {
+async fn send(metrics: &Metrics) {
+    let Some(export) = metrics.export.get() else {
         return;
     };
-    let body = request(&rt.metrics, &export.process, SystemTime::now()).encode_to_vec();
+    let body = request(
+        metrics,
+        &export.process,
+        (export.dropped_spans)(),
+        SystemTime::now(),
+    )
+    .encode_to_vec();
     let sent = export
         .http
         .post(&export.url)
@@ -303,10 +313,12 @@ async fn send(rt: &'static Runtime) {
     }
 }
 
-/// Everything `metrics` holds, as one OTLP request of the process named `process`.
+/// Everything `metrics` holds, and the spans dropped, as one OTLP request of the process named
+/// `process`.
 pub(crate) fn request(
     metrics: &Metrics,
     process: &str,
+    dropped_spans: u64,
     now: SystemTime,
 ) -> ExportMetricsServiceRequest {
     let nanos = |t: SystemTime| {
@@ -331,7 +343,7 @@ pub(crate) fn request(
                 start_time_unix_nano: start,
                 time_unix_nano: now,
                 value: Some(Number::AsInt(
-                    i64::try_from(crate::telemetry::dropped_spans()).unwrap_or(i64::MAX),
+                    i64::try_from(dropped_spans).unwrap_or(i64::MAX),
                 )),
             }],
             aggregation_temporality: proto::CUMULATIVE,
@@ -441,7 +453,7 @@ mod tests {
         let stats = metrics.of(Kind::Delivery, "order-created", "send-email");
         stats.record(Duration::from_millis(2), None);
         stats.record(Duration::from_millis(200), Some(ErrCode::Unavailable));
-        let bytes = request(&metrics, "shop", SystemTime::now()).encode_to_vec();
+        let bytes = request(&metrics, "shop", 0, SystemTime::now()).encode_to_vec();
         let decoded = ExportMetricsServiceRequest::decode(bytes.as_slice()).unwrap();
         let resource = &decoded.resource_metrics[0];
         assert_eq!(

@@ -472,6 +472,11 @@ async fn claim_and_spawn(
 /// The background work of a process hosting a workflow's service: resuming runs, renewing
 /// the leases of its own, deleting old finished runs. Returns the tasks, aborted at shutdown.
 pub(crate) fn start_background(rt: &'static Runtime) -> Vec<tokio::task::AbortHandle> {
+    // Listed in the metrics at zero until they first run, as endpoints are.
+    for def in workflows().into_iter().filter(|w| rt.hosts(w.service())) {
+        rt.metrics
+            .of(crate::metrics::Kind::WorkflowRun, def.service(), def.name);
+    }
     let Some(store) = rt.workflows else {
         return Vec::new();
     };

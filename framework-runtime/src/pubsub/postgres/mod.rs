@@ -435,6 +435,9 @@ pub(crate) fn start(rt: &'static Runtime, pubsub: &'static PgPubSub) {
     let mut locals = Vec::new();
     for sub in super::subscriptions() {
         if rt.hosts(sub.service()) {
+            // Listed in the metrics at zero until its first delivery, as endpoints are.
+            rt.metrics
+                .of(crate::metrics::Kind::Delivery, (sub.topic)(), sub.name);
             // On NATS too: there it claims the retries (see `nats_worker`), under the same
             // permits as the JetStream consumer's handlers.
             let permits = Arc::new(Semaphore::new(sub.config.max_concurrency.max(1)));
