@@ -18,6 +18,7 @@
 //! | `OVATION_CRON` | `false`: cron jobs do not run on their schedule in this process | `true` (`false` in tests) |
 //! | `OVATION_PUBSUB` | `postgres`, `nats` (managed `nats-server`) or `nats://host:port` | `postgres` |
 //! | `OTEL_EXPORTER_OTLP_ENDPOINT` | OTLP/HTTP collector receiving traces, e.g. `http://127.0.0.1:4318` | none: no export |
+//! | `OTEL_EXPORTER_OTLP_COMPRESSION` | `gzip`: traces and metrics are sent gzip-compressed; `none` | `none` |
 //! | `OVATION_TRACE_SAMPLING` | share of traces exported, 0.0 to 1.0 | 1.0 |
 //! | `OVATION_GATEWAY` | `true`: also route public endpoints of services hosted elsewhere | `false` |
 //! | `OVATION_DEPLOYMENT` | `true`: a deployment, where a secret that is not set stops start-up | `false` |
@@ -118,6 +119,10 @@ pub struct Config {
     /// follows its caller's decision.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub trace_sampling: Option<f64>,
+    /// Whether what is sent to `otlp_endpoint` is gzip-compressed
+    /// (`OTEL_EXPORTER_OTLP_COMPRESSION=gzip`; default: not, as OpenTelemetry's exporters).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub otlp_gzip: bool,
     /// How often metrics are exported to `otlp_endpoint`'s `/v1/metrics`, in milliseconds
     /// (`OTEL_METRIC_EXPORT_INTERVAL`; default 60 000, OpenTelemetry's).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -335,6 +340,19 @@ impl Config {
                 ));
             }
             self.otlp_endpoint = Some(v);
+        }
+        if let Some(v) = var("OTEL_EXPORTER_OTLP_COMPRESSION").filter(|v| !v.is_empty()) {
+            self.otlp_gzip = match v.trim() {
+                "gzip" => true,
+                "none" => false,
+                _ => {
+                    return Err(env_err(
+                        "OTEL_EXPORTER_OTLP_COMPRESSION",
+                        &v,
+                        "expected `gzip` or `none`".into(),
+                    ));
+                }
+            };
         }
         if let Some(v) = var("OTEL_METRIC_EXPORT_INTERVAL").filter(|v| !v.is_empty()) {
             let ms: u64 = v.parse().ok().filter(|ms| *ms > 0).ok_or_else(|| {

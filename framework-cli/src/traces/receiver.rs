@@ -90,7 +90,7 @@ pub(super) struct Received {
     _permit: tokio::sync::OwnedSemaphorePermit,
 }
 
-/// Reads an OTLP/HTTP request's body: uncompressed, protobuf of at most `protobuf_limit` bytes
+/// Reads an OTLP/HTTP request's body: uncompressed or gzip, protobuf of at most `protobuf_limit` bytes
 /// or JSON within [`JSON_BODY_LIMIT`] and [`JSON_OBJECTS`], sent within
 /// [`BODY_READ_TIMEOUT`], while at most [`CONCURRENT_REQUESTS`] are read at once. What is
 /// turned away gets its answer, and is counted as a dropped request where its data is lost.
@@ -102,17 +102,19 @@ pub(super) async fn read(
     let (parts, body) = req.into_parts();
     let headers = &parts.headers;
     let content_type = crate::guard::media_type(headers);
-    if headers
-        .get(header::CONTENT_ENCODING)
-        .is_some_and(|e| e != "identity")
-    {
-        return Err(Error::new(
-            ErrCode::InvalidArgument,
-            "compressed OTLP requests are not supported: turn compression off in the exporter",
-        )
-        .with_status(StatusCode::UNSUPPORTED_MEDIA_TYPE)
-        .into_response());
-    }
+    let gzip = match headers.get(header::CONTENT_ENCODING).map(|e| e.to_str()) {
+        None | Some(Ok("identity")) => false,
+        Some(Ok("gzip")) => true,
+        Some(_) => {
+            return Err(Error::new(
+                ErrCode::InvalidArgument,
+                "OTLP requests are taken uncompressed or gzip-compressed: set the exporter's \
+                 compression to gzip or none",
+            )
+            .with_status(StatusCode::UNSUPPORTED_MEDIA_TYPE)
+            .into_response());
+        }
+    };
     let (json, limit) = match content_type.as_str() {
         "application/x-protobuf" | "application/protobuf" => (false, protobuf_limit),
         "application/json" => (true, JSON_BODY_LIMIT),
@@ -160,6 +162,18 @@ pub(super) async fn read(
             return Err(slow);
         }
     };
+    // Decompressed, the body is held to the same limit as it would be sent uncompressed.
+    let body = if gzip {
+        match gunzip(&body, limit) {
+            Ok(body) => body,
+            Err(answer) => {
+                store.dropped.requests.fetch_add(1, Ordering::Relaxed);
+                return Err(answer);
+            }
+        }
+    } else {
+        body
+    };
     // OTLP/JSON decodes whole: bounded by its objects before it is.
     if json && body.iter().filter(|&&b| b == b'{').count() > JSON_OBJECTS {
         store.dropped.requests.fetch_add(1, Ordering::Relaxed);
@@ -175,6 +189,24 @@ pub(super) async fn read(
         json,
         _permit: permit,
     })
+}
+
+/// A gzip body decompressed, if it is at most `limit` bytes so; what it is not, answered.
+fn gunzip(body: &[u8], limit: usize) -> Result<axum::body::Bytes, Response> {
+    use std::io::Read as _;
+    let mut out = Vec::new();
+    // One byte past the limit tells a body that is too large from one that fits exactly.
+    let read = flate2::read::GzDecoder::new(body)
+        .take(limit as u64 + 1)
+        .read_to_end(&mut out);
+    match read {
+        Ok(_) if out.len() > limit => Err(too_large(limit)),
+        Ok(_) => Ok(out.into()),
+        Err(e) => Err(
+            Error::invalid_argument(format!("the request body is not valid gzip: {e}"))
+                .into_response(),
+        ),
+    }
 }
 
 pub(super) fn too_large(limit: usize) -> Response {

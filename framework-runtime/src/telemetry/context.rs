@@ -3,12 +3,11 @@
 
 use std::sync::OnceLock;
 
-use opentelemetry::trace::{SpanKind, TraceContextExt};
-use opentelemetry::{Context, KeyValue};
-use opentelemetry_sdk::trace::Sampler;
 use rand::Rng as _;
 use tracing::Instrument;
-use tracing_opentelemetry::OpenTelemetrySpanExt;
+use tracing_subscriber::registry::LookupSpan as _;
+
+use super::otlp::Span;
 
 /// The `traceparent` of the current span: of its trace when sampled, or of the unsampled
 /// request it is part of (flags `00`, so the callee does not sample it either).
@@ -16,22 +15,34 @@ pub(crate) fn current_traceparent() -> Option<String> {
     if let Some(unsampled) = unsampled_traceparent() {
         return Some(unsampled);
     }
-    let cx = tracing::Span::current().context();
-    let span = cx.span();
-    let sc = span.span_context();
-    sc.is_valid().then(|| {
-        format!(
-            "00-{}-{}-{:02x}",
-            sc.trace_id(),
-            sc.span_id(),
-            sc.trace_flags().to_u8()
-        )
-    })
+    tracing::Span::current()
+        .with_subscriber(|(id, dispatch)| {
+            let registry = dispatch.downcast_ref::<tracing_subscriber::Registry>()?;
+            // The nearest span the trace layer keeps (a span it filtered out has none).
+            registry.span(id)?.scope().find_map(|s| {
+                s.extensions().get::<Span>().map(|d| {
+                    format!(
+                        "00-{:032x}-{:016x}-{:02x}",
+                        d.trace_id,
+                        d.span_id,
+                        u8::from(d.sampled)
+                    )
+                })
+            })
+        })
+        .flatten()
+}
+
+/// A caller's trace context, from its `traceparent`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Remote {
+    pub(crate) trace_id: u128,
+    pub(crate) span_id: u64,
+    pub(crate) sampled: bool,
 }
 
 /// The remote parent a `traceparent` value names; `None` if it is malformed.
-pub(crate) fn parse_traceparent(value: &str) -> Option<Context> {
-    use opentelemetry::trace::{SpanContext, SpanId, TraceFlags, TraceId, TraceState};
+pub(crate) fn parse_traceparent(value: &str) -> Option<Remote> {
     let mut parts = value.trim().split('-');
     let (Some(version), Some(trace), Some(span), Some(flags)) =
         (parts.next(), parts.next(), parts.next(), parts.next())
@@ -47,12 +58,26 @@ pub(crate) fn parse_traceparent(value: &str) -> Option<Context> {
     {
         return None;
     }
-    let trace_id = TraceId::from_hex(trace).ok()?;
-    let span_id = SpanId::from_hex(span).ok()?;
-    let flags = TraceFlags::new(u8::from_str_radix(flags, 16).ok()?);
-    let sc = SpanContext::new(trace_id, span_id, flags, true, TraceState::default());
-    sc.is_valid()
-        .then(|| Context::new().with_remote_span_context(sc))
+    let remote = Remote {
+        trace_id: u128::from_str_radix(trace, 16).ok()?,
+        span_id: u64::from_str_radix(span, 16).ok()?,
+        sampled: u8::from_str_radix(flags, 16).ok()? & 1 == 1,
+    };
+    (remote.trace_id != 0 && remote.span_id != 0).then_some(remote)
+}
+
+/// Makes `span` (just created, a root) the child of the caller's span `remote`, in its trace.
+fn set_remote_parent(span: &tracing::Span, remote: Remote) {
+    span.with_subscriber(|(id, dispatch)| {
+        if let Some(registry) = dispatch.downcast_ref::<tracing_subscriber::Registry>()
+            && let Some(span) = registry.span(id)
+            && let Some(data) = span.extensions_mut().get_mut::<Span>()
+        {
+            data.trace_id = remote.trace_id;
+            data.parent_span_id = remote.span_id;
+            data.sampled = remote.sampled;
+        }
+    });
 }
 
 // Sampling is decided where a request enters, before its span exists: the caller's decision
@@ -70,8 +95,8 @@ pub(super) static REQUEST_SAMPLING: OnceLock<f64> = OnceLock::new();
 /// The trace context of a request that is not sampled, for propagation.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Unsampled {
-    trace_id: opentelemetry::trace::TraceId,
-    span_id: opentelemetry::trace::SpanId,
+    trace_id: u128,
+    span_id: u64,
 }
 
 tokio::task_local! {
@@ -131,19 +156,15 @@ pub(super) fn decided_span(
     make: impl FnOnce() -> tracing::Span,
 ) -> RequestTrace {
     let parent = traceparent.and_then(parse_traceparent);
-    let remote = parent.as_ref().map(|cx| cx.span().span_context().clone());
-    let sampled = match &remote {
-        Some(sc) => sc.is_sampled(),
+    let sampled = match &parent {
+        Some(remote) => remote.sampled,
         None => ratio >= 1.0 || (ratio > 0.0 && random(|r| r.random::<f64>()) < ratio),
     };
     if !sampled {
         let (trace_id, span_id) = random(|r| (r.random::<u128>(), r.random::<u64>()));
         let unsampled = Unsampled {
-            trace_id: remote.as_ref().map_or_else(
-                || opentelemetry::trace::TraceId::from(trace_id.max(1)),
-                |sc| sc.trace_id(),
-            ),
-            span_id: opentelemetry::trace::SpanId::from(span_id.max(1)),
+            trace_id: parent.map_or(trace_id.max(1), |remote| remote.trace_id),
+            span_id: span_id.max(1),
         };
         return RequestTrace {
             span: tracing::Span::none(),
@@ -152,8 +173,8 @@ pub(super) fn decided_span(
     }
     // Made outside any unsampled request's context, so `traced_here` lets it through.
     let span = UNSAMPLED.sync_scope(None, make);
-    if let Some(cx) = parent {
-        let _ = span.set_parent(cx);
+    if let Some(remote) = parent {
+        set_remote_parent(&span, remote);
     }
     RequestTrace {
         span,
@@ -164,7 +185,7 @@ pub(super) fn decided_span(
 /// `f` of this thread's id generator: a small, fast one seeded from the system's, since ids
 /// must be unique, not secret (OpenTelemetry's SDK does the same); the standard thread
 /// generator, a cryptographic one, cost a hundred instructions a request.
-fn random<T>(f: impl FnOnce(&mut rand::rngs::SmallRng) -> T) -> T {
+pub(super) fn random<T>(f: impl FnOnce(&mut rand::rngs::SmallRng) -> T) -> T {
     use rand::SeedableRng as _;
     thread_local! {
         static IDS: std::cell::RefCell<rand::rngs::SmallRng> =
@@ -186,35 +207,7 @@ pub(super) fn unsampled_here() -> Option<Unsampled> {
 
 /// The `traceparent` of the unsampled request this task is handling, if any.
 pub(super) fn unsampled_traceparent() -> Option<String> {
-    unsampled_here().map(|u| format!("00-{}-{}-00", u.trace_id, u.span_id))
-}
-/// The SDK's sampler, but for request and delivery spans: [`request_span`] decided for them
-/// already, and one that reaches the SDK is sampled. Other roots (background work) get
-/// `trace_sampling`; children follow their parent.
-#[derive(Debug, Clone)]
-pub(super) struct RequestsDecided(pub(super) Sampler);
-
-impl opentelemetry_sdk::trace::ShouldSample for RequestsDecided {
-    fn should_sample(
-        &self,
-        parent_context: Option<&Context>,
-        trace_id: opentelemetry::trace::TraceId,
-        name: &str,
-        span_kind: &SpanKind,
-        attributes: &[KeyValue],
-        links: &[opentelemetry::trace::Link],
-    ) -> opentelemetry::trace::SamplingResult {
-        let root = !parent_context.is_some_and(|cx| cx.has_active_span());
-        if root && matches!(span_kind, SpanKind::Server | SpanKind::Consumer) {
-            return opentelemetry::trace::SamplingResult {
-                decision: opentelemetry::trace::SamplingDecision::RecordAndSample,
-                attributes: Vec::new(),
-                trace_state: Default::default(),
-            };
-        }
-        self.0
-            .should_sample(parent_context, trace_id, name, span_kind, attributes, links)
-    }
+    unsampled_here().map(|u| format!("00-{:032x}-{:016x}-00", u.trace_id, u.span_id))
 }
 #[cfg(test)]
 mod tests {
@@ -227,14 +220,18 @@ mod tests {
     #[test]
     fn traceparent_round_trips_and_rejects_garbage() {
         let value = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
-        let cx = parse_traceparent(value).unwrap();
-        let span = cx.span();
-        let sc = span.span_context();
+        let remote = parse_traceparent(value).unwrap();
         assert_eq!(
-            sc.trace_id().to_string(),
+            format!("{:032x}", remote.trace_id),
             "0af7651916cd43dd8448eb211c80319c"
         );
-        assert!(sc.is_sampled() && sc.is_remote());
+        assert_eq!(format!("{:016x}", remote.span_id), "b7ad6b7169203331");
+        assert!(remote.sampled);
+        assert!(
+            !parse_traceparent(&value.replace("-01", "-00"))
+                .unwrap()
+                .sampled
+        );
         for bad in [
             "",
             "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331",
@@ -314,10 +311,7 @@ mod tests {
     fn a_sampled_request_and_everything_in_it_reach_the_trace_layers() {
         let (seen, sent) = one_request(None, 1.0);
         assert_eq!(seen, ["request", "call", "event"]);
-        assert_eq!(
-            sent, None,
-            "a sampled span's context comes from OpenTelemetry"
-        );
+        assert_eq!(sent, None, "a sampled span's context comes from its span");
         let caller = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
         let (seen, _) = one_request(Some(caller), 0.0);
         assert_eq!(seen, ["request", "call", "event"], "the caller sampled it");

@@ -5,9 +5,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use opentelemetry::Context;
-use opentelemetry_sdk::error::OTelSdkResult;
-use opentelemetry_sdk::trace::{SpanData, SpanExporter, SpanProcessor};
+use super::otlp::Span;
 
 /// Spans waiting for export; past this, new spans are dropped and counted.
 pub(super) const QUEUE_CAPACITY: usize = 8192;
@@ -19,30 +17,35 @@ pub(super) const BATCH_DELAY: Duration = Duration::from_millis(200);
 /// Tries per batch, and the wait between them.
 const EXPORT_ATTEMPTS: u32 = 3;
 const RETRY_AFTER: Duration = Duration::from_secs(1);
-/// A span processor that never blocks the code ending a span: ended spans go into a bounded
-/// buffer, and a thread of its own takes them from it in batches for the exporter. Ending a
-/// span is one uncontended lock and a push: the thread is woken only when a batch is full (or
-/// a flush asks), not once per span, and waits at most [`BATCH_DELAY`] for a batch to fill,
-/// so a quiet app's spans still reach the collector promptly.
-#[derive(Debug)]
-pub(super) struct QueueProcessor {
-    queue: Arc<Queue>,
-    dropped: Arc<AtomicU64>,
-}
-
+/// Where spans go once they end: a bounded buffer, taken from in batches by a thread of its
+/// own that exports them, so the code ending a span never waits on the collector. Ending a span
+/// is one uncontended lock and a push: the thread is woken only when a batch is full (or a
+/// flush asks), not once per span, and waits at most [`BATCH_DELAY`] for a batch to fill, so a
+/// quiet app's spans still reach the collector promptly.
 #[derive(Debug, Default)]
 pub(super) struct Queue {
     pending: Mutex<Pending>,
-    /// Signalled when `pending` holds a full batch, a flush, or the close.
+    /// Signalled when `pending` holds a full batch or a flush.
     ready: Condvar,
+    /// Spans that found the queue full.
+    pub(super) dropped: AtomicU64,
 }
 
 #[derive(Debug, Default)]
 pub(super) struct Pending {
-    spans: Vec<SpanData>,
+    spans: Vec<Span>,
     /// Flushes waiting for every span queued before them to be exported.
     flushes: Vec<std::sync::mpsc::Sender<()>>,
-    closed: bool,
+}
+
+/// Where the batches go: OTLP/HTTP protobuf, gzip-compressed or not.
+#[derive(Debug)]
+pub(super) struct Collector {
+    /// `…/v1/traces`.
+    pub(super) url: String,
+    /// The resource's `service.name`.
+    pub(super) process: String,
+    pub(super) gzip: bool,
 }
 
 impl Queue {
@@ -50,31 +53,49 @@ impl Queue {
         // A panic while holding the lock leaves `Pending` whole (pushes and takes only).
         self.pending.lock().unwrap_or_else(|e| e.into_inner())
     }
-}
 
-impl QueueProcessor {
-    pub(super) fn start<E: SpanExporter + 'static>(
-        exporter: E,
-        dropped: Arc<AtomicU64>,
-    ) -> QueueProcessor {
+    /// Starts the thread exporting what is queued to `collector`.
+    pub(super) fn start(collector: Collector) -> Result<Arc<Queue>, String> {
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .build()
+            .map_err(|e| e.to_string())?;
         let queue = Arc::new(Queue::default());
         let drained = queue.clone();
         std::thread::Builder::new()
             .name("ovation-trace-export".into())
-            .spawn(move || export_loop(exporter, &drained))
-            .expect("a thread can be started");
-        QueueProcessor { queue, dropped }
+            .spawn(move || export_loop(&collector, &http, &drained))
+            .map_err(|e| e.to_string())?;
+        Ok(queue)
+    }
+
+    /// Queues an ended span, or drops and counts it when the queue is full.
+    pub(super) fn push(&self, span: Span) {
+        let mut pending = self.lock();
+        if pending.spans.len() >= QUEUE_CAPACITY {
+            drop(pending);
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        if pending.spans.capacity() == 0 {
+            pending.spans.reserve(BATCH);
+        }
+        pending.spans.push(span);
+        if pending.spans.len() == BATCH {
+            self.ready.notify_one();
+        }
+    }
+
+    /// Waits (at most `timeout`) until every span queued so far is exported.
+    pub(super) fn flush(&self, timeout: Duration) {
+        let (done, wait) = std::sync::mpsc::channel();
+        self.lock().flushes.push(done);
+        self.ready.notify_one();
+        let _ = wait.recv_timeout(timeout);
     }
 }
 
-impl Drop for QueueProcessor {
-    fn drop(&mut self) {
-        self.queue.lock().closed = true;
-        self.queue.ready.notify_one();
-    }
-}
-
-pub(super) fn export_loop<E: SpanExporter>(exporter: E, queue: &Queue) {
+fn export_loop(collector: &Collector, http: &reqwest::Client, queue: &Queue) {
     let Ok(rt) = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -82,10 +103,10 @@ pub(super) fn export_loop<E: SpanExporter>(exporter: E, queue: &Queue) {
         return;
     };
     loop {
-        let (spans, flushes, closed) = {
+        let (spans, flushes) = {
             let mut pending = queue.lock();
             let deadline = Instant::now() + BATCH_DELAY;
-            while pending.spans.len() < BATCH && pending.flushes.is_empty() && !pending.closed {
+            while pending.spans.len() < BATCH && pending.flushes.is_empty() {
                 let left = deadline.saturating_duration_since(Instant::now());
                 if left.is_zero() {
                     break;
@@ -99,23 +120,15 @@ pub(super) fn export_loop<E: SpanExporter>(exporter: E, queue: &Queue) {
             (
                 std::mem::take(&mut pending.spans),
                 std::mem::take(&mut pending.flushes),
-                pending.closed,
             )
         };
-        let mut spans = spans.into_iter().peekable();
-        while spans.peek().is_some() {
-            let mut batch: Vec<SpanData> = spans.by_ref().take(BATCH).collect();
+        for batch in spans.chunks(BATCH) {
+            let body = encode(collector, batch);
             // A busy collector answers 429 with `Retry-After: 1` (the local trace store does):
             // the batch is sent again after a second, twice at most. A collector that is down
             // loses it; the app goes on (spans ended meanwhile queue, or are dropped and counted).
             for attempt in 1..=EXPORT_ATTEMPTS {
-                let last = attempt == EXPORT_ATTEMPTS;
-                let sending = if last {
-                    std::mem::take(&mut batch)
-                } else {
-                    batch.clone()
-                };
-                if rt.block_on(exporter.export(sending)).is_ok() || last {
+                if rt.block_on(send(collector, http, body.clone())) || attempt == EXPORT_ATTEMPTS {
                     break;
                 }
                 std::thread::sleep(RETRY_AFTER);
@@ -124,43 +137,43 @@ pub(super) fn export_loop<E: SpanExporter>(exporter: E, queue: &Queue) {
         for done in flushes {
             let _ = done.send(());
         }
-        if closed {
-            return;
-        }
     }
 }
 
-impl SpanProcessor for QueueProcessor {
-    fn on_start(&self, _span: &mut opentelemetry_sdk::trace::Span, _cx: &Context) {}
-
-    fn on_end(&self, span: SpanData) {
-        if !span.span_context.is_sampled() {
-            return;
-        }
-        let mut pending = self.queue.lock();
-        if pending.spans.len() >= QUEUE_CAPACITY {
-            drop(pending);
-            self.dropped.fetch_add(1, Ordering::Relaxed);
-            return;
-        }
-        if pending.spans.capacity() == 0 {
-            pending.spans.reserve(BATCH);
-        }
-        pending.spans.push(span);
-        if pending.spans.len() == BATCH {
-            self.queue.ready.notify_one();
-        }
+/// A batch's request body: OTLP protobuf, gzip-compressed if the collector takes it so.
+pub(super) fn encode(collector: &Collector, batch: &[Span]) -> bytes::Bytes {
+    let body = super::otlp::request(&collector.process, batch);
+    if !collector.gzip {
+        return body.into();
     }
-
-    fn force_flush(&self) -> OTelSdkResult {
-        let (done, wait) = std::sync::mpsc::channel();
-        self.queue.lock().flushes.push(done);
-        self.queue.ready.notify_one();
-        let _ = wait.recv_timeout(Duration::from_secs(10));
-        Ok(())
+    use std::io::Write as _;
+    // Level 1: most of the saving (span batches repeat their keys and names) for little CPU.
+    let mut gz = flate2::write::GzEncoder::new(
+        Vec::with_capacity(body.len() / 4),
+        flate2::Compression::fast(),
+    );
+    match gz.write_all(&body).and_then(|()| gz.finish()) {
+        Ok(compressed) => compressed.into(),
+        // Writing to a `Vec` does not fail.
+        Err(_) => body.into(),
     }
+}
 
-    fn shutdown_with_timeout(&self, _timeout: Duration) -> OTelSdkResult {
-        self.force_flush()
+/// Posts one batch; whether the collector took it.
+async fn send(collector: &Collector, http: &reqwest::Client, body: bytes::Bytes) -> bool {
+    let mut request = http
+        .post(&collector.url)
+        .header(reqwest::header::CONTENT_TYPE, "application/x-protobuf");
+    if collector.gzip {
+        request = request.header(reqwest::header::CONTENT_ENCODING, "gzip");
+    }
+    match request.body(body).send().await {
+        Ok(answer) => {
+            let ok = answer.status().is_success();
+            // Read to the end, so the connection is kept for the next batch.
+            let _ = answer.bytes().await;
+            ok
+        }
+        Err(_) => false,
     }
 }

@@ -1,32 +1,27 @@
 //! Logs and distributed tracing.
 //!
-//! Everything is a `tracing` span or event; two layers make traces of them:
-//!
-//! - `tracing-opentelemetry` turns Ovation's spans into OpenTelemetry spans: a request
-//!   (`otel.kind = server`), a call (`client` when remote, `internal` when local), a publish
-//!   (`producer`), a delivery attempt (`consumer`); events inside a span (the app's logs)
-//!   become span events;
-//! - [`QuerySpans`] turns sqlx's per-statement event into a span of its own, child of the span
-//!   the query ran in, with the statement (literals redacted), the rows, and the duration.
+//! Everything is a `tracing` span or event. Besides the log layer, one layer makes traces of
+//! them ([`layer::Traces`]): a request (`otel.kind = server`), a call (`client` when remote,
+//! `internal` when local), a publish (`producer`), a delivery attempt (`consumer`), each with
+//! the events logged inside it (the app's logs); and a span for every database statement, made
+//! from sqlx's per-statement event ([`sql`]), with the statement (literals redacted), the rows
+//! and the duration. The span it keeps is the exported one, written as OTLP protobuf
+//! ([`otlp`]) straight from it.
 //!
 //! The W3C `traceparent` crosses processes in a header of every remote call and gateway
 //! forward, and rides inside every Pub/Sub message, so a request and everything it causes
 //! share one trace id. Request and response bodies and headers are never recorded (so neither
 //! are `Authorization` nor cookies).
 //!
-//! Export is OTLP/HTTP (protobuf) to `otlp_endpoint` (`OTEL_EXPORTER_OTLP_ENDPOINT`), through
-//! [`QueueProcessor`]: a bounded buffer drained in batches by a thread of its own, so a
-//! request never waits on the collector; spans that find the queue full are dropped and counted
-//! ([`dropped_spans`]).
+//! Export is OTLP/HTTP (protobuf, gzip-compressed when `OTEL_EXPORTER_OTLP_COMPRESSION=gzip`)
+//! to `otlp_endpoint` (`OTEL_EXPORTER_OTLP_ENDPOINT`), through [`export::Queue`]: a bounded
+//! buffer drained in batches by a thread of its own, so a request never waits on the
+//! collector; spans that find the queue full are dropped and counted ([`dropped_spans`]).
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use opentelemetry::trace::TracerProvider as _;
-use opentelemetry_otlp::{WithExportConfig, WithHttpConfig};
-use opentelemetry_sdk::Resource;
-use opentelemetry_sdk::trace::{Sampler, SdkTracer, SdkTracerProvider, SpanExporter};
 use tracing_subscriber::Layer;
 use tracing_subscriber::filter::{FilterExt, LevelFilter, Targets, dynamic_filter_fn};
 use tracing_subscriber::layer::SubscriberExt;
@@ -36,24 +31,21 @@ use crate::config::Config;
 
 mod context;
 mod export;
+mod layer;
 mod log;
+mod otlp;
 mod sql;
 
 pub(crate) use context::current_traceparent;
-use context::{REQUEST_SAMPLING, RequestsDecided, traced_here};
+use context::{REQUEST_SAMPLING, traced_here};
 pub(crate) use context::{RequestTrace, carry, exporting, request_span};
-use export::QueueProcessor;
+use export::{Collector, Queue};
 use log::LogLine;
-use sql::QuerySpans;
 
 /// The header (and Pub/Sub message field) carrying the trace context.
 pub(crate) const TRACEPARENT: &str = "traceparent";
-struct Telemetry {
-    provider: SdkTracerProvider,
-    dropped: Arc<AtomicU64>,
-}
-
-static TELEMETRY: OnceLock<Telemetry> = OnceLock::new();
+/// The export queue, once trace export is on.
+static TELEMETRY: OnceLock<Arc<Queue>> = OnceLock::new();
 
 /// Installs the process's `tracing` subscriber: logs to stderr (filtered by `RUST_LOG`,
 /// default `info`) and, when `config` names an OTLP endpoint, trace export. Does nothing if a
@@ -110,87 +102,45 @@ fn install(config: &Config, for_tests: bool) {
         .with_ansi(std::io::stderr().is_terminal())
     }
     .with_filter(filter.and(tracing_subscriber::filter::filter_fn(|m| m.is_event())));
-    let tracer = config.otlp_endpoint.as_deref().and_then(|endpoint| {
-        match start_export(endpoint, config.trace_sampling.unwrap_or(1.0)) {
-            Ok(tracer) => Some(tracer),
+    let queue = config.otlp_endpoint.as_deref().and_then(|endpoint| {
+        let sampling = config.trace_sampling.unwrap_or(1.0);
+        match start_export(endpoint, sampling, config.otlp_gzip) {
+            Ok(queue) => Some(queue),
             Err(e) => {
                 eprintln!("warning: traces are not exported: {e}");
                 None
             }
         }
     });
-    let spans = tracer.clone().map(|tracer| {
-        tracing_opentelemetry::layer()
-            .with_tracer(tracer)
-            // Ovation's spans carry their own meaning (service, endpoint, topic); the Rust
-            // source location, thread and target of each would only add export volume.
-            .with_tracked_inactivity(false)
-            // Entering a span would otherwise start its OpenTelemetry span and attach its
-            // context to the thread at every poll (every `.await` a handler resumes from), for
-            // other OpenTelemetry instrumentation to find; there is none here: the trace context
-            // is read from the `tracing` span.
-            .with_context_activation(false)
-            .with_location(false)
-            .with_threads(false)
-            .with_target(false)
-            .with_filter(
-                Targets::new()
-                    .with_default(LevelFilter::INFO)
-                    .with_target("ovation", LevelFilter::DEBUG)
-                    .with_target("sqlx", LevelFilter::OFF)
-                    .with_target("h2", LevelFilter::OFF)
-                    .with_target("hyper", LevelFilter::OFF)
-                    .and(dynamic_filter_fn(|_, _| traced_here())),
-            )
-    });
-    let queries = tracer.as_ref().map(|tracer| {
-        QuerySpans {
-            tracer: tracer.clone(),
-        }
-        .with_filter(
+    let traces = queue.map(|queue| {
+        layer::Traces { queue }.with_filter(
             Targets::new()
+                .with_default(LevelFilter::INFO)
+                .with_target("ovation", LevelFilter::DEBUG)
+                .with_target("sqlx", LevelFilter::OFF)
+                // The statement events, which become spans.
                 .with_target("sqlx::query", LevelFilter::DEBUG)
+                .with_target("h2", LevelFilter::OFF)
+                .with_target("hyper", LevelFilter::OFF)
                 .and(dynamic_filter_fn(|_, _| traced_here())),
         )
     });
     let _ = tracing_subscriber::registry()
         .with(logs)
-        .with(spans)
-        .with(queries)
+        .with(traces)
         .try_init();
 }
 
-fn start_export(endpoint: &str, sampling: f64) -> Result<SdkTracer, String> {
-    let sampling = sampling.clamp(0.0, 1.0);
-    let url = format!("{}/v1/traces", endpoint.trim_end_matches('/'));
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(10))
-        .build()
-        .map_err(|e| e.to_string())?;
-    let mut exporter = opentelemetry_otlp::SpanExporter::builder()
-        .with_http()
-        .with_http_client(http)
-        .with_endpoint(url)
-        .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
-        .build()
-        .map_err(|e| format!("the OTLP exporter for {endpoint} cannot be built: {e}"))?;
-    let resource = Resource::builder()
-        .with_service_name(service_name())
-        .build();
-    exporter.set_resource(&resource);
-    let dropped = Arc::new(AtomicU64::new(0));
-    let processor = QueueProcessor::start(exporter, dropped.clone());
-    let provider = SdkTracerProvider::builder()
-        .with_span_processor(processor)
-        .with_sampler(RequestsDecided(Sampler::ParentBased(Box::new(
-            Sampler::TraceIdRatioBased(sampling),
-        ))))
-        .with_resource(resource)
-        .build();
-    let tracer = provider.tracer("ovation");
-    let _ = TELEMETRY.set(Telemetry { provider, dropped });
-    let _ = REQUEST_SAMPLING.set(sampling);
-    Ok(tracer)
+fn start_export(endpoint: &str, sampling: f64, gzip: bool) -> Result<Arc<Queue>, String> {
+    let queue = Queue::start(Collector {
+        url: format!("{}/v1/traces", endpoint.trim_end_matches('/')),
+        process: service_name(),
+        gzip,
+    })
+    .map_err(|e| format!("the export to {endpoint} cannot start: {e}"))?;
+    let _ = TELEMETRY.set(queue.clone());
+    let _ = REQUEST_SAMPLING.set(sampling.clamp(0.0, 1.0));
+    Ok(queue)
 }
 
 /// `OTEL_SERVICE_NAME`, or the binary's name.
@@ -210,17 +160,12 @@ pub(crate) fn service_name() -> String {
 pub fn dropped_spans() -> u64 {
     TELEMETRY
         .get()
-        .map_or(0, |t| t.dropped.load(Ordering::Relaxed))
+        .map_or(0, |q| q.dropped.load(Ordering::Relaxed))
 }
 
 /// Exports every span ended so far, waiting at most `timeout`. For tests and shutdown.
 pub(crate) fn flush(timeout: Duration) {
-    if let Some(t) = TELEMETRY.get() {
-        let provider = t.provider.clone();
-        let done = std::thread::spawn(move || provider.force_flush());
-        let deadline = std::time::Instant::now() + timeout;
-        while !done.is_finished() && std::time::Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(5));
-        }
+    if let Some(queue) = TELEMETRY.get() {
+        queue.flush(timeout);
     }
 }

@@ -1,22 +1,12 @@
 //! A span for every database statement, made from sqlx's per-statement event, with its SQL
 //! (literals redacted), rows and duration.
 
-use std::time::{Duration, SystemTime};
+use std::borrow::Cow;
 
-use opentelemetry::KeyValue;
-use opentelemetry::trace::{SpanKind, TraceContextExt, Tracer as _};
-use opentelemetry_sdk::trace::SdkTracer;
-use tracing_opentelemetry::OpenTelemetrySpanExt;
-use tracing_subscriber::Layer;
-
-/// Turns sqlx's event for each finished statement into a span, child of the current span.
-/// Statements outside any traced span (Pub/Sub polling, migrations) make no span.
-pub(super) struct QuerySpans {
-    pub(super) tracer: SdkTracer,
-}
+use super::otlp::{Attr, Kind, Span, Status, Value};
 
 #[derive(Default)]
-pub(super) struct QueryFields {
+struct QueryFields {
     summary: String,
     statement: String,
     rows_returned: Option<u64>,
@@ -47,60 +37,71 @@ impl tracing::field::Visit for QueryFields {
     fn record_debug(&mut self, _: &tracing::field::Field, _: &dyn std::fmt::Debug) {}
 }
 
-impl<S> Layer<S> for QuerySpans
-where
-    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
-{
-    fn on_event(
-        &self,
-        event: &tracing::Event<'_>,
-        _ctx: tracing_subscriber::layer::Context<'_, S>,
-    ) {
-        let parent = tracing::Span::current().context();
-        let parent_span = parent.span();
-        let sc = parent_span.span_context();
-        if !sc.is_valid() || !sc.is_sampled() {
-            return;
+/// The span of the statement sqlx's `event` reports as finished, child of span `parent_span_id`
+/// of trace `trace_id` (the span the query ran in).
+pub(super) fn query_span(
+    event: &tracing::Event<'_>,
+    (trace_id, parent_span_id): (u128, u64),
+) -> Span {
+    let mut q = QueryFields::default();
+    event.record(&mut q);
+    let sql = if q.statement.trim().is_empty() {
+        q.summary.trim()
+    } else {
+        q.statement.trim()
+    };
+    let sql = redact_sql(sql);
+    let operation = sql
+        .split_whitespace()
+        .next()
+        .unwrap_or("query")
+        .to_ascii_uppercase();
+    let end = super::layer::now();
+    let elapsed = (q.elapsed_secs.max(0.0) * 1e9) as u64;
+    let text = |s: String| Value::Str(Cow::Owned(s));
+    let mut attributes = Vec::with_capacity(6);
+    attributes.push(Attr {
+        key: "db.system",
+        value: Value::Str(Cow::Borrowed("postgresql")),
+    });
+    attributes.push(Attr {
+        key: "db.operation",
+        value: text(operation.clone()),
+    });
+    let name = Cow::Owned(format!("db {operation}"));
+    attributes.push(Attr {
+        key: "db.statement",
+        value: text(sql),
+    });
+    for (key, rows) in [
+        ("db.rows_returned", q.rows_returned),
+        ("db.rows_affected", q.rows_affected),
+    ] {
+        if let Some(rows) = rows {
+            attributes.push(Attr {
+                key,
+                value: Value::Int(i64::try_from(rows).unwrap_or(i64::MAX)),
+            });
         }
-        let mut q = QueryFields::default();
-        event.record(&mut q);
-        let sql = if q.statement.trim().is_empty() {
-            q.summary.trim()
-        } else {
-            q.statement.trim()
-        };
-        let sql = redact_sql(sql);
-        let operation = sql
-            .split_whitespace()
-            .next()
-            .unwrap_or("query")
-            .to_ascii_uppercase();
-        let end = SystemTime::now();
-        let start = end
-            .checked_sub(Duration::from_secs_f64(q.elapsed_secs.max(0.0)))
-            .unwrap_or(end);
-        let mut attributes = vec![
-            KeyValue::new("db.system", "postgresql"),
-            KeyValue::new("db.operation", operation.clone()),
-            KeyValue::new("db.statement", sql),
-        ];
-        if let Some(rows) = q.rows_returned {
-            attributes.push(KeyValue::new("db.rows_returned", rows as i64));
-        }
-        if let Some(rows) = q.rows_affected {
-            attributes.push(KeyValue::new("db.rows_affected", rows as i64));
-        }
-        if let Some(service) = crate::runtime::context().ok().and_then(|c| c.service) {
-            attributes.push(KeyValue::new("service", service));
-        }
-        let mut span = self
-            .tracer
-            .span_builder(format!("db {operation}"))
-            .with_kind(SpanKind::Client)
-            .with_start_time(start)
-            .with_attributes(attributes)
-            .start_with_context(&self.tracer, &parent);
-        opentelemetry::trace::Span::end_with_timestamp(&mut span, end);
+    }
+    if let Some(service) = crate::runtime::context().ok().and_then(|c| c.service) {
+        attributes.push(Attr {
+            key: "service",
+            value: Value::Str(Cow::Borrowed(service)),
+        });
+    }
+    Span {
+        trace_id,
+        span_id: super::layer::span_id(),
+        parent_span_id,
+        sampled: true,
+        name,
+        kind: Kind::Client,
+        start: end.saturating_sub(elapsed),
+        end,
+        attributes,
+        events: Vec::new(),
+        status: Status::Unset,
     }
 }
 

@@ -1,0 +1,239 @@
+//! The one `tracing` layer that makes traces: it keeps the exported [`Span`] in each traced
+//! span's extensions, filled in as its fields are recorded (`otel.name`, `otel.kind` and
+//! `otel.status_code` say what the span is; every other field is an attribute under its static
+//! name), gives it the events logged inside it, and queues it for export when it closes. sqlx's
+//! event for each finished statement becomes a span of its own (see [`super::sql`]).
+//!
+//! One registry lookup per callback; nothing is converted twice: what the queue holds is what
+//! [`super::otlp::request`] writes.
+
+use std::borrow::Cow;
+use std::time::SystemTime;
+
+use rand::Rng as _;
+use tracing::field::{Field, Visit};
+use tracing::span::{Attributes, Id, Record};
+use tracing_subscriber::Layer;
+use tracing_subscriber::layer::Context;
+use tracing_subscriber::registry::LookupSpan;
+
+use super::context::{REQUEST_SAMPLING, random};
+use super::export::Queue;
+use super::otlp::{Attr, Event, Kind, Span, Status, Value};
+
+/// Makes spans of Ovation's `tracing` spans and queues them on `queue`.
+pub(super) struct Traces {
+    pub(super) queue: std::sync::Arc<Queue>,
+}
+
+/// Unix time now, in nanoseconds.
+pub(super) fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+}
+
+/// A new id: never 0, which OTLP reads as "none".
+pub(super) fn span_id() -> u64 {
+    random(|r| r.random::<u64>()).max(1)
+}
+
+impl<S> Layer<S> for Traces
+where
+    S: tracing::Subscriber + for<'a> LookupSpan<'a>,
+{
+    fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, ctx: Context<'_, S>) {
+        let Some(span) = ctx.span(id) else {
+            return;
+        };
+        let meta = attrs.metadata();
+        let mut data = Span {
+            trace_id: 0,
+            span_id: span_id(),
+            parent_span_id: 0,
+            sampled: true,
+            name: Cow::Borrowed(meta.name()),
+            kind: Kind::Internal,
+            start: now(),
+            end: 0,
+            attributes: Vec::with_capacity(meta.fields().len()),
+            events: Vec::new(),
+            status: Status::Unset,
+        };
+        attrs.record(&mut Fields(&mut data));
+        let parent = span.parent().and_then(|p| {
+            p.extensions()
+                .get::<Span>()
+                .map(|p| (p.trace_id, p.span_id, p.sampled))
+        });
+        match parent {
+            Some((trace_id, parent_span_id, sampled)) => {
+                data.trace_id = trace_id;
+                data.parent_span_id = parent_span_id;
+                data.sampled = sampled;
+            }
+            None => {
+                data.trace_id = random(|r| r.random::<u128>()).max(1);
+                // A request's or delivery's span exists only when it was sampled (see
+                // `request_span`); other roots (background work) get `trace_sampling`.
+                data.sampled = matches!(data.kind, Kind::Server | Kind::Consumer)
+                    || REQUEST_SAMPLING.get().is_some_and(|&ratio| {
+                        ratio >= 1.0 || (ratio > 0.0 && random(|r| r.random::<f64>()) < ratio)
+                    });
+            }
+        }
+        span.extensions_mut().insert(data);
+    }
+
+    fn on_record(&self, id: &Id, values: &Record<'_>, ctx: Context<'_, S>) {
+        if let Some(span) = ctx.span(id)
+            && let Some(data) = span.extensions_mut().get_mut::<Span>()
+        {
+            values.record(&mut Fields(data));
+        }
+    }
+
+    fn on_event(&self, event: &tracing::Event<'_>, ctx: Context<'_, S>) {
+        let Some(span) = ctx.event_span(event) else {
+            return;
+        };
+        let meta = event.metadata();
+        if meta.target().starts_with("sqlx::query") {
+            let parent = span
+                .extensions()
+                .get::<Span>()
+                .filter(|p| p.sampled)
+                .map(|p| (p.trace_id, p.span_id));
+            if let Some(parent) = parent {
+                self.queue.push(super::sql::query_span(event, parent));
+            }
+            return;
+        }
+        let mut extensions = span.extensions_mut();
+        let Some(data) = extensions.get_mut::<Span>().filter(|d| d.sampled) else {
+            return;
+        };
+        let mut logged = Event {
+            time: now(),
+            name: Cow::Borrowed(meta.name()),
+            attributes: vec![Attr {
+                key: "level",
+                value: Value::Str(Cow::Borrowed(meta.level().as_str())),
+            }],
+        };
+        event.record(&mut EventFields(&mut logged));
+        // An error logged inside a span makes it an error, unless the span said otherwise.
+        if *meta.level() == tracing::Level::ERROR && data.status == Status::Unset {
+            data.status = Status::Error;
+        }
+        data.events.push(logged);
+    }
+
+    fn on_close(&self, id: Id, ctx: Context<'_, S>) {
+        let Some(span) = ctx.span(&id) else {
+            return;
+        };
+        let Some(mut data) = span.extensions_mut().remove::<Span>() else {
+            return;
+        };
+        if data.sampled {
+            data.end = now();
+            self.queue.push(data);
+        }
+    }
+}
+
+/// Records a span's fields into its [`Span`].
+struct Fields<'a>(&'a mut Span);
+
+impl Fields<'_> {
+    fn text(&mut self, field: &Field, value: Cow<'static, str>) {
+        match field.name() {
+            "otel.name" => self.0.name = value,
+            "otel.kind" => {
+                if let Some(kind) = Kind::parse(&value) {
+                    self.0.kind = kind;
+                }
+            }
+            "otel.status_code" => {
+                self.0.status = match value.to_ascii_lowercase().as_str() {
+                    "error" => Status::Error,
+                    "ok" => Status::Ok,
+                    _ => Status::Unset,
+                }
+            }
+            name => self.0.set(name, Value::Str(value)),
+        }
+    }
+}
+
+impl Visit for Fields<'_> {
+    fn record_str(&mut self, field: &Field, value: &str) {
+        self.text(field, Cow::Owned(value.to_owned()));
+    }
+    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+        self.text(field, Cow::Owned(format!("{value:?}")));
+    }
+    fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
+        self.text(field, Cow::Owned(value.to_string()));
+    }
+    fn record_i64(&mut self, field: &Field, value: i64) {
+        self.0.set(field.name(), Value::Int(value));
+    }
+    fn record_u64(&mut self, field: &Field, value: u64) {
+        self.0.set(field.name(), int_or_text(value));
+    }
+    fn record_f64(&mut self, field: &Field, value: f64) {
+        self.0.set(field.name(), Value::Float(value));
+    }
+    fn record_bool(&mut self, field: &Field, value: bool) {
+        self.0.set(field.name(), Value::Bool(value));
+    }
+}
+
+/// OTLP's integers are signed: a larger `u64` goes as text rather than wrapped.
+fn int_or_text(value: u64) -> Value {
+    i64::try_from(value).map_or_else(|_| Value::Str(Cow::Owned(value.to_string())), Value::Int)
+}
+
+/// Records an event's fields: its message is its name, the rest are attributes (but not the
+/// `log` crate's bookkeeping, when the event came through `tracing-log`).
+struct EventFields<'a>(&'a mut Event);
+
+impl EventFields<'_> {
+    fn push(&mut self, field: &Field, value: Value) {
+        match field.name() {
+            "message" => {
+                if let Value::Str(s) = value {
+                    self.0.name = s;
+                }
+            }
+            name if name.starts_with("log.") => {}
+            key => self.0.attributes.push(Attr { key, value }),
+        }
+    }
+}
+
+impl Visit for EventFields<'_> {
+    fn record_str(&mut self, field: &Field, value: &str) {
+        self.push(field, Value::Str(Cow::Owned(value.to_owned())));
+    }
+    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+        self.push(field, Value::Str(Cow::Owned(format!("{value:?}"))));
+    }
+    fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
+        self.push(field, Value::Str(Cow::Owned(value.to_string())));
+    }
+    fn record_i64(&mut self, field: &Field, value: i64) {
+        self.push(field, Value::Int(value));
+    }
+    fn record_u64(&mut self, field: &Field, value: u64) {
+        self.push(field, int_or_text(value));
+    }
+    fn record_f64(&mut self, field: &Field, value: f64) {
+        self.push(field, Value::Float(value));
+    }
+    fn record_bool(&mut self, field: &Field, value: bool) {
+        self.push(field, Value::Bool(value));
+    }
+}
