@@ -529,7 +529,7 @@ pub async fn start(config: Config) -> Result<Server, StartupError> {
         let interval = Duration::from_millis(config.metric_export_interval_ms.unwrap_or(60_000));
         if let Some(task) = crate::metrics::otlp::start(
             &rt.metrics,
-            (endpoint, interval),
+            (endpoint, interval, config.otlp_gzip),
             crate::telemetry::service_name(),
             crate::telemetry::dropped_spans,
         ) {

@@ -68,6 +68,7 @@ pub mod auth;
 pub mod cache;
 mod call;
 mod client;
+mod compress;
 pub mod config;
 pub mod cron;
 pub mod error;

@@ -185,12 +185,24 @@ async fn the_dashboard_works_in_a_browser_offline() {
 /// dashboard's `/api/metrics` (the Services page's sparklines) counts exactly what was sent.
 #[tokio::test]
 async fn the_dashboard_receives_the_apps_metrics_over_otlp() {
-    let (mut run, app, dashboard) = util::run_shop("metrics").await;
+    // Compressed, as an exporter to a remote collector would send them: the dashboard takes
+    // gzip as it takes uncompressed requests.
+    let gzip = [("OTEL_EXPORTER_OTLP_COMPRESSION", "gzip")];
+    let (mut run, app, dashboard) = util::run_shop_env("metrics", false, &gzip).await;
     let c = Client::new(&app);
-    for _ in 0..3 {
+    for _ in 0..2 {
         let missing = c.get(&format!("/users/{}", uuid::Uuid::new_v4())).await;
         assert_eq!(missing.status, 404, "{missing:?}");
     }
+    // This one's trace is looked for too: the spans came gzip-compressed as well.
+    let (trace, traceparent) = util::new_traceparent();
+    let missing = reqwest::Client::new()
+        .get(format!("{app}/users/{}", uuid::Uuid::new_v4()))
+        .header("traceparent", &traceparent)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(missing.status(), 404);
     assert_eq!(c.get("/users/not-a-uuid").await.status, 400);
 
     // `ovation run` has its app export every 5 s.
@@ -225,6 +237,11 @@ async fn the_dashboard_receives_the_apps_metrics_over_otlp() {
     assert_eq!(slots.len(), 60, "ten minutes of 10 s slots");
     let sum = |field: &str| -> u64 { slots.iter().map(|s| s[field].as_u64().unwrap()).sum() };
     assert_eq!((sum("count"), sum("errors")), (4, 4), "{activity:#}");
+    let spans = util::wait_for_trace(&dashboard, &trace, |s| !s.is_empty()).await;
+    assert_eq!(
+        spans[0]["attributes"]["http.status_code"], 404,
+        "{spans:#?}"
+    );
     let status = run.stop();
     assert!(status.success(), "{status}");
 }

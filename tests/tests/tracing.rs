@@ -489,6 +489,71 @@ async fn the_receiver_takes_otlp_json_and_rejects_what_is_not_otlp() {
     );
 }
 
+/// What an exporter sends gzip-compressed (`OTEL_EXPORTER_OTLP_COMPRESSION=gzip`) is stored as
+/// if it had come uncompressed; a body that inflates past the limit is refused as too large,
+/// without being inflated whole, and an encoding the store cannot read is named.
+#[tokio::test]
+async fn the_receiver_takes_gzip_and_bounds_what_it_inflates() {
+    use std::io::Write as _;
+    let gzip = |bytes: &[u8]| {
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        gz.write_all(bytes).unwrap();
+        gz.finish().unwrap()
+    };
+    let receiver = util::trace_receiver();
+    let http = reqwest::Client::new();
+    let post = |encoding: &'static str, content_type: &'static str, body: Vec<u8>| {
+        http.post(format!("{receiver}/v1/traces"))
+            .header("content-type", content_type)
+            .header("content-encoding", encoding)
+            .body(body)
+            .send()
+    };
+    let trace = uuid::Uuid::new_v4().simple().to_string();
+    let body = json!({"resourceSpans": [{
+        "resource": {"attributes": [{"key": "service.name", "value": {"stringValue": "gzip-client"}}]},
+        "scopeSpans": [{"spans": [{
+            "traceId": trace,
+            "spanId": "00f067aa0ba902b7",
+            "name": "GET /gzip",
+            "kind": 2,
+            "startTimeUnixNano": "1700000000000000000",
+            "endTimeUnixNano": "1700000000005000000",
+        }]}]
+    }]});
+    let r = post(
+        "gzip",
+        "application/json",
+        gzip(body.to_string().as_bytes()),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    let spans = util::wait_for_trace(receiver, &trace, |s| !s.is_empty()).await;
+    assert_eq!(
+        (&spans[0]["name"], &spans[0]["process"]),
+        (&json!("GET /gzip"), &json!("gzip-client"))
+    );
+
+    // 33 MiB of zeros inflate past the 32 MiB protobuf limit; compressed, they are 33 KiB.
+    let bomb = gzip(&vec![0; 33 * 1024 * 1024]);
+    assert!(bomb.len() < 100 * 1024);
+    let r = post("gzip", "application/x-protobuf", bomb).await.unwrap();
+    assert_eq!(r.status(), 413, "{}", r.text().await.unwrap());
+
+    let r = post("gzip", "application/x-protobuf", b"not gzip".to_vec())
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400, "{}", r.text().await.unwrap());
+
+    let r = post("br", "application/x-protobuf", b"..".to_vec())
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 415);
+    let text = r.text().await.unwrap();
+    assert!(text.contains("gzip"), "{text}");
+}
+
 /// A stream is a span of its own, a child of its handshake's request span, with the number of
 /// messages each way; the handshake continues the client's trace.
 #[tokio::test]

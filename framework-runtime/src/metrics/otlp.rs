@@ -233,16 +233,18 @@ pub(crate) struct Export {
     process: String,
     /// The spans the process's trace export dropped so far.
     dropped_spans: fn() -> u64,
+    /// Whether requests are gzip-compressed (`OTEL_EXPORTER_OTLP_COMPRESSION=gzip`).
+    gzip: bool,
     /// Whether the last export failed: a failure is logged once, not at every interval.
     failing: AtomicBool,
 }
 
 /// Starts exporting `metrics` (a runtime's) to the OTLP/HTTP collector at `endpoint` every
-/// `interval`, as the process (resource) `process`, with the spans `dropped_spans` says its
+/// `interval` (gzip-compressed if `gzip`), as the process (resource) `process`, with the spans `dropped_spans` says its
 /// trace export dropped; the task's handle, for the runtime to stop with its background work.
 pub(crate) fn start(
     metrics: &'static Metrics,
-    (endpoint, interval): (&str, Duration),
+    (endpoint, interval, gzip): (&str, Duration, bool),
     process: String,
     dropped_spans: fn() -> u64,
 ) -> Option<tokio::task::AbortHandle> {
@@ -255,6 +257,7 @@ pub(crate) fn start(
         http,
         process,
         dropped_spans,
+        gzip,
         failing: AtomicBool::new(false),
     };
     metrics.export.set(export).ok()?;
@@ -287,13 +290,17 @@ async fn send(metrics: &Metrics) {
         SystemTime::now(),
     )
     .encode_to_vec();
-    let sent = export
+    let mut post = export
         .http
         .post(&export.url)
-        .header(reqwest::header::CONTENT_TYPE, "application/x-protobuf")
-        .body(body)
-        .send()
-        .await;
+        .header(reqwest::header::CONTENT_TYPE, "application/x-protobuf");
+    let body = if export.gzip {
+        post = post.header(reqwest::header::CONTENT_ENCODING, "gzip");
+        crate::compress::gzip(&body)
+    } else {
+        body
+    };
+    let sent = post.body(body).send().await;
     let problem = match sent {
         Ok(answer) if answer.status().is_success() => None,
         Ok(answer) => Some(format!("{} answered {}", export.url, answer.status())),

@@ -146,17 +146,7 @@ pub(super) fn encode(collector: &Collector, batch: &[Span]) -> bytes::Bytes {
     if !collector.gzip {
         return body.into();
     }
-    use std::io::Write as _;
-    // Level 1: most of the saving (span batches repeat their keys and names) for little CPU.
-    let mut gz = flate2::write::GzEncoder::new(
-        Vec::with_capacity(body.len() / 4),
-        flate2::Compression::fast(),
-    );
-    match gz.write_all(&body).and_then(|()| gz.finish()) {
-        Ok(compressed) => compressed.into(),
-        // Writing to a `Vec` does not fail.
-        Err(_) => body.into(),
-    }
+    crate::compress::gzip(&body).into()
 }
 
 /// Posts one batch; whether the collector took it.
@@ -175,5 +165,111 @@ async fn send(collector: &Collector, http: &reqwest::Client, body: bytes::Bytes)
             ok
         }
         Err(_) => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::telemetry::otlp::{Kind, Status};
+    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+    use prost::Message as _;
+    use std::io::{BufRead as _, BufReader, Read as _, Write as _};
+
+    /// A collector on loopback taking one OTLP request: its headers (lower-cased) and body.
+    fn collector() -> (String, std::sync::mpsc::Receiver<(Vec<String>, Vec<u8>)>) {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}/v1/traces", listener.local_addr().unwrap());
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let (stream, _) = listener.accept().unwrap();
+            stream
+                .set_read_timeout(Some(Duration::from_secs(10)))
+                .unwrap();
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut headers = Vec::new();
+            loop {
+                let mut line = String::new();
+                reader.read_line(&mut line).unwrap();
+                if line.trim().is_empty() {
+                    break;
+                }
+                headers.push(line.trim().to_ascii_lowercase());
+            }
+            let length: usize = headers
+                .iter()
+                .find_map(|h| h.strip_prefix("content-length:"))
+                .map_or(0, |n| n.trim().parse().unwrap());
+            let mut body = vec![0; length];
+            reader.read_exact(&mut body).unwrap();
+            (&stream)
+                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")
+                .unwrap();
+            tx.send((headers, body)).unwrap();
+        });
+        (url, rx)
+    }
+
+    fn span(name: &'static str) -> Span {
+        Span {
+            trace_id: 7,
+            span_id: 9,
+            parent_span_id: 0,
+            sampled: true,
+            name: std::borrow::Cow::Borrowed(name),
+            kind: Kind::Server,
+            start: 1,
+            end: 2,
+            attributes: Vec::new(),
+            events: Vec::new(),
+            status: Status::Unset,
+        }
+    }
+
+    #[test]
+    fn a_flush_sends_what_is_queued_gzip_compressed_when_asked() {
+        let (url, received) = collector();
+        let queue = Queue::start(Collector {
+            url,
+            process: "gzip-test".into(),
+            gzip: true,
+        })
+        .unwrap();
+        queue.push(span("first"));
+        queue.push(span("second"));
+        queue.flush(Duration::from_secs(10));
+        let (headers, body) = received
+            .recv_timeout(Duration::from_secs(1))
+            .expect("the flush sent the spans");
+        assert!(
+            headers.contains(&"content-encoding: gzip".to_owned()),
+            "{headers:?}"
+        );
+        assert!(
+            headers.contains(&"content-type: application/x-protobuf".to_owned()),
+            "{headers:?}"
+        );
+        let mut inflated = Vec::new();
+        flate2::read::GzDecoder::new(body.as_slice())
+            .read_to_end(&mut inflated)
+            .unwrap();
+        let request = ExportTraceServiceRequest::decode(inflated.as_slice()).unwrap();
+        let names: Vec<_> = request.resource_spans[0].scope_spans[0]
+            .spans
+            .iter()
+            .map(|s| s.name.as_str())
+            .collect();
+        assert_eq!(names, ["first", "second"]);
+        assert_eq!(queue.dropped.load(Ordering::Relaxed), 0);
+    }
+
+    #[test]
+    fn a_full_queue_drops_and_counts_instead_of_waiting() {
+        let queue = Queue::default();
+        for _ in 0..QUEUE_CAPACITY + 5 {
+            queue.push(span("s"));
+        }
+        assert_eq!(queue.dropped.load(Ordering::Relaxed), 5);
+        assert_eq!(queue.lock().spans.len(), QUEUE_CAPACITY);
     }
 }

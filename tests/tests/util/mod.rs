@@ -412,6 +412,17 @@ pub struct Running {
 
 impl Running {
     pub fn start(app: &Path, port: u16, dashboard: u16, watch: bool, name: &str) -> Running {
+        Running::start_with(app, (port, dashboard), watch, name, &[])
+    }
+
+    /// [`Running::start`] with `env` set for `ovation run` (and so for the app).
+    pub fn start_with(
+        app: &Path,
+        (port, dashboard): (u16, u16),
+        watch: bool,
+        name: &str,
+        env: &[(&str, &str)],
+    ) -> Running {
         let log = target_dir().join(format!("ovation-run-{name}-{}.log", std::process::id()));
         let out = std::fs::File::create(&log).unwrap();
         let mut cmd = Command::new(ovation());
@@ -423,6 +434,7 @@ impl Running {
             .env("CARGO_TARGET_DIR", target_dir())
             .env_remove("DATABASE_URL")
             .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(out.try_clone().unwrap())
             .stderr(out);
@@ -496,13 +508,22 @@ pub async fn run_shop(name: &str) -> (Running, String, String) {
 
 /// [`run_shop`], with `--watch` if asked: the app then sits behind the watch proxy.
 pub async fn run_shop_with(name: &str, watch: bool) -> (Running, String, String) {
+    run_shop_env(name, watch, &[]).await
+}
+
+/// [`run_shop_with`], with `env` set for `ovation run` and the app.
+pub async fn run_shop_env(
+    name: &str,
+    watch: bool,
+    env: &[(&str, &str)],
+) -> (Running, String, String) {
     let (port, dashboard) = (free_port(), free_port());
-    let mut run = Running::start(
+    let mut run = Running::start_with(
         &workspace().join("examples/shop-app"),
-        port,
-        dashboard,
+        (port, dashboard),
         watch,
         name,
+        env,
     );
     let app = format!("http://127.0.0.1:{port}");
     run.wait_for(&format!("{app}/__ovation/health"), Duration::from_secs(600))
