@@ -166,9 +166,16 @@ pub(super) async fn read(
     let body = if gzip {
         match gunzip(&body, limit) {
             Ok(body) => body,
-            Err(answer) => {
+            Err(None) => {
                 store.dropped.requests.fetch_add(1, Ordering::Relaxed);
-                return Err(answer);
+                return Err(too_large(limit));
+            }
+            Err(Some(e)) => {
+                store.dropped.requests.fetch_add(1, Ordering::Relaxed);
+                return Err(Error::invalid_argument(format!(
+                    "the request body is not valid gzip: {e}"
+                ))
+                .into_response());
             }
         }
     } else {
@@ -191,22 +198,20 @@ pub(super) async fn read(
     })
 }
 
-/// A gzip body decompressed, if it is at most `limit` bytes so; what it is not, answered.
-fn gunzip(body: &[u8], limit: usize) -> Result<axum::body::Bytes, Response> {
+/// A gzip body decompressed, if it is at most `limit` bytes so; else why not: `None` when it
+/// inflates past the limit.
+fn gunzip(body: &[u8], limit: usize) -> Result<axum::body::Bytes, Option<std::io::Error>> {
     use std::io::Read as _;
     let mut out = Vec::new();
     // One byte past the limit tells a body that is too large from one that fits exactly.
-    let read = flate2::read::GzDecoder::new(body)
+    flate2::read::GzDecoder::new(body)
         .take(limit as u64 + 1)
-        .read_to_end(&mut out);
-    match read {
-        Ok(_) if out.len() > limit => Err(too_large(limit)),
-        Ok(_) => Ok(out.into()),
-        Err(e) => Err(
-            Error::invalid_argument(format!("the request body is not valid gzip: {e}"))
-                .into_response(),
-        ),
+        .read_to_end(&mut out)
+        .map_err(Some)?;
+    if out.len() > limit {
+        return Err(None);
     }
+    Ok(out.into())
 }
 
 pub(super) fn too_large(limit: usize) -> Response {

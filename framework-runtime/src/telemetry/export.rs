@@ -176,8 +176,11 @@ mod tests {
     use prost::Message as _;
     use std::io::{BufRead as _, BufReader, Read as _, Write as _};
 
-    /// A collector on loopback taking one OTLP request: its headers (lower-cased) and body.
-    fn collector() -> (String, std::sync::mpsc::Receiver<(Vec<String>, Vec<u8>)>) {
+    /// A request's header lines (lower-cased) and body.
+    type Taken = (Vec<String>, Vec<u8>);
+
+    /// A collector on loopback taking one OTLP request.
+    fn collector() -> (String, std::sync::mpsc::Receiver<Taken>) {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let url = format!("http://{}/v1/traces", listener.local_addr().unwrap());
         let (tx, rx) = std::sync::mpsc::channel();
