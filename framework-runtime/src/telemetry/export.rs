@@ -86,6 +86,12 @@ impl Queue {
         }
     }
 
+    /// What is queued, taken: for tests of what is queued.
+    #[cfg(test)]
+    pub(super) fn take_for_test(&self) -> Vec<Span> {
+        std::mem::take(&mut self.lock().spans)
+    }
+
     /// Waits (at most `timeout`) until every span queued so far is exported.
     pub(super) fn flush(&self, timeout: Duration) {
         let (done, wait) = std::sync::mpsc::channel();

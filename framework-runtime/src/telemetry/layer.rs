@@ -24,6 +24,8 @@ use super::otlp::{Attr, Event, Kind, Span, Status, Value};
 /// Makes spans of Ovation's `tracing` spans and queues them on `queue`.
 pub(super) struct Traces {
     pub(super) queue: std::sync::Arc<Queue>,
+    /// The service the running code is in, if any: for the spans of database statements.
+    pub(super) service: fn() -> Option<&'static str>,
 }
 
 /// Unix time now, in nanoseconds.
@@ -105,7 +107,8 @@ where
                 .filter(|p| p.sampled)
                 .map(|p| (p.trace_id, p.span_id));
             if let Some(parent) = parent {
-                self.queue.push(super::sql::query_span(event, parent));
+                self.queue
+                    .push(super::sql::query_span(event, parent, (self.service)()));
             }
             return;
         }
@@ -235,5 +238,139 @@ impl Visit for EventFields<'_> {
     }
     fn record_bool(&mut self, field: &Field, value: bool) {
         self.push(field, Value::Bool(value));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+    use tracing_subscriber::layer::SubscriberExt as _;
+
+    /// The spans `work` ends, as the layer queues them for export, oldest first.
+    fn traced(work: impl FnOnce()) -> Vec<Span> {
+        let queue = Arc::new(Queue::default());
+        let subscriber = tracing_subscriber::registry().with(Traces {
+            queue: queue.clone(),
+            service: || None,
+        });
+        tracing::subscriber::with_default(subscriber, work);
+        queue.take_for_test()
+    }
+
+    #[test]
+    fn a_users_spans_and_events_inside_a_request_are_part_of_its_trace() {
+        let spans = traced(|| {
+            let request = tracing::info_span!(
+                "request",
+                otel.name = "orders.create",
+                otel.kind = "server",
+                otel.status_code = tracing::field::Empty,
+                service = "orders",
+                http.status_code = tracing::field::Empty,
+            );
+            let _entered = request.enter();
+            {
+                let mine = tracing::info_span!("price lookup", sku = "A-1", attempt = 2_u64);
+                let _mine = mine.enter();
+                tracing::info!(cents = 250, "priced");
+                tracing::error!("the price service failed");
+            }
+            request.record("http.status_code", 200_i64);
+            request.record("http.status_code", 201_i64);
+        });
+        let [mine, request] = spans.as_slice() else {
+            panic!("two spans: {spans:#?}");
+        };
+        assert_eq!(
+            (request.name.as_ref(), request.kind, request.parent_span_id),
+            ("orders.create", Kind::Server, 0)
+        );
+        assert_eq!(
+            request.attributes,
+            [
+                Attr {
+                    key: "service",
+                    value: Value::Str("orders".into())
+                },
+                Attr {
+                    key: "http.status_code",
+                    value: Value::Int(201)
+                },
+            ],
+            "`otel.*` are not attributes; a field recorded twice keeps its last value"
+        );
+        assert_eq!(request.status, Status::Unset);
+        assert!(request.start > 0 && request.end >= request.start);
+
+        assert_eq!(mine.name, "price lookup");
+        assert_eq!(mine.kind, Kind::Internal);
+        assert_eq!(
+            (mine.trace_id, mine.parent_span_id),
+            (request.trace_id, request.span_id)
+        );
+        assert_eq!(
+            mine.attributes,
+            [
+                Attr {
+                    key: "sku",
+                    value: Value::Str("A-1".into())
+                },
+                Attr {
+                    key: "attempt",
+                    value: Value::Int(2)
+                },
+            ]
+        );
+        let events: Vec<_> = mine
+            .events
+            .iter()
+            .map(|e| (e.name.as_ref(), e.attributes.clone()))
+            .collect();
+        assert_eq!(
+            events,
+            [
+                (
+                    "priced",
+                    vec![
+                        Attr {
+                            key: "level",
+                            value: Value::Str("INFO".into())
+                        },
+                        Attr {
+                            key: "cents",
+                            value: Value::Int(250)
+                        },
+                    ]
+                ),
+                (
+                    "the price service failed",
+                    vec![Attr {
+                        key: "level",
+                        value: Value::Str("ERROR".into())
+                    }]
+                ),
+            ]
+        );
+        assert_eq!(mine.status, Status::Error, "an error was logged in it");
+    }
+
+    #[test]
+    fn a_background_root_follows_the_sampling_and_its_children_follow_it() {
+        // No sampling set (export off in this test): a root that is not a request or a
+        // delivery is not sampled, and nothing under it is queued.
+        let spans = traced(|| {
+            let job = tracing::info_span!("job", otel.kind = "internal");
+            let _job = job.enter();
+            let _child = tracing::info_span!("step").entered();
+        });
+        assert!(spans.is_empty(), "{spans:#?}");
+        // A request root is sampled whatever the ratio: `request_span` decided already.
+        let spans = traced(|| {
+            let _request = tracing::info_span!("request", otel.kind = "server").entered();
+        });
+        assert_eq!(spans.len(), 1);
+        assert_ne!(spans[0].trace_id, 0);
+        assert_ne!(spans[0].span_id, 0);
     }
 }

@@ -113,7 +113,11 @@ fn install(config: &Config, for_tests: bool) {
         }
     });
     let traces = queue.map(|queue| {
-        layer::Traces { queue }.with_filter(
+        layer::Traces {
+            queue,
+            service: || crate::runtime::context().ok().and_then(|c| c.service),
+        }
+        .with_filter(
             Targets::new()
                 .with_default(LevelFilter::INFO)
                 .with_target("ovation", LevelFilter::DEBUG)

@@ -38,10 +38,11 @@ impl tracing::field::Visit for QueryFields {
 }
 
 /// The span of the statement sqlx's `event` reports as finished, child of span `parent_span_id`
-/// of trace `trace_id` (the span the query ran in).
+/// of trace `trace_id` (the span the query ran in), in `service` if the query ran in one.
 pub(super) fn query_span(
     event: &tracing::Event<'_>,
     (trace_id, parent_span_id): (u128, u64),
+    service: Option<&'static str>,
 ) -> Span {
     let mut q = QueryFields::default();
     event.record(&mut q);
@@ -84,7 +85,7 @@ pub(super) fn query_span(
             });
         }
     }
-    if let Some(service) = crate::runtime::context().ok().and_then(|c| c.service) {
+    if let Some(service) = service {
         attributes.push(Attr {
             key: "service",
             value: Value::Str(Cow::Borrowed(service)),
