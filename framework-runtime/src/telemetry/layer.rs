@@ -8,7 +8,6 @@
 //! [`super::otlp::request`] writes.
 
 use std::borrow::Cow;
-use std::time::SystemTime;
 
 use rand::Rng as _;
 use tracing::field::{Field, Visit};
@@ -19,7 +18,7 @@ use tracing_subscriber::registry::LookupSpan;
 
 use super::context::{REQUEST_SAMPLING, random};
 use super::export::Queue;
-use super::otlp::{Attr, Event, Kind, Span, Status, Value};
+use super::otlp::{Attr, Event, Kind, Span, Status, Value, now};
 
 /// Makes spans of Ovation's `tracing` spans and queues them on `queue`.
 pub(super) struct Traces {
@@ -28,15 +27,8 @@ pub(super) struct Traces {
     pub(super) service: fn() -> Option<&'static str>,
 }
 
-/// Unix time now, in nanoseconds.
-pub(super) fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
-}
-
 /// A new id: never 0, which OTLP reads as "none".
-pub(super) fn span_id() -> u64 {
+fn span_id() -> u64 {
     random(|r| r.random::<u64>()).max(1)
 }
 
@@ -107,8 +99,11 @@ where
                 .filter(|p| p.sampled)
                 .map(|p| (p.trace_id, p.span_id));
             if let Some(parent) = parent {
-                self.queue
-                    .push(super::sql::query_span(event, parent, (self.service)()));
+                self.queue.push(super::sql::query_span(
+                    event,
+                    (parent.0, parent.1, span_id()),
+                    (self.service)(),
+                ));
             }
             return;
         }

@@ -94,6 +94,13 @@ impl Span {
     }
 }
 
+/// Unix time now, in nanoseconds.
+pub(crate) fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+}
+
 /// The protobuf of an `ExportTraceServiceRequest` carrying `spans`, from the process
 /// (resource) named `process`, as instrumentation scope `ovation`.
 pub(crate) fn request(process: &str, spans: &[Span]) -> Vec<u8> {

@@ -37,11 +37,12 @@ impl tracing::field::Visit for QueryFields {
     fn record_debug(&mut self, _: &tracing::field::Field, _: &dyn std::fmt::Debug) {}
 }
 
-/// The span of the statement sqlx's `event` reports as finished, child of span `parent_span_id`
-/// of trace `trace_id` (the span the query ran in), in `service` if the query ran in one.
+/// The span (`span_id`) of the statement sqlx's `event` reports as finished, child of span
+/// `parent_span_id` of trace `trace_id` (the span the query ran in), in `service` if the query
+/// ran in one.
 pub(super) fn query_span(
     event: &tracing::Event<'_>,
-    (trace_id, parent_span_id): (u128, u64),
+    (trace_id, parent_span_id, span_id): (u128, u64, u64),
     service: Option<&'static str>,
 ) -> Span {
     let mut q = QueryFields::default();
@@ -57,7 +58,7 @@ pub(super) fn query_span(
         .next()
         .unwrap_or("query")
         .to_ascii_uppercase();
-    let end = super::layer::now();
+    let end = super::otlp::now();
     let elapsed = (q.elapsed_secs.max(0.0) * 1e9) as u64;
     let text = |s: String| Value::Str(Cow::Owned(s));
     let mut attributes = Vec::with_capacity(6);
@@ -93,7 +94,7 @@ pub(super) fn query_span(
     }
     Span {
         trace_id,
-        span_id: super::layer::span_id(),
+        span_id,
         parent_span_id,
         sampled: true,
         name,
