@@ -239,11 +239,13 @@ impl Visit for EventFields<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use opentelemetry_proto::tonic::common::v1::{KeyValue, any_value::Value as V};
+    use opentelemetry_proto::tonic::trace::v1::Span as Exported;
     use std::sync::Arc;
     use tracing_subscriber::layer::SubscriberExt as _;
 
     /// The spans `work` ends, as the layer queues them for export, oldest first.
-    fn traced(work: impl FnOnce()) -> Vec<Span> {
+    fn traced(work: impl FnOnce()) -> Vec<Exported> {
         let queue = Arc::new(Queue::default());
         let subscriber = tracing_subscriber::registry().with(Traces {
             queue: queue.clone(),
@@ -251,6 +253,16 @@ mod tests {
         });
         tracing::subscriber::with_default(subscriber, work);
         queue.take_for_test()
+    }
+
+    fn attrs(kvs: &[KeyValue]) -> Vec<(&str, V)> {
+        kvs.iter()
+            .map(|kv| (kv.key.as_str(), kv.value.clone().unwrap().value.unwrap()))
+            .collect()
+    }
+
+    fn text(s: &str) -> V {
+        V::StringValue(s.to_owned())
     }
 
     #[test]
@@ -278,76 +290,57 @@ mod tests {
             panic!("two spans: {spans:#?}");
         };
         assert_eq!(
-            (request.name.as_ref(), request.kind, request.parent_span_id),
-            ("orders.create", Kind::Server, 0)
+            (
+                request.name.as_str(),
+                request.kind,
+                request.parent_span_id.len()
+            ),
+            ("orders.create", Kind::Server as i32, 0)
         );
         assert_eq!(
-            request.attributes,
+            attrs(&request.attributes),
             [
-                Attr {
-                    key: "service",
-                    value: Value::Str("orders".into())
-                },
-                Attr {
-                    key: "http.status_code",
-                    value: Value::Int(201)
-                },
+                ("service", text("orders")),
+                ("http.status_code", V::IntValue(201))
             ],
             "`otel.*` are not attributes; a field recorded twice keeps its last value"
         );
-        assert_eq!(request.status, Status::Unset);
-        assert!(request.start > 0 && request.end >= request.start);
+        assert_eq!(request.status, None);
+        assert!(
+            request.start_time_unix_nano > 0
+                && request.end_time_unix_nano >= request.start_time_unix_nano
+        );
 
         assert_eq!(mine.name, "price lookup");
-        assert_eq!(mine.kind, Kind::Internal);
+        assert_eq!(mine.kind, Kind::Internal as i32);
         assert_eq!(
-            (mine.trace_id, mine.parent_span_id),
-            (request.trace_id, request.span_id)
+            (&mine.trace_id, &mine.parent_span_id),
+            (&request.trace_id, &request.span_id)
         );
         assert_eq!(
-            mine.attributes,
-            [
-                Attr {
-                    key: "sku",
-                    value: Value::Str("A-1".into())
-                },
-                Attr {
-                    key: "attempt",
-                    value: Value::Int(2)
-                },
-            ]
+            attrs(&mine.attributes),
+            [("sku", text("A-1")), ("attempt", V::IntValue(2))]
         );
         let events: Vec<_> = mine
             .events
             .iter()
-            .map(|e| (e.name.as_ref(), e.attributes.clone()))
+            .map(|e| (e.name.as_str(), attrs(&e.attributes)))
             .collect();
         assert_eq!(
             events,
             [
                 (
                     "priced",
-                    vec![
-                        Attr {
-                            key: "level",
-                            value: Value::Str("INFO".into())
-                        },
-                        Attr {
-                            key: "cents",
-                            value: Value::Int(250)
-                        },
-                    ]
+                    vec![("level", text("INFO")), ("cents", V::IntValue(250))]
                 ),
-                (
-                    "the price service failed",
-                    vec![Attr {
-                        key: "level",
-                        value: Value::Str("ERROR".into())
-                    }]
-                ),
+                ("the price service failed", vec![("level", text("ERROR"))]),
             ]
         );
-        assert_eq!(mine.status, Status::Error, "an error was logged in it");
+        assert_eq!(
+            mine.status.as_ref().map(|s| s.code),
+            Some(Status::Error as i32),
+            "an error was logged in it"
+        );
     }
 
     #[test]
@@ -365,7 +358,6 @@ mod tests {
             let _request = tracing::info_span!("request", otel.kind = "server").entered();
         });
         assert_eq!(spans.len(), 1);
-        assert_ne!(spans[0].trace_id, 0);
-        assert_ne!(spans[0].span_id, 0);
+        assert_eq!((spans[0].trace_id.len(), spans[0].span_id.len()), (16, 8));
     }
 }

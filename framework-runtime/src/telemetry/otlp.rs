@@ -103,7 +103,29 @@ pub(crate) fn now() -> u64 {
 
 /// The protobuf of an `ExportTraceServiceRequest` carrying `spans`, from the process
 /// (resource) named `process`, as instrumentation scope `ovation`.
+#[cfg(test)]
 pub(crate) fn request(process: &str, spans: &[Span]) -> Vec<u8> {
+    let mut encoded = Vec::new();
+    for span in spans {
+        put_span_field(&mut encoded, span);
+    }
+    request_of_encoded(process, &encoded)
+}
+
+/// `span` as one element of `ScopeSpans.spans` (its key, length and message): what
+/// [`request_of_encoded`] takes, any number of them one after the other.
+pub(crate) fn put_span_field(out: &mut Vec<u8>, span: &Span) {
+    let len = span_len(span);
+    out.reserve(nested_len(len));
+    key(out, 2, LEN);
+    varint(out, len as u64);
+    put_span(out, span);
+}
+
+/// The protobuf of an `ExportTraceServiceRequest` carrying the spans `encoded` by
+/// [`put_span_field`], from the process (resource) named `process`, as instrumentation scope
+/// `ovation`.
+pub(crate) fn request_of_encoded(process: &str, encoded: &[u8]) -> Vec<u8> {
     let service = [Attr {
         key: "service.name",
         value: Value::Str(Cow::Owned(process.to_owned())),
@@ -111,8 +133,7 @@ pub(crate) fn request(process: &str, spans: &[Span]) -> Vec<u8> {
     let resource = attrs_len(&service);
     const SCOPE: &str = "ovation";
     let scope = str_len(SCOPE);
-    let span_lens: Vec<usize> = spans.iter().map(span_len).collect();
-    let scope_spans = nested_len(scope) + span_lens.iter().map(|&n| nested_len(n)).sum::<usize>();
+    let scope_spans = nested_len(scope) + encoded.len();
     let resource_spans = nested_len(resource) + nested_len(scope_spans);
 
     let mut out = Vec::with_capacity(nested_len(resource_spans));
@@ -126,11 +147,7 @@ pub(crate) fn request(process: &str, spans: &[Span]) -> Vec<u8> {
     key(&mut out, 1, LEN);
     varint(&mut out, scope as u64);
     put_str(&mut out, 1, SCOPE);
-    for (span, len) in spans.iter().zip(span_lens) {
-        key(&mut out, 2, LEN);
-        varint(&mut out, len as u64);
-        put_span(&mut out, span);
-    }
+    out.extend_from_slice(encoded);
     debug_assert_eq!(out.len(), out.capacity());
     out
 }
