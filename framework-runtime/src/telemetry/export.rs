@@ -258,7 +258,7 @@ mod tests {
             span_id: 9,
             parent_span_id: 0,
             sampled: true,
-            name: std::borrow::Cow::Borrowed(name),
+            name: name.into(),
             kind: Kind::Server,
             start: 1,
             end: 2,

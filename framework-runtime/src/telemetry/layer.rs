@@ -7,8 +7,6 @@
 //! One registry lookup per callback; nothing is converted twice: what the queue holds is what
 //! [`super::otlp::request`] writes.
 
-use std::borrow::Cow;
-
 use rand::Rng as _;
 use tracing::field::{Field, Visit};
 use tracing::span::{Attributes, Id, Record};
@@ -18,7 +16,7 @@ use tracing_subscriber::registry::LookupSpan;
 
 use super::context::{REQUEST_SAMPLING, random};
 use super::export::Queue;
-use super::otlp::{Attr, Event, Kind, Span, Status, Value, now};
+use super::otlp::{Attr, Event, Kind, Span, Status, Text, Value, now};
 
 /// Makes spans of Ovation's `tracing` spans and queues them on `queue`.
 pub(super) struct Traces {
@@ -46,7 +44,7 @@ where
             span_id: span_id(),
             parent_span_id: 0,
             sampled: true,
-            name: Cow::Borrowed(meta.name()),
+            name: Text::Static(meta.name()),
             kind: Kind::Internal,
             start: now(),
             end: 0,
@@ -113,10 +111,10 @@ where
         };
         let mut logged = Event {
             time: now(),
-            name: Cow::Borrowed(meta.name()),
+            name: Text::Static(meta.name()),
             attributes: vec![Attr {
                 key: "level",
-                value: Value::Str(Cow::Borrowed(meta.level().as_str())),
+                value: Value::Str(Text::Static(meta.level().as_str())),
             }],
         };
         event.record(&mut EventFields(&mut logged));
@@ -145,7 +143,8 @@ where
 struct Fields<'a>(&'a mut Span);
 
 impl Fields<'_> {
-    fn text(&mut self, field: &Field, value: Cow<'static, str>) {
+    /// A text field: `otel.*` say what the span is; the rest are attributes.
+    fn text(&mut self, field: &Field, value: Text) {
         match field.name() {
             "otel.name" => self.0.name = value,
             "otel.kind" => {
@@ -154,10 +153,12 @@ impl Fields<'_> {
                 }
             }
             "otel.status_code" => {
-                self.0.status = match value.to_ascii_lowercase().as_str() {
-                    "error" => Status::Error,
-                    "ok" => Status::Ok,
-                    _ => Status::Unset,
+                self.0.status = if value.eq_ignore_ascii_case("error") {
+                    Status::Error
+                } else if value.eq_ignore_ascii_case("ok") {
+                    Status::Ok
+                } else {
+                    Status::Unset
                 }
             }
             name => self.0.set(name, Value::Str(value)),
@@ -167,13 +168,13 @@ impl Fields<'_> {
 
 impl Visit for Fields<'_> {
     fn record_str(&mut self, field: &Field, value: &str) {
-        self.text(field, Cow::Owned(value.to_owned()));
+        self.text(field, Text::copy(value));
     }
     fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
-        self.text(field, Cow::Owned(format!("{value:?}")));
+        self.text(field, Text::debug(value));
     }
     fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
-        self.text(field, Cow::Owned(value.to_string()));
+        self.text(field, Text::from(value.to_string()));
     }
     fn record_i64(&mut self, field: &Field, value: i64) {
         self.0.set(field.name(), Value::Int(value));
@@ -191,7 +192,7 @@ impl Visit for Fields<'_> {
 
 /// OTLP's integers are signed: a larger `u64` goes as text rather than wrapped.
 fn int_or_text(value: u64) -> Value {
-    i64::try_from(value).map_or_else(|_| Value::Str(Cow::Owned(value.to_string())), Value::Int)
+    i64::try_from(value).map_or_else(|_| Value::Str(Text::from(value.to_string())), Value::Int)
 }
 
 /// Records an event's fields: its message is its name, the rest are attributes (but not the
@@ -214,13 +215,13 @@ impl EventFields<'_> {
 
 impl Visit for EventFields<'_> {
     fn record_str(&mut self, field: &Field, value: &str) {
-        self.push(field, Value::Str(Cow::Owned(value.to_owned())));
+        self.push(field, Value::Str(Text::copy(value)));
     }
     fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
-        self.push(field, Value::Str(Cow::Owned(format!("{value:?}"))));
+        self.push(field, Value::Str(Text::debug(value)));
     }
     fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
-        self.push(field, Value::Str(Cow::Owned(value.to_string())));
+        self.push(field, Value::Str(Text::from(value.to_string())));
     }
     fn record_i64(&mut self, field: &Field, value: i64) {
         self.push(field, Value::Int(value));

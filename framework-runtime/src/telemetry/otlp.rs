@@ -7,12 +7,114 @@
 //! structs first. Every length is known before it is written, so the output is what any
 //! protobuf encoder writes.
 
-use std::borrow::Cow;
+/// A span's text (its name, a string attribute): static, or copied from what `tracing` lent —
+/// inline when short, as most names, services, methods and paths are, so recording them
+/// allocates nothing.
+#[derive(Clone)]
+pub(crate) enum Text {
+    Static(&'static str),
+    Short(u8, [u8; SHORT]),
+    Owned(Box<str>),
+}
+
+/// The longest text kept inline.
+const SHORT: usize = 30;
+
+impl Text {
+    /// A copy of `s`.
+    pub(crate) fn copy(s: &str) -> Text {
+        if s.len() <= SHORT {
+            let mut buf = [0; SHORT];
+            buf[..s.len()].copy_from_slice(s.as_bytes());
+            Text::Short(s.len() as u8, buf)
+        } else {
+            Text::Owned(s.into())
+        }
+    }
+
+    /// What `value` writes, as `format!("{value:?}")` would (a `%` field's `Debug` is its
+    /// `Display`), without allocating when it is short.
+    pub(crate) fn debug(value: &dyn std::fmt::Debug) -> Text {
+        use std::fmt::Write as _;
+        let mut out = Writer::Short(0, [0; SHORT]);
+        let _ = write!(out, "{value:?}");
+        match out {
+            Writer::Short(len, buf) => Text::Short(len, buf),
+            Writer::Long(s) => Text::Owned(s.into_boxed_str()),
+        }
+    }
+}
+
+/// Writes inline until it no longer fits.
+enum Writer {
+    Short(u8, [u8; SHORT]),
+    Long(String),
+}
+
+impl std::fmt::Write for Writer {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        match self {
+            Writer::Short(len, buf) => {
+                let at = usize::from(*len);
+                if at + s.len() <= SHORT {
+                    buf[at..at + s.len()].copy_from_slice(s.as_bytes());
+                    *len += s.len() as u8;
+                } else {
+                    let mut long = String::with_capacity(at + s.len() + 16);
+                    // Whole `str`s were written: the bytes so far are UTF-8.
+                    long.push_str(std::str::from_utf8(&buf[..at]).unwrap_or_default());
+                    long.push_str(s);
+                    *self = Writer::Long(long);
+                }
+            }
+            Writer::Long(long) => long.push_str(s),
+        }
+        Ok(())
+    }
+}
+
+impl std::ops::Deref for Text {
+    type Target = str;
+    fn deref(&self) -> &str {
+        match self {
+            Text::Static(s) => s,
+            // Only whole `str`s are copied in.
+            Text::Short(len, buf) => {
+                std::str::from_utf8(&buf[..usize::from(*len)]).unwrap_or_default()
+            }
+            Text::Owned(s) => s,
+        }
+    }
+}
+
+impl From<&'static str> for Text {
+    fn from(s: &'static str) -> Text {
+        Text::Static(s)
+    }
+}
+
+impl From<String> for Text {
+    fn from(s: String) -> Text {
+        Text::Owned(s.into_boxed_str())
+    }
+}
+
+impl PartialEq for Text {
+    fn eq(&self, other: &Text) -> bool {
+        **self == **other
+    }
+}
+
+impl std::fmt::Debug for Text {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        (**self).fmt(f)
+    }
+}
 
 /// An attribute's value: the four kinds `tracing` fields record.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) enum Value {
-    Str(Cow<'static, str>),
+    Str(Text),
     Int(i64),
     Float(f64),
     Bool(bool),
@@ -38,14 +140,15 @@ pub(crate) enum Kind {
 impl Kind {
     /// `otel.kind`'s value, as `tracing-opentelemetry` reads it.
     pub(crate) fn parse(s: &str) -> Option<Kind> {
-        Some(match s.to_ascii_lowercase().as_str() {
-            "internal" => Kind::Internal,
-            "server" => Kind::Server,
-            "client" => Kind::Client,
-            "producer" => Kind::Producer,
-            "consumer" => Kind::Consumer,
-            _ => return None,
-        })
+        [
+            ("internal", Kind::Internal),
+            ("server", Kind::Server),
+            ("client", Kind::Client),
+            ("producer", Kind::Producer),
+            ("consumer", Kind::Consumer),
+        ]
+        .into_iter()
+        .find_map(|(name, kind)| s.eq_ignore_ascii_case(name).then_some(kind))
     }
 }
 
@@ -53,7 +156,7 @@ impl Kind {
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Event {
     pub(crate) time: u64,
-    pub(crate) name: Cow<'static, str>,
+    pub(crate) name: Text,
     pub(crate) attributes: Vec<Attr>,
 }
 
@@ -66,7 +169,7 @@ pub(crate) struct Span {
     /// `0`: a root.
     pub(crate) parent_span_id: u64,
     pub(crate) sampled: bool,
-    pub(crate) name: Cow<'static, str>,
+    pub(crate) name: Text,
     pub(crate) kind: Kind,
     /// Unix time in nanoseconds.
     pub(crate) start: u64,
@@ -128,7 +231,7 @@ pub(crate) fn put_span_field(out: &mut Vec<u8>, span: &Span) {
 pub(crate) fn request_of_encoded(process: &str, encoded: &[u8]) -> Vec<u8> {
     let service = [Attr {
         key: "service.name",
-        value: Value::Str(Cow::Owned(process.to_owned())),
+        value: Value::Str(Text::copy(process)),
     }];
     let resource = attrs_len(&service);
     const SCOPE: &str = "ovation";
@@ -341,14 +444,14 @@ mod tests {
             span_id: 0xb7ad_6b71_6920_3331 + n,
             parent_span_id: if n == 0 { 0 } else { 0xb7ad_6b71_6920_3331 },
             sampled: true,
-            name: Cow::Owned(format!("span {n} {}", "é".repeat(n as usize * 40))),
+            name: format!("span {n} {}", "é".repeat(n as usize * 40)).into(),
             kind: Kind::Server,
             start: 1_700_000_000_000_000_000 + n,
             end: 1_700_000_000_000_500_000 + n,
             attributes: vec![
                 Attr {
                     key: "service",
-                    value: Value::Str(Cow::Borrowed("orders")),
+                    value: Value::Str("orders".into()),
                 },
                 Attr {
                     key: "http.status_code",
@@ -368,15 +471,15 @@ mod tests {
                 },
                 Attr {
                     key: "empty",
-                    value: Value::Str(Cow::Borrowed("")),
+                    value: Value::Str("".into()),
                 },
             ],
             events: vec![Event {
                 time: 1_700_000_000_000_100_000,
-                name: Cow::Borrowed("email sent"),
+                name: "email sent".into(),
                 attributes: vec![Attr {
                     key: "level",
-                    value: Value::Str(Cow::Borrowed("INFO")),
+                    value: Value::Str("INFO".into()),
                 }],
             }],
             status: if n == 1 { Status::Error } else { Status::Unset },
@@ -406,7 +509,7 @@ mod tests {
                 want.parent_span_id.to_be_bytes().to_vec()
             };
             assert_eq!(got.parent_span_id, parent);
-            assert_eq!(got.name, want.name);
+            assert_eq!(got.name, *want.name);
             assert_eq!(got.kind, 2);
             assert_eq!(
                 (got.start_time_unix_nano, got.end_time_unix_nano),
@@ -438,6 +541,27 @@ mod tests {
                 want.status as i32
             );
         }
+    }
+
+    #[test]
+    fn text_is_kept_inline_when_short_and_whole_either_way() {
+        let short = Text::copy("orders.create");
+        assert!(matches!(short, Text::Short(..)));
+        assert_eq!(&*short, "orders.create");
+        let exact = "é".repeat(SHORT / 2);
+        assert!(matches!(Text::copy(&exact), Text::Short(..)));
+        let long = "/orders/0af76519-16cd-43dd-8448-eb211c80319c";
+        assert!(matches!(Text::copy(long), Text::Owned(_)));
+        assert_eq!(&*Text::copy(long), long);
+        // Written in pieces, as `Display` implementations do, across the inline limit.
+        let spilled = Text::debug(&format_args!("{} {}", "call users.get", "é".repeat(20)));
+        assert_eq!(&*spilled, format!("call users.get {}", "é".repeat(20)));
+        assert!(matches!(
+            Text::debug(&format_args!("deliver {}", 7)),
+            Text::Short(..)
+        ));
+        assert_eq!(Kind::parse("SERVER"), Some(Kind::Server));
+        assert_eq!(Kind::parse("nope"), None);
     }
 
     #[test]

@@ -1,9 +1,7 @@
 //! A span for every database statement, made from sqlx's per-statement event, with its SQL
 //! (literals redacted), rows and duration.
 
-use std::borrow::Cow;
-
-use super::otlp::{Attr, Kind, Span, Status, Value};
+use super::otlp::{Attr, Kind, Span, Status, Text, Value};
 
 #[derive(Default)]
 struct QueryFields {
@@ -60,17 +58,17 @@ pub(super) fn query_span(
         .to_ascii_uppercase();
     let end = super::otlp::now();
     let elapsed = (q.elapsed_secs.max(0.0) * 1e9) as u64;
-    let text = |s: String| Value::Str(Cow::Owned(s));
+    let text = |s: String| Value::Str(Text::from(s));
     let mut attributes = Vec::with_capacity(6);
     attributes.push(Attr {
         key: "db.system",
-        value: Value::Str(Cow::Borrowed("postgresql")),
+        value: Value::Str(Text::Static("postgresql")),
     });
     attributes.push(Attr {
         key: "db.operation",
         value: text(operation.clone()),
     });
-    let name = Cow::Owned(format!("db {operation}"));
+    let name = Text::from(format!("db {operation}"));
     attributes.push(Attr {
         key: "db.statement",
         value: text(sql),
@@ -89,7 +87,7 @@ pub(super) fn query_span(
     if let Some(service) = service {
         attributes.push(Attr {
             key: "service",
-            value: Value::Str(Cow::Borrowed(service)),
+            value: Value::Str(Text::Static(service)),
         });
     }
     Span {
