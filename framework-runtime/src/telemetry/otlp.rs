@@ -32,6 +32,16 @@ impl Text {
         }
     }
 
+    /// The UTF-8 bytes, unchecked: what the encoder writes (the `str` was checked when copied
+    /// in; checking it again at each look cost as much as encoding it).
+    pub(crate) fn bytes(&self) -> &[u8] {
+        match self {
+            Text::Static(s) => s.as_bytes(),
+            Text::Short(len, buf) => &buf[..usize::from(*len)],
+            Text::Owned(s) => s.as_bytes(),
+        }
+    }
+
     /// What `value` writes, as `format!("{value:?}")` would (a `%` field's `Debug` is its
     /// `Display`), without allocating when it is short.
     pub(crate) fn debug(value: &dyn std::fmt::Debug) -> Text {
@@ -283,6 +293,10 @@ fn nested_len(len: usize) -> usize {
     1 + varint_len(len as u64) + len
 }
 
+fn bytes_len(b: &[u8]) -> usize {
+    if b.is_empty() { 0 } else { nested_len(b.len()) }
+}
+
 fn str_len(s: &str) -> usize {
     if s.is_empty() { 0 } else { nested_len(s.len()) }
 }
@@ -325,7 +339,7 @@ fn varint_field_len(v: u64) -> usize {
 fn value_len(v: &Value) -> usize {
     // A oneof field is written even when it holds its type's default.
     match v {
-        Value::Str(s) => nested_len(s.len()),
+        Value::Str(s) => nested_len(s.bytes().len()),
         Value::Bool(_) => 2,
         Value::Int(i) => 1 + varint_len(*i as u64),
         Value::Float(_) => 9,
@@ -335,9 +349,10 @@ fn value_len(v: &Value) -> usize {
 fn put_value(out: &mut Vec<u8>, v: &Value) {
     match v {
         Value::Str(s) => {
+            let s = s.bytes();
             key(out, 1, LEN);
             varint(out, s.len() as u64);
-            out.extend_from_slice(s.as_bytes());
+            out.extend_from_slice(s);
         }
         Value::Bool(b) => {
             key(out, 2, VARINT);
@@ -376,7 +391,7 @@ fn put_attrs(out: &mut Vec<u8>, field: u8, attrs: &[Attr]) {
 }
 
 fn event_len(e: &Event) -> usize {
-    fixed64_len(e.time) + str_len(&e.name) + attrs_len(&e.attributes)
+    fixed64_len(e.time) + bytes_len(e.name.bytes()) + attrs_len(&e.attributes)
 }
 
 fn status_len(s: Status) -> usize {
@@ -391,7 +406,7 @@ fn span_len(s: &Span) -> usize {
         } else {
             nested_len(8)
         }
-        + str_len(&s.name)
+        + bytes_len(s.name.bytes())
         + varint_field_len(s.kind as u64)
         + fixed64_len(s.start)
         + fixed64_len(s.end)
@@ -412,7 +427,7 @@ fn put_span(out: &mut Vec<u8>, s: &Span) {
     if s.parent_span_id != 0 {
         put_bytes(out, 4, &s.parent_span_id.to_be_bytes());
     }
-    put_str(out, 5, &s.name);
+    put_bytes(out, 5, s.name.bytes());
     put_varint_field(out, 6, s.kind as u64);
     put_fixed64(out, 7, s.start);
     put_fixed64(out, 8, s.end);
@@ -421,7 +436,7 @@ fn put_span(out: &mut Vec<u8>, s: &Span) {
         key(out, 11, LEN);
         varint(out, event_len(e) as u64);
         put_fixed64(out, 1, e.time);
-        put_str(out, 2, &e.name);
+        put_bytes(out, 2, e.name.bytes());
         put_attrs(out, 3, &e.attributes);
     }
     if s.status != Status::Unset {
