@@ -3,7 +3,8 @@
 //! same managed Postgres, driven over loopback by the same clients:
 //! - POST /orders (3 service calls, 2 transactions, 1 publish and its delivery): requests/s,
 //!   p50/p99, and no failed request;
-//! - the resident set of each process idle and under that load;
+//! - the resident set of each process idle and under that load, and the part of the idle one
+//!   that is not the binary's mapped pages;
 //! - start-up: from starting the binary to its first 200 answer, the database already up and
 //!   migrated.
 //!
@@ -48,6 +49,10 @@ struct Load {
     p99_us: f64,
     failed: u64,
     rss_idle_mib: f64,
+    /// Of the idle resident set, what is not file-backed: heap, stacks, the runtime's data. The
+    /// rest is pages of the binary and its libraries, clean and shared with the page cache,
+    /// which a larger binary touches more of (the kernel maps pages around each fault).
+    anon_idle_mib: f64,
     rss_load_mib: f64,
 }
 
@@ -148,6 +153,14 @@ fn report(loads: &[Vec<Load>; 2], starts: &mut [Vec<f64>; 2]) {
     .record();
     Figure::new(
         section,
+        "Ovation: resident set, idle, anonymous (heap, stacks; not the binary's pages)",
+        med(1, |l| l.anon_idle_mib),
+        "MiB",
+    )
+    .against(App::Axum.name(), med(0, |l| l.anon_idle_mib))
+    .record();
+    Figure::new(
+        section,
         format!("Ovation: resident set, {CLIENTS} clients on POST /orders"),
         med(1, |l| l.rss_load_mib),
         "MiB",
@@ -197,11 +210,16 @@ impl Running {
     }
 
     fn rss_mib(&self) -> f64 {
+        self.status_mib("VmRSS:")
+    }
+
+    /// A size line of `/proc/<pid>/status` (`VmRSS:`, `RssAnon:`), in MiB.
+    fn status_mib(&self, line: &str) -> f64 {
         let status =
             std::fs::read_to_string(format!("/proc/{}/status", self.0.id())).unwrap_or_default();
         status
             .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .find_map(|l| l.strip_prefix(line))
             .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
             .map_or(0.0, |kib| kib / 1024.0)
     }
@@ -288,6 +306,7 @@ async fn load_round(app: App, binary: &Path, database_url: &str) -> Load {
     let (user, product) = seed(&http, &base).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let rss_idle_mib = running.rss_mib();
+    let anon_idle_mib = running.status_mib("RssAnon:");
 
     let body = json!({"userId": user, "productId": product, "quantity": 1});
     let counting = Arc::new(AtomicBool::new(false));
@@ -342,6 +361,7 @@ async fn load_round(app: App, binary: &Path, database_url: &str) -> Load {
         p99_us: f64::from(quantile(&latencies, 0.99)),
         failed: failed.load(Ordering::Relaxed),
         rss_idle_mib,
+        anon_idle_mib,
         rss_load_mib,
     };
     println!(
