@@ -11,6 +11,8 @@ use super::otlp::Span;
 pub(super) const QUEUE_CAPACITY: usize = 8192;
 /// And their bytes: spans with large attributes (long statements) are dropped sooner.
 pub(super) const QUEUE_BYTES: usize = 16 * 1024 * 1024;
+/// The most buffer kept between batches.
+const KEPT_BYTES: usize = 1024 * 1024;
 /// Spans per OTLP request.
 pub(super) const BATCH: usize = 512;
 /// How long a span may wait for a batch to fill: how soon the dashboard shows a quiet app's
@@ -137,8 +139,11 @@ fn export_loop(collector: &Collector, http: &reqwest::Client, queue: &Queue) {
     else {
         return;
     };
+    // The buffers the spans were last taken in, emptied: swapped back in at the next take, so
+    // the threads ending spans append within capacity rather than grow a new buffer each batch.
+    let (mut encoded, mut ends) = (Vec::new(), Vec::new());
     loop {
-        let (encoded, ends, flushes) = {
+        let flushes = {
             let mut pending = queue.lock();
             let deadline = Instant::now() + BATCH_DELAY;
             while pending.ends.len() < BATCH && pending.flushes.is_empty() {
@@ -152,11 +157,15 @@ fn export_loop(collector: &Collector, http: &reqwest::Client, queue: &Queue) {
                     .unwrap_or_else(|e| e.into_inner())
                     .0;
             }
-            (
-                std::mem::take(&mut pending.encoded),
-                std::mem::take(&mut pending.ends),
-                std::mem::take(&mut pending.flushes),
-            )
+            encoded.clear();
+            ends.clear();
+            // A burst's buffer is not kept: a quiet app holds a batch's worth at most.
+            if encoded.capacity() > KEPT_BYTES {
+                (encoded, ends) = (Vec::new(), Vec::new());
+            }
+            std::mem::swap(&mut pending.encoded, &mut encoded);
+            std::mem::swap(&mut pending.ends, &mut ends);
+            std::mem::take(&mut pending.flushes)
         };
         let mut start = 0;
         for batch in ends.chunks(BATCH) {
