@@ -52,7 +52,7 @@ where
             events: Vec::new(),
             status: Status::Unset,
         };
-        attrs.record(&mut Fields(&mut data));
+        attrs.record(&mut Recorder(&mut data));
         let parent = span.parent().and_then(|p| {
             p.extensions()
                 .get::<Span>()
@@ -81,7 +81,7 @@ where
         if let Some(span) = ctx.span(id)
             && let Some(data) = span.extensions_mut().get_mut::<Span>()
         {
-            values.record(&mut Fields(data));
+            values.record(&mut Recorder(data));
         }
     }
 
@@ -117,7 +117,7 @@ where
                 value: Value::Str(Text::Static(meta.level().as_str())),
             }],
         };
-        event.record(&mut EventFields(&mut logged));
+        event.record(&mut Recorder(&mut logged));
         // An error logged inside a span makes it an error, unless the span said otherwise.
         if *meta.level() == tracing::Level::ERROR && data.status == Status::Unset {
             data.status = Status::Error;
@@ -139,101 +139,85 @@ where
     }
 }
 
-/// Records a span's fields into its [`Span`].
-struct Fields<'a>(&'a mut Span);
+/// Where a span's or an event's fields go, each as OTLP takes it.
+trait Fields {
+    fn field(&mut self, field: &Field, value: Value);
+}
 
-impl Fields<'_> {
-    /// A text field: `otel.*` say what the span is; the rest are attributes.
-    fn text(&mut self, field: &Field, value: Text) {
+/// A span's fields: `otel.*` say what the span is; the rest are attributes.
+impl Fields for Span {
+    fn field(&mut self, field: &Field, value: Value) {
+        let text = match &value {
+            Value::Str(s) => Some(&**s),
+            _ => None,
+        };
         match field.name() {
-            "otel.name" => self.0.name = value,
+            "otel.name" => {
+                if let Value::Str(name) = value {
+                    self.name = name;
+                }
+            }
             "otel.kind" => {
-                if let Some(kind) = Kind::parse(&value) {
-                    self.0.kind = kind;
+                if let Some(kind) = text.and_then(Kind::parse) {
+                    self.kind = kind;
                 }
             }
             "otel.status_code" => {
-                self.0.status = if value.eq_ignore_ascii_case("error") {
-                    Status::Error
-                } else if value.eq_ignore_ascii_case("ok") {
-                    Status::Ok
-                } else {
-                    Status::Unset
+                self.status = match text {
+                    Some(s) if s.eq_ignore_ascii_case("error") => Status::Error,
+                    Some(s) if s.eq_ignore_ascii_case("ok") => Status::Ok,
+                    _ => Status::Unset,
                 }
             }
-            name => self.0.set(name, Value::Str(value)),
+            name => self.set(name, value),
         }
     }
 }
 
-impl Visit for Fields<'_> {
-    fn record_str(&mut self, field: &Field, value: &str) {
-        self.text(field, Text::copy(value));
-    }
-    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
-        self.text(field, Text::debug(value));
-    }
-    fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
-        self.text(field, Text::from(value.to_string()));
-    }
-    fn record_i64(&mut self, field: &Field, value: i64) {
-        self.0.set(field.name(), Value::Int(value));
-    }
-    fn record_u64(&mut self, field: &Field, value: u64) {
-        self.0.set(field.name(), int_or_text(value));
-    }
-    fn record_f64(&mut self, field: &Field, value: f64) {
-        self.0.set(field.name(), Value::Float(value));
-    }
-    fn record_bool(&mut self, field: &Field, value: bool) {
-        self.0.set(field.name(), Value::Bool(value));
-    }
-}
-
-/// OTLP's integers are signed: a larger `u64` goes as text rather than wrapped.
-fn int_or_text(value: u64) -> Value {
-    i64::try_from(value).map_or_else(|_| Value::Str(Text::from(value.to_string())), Value::Int)
-}
-
-/// Records an event's fields: its message is its name, the rest are attributes (but not the
-/// `log` crate's bookkeeping, when the event came through `tracing-log`).
-struct EventFields<'a>(&'a mut Event);
-
-impl EventFields<'_> {
-    fn push(&mut self, field: &Field, value: Value) {
+/// An event's fields: its message is its name, the rest are attributes (but not the `log`
+/// crate's bookkeeping, when the event came through `tracing-log`).
+impl Fields for Event {
+    fn field(&mut self, field: &Field, value: Value) {
         match field.name() {
             "message" => {
                 if let Value::Str(s) = value {
-                    self.0.name = s;
+                    self.name = s;
                 }
             }
             name if name.starts_with("log.") => {}
-            key => self.0.attributes.push(Attr { key, value }),
+            key => self.attributes.push(Attr { key, value }),
         }
     }
 }
 
-impl Visit for EventFields<'_> {
+/// Records what `tracing` visits into a span or an event.
+struct Recorder<'a, F>(&'a mut F);
+
+impl<F: Fields> Visit for Recorder<'_, F> {
     fn record_str(&mut self, field: &Field, value: &str) {
-        self.push(field, Value::Str(Text::copy(value)));
+        self.0.field(field, Value::Str(Text::copy(value)));
     }
     fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
-        self.push(field, Value::Str(Text::debug(value)));
+        self.0.field(field, Value::Str(Text::debug(value)));
     }
     fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
-        self.push(field, Value::Str(Text::from(value.to_string())));
+        self.0
+            .field(field, Value::Str(Text::from(value.to_string())));
     }
     fn record_i64(&mut self, field: &Field, value: i64) {
-        self.push(field, Value::Int(value));
+        self.0.field(field, Value::Int(value));
     }
     fn record_u64(&mut self, field: &Field, value: u64) {
-        self.push(field, int_or_text(value));
+        // OTLP's integers are signed: a larger `u64` goes as text rather than wrapped.
+        let value = i64::try_from(value)
+            .map_or_else(|_| Value::Str(Text::from(value.to_string())), Value::Int);
+        self.0.field(field, value);
     }
     fn record_f64(&mut self, field: &Field, value: f64) {
-        self.push(field, Value::Float(value));
+        self.0.field(field, Value::Float(value));
     }
     fn record_bool(&mut self, field: &Field, value: bool) {
-        self.push(field, Value::Bool(value));
+        self.0.field(field, Value::Bool(value));
     }
 }
 
