@@ -146,11 +146,9 @@ trait Fields {
 
 /// A span's fields: `otel.*` say what the span is; the rest are attributes.
 impl Fields for Span {
+    #[inline]
     fn field(&mut self, field: &Field, value: Value) {
-        let text = match &value {
-            Value::Str(s) => Some(&**s),
-            _ => None,
-        };
+        // Only `otel.*` values are read as text (a short one is checked as UTF-8 at each look).
         match field.name() {
             "otel.name" => {
                 if let Value::Str(name) = value {
@@ -158,14 +156,16 @@ impl Fields for Span {
                 }
             }
             "otel.kind" => {
-                if let Some(kind) = text.and_then(Kind::parse) {
+                if let Value::Str(kind) = &value
+                    && let Some(kind) = Kind::parse(kind)
+                {
                     self.kind = kind;
                 }
             }
             "otel.status_code" => {
-                self.status = match text {
-                    Some(s) if s.eq_ignore_ascii_case("error") => Status::Error,
-                    Some(s) if s.eq_ignore_ascii_case("ok") => Status::Ok,
+                self.status = match &value {
+                    Value::Str(s) if s.eq_ignore_ascii_case("error") => Status::Error,
+                    Value::Str(s) if s.eq_ignore_ascii_case("ok") => Status::Ok,
                     _ => Status::Unset,
                 }
             }
@@ -177,6 +177,7 @@ impl Fields for Span {
 /// An event's fields: its message is its name, the rest are attributes (but not the `log`
 /// crate's bookkeeping, when the event came through `tracing-log`).
 impl Fields for Event {
+    #[inline]
     fn field(&mut self, field: &Field, value: Value) {
         match field.name() {
             "message" => {
