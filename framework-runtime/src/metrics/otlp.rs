@@ -240,8 +240,9 @@ pub(crate) struct Export {
 }
 
 /// Starts exporting `metrics` (a runtime's) to the OTLP/HTTP collector at `endpoint` every
-/// `interval` (gzip-compressed if `gzip`), as the process (resource) `process`, with the spans `dropped_spans` says its
-/// trace export dropped; the task's handle, for the runtime to stop with its background work.
+/// `interval` (gzip-compressed if `gzip`), as the process (resource) `process`, with the spans
+/// `dropped_spans` says its trace export dropped; the task's handle, for the runtime to stop
+/// with its background work.
 pub(crate) fn start(
     metrics: &'static Metrics,
     (endpoint, interval, gzip): (&str, Duration, bool),
