@@ -238,6 +238,9 @@ pub fn build(manifest: &Path, release: bool) -> Result<PathBuf, CliError> {
     command.args(["build", "--message-format=json"]);
     if release {
         command.arg("--release");
+    } else if links_dylib(manifest)? {
+        // Development only: the binary links the framework as one shared library.
+        command.args(["--features", DYLIB]);
     }
     let mut child = command
         .arg("--manifest-path")
@@ -308,6 +311,71 @@ pub fn build(manifest: &Path, release: bool) -> Result<PathBuf, CliError> {
     }
 }
 
+/// The crate (and feature) that links Ovation as one shared library: an app that has it as an
+/// optional dependency is built with it in development (`ovation run`, `ovation check`), which
+/// makes each rebuild's link a fraction of a static one. Releases stand alone.
+const DYLIB: &str = "ovation-dylib";
+
+/// Whether the app's manifest has `ovation-dylib` as an optional dependency.
+fn links_dylib(manifest: &Path) -> Result<bool, CliError> {
+    let text = std::fs::read_to_string(manifest)
+        .map_err(|e| format!("cannot read {}: {e}", manifest.display()))?;
+    let parsed: toml::Table = text
+        .parse()
+        .map_err(|e| CliError::Usage(format!("{} is not valid TOML: {e}", manifest.display())))?;
+    let optional = parsed
+        .get("dependencies")
+        .and_then(|d| d.get(DYLIB))
+        .and_then(|d| d.get("optional"))
+        .and_then(toml::Value::as_bool);
+    Ok(optional == Some(true))
+}
+
+/// A command that runs an app's binary. One built with `ovation-dylib` finds the framework's
+/// shared library among the binary's dependencies, and Rust's standard library in the
+/// toolchain that built it, as under `cargo run`.
+pub fn app_command(exe: &Path) -> Command {
+    let mut command = Command::new(exe);
+    if let Some((var, path)) = library_path(exe) {
+        command.env(var, path);
+    }
+    command
+}
+
+/// The loader's search path for `exe`, when it is a binary built with `ovation-dylib`.
+pub fn library_path(exe: &Path) -> Option<(&'static str, std::ffi::OsString)> {
+    use std::env::consts::{DLL_PREFIX, DLL_SUFFIX};
+    let var = if cfg!(target_os = "macos") {
+        "DYLD_FALLBACK_LIBRARY_PATH"
+    } else if cfg!(windows) {
+        "PATH"
+    } else {
+        "LD_LIBRARY_PATH"
+    };
+    let deps = exe.parent()?.join("deps");
+    let library = format!("{DLL_PREFIX}{}{DLL_SUFFIX}", DYLIB.replace('-', "_"));
+    if !deps.join(library).is_file() {
+        return None;
+    }
+    // The toolchain's libraries: `rustc` from where the binary was built, so a
+    // `rust-toolchain.toml` of the app's picks the same toolchain.
+    let rustc = std::env::var_os("RUSTC").unwrap_or_else(|| "rustc".into());
+    let std_dir = Command::new(rustc)
+        .args(["--print", "target-libdir"])
+        .current_dir(exe.parent()?)
+        .stderr(Stdio::null())
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| PathBuf::from(String::from_utf8_lossy(&o.stdout).trim()));
+    let inherited = std::env::var_os(var);
+    let paths = [Some(deps), std_dir]
+        .into_iter()
+        .flatten()
+        .chain(inherited.iter().flat_map(std::env::split_paths));
+    Some((var, std::env::join_paths(paths).ok()?))
+}
+
 /// Asks the app's binary for its model.
 pub fn describe(exe: &Path) -> Result<AppModel, String> {
     serde_json::from_value(ask(exe, "1")?).map_err(|e| {
@@ -345,7 +413,7 @@ pub fn describe_openapi(exe: &Path) -> Result<serde_json::Value, String> {
 
 /// Runs the app's binary with `OVATION_DESCRIBE=what` and parses what it prints.
 fn ask(exe: &Path, what: &str) -> Result<serde_json::Value, String> {
-    let output = Command::new(exe)
+    let output = app_command(exe)
         .env("OVATION_DESCRIBE", what)
         .stdin(Stdio::null())
         .output()

@@ -113,12 +113,19 @@ fn set_state(status: &SharedStatus, state: AppState) {
     status.write().unwrap_or_else(|p| p.into_inner()).state = state;
 }
 
+/// A built binary, and the loader's search path it needs (see [`crate::deploy::library_path`]).
+type Built = (PathBuf, Option<(&'static str, std::ffi::OsString)>);
+
 /// Builds the app's binary (dev profile) on a blocking thread.
-async fn build(manifest: &Path) -> Result<PathBuf, CliError> {
+async fn build(manifest: &Path) -> Result<Built, CliError> {
     let manifest = manifest.to_owned();
-    tokio::task::spawn_blocking(move || crate::deploy::build(&manifest, false))
-        .await
-        .map_err(|e| e.to_string())?
+    tokio::task::spawn_blocking(move || {
+        let exe = crate::deploy::build(&manifest, false)?;
+        let library_path = crate::deploy::library_path(&exe);
+        Ok((exe, library_path))
+    })
+    .await
+    .map_err(|e| e.to_string())?
 }
 
 /// `ovation run`.
@@ -143,8 +150,8 @@ pub fn run(options: RunOptions) -> Result<ExitCode, CliError> {
             &options.allowed_hosts,
         )
         .await?;
-        let exe = match build(&manifest).await {
-            Ok(exe) => exe,
+        let (exe, library_path) = match build(&manifest).await {
+            Ok(built) => built,
             Err(e) => {
                 set_state(
                     &status,
@@ -159,6 +166,7 @@ pub fn run(options: RunOptions) -> Result<ExitCode, CliError> {
         let env = AppEnv {
             auth_key,
             exe,
+            library_path,
             app: options.app.clone(),
             data_dir,
             otlp: format!("http://127.0.0.1:{}", options.dashboard_port),
@@ -217,6 +225,8 @@ struct AppEnv {
     /// The service-auth key the app runs with (the dashboard's explorer signs with it).
     auth_key: String,
     exe: PathBuf,
+    /// Where the loader finds the framework, for a binary built with `ovation-dylib`.
+    library_path: Option<(&'static str, std::ffi::OsString)>,
     app: PathBuf,
     data_dir: PathBuf,
     otlp: String,
@@ -227,7 +237,11 @@ struct AppEnv {
 
 impl AppEnv {
     fn start(&self, port: u16) -> Result<Child, String> {
-        Command::new(&self.exe)
+        let mut command = Command::new(&self.exe);
+        if let Some((var, path)) = &self.library_path {
+            command.env(var, path);
+        }
+        command
             .current_dir(&self.app)
             .env("OVATION_LISTEN", format!("127.0.0.1:{port}"))
             // Development: hints in the log a deployment would not give (see `hint_private`).
@@ -363,8 +377,8 @@ async fn watch(
         seen = snapshot(&env.app);
         eprintln!("change detected: rebuilding");
         set_state(status, AppState::Rebuilding);
-        let exe = match build(&manifest).await {
-            Ok(exe) => exe,
+        let (exe, library_path) = match build(&manifest).await {
+            Ok(built) => built,
             Err(e) => {
                 eprintln!("{e}\nstill serving the previous build");
                 set_state(
@@ -379,6 +393,7 @@ async fn watch(
         let next_env = AppEnv {
             auth_key: env.auth_key.clone(),
             exe,
+            library_path,
             app: env.app.clone(),
             data_dir: env.data_dir.clone(),
             otlp: env.otlp.clone(),

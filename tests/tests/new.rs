@@ -47,6 +47,11 @@ async fn ovation_new_makes_an_app_that_passes_its_test_and_serves() {
         "{manifest}"
     );
     assert!(!manifest.contains("serde") && !manifest.contains("schemars"));
+    assert!(
+        manifest.contains("ovation-dylib = { version = \"0.1.0\", path = ")
+            && manifest.contains("optional = true"),
+        "{manifest}"
+    );
 
     // Again, or a name that is none: a usage error saying why, nothing overwritten.
     let again = new("hello-app");
@@ -75,9 +80,10 @@ async fn ovation_new_makes_an_app_that_passes_its_test_and_serves() {
     );
     assert!(text.contains("greets_and_counts ... ok"), "{text}");
 
+    // Served as `ovation run` builds it: linked against the framework's shared library.
     let port = free_port();
     let mut served = Command::new(env!("CARGO"))
-        .args(["run", "--quiet"])
+        .args(["run", "--quiet", "--features", "ovation-dylib"])
         .current_dir(&app)
         .env("CARGO_TARGET_DIR", target_dir())
         .env("OVATION_DATA_DIR", &data_dir)
@@ -116,6 +122,11 @@ async fn ovation_new_makes_an_app_that_passes_its_test_and_serves() {
         .await
         .unwrap();
     assert_eq!(greeted["message"], format!("Hello, {name}!"));
+    let exe = std::fs::read(target_dir().join("debug/hello-app")).unwrap();
+    assert!(
+        exe.windows(16).any(|w| w == b"libovation_dylib"),
+        "the binary does not link the shared library"
+    );
     let read: serde_json::Value = http
         .get(format!("{base}/greetings/{name}"))
         .send()
@@ -131,7 +142,7 @@ async fn ovation_new_makes_an_app_that_passes_its_test_and_serves() {
 }
 
 /// What crates.io needs of each publishable crate's manifest — description, license,
-/// repository, readme, keywords and categories — and `cargo package` of the three.
+/// repository, readme, keywords and categories — and `cargo package` of the four.
 #[test]
 fn the_framework_crates_carry_what_crates_io_needs() {
     let out = Command::new(env!("CARGO"))
@@ -140,7 +151,7 @@ fn the_framework_crates_carry_what_crates_io_needs() {
         .output()
         .unwrap();
     let metadata: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    for name in ["ovation", "ovation-macros", "ovation-cli"] {
+    for name in ["ovation", "ovation-macros", "ovation-cli", "ovation-dylib"] {
         let package = metadata["packages"]
             .as_array()
             .unwrap()
@@ -178,6 +189,8 @@ fn the_framework_crates_carry_what_crates_io_needs() {
             "ovation",
             "-p",
             "ovation-cli",
+            "-p",
+            "ovation-dylib",
             "--target-dir",
         ])
         .arg(target_dir().join("ovation-package-check"))

@@ -42,14 +42,21 @@ pub(super) fn run(args: NewArgs) -> Result<ExitCode, CliError> {
                     path.display()
                 )));
             }
-            // A crates.io dependency with a local override: `cargo publish` keeps the version.
+            // Crates.io dependencies with a local override: `cargo publish` keeps the version.
+            let version = env!("CARGO_PKG_VERSION");
+            let dylib = path.join("dylib");
             format!(
-                "ovation = {{ version = \"{}\", path = {:?} }}",
-                env!("CARGO_PKG_VERSION"),
-                path.display().to_string()
+                "ovation = {{ version = \"{version}\", path = {:?} }}\n{DYLIB_COMMENT}\
+                 ovation-dylib = {{ version = \"{version}\", path = {:?}, optional = true }}",
+                path.display().to_string(),
+                dylib.display().to_string()
             )
         }
-        None => format!("ovation = \"{}\"", env!("CARGO_PKG_VERSION")),
+        None => format!(
+            "ovation = \"{version}\"\n{DYLIB_COMMENT}\
+             ovation-dylib = {{ version = \"{version}\", optional = true }}",
+            version = env!("CARGO_PKG_VERSION")
+        ),
     };
     let crate_name = args.name.replace('-', "_");
     let files = [
@@ -183,6 +190,10 @@ fn write(path: &Path, text: &str) -> Result<(), CliError> {
     std::fs::write(path, text)
         .map_err(|e| CliError::Failed(format!("cannot write {}: {e}", path.display())))
 }
+
+/// Above the optional `ovation-dylib` dependency of a new app's manifest.
+const DYLIB_COMMENT: &str = "# `ovation run` turns this on: the framework linked as one shared library, so a\n\
+                             # rebuild links only your code. `cargo build` and releases leave it off.\n";
 
 fn cargo_toml(name: &str, ovation: &str) -> String {
     format!(
