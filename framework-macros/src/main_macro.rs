@@ -26,7 +26,10 @@ pub(crate) fn expand(input: TokenStream) -> TokenStream {
     // `ovation run` turns the optional dependency on: the binary then links the framework as
     // one shared library (see the `ovation-dylib` crate).
     let dylib = if manifest.as_ref().is_some_and(|m| m.optional_dylib) {
-        quote!(#[cfg(feature = "ovation-dylib")] extern crate ovation_dylib as _;)
+        quote!(
+            #[cfg(feature = "ovation-dylib")]
+            extern crate ovation_dylib as _;
+        )
     } else {
         TokenStream::new()
     };
@@ -74,9 +77,9 @@ impl Manifest {
                 && let Some(value) = value.strip_prefix('=')
             {
                 manifest.lib_name = Some(value.trim().trim_matches('"').to_owned());
-            } else if table == "[dependencies]"
-                && line.starts_with("ovation-dylib")
-                && line.contains("optional = true")
+            } else if (table == "[dependencies]" && line.starts_with("ovation-dylib")
+                || table == "[dependencies.ovation-dylib]")
+                && line.replace(' ', "").contains("optional=true")
             {
                 manifest.optional_dylib = true;
             }

@@ -38,8 +38,18 @@ fn main() {
 
     // The order flow with Ovation and by hand, one edit of the same handler each; and the
     // whole shop, which does much more than the hand-written flow.
-    let flow = copy_app(&workspace, &deps, "examples/order-flow", &root.join("crates/order-flow"));
-    let shop = copy_app(&workspace, &deps, "examples/shop-app", &root.join("crates/shop-app"));
+    let flow = copy_app(
+        &workspace,
+        &deps,
+        "examples/order-flow",
+        &root.join("crates/order-flow"),
+    );
+    let shop = copy_app(
+        &workspace,
+        &deps,
+        "examples/shop-app",
+        &root.join("crates/shop-app"),
+    );
     let axum = root.join("crates/axum-shop");
     std::fs::create_dir_all(axum.join("src")).unwrap();
     std::fs::copy(
@@ -62,33 +72,59 @@ fn main() {
         ],
     );
     let target = root.join("target");
-    let [flow_edit, axum_edit, shop_edit] = in_turns([
-        &mut Rebuild::new(&flow, &target, "src/products/mod.rs", "product not found"),
+    // The two apps apart: each links its own build of `ovation-dylib` (the shop's dependencies
+    // have other features), and the shared library's file name is the same for both.
+    let [flow_edit, axum_edit, flow_static] = in_turns([
+        &mut Rebuild::new(&flow, &target, "src/products/mod.rs", "product not found")
+            .built_as_ovation_run_builds_it(),
         &mut Rebuild::new(&axum, &target, "src/main.rs", "product not found"),
-        &mut Rebuild::new(&shop, &target, "src/users/mod.rs", "no user {id}"),
+        &mut Rebuild::new(&flow, &target, "src/products/mod.rs", "product not found"),
+    ]);
+    let [shop_edit, axum_again] = in_turns([
+        &mut Rebuild::new(&shop, &target, "src/users/mod.rs", "no user {id}")
+            .built_as_ovation_run_builds_it(),
+        &mut Rebuild::new(&axum, &target, "src/main.rs", "product not found"),
     ]);
     println!(
-        "incremental rebuild after one handler edit: order flow {flow_edit:.2} s, \
-         by hand {axum_edit:.2} s, whole shop {shop_edit:.2} s"
+        "incremental rebuild after one handler edit: order flow {flow_edit:.2} s \
+         ({flow_static:.2} s linked statically), by hand {axum_edit:.2} s; \
+         whole shop {shop_edit:.2} s, by hand {axum_again:.2} s"
     );
     Figure::new(
         "Compile cost",
-        "order flow: incremental rebuild after editing one handler",
+        "order flow: incremental rebuild after editing one handler, as `ovation run` builds it",
         flow_edit,
         "s",
     )
-    .against("the same flow hand-written with axum+sqlx, same edit", axum_edit)
+    .against(
+        "the same flow hand-written with axum+sqlx, same edit",
+        axum_edit,
+    )
     .target(Target::RatioAtMost(1.3))
+    .record();
+    Figure::new(
+        "Compile cost",
+        "order flow: the same, linked statically (`cargo build`, a release)",
+        flow_static,
+        "s",
+    )
+    .against(
+        "the same flow hand-written with axum+sqlx, same edit",
+        axum_edit,
+    )
     .record();
     // Not like for like: 23 endpoints, sessions, payments, a saga and a live stream against
     // the four routes of the hand-written flow. What a bigger app costs to rebuild.
     Figure::new(
         "Compile cost",
-        "whole shop app: incremental rebuild after editing one handler",
+        "whole shop app: incremental rebuild after editing one handler, as `ovation run` builds it",
         shop_edit,
         "s",
     )
-    .against("the hand-written order flow (4 routes), same kind of edit", axum_edit)
+    .against(
+        "the hand-written order flow (4 routes), same kind of edit",
+        axum_again,
+    )
     .record();
 
     // N endpoints through `#[api]` against N plain axum handlers.
@@ -189,6 +225,13 @@ impl Deps {
             let path = self.workspace.join("framework-runtime");
             return format!("ovation = {{ path = {:?} }}", path.display().to_string());
         }
+        if name == "ovation-dylib" {
+            let path = self.workspace.join("framework-runtime/dylib");
+            return format!(
+                "ovation-dylib = {{ path = {:?}, optional = true }}",
+                path.display().to_string()
+            );
+        }
         self.lines
             .iter()
             .find(|l| l.starts_with(&format!("{name} = ")))
@@ -256,11 +299,12 @@ fn copy_dir(from: &Path, to: &Path) {
     }
 }
 
-fn build(dir: &Path, target: &Path, incremental: bool) -> Duration {
+fn build(dir: &Path, target: &Path, incremental: bool, features: &[&str]) -> Duration {
     let started = Instant::now();
     let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
         .args(["build", "--quiet", "--manifest-path"])
         .arg(dir.join("Cargo.toml"))
+        .args(features.iter().flat_map(|f| ["--features", f]))
         .env("CARGO_TARGET_DIR", target)
         .env("CARGO_INCREMENTAL", if incremental { "1" } else { "0" })
         // The shop's checked queries build from their data in `.sqlx`.
@@ -297,6 +341,8 @@ fn in_turns<const N: usize>(mut builds: [&mut dyn Measured; N]) -> [f64; N] {
 /// Rebuilding after changing `needle` in `file` (a handler's message), incrementally.
 struct Rebuild {
     dir: PathBuf,
+    /// `ovation-dylib` for an Ovation app, as `ovation run` builds it.
+    features: &'static [&'static str],
     target: PathBuf,
     path: PathBuf,
     original: String,
@@ -311,6 +357,7 @@ impl Rebuild {
         assert!(original.contains(needle), "{file} has no {needle:?}");
         Rebuild {
             dir: dir.to_owned(),
+            features: &[],
             target: target.to_owned(),
             path,
             original,
@@ -320,16 +367,25 @@ impl Rebuild {
     }
 }
 
+impl Rebuild {
+    /// Built as `ovation run` builds an app that has `ovation-dylib`: linked against the
+    /// framework as one shared library.
+    fn built_as_ovation_run_builds_it(mut self) -> Rebuild {
+        self.features = &["ovation-dylib"];
+        self
+    }
+}
+
 impl Measured for Rebuild {
     fn prepare(&mut self) {
-        build(&self.dir, &self.target, true);
+        build(&self.dir, &self.target, true, self.features);
     }
 
     fn measure(&mut self) -> f64 {
         self.edits += 1;
         let edited = format!("{} (edit {})", self.needle, self.edits);
         std::fs::write(&self.path, self.original.replace(self.needle, &edited)).unwrap();
-        build(&self.dir, &self.target, true).as_secs_f64()
+        build(&self.dir, &self.target, true, self.features).as_secs_f64()
     }
 }
 
@@ -350,7 +406,7 @@ impl FreshBuild {
 
 impl Measured for FreshBuild {
     fn prepare(&mut self) {
-        build(&self.dir, &self.target, false);
+        build(&self.dir, &self.target, false, &[]);
     }
 
     fn measure(&mut self) -> f64 {
@@ -359,7 +415,7 @@ impl Measured for FreshBuild {
         let mut text = std::fs::read_to_string(&lib).unwrap();
         text.push_str("//\n");
         std::fs::write(&lib, text).unwrap();
-        build(&self.dir, &self.target, false).as_secs_f64()
+        build(&self.dir, &self.target, false, &[]).as_secs_f64()
     }
 }
 

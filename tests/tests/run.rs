@@ -54,6 +54,16 @@ async fn ovation_run_serves_the_shop_and_the_traces_of_its_requests() {
         )
         .await;
     assert_eq!(order.status, 200, "{order:?}");
+    // The shop has the optional `ovation-dylib`: the process serving it is linked against
+    // the framework's shared library, found through the search path `ovation run` set.
+    #[cfg(target_os = "linux")]
+    {
+        let maps = maps_of_process_listening_on(port);
+        assert!(
+            maps.contains("libovation_dylib"),
+            "not the shared library:\n{maps}"
+        );
+    }
 
     // A private endpoint called from outside: the same 404 as an unknown route, and in
     // development a line in the log that says why.
@@ -517,4 +527,18 @@ fn the_cli_exits_with_a_code_for_each_kind_of_failure() {
     assert_eq!(code, Some(3), "{err}");
     assert!(err.contains("the build failed: error[E0308]"), "{err}");
     let _ = std::fs::remove_dir_all(&broken);
+}
+
+/// `/proc/PID/maps` of the app process `ovation run` started on `port` (it passes the address
+/// as `OVATION_LISTEN`).
+#[cfg(target_os = "linux")]
+fn maps_of_process_listening_on(port: u16) -> String {
+    let wanted = format!("OVATION_LISTEN=127.0.0.1:{port}");
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let environ = std::fs::read(entry.path().join("environ")).unwrap_or_default();
+        if environ.split(|b| *b == 0).any(|v| v == wanted.as_bytes()) {
+            return std::fs::read_to_string(entry.path().join("maps")).unwrap();
+        }
+    }
+    panic!("no process has {wanted}");
 }

@@ -47,7 +47,10 @@ mod tests {
         };
 
         let placed = order(2).await.unwrap();
-        assert_eq!((placed.total_cents, placed.status.as_str()), (2500, "confirmed"));
+        assert_eq!(
+            (placed.total_cents, placed.status.as_str()),
+            (2500, "confirmed")
+        );
         assert_eq!(products::get(product.id).await.unwrap().inventory, 1);
         let short = order(2).await.unwrap_err();
         assert_eq!(short.code(), ErrCode::FailedPrecondition, "{short}");
