@@ -336,9 +336,7 @@ fn links_dylib(manifest: &Path) -> Result<bool, CliError> {
 /// toolchain that built it, as under `cargo run`.
 pub fn app_command(exe: &Path) -> Command {
     let mut command = Command::new(exe);
-    if let Some((var, path)) = library_path(exe) {
-        command.env(var, path);
-    }
+    command.envs(library_path(exe));
     command
 }
 

@@ -237,11 +237,8 @@ struct AppEnv {
 
 impl AppEnv {
     fn start(&self, port: u16) -> Result<Child, String> {
-        let mut command = Command::new(&self.exe);
-        if let Some((var, path)) = &self.library_path {
-            command.env(var, path);
-        }
-        command
+        Command::new(&self.exe)
+            .envs(self.library_path.iter().map(|(var, path)| (var, path)))
             .current_dir(&self.app)
             .env("OVATION_LISTEN", format!("127.0.0.1:{port}"))
             // Development: hints in the log a deployment would not give (see `hint_private`).
