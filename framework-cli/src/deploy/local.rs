@@ -127,12 +127,30 @@ fn unix_now() -> u64 {
         .unwrap_or(0)
 }
 
-/// A free port on 127.0.0.1 (the OS picks; we release it for the process to take).
+/// A free port on 127.0.0.1 for a process, released for it to take and kept across its
+/// restarts. Taken below the kernel's ephemeral range: the OS gives every outgoing connection
+/// (and every `bind` to port 0) a port from that range, so one there could be handed to another
+/// program's connection between our check and the process's bind, or while it restarts.
 fn free_port() -> Result<u16, String> {
+    let ephemeral = ephemeral_range_start().unwrap_or(32768);
+    let low = 10_000.min(ephemeral / 2);
+    for _ in 0..64 {
+        let port = rand::random_range(low..ephemeral);
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return Ok(port);
+        }
+    }
+    // Everything tried is taken: let the OS pick.
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
         .map_err(|e| format!("cannot find a free port on 127.0.0.1: {e}"))
+}
+
+/// The first port of Linux's ephemeral range (`net.ipv4.ip_local_port_range`).
+fn ephemeral_range_start() -> Option<u16> {
+    let range = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").ok()?;
+    range.split_whitespace().next()?.parse().ok()
 }
 
 /// Deploys: writes the configs, starts the supervisor, waits until every process answers its
