@@ -1,7 +1,8 @@
 //! What a workflow adds to the calls it makes: a run of five steps, each a typed call to an
 //! endpoint that updates one row, against the same five calls made by a plain function, in
 //! the same run and on the same Postgres. The difference is the run's own rows (one insert,
-//! one update at the end) and one checkpoint upsert per step.
+//! one update at the end) and one checkpoint upsert per step, the last one in the statement
+//! of that update.
 //!
 //! `cargo bench -p ovation-tests --bench workflow`. Not a test: it asserts nothing about speed.
 

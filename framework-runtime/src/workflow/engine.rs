@@ -283,6 +283,33 @@ pub(crate) struct RunCtx {
     next: AtomicI32,
     undos: Mutex<Vec<Undo>>,
     halt: Mutex<Option<Halt>>,
+    /// Steps that succeeded and are not written yet: a step's checkpoint is written when the
+    /// next step starts, so before anything else is done for the run, or with the run's outcome
+    /// (one statement for the last step and the completion). A crash before it is written runs
+    /// the step again, as a crash between a step's work and its checkpoint always has.
+    unwritten: Mutex<Vec<Checkpoint>>,
+}
+
+/// A succeeded step's checkpoint, not yet written.
+pub(crate) struct Checkpoint {
+    pub(crate) position: i32,
+    pub(crate) name: String,
+    pub(crate) kind: StepKind,
+    pub(crate) input: Option<serde_json::Value>,
+    pub(crate) output: serde_json::Value,
+    pub(crate) attempts: i32,
+}
+
+impl Checkpoint {
+    pub(crate) fn outcome(&self) -> super::store::StepOutcome<'_> {
+        super::store::StepOutcome {
+            position: self.position,
+            name: &self.name,
+            kind: self.kind,
+            input: self.input.as_ref(),
+            attempts: self.attempts,
+        }
+    }
 }
 
 impl RunCtx {
@@ -302,7 +329,29 @@ impl RunCtx {
             next: AtomicI32::new(0),
             undos: Mutex::new(Vec::new()),
             halt: Mutex::new(None),
+            unwritten: Mutex::new(Vec::new()),
         }
+    }
+
+    fn take_unwritten(&self) -> Vec<Checkpoint> {
+        std::mem::take(&mut *self.unwritten.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// Writes the checkpoints of the steps that succeeded since the last was written.
+    async fn write_unwritten(&self) -> Result<(), Error> {
+        self.write(self.take_unwritten()).await
+    }
+
+    /// Writes `checkpoints`, in order; the run halts if one cannot be.
+    async fn write(&self, checkpoints: impl IntoIterator<Item = Checkpoint>) -> Result<(), Error> {
+        for checkpoint in checkpoints {
+            let written = self
+                .store
+                .record_step(self, checkpoint.outcome(), Ok(&checkpoint.output))
+                .await;
+            record(self, written)?;
+        }
+        Ok(())
     }
 
     fn halted(&self) -> Option<Error> {
@@ -385,6 +434,8 @@ where
     if let Some(e) = run.halted() {
         return Err(e);
     }
+    // What came before this step is recorded before it does anything.
+    run.write_unwritten().await?;
     let position = run.next.fetch_add(1, Ordering::Relaxed);
     let mut attempt = 0;
     match run.records.get(&position) {
@@ -434,7 +485,22 @@ where
                         run.def.name
                     ))
                 })?;
-                record(run, run.store.record_step(run, step, Ok(&output)).await)?;
+                if kind == StepKind::Sleep {
+                    // Its end is what a resumed run sleeps until: written before the sleep.
+                    record(run, run.store.record_step(run, step, Ok(&output)).await)?;
+                } else {
+                    run.unwritten
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .push(Checkpoint {
+                            position,
+                            name: name.clone(),
+                            kind,
+                            input,
+                            output,
+                            attempts: attempt as i32,
+                        });
+                }
                 run.register_undo(position, &name, undo, false);
                 return Ok(value);
             }
@@ -503,9 +569,18 @@ pub(crate) async fn drive(
     if let Some(halt) = run.take_halt() {
         return store.halted(&run, halt).await;
     }
+    // The last step's checkpoint goes with the outcome; any before it (steps run side by
+    // side) first.
+    let mut unwritten = run.take_unwritten();
+    let last = unwritten.pop();
+    if let Err(e) = run.write(unwritten).await {
+        return store
+            .halted(&run, run.take_halt().unwrap_or(Halt::Store(e)))
+            .await;
+    }
     let error = match (outcome, recorded_error) {
         (Ok(output), None) => {
-            return match store.complete(&run, &output).await {
+            return match store.complete(&run, &output, last.as_ref()).await {
                 Ok(true) => Ok(output),
                 Ok(false) => Err(lost()),
                 Err(e) => store.halted(&run, Halt::Store(e)).await,
@@ -522,6 +597,12 @@ pub(crate) async fn drive(
         (Err(_), Some(recorded)) => recorded,
         (Err(e), None) => e,
     };
+    // Compensation records its undos on the steps' rows: the last one is written first.
+    if let Err(e) = run.write(last).await {
+        return store
+            .halted(&run, run.take_halt().unwrap_or(Halt::Store(e)))
+            .await;
+    }
     compensate(&run, error).await
 }
 

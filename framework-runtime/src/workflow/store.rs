@@ -11,7 +11,7 @@ use sqlx::PgPool;
 use tokio::sync::watch;
 use tracing::Instrument as _;
 
-use super::engine::{Halt, RunCtx};
+use super::engine::{Checkpoint, Halt, RunCtx};
 use super::status::StepState;
 use crate::error::Error;
 use crate::sqldb::{DatabaseDef, Migration};
@@ -267,12 +267,49 @@ impl WorkflowStore {
         Ok(written.rows_affected() == 1)
     }
 
+    /// Records the run completed with `output`, and, in the same statement, the checkpoint of
+    /// its last step if that is not written yet.
     pub(crate) async fn complete(
         &self,
         run: &RunCtx,
         output: &serde_json::Value,
+        last_step: Option<&Checkpoint>,
     ) -> Result<bool, Error> {
-        self.finish(run, "completed", Some(output), None).await
+        let Some(step) = last_step else {
+            return self.finish(run, "completed", Some(output), None).await;
+        };
+        // The run's row is locked by the update, so no claim comes between the two.
+        let completed: i64 = sqlx::query_scalar(
+            "WITH done AS (
+                 UPDATE ovation_workflow_runs
+                    SET status = 'completed', output = $2, error = NULL, updated_at = now(),
+                        owner = NULL, finished_at = now()
+                  WHERE id = $1 AND owner = $3
+              RETURNING id
+             ), step AS (
+                 INSERT INTO ovation_workflow_steps
+                        (run_id, position, name, kind, state, input, output, attempts, finished_at)
+                 SELECT id, $4, $5, $6, 'succeeded', $7, $8, $9, now() FROM done
+                 ON CONFLICT (run_id, position) DO UPDATE
+                    SET state = EXCLUDED.state, output = EXCLUDED.output, error = NULL,
+                        final_error = false, attempts = EXCLUDED.attempts,
+                        finished_at = EXCLUDED.finished_at
+             )
+             SELECT count(*) FROM done",
+        )
+        .bind(&run.id)
+        .bind(output)
+        .bind(self.owner)
+        .bind(step.position)
+        .bind(&step.name)
+        .bind(step.kind.as_str())
+        .bind(step.input.as_ref())
+        .bind(&step.output)
+        .bind(step.attempts)
+        .fetch_one(&self.pool)
+        .instrument(tracing::Span::none())
+        .await?;
+        Ok(completed == 1)
     }
 
     pub(crate) async fn fail(&self, run: &RunCtx, error: &Error) -> Result<bool, Error> {
