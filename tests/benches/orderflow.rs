@@ -9,7 +9,13 @@
 //! - the resident set of each process idle and under that load, and the part of the idle one
 //!   that is not the binary's mapped pages;
 //! - start-up: from starting the binary to its first 200 answer, the database already up and
-//!   migrated.
+//!   migrated;
+//! - statements per order: what Postgres logs (`log_statement = all`) while 20 orders are placed
+//!   one after the other and delivered, less what it logs in an idle window as long (the
+//!   apps' background polls).
+//!
+//! The clusters keep Postgres's defaults for durability: every commit waits for its WAL to be
+//! flushed (`synchronous_commit = on`), as on a production server.
 //!
 //! Rounds alternate between the three, a fresh process each. `cargo bench -p ovation-tests
 //! --bench orderflow`. Not a test: it asserts nothing about speed.
@@ -126,11 +132,16 @@ fn main() {
         for (i, app) in App::ALL.into_iter().enumerate() {
             starts[i] = start_up(app, &binaries[i], &urls[i]).await;
         }
-        report(&loads, &mut starts);
+        let mut statements = [0.0; 3];
+        for (i, app) in App::ALL.into_iter().enumerate() {
+            let cluster = &clusters[usize::from(app != App::Shop)];
+            statements[i] = statements_per_order(app, &binaries[i], cluster).await;
+        }
+        report(&loads, &mut starts, &statements);
     });
 }
 
-fn report(loads: &[Vec<Load>; 3], starts: &mut [Vec<f64>; 3]) {
+fn report(loads: &[Vec<Load>; 3], starts: &mut [Vec<f64>; 3], statements: &[f64; 3]) {
     let cores = std::thread::available_parallelism().map_or(0, usize::from);
     println!(
         "POST /orders, {CLIENTS} clients over loopback, {ROUNDS} rounds of {MEASURE:?}, median; \
@@ -167,6 +178,16 @@ fn report(loads: &[Vec<Load>; 3], starts: &mut [Vec<f64>; 3]) {
             "µs",
         )
         .against(baseline, med(0, |l| l.p99_us))
+        .record();
+    }
+    for (i, app) in ovation() {
+        Figure::new(
+            section,
+            format!("{}: statements per order, delivery included", app.label()),
+            statements[i],
+            "",
+        )
+        .against(baseline, statements[0])
         .record();
     }
     let failed: u64 = loads.iter().flatten().map(|l| l.failed).sum();
@@ -456,4 +477,81 @@ async fn start_up(app: App, binary: &Path, database_url: &str) -> Vec<f64> {
         times.iter().map(|t| t.round()).collect::<Vec<_>>()
     );
     times
+}
+
+const COUNTED_ORDERS: usize = 20;
+
+/// The statements Postgres runs for one order of `app`, its delivery included: those logged
+/// while [`COUNTED_ORDERS`] orders are placed one after the other and then 2 s pass, less those
+/// logged in an idle window just as long, divided by the orders.
+async fn statements_per_order(
+    app: App,
+    binary: &Path,
+    cluster: &ovation::tooling::ManagedPostgres,
+) -> f64 {
+    use ovation::sqlx::{self, Connection as _};
+    let log = cluster.dir().join("postgres.log");
+    let mut admin = sqlx::PgConnection::connect(&cluster.url("postgres"))
+        .await
+        .expect("the bench connects to its cluster");
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let running = Running::start(app, binary, &cluster.url("postgres"), port);
+    let http = reqwest::Client::new();
+    wait_up(&http, &base, app).await;
+    let (user, product) = seed(&http, &base).await;
+    let order = json!({"userId": user, "productId": product, "quantity": 1});
+    // A first order: connections opened, statements prepared.
+    post(&http, format!("{base}/orders"), order.clone()).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    for sql in [
+        "ALTER SYSTEM SET log_statement = 'all'",
+        "SELECT pg_reload_conf()",
+    ] {
+        sqlx::query(sql).execute(&mut admin).await.unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let idle_from = log_len(&log);
+    let started = Instant::now();
+    for _ in 0..COUNTED_ORDERS {
+        post(&http, format!("{base}/orders"), order.clone()).await;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let window = started.elapsed();
+    let orders = logged_statements(&log, idle_from);
+    let idle_from = log_len(&log);
+    tokio::time::sleep(window).await;
+    let idle = logged_statements(&log, idle_from);
+    for sql in [
+        "ALTER SYSTEM RESET log_statement",
+        "SELECT pg_reload_conf()",
+    ] {
+        sqlx::query(sql).execute(&mut admin).await.unwrap();
+    }
+    running.stop();
+    let per_order = orders.saturating_sub(idle) as f64 / COUNTED_ORDERS as f64;
+    println!(
+        "{:<26} statements: {orders} while placing {COUNTED_ORDERS} orders, {idle} idle: \
+         {per_order:.1} an order",
+        app.name()
+    );
+    per_order
+}
+
+fn log_len(log: &Path) -> u64 {
+    std::fs::metadata(log).map_or(0, |m| m.len())
+}
+
+/// Statements Postgres logged in `log` after byte `from`: simple queries and executions of
+/// prepared ones, each counted once (not the lines of their text or parameters).
+fn logged_statements(log: &Path, from: u64) -> usize {
+    let bytes = std::fs::read(log).unwrap_or_default();
+    let tail = bytes
+        .get(usize::try_from(from).unwrap_or(0)..)
+        .unwrap_or(&[]);
+    String::from_utf8_lossy(tail)
+        .lines()
+        .filter(|l| l.contains("LOG:  statement: ") || l.contains("LOG:  execute "))
+        .count()
 }
