@@ -39,6 +39,19 @@ use crate::error::Error;
 use crate::runtime::{self, Runtime};
 use crate::sqldb::{DatabaseDef, Migration};
 
+/// `$sql`, a statement that names `async_commit` in its `FROM`, committed without waiting for
+/// its WAL to reach the disk, in one round trip: `set_config(.., true)` sets
+/// `synchronous_commit` for the statement's own transaction, where `BEGIN; SET LOCAL ..;
+/// <statement>; COMMIT` takes four. Naming the CTE makes Postgres evaluate it.
+macro_rules! async_commit {
+    ($sql:literal) => {
+        concat!(
+            "WITH async_commit AS (SELECT set_config('synchronous_commit', 'off', true)) ",
+            $sql
+        )
+    };
+}
+
 mod nats_worker;
 mod outbox;
 mod store;

@@ -273,19 +273,15 @@ pub(super) async fn count_and_ack(
 /// Adds `n` to the delivered count of `subscription`, without waiting for the disk: only a crash
 /// of Postgres itself can lose it (the app's crash cannot: it is acked after this commits).
 async fn count(pool: &PgPool, subscription: &str, n: usize) -> Result<(), Error> {
-    let mut tx = pool.begin().await?;
-    sqlx::query("SET LOCAL synchronous_commit = off")
-        .execute(&mut *tx)
-        .await?;
-    sqlx::query(
-        "INSERT INTO ovation_nats_delivered (subscription, delivered) VALUES ($1, $2)
+    sqlx::query(async_commit!(
+        "INSERT INTO ovation_nats_delivered (subscription, delivered)
+         SELECT $1, $2 FROM async_commit
          ON CONFLICT (subscription) DO UPDATE
-         SET delivered = ovation_nats_delivered.delivered + excluded.delivered",
-    )
+         SET delivered = ovation_nats_delivered.delivered + excluded.delivered"
+    ))
     .bind(subscription)
     .bind(i64::try_from(n).unwrap_or(0))
-    .execute(&mut *tx)
+    .execute(pool)
     .await?;
-    tx.commit().await?;
     Ok(())
 }

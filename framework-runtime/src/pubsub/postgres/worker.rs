@@ -382,20 +382,16 @@ pub(super) async fn mark_done(
     // Committed without waiting for the disk: a crash of Postgres that loses the mark delivers
     // the message again (at least once), never loses it, and the batch's acker does not wait
     // for an fsync (a third of the delivered messages/s with synchronous commits).
-    let mut tx = pool.begin().await?;
-    sqlx::query("SET LOCAL synchronous_commit = off")
-        .execute(&mut *tx)
-        .await?;
-    sqlx::query(
+    sqlx::query(async_commit!(
         "UPDATE ovation_deliveries
          SET state = 'done', done_at = now(), last_error = NULL, claimed_by = NULL
-         WHERE subscription = $1 AND message_id = ANY($2) AND state = 'pending'",
-    )
+         FROM async_commit
+         WHERE subscription = $1 AND message_id = ANY($2) AND state = 'pending'"
+    ))
     .bind(subscription)
     .bind(ids)
-    .execute(&mut *tx)
+    .execute(pool)
     .await?;
-    tx.commit().await?;
     Ok(())
 }
 
