@@ -85,6 +85,17 @@ async fn confirm_reservation(event: OrderCreated) -> Result<(), Error> {
     let Some(reservation) = event.reservation_id else {
         return Ok(());
     };
+    // The usual case, a reservation still held, in one statement; it waits for a sweep that
+    // holds the row, and then finds it expired.
+    let confirmed = sqlx::query!(
+        "UPDATE reservations SET status = 'confirmed' WHERE id = $1 AND status = 'reserved'",
+        reservation
+    )
+    .execute(DB.pool())
+    .await?;
+    if confirmed.rows_affected() == 1 {
+        return Ok(());
+    }
     let mut tx = DB.begin().await?;
     let row = sqlx::query!(
         "SELECT product_id, quantity, status FROM reservations WHERE id = $1 FOR UPDATE",
