@@ -1,6 +1,7 @@
 //! Durable workflows against a real Postgres, with "processes" as runtimes of one test: a run
 //! whose process stops is taken over by another, which replays the completed steps (a counter
-//! proves they ran once) and runs the rest; compensations run newest first and are retried;
+//! proves they ran once) and runs the rest; compensations run newest first and are retried, also
+//! for an error the function returns after its last step;
 //! final errors are not retried, retryable ones are; a durable sleep survives a restart; a run
 //! whose code changed stops with an error naming the step; idempotency keys reach the callee,
 //! in this process and over HTTP; an id runs once; a failed run is retried from its failed step.
@@ -161,6 +162,19 @@ mod flows {
     pub struct Flaky {
         pub tag: String,
         pub fails: usize,
+    }
+
+    /// An undoable step, then an error of the function's own, after its last step.
+    #[ovation::workflow]
+    pub async fn regrets(p: Input) -> Result<(), Error> {
+        let tag = p.tag.clone();
+        step("one", || std::future::ready(Ok(log::push(&p.tag, "one"))))
+            .compensate_with(move || {
+                log::push(&tag, "undo one");
+                std::future::ready(Ok(()))
+            })
+            .await?;
+        Err(Error::failed_precondition("changed its mind"))
     }
 
     #[ovation::workflow]
@@ -417,6 +431,32 @@ async fn compensations_run_newest_first_retried_until_they_succeed() {
     assert_eq!(undone, [true, true, false]);
     assert_eq!(status.steps[1].undo_attempts, 3);
     assert_eq!(status.steps[2].attempts, 1, "a final error is not retried");
+    env.close().await;
+}
+
+/// The function returns an error after its last step succeeded: that step, whose checkpoint
+/// was not written yet (it goes with the run's outcome), is recorded, then undone.
+#[tokio::test]
+async fn an_error_after_the_last_step_records_that_step_and_undoes_it() {
+    let env = TestEnv::new().await.unwrap();
+    let t = tag("regrets");
+    let rt = env.runtime(Hosting::only(["flows"])).unwrap();
+    let err = env
+        .run_in(rt, flows::regrets.run_with_id(&t, input(&t)))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (err.code(), err.message()),
+        (ErrCode::FailedPrecondition, "changed its mind")
+    );
+    assert_eq!(log::events(&t), ["one", "undo one"]);
+    let status = env.run_in(rt, ovation::workflow::status(&t)).await.unwrap();
+    assert_eq!(status.state, RunState::Failed);
+    assert_eq!(status.steps.len(), 1, "{status:?}");
+    assert_eq!(status.steps[0].name, "one");
+    assert_eq!(status.steps[0].state, StepState::Succeeded);
+    assert!(status.steps[0].compensated_at.is_some(), "{status:?}");
+    assert_eq!(status.steps[0].undo_attempts, 1);
     env.close().await;
 }
 
