@@ -68,6 +68,16 @@ mod files {
             .into_response()
     }
 
+    /// The client as the request names it: its `x-forwarded-for`, or `none`.
+    #[ovation::api(raw, public, method = "GET", path = "/files/peer")]
+    pub async fn peer(headers: axum::http::HeaderMap) -> String {
+        headers
+            .get("x-forwarded-for")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("none")
+            .to_owned()
+    }
+
     /// Private: reached only by a signed call.
     #[ovation::api(raw, method = "GET", path = "/files/internal")]
     pub async fn internal() -> &'static str {
@@ -332,6 +342,33 @@ async fn raw_bodies_reach_the_handler_unchanged_and_stream_through_the_gateway()
     assert!(spec["paths"]["/files/{name}"]["post"].is_object(), "{spec}");
     assert!(spec["paths"]["/old"]["get"].is_object(), "{spec}");
     assert!(spec["paths"].get("/feed/{label}").is_none(), "{spec}");
+    env.close().await;
+}
+
+/// A request through the gateway tells the service who sent it, after the hops the client
+/// named; a request made directly names no one.
+#[tokio::test]
+async fn the_gateway_tells_the_service_who_its_client_is() {
+    let env = TestEnv::new().await.unwrap();
+    let service = env.serve(Hosting::only(["files"])).await.unwrap();
+    let gateway = env
+        .serve(Hosting::gateway().remote("files", service.url()))
+        .await
+        .unwrap();
+    let http = reqwest::Client::new();
+    let peer = |base: String, forwarded: Option<&'static str>| {
+        let mut request = http.get(format!("{base}/files/peer"));
+        if let Some(forwarded) = forwarded {
+            request = request.header("x-forwarded-for", forwarded);
+        }
+        async move { request.send().await.unwrap().text().await.unwrap() }
+    };
+    assert_eq!(peer(service.url(), None).await, "none");
+    assert_eq!(peer(gateway.url(), None).await, "127.0.0.1");
+    assert_eq!(
+        peer(gateway.url(), Some("203.0.113.9")).await,
+        "203.0.113.9, 127.0.0.1"
+    );
     env.close().await;
 }
 
