@@ -141,43 +141,49 @@ fn main() {
     });
 }
 
+/// One figure of a round of load.
+type LoadFigure = fn(&Load) -> f64;
+
 fn report(loads: &[Vec<Load>; 3], starts: &mut [Vec<f64>; 3], statements: &[f64; 3]) {
     let cores = std::thread::available_parallelism().map_or(0, usize::from);
     println!(
         "POST /orders, {CLIENTS} clients over loopback, {ROUNDS} rounds of {MEASURE:?}, median; \
          {cores} cores shared by the load driver, the app and Postgres"
     );
-    let med =
-        |i: usize, f: fn(&Load) -> f64| median(&mut loads[i].iter().map(f).collect::<Vec<_>>());
+    let med = |i: usize, f: LoadFigure| median(&mut loads[i].iter().map(f).collect::<Vec<_>>());
     let baseline = App::Axum.name();
     let ovation = || App::ALL.into_iter().enumerate().skip(1);
+    // A figure of app `i`'s loads against the hand-written flow's.
+    let of_loads = |section: &str, i: usize, what: String, f: LoadFigure, unit: &str| {
+        Figure::new(section, what, med(i, f), unit).against(baseline, med(0, f))
+    };
     let section = "Order flow";
     for (i, app) in ovation() {
         let name = app.label();
-        Figure::new(
+        of_loads(
             section,
+            i,
             format!("{name}: POST /orders requests/s"),
-            med(i, |l| l.rate),
+            |l| l.rate,
             "req/s",
         )
-        .against(baseline, med(0, |l| l.rate))
         .target(Target::RatioAtLeast(app.rate_target()))
         .record();
-        Figure::new(
+        of_loads(
             section,
+            i,
             format!("{name}: POST /orders p50"),
-            med(i, |l| l.p50_us),
+            |l| l.p50_us,
             "µs",
         )
-        .against(baseline, med(0, |l| l.p50_us))
         .record();
-        Figure::new(
+        of_loads(
             section,
+            i,
             format!("{name}: POST /orders p99"),
-            med(i, |l| l.p99_us),
+            |l| l.p99_us,
             "µs",
         )
-        .against(baseline, med(0, |l| l.p99_us))
         .record();
     }
     for (i, app) in ovation() {
@@ -212,30 +218,20 @@ fn report(loads: &[Vec<Load>; 3], starts: &mut [Vec<f64>; 3], statements: &[f64;
         .against(baseline, starts[0])
         .target(Target::AtMost(200.0))
         .record();
-        Figure::new(
-            section,
-            format!("{name}: resident set, idle"),
-            med(i, |l| l.rss_idle_mib),
-            "MiB",
-        )
-        .against(baseline, med(0, |l| l.rss_idle_mib))
-        .record();
-        Figure::new(
-            section,
-            format!("{name}: resident set, idle, anonymous (heap, stacks; not the binary's pages)"),
-            med(i, |l| l.anon_idle_mib),
-            "MiB",
-        )
-        .against(baseline, med(0, |l| l.anon_idle_mib))
-        .record();
-        Figure::new(
-            section,
-            format!("{name}: resident set, {CLIENTS} clients on POST /orders"),
-            med(i, |l| l.rss_load_mib),
-            "MiB",
-        )
-        .against(baseline, med(0, |l| l.rss_load_mib))
-        .record();
+        let memory: [(String, LoadFigure); 3] = [
+            ("resident set, idle".into(), |l| l.rss_idle_mib),
+            (
+                "resident set, idle, anonymous (heap, stacks; not the binary's pages)".into(),
+                |l| l.anon_idle_mib,
+            ),
+            (
+                format!("resident set, {CLIENTS} clients on POST /orders"),
+                |l| l.rss_load_mib,
+            ),
+        ];
+        for (what, f) in memory {
+            of_loads(section, i, format!("{name}: {what}"), f, "MiB").record();
+        }
     }
 }
 

@@ -337,11 +337,6 @@ impl RunCtx {
         std::mem::take(&mut *self.unwritten.lock().unwrap_or_else(|p| p.into_inner()))
     }
 
-    /// Writes the checkpoints of the steps that succeeded since the last was written.
-    async fn write_unwritten(&self) -> Result<(), Error> {
-        self.write(self.take_unwritten()).await
-    }
-
     /// Writes `checkpoints`, in order; the run halts if one cannot be.
     async fn write(&self, checkpoints: impl IntoIterator<Item = Checkpoint>) -> Result<(), Error> {
         for checkpoint in checkpoints {
@@ -435,7 +430,7 @@ where
         return Err(e);
     }
     // What came before this step is recorded before it does anything.
-    run.write_unwritten().await?;
+    run.write(run.take_unwritten()).await?;
     let position = run.next.fetch_add(1, Ordering::Relaxed);
     let mut attempt = 0;
     match run.records.get(&position) {
@@ -574,9 +569,7 @@ pub(crate) async fn drive(
     let mut unwritten = run.take_unwritten();
     let last = unwritten.pop();
     if let Err(e) = run.write(unwritten).await {
-        return store
-            .halted(&run, run.take_halt().unwrap_or(Halt::Store(e)))
-            .await;
+        return halted_writing(&run, e).await;
     }
     let error = match (outcome, recorded_error) {
         (Ok(output), None) => {
@@ -599,11 +592,15 @@ pub(crate) async fn drive(
     };
     // Compensation records its undos on the steps' rows: the last one is written first.
     if let Err(e) = run.write(last).await {
-        return store
-            .halted(&run, run.take_halt().unwrap_or(Halt::Store(e)))
-            .await;
+        return halted_writing(&run, e).await;
     }
     compensate(&run, error).await
+}
+
+/// The outcome of a run whose checkpoint `e` could not be written ([`RunCtx::write`] halted it).
+async fn halted_writing(run: &RunCtx, e: Error) -> Result<serde_json::Value, Error> {
+    let halt = run.take_halt().unwrap_or(Halt::Store(e));
+    run.store.halted(run, halt).await
 }
 
 /// Undoes, newest first, what the run's steps did, then records the run failed with `error`.
