@@ -119,11 +119,13 @@ impl Nats {
                 serde_json::to_vec(m.payload).map_err(|e| Error::internal(e.to_string()))?;
             let mut publish = jetstream::message::PublishMessage::build()
                 .payload(Bytes::from(payload))
-                .message_id(m.id.to_string())
-                .header(
-                    PUBLISHED_HEADER,
-                    m.published_at.unwrap_or_else(chrono::Utc::now).to_rfc3339(),
-                );
+                .message_id(m.id.to_string());
+            // Published earlier (from the outbox, or a redrive): JetStream's time would be the
+            // relay's. Otherwise JetStream's is the publish time, and a header less per message
+            // is less to write, store, parse and look up at both ends.
+            if let Some(at) = m.published_at {
+                publish = publish.header(PUBLISHED_HEADER, at.to_rfc3339());
+            }
             if let Some(t) = m.traceparent {
                 publish = publish.header(TRACEPARENT_HEADER, t);
             }
@@ -200,14 +202,15 @@ pub(crate) fn receive(message: jetstream::Message) -> Received {
     let id = header(MESSAGE_ID_HEADER)
         .and_then(|v| v.parse().ok())
         .unwrap_or_else(Uuid::new_v4);
+    let info = message.info().ok();
+    let attempt = info
+        .as_ref()
+        .map_or(1, |i| u32::try_from(i.delivered).unwrap_or(1));
     let published_at = header(PUBLISHED_HEADER)
         .and_then(|v| chrono::DateTime::parse_from_rfc3339(&v).ok())
         .map(|t| t.with_timezone(&chrono::Utc))
+        .or_else(|| info.map(|i| i.published))
         .unwrap_or_else(chrono::Utc::now);
-    let attempt = message
-        .info()
-        .map(|i| u32::try_from(i.delivered).unwrap_or(1))
-        .unwrap_or(1);
     let traceparent = header(TRACEPARENT_HEADER);
     let redrive_for = header(REDRIVE_HEADER);
     Received {
