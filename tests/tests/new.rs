@@ -34,6 +34,7 @@ async fn ovation_new_makes_an_app_that_passes_its_test_and_serves() {
         "Cargo.toml",
         "README.md",
         ".gitignore",
+        "build.rs",
         "src/main.rs",
         "src/lib.rs",
         "src/greetings/mod.rs",
@@ -127,6 +128,22 @@ async fn ovation_new_makes_an_app_that_passes_its_test_and_serves() {
         exe.windows(16).any(|w| w == b"libovation_dylib"),
         "the binary does not link the shared library"
     );
+    // Its build script links it with packed relative relocations where glibc loads them.
+    match glibc_version() {
+        Some(version) if version >= (2, 36) => {
+            let dynamic = Command::new("readelf")
+                .arg("--dynamic")
+                .arg(target_dir().join("debug/hello-app"))
+                .output()
+                .expect("readelf (binutils) runs");
+            let dynamic = String::from_utf8_lossy(&dynamic.stdout);
+            assert!(
+                dynamic.contains("(RELR)"),
+                "no DT_RELR in the new app's binary, on glibc {version:?}:\n{dynamic}"
+            );
+        }
+        version => eprintln!("glibc {version:?}: the new app is linked without DT_RELR"),
+    }
     let read: serde_json::Value = http
         .get(format!("{base}/greetings/{name}"))
         .send()
@@ -200,4 +217,15 @@ fn the_framework_crates_carry_what_crates_io_needs() {
     let stderr = String::from_utf8_lossy(&packaged.stderr);
     assert!(packaged.status.success(), "{stderr}");
     assert!(!stderr.contains("warning"), "{stderr}");
+}
+
+/// This host's glibc version, from `getconf GNU_LIBC_VERSION` (`glibc 2.36`).
+fn glibc_version() -> Option<(u32, u32)> {
+    let out = Command::new("getconf")
+        .arg("GNU_LIBC_VERSION")
+        .output()
+        .ok()?;
+    let text = String::from_utf8(out.stdout).ok()?;
+    let (major, minor) = text.trim().strip_prefix("glibc ")?.split_once('.')?;
+    Some((major.parse().ok()?, minor.parse().ok()?))
 }

@@ -64,6 +64,10 @@ pub(super) fn run(args: NewArgs) -> Result<ExitCode, CliError> {
         ("README.md", readme(&args.name)),
         (".gitignore", "/target\n/.ovation\n".to_owned()),
         (
+            "build.rs",
+            include_str!("../../templates/build.rs").to_owned(),
+        ),
+        (
             "src/lib.rs",
             format!(
                 "//! {}: an Ovation app. Each top-level module is a service.\n\npub mod greetings;\n",
