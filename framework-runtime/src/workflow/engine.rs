@@ -429,9 +429,20 @@ where
     if let Some(e) = run.halted() {
         return Err(e);
     }
-    // What came before this step is recorded before it does anything.
-    run.write(run.take_unwritten()).await?;
     let position = run.next.fetch_add(1, Ordering::Relaxed);
+    // What came before this step is written while its first attempt runs; before anything
+    // else, for a step that replays or halts. Steps are at least once: a crash before that
+    // write runs the step before again, as a crash between a step's work and its checkpoint
+    // always has, so nothing waits for it that did not before. A write that fails halts the
+    // run once the attempt is over.
+    let mut before = Some(run.take_unwritten());
+    let executes = match run.records.get(&position) {
+        None => !run.compensating,
+        Some(rec) => rec.name == name && rec.state == StepState::Retrying,
+    };
+    if !executes && let Some(checkpoints) = before.take() {
+        run.write(checkpoints).await?;
+    }
     let mut attempt = 0;
     match run.records.get(&position) {
         Some(rec) if rec.name != name => {
@@ -464,7 +475,15 @@ where
     loop {
         attempt += 1;
         // The closure's own code runs in the step's scope too, not only its future.
-        let result = keyed(&key, &mut make).await;
+        let result = match before.take() {
+            Some(checkpoints) if !checkpoints.is_empty() => {
+                let (written, result) =
+                    tokio::join!(run.write(checkpoints), keyed(&key, &mut make));
+                written?;
+                result
+            }
+            _ => keyed(&key, &mut make).await,
+        };
         let step = super::store::StepOutcome {
             position,
             name: &name,
