@@ -283,10 +283,10 @@ pub(crate) struct RunCtx {
     next: AtomicI32,
     undos: Mutex<Vec<Undo>>,
     halt: Mutex<Option<Halt>>,
-    /// Steps that succeeded and are not written yet: a step's checkpoint is written when the
-    /// next step starts, so before anything else is done for the run, or with the run's outcome
-    /// (one statement for the last step and the completion). A crash before it is written runs
-    /// the step again, as a crash between a step's work and its checkpoint always has.
+    /// Steps that succeeded and are not written yet: a step's checkpoint is written while the
+    /// next step's first attempt runs, or with the run's outcome (one statement for the last
+    /// step and the completion). A crash before it is written runs the step again, as a crash
+    /// between a step's work and its checkpoint always has.
     unwritten: Mutex<Vec<Checkpoint>>,
 }
 

@@ -17,8 +17,8 @@
 //!
 //! **Steps.** Every typed service call made in a workflow is a step, and [`step`] makes any
 //! other code one. A step's outcome is checkpointed (the framework's `ovation_workflows`
-//! database, on the server the service databases live on) before the next step starts, and
-//! the last step's with the run's outcome, in the statement that records it. A run
+//! database, on the server the service databases live on) while the next step's first attempt
+//! runs, and the last step's with the run's outcome, in the statement that records it. A run
 //! that is resumed runs its function again from the top: each completed step returns its
 //! recorded output without running, the first unfinished one runs. So the code between steps
 //! must be deterministic: the same input takes the same steps in the same order. A resumed run
