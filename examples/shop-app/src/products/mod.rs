@@ -95,66 +95,103 @@ pub async fn reserve_inventory(id: Uuid, p: ReserveParams) -> Result<(), Error> 
     if p.quantity <= 0 {
         return Err(Error::invalid_argument("`quantity` must be at least 1"));
     }
-    let mut tx = DB.begin().await?;
-    if let Some(reservation) = p.reservation_id {
-        let inserted = sqlx::query!(
-            "INSERT INTO reservations (id, product_id, quantity, status)
-             VALUES ($1, $2, $3, 'reserved') ON CONFLICT (id) DO NOTHING",
-            reservation,
-            id,
-            p.quantity
-        )
-        .execute(&mut *tx)
-        .await?;
-        if inserted.rows_affected() == 0 {
-            let row = sqlx::query!(
-                "SELECT product_id, quantity, status FROM reservations WHERE id = $1",
-                reservation
-            )
-            .fetch_one(&mut *tx)
-            .await?;
-            let (product_id, quantity, status) = (row.product_id, row.quantity, row.status);
-            return if status == "released" {
-                Err(Error::failed_precondition(
-                    "this reservation was released before it was made",
-                ))
-            } else if status == "expired" {
-                Err(Error::failed_precondition(
-                    "this reservation expired: no order took it in time",
-                ))
-            } else if (product_id, quantity) != (id, p.quantity) {
-                Err(Error::invalid_argument(
-                    "this reservation id was used for another reservation",
-                ))
-            } else {
-                Ok(())
-            };
-        }
-    }
-    // One statement: the row lock serialises concurrent reservations of one product.
-    let updated = sqlx::query!(
-        "UPDATE products SET inventory = inventory - $1 WHERE id = $2 AND inventory >= $1",
-        p.quantity,
-        id
-    )
-    .execute(&mut *tx)
-    .await?;
-    if updated.rows_affected() == 0 {
-        let exists: bool = sqlx::query_scalar!(
-            "SELECT EXISTS (SELECT 1 FROM products WHERE id = $1) AS \"exists!\"",
+    let Some(reservation) = p.reservation_id else {
+        // One statement: the row lock serialises concurrent reservations of one product.
+        let updated = sqlx::query!(
+            "UPDATE products SET inventory = inventory - $1 WHERE id = $2 AND inventory >= $1",
+            p.quantity,
             id
         )
-        .fetch_one(&mut *tx)
+        .execute(DB.pool())
         .await?;
-        // Dropping the transaction rolls the reservation row back.
-        return Err(if exists {
-            Error::failed_precondition("insufficient inventory")
-        } else {
-            Error::not_found(format!("no product {id}"))
-        });
+        if updated.rows_affected() == 0 {
+            return Err(short_or_missing(id).await);
+        }
+        return Ok(());
+    };
+    // One statement for a new reservation: the stock taken and the reservation recorded, or
+    // neither. An id used before fails the insert, which undoes the update with it.
+    let made = sqlx::query!(
+        "WITH taken AS (
+             UPDATE products SET inventory = inventory - $3
+             WHERE id = $2 AND inventory >= $3
+             RETURNING id
+         )
+         INSERT INTO reservations (id, product_id, quantity, status)
+         SELECT $1, id, $3, 'reserved' FROM taken",
+        reservation,
+        id,
+        p.quantity
+    )
+    .execute(DB.pool())
+    .await;
+    match made {
+        Ok(made) if made.rows_affected() == 1 => Ok(()),
+        // Nothing changed: a retry of a reservation made before, or stock that is short.
+        Ok(_) => match made_before(reservation, id, p.quantity).await? {
+            Some(outcome) => outcome,
+            None => Err(short_or_missing(id).await),
+        },
+        Err(e) if is_unique_violation(&e) => made_before(reservation, id, p.quantity)
+            .await?
+            .unwrap_or_else(|| Err(Error::aborted("the reservation changed meanwhile: retry"))),
+        Err(e) => Err(e.into()),
     }
-    tx.commit().await?;
-    Ok(())
+}
+
+/// What a reservation id used before means for a reservation of `quantity` of `product`: the
+/// same reservation again (done), or one that cannot be made. `None` for an id never used.
+async fn made_before(
+    reservation: Uuid,
+    product: Uuid,
+    quantity: i32,
+) -> Result<Option<Result<(), Error>>, Error> {
+    let Some(row) = sqlx::query!(
+        "SELECT product_id, quantity, status FROM reservations WHERE id = $1",
+        reservation
+    )
+    .fetch_optional(DB.pool())
+    .await?
+    else {
+        return Ok(None);
+    };
+    Ok(Some(if row.status == "released" {
+        Err(Error::failed_precondition(
+            "this reservation was released before it was made",
+        ))
+    } else if row.status == "expired" {
+        Err(Error::failed_precondition(
+            "this reservation expired: no order took it in time",
+        ))
+    } else if (row.product_id, row.quantity) != (product, quantity) {
+        Err(Error::invalid_argument(
+            "this reservation id was used for another reservation",
+        ))
+    } else {
+        Ok(())
+    }))
+}
+
+/// Why no stock could be taken from `product`.
+async fn short_or_missing(product: Uuid) -> Error {
+    let exists = sqlx::query_scalar!(
+        "SELECT EXISTS (SELECT 1 FROM products WHERE id = $1) AS \"exists!\"",
+        product
+    )
+    .fetch_one(DB.pool())
+    .await;
+    match exists {
+        Ok(true) => Error::failed_precondition("insufficient inventory"),
+        Ok(false) => Error::not_found(format!("no product {product}")),
+        Err(e) => e.into(),
+    }
+}
+
+/// Whether a statement failed on a unique constraint (SQLSTATE 23505).
+fn is_unique_violation(e: &sqlx::Error) -> bool {
+    e.as_database_error()
+        .and_then(|d| d.code())
+        .is_some_and(|code| code == "23505")
 }
 
 /// Puts `quantity` items back in stock: the compensation of `reserve_inventory`. With a
@@ -328,6 +365,31 @@ mod tests {
         }
         assert_eq!(ok, 10);
         assert_eq!(get(p.id).await.unwrap().inventory, 0);
+    }
+
+    #[ovation::test]
+    async fn a_keyed_reservation_retried_after_the_stock_ran_short_is_still_made() {
+        let p = widget(5).await;
+        let keyed = ReserveParams {
+            quantity: 4,
+            reservation_id: Some(Uuid::new_v4()),
+        };
+        reserve_inventory(p.id, keyed.clone()).await.unwrap();
+        // One left: the retry takes nothing, and answers as the reservation made before.
+        reserve_inventory(p.id, keyed.clone()).await.unwrap();
+        assert_eq!(get(p.id).await.unwrap().inventory, 1);
+        // Another reservation of the same size is short.
+        let err = reserve_inventory(
+            p.id,
+            ReserveParams {
+                reservation_id: Some(Uuid::new_v4()),
+                ..keyed
+            },
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(err.code(), ErrCode::FailedPrecondition);
+        assert_eq!(get(p.id).await.unwrap().inventory, 1);
     }
 
     #[ovation::test]
