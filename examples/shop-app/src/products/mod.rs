@@ -124,7 +124,8 @@ pub async fn reserve_inventory(id: Uuid, p: ReserveParams) -> Result<(), Error> 
         p.quantity
     )
     .execute(DB.pool())
-    .await;
+    .await
+    .map_err(Error::from);
     match made {
         Ok(made) if made.rows_affected() == 1 => Ok(()),
         // Nothing changed: a retry of a reservation made before, or stock that is short.
@@ -132,10 +133,11 @@ pub async fn reserve_inventory(id: Uuid, p: ReserveParams) -> Result<(), Error> 
             Some(outcome) => outcome,
             None => Err(short_or_missing(id).await),
         },
-        Err(e) if is_unique_violation(&e) => made_before(reservation, id, p.quantity)
+        // The reservation's id is taken (a unique violation).
+        Err(e) if e.code() == ErrCode::AlreadyExists => made_before(reservation, id, p.quantity)
             .await?
             .unwrap_or_else(|| Err(Error::aborted("the reservation changed meanwhile: retry"))),
-        Err(e) => Err(e.into()),
+        Err(e) => Err(e),
     }
 }
 
@@ -185,13 +187,6 @@ async fn short_or_missing(product: Uuid) -> Error {
         Ok(false) => Error::not_found(format!("no product {product}")),
         Err(e) => e.into(),
     }
-}
-
-/// Whether a statement failed on a unique constraint (SQLSTATE 23505).
-fn is_unique_violation(e: &sqlx::Error) -> bool {
-    e.as_database_error()
-        .and_then(|d| d.code())
-        .is_some_and(|code| code == "23505")
 }
 
 /// Puts `quantity` items back in stock: the compensation of `reserve_inventory`. With a
